@@ -1,0 +1,81 @@
+//! The agent's own configuration file (`paddockd --config FILE`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::Error;
+
+/// `agent.toml`. Every key but `listen` and `data_dir` has a default.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Address the gRPC API listens on, e.g. "192.168.56.11:7443".
+    pub listen: SocketAddr,
+    /// Where instance configs, data and logs live: `data_dir/instances/NAME/`.
+    pub data_dir: PathBuf,
+    /// The redis-server binary; a bare name is looked up in PATH.
+    #[serde(default = "default_redis_server")]
+    pub redis_server: PathBuf,
+}
+
+fn default_redis_server() -> PathBuf {
+    PathBuf::from("redis-server")
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, Error> {
+        toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Resolves a bare program name through PATH the way a shell would.
+pub fn resolve_program(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_minimal_config_with_defaults() {
+        let c = AgentConfig::parse(
+            Path::new("agent.toml"),
+            "listen = \"127.0.1.1:7443\"\ndata_dir = \"/var/lib/paddock\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.1.1:7443".parse().unwrap());
+        assert_eq!(c.redis_server, PathBuf::from("redis-server"));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let err = AgentConfig::parse(
+            Path::new("/etc/paddock/agent.toml"),
+            "listen = \"127.0.1.1:7443\"\ndata_dir = \"/x\"\nlisten_port = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/etc/paddock/agent.toml"), "{err}");
+        assert!(err.contains("listen_port"), "{err}");
+    }
+}

@@ -1,0 +1,74 @@
+//! Host facts, read through sysinfo (and statvfs for the data directory).
+
+use std::path::{Path, PathBuf};
+
+use sysinfo::System;
+
+use crate::config::resolve_program;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub cpus: u32,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub data_dir_free_bytes: u64,
+    pub redis_server_path: Option<PathBuf>,
+    pub redis_version: Option<String>,
+    pub agent_version: String,
+}
+
+pub fn gather(data_dir: &Path, redis_server: &Path) -> Facts {
+    let mut system = System::new();
+    system.refresh_memory();
+    let redis_server_path = resolve_program(redis_server);
+    let redis_version = redis_server_path.as_deref().and_then(redis_version);
+    Facts {
+        hostname: System::host_name().unwrap_or_default(),
+        os: System::long_os_version().unwrap_or_default(),
+        kernel: System::kernel_version().unwrap_or_default(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        memory_total_bytes: system.total_memory(),
+        memory_available_bytes: system.available_memory(),
+        data_dir_free_bytes: nix::sys::statvfs::statvfs(data_dir)
+            .map(|s| s.blocks_available() * s.fragment_size())
+            .unwrap_or(0),
+        redis_server_path,
+        redis_version,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// "Redis server v=7.0.15 sha=..." -> "7.0.15".
+fn redis_version(path: &Path) -> Option<String> {
+    let out = std::process::Command::new(path)
+        .arg("--version")
+        .env_clear()
+        .output()
+        .ok()?;
+    parse_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_version(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("v="))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_redis_version_line() {
+        assert_eq!(
+            super::parse_version(
+                "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=c4f6e7a3ff5bda13\n"
+            ),
+            Some("7.0.15".into())
+        );
+        assert_eq!(super::parse_version("garbage"), None);
+    }
+}

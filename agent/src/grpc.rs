@@ -1,0 +1,205 @@
+//! The tonic service: converts proto messages to domain types at the edge and
+//! hands the work to the supervisor task. The only module that imports proto
+//! types.
+
+use std::path::PathBuf;
+
+use paddock_proto::v1::{self as pb, agent_server::Agent};
+use tonic::{Request, Response, Status};
+
+use crate::Error;
+use crate::facts;
+use crate::redis_access::{Connections, Reply};
+use crate::spec::{InstanceSpec, Mode};
+use crate::supervisor::{InstanceStatus, State, SupervisorHandle};
+
+pub struct AgentService {
+    pub supervisor: SupervisorHandle,
+    pub connections: Connections,
+    pub data_dir: PathBuf,
+    pub redis_server: PathBuf,
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::UnknownInstance(_) => Status::not_found(message),
+            Error::InvalidSpec(_) => Status::invalid_argument(message),
+            Error::Redis { .. } => Status::unavailable(message),
+            Error::ShuttingDown => Status::unavailable(message),
+            _ => Status::internal(message),
+        }
+    }
+}
+
+impl TryFrom<pb::InstanceSpec> for InstanceSpec {
+    type Error = Error;
+
+    fn try_from(s: pb::InstanceSpec) -> Result<Self, Error> {
+        let invalid =
+            |field: &str, why: String| Error::InvalidSpec(format!("field {field}: {why}"));
+        let mode = match pb::RedisMode::try_from(s.mode) {
+            Ok(pb::RedisMode::Standalone) => Mode::Standalone,
+            Ok(pb::RedisMode::Cluster) => Mode::Cluster,
+            _ => return Err(invalid("mode", "must be standalone or cluster".into())),
+        };
+        let spec = InstanceSpec {
+            address: s
+                .address
+                .parse()
+                .map_err(|e| invalid("address", format!("{:?}: {e}", s.address)))?,
+            port: u16::try_from(s.port).map_err(|_| invalid("port", s.port.to_string()))?,
+            name: s.name,
+            deployment: s.deployment,
+            mode,
+            maxmemory_bytes: s.maxmemory_bytes,
+            maxmemory_policy: s.maxmemory_policy,
+            appendonly: s.appendonly,
+            rdb_snapshots: s.rdb_snapshots,
+            cluster_node_timeout_ms: s.cluster_node_timeout_ms,
+            password: s.password,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+fn state_to_pb(state: State) -> pb::InstanceState {
+    match state {
+        State::Stopped => pb::InstanceState::Stopped,
+        State::Starting => pb::InstanceState::Starting,
+        State::Running => pb::InstanceState::Running,
+        State::Backoff => pb::InstanceState::Backoff,
+        State::Stopping => pb::InstanceState::Stopping,
+        State::Exited => pb::InstanceState::Exited,
+        State::Fatal => pb::InstanceState::Fatal,
+    }
+}
+
+impl From<InstanceStatus> for pb::InstanceStatus {
+    fn from(s: InstanceStatus) -> Self {
+        pb::InstanceStatus {
+            name: s.name,
+            port: u32::from(s.port),
+            state: state_to_pb(s.state) as i32,
+            pid: s.pid.unwrap_or(0),
+            restarts: s.restarts,
+            last_exit: s.last_exit.unwrap_or_default(),
+            config_digest: s.config_digest,
+        }
+    }
+}
+
+impl From<Reply> for pb::RedisValue {
+    fn from(r: Reply) -> Self {
+        use pb::redis_value::Kind;
+        let kind = match r {
+            Reply::Nil => Kind::Nil(true),
+            Reply::Int(i) => Kind::Int(i),
+            Reply::Bulk(b) => Kind::Bulk(b),
+            Reply::Simple(s) => Kind::Simple(s),
+            Reply::Error(e) => Kind::Error(e),
+            Reply::Array(items) => Kind::Array(pb::RedisArray {
+                items: items.into_iter().map(pb::RedisValue::from).collect(),
+            }),
+            Reply::Double(d) => Kind::Double(d),
+        };
+        pb::RedisValue { kind: Some(kind) }
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn get_facts(
+        &self,
+        _request: Request<pb::GetFactsRequest>,
+    ) -> Result<Response<pb::Facts>, Status> {
+        let data_dir = self.data_dir.clone();
+        let redis_server = self.redis_server.clone();
+        let f = tokio::task::spawn_blocking(move || facts::gather(&data_dir, &redis_server))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::Facts {
+            hostname: f.hostname,
+            os: f.os,
+            kernel: f.kernel,
+            cpus: f.cpus,
+            memory_total_bytes: f.memory_total_bytes,
+            memory_available_bytes: f.memory_available_bytes,
+            data_dir_free_bytes: f.data_dir_free_bytes,
+            redis_server_path: f
+                .redis_server_path
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            redis_version: f.redis_version.unwrap_or_default(),
+            agent_version: f.agent_version,
+        }))
+    }
+
+    async fn put_instance(
+        &self,
+        request: Request<pb::PutInstanceRequest>,
+    ) -> Result<Response<pb::PutInstanceResponse>, Status> {
+        let req = request.into_inner();
+        let spec = req
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        let spec = InstanceSpec::try_from(spec)?;
+        let outcome = self.supervisor.put(spec, req.dry_run).await?;
+        Ok(Response::new(pb::PutInstanceResponse {
+            changed: outcome.changed,
+            restart_needed: outcome.restart_needed,
+        }))
+    }
+
+    async fn start_instance(
+        &self,
+        request: Request<pb::InstanceRef>,
+    ) -> Result<Response<pb::InstanceStatus>, Status> {
+        let status = self.supervisor.start(request.into_inner().name).await?;
+        Ok(Response::new(status.into()))
+    }
+
+    async fn stop_instance(
+        &self,
+        request: Request<pb::InstanceRef>,
+    ) -> Result<Response<pb::InstanceStatus>, Status> {
+        let status = self.supervisor.stop(request.into_inner().name).await?;
+        Ok(Response::new(status.into()))
+    }
+
+    async fn list_instances(
+        &self,
+        _request: Request<pb::ListInstancesRequest>,
+    ) -> Result<Response<pb::ListInstancesResponse>, Status> {
+        let instances = self.supervisor.list().await?;
+        Ok(Response::new(pb::ListInstancesResponse {
+            instances: instances.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn redis_command(
+        &self,
+        request: Request<pb::RedisCommandRequest>,
+    ) -> Result<Response<pb::RedisCommandResponse>, Status> {
+        let req = request.into_inner();
+        if req.commands.is_empty() {
+            return Err(Status::invalid_argument("at least one command is required"));
+        }
+        let commands: Vec<Vec<Vec<u8>>> = req.commands.into_iter().map(|c| c.args).collect();
+        if commands.iter().any(Vec::is_empty) {
+            return Err(Status::invalid_argument(
+                "a command needs at least its name",
+            ));
+        }
+        let endpoint = self.supervisor.endpoint(req.instance.clone()).await?;
+        let replies = self
+            .connections
+            .run(&req.instance, &endpoint, &commands)
+            .await?;
+        Ok(Response::new(pb::RedisCommandResponse {
+            replies: replies.into_iter().map(Into::into).collect(),
+        }))
+    }
+}

@@ -1,0 +1,270 @@
+//! Instance specs as the agent understands them, and redis.conf rendering.
+//!
+//! Redis reads its config line by line, so every value we write is typed and
+//! either a bare token we produced ourselves or quoted the way Redis's own
+//! CONFIG REWRITE quotes strings. Anything that could smuggle a directive in
+//! (newline, NUL, other control characters) is rejected before rendering.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Standalone,
+    Cluster,
+}
+
+pub const MAXMEMORY_POLICIES: [&str; 8] = [
+    "noeviction",
+    "allkeys-lru",
+    "volatile-lru",
+    "allkeys-lfu",
+    "volatile-lfu",
+    "allkeys-random",
+    "volatile-random",
+    "volatile-ttl",
+];
+
+/// What the controller asked for. Stored next to the rendered config (0600:
+/// it holds the password).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    pub name: String,
+    pub deployment: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub mode: Mode,
+    pub maxmemory_bytes: u64,
+    pub maxmemory_policy: String,
+    pub appendonly: bool,
+    pub rdb_snapshots: bool,
+    pub cluster_node_timeout_ms: u32,
+    pub password: String,
+}
+
+// Hand-written so the password can never reach a log line through `{:?}`.
+impl std::fmt::Debug for InstanceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceSpec")
+            .field("name", &self.name)
+            .field("deployment", &self.deployment)
+            .field("address", &self.address)
+            .field("port", &self.port)
+            .field("mode", &self.mode)
+            .field("password", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Names become directory names: keep them to a charset that cannot escape.
+pub fn valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+impl InstanceSpec {
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &str, why: &str| {
+            Err(Error::InvalidSpec(format!(
+                "instance {:?}: field {field}: {why}",
+                self.name
+            )))
+        };
+        if !valid_name(&self.name) {
+            return bad(
+                "name",
+                "use 1-63 of a-z, 0-9 and '-', starting with a letter or digit",
+            );
+        }
+        if !valid_name(&self.deployment) {
+            return bad("deployment", "use 1-63 of a-z, 0-9 and '-'");
+        }
+        if self.port == 0 || self.port > 55535 {
+            return bad(
+                "port",
+                "must be 1..=55535 so that the cluster bus port (port + 10000) exists",
+            );
+        }
+        if !MAXMEMORY_POLICIES.contains(&self.maxmemory_policy.as_str()) {
+            return bad("maxmemory_policy", "not a Redis maxmemory policy");
+        }
+        if self.cluster_node_timeout_ms < 100 {
+            return bad("cluster_node_timeout_ms", "must be at least 100");
+        }
+        if self.password.len() < 16 || self.password.len() > 512 {
+            return bad("password", "must be 16 to 512 bytes long");
+        }
+        if !self.password.bytes().all(|b| b.is_ascii_graphic()) {
+            return bad(
+                "password",
+                "only printable ASCII without spaces is accepted",
+            );
+        }
+        Ok(())
+    }
+
+    /// Renders redis.conf. `dir` is the instance directory (data and nodes.conf).
+    pub fn render(&self, dir: &Path) -> Result<String, Error> {
+        self.validate()?;
+        let dir = dir.to_str().ok_or_else(|| {
+            Error::InvalidSpec(format!("data directory {} is not UTF-8", dir.display()))
+        })?;
+        if dir.chars().any(char::is_control) {
+            return Err(Error::InvalidSpec(format!(
+                "data directory {dir:?} contains a control character"
+            )));
+        }
+        let mut c = String::with_capacity(1024);
+        let mut line = |s: String| {
+            c.push_str(&s);
+            c.push('\n');
+        };
+        line(format!(
+            "# Rendered by paddockd for deployment {} instance {}. Do not edit: the next apply rewrites it.",
+            self.deployment, self.name
+        ));
+        line(format!("bind {}", self.address));
+        line(format!("port {}", self.port));
+        line("protected-mode yes".into());
+        line("daemonize no".into());
+        // paddockd captures stdout into the instance's log file.
+        line("logfile \"\"".into());
+        line(format!("dir {}", quote(dir)));
+        line("pidfile redis.pid".into());
+        line(format!("requirepass {}", quote(&self.password)));
+        line(format!("masterauth {}", quote(&self.password)));
+        line("enable-debug-command no".into());
+        line("enable-module-command no".into());
+        line("enable-protected-configs no".into());
+        if self.maxmemory_bytes > 0 {
+            line(format!("maxmemory {}", self.maxmemory_bytes));
+        }
+        line(format!("maxmemory-policy {}", self.maxmemory_policy));
+        line(format!(
+            "appendonly {}",
+            if self.appendonly { "yes" } else { "no" }
+        ));
+        line("appendfilename appendonly.aof".into());
+        line("dbfilename dump.rdb".into());
+        // Redis's default waits 5 s for more replicas before a diskless full
+        // sync starts; each master here has its few replicas known up front.
+        line("repl-diskless-sync-delay 0".into());
+        if self.rdb_snapshots {
+            line("save 3600 1 300 100 60 10000".into());
+        } else {
+            line("save \"\"".into());
+        }
+        if self.mode == Mode::Cluster {
+            line("cluster-enabled yes".into());
+            line("cluster-config-file nodes.conf".into());
+            line(format!(
+                "cluster-node-timeout {}",
+                self.cluster_node_timeout_ms
+            ));
+            // Redis dials the cluster bus from whatever source address the
+            // kernel picks; without announcing the inventory address, peers
+            // record the wrong one and handshakes never finish.
+            line(format!("cluster-announce-ip {}", self.address));
+        }
+        Ok(c)
+    }
+}
+
+/// Quotes a string the way Redis's CONFIG REWRITE does (sdscatrepr): double
+/// quotes, backslash escapes, \xHH for anything not printable.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for b in s.bytes() {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'"' => out.push_str("\\\""),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x07 => out.push_str("\\a"),
+            0x08 => out.push_str("\\b"),
+            b if b.is_ascii_graphic() || b == b' ' => out.push(b as char),
+            b => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> InstanceSpec {
+        InstanceSpec {
+            name: "redis-7000".into(),
+            deployment: "lab".into(),
+            address: "127.0.1.1".parse().unwrap(),
+            port: 7000,
+            mode: Mode::Cluster,
+            maxmemory_bytes: 256 << 20,
+            maxmemory_policy: "allkeys-lru".into(),
+            appendonly: true,
+            rdb_snapshots: true,
+            cluster_node_timeout_ms: 5000,
+            password: "0123456789abcdef0123456789abcdef".into(),
+        }
+    }
+
+    #[test]
+    fn renders_bind_announce_and_auth() {
+        let conf = spec()
+            .render(Path::new("/var/lib/paddock/instances/redis-7000"))
+            .unwrap();
+        for want in [
+            "bind 127.0.1.1\n",
+            "port 7000\n",
+            "cluster-announce-ip 127.0.1.1\n",
+            "requirepass \"0123456789abcdef0123456789abcdef\"\n",
+            "masterauth \"0123456789abcdef0123456789abcdef\"\n",
+            "dir \"/var/lib/paddock/instances/redis-7000\"\n",
+            "maxmemory 268435456\n",
+            "protected-mode yes\n",
+        ] {
+            assert!(conf.contains(want), "missing {want:?} in\n{conf}");
+        }
+    }
+
+    #[test]
+    fn rejects_values_that_could_inject_directives() {
+        let mut s = spec();
+        s.password = "aaaaaaaaaaaaaaaa\nloadmodule /tmp/x.so".into();
+        assert!(s.render(Path::new("/d")).is_err());
+        let mut s = spec();
+        s.name = "../etc".into();
+        assert!(s.render(Path::new("/d")).is_err());
+        assert!(spec().render(Path::new("/d\ninclude /x")).is_err());
+    }
+
+    #[test]
+    fn quotes_like_config_rewrite() {
+        assert_eq!(quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(quote("x\ny\u{1}"), "\"x\\ny\\x01\"");
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let shown = format!("{:?}", spec());
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    }
+}

@@ -1,0 +1,131 @@
+//! Files the agent owns under `data_dir/instances/NAME/`: the spec (0600: it
+//! holds the password), the rendered redis.conf with its previous version, and
+//! the log. Writes are atomic: temp file, fsync, rename, fsync the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+use crate::spec::InstanceSpec;
+
+pub const CONFIG_FILE: &str = "redis.conf";
+const PREVIOUS_CONFIG_FILE: &str = "redis.conf.prev";
+const SPEC_FILE: &str = "spec.toml";
+pub const LOG_FILE: &str = "redis.log";
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))
+}
+
+pub fn read_config(dir: &Path) -> Option<String> {
+    fs::read_to_string(dir.join(CONFIG_FILE)).ok()
+}
+
+pub fn write_instance(dir: &Path, spec: &InstanceSpec, config: &str) -> Result<(), Error> {
+    create_private_dir(dir)?;
+    let spec_text = toml::to_string(spec)
+        .map_err(|e| Error::InvalidSpec(format!("cannot serialise spec: {e}")))?;
+    write_atomic(&dir.join(SPEC_FILE), spec_text.as_bytes())?;
+    let config_path = dir.join(CONFIG_FILE);
+    if config_path.exists() {
+        let previous = dir.join(PREVIOUS_CONFIG_FILE);
+        fs::copy(&config_path, &previous).map_err(io_err(&previous))?;
+    }
+    write_atomic(&config_path, config.as_bytes())
+}
+
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp: PathBuf = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    file.write_all(contents).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Every stored instance with its current config text. A directory whose
+/// spec cannot be read is reported, not skipped silently.
+pub fn load_all(instances_dir: &Path) -> Result<Vec<(InstanceSpec, String)>, Error> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(instances_dir).map_err(io_err(instances_dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err(instances_dir))?;
+        let spec_path = entry.path().join(SPEC_FILE);
+        if !spec_path.exists() {
+            continue;
+        }
+        let text = fs::read_to_string(&spec_path).map_err(io_err(&spec_path))?;
+        let spec: InstanceSpec = toml::from_str(&text).map_err(|e| Error::Config {
+            path: spec_path.clone(),
+            message: e.to_string(),
+        })?;
+        let config = read_config(&entry.path()).unwrap_or_default();
+        out.push((spec, config));
+    }
+    Ok(out)
+}
+
+pub fn open_log(dir: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(dir.join(LOG_FILE))
+}
+
+/// FNV-1a: a stable, cheap fingerprint of a rendered config.
+pub fn digest(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn atomic_write_is_private_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("redis.conf");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "two");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+}

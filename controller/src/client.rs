@@ -1,0 +1,340 @@
+//! The controller's side of the agent API. The transport is configured here
+//! and only here (TLS slots in at [`AgentClient::connect`]); proto types are
+//! converted to domain types before they leave this module.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use paddock_proto::v1::{self as pb, agent_client};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::Error;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[derive(Clone)]
+pub struct AgentClient {
+    host: String,
+    addr: SocketAddr,
+    inner: agent_client::AgentClient<Channel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Facts {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub cpus: u32,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub data_dir_free_bytes: u64,
+    pub redis_server_path: Option<String>,
+    pub redis_version: Option<String>,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum InstanceState {
+    Unknown,
+    Stopped,
+    Starting,
+    Running,
+    Backoff,
+    Stopping,
+    Exited,
+    Fatal,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Unknown => "UNKNOWN",
+            InstanceState::Stopped => "STOPPED",
+            InstanceState::Starting => "STARTING",
+            InstanceState::Running => "RUNNING",
+            InstanceState::Backoff => "BACKOFF",
+            InstanceState::Stopping => "STOPPING",
+            InstanceState::Exited => "EXITED",
+            InstanceState::Fatal => "FATAL",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub port: u16,
+    pub state: InstanceState,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisMode {
+    Standalone,
+    Cluster,
+}
+
+/// The typed spec the controller sends for one instance. Not `Debug`: it
+/// carries the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    pub name: String,
+    pub deployment: String,
+    pub address: String,
+    pub port: u16,
+    pub mode: RedisMode,
+    pub maxmemory_bytes: u64,
+    pub maxmemory_policy: String,
+    pub appendonly: bool,
+    pub rdb_snapshots: bool,
+    pub cluster_node_timeout_ms: u32,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub changed: bool,
+    pub restart_needed: bool,
+}
+
+/// A Redis reply as the agent relays it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Nil,
+    Int(i64),
+    Bulk(Vec<u8>),
+    Simple(String),
+    Error(String),
+    Array(Vec<Reply>),
+    Double(f64),
+}
+
+impl Reply {
+    /// The reply as text, for bulk and simple strings.
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Reply::Bulk(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            Reply::Simple(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Reply::Error(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl AgentClient {
+    /// Dials the agent of `host` at `addr`.
+    pub async fn connect(host: &str, addr: SocketAddr) -> Result<Self, Error> {
+        let unreachable = |message: String| Error::AgentUnreachable {
+            host: host.to_owned(),
+            addr,
+            message,
+        };
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| unreachable(e.to_string()))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .tcp_nodelay(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| unreachable(source_chain(&e)))?;
+        Ok(AgentClient {
+            host: host.to_owned(),
+            addr,
+            inner: agent_client::AgentClient::new(channel)
+                .max_decoding_message_size(16 << 20)
+                .max_encoding_message_size(16 << 20),
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn rpc_error(&self, what: &str, status: tonic::Status) -> Error {
+        Error::Agent {
+            host: self.host.clone(),
+            message: format!("{what}: {}", status.message()),
+        }
+    }
+
+    pub async fn facts(&self) -> Result<Facts, Error> {
+        let f = self
+            .inner
+            .clone()
+            .get_facts(pb::GetFactsRequest {})
+            .await
+            .map_err(|s| self.rpc_error("facts", s))?
+            .into_inner();
+        let non_empty = |s: String| (!s.is_empty()).then_some(s);
+        Ok(Facts {
+            hostname: f.hostname,
+            os: f.os,
+            kernel: f.kernel,
+            cpus: f.cpus,
+            memory_total_bytes: f.memory_total_bytes,
+            memory_available_bytes: f.memory_available_bytes,
+            data_dir_free_bytes: f.data_dir_free_bytes,
+            redis_server_path: non_empty(f.redis_server_path),
+            redis_version: non_empty(f.redis_version),
+            agent_version: f.agent_version,
+        })
+    }
+
+    pub async fn put_instance(
+        &self,
+        spec: &InstanceSpec,
+        dry_run: bool,
+    ) -> Result<PutOutcome, Error> {
+        let r = self
+            .inner
+            .clone()
+            .put_instance(pb::PutInstanceRequest {
+                spec: Some(spec_to_pb(spec)),
+                dry_run,
+            })
+            .await
+            .map_err(|s| self.rpc_error(&format!("put {}", spec.name), s))?
+            .into_inner();
+        Ok(PutOutcome {
+            changed: r.changed,
+            restart_needed: r.restart_needed,
+        })
+    }
+
+    pub async fn start(&self, name: &str) -> Result<InstanceStatus, Error> {
+        let s = self
+            .inner
+            .clone()
+            .start_instance(pb::InstanceRef { name: name.into() })
+            .await
+            .map_err(|s| self.rpc_error(&format!("start {name}"), s))?
+            .into_inner();
+        Ok(status_from_pb(s))
+    }
+
+    pub async fn stop(&self, name: &str) -> Result<InstanceStatus, Error> {
+        let s = self
+            .inner
+            .clone()
+            .stop_instance(pb::InstanceRef { name: name.into() })
+            .await
+            .map_err(|s| self.rpc_error(&format!("stop {name}"), s))?
+            .into_inner();
+        Ok(status_from_pb(s))
+    }
+
+    pub async fn list(&self) -> Result<Vec<InstanceStatus>, Error> {
+        let r = self
+            .inner
+            .clone()
+            .list_instances(pb::ListInstancesRequest {})
+            .await
+            .map_err(|s| self.rpc_error("list instances", s))?
+            .into_inner();
+        Ok(r.instances.into_iter().map(status_from_pb).collect())
+    }
+
+    /// Runs a pipeline of commands on one instance; one reply per command.
+    pub async fn redis(&self, instance: &str, commands: &[&[&str]]) -> Result<Vec<Reply>, Error> {
+        let request = pb::RedisCommandRequest {
+            instance: instance.into(),
+            commands: commands
+                .iter()
+                .map(|c| pb::RedisArgs {
+                    args: c.iter().map(|a| a.as_bytes().to_vec()).collect(),
+                })
+                .collect(),
+        };
+        let r = self
+            .inner
+            .clone()
+            .redis_command(request)
+            .await
+            .map_err(|s| Error::Redis {
+                host: self.host.clone(),
+                instance: instance.into(),
+                message: s.message().to_owned(),
+            })?
+            .into_inner();
+        Ok(r.replies.into_iter().map(reply_from_pb).collect())
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn spec_to_pb(s: &InstanceSpec) -> pb::InstanceSpec {
+    pb::InstanceSpec {
+        name: s.name.clone(),
+        deployment: s.deployment.clone(),
+        address: s.address.clone(),
+        port: u32::from(s.port),
+        mode: match s.mode {
+            RedisMode::Standalone => pb::RedisMode::Standalone,
+            RedisMode::Cluster => pb::RedisMode::Cluster,
+        } as i32,
+        maxmemory_bytes: s.maxmemory_bytes,
+        maxmemory_policy: s.maxmemory_policy.clone(),
+        appendonly: s.appendonly,
+        rdb_snapshots: s.rdb_snapshots,
+        cluster_node_timeout_ms: s.cluster_node_timeout_ms,
+        password: s.password.clone(),
+    }
+}
+
+fn status_from_pb(s: pb::InstanceStatus) -> InstanceStatus {
+    let state = match pb::InstanceState::try_from(s.state) {
+        Ok(pb::InstanceState::Stopped) => InstanceState::Stopped,
+        Ok(pb::InstanceState::Starting) => InstanceState::Starting,
+        Ok(pb::InstanceState::Running) => InstanceState::Running,
+        Ok(pb::InstanceState::Backoff) => InstanceState::Backoff,
+        Ok(pb::InstanceState::Stopping) => InstanceState::Stopping,
+        Ok(pb::InstanceState::Exited) => InstanceState::Exited,
+        Ok(pb::InstanceState::Fatal) => InstanceState::Fatal,
+        _ => InstanceState::Unknown,
+    };
+    InstanceStatus {
+        name: s.name,
+        port: u16::try_from(s.port).unwrap_or(0),
+        state,
+        pid: (s.pid != 0).then_some(s.pid),
+        restarts: s.restarts,
+        last_exit: (!s.last_exit.is_empty()).then_some(s.last_exit),
+    }
+}
+
+fn reply_from_pb(v: pb::RedisValue) -> Reply {
+    use pb::redis_value::Kind;
+    match v.kind {
+        None | Some(Kind::Nil(_)) => Reply::Nil,
+        Some(Kind::Int(i)) => Reply::Int(i),
+        Some(Kind::Bulk(b)) => Reply::Bulk(b),
+        Some(Kind::Simple(s)) => Reply::Simple(s),
+        Some(Kind::Error(e)) => Reply::Error(e),
+        Some(Kind::Array(a)) => Reply::Array(a.items.into_iter().map(reply_from_pb).collect()),
+        Some(Kind::Double(d)) => Reply::Double(d),
+    }
+}

@@ -1,0 +1,415 @@
+//! Redis Cluster knowledge that needs no IO: parsing CLUSTER NODES, slot
+//! ranges, and judging whether observed nodes form the inventory's shape.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+pub const SLOTS: u32 = 16384;
+
+/// One line of CLUSTER NODES.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLine {
+    pub id: String,
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    pub flags: Vec<String>,
+    pub master_id: Option<String>,
+    pub config_epoch: u64,
+    pub connected: bool,
+    /// Inclusive ranges this node serves (migrating/importing markers skipped).
+    pub slots: Vec<(u32, u32)>,
+}
+
+impl NodeLine {
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+    pub fn is_myself(&self) -> bool {
+        self.has_flag("myself")
+    }
+    pub fn is_master(&self) -> bool {
+        self.has_flag("master")
+    }
+    pub fn is_replica(&self) -> bool {
+        self.has_flag("slave")
+    }
+    /// Known for real: handshake finished, address known, not failed.
+    pub fn is_settled(&self) -> bool {
+        !["handshake", "noaddr", "fail", "fail?"]
+            .iter()
+            .any(|f| self.has_flag(f))
+    }
+    pub fn slot_count(&self) -> u32 {
+        self.slots.iter().map(|(a, b)| b - a + 1).sum()
+    }
+    pub fn addr_is(&self, ip: IpAddr, port: u16) -> bool {
+        self.ip == Some(ip) && self.port == port
+    }
+}
+
+/// Parses CLUSTER NODES output; malformed lines are skipped.
+pub fn parse_nodes(text: &str) -> Vec<NodeLine> {
+    text.lines().filter_map(parse_line).collect()
+}
+
+fn parse_line(line: &str) -> Option<NodeLine> {
+    let mut f = line.split_whitespace();
+    let id = f.next()?.to_owned();
+    let addr = f.next()?;
+    let flags = f.next()?.split(',').map(str::to_owned).collect();
+    let master = f.next()?;
+    let _ping_sent = f.next()?;
+    let _pong_recv = f.next()?;
+    let config_epoch = f.next()?.parse().unwrap_or(0);
+    let link = f.next()?;
+    // "ip:port@cport[,hostname]"; ip may be empty for a node with no address yet.
+    let host_port = addr.split('@').next()?;
+    let (ip, port) = host_port.rsplit_once(':')?;
+    let mut slots = Vec::new();
+    for s in f {
+        if s.starts_with('[') {
+            continue;
+        }
+        let range = match s.split_once('-') {
+            Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+            None => {
+                let n = s.parse().ok()?;
+                (n, n)
+            }
+        };
+        slots.push(range);
+    }
+    Some(NodeLine {
+        id,
+        ip: ip.parse().ok(),
+        port: port.parse().ok()?,
+        flags,
+        master_id: (master != "-").then(|| master.to_owned()),
+        config_epoch,
+        connected: link == "connected",
+        slots,
+    })
+}
+
+/// The inclusive slot range of shard `i` of `masters`, spread evenly.
+pub fn shard_slots(i: u32, masters: u32) -> (u32, u32) {
+    (i * SLOTS / masters, (i + 1) * SLOTS / masters - 1)
+}
+
+/// Compresses ranges for display: "0-5460", "5461-10922,12000".
+pub fn format_ranges(ranges: &[(u32, u32)]) -> String {
+    ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A node the inventory wants, as formation sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// "host:instance" for messages.
+    pub label: String,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub shard: u32,
+}
+
+/// What one node reports about the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observation {
+    pub nodes: Vec<NodeLine>,
+    pub state_ok: bool,
+    /// For a replica: whether its link to the master is up (INFO replication).
+    pub link_up: Option<bool>,
+}
+
+impl Observation {
+    pub fn myself(&self) -> Option<&NodeLine> {
+        self.nodes.iter().find(|n| n.is_myself())
+    }
+    pub fn find(&self, ip: IpAddr, port: u16) -> Option<&NodeLine> {
+        self.nodes.iter().find(|n| n.addr_is(ip, port))
+    }
+}
+
+/// Everything that keeps the observed cluster from being a healthy cluster of
+/// the inventory's shape. Empty means healthy. Roles are judged per shard,
+/// not per host: after a failover the former replica is a fine master.
+pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut ids: Vec<Option<&NodeLine>> = Vec::with_capacity(members.len());
+    for (m, o) in members.iter().zip(observed) {
+        match o.as_ref().and_then(Observation::myself) {
+            Some(me) => ids.push(Some(me)),
+            None => {
+                problems.push(format!("{}: not running or not answering", m.label));
+                ids.push(None);
+            }
+        }
+    }
+    if problems.len() == members.len() {
+        return problems;
+    }
+    for (i, (m, o)) in members.iter().zip(observed).enumerate() {
+        let Some(o) = o else { continue };
+        for (j, peer) in members.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            match o.find(peer.ip, peer.port) {
+                None => problems.push(format!(
+                    "{}: does not know {} ({}:{})",
+                    m.label, peer.label, peer.ip, peer.port
+                )),
+                Some(n) if !n.is_settled() => problems.push(format!(
+                    "{}: sees {} ({}:{}) as {}",
+                    m.label,
+                    peer.label,
+                    peer.ip,
+                    peer.port,
+                    n.flags.join(",")
+                )),
+                Some(n) => {
+                    // Every view must agree with the peer's own view of itself.
+                    if let Some(own) = ids[j]
+                        && (n.id != own.id
+                            || n.is_master() != own.is_master()
+                            || n.master_id != own.master_id)
+                    {
+                        problems.push(format!(
+                            "{}: its view of {} is not up to date yet",
+                            m.label, peer.label
+                        ));
+                    }
+                }
+            }
+        }
+        let foreign: Vec<String> = o
+            .nodes
+            .iter()
+            .filter(|n| !members.iter().any(|p| n.addr_is(p.ip, p.port)))
+            .map(|n| match n.ip {
+                Some(ip) => format!("{ip}:{}", n.port),
+                None => n.id.clone(),
+            })
+            .collect();
+        if !foreign.is_empty() {
+            problems.push(format!(
+                "{}: knows nodes outside the inventory: {}",
+                m.label,
+                foreign.join(", ")
+            ));
+        }
+        if !o.state_ok {
+            problems.push(format!("{}: cluster_state is not ok", m.label));
+        }
+        if o.link_up == Some(false) {
+            problems.push(format!(
+                "{}: replication link to its master is not up yet",
+                m.label
+            ));
+        }
+    }
+    let shards: BTreeSet<u32> = members.iter().map(|m| m.shard).collect();
+    let mut covered = 0;
+    for shard in shards {
+        let in_shard: Vec<usize> = (0..members.len())
+            .filter(|&i| members[i].shard == shard)
+            .collect();
+        let masters: Vec<&NodeLine> = in_shard
+            .iter()
+            .filter_map(|&i| ids[i])
+            .filter(|n| n.is_master() && n.slot_count() > 0)
+            .collect();
+        match masters.as_slice() {
+            [master] => {
+                covered += master.slot_count();
+                for &i in &in_shard {
+                    if let Some(n) = ids[i]
+                        && n.id != master.id
+                        && n.master_id.as_deref() != Some(master.id.as_str())
+                    {
+                        problems.push(format!(
+                            "{}: should replicate shard {shard}'s master",
+                            members[i].label
+                        ));
+                    }
+                }
+            }
+            [] => problems.push(format!("shard {shard}: no master serving slots")),
+            _ => problems.push(format!("shard {shard}: more than one master serves slots")),
+        }
+    }
+    if covered != SLOTS && !problems.iter().any(|p| p.contains("no master")) {
+        problems.push(format!("{covered} of {SLOTS} slots are served"));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODES: &str = "\
+07c3 127.0.1.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+67ed 127.0.1.2:7000@17000 master - 0 1426238317239 2 connected 5461-10922 [10923->-292f]
+292f 127.0.1.3:7000@17000 master - 0 1426238318243 3 connected 10923-16383
+6ec2 127.0.1.2:7001@17001 slave 07c3 0 1426238316232 1 connected
+824f :0@0 handshake,noaddr - 0 0 0 disconnected
+";
+
+    #[test]
+    fn parses_cluster_nodes() {
+        let nodes = parse_nodes(NODES);
+        assert_eq!(nodes.len(), 5);
+        assert!(nodes[0].is_myself() && nodes[0].is_master());
+        assert_eq!(nodes[0].slots, vec![(0, 5460)]);
+        assert_eq!(
+            nodes[1].slots,
+            vec![(5461, 10922)],
+            "migration markers skipped"
+        );
+        assert_eq!(nodes[3].master_id.as_deref(), Some("07c3"));
+        assert!(nodes[3].is_replica());
+        assert_eq!(nodes[4].ip, None);
+        assert!(!nodes[4].is_settled());
+    }
+
+    #[test]
+    fn shards_cover_every_slot_once() {
+        for masters in 1..=10 {
+            let mut next = 0;
+            for i in 0..masters {
+                let (a, b) = shard_slots(i, masters);
+                assert_eq!(a, next);
+                next = b + 1;
+            }
+            assert_eq!(next, SLOTS);
+        }
+    }
+
+    fn member(n: u8, port: u16, shard: u32) -> Member {
+        Member {
+            label: format!("box{n}:{port}"),
+            ip: format!("127.0.1.{n}").parse().unwrap(),
+            port,
+            shard,
+        }
+    }
+
+    fn line(id: &str, n: u8, port: u16, flags: &str, master: &str, slots: &str) -> String {
+        format!("{id} 127.0.1.{n}:{port}@1{port} {flags} {master} 0 0 1 connected {slots}")
+    }
+
+    /// Builds each node's own view of a cluster given (id, box, port, master, slots).
+    fn cluster(nodes: &[(&str, u8, u16, &str, &str)]) -> Vec<Option<Observation>> {
+        nodes
+            .iter()
+            .map(|me| {
+                let text: Vec<String> = nodes
+                    .iter()
+                    .map(|n| {
+                        let role = if n.3 == "-" { "master" } else { "slave" };
+                        let flags = if n.0 == me.0 {
+                            format!("myself,{role}")
+                        } else {
+                            role.to_owned()
+                        };
+                        line(n.0, n.1, n.2, &flags, n.3, n.4)
+                    })
+                    .collect();
+                Some(Observation {
+                    nodes: parse_nodes(&text.join("\n")),
+                    state_ok: true,
+                    link_up: (me.3 != "-").then_some(true),
+                })
+            })
+            .collect()
+    }
+
+    fn members() -> Vec<Member> {
+        vec![
+            member(1, 7000, 0),
+            member(2, 7000, 1),
+            member(3, 7000, 2),
+            member(2, 7001, 0),
+            member(3, 7001, 1),
+            member(1, 7001, 2),
+        ]
+    }
+
+    const HEALTHY: [(&str, u8, u16, &str, &str); 6] = [
+        ("a", 1, 7000, "-", "0-5460"),
+        ("b", 2, 7000, "-", "5461-10922"),
+        ("c", 3, 7000, "-", "10923-16383"),
+        ("d", 2, 7001, "a", ""),
+        ("e", 3, 7001, "b", ""),
+        ("f", 1, 7001, "c", ""),
+    ];
+
+    #[test]
+    fn healthy_cluster_has_no_problems() {
+        assert_eq!(assess(&members(), &cluster(&HEALTHY)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn failed_over_shard_is_still_healthy() {
+        let mut nodes = HEALTHY;
+        nodes[0] = ("a", 1, 7000, "d", "");
+        nodes[3] = ("d", 2, 7001, "-", "0-5460");
+        assert_eq!(assess(&members(), &cluster(&nodes)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn missing_replica_link_and_slots_are_reported() {
+        let mut nodes = HEALTHY;
+        nodes[4] = ("e", 3, 7001, "-", "");
+        nodes[2] = ("c", 3, 7000, "-", "10923-16000");
+        let problems = assess(&members(), &cluster(&nodes));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "box3:7001: should replicate shard 1's master"),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "16001 of 16384 slots are served"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn unformed_nodes_are_reported_per_peer() {
+        let observed: Vec<Option<Observation>> = HEALTHY
+            .iter()
+            .map(|n| cluster(&[*n]).pop().unwrap())
+            .collect();
+        let problems = assess(&members(), &observed);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "box1:7000: does not know box2:7000 (127.0.1.2:7000)"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn not_running_node_is_reported() {
+        let mut observed = cluster(&HEALTHY);
+        observed[5] = None;
+        let problems = assess(&members(), &observed);
+        assert!(
+            problems.contains(&"box1:7001: not running or not answering".to_owned()),
+            "{problems:?}"
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! An inventory turned into targets: which agent runs which instance with
+//! which spec, and the connections to those agents.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use futures::future::join_all;
+use paddock_inventory::{Inventory, Placement, Role, Topology};
+
+use crate::Error;
+use crate::client::{AgentClient, InstanceSpec, RedisMode, Reply};
+use crate::cluster::Member;
+use crate::secrets;
+
+/// One instance the inventory wants.
+#[derive(Clone)]
+pub struct Target {
+    pub host: usize,
+    pub host_name: String,
+    pub instance: String,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub shard: u32,
+    /// The role placement gave it; after a failover the live role may differ.
+    pub placed_role: Role,
+    pub spec: InstanceSpec,
+}
+
+impl Target {
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.host_name, self.instance)
+    }
+}
+
+pub struct Deployment {
+    pub inventory_path: PathBuf,
+    pub inventory: Inventory,
+    pub placement: Placement,
+    pub password_path: PathBuf,
+    /// None until the first apply generates it.
+    pub password: Option<String>,
+}
+
+impl Deployment {
+    /// Reads and validates the inventory. `create_password` on apply only.
+    pub fn load(path: &Path, create_password: bool) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        let inventory = paddock_inventory::parse(&path.display().to_string(), &text)?;
+        if inventory.deployment.topology != Topology::Cluster {
+            return Err(Error::Unsupported(format!(
+                "{}: topology = \"{}\" is not supported yet; only \"cluster\" can be applied in this version",
+                path.display(),
+                inventory.deployment.topology
+            )));
+        }
+        let placement = paddock_inventory::place(&inventory);
+        let password_path = secrets::password_path(
+            path,
+            &inventory.deployment.name,
+            inventory.deployment.password_file.as_deref(),
+        );
+        let password = secrets::load_or_create(&password_path, create_password)?;
+        Ok(Deployment {
+            inventory_path: path.to_owned(),
+            inventory,
+            placement,
+            password_path,
+            password,
+        })
+    }
+
+    pub fn agent_addr(&self, host: usize) -> SocketAddr {
+        let h = &self.inventory.hosts[host];
+        SocketAddr::new(h.address, h.agent_port)
+    }
+
+    /// The redis-server instances with their specs, in placement order
+    /// (masters first). Sentinels are not part of a cluster deployment.
+    pub fn targets(&self) -> Vec<Target> {
+        let inv = &self.inventory;
+        let password = self.password.clone().unwrap_or_default();
+        self.placement
+            .instances
+            .iter()
+            .filter(|p| p.is_redis())
+            .map(|p| {
+                let host = &inv.hosts[p.host];
+                Target {
+                    host: p.host,
+                    host_name: host.name.clone(),
+                    instance: p.name.clone(),
+                    ip: host.address,
+                    port: p.port,
+                    shard: p.shard,
+                    placed_role: p.role,
+                    spec: InstanceSpec {
+                        name: p.name.clone(),
+                        deployment: inv.deployment.name.clone(),
+                        address: host.address.to_string(),
+                        port: p.port,
+                        mode: match inv.deployment.topology {
+                            Topology::Cluster => RedisMode::Cluster,
+                            _ => RedisMode::Standalone,
+                        },
+                        maxmemory_bytes: inv.redis.maxmemory_bytes.unwrap_or(0),
+                        maxmemory_policy: inv.redis.maxmemory_policy.as_str().to_owned(),
+                        appendonly: inv.redis.appendonly,
+                        rdb_snapshots: inv.redis.rdb_snapshots,
+                        cluster_node_timeout_ms: inv.redis.cluster_node_timeout_ms,
+                        password: password.clone(),
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+pub fn members(targets: &[Target]) -> Vec<Member> {
+    targets
+        .iter()
+        .map(|t| Member {
+            label: t.label(),
+            ip: t.ip,
+            port: t.port,
+            shard: t.shard,
+        })
+        .collect()
+}
+
+/// Connections to every host's agent, dialled in parallel.
+pub struct Fleet {
+    agents: Vec<Result<AgentClient, String>>,
+}
+
+impl Fleet {
+    /// Dials every agent; unreachable ones are kept as their error message
+    /// (status shows them).
+    pub async fn connect(deployment: &Deployment) -> Fleet {
+        let dials = deployment
+            .inventory
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| AgentClient::connect(&h.name, deployment.agent_addr(i)));
+        Fleet {
+            agents: join_all(dials)
+                .await
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Dials every agent and fails with the first that cannot be reached.
+    pub async fn connect_all(deployment: &Deployment) -> Result<Fleet, Error> {
+        let dials = deployment
+            .inventory
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| AgentClient::connect(&h.name, deployment.agent_addr(i)));
+        let agents = join_all(dials)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Fleet {
+            agents: agents.into_iter().map(Ok).collect(),
+        })
+    }
+
+    pub fn agent(&self, host: usize) -> Result<&AgentClient, Error> {
+        self.agents[host].as_ref().map_err(|message| Error::Agent {
+            host: format!("#{host}"),
+            message: message.clone(),
+        })
+    }
+
+    pub fn agent_error(&self, host: usize) -> Option<&str> {
+        self.agents[host].as_ref().err().map(String::as_str)
+    }
+
+    /// Runs a command pipeline on a target's instance through its agent.
+    pub async fn redis(&self, t: &Target, commands: &[&[&str]]) -> Result<Vec<Reply>, Error> {
+        self.agent(t.host)?.redis(&t.instance, commands).await
+    }
+}

@@ -1,0 +1,61 @@
+//! `paddock`, the Paddock controller: reads an inventory, plans the difference
+//! between it and what the agents report, applies it, and shows status.
+//!
+//! `main.rs` parses flags and prints; everything else lives here so tests and
+//! benchmarks drive the same code.
+
+pub mod apply;
+pub mod client;
+pub mod cluster;
+pub mod fleet;
+pub mod form;
+pub mod lab;
+pub mod plan;
+pub mod progress;
+pub mod secrets;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The controller's one error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Inventory(#[from] paddock_inventory::Diagnostics),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot reach the agent of host {host} at {addr}: {message}\n  hint: is paddockd running there and listening on {addr}? (systemctl status paddockd)"
+    )]
+    AgentUnreachable {
+        host: String,
+        addr: SocketAddr,
+        message: String,
+    },
+    #[error("agent of host {host}: {message}")]
+    Agent { host: String, message: String },
+    #[error("host {host}, instance {instance}: {message}")]
+    Redis {
+        host: String,
+        instance: String,
+        message: String,
+    },
+    #[error("{0}")]
+    NotConverged(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Lab(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}

@@ -1,0 +1,263 @@
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use paddock_controller::{apply, lab, status};
+
+/// paddock: deploy and operate highly available Redis on plain machines
+/// through paddockd agents.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check an inventory and report every problem at once.
+    ///
+    /// Example: paddock validate -i inventory/examples/vagrant-lab.toml
+    Validate {
+        #[arg(short, long)]
+        inventory: PathBuf,
+    },
+    /// Show what apply would change, changing nothing.
+    ///
+    /// Example: paddock plan -i inventory.toml
+    Plan {
+        #[arg(short, long)]
+        inventory: PathBuf,
+    },
+    /// Push configs, start instances and form the topology. Idempotent.
+    ///
+    /// Example: paddock apply -i inventory.toml
+    Apply {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Give up forming the cluster after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Hosts, instances, roles, slots and links.
+    ///
+    /// Example: paddock status -i inventory.toml --json
+    Status {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The local three-box lab on loopback addresses.
+    #[command(subcommand)]
+    Lab(LabCmd),
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Start three agents, apply the lab's cluster inventory, print status.
+    ///
+    /// Example: paddock lab up --dir ./paddock-lab
+    Up {
+        #[arg(long, default_value = "paddock-lab")]
+        dir: PathBuf,
+        /// The boxes' addresses, comma separated.
+        #[arg(long, value_delimiter = ',', default_values_t = lab::DEFAULT_ADDRESSES.map(|a| a.parse::<IpAddr>().expect("literal")))]
+        addresses: Vec<IpAddr>,
+        /// First Redis port on each box.
+        #[arg(long, default_value_t = 7000)]
+        port: u16,
+        #[arg(long, default_value_t = 7443)]
+        agent_port: u16,
+        /// Start the agents and write the inventory, but do not apply it.
+        #[arg(long)]
+        no_apply: bool,
+    },
+    /// Status of the lab's deployment.
+    ///
+    /// Example: paddock lab status --dir ./paddock-lab
+    Status {
+        #[arg(long, default_value = "paddock-lab")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every process the lab started.
+    ///
+    /// Example: paddock lab down --dir ./paddock-lab
+    Down {
+        #[arg(long, default_value = "paddock-lab")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("paddock: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("paddock: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Validate { inventory } => {
+            let text = std::fs::read_to_string(&inventory)
+                .with_context(|| format!("cannot read {}", inventory.display()))?;
+            match paddock_inventory::parse(&inventory.display().to_string(), &text) {
+                Ok(inv) => {
+                    let placement = paddock_inventory::place(&inv);
+                    println!(
+                        "{}: ok ({} topology, {} instances on {} hosts)",
+                        inventory.display(),
+                        inv.deployment.topology,
+                        placement.instances.len(),
+                        inv.hosts.len()
+                    );
+                    for p in &placement.instances {
+                        println!(
+                            "  {:<14} {:<16} shard {} {}",
+                            inv.hosts[p.host].name, p.name, p.shard, p.role
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(d) => {
+                    eprintln!("{d}");
+                    eprintln!("{} problem(s) found", d.0.len());
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        Cmd::Plan { inventory } => {
+            let plan = apply::plan(&inventory).await?;
+            print!("{plan}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Apply { inventory, timeout } => {
+            let report = apply::apply(
+                &inventory,
+                &apply::ApplyOptions {
+                    converge_timeout: Duration::from_secs(timeout),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            print_apply(&report);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { inventory, json } => {
+            let s = status::status(&inventory).await?;
+            print_status(&s, json)?;
+            Ok(if s.healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Lab(LabCmd::Up {
+            dir,
+            addresses,
+            port,
+            agent_port,
+            no_apply,
+        }) => {
+            let options = lab::LabOptions {
+                dir,
+                addresses,
+                redis_port: port,
+                agent_port,
+                apply: !no_apply,
+                progress: true,
+            };
+            let up = lab::up(&options).await?;
+            eprintln!(
+                "lab: {} agent(s) started, inventory at {}",
+                up.started_agents,
+                up.inventory.display()
+            );
+            if let Some(report) = &up.apply {
+                print_apply(report);
+                let s = status::status(&up.inventory).await?;
+                print_status(&s, false)?;
+            }
+            let first = options.addresses[0];
+            println!(
+                "\nConnect:  REDISCLI_AUTH=\"$(cat {})\" redis-cli -c -h {first} -p {port}",
+                up.password_file.display()
+            );
+            println!(
+                "Status:   paddock lab status --dir {}",
+                options.dir.display()
+            );
+            println!("Stop:     paddock lab down --dir {}", options.dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lab(LabCmd::Status { dir, json }) => {
+            let s = status::status(&lab::inventory_path(&dir)).await?;
+            print_status(&s, json)?;
+            Ok(if s.healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Lab(LabCmd::Down { dir }) => {
+            let down = tokio::task::spawn_blocking(move || lab::down(&dir)).await??;
+            println!(
+                "lab stopped: {} agent(s), {} leftover redis-server process(es)",
+                down.agents, down.redis
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_apply(report: &apply::ApplyReport) {
+    if report.changed {
+        println!(
+            "Applied {} change(s) in {:.3}s{}.",
+            report.plan.changes.len(),
+            report.total.as_secs_f64(),
+            report
+                .formation
+                .map(|f| format!(
+                    " (cluster formed in {:.3}s from the first MEET)",
+                    f.as_secs_f64()
+                ))
+                .unwrap_or_default()
+        );
+    } else {
+        println!(
+            "Nothing to do: {} is as the inventory says ({:.3}s).",
+            report.plan.summary,
+            report.total.as_secs_f64()
+        );
+    }
+}
+
+fn print_status(s: &status::Status, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else {
+        print!("{s}");
+    }
+    Ok(())
+}

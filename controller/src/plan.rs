@@ -1,0 +1,249 @@
+//! Observing what the agents run and planning what apply would change.
+
+use std::fmt;
+
+use futures::future::join_all;
+
+use crate::Error;
+use crate::client::{InstanceState, InstanceStatus, PutOutcome, Reply};
+use crate::cluster::{Observation, assess, parse_nodes};
+use crate::fleet::{Deployment, Fleet, Target, members};
+
+/// What one target looks like right now.
+pub struct TargetState {
+    pub status: Option<InstanceStatus>,
+    /// What sending the spec would do (a dry run: nothing is written).
+    pub put: PutOutcome,
+    pub cluster: Option<Observation>,
+    /// The live cluster-node-timeout, when it differs from the spec (left
+    /// short by an interrupted formation).
+    pub node_timeout_drift: Option<u32>,
+}
+
+/// Asks every agent, in parallel, for its instances, what the specs would
+/// change, and every running node's view of the cluster.
+pub async fn observe(fleet: &Fleet, targets: &[Target]) -> Result<Vec<TargetState>, Error> {
+    let hosts: Vec<usize> = {
+        let mut h: Vec<usize> = targets.iter().map(|t| t.host).collect();
+        h.sort_unstable();
+        h.dedup();
+        h
+    };
+    let lists = join_all(hosts.iter().map(|&h| async move {
+        let list = fleet.agent(h)?.list().await?;
+        Ok::<_, Error>((h, list))
+    }));
+    let puts = join_all(
+        targets
+            .iter()
+            .map(|t| async move { fleet.agent(t.host)?.put_instance(&t.spec, true).await }),
+    );
+    let clusters = join_all(targets.iter().map(|t| observe_node(fleet, t)));
+    let (lists, puts, clusters) = futures::join!(lists, puts, clusters);
+    let lists = lists.into_iter().collect::<Result<Vec<_>, Error>>()?;
+    let mut out = Vec::with_capacity(targets.len());
+    for ((t, put), cluster) in targets.iter().zip(puts).zip(clusters) {
+        let status = lists
+            .iter()
+            .find(|(h, _)| *h == t.host)
+            .and_then(|(_, l)| l.iter().find(|s| s.name == t.instance))
+            .cloned();
+        let running = status
+            .as_ref()
+            .is_some_and(|s| s.state == InstanceState::Running);
+        let (cluster, drift) = match cluster {
+            Some((obs, timeout)) if running => (
+                Some(obs),
+                timeout.filter(|&v| v != t.spec.cluster_node_timeout_ms),
+            ),
+            _ => (None, None),
+        };
+        out.push(TargetState {
+            status,
+            put: put?,
+            cluster,
+            node_timeout_drift: drift,
+        });
+    }
+    Ok(out)
+}
+
+/// One node's CLUSTER NODES, CLUSTER INFO and live node timeout; None when it
+/// does not answer.
+pub async fn observe_node(fleet: &Fleet, t: &Target) -> Option<(Observation, Option<u32>)> {
+    let replies = fleet
+        .redis(
+            t,
+            &[
+                &["CLUSTER", "NODES"],
+                &["CLUSTER", "INFO"],
+                &["CONFIG", "GET", "cluster-node-timeout"],
+                &["INFO", "replication"],
+            ],
+        )
+        .await
+        .ok()?;
+    let nodes = parse_nodes(&replies.first()?.text()?);
+    let state_ok = replies
+        .get(1)
+        .and_then(Reply::text)
+        .is_some_and(|info| info.lines().any(|l| l.trim() == "cluster_state:ok"));
+    let timeout = match replies.get(2) {
+        Some(Reply::Array(kv)) => kv.get(1).and_then(Reply::text).and_then(|v| v.parse().ok()),
+        _ => None,
+    };
+    let link_up = replies.get(3).and_then(Reply::text).and_then(|info| {
+        let field = |key: &str| info_field(&info, key);
+        (field("role").as_deref() == Some("slave"))
+            .then(|| field("master_link_status").as_deref() == Some("up"))
+    });
+    Some((
+        Observation {
+            nodes,
+            state_ok,
+            link_up,
+        },
+        timeout,
+    ))
+}
+
+/// A `key:value` field of INFO output.
+pub fn info_field(info: &str, key: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix(':'))
+        .map(str::to_owned)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Create {
+        target: String,
+    },
+    Update {
+        target: String,
+        restart: bool,
+    },
+    Start {
+        target: String,
+        state: String,
+    },
+    RestoreNodeTimeout {
+        target: String,
+        live: u32,
+        want: u32,
+    },
+    Cluster {
+        problems: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub deployment: String,
+    pub summary: String,
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+pub fn make_plan(deployment: &Deployment, targets: &[Target], states: &[TargetState]) -> Plan {
+    let mut changes = Vec::new();
+    for (t, s) in targets.iter().zip(states) {
+        let target = t.label();
+        match &s.status {
+            None => changes.push(Change::Create {
+                target: target.clone(),
+            }),
+            Some(_) if s.put.changed || s.put.restart_needed => changes.push(Change::Update {
+                target: target.clone(),
+                restart: s.put.restart_needed
+                    || s.put.changed
+                        && s.status
+                            .as_ref()
+                            .is_some_and(|st| st.state == InstanceState::Running),
+            }),
+            Some(_) => {}
+        }
+        let state = s
+            .status
+            .as_ref()
+            .map_or(InstanceState::Stopped, |st| st.state);
+        if state != InstanceState::Running {
+            changes.push(Change::Start {
+                target: target.clone(),
+                state: state.as_str().to_owned(),
+            });
+        }
+        if let Some(live) = s.node_timeout_drift {
+            changes.push(Change::RestoreNodeTimeout {
+                target,
+                live,
+                want: t.spec.cluster_node_timeout_ms,
+            });
+        }
+    }
+    let observed: Vec<Option<Observation>> = states.iter().map(|s| s.cluster.clone()).collect();
+    let problems = assess(&members(targets), &observed);
+    if !problems.is_empty() {
+        changes.push(Change::Cluster { problems });
+    }
+    let inv = &deployment.inventory;
+    Plan {
+        deployment: inv.deployment.name.clone(),
+        summary: format!(
+            "{} ({}: {} masters x {} replicas, {} instances on {} hosts)",
+            inv.deployment.name,
+            inv.deployment.topology,
+            inv.deployment.masters,
+            inv.deployment.replicas_per_master,
+            targets.len(),
+            inv.hosts.len()
+        ),
+        changes,
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Deployment {}", self.summary)?;
+        if self.changes.is_empty() {
+            return writeln!(
+                f,
+                "No changes: every instance runs its current config and the cluster is healthy."
+            );
+        }
+        for c in &self.changes {
+            match c {
+                Change::Create { target } => {
+                    writeln!(f, "  + {target}: create instance and write its config")?
+                }
+                Change::Update { target, restart } => writeln!(
+                    f,
+                    "  ~ {target}: update config{}",
+                    if *restart { " (restart needed)" } else { "" }
+                )?,
+                Change::Start { target, state } => {
+                    writeln!(f, "  > {target}: start (now {state})")?
+                }
+                Change::RestoreNodeTimeout { target, live, want } => writeln!(
+                    f,
+                    "  ~ {target}: cluster-node-timeout is {live} ms live, restore {want} ms"
+                )?,
+                Change::Cluster { problems } => {
+                    writeln!(f, "  * cluster: form or repair; now:")?;
+                    for p in problems.iter().take(12) {
+                        writeln!(f, "      - {p}")?;
+                    }
+                    if problems.len() > 12 {
+                        writeln!(f, "      ... and {} more", problems.len() - 12)?;
+                    }
+                }
+            }
+        }
+        writeln!(f, "{} change(s).", self.changes.len())
+    }
+}

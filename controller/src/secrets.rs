@@ -1,0 +1,95 @@
+//! The deployment's Redis password: generated once, kept in a 0600 file next
+//! to the inventory, never printed.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+
+use crate::Error;
+
+/// Where the password of an inventory's deployment lives: `password_file`
+/// relative to the inventory, or `.paddock/<deployment>/redis-password`.
+pub fn password_path(
+    inventory_path: &Path,
+    deployment: &str,
+    password_file: Option<&str>,
+) -> PathBuf {
+    let base = inventory_path.parent().unwrap_or(Path::new("."));
+    match password_file {
+        Some(p) => base.join(p),
+        None => base
+            .join(".paddock")
+            .join(deployment)
+            .join("redis-password"),
+    }
+}
+
+/// Reads the password, or creates one (32 random bytes, hex) when `create`.
+pub fn load_or_create(path: &Path, create: bool) -> Result<Option<String>, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let password = text.trim().to_owned();
+            if password.len() < 16 {
+                return Err(Error::Io {
+                    path: path.to_owned(),
+                    source: std::io::Error::other(
+                        "the Redis password file holds fewer than 16 characters; delete it to have a new one generated (every instance will then be reconfigured)",
+                    ),
+                });
+            }
+            Ok(Some(password))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            if let Some(dir) = path.parent() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(Error::io(dir))?;
+            }
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(Error::io(path))?;
+            f.write_all(format!("{password}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(Error::io(path))?;
+            Ok(Some(password))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn creates_a_private_random_password_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = password_path(&dir.path().join("inv.toml"), "lab", None);
+        let first = load_or_create(&path, true).unwrap().unwrap();
+        assert_eq!(first.len(), 64);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(load_or_create(&path, true).unwrap().unwrap(), first);
+    }
+
+    #[test]
+    fn plan_does_not_create_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        assert_eq!(load_or_create(&path, false).unwrap(), None);
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,238 @@
+//! `paddock status`: hosts, instances, roles, slots and link state, as a
+//! table or JSON.
+
+use std::fmt;
+use std::path::Path;
+
+use futures::future::join_all;
+use serde::Serialize;
+
+use crate::Error;
+use crate::client::{InstanceState, Reply};
+use crate::cluster::{Observation, assess, format_ranges, parse_nodes};
+use crate::fleet::{Deployment, Fleet, Target, members};
+use crate::plan::info_field as field;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub deployment: String,
+    pub topology: String,
+    pub healthy: bool,
+    pub problems: Vec<String>,
+    pub hosts: Vec<HostStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostStatus {
+    pub name: String,
+    pub address: String,
+    /// None when the agent answered; its error otherwise.
+    pub agent_error: Option<String>,
+    pub instances: Vec<InstanceView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceView {
+    pub name: String,
+    pub address: String,
+    pub state: String,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    /// "master" or "replica", as the node itself reports.
+    pub role: Option<String>,
+    pub node_id: Option<String>,
+    /// For a replica: the "host:instance" it replicates.
+    pub master: Option<String>,
+    pub slots: Option<String>,
+    pub slot_count: u32,
+    /// For a replica: master_link_status; for a master: connected replicas.
+    pub link: Option<String>,
+    pub cluster_state: Option<String>,
+}
+
+struct NodeDetails {
+    obs: Observation,
+    cluster_state: String,
+    link: Option<String>,
+}
+
+async fn details(fleet: &Fleet, t: &Target) -> Option<NodeDetails> {
+    let r = fleet
+        .redis(
+            t,
+            &[
+                &["CLUSTER", "NODES"],
+                &["CLUSTER", "INFO"],
+                &["INFO", "replication"],
+            ],
+        )
+        .await
+        .ok()?;
+    let nodes = parse_nodes(&r.first()?.text()?);
+    let info = r.get(1).and_then(Reply::text).unwrap_or_default();
+    let cluster_state = field(&info, "cluster_state").unwrap_or_else(|| "?".into());
+    let repl = r.get(2).and_then(Reply::text).unwrap_or_default();
+    let link = match field(&repl, "role").as_deref() {
+        Some("slave") => field(&repl, "master_link_status"),
+        Some("master") => field(&repl, "connected_slaves").map(|n| format!("{n} replica(s)")),
+        _ => None,
+    };
+    Some(NodeDetails {
+        obs: Observation {
+            nodes,
+            state_ok: cluster_state == "ok",
+            link_up: (field(&repl, "role").as_deref() == Some("slave"))
+                .then(|| field(&repl, "master_link_status").as_deref() == Some("up")),
+        },
+        cluster_state,
+        link,
+    })
+}
+
+pub async fn status(path: &Path) -> Result<Status, Error> {
+    let deployment = Deployment::load(path, false)?;
+    let fleet = Fleet::connect(&deployment).await;
+    let targets = deployment.targets();
+    let lists = join_all((0..deployment.inventory.hosts.len()).map(|h| {
+        let fleet = &fleet;
+        async move {
+            match fleet.agent(h) {
+                Ok(a) => a.list().await.map_err(|e| e.to_string()),
+                Err(_) => Err(fleet.agent_error(h).unwrap_or("unreachable").to_owned()),
+            }
+        }
+    }))
+    .await;
+    let node_details = join_all(targets.iter().map(|t| details(&fleet, t))).await;
+    let observed: Vec<Option<Observation>> = node_details
+        .iter()
+        .map(|d| d.as_ref().map(|d| d.obs.clone()))
+        .collect();
+    let problems = assess(&members(&targets), &observed);
+    let label_of = |id: &str| -> String {
+        targets
+            .iter()
+            .zip(&observed)
+            .find(|(_, o)| {
+                o.as_ref()
+                    .and_then(Observation::myself)
+                    .is_some_and(|m| m.id == id)
+            })
+            .map(|(t, _)| t.label())
+            .unwrap_or_else(|| id.chars().take(8).collect())
+    };
+    let hosts = deployment
+        .inventory
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(h, host)| {
+            let list = &lists[h];
+            let instances = targets
+                .iter()
+                .zip(&node_details)
+                .filter(|(t, _)| t.host == h)
+                .map(|(t, d)| {
+                    let st = list
+                        .as_ref()
+                        .ok()
+                        .and_then(|l| l.iter().find(|s| s.name == t.instance));
+                    let me = d.as_ref().and_then(|d| d.obs.myself());
+                    InstanceView {
+                        name: t.instance.clone(),
+                        address: format!("{}:{}", t.ip, t.port),
+                        state: st
+                            .map_or(
+                                if list.is_ok() {
+                                    "ABSENT"
+                                } else {
+                                    InstanceState::Unknown.as_str()
+                                },
+                                |s| s.state.as_str(),
+                            )
+                            .to_owned(),
+                        pid: st.and_then(|s| s.pid),
+                        restarts: st.map_or(0, |s| s.restarts),
+                        role: me.map(|m| {
+                            if m.is_replica() {
+                                "replica".into()
+                            } else {
+                                "master".into()
+                            }
+                        }),
+                        node_id: me.map(|m| m.id.clone()),
+                        master: me.and_then(|m| m.master_id.as_deref()).map(label_of),
+                        slots: me
+                            .filter(|m| !m.slots.is_empty())
+                            .map(|m| format_ranges(&m.slots)),
+                        slot_count: me.map_or(0, |m| m.slot_count()),
+                        link: d.as_ref().and_then(|d| d.link.clone()),
+                        cluster_state: d.as_ref().map(|d| d.cluster_state.clone()),
+                    }
+                })
+                .collect();
+            HostStatus {
+                name: host.name.clone(),
+                address: host.address.to_string(),
+                agent_error: list.as_ref().err().cloned(),
+                instances,
+            }
+        })
+        .collect();
+    Ok(Status {
+        deployment: deployment.inventory.deployment.name.clone(),
+        topology: deployment.inventory.deployment.topology.to_string(),
+        healthy: problems.is_empty(),
+        problems,
+        hosts,
+    })
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Deployment {} ({})", self.deployment, self.topology)?;
+        writeln!(
+            f,
+            "{:<14} {:<12} {:<22} {:<9} {:>7} {:<8} {:<28} {:<12} CLUSTER",
+            "HOST", "INSTANCE", "ADDRESS", "STATE", "PID", "ROLE", "SLOTS / MASTER", "LINK"
+        )?;
+        for h in &self.hosts {
+            if let Some(e) = &h.agent_error {
+                writeln!(f, "{:<14} agent unreachable: {e}", h.name)?;
+                continue;
+            }
+            for i in &h.instances {
+                let what = match (i.role.as_deref(), &i.slots, &i.master) {
+                    (Some("replica"), _, Some(m)) => format!("of {m}"),
+                    (_, Some(s), _) => format!("{s} ({})", i.slot_count),
+                    _ => "-".into(),
+                };
+                writeln!(
+                    f,
+                    "{:<14} {:<12} {:<22} {:<9} {:>7} {:<8} {:<28} {:<12} {}",
+                    h.name,
+                    i.name,
+                    i.address,
+                    i.state,
+                    i.pid.map_or("-".into(), |p| p.to_string()),
+                    i.role.as_deref().unwrap_or("-"),
+                    what,
+                    i.link.as_deref().unwrap_or("-"),
+                    i.cluster_state.as_deref().unwrap_or("-"),
+                )?;
+            }
+        }
+        if self.healthy {
+            writeln!(
+                f,
+                "Cluster healthy: every node agrees, all 16384 slots served, cluster_state:ok everywhere."
+            )
+        } else {
+            writeln!(f, "Cluster NOT healthy:")?;
+            for p in self.problems.iter().take(20) {
+                writeln!(f, "  - {p}")?;
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The validated inventory. Every value here has passed the checks in
+//! `validate`, so consumers need not re-check ranges or patterns.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// A parsed and validated inventory file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    pub deployment: Deployment,
+    pub redis: RedisSettings,
+    /// `Some` exactly when `deployment.topology` is [`Topology::Sentinel`].
+    pub sentinel: Option<SentinelSettings>,
+    /// At least one; names and addresses are unique.
+    pub hosts: Vec<Host>,
+}
+
+/// The `[deployment]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// Matches `^[a-z0-9][a-z0-9-]{0,39}$`.
+    pub name: String,
+    pub topology: Topology,
+    /// Cluster: at least 3. Replication and sentinel: exactly 1.
+    pub masters: u32,
+    /// 0..=5, and `replicas_per_master + 1 <= hosts.len()`.
+    pub replicas_per_master: u32,
+    /// Where the controller keeps the generated Redis password, relative to
+    /// the inventory file. Never empty, never contains CR, LF or NUL.
+    pub password_file: Option<String>,
+}
+
+/// How the Redis instances are wired together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topology {
+    /// Redis Cluster: `masters` shards, 16384 slots spread across them.
+    Cluster,
+    /// One master and read-only replicas.
+    Replication,
+    /// One master, replicas, and Sentinels that fail over.
+    Sentinel,
+}
+
+impl Topology {
+    pub const ALL: [Topology; 3] = [Topology::Cluster, Topology::Replication, Topology::Sentinel];
+
+    /// The spelling used in the inventory file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topology::Cluster => "cluster",
+            Topology::Replication => "replication",
+            Topology::Sentinel => "sentinel",
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+impl fmt::Display for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `[redis]` table, with defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// First Redis port on each host (default 7000); 1024..=55535 so that
+    /// the cluster bus port (`port + 10000`) fits.
+    pub port: u16,
+    /// `None` means no limit.
+    pub maxmemory_bytes: Option<u64>,
+    pub maxmemory_policy: MaxmemoryPolicy,
+    /// Default true: a restarted master reloads its data instead of coming
+    /// back empty and wiping its replicas.
+    pub appendonly: bool,
+    /// Default true.
+    pub rdb_snapshots: bool,
+    /// Default 5000; 500..=600000.
+    pub cluster_node_timeout_ms: u32,
+}
+
+/// Redis's `maxmemory-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MaxmemoryPolicy {
+    #[default]
+    NoEviction,
+    AllkeysLru,
+    VolatileLru,
+    AllkeysLfu,
+    VolatileLfu,
+    AllkeysRandom,
+    VolatileRandom,
+    VolatileTtl,
+}
+
+impl MaxmemoryPolicy {
+    pub const ALL: [MaxmemoryPolicy; 8] = [
+        MaxmemoryPolicy::NoEviction,
+        MaxmemoryPolicy::AllkeysLru,
+        MaxmemoryPolicy::VolatileLru,
+        MaxmemoryPolicy::AllkeysLfu,
+        MaxmemoryPolicy::VolatileLfu,
+        MaxmemoryPolicy::AllkeysRandom,
+        MaxmemoryPolicy::VolatileRandom,
+        MaxmemoryPolicy::VolatileTtl,
+    ];
+
+    /// Redis's own spelling, e.g. `"allkeys-lru"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaxmemoryPolicy::NoEviction => "noeviction",
+            MaxmemoryPolicy::AllkeysLru => "allkeys-lru",
+            MaxmemoryPolicy::VolatileLru => "volatile-lru",
+            MaxmemoryPolicy::AllkeysLfu => "allkeys-lfu",
+            MaxmemoryPolicy::VolatileLfu => "volatile-lfu",
+            MaxmemoryPolicy::AllkeysRandom => "allkeys-random",
+            MaxmemoryPolicy::VolatileRandom => "volatile-random",
+            MaxmemoryPolicy::VolatileTtl => "volatile-ttl",
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+impl fmt::Display for MaxmemoryPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `[sentinel]` table (sentinel topology only), with defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelSettings {
+    /// Number of sentinels, 1..=9 (default 3).
+    pub count: u32,
+    /// Sentinels that must agree the master is down; 1..=count (default
+    /// majority, `count / 2 + 1`).
+    pub quorum: u32,
+    /// First sentinel port on each host (default 26379).
+    pub port: u16,
+    /// Default 5000; 100..=600000.
+    pub down_after_ms: u32,
+    /// Default 60000; at least 1000.
+    pub failover_timeout_ms: u32,
+}
+
+/// One `[[hosts]]` entry: a machine running `paddockd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// Safe as a directory name: `^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`, no `..`.
+    pub name: String,
+    /// The address Redis announces and the agent listens on.
+    pub address: IpAddr,
+    /// Default 7443.
+    pub agent_port: u16,
+}

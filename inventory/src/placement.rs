@@ -1,0 +1,230 @@
+//! Which instance runs on which host, on which port.
+
+use crate::model::{Inventory, RedisSettings, Topology};
+
+/// Every instance of a deployment and where it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Masters first (shard order), then replicas rank by rank (the first
+    /// replica of every shard, then the second ...), then sentinels.
+    pub instances: Vec<PlacedInstance>,
+}
+
+/// One Redis or Sentinel process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedInstance {
+    /// `redis-<port>` or `sentinel-<port>`: unique on its host.
+    pub name: String,
+    /// Index into [`Inventory::hosts`].
+    pub host: usize,
+    pub port: u16,
+    /// Cluster shard (0-based). Always 0 for replication and sentinel
+    /// topologies, and for sentinels.
+    pub shard: u32,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Master,
+    Replica,
+    Sentinel,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Replica => "replica",
+            Role::Sentinel => "sentinel",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PlacedInstance {
+    /// A redis-server (master or replica), as opposed to a sentinel.
+    pub fn is_redis(&self) -> bool {
+        self.role != Role::Sentinel
+    }
+}
+
+impl Placement {
+    /// The instances on one host, in port order per kind.
+    pub fn on_host(&self, host: usize) -> impl Iterator<Item = &PlacedInstance> {
+        self.instances.iter().filter(move |i| i.host == host)
+    }
+
+    /// The master and replicas of one shard (never sentinels).
+    pub fn shard_members(&self, shard: u32) -> impl Iterator<Item = &PlacedInstance> {
+        self.redis().filter(move |i| i.shard == shard)
+    }
+
+    pub fn master_of(&self, shard: u32) -> Option<&PlacedInstance> {
+        self.shard_members(shard).find(|i| i.role == Role::Master)
+    }
+
+    pub fn replicas_of(&self, shard: u32) -> impl Iterator<Item = &PlacedInstance> {
+        self.shard_members(shard)
+            .filter(|i| i.role == Role::Replica)
+    }
+
+    pub fn masters(&self) -> impl Iterator<Item = &PlacedInstance> {
+        self.instances.iter().filter(|i| i.role == Role::Master)
+    }
+
+    /// All redis-server instances (masters and replicas).
+    pub fn redis(&self) -> impl Iterator<Item = &PlacedInstance> {
+        self.instances.iter().filter(|i| i.is_redis())
+    }
+
+    pub fn sentinels(&self) -> impl Iterator<Item = &PlacedInstance> {
+        self.instances.iter().filter(|i| i.role == Role::Sentinel)
+    }
+
+    /// The memory the Redis instances on `host` may use together, to check
+    /// against what the host has; `None` when `maxmemory` is unlimited.
+    pub fn maxmemory_on_host(&self, redis: &RedisSettings, host: usize) -> Option<u64> {
+        let instances = self.on_host(host).filter(|i| i.is_redis()).count();
+        redis
+            .maxmemory_bytes
+            .map(|per_instance| per_instance.saturating_mul(instances as u64))
+    }
+}
+
+/// Computes where every instance of `inv` runs.
+///
+/// The algorithm is greedy and deterministic (same inventory, same result):
+///
+/// 1. **Masters**: master `i` goes to the host with the fewest Redis
+///    instances so far, ties broken by host order; so masters land on hosts
+///    0, 1, 2, ... and wrap around when there are more masters than hosts.
+/// 2. **Replicas**, rank by rank (the first replica of shard 0, 1, 2, ...,
+///    then the second replica of each shard, ...): among the hosts that hold
+///    no instance of that shard yet (anti-affinity), the least-loaded one,
+///    ties broken in rotating order starting at the host after the shard's
+///    master. The rotation is what makes 3 hosts × (3 masters + 3 replicas)
+///    come out as "every host has one master and a replica of another
+///    host's master", and it spreads replicas onto empty hosts first, so
+///    instances share a host only when there are fewer hosts than instances.
+/// 3. **Sentinels**: sentinel `k` goes to host `k mod hosts`, sharing hosts
+///    with Redis instances (the classic layout) and, when there are more
+///    sentinels than hosts, with each other.
+///
+/// Ports: on each host, Redis instances take `redis.port`, `+1`, ... in the
+/// order they were assigned (named `redis-<port>`), and sentinels take
+/// `sentinel.port`, `+1`, ... (named `sentinel-<port>`).
+///
+/// `parse` only returns inventories for which this works out: enough hosts
+/// for anti-affinity, ports that fit and do not clash. For a hand-built
+/// inventory that violates this, the function still does not panic: with
+/// no hosts it places nothing, a replica that cannot avoid its master goes
+/// to the least-loaded host anyway, and ports saturate at 65535.
+#[must_use]
+pub fn place(inv: &Inventory) -> Placement {
+    let sentinels = match (inv.deployment.topology, &inv.sentinel) {
+        (Topology::Sentinel, Some(s)) => Some((s.count, s.port)),
+        _ => None,
+    };
+    let hosts = inv.hosts.len();
+    let mut next_redis_port = vec![inv.redis.port; hosts];
+    let mut instances = Vec::new();
+    for slot in assign(
+        hosts,
+        inv.deployment.masters,
+        inv.deployment.replicas_per_master,
+    ) {
+        let port = next_redis_port[slot.host];
+        next_redis_port[slot.host] = port.saturating_add(1);
+        instances.push(PlacedInstance {
+            name: format!("redis-{port}"),
+            host: slot.host,
+            port,
+            shard: slot.shard,
+            role: slot.role,
+        });
+    }
+    if let Some((count, first_port)) = sentinels {
+        let mut next_port = vec![first_port; hosts];
+        for host in sentinel_hosts(hosts, count) {
+            let port = next_port[host];
+            next_port[host] = port.saturating_add(1);
+            instances.push(PlacedInstance {
+                name: format!("sentinel-{port}"),
+                host,
+                port,
+                shard: 0,
+                role: Role::Sentinel,
+            });
+        }
+    }
+    Placement { instances }
+}
+
+/// A Redis instance assigned to a host, before ports are given out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub host: usize,
+    pub shard: u32,
+    pub role: Role,
+}
+
+/// Steps 1 and 2 of [`place`]: Redis instances to hosts, in assignment
+/// order. Shared with validation so that port checks see the real layout.
+pub(crate) fn assign(hosts: usize, masters: u32, replicas_per_master: u32) -> Vec<Slot> {
+    if hosts == 0 {
+        return Vec::new();
+    }
+    let mut load = vec![0usize; hosts];
+    let mut slots = Vec::new();
+    // Hosts already holding an instance of each shard.
+    let mut shard_hosts: Vec<Vec<usize>> = Vec::new();
+    for shard in 0..masters {
+        let host = least_loaded(&load, 0, |_| true).unwrap_or(0);
+        load[host] += 1;
+        shard_hosts.push(vec![host]);
+        slots.push(Slot {
+            host,
+            shard,
+            role: Role::Master,
+        });
+    }
+    for _rank in 0..replicas_per_master {
+        for (shard, taken) in (0..masters).zip(shard_hosts.iter_mut()) {
+            let start = (taken[0] + 1) % hosts;
+            let host = least_loaded(&load, start, |h| !taken.contains(&h))
+                .or_else(|| least_loaded(&load, start, |_| true))
+                .unwrap_or(0);
+            load[host] += 1;
+            taken.push(host);
+            slots.push(Slot {
+                host,
+                shard,
+                role: Role::Replica,
+            });
+        }
+    }
+    slots
+}
+
+/// Step 3 of [`place`]: the host of each sentinel.
+pub(crate) fn sentinel_hosts(hosts: usize, count: u32) -> impl Iterator<Item = usize> {
+    (0..count as usize)
+        .filter(move |_| hosts > 0)
+        .map(move |k| k % hosts)
+}
+
+/// The allowed host with the smallest load; among equals, the first one
+/// met when going round the hosts from `start`.
+fn least_loaded(load: &[usize], start: usize, allowed: impl Fn(usize) -> bool) -> Option<usize> {
+    let n = load.len();
+    (0..n)
+        .map(|i| (start + i) % n)
+        .filter(|&h| allowed(h))
+        .min_by_key(|&h| load[h])
+}

@@ -1,0 +1,13 @@
+//! The wire API shared by `paddock` (controller) and `paddockd` (agent).
+//!
+//! Both sides convert these messages into their own domain types at the edge;
+//! generated types do not travel further into either program.
+
+#[allow(clippy::all, rust_2018_idioms)]
+pub mod agent {
+    pub mod v1 {
+        tonic::include_proto!("paddock.agent.v1");
+    }
+}
+
+pub use agent::v1;
