@@ -78,7 +78,9 @@ impl Deployment {
     /// (masters first). Sentinels are not part of a cluster deployment.
     pub fn targets(&self) -> Vec<Target> {
         let inv = &self.inventory;
-        let password = self.password.clone().unwrap_or_default();
+        // Before the first apply there is no password yet; a placeholder lets
+        // plan compare specs (every instance then shows as changing anyway).
+        let password = self.password.clone().unwrap_or_else(|| "0".repeat(64));
         self.placement
             .instances
             .iter()

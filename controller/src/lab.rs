@@ -115,15 +115,56 @@ fn redis_server_installed() -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("redis-server").is_file()))
 }
 
-pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
-    if !redis_server_installed() {
-        return Err(Error::Lab(
-            "redis-server is not installed on this machine.\n  \
-             hint: install it with `sudo apt-get update && sudo apt-get install -y redis-server`, \
-             then `sudo systemctl disable --now redis-server` so the distribution's own instance does not run beside the lab"
-                .into(),
-        ));
+const INSTALL_HINT: &str = "install it with `sudo apt-get update && sudo apt-get install -y redis-server`, \
+     then `sudo systemctl disable --now redis-server` so the distribution's own instance does not run beside the lab";
+
+/// Installs redis-server through apt-get when it is missing and we are root
+/// on a Debian-like system; otherwise says exactly how to install it.
+fn ensure_redis_server(progress: bool) -> Result<(), Error> {
+    if redis_server_installed() {
+        return Ok(());
     }
+    let root = nix::unistd::Uid::effective().is_root();
+    let apt = Path::new("/usr/bin/apt-get").is_file();
+    if !(root && apt) {
+        return Err(Error::Lab(format!(
+            "redis-server is not installed on this machine.\n  hint: {INSTALL_HINT}"
+        )));
+    }
+    if progress {
+        eprintln!(
+            "redis-server is not installed: installing it with apt-get (Debian's redis-server package)"
+        );
+    }
+    let apt_get = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let installed = apt_get(&["install", "-y", "-q", "redis-server"])
+        || (apt_get(&["update", "-q"]) && apt_get(&["install", "-y", "-q", "redis-server"]));
+    if !installed || !redis_server_installed() {
+        return Err(Error::Lab(format!(
+            "installing redis-server with apt-get failed (see its output above).\n  hint: {INSTALL_HINT}"
+        )));
+    }
+    // The package starts its own instance on 6379; the lab does not need it.
+    let _ = Command::new("systemctl")
+        .args(["disable", "--now", "redis-server"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    Ok(())
+}
+
+pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
+    let progress = options.progress;
+    tokio::task::spawn_blocking(move || ensure_redis_server(progress))
+        .await
+        .map_err(|e| Error::Lab(e.to_string()))??;
     if options.addresses.is_empty() {
         return Err(Error::Lab("the lab needs at least one address".into()));
     }

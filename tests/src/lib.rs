@@ -1,1 +1,189 @@
-//! placeholder
+//! Helpers for end-to-end tests: a lab of real `paddockd` agents on its own
+//! loopback addresses, driven through the real `paddock` binary, and an
+//! independent Redis client (the redis crate) to check what users would.
+//!
+//! Every lab gets addresses no other test uses, and its `Drop` runs
+//! `paddock lab down`, so a failing test leaves nothing running.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+
+/// Where `paddock` and `paddockd` were built: $PADDOCK_BIN_DIR, else the
+/// profile directory this test binary sits in (target/<profile>/deps/..).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PADDOCK_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test binary has a directory");
+    let dir = if deps.ends_with("deps") {
+        deps.parent().expect("profile dir").to_owned()
+    } else {
+        deps.to_owned()
+    };
+    for bin in ["paddock", "paddockd"] {
+        assert!(
+            dir.join(bin).is_file(),
+            "{} is missing: build the binaries first (cargo build --workspace --bins)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+pub fn paddock(args: &[&str]) -> Output {
+    let out = Command::new(bin_dir().join("paddock"))
+        .args(args)
+        .env("PADDOCKD", bin_dir().join("paddockd"))
+        .output()
+        .expect("run paddock");
+    eprintln!(
+        "$ paddock {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub addresses: Vec<IpAddr>,
+    pub port: u16,
+}
+
+impl Lab {
+    /// A lab on 127.0.`octet`.1-3; each test file picks its own octet.
+    pub fn new(octet: u8) -> Lab {
+        Lab {
+            dir: tempfile::Builder::new()
+                .prefix("paddock-lab-")
+                .tempdir()
+                .expect("temp dir"),
+            addresses: (1..=3)
+                .map(|i| format!("127.0.{octet}.{i}").parse().expect("ip"))
+                .collect(),
+            port: 7000,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn inventory(&self) -> PathBuf {
+        self.dir().join("inventory.toml")
+    }
+
+    pub fn addresses_arg(&self) -> String {
+        self.addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `paddock lab up` with this lab's directory and addresses.
+    pub fn up(&self, extra: &[&str]) -> Output {
+        let dir = self.dir().display().to_string();
+        let addresses = self.addresses_arg();
+        let mut args = vec!["lab", "up", "--dir", &dir, "--addresses", &addresses];
+        args.extend_from_slice(extra);
+        paddock(&args)
+    }
+
+    pub fn down(&self) -> Output {
+        paddock(&["lab", "down", "--dir", &self.dir().display().to_string()])
+    }
+
+    pub fn password(&self) -> String {
+        std::fs::read_to_string(self.dir().join(".paddock/lab/redis-password"))
+            .expect("the lab's password file")
+            .trim()
+            .to_owned()
+    }
+
+    /// Every Redis node of the lab: two per box.
+    pub fn nodes(&self) -> Vec<(IpAddr, u16)> {
+        self.addresses
+            .iter()
+            .flat_map(|&a| [(a, self.port), (a, self.port + 1)])
+            .collect()
+    }
+
+    pub fn pidfile(&self, box_index: usize, instance: &str) -> PathBuf {
+        self.dir()
+            .join(format!("box{}", box_index + 1))
+            .join("data/instances")
+            .join(instance)
+            .join("redis.pid")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.down();
+    }
+}
+
+/// A plain connection to one node, authenticated, with short timeouts.
+pub async fn connect(
+    ip: IpAddr,
+    port: u16,
+    password: &str,
+) -> redis::RedisResult<MultiplexedConnection> {
+    let info = ConnectionAddr::Tcp(ip.to_string(), port)
+        .into_connection_info()?
+        .set_redis_settings(RedisConnectionInfo::default().set_password(password));
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(5)));
+    redis::Client::open(info)?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// A `key:value` field of INFO-style output.
+pub fn field(info: &str, key: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix(':'))
+        .map(str::to_owned)
+}
+
+/// Polls `check` every `every` until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, every: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Whether a process with this pid exists and its command line mentions `name`.
+pub fn process_is(pid: u32, name: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(name))
+        .unwrap_or(false)
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what the tests need, then
+# checks formatting and lints, builds the binaries once, and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real redis-server processes are part of the tests, so Redis must be here.
+packages=(redis-server redis-tools iproute2 procps)
+if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+if [ -n "${CI:-}" ] || ! command -v redis-server >/dev/null || ! command -v ip >/dev/null; then
+  echo "==> installing ${packages[*]}"
+  "${sudo[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${packages[@]}"
+fi
+redis-server --version
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> build (one build shared by every test)"
+cargo build --workspace --bins --locked
+
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  cargo test --workspace --doc --locked
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
