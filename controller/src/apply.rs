@@ -8,7 +8,7 @@ use futures::future::join_all;
 
 use crate::Error;
 use crate::client::InstanceState;
-use crate::fleet::{Deployment, Fleet, Target};
+use crate::fleet::{Deployment, Fleet, Target, host_problems};
 use crate::form;
 use crate::plan::{Change, Plan, make_plan, observe};
 use crate::progress::Progress;
@@ -91,12 +91,24 @@ pub async fn apply(path: &Path, options: &ApplyOptions) -> Result<ApplyReport, E
         plan.changes.len()
     ));
 
+    // The hosts must be able to run what is placed on them.
+    let facts = join_all(
+        (0..deployment.inventory.hosts.len()).map(|h| async move { fleet.agent(h)?.facts().await }),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, Error>>()?;
+    let problems = host_problems(&deployment, &facts);
+    if !problems.is_empty() {
+        return Err(Error::HostCheck(problems));
+    }
+
     // Specs first, all agents in parallel.
     let to_put: Vec<(&Target, bool)> = targets
         .iter()
         .zip(&states)
         .filter(|(_, s)| s.status.is_none() || s.put.changed)
-        .map(|(t, s)| (t, s.put.restart_needed || s.put.changed && is_running(s)))
+        .map(|(t, s)| (t, s.put.restart_needed))
         .collect();
     if !to_put.is_empty() {
         let puts = to_put

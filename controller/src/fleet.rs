@@ -8,7 +8,7 @@ use futures::future::join_all;
 use paddock_inventory::{Inventory, Placement, Role, Topology};
 
 use crate::Error;
-use crate::client::{AgentClient, InstanceSpec, RedisMode, Reply};
+use crate::client::{AgentClient, Facts, InstanceSpec, RedisMode, Reply};
 use crate::cluster::Member;
 use crate::secrets;
 
@@ -117,6 +117,39 @@ impl Deployment {
     }
 }
 
+/// What keeps the hosts from running the placement: redis-server missing, or
+/// more maxmemory placed on a host than it has memory. Pure, for testing.
+pub fn host_problems(deployment: &Deployment, facts: &[Facts]) -> Vec<String> {
+    let inv = &deployment.inventory;
+    let mut problems = Vec::new();
+    for (h, (host, f)) in inv.hosts.iter().zip(facts).enumerate() {
+        if f.redis_version.is_none() {
+            problems.push(format!(
+                "  - host {}: redis-server is not installed (the agent looked for {}); install it there with `apt-get install -y redis-server`",
+                host.name,
+                f.redis_server_path.as_deref().unwrap_or("redis-server in PATH")
+            ));
+        }
+        if let Some(need) = deployment.placement.maxmemory_on_host(&inv.redis, h)
+            && need > f.memory_total_bytes
+        {
+            let count = deployment
+                .placement
+                .on_host(h)
+                .filter(|i| i.is_redis())
+                .count();
+            problems.push(format!(
+                "  - host {}: {count} instance(s) x maxmemory {} MiB = {} MiB, but the host has {} MiB of memory; lower [redis] maxmemory or add hosts",
+                host.name,
+                inv.redis.maxmemory_bytes.unwrap_or(0) >> 20,
+                need >> 20,
+                f.memory_total_bytes >> 20
+            ));
+        }
+    }
+    problems
+}
+
 pub fn members(targets: &[Target]) -> Vec<Member> {
     targets
         .iter()
@@ -155,26 +188,17 @@ impl Fleet {
 
     /// Dials every agent and fails with the first that cannot be reached.
     pub async fn connect_all(deployment: &Deployment) -> Result<Fleet, Error> {
-        let dials = deployment
-            .inventory
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| AgentClient::connect(&h.name, deployment.agent_addr(i)));
-        let agents = join_all(dials)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, Error>>()?;
-        Ok(Fleet {
-            agents: agents.into_iter().map(Ok).collect(),
-        })
+        let fleet = Fleet::connect(deployment).await;
+        if let Some(Err(message)) = fleet.agents.iter().find(|a| a.is_err()) {
+            return Err(Error::AgentDown(message.clone()));
+        }
+        Ok(fleet)
     }
 
     pub fn agent(&self, host: usize) -> Result<&AgentClient, Error> {
-        self.agents[host].as_ref().map_err(|message| Error::Agent {
-            host: format!("#{host}"),
-            message: message.clone(),
-        })
+        self.agents[host]
+            .as_ref()
+            .map_err(|message| Error::AgentDown(message.clone()))
     }
 
     pub fn agent_error(&self, host: usize) -> Option<&str> {
@@ -184,5 +208,67 @@ impl Fleet {
     /// Runs a command pipeline on a target's instance through its agent.
     pub async fn redis(&self, t: &Target, commands: &[&[&str]]) -> Result<Vec<Reply>, Error> {
         self.agent(t.host)?.redis(&t.instance, commands).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(maxmemory: &str) -> Deployment {
+        let text = format!(
+            "[deployment]\nname = \"t\"\ntopology = \"cluster\"\n[redis]\nmaxmemory = \"{maxmemory}\"\n\
+             [[hosts]]\nname = \"a\"\naddress = \"10.0.0.1\"\n[[hosts]]\nname = \"b\"\naddress = \"10.0.0.2\"\n\
+             [[hosts]]\nname = \"c\"\naddress = \"10.0.0.3\"\n"
+        );
+        let inventory = paddock_inventory::parse("t.toml", &text).unwrap();
+        Deployment {
+            inventory_path: PathBuf::from("t.toml"),
+            placement: paddock_inventory::place(&inventory),
+            inventory,
+            password_path: PathBuf::from("pw"),
+            password: None,
+        }
+    }
+
+    fn facts(memory_mib: u64, redis: bool) -> Facts {
+        Facts {
+            hostname: "h".into(),
+            os: String::new(),
+            kernel: String::new(),
+            cpus: 2,
+            memory_total_bytes: memory_mib << 20,
+            memory_available_bytes: memory_mib << 20,
+            data_dir_free_bytes: 0,
+            redis_server_path: None,
+            redis_version: redis.then(|| "7.0.15".into()),
+            agent_version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn refuses_more_maxmemory_than_a_host_has_naming_host_and_numbers() {
+        let d = deployment("1gb");
+        let ok = [facts(4096, true), facts(4096, true), facts(4096, true)];
+        assert_eq!(host_problems(&d, &ok), Vec::<String>::new());
+        let small = [facts(4096, true), facts(1536, true), facts(4096, true)];
+        assert_eq!(
+            host_problems(&d, &small),
+            vec![
+                "  - host b: 2 instance(s) x maxmemory 1024 MiB = 2048 MiB, but the host has 1536 MiB of memory; lower [redis] maxmemory or add hosts"
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_a_host_without_redis() {
+        let d = deployment("64mb");
+        let f = [facts(4096, true), facts(4096, true), facts(4096, false)];
+        let p = host_problems(&d, &f);
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].starts_with("  - host c: redis-server is not installed"),
+            "{p:?}"
+        );
     }
 }

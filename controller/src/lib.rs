@@ -47,6 +47,11 @@ pub enum Error {
     },
     #[error("{0}")]
     NotConverged(String),
+    /// An agent that could not be dialled earlier; the text names it.
+    #[error("{0}")]
+    AgentDown(String),
+    #[error("the hosts cannot run this deployment:\n{}", .0.join("\n"))]
+    HostCheck(Vec<String>),
     #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]

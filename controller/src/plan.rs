@@ -160,11 +160,7 @@ pub fn make_plan(deployment: &Deployment, targets: &[Target], states: &[TargetSt
             }),
             Some(_) if s.put.changed || s.put.restart_needed => changes.push(Change::Update {
                 target: target.clone(),
-                restart: s.put.restart_needed
-                    || s.put.changed
-                        && s.status
-                            .as_ref()
-                            .is_some_and(|st| st.state == InstanceState::Running),
+                restart: s.put.restart_needed,
             }),
             Some(_) => {}
         }
