@@ -18,6 +18,15 @@ pub struct AgentConfig {
     /// The redis-server binary; a bare name is looked up in PATH.
     #[serde(default = "default_redis_server")]
     pub redis_server: PathBuf,
+    /// The unprivileged user redis-server runs as when the agent runs as
+    /// root (default "redis", created by Debian's redis-server package).
+    /// Ignored when the agent is not root: Redis then runs as the agent's user.
+    #[serde(default = "default_user")]
+    pub user: String,
+}
+
+fn default_user() -> String {
+    "redis".to_owned()
 }
 
 fn default_redis_server() -> PathBuf {

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod facts;
 mod grpc;
+mod notify;
 mod redis_access;
 pub mod spec;
 mod store;
@@ -52,6 +53,8 @@ pub enum Error {
     Serve(#[from] tonic::transport::Error),
     #[error("the agent is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    Privileges(String),
 }
 
 /// Binds the configured address. Split from [`run`] so callers learn about a
@@ -65,28 +68,56 @@ pub async fn bind(config: &AgentConfig) -> Result<TcpListener, Error> {
         })
 }
 
-/// Serves until `shutdown` resolves, then stops every instance.
+/// Serves until `shutdown` resolves.
 ///
-/// Shutdown order: stop accepting RPCs, then stop the Redis instances (SIGTERM,
-/// SIGKILL after a timeout), then return.
+/// Redis instances keep running when the agent stops or dies: the next agent
+/// re-adopts them. Stopping instances is an explicit StopInstance.
+///
+/// Start-up order: drop privileges for children (resolve the Redis user),
+/// raise the open-files limit children inherit, load and re-adopt instances,
+/// serve, tell systemd READY=1. Shutdown order: STOPPING=1, stop accepting
+/// RPCs, return.
 pub async fn run(
     config: AgentConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl FnOnce() + Send,
 ) -> Result<(), Error> {
-    let supervisor = supervisor::spawn(config.redis_server.clone(), &config.data_dir)?;
+    let run_as = supervisor::resolve_run_as(&config.user)?;
+    supervisor::check_reachable(&config.data_dir.join("instances").join("x"), run_as)?;
+    raise_open_files_limit();
+    let supervisor = supervisor::spawn(supervisor::SupervisorConfig {
+        redis_server: config.redis_server.clone(),
+        data_dir: config.data_dir.clone(),
+        run_as,
+        settings: supervisor::Settings::default(),
+    })?;
     let service = grpc::AgentService {
-        supervisor: supervisor.clone(),
+        supervisor,
         connections: Default::default(),
         data_dir: config.data_dir.clone(),
         redis_server: config.redis_server.clone(),
     };
     let addr = listener.local_addr().ok();
-    info!(?addr, data_dir = %config.data_dir.display(), "paddockd serving");
-    ready();
+    info!(?addr, data_dir = %config.data_dir.display(), redis_user = ?run_as.map(|u| u.uid.as_raw()), "paddockd serving");
+    let notifier = std::sync::Arc::new(notify::Notifier::from_env());
+    notifier.notify("READY=1");
+    let watchdog = notify::Notifier::watchdog_interval().map(|every| {
+        let notifier = notifier.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                notifier.notify("WATCHDOG=1");
+            }
+        })
+    });
+    let stopping = notifier.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.notify("STOPPING=1");
+    };
     // The transport is configured here and only here, so TLS slots in at one place.
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(60))
         .concurrency_limit_per_connection(256)
         .add_service(
@@ -98,9 +129,23 @@ pub async fn run(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
-        .await?;
-    info!("RPCs stopped; stopping instances");
-    supervisor.stop_all().await?;
-    info!("all instances stopped");
+        .await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    served?;
+    info!("stopped serving; Redis instances keep running");
     Ok(())
+}
+
+/// Redis wants maxclients + 32 descriptors; children inherit our limit, so
+/// lift the soft limit to the hard one.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, soft, hard, "cannot raise the open-files limit");
+    }
 }

@@ -14,8 +14,8 @@ struct Args {
     config: PathBuf,
 }
 
-/// Exit codes (for systemd's RestartPreventExitStatus=): 2 bad config, 3 the
-/// listen address is unavailable, 1 anything else.
+/// Exit codes (for systemd's RestartPreventExitStatus=): 2 bad config or
+/// unusable user/data_dir, 3 the listen address is unavailable, 1 anything else.
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -52,8 +52,14 @@ fn main() -> ExitCode {
                 return ExitCode::from(3);
             }
         };
-        match paddock_agent::run(config, listener, shutdown_signal(), || {}).await {
+        match paddock_agent::run(config, listener, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
+            Err(
+                e @ (paddock_agent::Error::Privileges(_) | paddock_agent::Error::Config { .. }),
+            ) => {
+                eprintln!("paddockd: {e}");
+                ExitCode::from(2)
+            }
             Err(e) => {
                 eprintln!("paddockd: {e:#}");
                 ExitCode::FAILURE

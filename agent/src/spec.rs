@@ -139,8 +139,9 @@ impl InstanceSpec {
         line(format!("port {}", self.port));
         line("protected-mode yes".into());
         line("daemonize no".into());
-        // paddockd captures stdout into the instance's log file.
-        line("logfile \"\"".into());
+        // Redis reopens its log file for every line, so paddockd can rotate
+        // it by renaming; stdout (startup errors only) goes to stdout.log.
+        line(format!("logfile {}", quote(&format!("{dir}/redis.log"))));
         line(format!("dir {}", quote(dir)));
         line("pidfile redis.pid".into());
         line(format!("requirepass {}", quote(&self.password)));

@@ -14,6 +14,8 @@ pub const CONFIG_FILE: &str = "redis.conf";
 const PREVIOUS_CONFIG_FILE: &str = "redis.conf.prev";
 const SPEC_FILE: &str = "spec.toml";
 pub const LOG_FILE: &str = "redis.log";
+pub const STDOUT_LOG_FILE: &str = "stdout.log";
+const DESIRED_FILE: &str = "desired";
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -23,9 +25,21 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    create_dir(dir, 0o700)
+}
+
+/// The directory holding every instance's directory: the Redis user must be
+/// able to pass through it (search), not to list it.
+pub fn create_instances_dir(dir: &Path) -> Result<(), Error> {
+    create_dir(dir, 0o711)?;
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+        .map_err(io_err(dir))
+}
+
+fn create_dir(dir: &Path, mode: u32) -> Result<(), Error> {
     fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(mode)
         .create(dir)
         .map_err(io_err(dir))
 }
@@ -90,12 +104,36 @@ pub fn load_all(instances_dir: &Path) -> Result<Vec<(InstanceSpec, String)>, Err
     Ok(out)
 }
 
-pub fn open_log(dir: &Path) -> std::io::Result<File> {
+pub fn open_stdout_log(dir: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o640)
-        .open(dir.join(LOG_FILE))
+        .open(dir.join(STDOUT_LOG_FILE))
+}
+
+/// Whether the operator last asked for the instance to run: after an agent
+/// restart, such an instance is adopted if alive and started if not.
+pub fn wants_running(dir: &Path) -> bool {
+    fs::read_to_string(dir.join(DESIRED_FILE)).is_ok_and(|s| s.trim() == "running")
+}
+
+pub fn set_wants_running(dir: &Path, running: bool) -> Result<(), Error> {
+    let text: &[u8] = if running { b"running\n" } else { b"stopped\n" };
+    write_atomic(&dir.join(DESIRED_FILE), text)
+}
+
+/// Hands the instance directory and its config to the user Redis runs as
+/// (the config holds the password, so it stays 0600). spec.toml stays the
+/// agent's.
+pub fn give_to(dir: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> Result<(), Error> {
+    for path in [dir.to_owned(), dir.join(CONFIG_FILE)] {
+        nix::unistd::chown(&path, Some(uid), Some(gid)).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+    }
+    Ok(())
 }
 
 /// FNV-1a: a stable, cheap fingerprint of a rendered config.

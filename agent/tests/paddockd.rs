@@ -19,22 +19,12 @@ struct Agent {
 
 impl Agent {
     fn start() -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"{ADDRESS}:7443\"\ndata_dir = \"{}\"\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_paddockd"))
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .spawn()
+        // 0755: as root, redis-server runs as the redis user and must reach it.
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .tempdir()
             .unwrap();
+        let child = spawn_agent(dir.path(), ADDRESS);
         Agent { child, dir }
     }
 
@@ -60,6 +50,25 @@ impl Drop for Agent {
     }
 }
 
+/// Starts the real binary on `address`:7443 with its data under `dir`.
+fn spawn_agent(dir: &Path, address: &str) -> Child {
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{address}:7443\"\ndata_dir = \"{}\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_paddockd"))
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -71,9 +80,13 @@ fn alive(pid: u32) -> bool {
 }
 
 async fn client() -> AgentClient<Channel> {
+    client_at(ADDRESS).await
+}
+
+async fn client_at(address: &str) -> AgentClient<Channel> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(c) = AgentClient::connect(format!("http://{ADDRESS}:7443")).await {
+        if let Ok(c) = AgentClient::connect(format!("http://{address}:7443")).await {
             return c;
         }
         assert!(Instant::now() < deadline, "agent did not come up");
@@ -82,10 +95,14 @@ async fn client() -> AgentClient<Channel> {
 }
 
 fn spec(maxmemory: u64) -> pb::InstanceSpec {
+    spec_at(ADDRESS, maxmemory)
+}
+
+fn spec_at(address: &str, maxmemory: u64) -> pb::InstanceSpec {
     pb::InstanceSpec {
         name: "redis-7000".into(),
         deployment: "t".into(),
-        address: ADDRESS.into(),
+        address: address.into(),
         port: 7000,
         mode: pb::RedisMode::Standalone as i32,
         maxmemory_bytes: maxmemory,
@@ -256,4 +273,217 @@ fn bad_config_exits_2_naming_the_file_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&config.display().to_string()), "{err}");
     assert!(err.contains("listen_prot"), "{err}");
+}
+
+async fn running_pid(c: &mut AgentClient<Channel>) -> Option<u32> {
+    let list = c
+        .list_instances(pb::ListInstancesRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    let s = list.instances.first()?;
+    (s.state == pb::InstanceState::Running as i32).then_some(s.pid)
+}
+
+/// redis-server processes serving this address and port.
+fn redis_processes(endpoint: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| {
+            let c = String::from_utf8_lossy(c);
+            c.contains("redis-server") && c.contains(endpoint)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keeps_serving_while_the_agent_is_killed_and_restarted() {
+    const ADDR: &str = "127.0.22.3";
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .tempdir()
+        .unwrap();
+    let mut agent = Agent {
+        child: spawn_agent(dir.path(), ADDR),
+        dir,
+    };
+    let mut c = client_at(ADDR).await;
+    c.put_instance(put(spec_at(ADDR, 0), false)).await.unwrap();
+    let first = c
+        .start_instance(pb::InstanceRef {
+            name: "redis-7000".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.state, pb::InstanceState::Running as i32);
+
+    // A client writes continuously for the whole test (bounded in count and time).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let password = spec(0).password;
+        tokio::spawn(async move {
+            let url = format!("redis://:{password}@{ADDR}:7000");
+            let mut conn = redis::Client::open(url)
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let (mut ok, mut failed) = (0u64, 0u64);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && ok + failed < 2_000_000
+                && Instant::now() < deadline
+            {
+                let r: redis::RedisResult<()> = redis::pipe()
+                    .cmd("PING")
+                    .ignore()
+                    .cmd("SET")
+                    .arg("counter")
+                    .arg(ok)
+                    .ignore()
+                    .query_async(&mut conn)
+                    .await;
+                match r {
+                    Ok(()) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+
+    // SIGKILL, then SIGTERM: each time a new agent adopts the same process.
+    for signal in [Signal::SIGKILL, Signal::SIGTERM] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        kill(Pid::from_raw(agent.child.id() as i32), signal).unwrap();
+        agent.child.wait().unwrap();
+        assert!(
+            alive(first.pid),
+            "redis-server outlived the agent ({signal})"
+        );
+        agent.child = spawn_agent(agent.dir.path(), ADDR);
+        c = client_at(ADDR).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(pid) = running_pid(&mut c).await {
+                assert_eq!(pid, first.pid, "re-adopted, not restarted ({signal})");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance not RUNNING after {signal}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            redis_processes(&format!("{ADDR}:7000")),
+            1,
+            "no second redis-server"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = writer.await.unwrap();
+    assert!(ok > 100, "the client made progress: {ok}");
+    assert_eq!(failed, 0, "no request failed ({ok} succeeded)");
+
+    // The adopted process is still supervised: killed, it is restarted.
+    kill(Pid::from_raw(first.pid as i32), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(pid) = running_pid(&mut c).await
+            && pid != first.pid
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "adopted instance not restarted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.stop_instance(pb::InstanceRef {
+        name: "redis-7000".into(),
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_systemd_ready_watchdog_and_stopping_and_keeps_its_env_from_redis() {
+    const ADDR: &str = "127.0.22.4";
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .tempdir()
+        .unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{ADDR}:7443\"\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_paddockd"))
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env("PADDOCK_TEST_SECRET", "do-not-leak")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut agent = Agent { child, dir };
+    let mut received = Vec::new();
+    let mut buf = [0u8; 256];
+    while !received.iter().any(|m: &String| m == "WATCHDOG=1") {
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        received.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(received[0], "READY=1", "{received:?}");
+
+    let mut c = client_at(ADDR).await;
+    c.put_instance(put(spec_at(ADDR, 0), false)).await.unwrap();
+    let st = c
+        .start_instance(pb::InstanceRef {
+            name: "redis-7000".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let environ = std::fs::read(format!("/proc/{}/environ", st.pid)).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    for leaked in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "PADDOCK_TEST_SECRET"] {
+        assert!(!environ.contains(leaked), "{leaked} reached redis-server");
+    }
+    if nix::unistd::Uid::effective().is_root() {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", st.pid)).unwrap();
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|u| u.split_whitespace().next().map(str::to_owned))
+            .unwrap();
+        assert_ne!(uid, "0", "redis-server must not run as root");
+    }
+    c.stop_instance(pb::InstanceRef {
+        name: "redis-7000".into(),
+    })
+    .await
+    .unwrap();
+
+    kill(Pid::from_raw(agent.child.id() as i32), Signal::SIGTERM).unwrap();
+    loop {
+        let n = socket.recv(&mut buf).expect("STOPPING=1 within 10 s");
+        if &buf[..n] == b"STOPPING=1" {
+            break;
+        }
+    }
+    assert!(agent.child.wait().unwrap().success());
 }

@@ -339,43 +339,73 @@ fn stop_pids(pids: &[u32], name: &str) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LabDown {
     pub agents: usize,
-    pub redis: usize,
+    /// Instances stopped through their agents.
+    pub instances: usize,
+    /// redis-server processes found by pidfile after the agents were gone.
+    pub leftover_redis: usize,
 }
 
-/// Stops every agent the lab started (each stops its instances), then any
-/// redis-server whose pidfile is in the lab and is still alive.
-pub fn down(dir: &Path) -> Result<LabDown, Error> {
+/// Stops every instance through its agent (agents leave Redis running when
+/// they exit, by design), then the agents, then any redis-server whose
+/// pidfile is in the lab and is still alive.
+pub async fn down(dir: &Path) -> Result<LabDown, Error> {
     let state = read_state(dir)?;
-    let agents: Vec<u32> = state
+    let live: Vec<LabAgent> = state
         .iter()
         .flat_map(|s| &s.agents)
-        .map(|a| a.pid)
-        .filter(|&p| process_is(p, "paddockd"))
+        .filter(|a| process_is(a.pid, "paddockd"))
+        .cloned()
         .collect();
-    stop_pids(&agents, "paddockd");
-    let mut redis = Vec::new();
-    if let Ok(boxes) = fs::read_dir(dir) {
-        for b in boxes.flatten() {
-            let Ok(instances) = fs::read_dir(b.path().join("data").join("instances")) else {
-                continue;
-            };
-            for i in instances.flatten() {
-                let pid = fs::read_to_string(i.path().join("redis.pid"))
-                    .ok()
-                    .and_then(|p| p.trim().parse::<u32>().ok());
-                if let Some(pid) = pid.filter(|&p| process_is(p, "redis-server")) {
-                    redis.push(pid);
+    let stops = live.iter().map(|a| async move {
+        let Ok(agent) = AgentClient::connect(&a.host, a.listen).await else {
+            return 0;
+        };
+        let Ok(list) = agent.list().await else {
+            return 0;
+        };
+        let agent = &agent;
+        futures::future::join_all(
+            list.iter()
+                .filter(|i| i.state != crate::client::InstanceState::Stopped)
+                .map(|i| agent.stop(&i.name)),
+        )
+        .await
+        .iter()
+        .filter(|r| r.is_ok())
+        .count()
+    });
+    let instances: usize = futures::future::join_all(stops).await.into_iter().sum();
+    let dir = dir.to_owned();
+    let agent_pids: Vec<u32> = live.iter().map(|a| a.pid).collect();
+    tokio::task::spawn_blocking(move || {
+        stop_pids(&agent_pids, "paddockd");
+        let mut redis = Vec::new();
+        if let Ok(boxes) = fs::read_dir(&dir) {
+            for b in boxes.flatten() {
+                let Ok(entries) = fs::read_dir(b.path().join("data").join("instances")) else {
+                    continue;
+                };
+                for i in entries.flatten() {
+                    let pid = fs::read_to_string(i.path().join("redis.pid"))
+                        .ok()
+                        .and_then(|p| p.trim().parse::<u32>().ok());
+                    if let Some(pid) = pid.filter(|&p| process_is(p, "redis-server")) {
+                        redis.push(pid);
+                    }
                 }
             }
         }
-    }
-    stop_pids(&redis, "redis-server");
-    if state.is_some() {
-        let path = dir.join(STATE_FILE);
-        fs::remove_file(&path).map_err(Error::io(path))?;
-    }
-    Ok(LabDown {
-        agents: agents.len(),
-        redis: redis.len(),
+        stop_pids(&redis, "redis-server");
+        if state.is_some() {
+            let path = dir.join(STATE_FILE);
+            fs::remove_file(&path).map_err(Error::io(path))?;
+        }
+        Ok(LabDown {
+            agents: agent_pids.len(),
+            instances,
+            leftover_redis: redis.len(),
+        })
     })
+    .await
+    .map_err(|e| Error::Lab(e.to_string()))?
 }

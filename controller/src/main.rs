@@ -220,10 +220,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Cmd::Lab(LabCmd::Down { dir }) => {
-            let down = tokio::task::spawn_blocking(move || lab::down(&dir)).await??;
+            let down = lab::down(&dir).await?;
             println!(
-                "lab stopped: {} agent(s), {} leftover redis-server process(es)",
-                down.agents, down.redis
+                "lab stopped: {} instance(s) and {} agent(s){}",
+                down.instances,
+                down.agents,
+                if down.leftover_redis > 0 {
+                    format!(
+                        ", plus {} leftover redis-server process(es)",
+                        down.leftover_redis
+                    )
+                } else {
+                    String::new()
+                }
             );
             Ok(ExitCode::SUCCESS)
         }

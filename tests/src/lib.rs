@@ -69,8 +69,11 @@ impl Lab {
     /// A lab on 127.0.`octet`.1-3; each test file picks its own octet.
     pub fn new(octet: u8) -> Lab {
         Lab {
+            // 0755: redis-server runs as the unprivileged redis user when
+            // the tests run as root, and must be able to reach its data.
             dir: tempfile::Builder::new()
                 .prefix("paddock-lab-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
                 .tempdir()
                 .expect("temp dir"),
             addresses: (1..=3)

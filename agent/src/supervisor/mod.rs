@@ -1,34 +1,27 @@
 //! One task owns the instance table. gRPC handlers talk to it through
 //! [`SupervisorHandle`]; child exits, readiness and timers come back to it as
-//! [`Event`]s on a channel, so no state is shared behind locks.
+//! events on a channel, so no state is shared behind locks. What to do is
+//! decided by the pure [`state::Machine`]; this module only carries it out.
 
 mod process;
-mod state;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use state::{State, backoff_delay};
+pub use process::RunAs;
+use state::{Action, Event, Machine};
+pub use state::{Settings, State};
 
 use crate::Error;
 use crate::spec::InstanceSpec;
 use crate::store;
-
-/// How long a stop waits after SIGTERM before SIGKILL to the process group.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an instance may take to answer PING before the start has failed.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// Consecutive failed starts before an instance is FATAL.
-const START_RETRIES: u32 = 10;
-/// A process that lived this long resets the back-off.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceStatus {
@@ -37,6 +30,7 @@ pub struct InstanceStatus {
     pub state: State,
     pub pid: Option<u32>,
     pub restarts: u32,
+    /// How the last process ended, or why the instance is FATAL.
     pub last_exit: Option<String>,
     pub config_digest: String,
 }
@@ -55,54 +49,37 @@ pub struct Endpoint {
     pub password: String,
 }
 
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
 enum Command {
     Put {
         spec: InstanceSpec,
         dry_run: bool,
-        reply: oneshot::Sender<Result<PutOutcome, Error>>,
+        reply: Reply<PutOutcome>,
     },
     Start {
         name: String,
-        reply: oneshot::Sender<Result<InstanceStatus, Error>>,
+        reply: Reply<InstanceStatus>,
     },
     Stop {
         name: String,
-        reply: oneshot::Sender<Result<InstanceStatus, Error>>,
+        reply: Reply<InstanceStatus>,
     },
     List {
         reply: oneshot::Sender<Vec<InstanceStatus>>,
     },
     Endpoint {
         name: String,
-        reply: oneshot::Sender<Result<Endpoint, Error>>,
-    },
-    StopAll {
-        reply: oneshot::Sender<()>,
+        reply: Reply<Endpoint>,
     },
 }
 
-enum Event {
-    Exited {
-        name: String,
-        generation: u64,
-        how: String,
-    },
-    Ready {
-        name: String,
-        generation: u64,
-    },
-    StartTimedOut {
-        name: String,
-        generation: u64,
-    },
-    RestartDue {
-        name: String,
-        generation: u64,
-    },
-    StopTimedOut {
-        name: String,
-        generation: u64,
-    },
+/// Something that happened to an instance's process, tagged with the
+/// generation it happened under.
+struct Tagged {
+    name: String,
+    generation: u64,
+    event: Event,
 }
 
 #[derive(Clone)]
@@ -130,7 +107,7 @@ impl SupervisorHandle {
     }
 
     /// Starts the instance and answers once it is RUNNING (answers PING) or
-    /// its start has failed.
+    /// its start has failed (BACKOFF, FATAL).
     pub async fn start(&self, name: String) -> Result<InstanceStatus, Error> {
         self.ask(|reply| Command::Start { name, reply }).await?
     }
@@ -147,77 +124,82 @@ impl SupervisorHandle {
     pub async fn endpoint(&self, name: String) -> Result<Endpoint, Error> {
         self.ask(|reply| Command::Endpoint { name, reply }).await?
     }
-
-    pub async fn stop_all(&self) -> Result<(), Error> {
-        self.ask(|reply| Command::StopAll { reply }).await
-    }
 }
 
 struct Instance {
     spec: InstanceSpec,
     dir: PathBuf,
-    state: State,
-    pid: Option<u32>,
-    /// Bumped at every spawn so that events of an earlier process are ignored.
-    generation: u64,
-    restarts: u32,
-    consecutive_failures: u32,
-    started_at: Option<Instant>,
-    last_exit: Option<String>,
+    machine: Machine,
     /// The config text the running process was started with.
     running_config: Option<String>,
     config_digest: String,
     /// Cancelled when the current process exits: stops its readiness probe.
     process_token: CancellationToken,
     /// Callers of start/stop waiting for the instance to settle.
-    waiters: Vec<oneshot::Sender<Result<InstanceStatus, Error>>>,
+    waiters: Vec<Reply<InstanceStatus>>,
 }
 
 impl Instance {
     fn status(&self) -> InstanceStatus {
+        let m = &self.machine;
         InstanceStatus {
             name: self.spec.name.clone(),
             port: self.spec.port,
-            state: self.state,
-            pid: self.pid,
-            restarts: self.restarts,
-            last_exit: self.last_exit.clone(),
+            state: m.state,
+            pid: m.pid,
+            restarts: m.restarts,
+            last_exit: m.fatal_reason.clone().or_else(|| m.last_exit.clone()),
             config_digest: self.config_digest.clone(),
         }
     }
 
-    fn settle(&mut self) {
-        let status = self.status();
-        for waiter in self.waiters.drain(..) {
-            let _ = waiter.send(Ok(status.clone()));
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            address: self.spec.address,
+            port: self.spec.port,
+            password: self.spec.password.clone(),
         }
     }
 }
 
-struct Supervisor {
-    redis_server: PathBuf,
-    instances_dir: PathBuf,
-    instances: BTreeMap<String, Instance>,
-    events: mpsc::UnboundedSender<Event>,
-    stop_all_waiters: Vec<oneshot::Sender<()>>,
+pub struct SupervisorConfig {
+    pub redis_server: PathBuf,
+    pub data_dir: PathBuf,
+    pub run_as: Option<RunAs>,
+    pub settings: Settings,
 }
 
-/// Loads the stored specs (all instances start STOPPED) and spawns the task
-/// that owns them.
-pub fn spawn(redis_server: PathBuf, data_dir: &Path) -> Result<SupervisorHandle, Error> {
-    let instances_dir = data_dir.join("instances");
-    store::create_private_dir(&instances_dir)?;
+struct Supervisor {
+    config: SupervisorConfig,
+    instances_dir: PathBuf,
+    instances: BTreeMap<String, Instance>,
+    events: mpsc::UnboundedSender<Tagged>,
+}
+
+/// Loads the stored instances, re-adopts those whose redis-server is still
+/// running (same pid and start time: ours), starts those that should run and
+/// do not, and spawns the task that owns them all.
+pub fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, Error> {
+    let instances_dir = config.data_dir.join("instances");
+    store::create_instances_dir(&instances_dir)?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let mut supervisor = Supervisor {
-        redis_server,
+        config,
         instances_dir: instances_dir.clone(),
         instances: BTreeMap::new(),
         events: events_tx,
-        stop_all_waiters: Vec::new(),
     };
-    for (spec, config) in store::load_all(&instances_dir)? {
+    for (spec, config_text) in store::load_all(&instances_dir)? {
         let dir = instances_dir.join(&spec.name);
-        supervisor.insert(spec, dir, &config);
+        let name = spec.name.clone();
+        supervisor.insert(spec, dir.clone(), &config_text);
+        if let Some(pid) = process::adoptable(&dir) {
+            info!(instance = %name, pid, "re-adopting running redis-server");
+            supervisor.adopt(&name, pid, config_text);
+        } else if store::wants_running(&dir) {
+            info!(instance = %name, "not running but should be; starting it");
+            supervisor.feed(&name, Event::Start, None);
+        }
     }
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(supervisor.run(rx, events_rx));
@@ -232,13 +214,7 @@ impl Supervisor {
             Instance {
                 spec,
                 dir,
-                state: State::Stopped,
-                pid: None,
-                generation: 0,
-                restarts: 0,
-                consecutive_failures: 0,
-                started_at: None,
-                last_exit: None,
+                machine: Machine::default(),
                 running_config: None,
                 config_digest: store::digest(config),
                 process_token: CancellationToken::new(),
@@ -250,12 +226,12 @@ impl Supervisor {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut events: mpsc::UnboundedReceiver<Event>,
+        mut events: mpsc::UnboundedReceiver<Tagged>,
     ) {
         loop {
             tokio::select! {
                 Some(command) = commands.recv() => self.handle_command(command),
-                Some(event) = events.recv() => self.handle_event(event),
+                Some(t) = events.recv() => self.feed(&t.name, t.event, Some(t.generation)),
                 else => break,
             }
         }
@@ -270,8 +246,8 @@ impl Supervisor {
             } => {
                 let _ = reply.send(self.put(spec, dry_run));
             }
-            Command::Start { name, reply } => self.start(&name, reply),
-            Command::Stop { name, reply } => self.stop(&name, Some(reply)),
+            Command::Start { name, reply } => self.request(&name, Event::Start, reply),
+            Command::Stop { name, reply } => self.request(&name, Event::Stop, reply),
             Command::List { reply } => {
                 let _ = reply.send(self.instances.values().map(Instance::status).collect());
             }
@@ -279,21 +255,9 @@ impl Supervisor {
                 let endpoint = self
                     .instances
                     .get(&name)
-                    .map(|i| Endpoint {
-                        address: i.spec.address,
-                        port: i.spec.port,
-                        password: i.spec.password.clone(),
-                    })
+                    .map(Instance::endpoint)
                     .ok_or(Error::UnknownInstance(name));
                 let _ = reply.send(endpoint);
-            }
-            Command::StopAll { reply } => {
-                let names: Vec<String> = self.instances.keys().cloned().collect();
-                for name in names {
-                    self.stop(&name, None);
-                }
-                self.stop_all_waiters.push(reply);
-                self.check_all_stopped();
             }
         }
     }
@@ -307,7 +271,7 @@ impl Supervisor {
             None => true,
         };
         let restart_needed = current.is_some_and(|i| {
-            i.state.has_process() && i.running_config.as_deref() != Some(config.as_str())
+            i.machine.state.has_process() && i.running_config.as_deref() != Some(config.as_str())
         });
         if dry_run || !changed {
             return Ok(PutOutcome {
@@ -316,6 +280,9 @@ impl Supervisor {
             });
         }
         store::write_instance(&dir, &spec, &config)?;
+        if let Some(user) = self.config.run_as {
+            store::give_to(&dir, user.uid, user.gid)?;
+        }
         info!(instance = %spec.name, port = spec.port, "stored new spec and config");
         match self.instances.get_mut(&spec.name) {
             Some(i) => {
@@ -330,235 +297,216 @@ impl Supervisor {
         })
     }
 
-    fn start(&mut self, name: &str, reply: oneshot::Sender<Result<InstanceStatus, Error>>) {
+    /// An operator's start or stop: remembered on disk (so a restarted agent
+    /// knows), fed to the machine, answered when the state settles.
+    fn request(&mut self, name: &str, event: Event, reply: Reply<InstanceStatus>) {
         let Some(instance) = self.instances.get_mut(name) else {
             let _ = reply.send(Err(Error::UnknownInstance(name.to_owned())));
             return;
         };
-        match instance.state {
-            State::Running => {
-                let _ = reply.send(Ok(instance.status()));
+        let running = event == Event::Start;
+        if let Err(e) = store::set_wants_running(&instance.dir, running) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let settled = matches!(
+            (running, instance.machine.state),
+            (true, State::Running) | (false, State::Stopped)
+        );
+        if settled {
+            let _ = reply.send(Ok(instance.status()));
+            return;
+        }
+        instance.waiters.push(reply);
+        self.feed(name, event, None);
+    }
+
+    fn adopt(&mut self, name: &str, pid: u32, config: String) {
+        let Some(instance) = self.instances.get_mut(name) else {
+            return;
+        };
+        instance.running_config = Some(config);
+        self.feed(name, Event::Adopted { pid }, None);
+        let Some(instance) = self.instances.get_mut(name) else {
+            return;
+        };
+        let generation = instance.machine.generation;
+        let token = CancellationToken::new();
+        instance.process_token = token.clone();
+        let dir = instance.dir.clone();
+        let events = self.events.clone();
+        let exit_name = name.to_owned();
+        let exit_token = token.clone();
+        tokio::spawn(async move {
+            let report = process::wait_adopted(pid, &dir).await;
+            exit_token.cancel();
+            let _ = events.send(Tagged {
+                name: exit_name,
+                generation,
+                event: Event::Exited(report),
+            });
+        });
+        self.probe(name, generation, token);
+    }
+
+    /// Feeds an event to an instance's machine and carries out the actions.
+    /// `generation` None means "current" (commands, not process events).
+    fn feed(&mut self, name: &str, event: Event, generation: Option<u64>) {
+        let jitter = jitter();
+        let Some(instance) = self.instances.get_mut(name) else {
+            return;
+        };
+        let before = instance.machine.state;
+        let generation = generation.unwrap_or(instance.machine.generation);
+        let actions = instance.machine.next(
+            event,
+            generation,
+            Instant::now().into_std(),
+            &self.config.settings,
+            jitter,
+        );
+        let after = instance.machine.state;
+        if before != after {
+            let s = instance.status();
+            match after {
+                State::Backoff | State::Fatal => {
+                    warn!(instance = name, from = ?before, to = ?after, pid = s.pid, last_exit = s.last_exit.as_deref().unwrap_or(""), "state change")
+                }
+                _ if before == State::Running => {
+                    warn!(instance = name, from = ?before, to = ?after, last_exit = s.last_exit.as_deref().unwrap_or(""), "state change")
+                }
+                _ => {
+                    info!(instance = name, from = ?before, to = ?after, pid = s.pid, "state change")
+                }
             }
-            State::Starting | State::Stopping => instance.waiters.push(reply),
-            State::Stopped | State::Exited | State::Fatal | State::Backoff => {
-                instance.consecutive_failures = 0;
-                instance.waiters.push(reply);
-                self.spawn_process(name);
+        }
+        for action in actions {
+            self.act(name, action);
+        }
+    }
+
+    fn act(&mut self, name: &str, action: Action) {
+        let events = self.events.clone();
+        let Some(instance) = self.instances.get_mut(name) else {
+            return;
+        };
+        let generation = instance.machine.generation;
+        let later = |event: Event, delay| {
+            let name = name.to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = events.send(Tagged {
+                    name,
+                    generation,
+                    event,
+                });
+            });
+        };
+        match action {
+            Action::Spawn => self.spawn_process(name),
+            Action::Signal(sig) => {
+                if let Some(pid) = instance.machine.pid {
+                    let sig = match sig {
+                        state::Signal::Term => nix::sys::signal::Signal::SIGTERM,
+                        state::Signal::Kill => nix::sys::signal::Signal::SIGKILL,
+                    };
+                    info!(instance = name, pid, signal = %sig, "signalling process group");
+                    process::signal_group(pid, sig);
+                }
+            }
+            Action::RetryAfter(delay) => later(Event::RetryDue, delay),
+            Action::StopTimeoutAfter(delay) => later(Event::StopTimedOut, delay),
+            Action::Settled => {
+                let status = instance.status();
+                for waiter in instance.waiters.drain(..) {
+                    let _ = waiter.send(Ok(status.clone()));
+                }
             }
         }
     }
 
     fn spawn_process(&mut self, name: &str) {
         let events = self.events.clone();
-        let redis_server = self.redis_server.clone();
+        let redis_server = self.config.redis_server.clone();
+        let run_as = self.config.run_as;
         let Some(instance) = self.instances.get_mut(name) else {
             return;
         };
-        instance.generation += 1;
-        let generation = instance.generation;
-        let config = match store::read_config(&instance.dir) {
-            Some(c) => c,
-            None => {
-                instance.state = State::Fatal;
-                instance.last_exit = Some("redis.conf is missing; re-run apply".into());
-                instance.settle();
-                return;
-            }
+        let generation = instance.machine.generation;
+        let Some(config) = store::read_config(&instance.dir) else {
+            self.feed(
+                name,
+                Event::SpawnFailed {
+                    error: "redis.conf is missing; re-run apply".into(),
+                },
+                Some(generation),
+            );
+            return;
         };
-        match process::spawn(&redis_server, &instance.dir) {
+        if let Some(user) = run_as
+            && let Err(e) = store::give_to(&instance.dir, user.uid, user.gid)
+        {
+            self.feed(
+                name,
+                Event::SpawnFailed {
+                    error: e.to_string(),
+                },
+                Some(generation),
+            );
+            return;
+        }
+        match process::spawn(&redis_server, &instance.dir, run_as) {
             Ok(child) => {
-                let pid = child.id();
-                instance.pid = pid;
-                instance.state = State::Starting;
-                instance.started_at = Some(Instant::now());
+                let pid = child.id().unwrap_or(0);
                 instance.running_config = Some(config);
-                instance.process_token = CancellationToken::new();
-                info!(instance = name, pid, "started redis-server");
-                let token = instance.process_token.clone();
-                let endpoint = Endpoint {
-                    address: instance.spec.address,
-                    port: instance.spec.port,
-                    password: instance.spec.password.clone(),
-                };
-                let exit_events = events.clone();
+                let token = CancellationToken::new();
+                instance.process_token = token.clone();
+                let dir = instance.dir.clone();
                 let exit_name = name.to_owned();
                 let exit_token = token.clone();
                 tokio::spawn(async move {
-                    let how = process::wait(child).await;
+                    let report = process::wait(child, &dir).await;
                     exit_token.cancel();
-                    let _ = exit_events.send(Event::Exited {
+                    let _ = events.send(Tagged {
                         name: exit_name,
                         generation,
-                        how,
+                        event: Event::Exited(report),
                     });
                 });
-                let probe_name = name.to_owned();
-                tokio::spawn(async move {
-                    let event = match process::wait_ready(&endpoint, START_TIMEOUT, &token).await {
-                        Some(true) => Event::Ready {
-                            name: probe_name,
-                            generation,
-                        },
-                        Some(false) => Event::StartTimedOut {
-                            name: probe_name,
-                            generation,
-                        },
-                        None => return,
-                    };
-                    let _ = events.send(event);
-                });
+                self.feed(name, Event::Spawned { pid }, Some(generation));
+                self.probe(name, generation, token);
             }
-            Err(e) => {
-                warn!(instance = name, error = %e, "could not start redis-server");
-                instance.last_exit = Some(e.to_string());
-                instance.state = State::Fatal;
-                instance.pid = None;
-                instance.settle();
-            }
+            Err(e) => self.feed(
+                name,
+                Event::SpawnFailed {
+                    error: format!("{}: {e}", redis_server.display()),
+                },
+                Some(generation),
+            ),
         }
     }
 
-    fn stop(&mut self, name: &str, reply: Option<oneshot::Sender<Result<InstanceStatus, Error>>>) {
-        let Some(instance) = self.instances.get_mut(name) else {
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(Error::UnknownInstance(name.to_owned())));
-            }
+    /// Pings until ready (Ready) or the start timeout (StartTimedOut).
+    fn probe(&self, name: &str, generation: u64, token: CancellationToken) {
+        let Some(instance) = self.instances.get(name) else {
             return;
         };
-        match instance.state {
-            State::Starting | State::Running | State::Stopping => {
-                if let Some(reply) = reply {
-                    instance.waiters.push(reply);
-                }
-                if instance.state != State::Stopping {
-                    instance.state = State::Stopping;
-                    if let Some(pid) = instance.pid {
-                        info!(instance = name, pid, "stopping redis-server (SIGTERM)");
-                        process::signal_group(pid, nix::sys::signal::Signal::SIGTERM);
-                    }
-                    let events = self.events.clone();
-                    let generation = instance.generation;
-                    let name = name.to_owned();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(STOP_TIMEOUT).await;
-                        let _ = events.send(Event::StopTimedOut { name, generation });
-                    });
-                }
-            }
-            State::Backoff | State::Exited | State::Fatal | State::Stopped => {
-                // Invalidates any pending restart timer.
-                instance.generation += 1;
-                instance.state = State::Stopped;
-                instance.settle();
-                if let Some(reply) = reply {
-                    let _ = reply.send(Ok(instance.status()));
-                }
-            }
-        }
-    }
-
-    fn handle_event(&mut self, event: Event) {
-        match event {
-            Event::Exited {
+        let endpoint = instance.endpoint();
+        let timeout = self.config.settings.start_timeout;
+        let events = self.events.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let event = match process::wait_ready(&endpoint, timeout, &token).await {
+                Some(true) => Event::Ready,
+                Some(false) => Event::StartTimedOut,
+                None => return,
+            };
+            let _ = events.send(Tagged {
                 name,
                 generation,
-                how,
-            } => self.exited(&name, generation, how),
-            Event::Ready { name, generation } => {
-                if let Some(i) = self.current(&name, generation)
-                    && i.state == State::Starting
-                {
-                    i.state = State::Running;
-                    info!(instance = %name, pid = i.pid, "redis-server is ready");
-                    i.settle();
-                }
-            }
-            Event::StartTimedOut { name, generation } => {
-                if let Some(i) = self.current(&name, generation)
-                    && i.state == State::Starting
-                {
-                    warn!(instance = %name, "redis-server did not answer PING in time; killing it");
-                    if let Some(pid) = i.pid {
-                        process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                    }
-                }
-            }
-            Event::RestartDue { name, generation } => {
-                let due = self
-                    .current(&name, generation)
-                    .is_some_and(|i| i.state == State::Backoff);
-                if due {
-                    self.spawn_process(&name);
-                }
-            }
-            Event::StopTimedOut { name, generation } => {
-                if let Some(i) = self.current(&name, generation)
-                    && i.state == State::Stopping
-                    && let Some(pid) = i.pid
-                {
-                    warn!(instance = %name, pid, "still running after SIGTERM; sending SIGKILL");
-                    process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                }
-            }
-        }
-    }
-
-    fn current(&mut self, name: &str, generation: u64) -> Option<&mut Instance> {
-        self.instances
-            .get_mut(name)
-            .filter(|i| i.generation == generation)
-    }
-
-    fn exited(&mut self, name: &str, generation: u64, how: String) {
-        let events = self.events.clone();
-        let Some(instance) = self.current(name, generation) else {
-            return;
-        };
-        instance.pid = None;
-        instance.running_config = None;
-        instance.last_exit = Some(how.clone());
-        if instance.state == State::Stopping {
-            info!(instance = name, %how, "redis-server stopped");
-            instance.state = State::Stopped;
-            instance.settle();
-            self.check_all_stopped();
-            return;
-        }
-        let lived = instance.started_at.map(|t| t.elapsed()).unwrap_or_default();
-        if lived >= STABLE_AFTER {
-            instance.consecutive_failures = 0;
-        }
-        instance.consecutive_failures += 1;
-        instance.restarts += 1;
-        if instance.consecutive_failures > START_RETRIES {
-            warn!(instance = name, %how, "redis-server keeps failing; giving up (FATAL)");
-            instance.state = State::Fatal;
-            instance.settle();
-            return;
-        }
-        let delay = backoff_delay(instance.consecutive_failures, jitter());
-        warn!(instance = name, %how, delay_ms = delay.as_millis() as u64, "redis-server exited unexpectedly; restarting");
-        instance.state = State::Backoff;
-        if delay.is_zero() {
-            self.spawn_process(name);
-        } else {
-            let name = name.to_owned();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = events.send(Event::RestartDue { name, generation });
+                event,
             });
-        }
-    }
-
-    fn check_all_stopped(&mut self) {
-        if self.stop_all_waiters.is_empty() {
-            return;
-        }
-        if self.instances.values().all(|i| !i.state.has_process()) {
-            for w in self.stop_all_waiters.drain(..) {
-                let _ = w.send(());
-            }
-        }
+        });
     }
 }
 
@@ -570,4 +518,60 @@ fn jitter() -> f64 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     f64::from(nanos % 1000) / 1000.0
+}
+
+/// Resolves the user redis-server runs as. When the agent is root that is
+/// `user` (never root itself); otherwise Redis runs as the agent's own user.
+pub fn resolve_run_as(user: &str) -> Result<Option<RunAs>, Error> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let found = nix::unistd::User::from_name(user)
+        .map_err(|e| Error::Privileges(format!("cannot look up user {user:?}: {e}")))?;
+    let Some(u) = found else {
+        return Err(Error::Privileges(format!(
+            "user {user:?} does not exist; install redis-server (its package creates the redis user) or set `user` in the agent config"
+        )));
+    };
+    if u.uid.is_root() {
+        return Err(Error::Privileges(format!(
+            "user {user:?} is root; redis-server never runs as root: set `user` to an unprivileged user"
+        )));
+    }
+    Ok(Some(RunAs {
+        uid: u.uid,
+        gid: u.gid,
+    }))
+}
+
+/// Checks that `user` can reach `dir` (every ancestor searchable), so a
+/// data_dir under a private directory fails at start-up with a clear message
+/// rather than as a crash-looping Redis.
+pub fn check_reachable(dir: &Path, run_as: Option<RunAs>) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(user) = run_as else { return Ok(()) };
+    for ancestor in dir.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(ancestor) else {
+            continue;
+        };
+        let mode = meta.mode();
+        let searchable = if meta.uid() == user.uid.as_raw() {
+            mode & 0o100 != 0
+        } else if meta.gid() == user.gid.as_raw() {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !searchable {
+            return Err(Error::Privileges(format!(
+                "{} (mode {:o}) cannot be entered by the user redis-server runs as (uid {}), so data_dir {} is unreachable; `chmod o+x {}` or choose another data_dir",
+                ancestor.display(),
+                mode & 0o7777,
+                user.uid,
+                dir.display(),
+                ancestor.display()
+            )));
+        }
+    }
+    Ok(())
 }

@@ -1,52 +1,188 @@
-//! The side effects of supervision: spawning redis-server, waiting for it,
-//! signalling its process group, probing readiness.
+//! The side effects of supervision: spawning redis-server, waiting for it (as
+//! its parent, or through a pidfd after an agent restart), signalling its
+//! process group, probing readiness, recognising our own processes again.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::Endpoint;
+use super::state::ExitReport;
 use crate::redis_access;
 use crate::store;
 
-pub fn spawn(redis_server: &Path, dir: &Path) -> std::io::Result<Child> {
-    let log = store::open_log(dir)?;
-    let log_err = log.try_clone()?;
-    Command::new(redis_server)
-        .arg(dir.join(store::CONFIG_FILE))
-        .current_dir(dir)
-        // Nothing of the agent's environment (NOTIFY_SOCKET, secrets) leaks in.
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err))
-        // Its own process group: signals go to Redis and anything it forks
-        // (BGSAVE children) and never to the agent.
-        .process_group(0)
-        .kill_on_drop(false)
-        .spawn()
+/// Who redis-server runs as: None keeps the agent's own user (when the agent
+/// is not root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: Uid,
+    pub gid: Gid,
 }
 
-/// Waits for the child's exit (an event from the runtime's SIGCHLD handling,
-/// not a poll) and describes it.
-pub async fn wait(mut child: Child) -> String {
-    match child.wait().await {
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => format!("exited with status {code}"),
-            (None, Some(sig)) => match Signal::try_from(sig) {
-                Ok(s) => format!("killed by {s}"),
-                Err(_) => format!("killed by signal {sig}"),
-            },
-            _ => "exited".to_owned(),
-        },
-        Err(e) => format!("could not be waited for: {e}"),
+/// The file that lets a restarted agent recognise the process it spawned:
+/// "pid start_time", start time in clock ticks since boot from /proc, so a
+/// recycled pid is never mistaken for ours.
+const IDENTITY_FILE: &str = "process";
+const LOG_TAIL_LINES: usize = 10;
+
+pub fn spawn(redis_server: &Path, dir: &Path, run_as: Option<RunAs>) -> std::io::Result<Child> {
+    let out = store::open_stdout_log(dir)?;
+    let err = out.try_clone()?;
+    let mut command = Command::new(redis_server);
+    command
+        .arg(dir.join(store::CONFIG_FILE))
+        .current_dir(dir)
+        // Nothing of the agent's environment (NOTIFY_SOCKET, WATCHDOG_*,
+        // secrets) reaches Redis.
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        // Its own process group: signals go to Redis and anything it forks
+        // (BGSAVE children), and a signal to the agent's group misses it.
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(user) = run_as {
+        // std drops supplementary groups before setuid when run as root.
+        command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
     }
+    let child = command.spawn()?;
+    if let Some(pid) = child.id() {
+        record_identity(dir, pid);
+    }
+    Ok(child)
+}
+
+fn record_identity(dir: &Path, pid: u32) {
+    if let Some(start) = start_time(pid) {
+        let _ = store::write_atomic(
+            &dir.join(IDENTITY_FILE),
+            format!("{pid} {start}\n").as_bytes(),
+        );
+    }
+}
+
+/// The process's start time (field 22 of /proc/PID/stat, after the command
+/// name, which may itself contain spaces and parentheses).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The pid of the redis-server this directory's instance ran, if that very
+/// process (same pid, same start time, still redis-server) is alive.
+pub fn adoptable(dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(dir.join(IDENTITY_FILE)).ok()?;
+    let mut f = text.split_whitespace();
+    let pid: u32 = f.next()?.parse().ok()?;
+    let recorded: u64 = f.next()?.parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let ours = String::from_utf8_lossy(&cmdline).contains("redis-server");
+    (ours && start_time(pid) == Some(recorded)).then_some(pid)
+}
+
+/// Waits for our child's exit (the runtime reaps it on SIGCHLD: an event,
+/// not a poll) and describes it.
+pub async fn wait(mut child: Child, dir: &Path) -> ExitReport {
+    let (description, clean) = match child.wait().await {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => (format!("exited with status {code}"), code == 0),
+            (None, Some(sig)) => (
+                match Signal::try_from(sig) {
+                    Ok(s) => format!("killed by {s}"),
+                    Err(_) => format!("killed by signal {sig}"),
+                },
+                false,
+            ),
+            _ => ("exited".to_owned(), false),
+        },
+        Err(e) => (format!("could not be waited for: {e}"), false),
+    };
+    ExitReport {
+        description,
+        clean,
+        log_tail: log_tail(dir),
+    }
+}
+
+/// Waits for the exit of a process that is not our child (adopted after an
+/// agent restart) through a pidfd, which becomes readable when it exits. Its
+/// exit status belongs to its real parent, so it is reported as unknown.
+pub async fn wait_adopted(pid: u32, dir: &Path) -> ExitReport {
+    let pidfd = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let exited = match pidfd {
+        Some(fd) => {
+            // A detached thread blocks in poll(2) on the pidfd: no unsafe fd
+            // registration, and it never holds up the agent's exit.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let mut fds = [rustix::event::PollFd::new(
+                    &fd,
+                    rustix::event::PollFlags::IN,
+                )];
+                while rustix::event::poll(&mut fds, None).is_err() {}
+                let _ = tx.send(());
+            });
+            rx.await.is_ok()
+        }
+        None => false,
+    };
+    if !exited {
+        // No pidfd (kernel before 5.3): fall back to looking every 50 ms.
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() && is_alive(pid) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    ExitReport {
+        description: "exited (status unknown: it was adopted after an agent restart)".into(),
+        clean: false,
+        log_tail: log_tail(dir),
+    }
+}
+
+fn is_alive(pid: u32) -> bool {
+    // A zombie still has a /proc entry; its state letter is Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
+}
+
+/// The last lines of the instance's logs: Redis's own, then its stdout.
+pub fn log_tail(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for name in [store::LOG_FILE, store::STDOUT_LOG_FILE] {
+        let Ok(mut f) = std::fs::File::open(dir.join(name)) else {
+            continue;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
+        let mut text = String::new();
+        if f.read_to_string(&mut text).is_err() {
+            continue;
+        }
+        let tail: Vec<String> = text
+            .lines()
+            .rev()
+            .filter(|l| !l.trim().is_empty())
+            .take(LOG_TAIL_LINES)
+            .map(str::to_owned)
+            .collect();
+        lines.extend(tail.into_iter().rev());
+    }
+    let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
+    lines.split_off(skip)
 }
 
 pub fn signal_group(pid: u32, signal: Signal) {
@@ -64,7 +200,7 @@ pub async fn wait_ready(
     cancelled: &CancellationToken,
 ) -> Option<bool> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(2);
+    let mut pause = Duration::from_millis(1);
     loop {
         if cancelled.is_cancelled() {
             return None;
@@ -80,5 +216,33 @@ pub async fn wait_ready(
             _ = tokio::time::sleep(pause) => {}
         }
         pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_start_time_and_refuses_a_wrong_one() {
+        let me = std::process::id();
+        let start = start_time(me).expect("own start time");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(IDENTITY_FILE),
+            format!("{me} {}\n", start + 1),
+        )
+        .unwrap();
+        assert_eq!(adoptable(dir.path()), None, "start time differs: not ours");
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = (0..50).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(dir.path().join(store::LOG_FILE), text).unwrap();
+        let tail = log_tail(dir.path());
+        assert_eq!(tail.len(), LOG_TAIL_LINES);
+        assert_eq!(tail.last().map(String::as_str), Some("line 49"));
     }
 }
