@@ -23,6 +23,21 @@ pub struct AgentConfig {
     /// Ignored when the agent is not root: Redis then runs as the agent's user.
     #[serde(default = "default_user")]
     pub user: String,
+    /// Rotate an instance's log when it grows past this many bytes
+    /// (default 16 MiB), so a crash-looping instance cannot fill the disk.
+    #[serde(default = "default_log_max_bytes")]
+    pub log_max_bytes: u64,
+    /// Rotated files kept per log (default 5).
+    #[serde(default = "default_log_backups")]
+    pub log_backups: u32,
+}
+
+fn default_log_max_bytes() -> u64 {
+    16 << 20
+}
+
+fn default_log_backups() -> u32 {
+    5
 }
 
 fn default_user() -> String {

@@ -11,7 +11,7 @@ use crate::Error;
 use crate::facts;
 use crate::redis_access::{Connections, Reply};
 use crate::spec::{InstanceSpec, Mode};
-use crate::supervisor::{InstanceStatus, State, SupervisorHandle};
+use crate::supervisor::{InstanceStatus, State, StateChange, SupervisorHandle};
 
 pub struct AgentService {
     pub supervisor: SupervisorHandle,
@@ -109,8 +109,88 @@ impl From<Reply> for pb::RedisValue {
     }
 }
 
+type RpcStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+fn change_to_pb(c: StateChange) -> pb::StateEvent {
+    pb::StateEvent {
+        unix_ms: c.unix_ms,
+        instance: c.instance,
+        from: state_to_pb(c.from) as i32,
+        to: state_to_pb(c.to) as i32,
+        pid: c.pid.unwrap_or(0),
+        detail: c.detail.unwrap_or_default(),
+    }
+}
+
 #[tonic::async_trait]
 impl Agent for AgentService {
+    type TailLogStream = RpcStream<pb::LogLines>;
+    type WatchEventsStream = RpcStream<pb::StateEvent>;
+
+    async fn tail_log(
+        &self,
+        request: Request<pb::TailLogRequest>,
+    ) -> Result<Response<Self::TailLogStream>, Status> {
+        let req = request.into_inner();
+        // Confirms the instance exists; its name is then safe as a path part.
+        self.supervisor.endpoint(req.instance.clone()).await?;
+        let path = self
+            .data_dir
+            .join("instances")
+            .join(&req.instance)
+            .join(crate::store::LOG_FILE);
+        let lines = req.lines.min(10_000) as usize;
+        let (first, offset) = match crate::logs::last_lines(&path, lines) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), 0),
+            Err(e) => return Err(Status::internal(format!("{}: {e}", path.display()))),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let _ = tx.send(Ok(pb::LogLines { lines: first })).await;
+        if req.follow {
+            tokio::spawn(crate::logs::follow(
+                path,
+                offset,
+                async move |lines: Vec<String>| {
+                    if lines.is_empty() {
+                        return !tx.is_closed();
+                    }
+                    tx.send(Ok(pb::LogLines { lines })).await.is_ok()
+                },
+            ));
+        }
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn watch_events(
+        &self,
+        _request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let mut changes = self.supervisor.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let item = match changes.recv().await {
+                    Ok(c) => Ok(change_to_pb(c)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        Err(Status::data_loss(format!(
+                            "{n} events were dropped: the watcher was too slow"
+                        )))
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn get_facts(
         &self,
         _request: Request<pb::GetFactsRequest>,

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod facts;
 mod grpc;
+pub mod logs;
 mod notify;
 mod redis_access;
 pub mod spec;
@@ -91,6 +92,19 @@ pub async fn run(
         run_as,
         settings: supervisor::Settings::default(),
     })?;
+    let instances_dir = config.data_dir.join("instances");
+    let rotation = logs::Rotation {
+        max_bytes: config.log_max_bytes,
+        backups: config.log_backups,
+    };
+    let rotator = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let dir = instances_dir.clone();
+            let _ = tokio::task::spawn_blocking(move || logs::rotate_all(&dir, rotation)).await;
+        }
+    });
     let service = grpc::AgentService {
         supervisor,
         connections: Default::default(),
@@ -133,6 +147,7 @@ pub async fn run(
     if let Some(w) = watchdog {
         w.abort();
     }
+    rotator.abort();
     served?;
     info!("stopped serving; Redis instances keep running");
     Ok(())

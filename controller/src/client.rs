@@ -275,6 +275,77 @@ impl AgentClient {
     }
 }
 
+/// One instance state transition reported by an agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StateEvent {
+    pub unix_ms: i64,
+    pub host: String,
+    pub instance: String,
+    pub from: InstanceState,
+    pub to: InstanceState,
+    pub pid: Option<u32>,
+    pub detail: Option<String>,
+}
+
+impl AgentClient {
+    /// The last `lines` lines of an instance's log, then (with `follow`) new
+    /// lines as they come, until the stream is dropped.
+    pub async fn tail_log(
+        &self,
+        instance: &str,
+        lines: u32,
+        follow: bool,
+    ) -> Result<impl futures::Stream<Item = Result<Vec<String>, Error>> + use<>, Error> {
+        let stream = self
+            .inner
+            .clone()
+            .tail_log(pb::TailLogRequest {
+                instance: instance.into(),
+                lines,
+                follow,
+            })
+            .await
+            .map_err(|s| self.rpc_error(&format!("logs of {instance}"), s))?
+            .into_inner();
+        let host = self.host.clone();
+        Ok(futures::StreamExt::map(stream, move |item| {
+            item.map(|l| l.lines).map_err(|s| Error::Agent {
+                host: host.clone(),
+                message: s.message().to_owned(),
+            })
+        }))
+    }
+
+    /// Every state transition on this agent from now on.
+    pub async fn watch_events(
+        &self,
+    ) -> Result<impl futures::Stream<Item = Result<StateEvent, Error>> + use<>, Error> {
+        let stream = self
+            .inner
+            .clone()
+            .watch_events(pb::WatchEventsRequest {})
+            .await
+            .map_err(|s| self.rpc_error("events", s))?
+            .into_inner();
+        let host = self.host.clone();
+        Ok(futures::StreamExt::map(stream, move |item| match item {
+            Ok(e) => Ok(StateEvent {
+                unix_ms: e.unix_ms,
+                host: host.clone(),
+                instance: e.instance,
+                from: state_from_pb(e.from),
+                to: state_from_pb(e.to),
+                pid: (e.pid != 0).then_some(e.pid),
+                detail: (!e.detail.is_empty()).then_some(e.detail),
+            }),
+            Err(s) => Err(Error::Agent {
+                host: host.clone(),
+                message: s.message().to_owned(),
+            }),
+        }))
+    }
+}
+
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -305,8 +376,8 @@ fn spec_to_pb(s: &InstanceSpec) -> pb::InstanceSpec {
     }
 }
 
-fn status_from_pb(s: pb::InstanceStatus) -> InstanceStatus {
-    let state = match pb::InstanceState::try_from(s.state) {
+fn state_from_pb(state: i32) -> InstanceState {
+    match pb::InstanceState::try_from(state) {
         Ok(pb::InstanceState::Stopped) => InstanceState::Stopped,
         Ok(pb::InstanceState::Starting) => InstanceState::Starting,
         Ok(pb::InstanceState::Running) => InstanceState::Running,
@@ -315,11 +386,14 @@ fn status_from_pb(s: pb::InstanceStatus) -> InstanceStatus {
         Ok(pb::InstanceState::Exited) => InstanceState::Exited,
         Ok(pb::InstanceState::Fatal) => InstanceState::Fatal,
         _ => InstanceState::Unknown,
-    };
+    }
+}
+
+fn status_from_pb(s: pb::InstanceStatus) -> InstanceStatus {
     InstanceStatus {
         name: s.name,
         port: u16::try_from(s.port).unwrap_or(0),
-        state,
+        state: state_from_pb(s.state),
         pid: (s.pid != 0).then_some(s.pid),
         restarts: s.restarts,
         last_exit: (!s.last_exit.is_empty()).then_some(s.last_exit),

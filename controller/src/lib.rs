@@ -14,6 +14,7 @@ pub mod plan;
 pub mod progress;
 pub mod secrets;
 pub mod status;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use paddock_controller::{apply, lab, status};
+use paddock_controller::{apply, lab, status, watch};
 
 /// paddock: deploy and operate highly available Redis on plain machines
 /// through paddockd agents.
@@ -48,6 +48,39 @@ enum Cmd {
     Status {
         #[arg(short, long)]
         inventory: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an instance's Redis log through its agent.
+    ///
+    /// Example: paddock logs -i inventory.toml clusternodeA redis-7000 -f
+    Logs {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// The host's name in the inventory.
+        host: String,
+        /// The instance, e.g. redis-7000 (see `paddock status`).
+        instance: String,
+        /// How many of the last lines to print first.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: u32,
+        /// Keep printing new lines as they are written.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Print instance state changes (crashes, restarts, stops) from every agent live.
+    ///
+    /// Example: paddock events -i inventory.toml
+    Events {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -171,6 +204,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Cmd::Logs {
+            inventory,
+            host,
+            instance,
+            lines,
+            follow,
+        } => {
+            watch::logs(&inventory, &host, &instance, lines, follow).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Events {
+            inventory,
+            count,
+            seconds,
+            json,
+        } => {
+            watch::events(&inventory, count, seconds.map(Duration::from_secs), json).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Lab(LabCmd::Up {
             dir,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -33,6 +33,17 @@ pub struct InstanceStatus {
     /// How the last process ended, or why the instance is FATAL.
     pub last_exit: Option<String>,
     pub config_digest: String,
+}
+
+/// One state transition, as the WatchEvents RPC streams it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub unix_ms: i64,
+    pub instance: String,
+    pub from: State,
+    pub to: State,
+    pub pid: Option<u32>,
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +96,7 @@ struct Tagged {
 #[derive(Clone)]
 pub struct SupervisorHandle {
     tx: mpsc::Sender<Command>,
+    changes: broadcast::Sender<StateChange>,
 }
 
 impl SupervisorHandle {
@@ -123,6 +135,11 @@ impl SupervisorHandle {
 
     pub async fn endpoint(&self, name: String) -> Result<Endpoint, Error> {
         self.ask(|reply| Command::Endpoint { name, reply }).await?
+    }
+
+    /// Every state transition from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.changes.subscribe()
     }
 }
 
@@ -174,6 +191,7 @@ struct Supervisor {
     instances_dir: PathBuf,
     instances: BTreeMap<String, Instance>,
     events: mpsc::UnboundedSender<Tagged>,
+    changes: broadcast::Sender<StateChange>,
 }
 
 /// Loads the stored instances, re-adopts those whose redis-server is still
@@ -183,11 +201,13 @@ pub fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, Error> {
     let instances_dir = config.data_dir.join("instances");
     store::create_instances_dir(&instances_dir)?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (changes, _) = broadcast::channel(1024);
     let mut supervisor = Supervisor {
         config,
         instances_dir: instances_dir.clone(),
         instances: BTreeMap::new(),
         events: events_tx,
+        changes: changes.clone(),
     };
     for (spec, config_text) in store::load_all(&instances_dir)? {
         let dir = instances_dir.join(&spec.name);
@@ -203,7 +223,7 @@ pub fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, Error> {
     }
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(supervisor.run(rx, events_rx));
-    Ok(SupervisorHandle { tx })
+    Ok(SupervisorHandle { tx, changes })
 }
 
 impl Supervisor {
@@ -368,6 +388,17 @@ impl Supervisor {
         let after = instance.machine.state;
         if before != after {
             let s = instance.status();
+            let _ = self.changes.send(StateChange {
+                unix_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0),
+                instance: name.to_owned(),
+                from: before,
+                to: after,
+                pid: s.pid,
+                detail: s.last_exit.clone(),
+            });
             match after {
                 State::Backoff | State::Fatal => {
                     warn!(instance = name, from = ?before, to = ?after, pid = s.pid, last_exit = s.last_exit.as_deref().unwrap_or(""), "state change")

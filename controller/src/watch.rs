@@ -1,0 +1,147 @@
+//! `paddock logs` and `paddock events`: streams from the agents, printed as
+//! they arrive.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::Error;
+use crate::client::{AgentClient, StateEvent};
+use crate::fleet::{Deployment, Fleet};
+
+/// Prints an instance's log: the last `lines` lines, then new ones with `follow`.
+pub async fn logs(
+    inventory: &Path,
+    host: &str,
+    instance: &str,
+    lines: u32,
+    follow: bool,
+) -> Result<(), Error> {
+    let deployment = Deployment::load(inventory, false)?;
+    let hosts = &deployment.inventory.hosts;
+    let Some(index) = hosts.iter().position(|h| h.name == host) else {
+        let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+        return Err(Error::Unsupported(format!(
+            "no host named {host:?} in {}; its hosts are: {}",
+            inventory.display(),
+            names.join(", ")
+        )));
+    };
+    let agent = AgentClient::connect(host, deployment.agent_addr(index)).await?;
+    let mut stream = std::pin::pin!(agent.tail_log(instance, lines, follow).await?);
+    let mut out = std::io::stdout().lock();
+    while let Some(batch) = stream.next().await {
+        for line in batch? {
+            if writeln!(out, "{line}").is_err() {
+                return Ok(()); // stdout closed (e.g. piped into head)
+            }
+        }
+        let _ = out.flush();
+    }
+    Ok(())
+}
+
+/// Prints state transitions from every agent as they happen, until `count`
+/// events or `duration` (when given) or the agents hang up.
+pub async fn events(
+    inventory: &Path,
+    count: Option<usize>,
+    duration: Option<Duration>,
+    json: bool,
+) -> Result<Vec<StateEvent>, Error> {
+    let deployment = Deployment::load(inventory, false)?;
+    let fleet = Fleet::connect_all(&deployment).await?;
+    let mut streams = Vec::new();
+    for h in 0..deployment.inventory.hosts.len() {
+        streams.push(Box::pin(fleet.agent(h)?.watch_events().await?));
+    }
+    eprintln!(
+        "watching {} agent(s) for instance state changes{}",
+        streams.len(),
+        if count.is_none() && duration.is_none() {
+            " (Ctrl-C to stop)"
+        } else {
+            ""
+        }
+    );
+    let mut merged = futures::stream::select_all(streams);
+    let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+    let mut seen = Vec::new();
+    loop {
+        if count.is_some_and(|c| seen.len() >= c) {
+            break;
+        }
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, merged.next()).await {
+                Ok(n) => n,
+                Err(_) => break,
+            },
+            None => merged.next().await,
+        };
+        let Some(event) = next else { break };
+        let event = event?;
+        if json {
+            println!("{}", serde_json::to_string(&event).unwrap_or_default());
+        } else {
+            println!("{}", format_event(&event));
+        }
+        seen.push(event);
+    }
+    Ok(seen)
+}
+
+pub fn format_event(e: &StateEvent) -> String {
+    let mut s = format!(
+        "{} {} {} {} -> {}",
+        format_utc(e.unix_ms),
+        e.host,
+        e.instance,
+        e.from.as_str(),
+        e.to.as_str()
+    );
+    if let Some(pid) = e.pid {
+        s.push_str(&format!(" pid {pid}"));
+    }
+    if let Some(d) = &e.detail {
+        s.push_str(&format!(" ({})", d.lines().next().unwrap_or_default()));
+    }
+    s
+}
+
+/// "2026-11-22T01:02:03.456Z" from milliseconds since the epoch.
+pub fn format_utc(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let ms = unix_ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_timestamps() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_utc(1_795_315_323_456), "2026-11-22T02:42:03.456Z");
+        assert_eq!(format_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}
