@@ -87,6 +87,7 @@ impl From<InstanceStatus> for pb::InstanceStatus {
             restarts: s.restarts,
             last_exit: s.last_exit.unwrap_or_default(),
             config_digest: s.config_digest,
+            deployment: s.deployment,
         }
     }
 }
@@ -272,6 +273,9 @@ impl Agent for AgentService {
             return Err(Status::invalid_argument(
                 "a command needs at least its name",
             ));
+        }
+        for c in &commands {
+            crate::guard::check(c, req.allow_dangerous).map_err(Status::permission_denied)?;
         }
         let endpoint = self.supervisor.endpoint(req.instance.clone()).await?;
         let replies = self

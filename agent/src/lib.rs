@@ -7,6 +7,7 @@
 pub mod config;
 pub mod facts;
 mod grpc;
+pub mod guard;
 pub mod logs;
 mod notify;
 mod redis_access;

@@ -37,19 +37,45 @@ async fn connect(
         .await
 }
 
-/// True when the instance answers PONG. Connection refused, LOADING and any
-/// other error mean "not ready yet".
-pub async fn ping(endpoint: &Endpoint) -> bool {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The expected process answers and has its data loaded.
+    Ready,
+    /// It answers but is still loading its data set.
+    Loading,
+    /// Another process answers on the port (an orphan, or someone else's).
+    Impostor(u32),
+    NotAnswering,
+}
+
+/// Asks the instance who it is and whether it has loaded its data (INFO is
+/// served even while loading). Only the process we expect counts as ready:
+/// an older redis-server still holding the port must not pass for ours.
+pub async fn readiness(endpoint: &Endpoint, expected_pid: u32) -> Readiness {
     let Ok(mut conn) = connect(endpoint, Duration::from_millis(500)).await else {
-        return false;
+        return Readiness::NotAnswering;
     };
-    matches!(
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .as_deref(),
-        Ok("PONG")
-    )
+    let info: String = match redis::cmd("INFO")
+        .arg("server")
+        .arg("persistence")
+        .query_async(&mut conn)
+        .await
+    {
+        Ok(i) => i,
+        Err(e) if e.code() == Some("LOADING") => return Readiness::Loading,
+        Err(_) => return Readiness::NotAnswering,
+    };
+    let field = |key: &str| {
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix(':'))
+            .map(str::to_owned)
+    };
+    match field("process_id").and_then(|p| p.parse::<u32>().ok()) {
+        Some(pid) if pid != expected_pid => Readiness::Impostor(pid),
+        None => Readiness::NotAnswering,
+        Some(_) if field("loading").as_deref() == Some("1") => Readiness::Loading,
+        Some(_) => Readiness::Ready,
+    }
 }
 
 /// One multiplexed connection per instance, reused across requests.

@@ -128,6 +128,7 @@ async fn ping(c: &mut AgentClient<Channel>) -> Option<pb::redis_value::Kind> {
             commands: vec![pb::RedisArgs {
                 args: vec![b"PING".to_vec()],
             }],
+            allow_dangerous: false,
         })
         .await
         .ok()?
@@ -208,6 +209,26 @@ async fn agent_writes_configs_supervises_and_restarts_redis() {
     assert_eq!(st.state, pb::InstanceState::Running as i32);
     assert!(st.pid > 0);
     assert_eq!(ping(&mut c).await, pong());
+
+    // The agent never hands out the password, and refuses dangerous commands.
+    for (words, allow) in [
+        ("CONFIG GET requirepass", true),
+        ("CONFIG GET *", false),
+        ("FLUSHALL", false),
+        ("CONFIG SET dir /etc", false),
+    ] {
+        let err = c
+            .redis_command(pb::RedisCommandRequest {
+                instance: "redis-7000".into(),
+                commands: vec![pb::RedisArgs {
+                    args: words.split(' ').map(|w| w.as_bytes().to_vec()).collect(),
+                }],
+                allow_dangerous: allow,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{words}");
+    }
 
     // Unauthenticated clients get nothing from Redis.
     let mut raw = redis::Client::open(format!("redis://{ADDRESS}:7000"))

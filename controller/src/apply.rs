@@ -8,17 +8,19 @@ use futures::future::join_all;
 
 use crate::Error;
 use crate::client::InstanceState;
+use crate::cluster::Observation;
 use crate::fleet::{Deployment, Fleet, Target, host_problems};
 use crate::form;
-use crate::plan::{Change, Plan, make_plan, observe};
+use crate::plan::{Change, Observed, Plan, make_plan, observe};
 use crate::progress::Progress;
+use crate::secrets;
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     /// Form the cluster after starting instances (off: only configs and starts).
     pub form: bool,
     pub progress: bool,
-    /// How long formation may take before apply gives up.
+    /// How long formation (and each step of a rolling restart) may take.
     pub converge_timeout: Duration,
 }
 
@@ -41,13 +43,33 @@ pub struct ApplyReport {
     pub formation: Option<Duration>,
 }
 
+async fn observe_deployment(
+    deployment: &Deployment,
+    fleet: &Fleet,
+    targets: &[Target],
+) -> Result<Observed, Error> {
+    let names: Vec<String> = deployment
+        .inventory
+        .hosts
+        .iter()
+        .map(|h| h.name.clone())
+        .collect();
+    observe(
+        fleet,
+        targets,
+        &deployment.inventory.deployment.name,
+        &names,
+    )
+    .await
+}
+
 /// Computes the plan without changing anything.
 pub async fn plan(path: &Path) -> Result<Plan, Error> {
     let deployment = Deployment::load(path, false)?;
     let fleet = Fleet::connect_all(&deployment).await?;
     let targets = deployment.targets();
-    let states = observe(&fleet, &targets).await?;
-    let mut plan = make_plan(&deployment, &targets, &states);
+    let observed = observe_deployment(&deployment, &fleet, &targets).await?;
+    let mut plan = make_plan(&deployment, &targets, &observed);
     if deployment.password.is_none() {
         plan.changes.insert(
             0,
@@ -62,28 +84,51 @@ pub async fn plan(path: &Path) -> Result<Plan, Error> {
 pub async fn apply(path: &Path, options: &ApplyOptions) -> Result<ApplyReport, Error> {
     let started = Instant::now();
     let progress = Progress::new(options.progress);
-    let deployment = Deployment::load(path, true)?;
+    let mut deployment = Deployment::load(path, false)?;
     let fleet = &Fleet::connect_all(&deployment).await?;
-    let targets = deployment.targets();
-    let states = observe(fleet, &targets).await?;
-    let plan = make_plan(&deployment, &targets, &states);
-    let wants_form = plan
-        .changes
-        .iter()
-        .any(|c| matches!(c, Change::Cluster { .. }));
-    if plan.is_empty()
-        || (!options.form
-            && !plan
-                .changes
-                .iter()
-                .any(|c| !matches!(c, Change::Cluster { .. })))
-    {
+    let mut targets = deployment.targets();
+    let observed = observe_deployment(&deployment, fleet, &targets).await?;
+    if deployment.password.is_none() {
+        // A new password pushed to running instances would lock every
+        // client out: only a deployment that runs nowhere gets one.
+        if observed.targets.iter().any(|s| s.status.is_some()) {
+            return Err(Error::Unsupported(format!(
+                "the agents already run deployment {:?}, but its Redis password file {} is missing.\n  \
+                 hint: copy it from the workstation that applied this deployment; \
+                 creating a new one would change the password under every running client",
+                deployment.inventory.deployment.name,
+                deployment.password_path.display()
+            )));
+        }
+        deployment.password = secrets::load_or_create(&deployment.password_path, true)?;
+        targets = deployment.targets();
+    }
+    let plan = make_plan(&deployment, &targets, &observed);
+    let states = &observed.targets;
+    if plan.is_empty() {
         return Ok(ApplyReport {
             plan,
             changed: false,
             total: started.elapsed(),
             formation: None,
         });
+    }
+    let orphans: Vec<&str> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Orphan { target } => Some(target.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !orphans.is_empty() {
+        return Err(Error::Unsupported(format!(
+            "instances of deployment {:?} run that the inventory does not list: {}\n  \
+             hint: they may hold its data (a changed [redis] port renames every instance); \
+             put the inventory back, or stop them with their agent, then apply again",
+            deployment.inventory.deployment.name,
+            orphans.join(", ")
+        )));
     }
     progress.step(format!(
         "deployment {}: {} change(s) planned",
@@ -104,83 +149,96 @@ pub async fn apply(path: &Path, options: &ApplyOptions) -> Result<ApplyReport, E
     }
 
     // Specs first, all agents in parallel.
-    let to_put: Vec<(&Target, bool)> = targets
+    let to_put: Vec<&Target> = targets
         .iter()
-        .zip(&states)
+        .zip(states)
         .filter(|(_, s)| s.status.is_none() || s.put.changed)
-        .map(|(t, s)| (t, s.put.restart_needed))
+        .map(|(t, _)| t)
         .collect();
     if !to_put.is_empty() {
         let puts = to_put
             .iter()
-            .map(|(t, _)| async move { fleet.agent(t.host)?.put_instance(&t.spec, false).await });
+            .map(|t| async move { fleet.agent(t.host)?.put_instance(&t.spec, false).await });
         let outcomes = join_all(puts)
             .await
             .into_iter()
             .collect::<Result<Vec<_>, Error>>()?;
-        let changed = outcomes.iter().filter(|o| o.changed).count();
-        progress.step(format!(
-            "wrote {changed} config(s) on {} agent(s)",
-            count_hosts(to_put.iter().map(|(t, _)| *t))
-        ));
+        let written = outcomes.iter().filter(|o| o.changed).count();
+        progress.step(format!("wrote {written} config(s)"));
     }
 
-    // Instances whose config changed under them restart to pick it up.
-    let restarts: Vec<&Target> = to_put.iter().filter(|(_, r)| *r).map(|(t, _)| *t).collect();
+    // Running instances whose config changed restart to pick it up; also
+    // those whose config an earlier, interrupted apply already wrote.
+    let cluster_was_healthy = !plan
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::Cluster { .. }));
+    let restarts: Vec<usize> = states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| is_running(s) && s.put.restart_needed)
+        .map(|(i, _)| i)
+        .collect();
     if !restarts.is_empty() {
-        progress.step(format!(
-            "restarting {} instance(s) for their new config",
-            restarts.len()
-        ));
-        let stops = restarts
-            .iter()
-            .map(|t| async move { fleet.agent(t.host)?.stop(&t.instance).await });
-        join_all(stops)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, Error>>()?;
+        if cluster_was_healthy {
+            rolling_restart(
+                fleet,
+                &targets,
+                &restarts,
+                options.converge_timeout,
+                &progress,
+            )
+            .await?;
+        } else {
+            // Nothing healthy to protect: restart them together.
+            progress.step(format!(
+                "restarting {} instance(s) for their new config",
+                restarts.len()
+            ));
+            let targets = &targets;
+            let stops = restarts.iter().map(|&i| async move {
+                fleet
+                    .agent(targets[i].host)?
+                    .stop(&targets[i].instance)
+                    .await
+            });
+            join_all(stops)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, Error>>()?;
+        }
     }
 
     // Start everything not running, masters and replicas at once: a fresh
     // master's 2 s writable delay starts with its process, so formation runs
     // inside it.
+    let current = observe_deployment(&deployment, fleet, &targets).await?;
     let to_start: Vec<&Target> = targets
         .iter()
-        .zip(&states)
-        .filter(|(t, s)| !is_running(s) || restarts.iter().any(|r| r.label() == t.label()))
+        .zip(&current.targets)
+        .filter(|(_, s)| !is_running(s))
         .map(|(t, _)| t)
         .collect();
     if !to_start.is_empty() {
         progress.step(format!("starting {} instance(s)", to_start.len()));
-        let starts = to_start.iter().map(|t| async move {
-            let status = fleet.agent(t.host)?.start(&t.instance).await?;
-            if status.state != InstanceState::Running {
-                return Err(Error::Agent {
-                    host: t.host_name.clone(),
-                    message: format!(
-                        "{} did not start: {} ({}); see its log under the agent's data_dir/instances/{}/redis.log",
-                        t.instance,
-                        status.state.as_str(),
-                        status.last_exit.unwrap_or_else(|| "no exit recorded".into()),
-                        t.instance
-                    ),
-                });
-            }
-            Ok(())
-        });
-        join_all(starts)
+        join_all(to_start.iter().map(|t| start(fleet, t)))
             .await
             .into_iter()
             .collect::<Result<Vec<_>, Error>>()?;
-        progress.step("all instances answer PING");
+        progress.step("all instances answer");
+    }
+
+    if plan
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::RestoreNodeTimeout { .. }))
+    {
+        progress.step("restoring cluster-node-timeout left short by an interrupted formation");
+        form::set_node_timeout(fleet, &targets, |t| t.spec.cluster_node_timeout_ms).await?;
     }
 
     let mut formation = None;
-    let drift = plan
-        .changes
-        .iter()
-        .any(|c| matches!(c, Change::RestoreNodeTimeout { .. }));
-    if options.form && (wants_form || !to_start.is_empty() || drift) {
+    if options.form {
         let report = form::form(
             fleet,
             &targets,
@@ -199,15 +257,115 @@ pub async fn apply(path: &Path, options: &ApplyOptions) -> Result<ApplyReport, E
     })
 }
 
+async fn start(fleet: &Fleet, t: &Target) -> Result<(), Error> {
+    let status = fleet.agent(t.host)?.start(&t.instance).await?;
+    if status.state != InstanceState::Running {
+        return Err(Error::Agent {
+            host: t.host_name.clone(),
+            message: format!(
+                "{} did not start: {} ({}); see `paddock logs -i INVENTORY {} {}`",
+                t.instance,
+                status.state.as_str(),
+                status
+                    .last_exit
+                    .unwrap_or_else(|| "no exit recorded".into()),
+                t.host_name,
+                t.instance
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Restarts instances one at a time so the cluster keeps serving: replicas
+/// first; a master hands its shard to an in-sync replica (CLUSTER FAILOVER,
+/// which loses no acknowledged write) before it restarts, and comes back as
+/// that replica's replica. After each restart the cluster must be healthy
+/// again before the next one.
+async fn rolling_restart(
+    fleet: &Fleet,
+    targets: &[Target],
+    which: &[usize],
+    step_timeout: Duration,
+    progress: &Progress,
+) -> Result<(), Error> {
+    let observed = form::observe_all(fleet, targets).await;
+    let is_master = |i: usize| {
+        observed[i]
+            .as_ref()
+            .and_then(Observation::myself)
+            .is_some_and(|m| m.is_master() && m.slot_count() > 0)
+    };
+    let mut order: Vec<usize> = which.iter().copied().filter(|&i| !is_master(i)).collect();
+    order.extend(which.iter().copied().filter(|&i| is_master(i)));
+    for i in order {
+        let t = &targets[i];
+        let observed = form::observe_all(fleet, targets).await;
+        let me = observed[i].as_ref().and_then(Observation::myself).cloned();
+        if let Some(me) = me.filter(|m| m.is_master() && m.slot_count() > 0) {
+            let heir = targets.iter().enumerate().find(|(j, _)| {
+                observed[*j].as_ref().is_some_and(|o| {
+                    o.link_up == Some(true)
+                        && o.myself().and_then(|m| m.master_id.as_deref()) == Some(me.id.as_str())
+                })
+            });
+            match heir {
+                Some((j, heir)) => {
+                    progress.step(format!(
+                        "{}: handing its slots to {} (CLUSTER FAILOVER) before restarting",
+                        t.label(),
+                        heir.label()
+                    ));
+                    let r = fleet.redis(heir, &[&["CLUSTER", "FAILOVER"]]).await?;
+                    if let Some(e) = r[0].error() {
+                        return Err(Error::Redis {
+                            host: heir.host_name.clone(),
+                            instance: heir.instance.clone(),
+                            message: format!("CLUSTER FAILOVER: {e}"),
+                        });
+                    }
+                    wait_promoted(fleet, targets, j, Instant::now() + step_timeout).await?;
+                }
+                None => progress.step(format!(
+                    "{}: no in-sync replica to hand its slots to; restarting it in place",
+                    t.label()
+                )),
+            }
+        }
+        progress.step(format!("{}: restarting for its new config", t.label()));
+        fleet.agent(t.host)?.stop(&t.instance).await?;
+        start(fleet, t).await?;
+        form::wait_healthy(fleet, targets, Instant::now() + step_timeout).await?;
+    }
+    Ok(())
+}
+
+async fn wait_promoted(
+    fleet: &Fleet,
+    targets: &[Target],
+    j: usize,
+    deadline: Instant,
+) -> Result<(), Error> {
+    loop {
+        let o = crate::plan::observe_node(fleet, &targets[j]).await;
+        if o.as_ref()
+            .and_then(|(o, _)| o.myself())
+            .is_some_and(|m| m.is_master() && m.slot_count() > 0)
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NotConverged(format!(
+                "{} was asked to take over its master's slots (CLUSTER FAILOVER) but is not master yet; nothing was restarted",
+                targets[j].label()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn is_running(s: &crate::plan::TargetState) -> bool {
     s.status
         .as_ref()
         .is_some_and(|st| st.state == InstanceState::Running)
-}
-
-fn count_hosts<'a>(targets: impl Iterator<Item = &'a Target>) -> usize {
-    let mut hosts: Vec<usize> = targets.map(|t| t.host).collect();
-    hosts.sort_unstable();
-    hosts.dedup();
-    hosts.len()
 }

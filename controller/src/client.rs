@@ -65,6 +65,7 @@ impl InstanceState {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InstanceStatus {
     pub name: String,
+    pub deployment: String,
     pub port: u16,
     pub state: InstanceState,
     pub pid: Option<u32>,
@@ -259,6 +260,7 @@ impl AgentClient {
                     args: c.iter().map(|a| a.as_bytes().to_vec()).collect(),
                 })
                 .collect(),
+            allow_dangerous: false,
         };
         let r = self
             .inner
@@ -392,6 +394,7 @@ fn state_from_pb(state: i32) -> InstanceState {
 fn status_from_pb(s: pb::InstanceStatus) -> InstanceStatus {
     InstanceStatus {
         name: s.name,
+        deployment: s.deployment,
         port: u16::try_from(s.port).unwrap_or(0),
         state: state_from_pb(s.state),
         pid: (s.pid != 0).then_some(s.pid),

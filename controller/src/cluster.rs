@@ -16,8 +16,11 @@ pub struct NodeLine {
     pub master_id: Option<String>,
     pub config_epoch: u64,
     pub connected: bool,
-    /// Inclusive ranges this node serves (migrating/importing markers skipped).
+    /// Inclusive ranges this node serves.
     pub slots: Vec<(u32, u32)>,
+    /// Migrating/importing markers, e.g. "[93->-e7d1...]": a resharding that
+    /// did not finish.
+    pub open_slots: Vec<String>,
 }
 
 impl NodeLine {
@@ -66,8 +69,10 @@ fn parse_line(line: &str) -> Option<NodeLine> {
     let host_port = addr.split('@').next()?;
     let (ip, port) = host_port.rsplit_once(':')?;
     let mut slots = Vec::new();
+    let mut open_slots = Vec::new();
     for s in f {
         if s.starts_with('[') {
+            open_slots.push(s.to_owned());
             continue;
         }
         let range = match s.split_once('-') {
@@ -88,7 +93,25 @@ fn parse_line(line: &str) -> Option<NodeLine> {
         config_epoch,
         connected: link == "connected",
         slots,
+        open_slots,
     })
+}
+
+/// The member of a shard that serves its slots: a master with slots in its
+/// own view; when two claim it (an old master restarted after a failover,
+/// not yet told), the higher config epoch wins, as in Redis.
+pub fn shard_master<'a>(
+    members: &[Member],
+    observed: &'a [Option<Observation>],
+    shard: u32,
+) -> Option<&'a NodeLine> {
+    members
+        .iter()
+        .zip(observed)
+        .filter(|(m, _)| m.shard == shard)
+        .filter_map(|(_, o)| o.as_ref().and_then(Observation::myself))
+        .filter(|n| n.is_master() && n.slot_count() > 0)
+        .max_by_key(|n| n.config_epoch)
 }
 
 /// The inclusive slot range of shard `i` of `masters`, spread evenly.
@@ -217,6 +240,17 @@ pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<Strin
             ));
         }
     }
+    for (m, me) in members.iter().zip(&ids) {
+        if let Some(me) = me
+            && !me.open_slots.is_empty()
+        {
+            problems.push(format!(
+                "{}: open slots {} (an interrupted resharding; finish it with `redis-cli --cluster fix`)",
+                m.label,
+                me.open_slots.join(" ")
+            ));
+        }
+    }
     let shards: BTreeSet<u32> = members.iter().map(|m| m.shard).collect();
     let mut covered = 0;
     for shard in shards {
@@ -274,8 +308,9 @@ mod tests {
         assert_eq!(
             nodes[1].slots,
             vec![(5461, 10922)],
-            "migration markers skipped"
+            "migration markers apart"
         );
+        assert_eq!(nodes[1].open_slots, vec!["[10923->-292f]"]);
         assert_eq!(nodes[3].master_id.as_deref(), Some("07c3"));
         assert!(nodes[3].is_replica());
         assert_eq!(nodes[4].ip, None);

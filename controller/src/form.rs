@@ -1,30 +1,39 @@
-//! Forming (or finishing) a Redis Cluster through the agents, with our own
-//! code: SET-CONFIG-EPOCH, ADDSLOTSRANGE, MEET, REPLICATE, then waiting on
-//! the real condition by polling every few milliseconds.
+//! Forming (or finishing, or repairing) a Redis Cluster through the agents,
+//! with our own code: SET-CONFIG-EPOCH, ADDSLOTSRANGE, MEET, REPLICATE,
+//! FORGET, then waiting on the real condition by polling every few
+//! milliseconds.
 //!
-//! Every step is idempotent, so an interrupted apply is finished by the next.
+//! Every step is idempotent and recomputed from what the nodes report on each
+//! poll, so an interrupted apply is finished by the next, and a node that
+//! comes back with a new identity (a replaced machine, a lost data
+//! directory) is introduced again while its old identity is forgotten.
 //!
 //! Speed: a master that has been without slots waits a rejoin delay of
-//! cluster-node-timeout (clamped to 0.5-5 s) before it reports ok. Formation
-//! therefore runs with the node timeout at 500 ms and restores the configured
-//! value afterwards, whatever the outcome.
+//! cluster-node-timeout (clamped to 0.5-5 s) before it reports ok. When slots
+//! must be assigned, formation runs with the node timeout at 500 ms and
+//! restores the configured value afterwards, whatever the outcome. A
+//! cluster that already serves every slot keeps its node timeout.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
 use crate::Error;
 use crate::client::Reply;
-use crate::cluster::{Observation, assess, shard_slots};
+use crate::cluster::{Observation, assess, shard_master, shard_slots};
 use crate::fleet::{Fleet, Target, members};
 use crate::plan::observe_node;
 use crate::progress::Progress;
 
 const FORMING_NODE_TIMEOUT_MS: u32 = 500;
 const POLL: Duration = Duration::from_millis(10);
+/// A MEET or FORGET is repeated at most this often for the same pair.
+const RETRY_EVERY: Duration = Duration::from_millis(500);
 
 pub struct FormReport {
-    /// From the first CLUSTER MEET to every node agreeing and reporting ok.
+    /// From the first CLUSTER MEET (or slot assignment) to every node
+    /// agreeing and reporting ok; None when nothing had to be introduced.
     pub meet_to_converged: Option<Duration>,
     pub total: Duration,
 }
@@ -37,19 +46,36 @@ pub async fn form(
     progress: &Progress,
 ) -> Result<FormReport, Error> {
     let started = Instant::now();
-    set_node_timeout(fleet, targets, |_| FORMING_NODE_TIMEOUT_MS).await?;
+    let members = members(targets);
+    let observed = observe_all(fleet, targets).await;
+    let unserved = (0..masters)
+        .filter(|&s| shard_master(&members, &observed, s).is_none())
+        .count();
+    let shorten = unserved > 0;
+    if shorten && let Err(e) = set_node_timeout(fleet, targets, |_| FORMING_NODE_TIMEOUT_MS).await {
+        let _ = set_node_timeout(fleet, targets, |t| t.spec.cluster_node_timeout_ms).await;
+        return Err(e);
+    }
     let result = form_inner(fleet, targets, masters, started + deadline, progress).await;
-    // Restore even when formation failed: a short node timeout must not stay.
-    let restored = set_node_timeout(fleet, targets, |t| t.spec.cluster_node_timeout_ms).await;
-    let meet_to_converged = result?;
-    restored?;
+    if shorten {
+        // Restore even when formation failed: a short node timeout must not stay.
+        let restored = set_node_timeout(fleet, targets, |t| t.spec.cluster_node_timeout_ms).await;
+        let meet_to_converged = result?;
+        restored?;
+        return Ok(FormReport {
+            meet_to_converged,
+            total: started.elapsed(),
+        });
+    }
     Ok(FormReport {
-        meet_to_converged,
+        meet_to_converged: result?,
         total: started.elapsed(),
     })
 }
 
-/// Sets cluster-node-timeout at runtime on every target (not written to redis.conf).
+/// Sets cluster-node-timeout at runtime on every target (not written to
+/// redis.conf), never above the configured value. Every target is tried;
+/// the first error is returned.
 pub async fn set_node_timeout(
     fleet: &Fleet,
     targets: &[Target],
@@ -78,12 +104,32 @@ fn expect_ok(t: &Target, what: &str, reply: &Reply) -> Result<(), Error> {
     }
 }
 
-async fn observe_all(fleet: &Fleet, targets: &[Target]) -> Vec<Option<Observation>> {
+pub async fn observe_all(fleet: &Fleet, targets: &[Target]) -> Vec<Option<Observation>> {
     join_all(targets.iter().map(|t| observe_node(fleet, t)))
         .await
         .into_iter()
         .map(|o| o.map(|(obs, _)| obs))
         .collect()
+}
+
+/// Waits until the cluster is healthy (no step taken), for rolling restarts.
+pub async fn wait_healthy(
+    fleet: &Fleet,
+    targets: &[Target],
+    deadline: Instant,
+) -> Result<(), Error> {
+    let members = members(targets);
+    loop {
+        let observed = observe_all(fleet, targets).await;
+        let problems = assess(&members, &observed);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(not_converged(targets, &problems, &HashMap::new()));
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 async fn form_inner(
@@ -103,7 +149,22 @@ async fn form_inner(
             targets[i].port
         )));
     }
-    let observed: Vec<Observation> = observed.into_iter().flatten().collect();
+    // Open slots are an interrupted resharding: not ours to guess about.
+    let open: Vec<String> = targets
+        .iter()
+        .zip(&observed)
+        .filter_map(|(t, o)| {
+            let me = o.as_ref()?.myself()?;
+            (!me.open_slots.is_empty())
+                .then(|| format!("{}: {}", t.label(), me.open_slots.join(" ")))
+        })
+        .collect();
+    if !open.is_empty() {
+        return Err(Error::NotConverged(format!(
+            "slots are open (migrating/importing) after an interrupted resharding:\n  - {}\n  hint: finish or roll back the migration (`redis-cli --cluster fix`), then apply again",
+            open.join("\n  - ")
+        )));
+    }
 
     // Distinct config epochs up front spare Redis its collision resolution.
     let epochs = targets
@@ -111,6 +172,7 @@ async fn form_inner(
         .zip(&observed)
         .enumerate()
         .filter_map(|(i, (t, o))| {
+            let o = o.as_ref()?;
             let fresh = o.nodes.len() == 1 && o.myself().is_some_and(|m| m.config_epoch == 0);
             fresh.then_some(async move {
                 let epoch = (i + 1).to_string();
@@ -125,41 +187,37 @@ async fn form_inner(
         .into_iter()
         .collect::<Result<(), Error>>()?;
 
-    // Slots: each shard without a serving master gets its even range on the
-    // member placement made master, unless someone already holds part of it.
+    // Slots: a shard without a serving master gets its even range on the
+    // member placement made master, unless any node, in any view, already
+    // serves part of it (another cluster must never be formed beside it).
     let held: Vec<(u32, u32)> = observed
         .iter()
-        .filter_map(Observation::myself)
-        .flat_map(|m| m.slots.iter().copied())
+        .flatten()
+        .flat_map(|o| o.nodes.iter())
+        .flat_map(|n| n.slots.iter().copied())
         .collect();
     let mut assign = Vec::new();
     for shard in 0..masters {
-        let in_shard = targets
-            .iter()
-            .zip(&observed)
-            .filter(|(t, _)| t.shard == shard);
-        let served = in_shard.clone().any(|(_, o)| {
-            o.myself()
-                .is_some_and(|m| m.is_master() && m.slot_count() > 0)
-        });
-        if served {
+        if shard_master(&members, &observed, shard).is_some()
+            || heir_of_lost_master(targets, &observed, shard).is_some()
+        {
             continue;
         }
         let (a, b) = shard_slots(shard, masters);
         if held.iter().any(|&(x, y)| x <= b && a <= y) {
             return Err(Error::NotConverged(format!(
-                "shard {shard}: slots {a}-{b} are partly held by another node; \
+                "shard {shard}: no member of it serves slots, but slots {a}-{b} are served by some other node; \
                  this needs an operator (compare `paddock status` with CLUSTER NODES)"
             )));
         }
-        let Some((t, _)) = in_shard
-            .clone()
-            .find(|(t, _)| t.placed_role == paddock_inventory::Role::Master)
-        else {
-            continue;
-        };
-        assign.push((t, a, b));
+        let placed = targets
+            .iter()
+            .find(|t| t.shard == shard && t.placed_role == paddock_inventory::Role::Master);
+        if let Some(t) = placed {
+            assign.push((t, a, b));
+        }
     }
+    let first_step = Instant::now();
     if !assign.is_empty() {
         progress.step(format!("assigning slots to {} master(s)", assign.len()));
     }
@@ -175,132 +233,269 @@ async fn form_inner(
         .into_iter()
         .collect::<Result<(), Error>>()?;
 
-    // MEET: every pair once, in parallel, so no node waits on gossip to learn
-    // of another.
-    let mut meets: Vec<(usize, usize)> = Vec::new();
-    for i in 0..targets.len() {
-        for j in (i + 1)..targets.len() {
-            let knows =
-                |a: usize, b: usize| observed[a].find(targets[b].ip, targets[b].port).is_some();
-            if !knows(i, j) && !knows(j, i) {
-                meets.push((i, j));
-            }
-        }
-    }
-    let first_meet = Instant::now();
-    if !meets.is_empty() {
-        progress.step(format!("introducing nodes ({} CLUSTER MEET)", meets.len()));
-        let by_node = (0..targets.len()).map(|i| {
-            let peers: Vec<(String, String)> = meets
-                .iter()
-                .filter(|(a, _)| *a == i)
-                .map(|&(_, b)| (targets[b].ip.to_string(), targets[b].port.to_string()))
-                .collect();
-            async move {
-                if peers.is_empty() {
-                    return Ok(());
-                }
-                let commands: Vec<Vec<&str>> = peers
-                    .iter()
-                    .map(|(ip, port)| vec!["CLUSTER", "MEET", ip.as_str(), port.as_str()])
-                    .collect();
-                let refs: Vec<&[&str]> = commands.iter().map(Vec::as_slice).collect();
-                let replies = fleet.redis(&targets[i], &refs).await?;
-                replies
-                    .iter()
-                    .try_for_each(|r| expect_ok(&targets[i], "CLUSTER MEET", r))
-            }
-        });
-        join_all(by_node)
-            .await
-            .into_iter()
-            .collect::<Result<(), Error>>()?;
-    }
-
-    // Replicas: REPLICATE as soon as the replica itself knows its master
-    // (earlier it answers "ERR Unknown node"), then wait until every node
-    // agrees and reports cluster_state:ok.
-    let mut replicated = vec![false; targets.len()];
-    let mut announced_replicas = false;
+    let mut last_try: HashMap<(usize, String), Instant> = HashMap::new();
+    let mut last_error: HashMap<usize, String> = HashMap::new();
+    let mut announced: HashSet<&str> = HashSet::new();
+    let mut introduced = !assign.is_empty();
+    let mut first = true;
     loop {
-        let observed = observe_all(fleet, targets).await;
+        let observed = if first {
+            first = false;
+            observed.clone()
+        } else {
+            observe_all(fleet, targets).await
+        };
         let problems = assess(&members, &observed);
         if problems.is_empty() {
             progress.step("cluster converged: every node agrees and reports cluster_state:ok");
-            return Ok((!meets.is_empty() || !assign.is_empty()).then(|| first_meet.elapsed()));
+            return Ok(introduced.then(|| first_step.elapsed()));
         }
-        let mut replicate = Vec::new();
-        for (i, t) in targets.iter().enumerate() {
-            if replicated[i] {
+        if Instant::now() >= deadline {
+            return Err(not_converged(targets, &problems, &last_error));
+        }
+        let due = |key: &(usize, String), last: &HashMap<(usize, String), Instant>| {
+            last.get(key).is_none_or(|t| t.elapsed() >= RETRY_EVERY)
+        };
+        let ids: Vec<Option<String>> = observed
+            .iter()
+            .map(|o| {
+                o.as_ref()
+                    .and_then(Observation::myself)
+                    .map(|m| m.id.clone())
+            })
+            .collect();
+
+        // MEET, by identity: a peer counts as known only under the id it has
+        // now, so a node that came back with a new id is introduced again.
+        let mut steps: Vec<(usize, Vec<String>)> = Vec::new();
+        let mut meets = 0;
+        let mut forgets = 0;
+        for i in 0..targets.len() {
+            let Some(o) = &observed[i] else { continue };
+            for j in (i + 1)..targets.len() {
+                let Some(peer_id) = &ids[j] else { continue };
+                let knows = |a: &Observation, id: &str| a.nodes.iter().any(|n| n.id == id);
+                let back = observed[j]
+                    .as_ref()
+                    .is_some_and(|p| ids[i].as_ref().is_some_and(|id| knows(p, id)));
+                let handshaking = o
+                    .find(targets[j].ip, targets[j].port)
+                    .is_some_and(|n| n.has_flag("handshake"));
+                let key = (i, format!("meet {j}"));
+                if !knows(o, peer_id) && !back && !handshaking && due(&key, &last_try) {
+                    last_try.insert(key, Instant::now());
+                    steps.push((
+                        i,
+                        vec![
+                            "CLUSTER".into(),
+                            "MEET".into(),
+                            targets[j].ip.to_string(),
+                            targets[j].port.to_string(),
+                        ],
+                    ));
+                    meets += 1;
+                }
+            }
+            // FORGET identities no target has any more (a replaced node's old
+            // id), once they have lost their address or are failed, and no
+            // longer matter: a master still serving slots or still followed
+            // by a replica must stay known until its replica took over, or
+            // the other masters could not vote for that replica.
+            let followed: Vec<&str> = observed
+                .iter()
+                .flatten()
+                .filter_map(|p| p.myself()?.master_id.as_deref())
+                .collect();
+            for n in &o.nodes {
+                let gone = !ids.iter().flatten().any(|id| *id == n.id)
+                    && n.slot_count() == 0
+                    && !followed.contains(&n.id.as_str());
+                let stale = n.has_flag("noaddr")
+                    || n.has_flag("fail")
+                    || members.iter().any(|m| n.addr_is(m.ip, m.port));
+                let key = (i, format!("forget {}", n.id));
+                if gone
+                    && stale
+                    && !n.is_myself()
+                    && !n.has_flag("handshake")
+                    && due(&key, &last_try)
+                {
+                    last_try.insert(key, Instant::now());
+                    steps.push((i, vec!["CLUSTER".into(), "FORGET".into(), n.id.clone()]));
+                    forgets += 1;
+                }
+            }
+        }
+        if meets > 0 {
+            introduced = true;
+            progress.step(format!("introducing nodes ({meets} CLUSTER MEET)"));
+        }
+        if forgets > 0 && announced.insert("forget") {
+            progress.step("forgetting node identities no host has any more (CLUSTER FORGET)");
+        }
+
+        // A shard whose master is gone for good (replaced machine, lost
+        // data): its replica takes over, with the majority's agreement.
+        for shard in 0..masters {
+            if shard_master(&members, &observed, shard).is_some() {
                 continue;
             }
+            if let Some(i) = heir_of_lost_master(targets, &observed, shard) {
+                let key = (i, "failover".to_owned());
+                if last_try
+                    .get(&key)
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(2))
+                {
+                    last_try.insert(key, Instant::now());
+                    progress.step(format!(
+                        "shard {shard}: its master is gone; promoting {} (CLUSTER FAILOVER FORCE)",
+                        targets[i].label()
+                    ));
+                    steps.push((i, vec!["CLUSTER".into(), "FAILOVER".into(), "FORCE".into()]));
+                }
+            }
+        }
+
+        // REPLICATE as soon as the replica itself knows its shard's master
+        // (earlier it answers "ERR Unknown node").
+        for (i, t) in targets.iter().enumerate() {
             let Some(me) = observed[i].as_ref().and_then(Observation::myself) else {
                 continue;
             };
-            let master = targets
-                .iter()
-                .zip(&observed)
-                .filter(|(m, _)| m.shard == t.shard)
-                .filter_map(|(_, o)| o.as_ref().and_then(Observation::myself))
-                .find(|m| m.is_master() && m.slot_count() > 0)
-                .map(|m| m.id.clone());
-            let Some(master) = master else { continue };
-            if me.id == master || me.master_id.as_deref() == Some(master.as_str()) {
-                replicated[i] = true;
+            let Some(master) = shard_master(&members, &observed, t.shard) else {
                 continue;
-            }
-            if me.slot_count() > 0 {
-                return Err(Error::NotConverged(format!(
-                    "{} serves slots but should replicate its shard's master; this needs an operator",
-                    t.label()
-                )));
+            };
+            if me.id == master.id
+                || me.master_id.as_deref() == Some(master.id.as_str())
+                || me.slot_count() > 0
+            {
+                // A second claimant of the shard's slots is an old master
+                // that has not heard of the failover yet: Redis demotes it.
+                continue;
             }
             let knows_master = observed[i]
                 .as_ref()
-                .and_then(|o| o.nodes.iter().find(|n| n.id == master))
+                .and_then(|o| o.nodes.iter().find(|n| n.id == master.id))
                 .is_some_and(|n| n.is_settled());
-            if knows_master {
-                replicate.push((i, master));
+            let key = (i, format!("replicate {}", master.id));
+            if knows_master && due(&key, &last_try) {
+                last_try.insert(key, Instant::now());
+                steps.push((
+                    i,
+                    vec!["CLUSTER".into(), "REPLICATE".into(), master.id.clone()],
+                ));
+                if announced.insert("replicate") {
+                    progress.step("attaching replicas (CLUSTER REPLICATE)");
+                }
             }
         }
-        if !replicate.is_empty() {
-            if !announced_replicas {
-                progress.step("attaching replicas (CLUSTER REPLICATE)");
-                announced_replicas = true;
+
+        let calls = group(steps).into_iter().map(|(i, commands)| async move {
+            let refs: Vec<Vec<&str>> = commands
+                .iter()
+                .map(|c| c.iter().map(String::as_str).collect())
+                .collect();
+            let refs: Vec<&[&str]> = refs.iter().map(Vec::as_slice).collect();
+            let replies = fleet.redis(&targets[i], &refs).await?;
+            let error = commands
+                .iter()
+                .zip(&replies)
+                .find_map(|(c, r)| r.error().map(|e| format!("{}: {e}", c[..2].join(" "))));
+            Ok::<_, Error>((i, error))
+        });
+        for r in join_all(calls).await {
+            if let (i, Some(e)) = r? {
+                last_error.insert(i, e);
             }
-            let calls = replicate.iter().map(|(i, master)| async move {
-                let r = fleet
-                    .redis(&targets[*i], &[&["CLUSTER", "REPLICATE", master]])
-                    .await?;
-                Ok::<_, Error>((*i, r[0].error().is_none()))
-            });
-            for r in join_all(calls).await {
-                let (i, ok) = r?;
-                replicated[i] = ok;
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(not_converged(targets, &problems));
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
-fn not_converged(targets: &[Target], problems: &[String]) -> Error {
-    let shown: Vec<&str> = problems.iter().take(8).map(String::as_str).collect();
-    let example = targets
-        .first()
-        .map(|t| format!(" ({} for port {})", u32::from(t.port) + 10000, t.port))
-        .unwrap_or_default();
-    Error::NotConverged(format!(
-        "the cluster did not converge in time:\n  - {}{}\n  hint: the usual cause is an unreachable cluster bus port: \
-         port + 10000{example} must be open between every pair of hosts, \
-         and each host's inventory address must be the one Redis can be reached on",
-        shown.join("\n  - "),
-        if problems.len() > shown.len() {
-            format!("\n  - ... and {} more", problems.len() - shown.len())
-        } else {
-            String::new()
+/// A member of `shard` that replicates a master no target is any more (its
+/// machine was replaced or its data lost): the one to promote so the shard
+/// keeps its data.
+fn heir_of_lost_master(
+    targets: &[Target],
+    observed: &[Option<Observation>],
+    shard: u32,
+) -> Option<usize> {
+    let live: Vec<&str> = observed
+        .iter()
+        .flatten()
+        .filter_map(|o| o.myself().map(|m| m.id.as_str()))
+        .collect();
+    targets.iter().enumerate().find_map(|(i, t)| {
+        let me = observed[i].as_ref()?.myself()?;
+        let master = me.master_id.as_deref()?;
+        (t.shard == shard && me.is_replica() && !live.contains(&master)).then_some(i)
+    })
+}
+
+/// Commands per node, so each node gets one pipeline.
+fn group(steps: Vec<(usize, Vec<String>)>) -> Vec<(usize, Vec<Vec<String>>)> {
+    let mut by_node: Vec<(usize, Vec<Vec<String>>)> = Vec::new();
+    for (i, c) in steps {
+        match by_node.iter_mut().find(|(n, _)| *n == i) {
+            Some((_, cs)) => cs.push(c),
+            None => by_node.push((i, vec![c])),
         }
-    ))
+    }
+    by_node
+}
+
+fn not_converged(
+    targets: &[Target],
+    problems: &[String],
+    errors: &HashMap<usize, String>,
+) -> Error {
+    let shown: Vec<&str> = problems.iter().take(8).map(String::as_str).collect();
+    let mut text = format!(
+        "the cluster did not converge in time:\n  - {}",
+        shown.join("\n  - ")
+    );
+    if problems.len() > shown.len() {
+        text.push_str(&format!(
+            "\n  - ... and {} more",
+            problems.len() - shown.len()
+        ));
+    }
+    let mut errors: Vec<(&usize, &String)> = errors.iter().collect();
+    errors.sort();
+    for (i, e) in errors {
+        text.push_str(&format!(
+            "\n  last Redis error from {}: {e}",
+            targets[*i].label()
+        ));
+    }
+    let unreachable = problems
+        .iter()
+        .any(|p| p.contains("does not know") || p.contains("handshake") || p.contains("fail"));
+    if unreachable {
+        let example = targets
+            .first()
+            .map(|t| format!(" ({} for port {})", u32::from(t.port) + 10000, t.port))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "\n  hint: nodes that never finish meeting usually cannot reach each other's cluster bus port: \
+             port + 10000{example} must be open between every pair of hosts, \
+             and each host's inventory address must be the one Redis can be reached on"
+        ));
+    }
+    Error::NotConverged(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_steps_into_one_pipeline_per_node() {
+        let s = |w: &str| w.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        let grouped = group(vec![(0, s("A 1")), (1, s("B 1")), (0, s("A 2"))]);
+        assert_eq!(
+            grouped,
+            vec![(0, vec![s("A 1"), s("A 2")]), (1, vec![s("B 1")])]
+        );
+    }
 }

@@ -20,9 +20,22 @@ pub struct TargetState {
     pub node_timeout_drift: Option<u32>,
 }
 
+/// What the agents report, against the inventory.
+pub struct Observed {
+    pub targets: Vec<TargetState>,
+    /// Instances of this deployment the agents run that the inventory no
+    /// longer lists ("host:instance").
+    pub orphans: Vec<String>,
+}
+
 /// Asks every agent, in parallel, for its instances, what the specs would
 /// change, and every running node's view of the cluster.
-pub async fn observe(fleet: &Fleet, targets: &[Target]) -> Result<Vec<TargetState>, Error> {
+pub async fn observe(
+    fleet: &Fleet,
+    targets: &[Target],
+    deployment: &str,
+    host_names: &[String],
+) -> Result<Observed, Error> {
     let hosts: Vec<usize> = {
         let mut h: Vec<usize> = targets.iter().map(|t| t.host).collect();
         h.sort_unstable();
@@ -41,6 +54,15 @@ pub async fn observe(fleet: &Fleet, targets: &[Target]) -> Result<Vec<TargetStat
     let clusters = join_all(targets.iter().map(|t| observe_node(fleet, t)));
     let (lists, puts, clusters) = futures::join!(lists, puts, clusters);
     let lists = lists.into_iter().collect::<Result<Vec<_>, Error>>()?;
+    let orphans = lists
+        .iter()
+        .flat_map(|(h, list)| {
+            list.iter()
+                .filter(|s| s.deployment == deployment)
+                .filter(|s| !targets.iter().any(|t| t.host == *h && t.instance == s.name))
+                .map(|s| format!("{}:{} ({})", host_names[*h], s.name, s.state.as_str()))
+        })
+        .collect();
     let mut out = Vec::with_capacity(targets.len());
     for ((t, put), cluster) in targets.iter().zip(puts).zip(clusters) {
         let status = lists
@@ -65,7 +87,10 @@ pub async fn observe(fleet: &Fleet, targets: &[Target]) -> Result<Vec<TargetStat
             node_timeout_drift: drift,
         });
     }
-    Ok(out)
+    Ok(Observed {
+        targets: out,
+        orphans,
+    })
 }
 
 /// One node's CLUSTER NODES, CLUSTER INFO and live node timeout; None when it
@@ -135,6 +160,10 @@ pub enum Change {
     Cluster {
         problems: Vec<String>,
     },
+    /// An instance of this deployment that the inventory does not list.
+    Orphan {
+        target: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,8 +179,13 @@ impl Plan {
     }
 }
 
-pub fn make_plan(deployment: &Deployment, targets: &[Target], states: &[TargetState]) -> Plan {
-    let mut changes = Vec::new();
+pub fn make_plan(deployment: &Deployment, targets: &[Target], observed: &Observed) -> Plan {
+    let states = &observed.targets;
+    let mut changes: Vec<Change> = observed
+        .orphans
+        .iter()
+        .map(|o| Change::Orphan { target: o.clone() })
+        .collect();
     for (t, s) in targets.iter().zip(states) {
         let target = t.label();
         match &s.status {
@@ -225,6 +259,10 @@ impl fmt::Display for Plan {
                 Change::Start { target, state } => {
                     writeln!(f, "  > {target}: start (now {state})")?
                 }
+                Change::Orphan { target } => writeln!(
+                    f,
+                    "  ! {target}: belongs to this deployment but is not in the inventory; apply refuses until it is listed again or stopped"
+                )?,
                 Change::RestoreNodeTimeout { target, live, want } => writeln!(
                     f,
                     "  ~ {target}: cluster-node-timeout is {live} ms live, restore {want} ms"

@@ -33,6 +33,7 @@ pub struct InstanceStatus {
     /// How the last process ended, or why the instance is FATAL.
     pub last_exit: Option<String>,
     pub config_digest: String,
+    pub deployment: String,
 }
 
 /// One state transition, as the WatchEvents RPC streams it.
@@ -147,8 +148,10 @@ struct Instance {
     spec: InstanceSpec,
     dir: PathBuf,
     machine: Machine,
-    /// The config text the running process was started with.
+    /// The config text and spec the running process was started with: its
+    /// address, port and password until it restarts, whatever was put since.
     running_config: Option<String>,
+    running_spec: Option<InstanceSpec>,
     config_digest: String,
     /// Cancelled when the current process exits: stops its readiness probe.
     process_token: CancellationToken,
@@ -167,14 +170,19 @@ impl Instance {
             restarts: m.restarts,
             last_exit: m.fatal_reason.clone().or_else(|| m.last_exit.clone()),
             config_digest: self.config_digest.clone(),
+            deployment: self.spec.deployment.clone(),
         }
     }
 
     fn endpoint(&self) -> Endpoint {
+        let spec = match &self.running_spec {
+            Some(running) if self.machine.state.has_process() => running,
+            _ => &self.spec,
+        };
         Endpoint {
-            address: self.spec.address,
-            port: self.spec.port,
-            password: self.spec.password.clone(),
+            address: spec.address,
+            port: spec.port,
+            password: spec.password.clone(),
         }
     }
 }
@@ -236,6 +244,7 @@ impl Supervisor {
                 dir,
                 machine: Machine::default(),
                 running_config: None,
+                running_spec: None,
                 config_digest: store::digest(config),
                 process_token: CancellationToken::new(),
                 waiters: Vec::new(),
@@ -286,6 +295,16 @@ impl Supervisor {
         let dir = self.instances_dir.join(&spec.name);
         let config = spec.render(&dir)?;
         let current = self.instances.get(&spec.name);
+        if let Some(i) = current
+            && i.spec.deployment != spec.deployment
+        {
+            // Same name means same directory and nodes.conf: two clusters
+            // would merge. The operator must remove the other one first.
+            return Err(Error::InvalidSpec(format!(
+                "instance {:?} on this host belongs to deployment {:?}, not {:?}; give this deployment another port, or stop and remove the other first",
+                spec.name, i.spec.deployment, spec.deployment
+            )));
+        }
         let changed = match current {
             Some(i) => i.spec != spec || store::read_config(&dir).as_deref() != Some(&config),
             None => true,
@@ -346,6 +365,7 @@ impl Supervisor {
             return;
         };
         instance.running_config = Some(config);
+        instance.running_spec = Some(instance.spec.clone());
         self.feed(name, Event::Adopted { pid }, None);
         let Some(instance) = self.instances.get_mut(name) else {
             return;
@@ -490,6 +510,7 @@ impl Supervisor {
             Ok(child) => {
                 let pid = child.id().unwrap_or(0);
                 instance.running_config = Some(config);
+                instance.running_spec = Some(instance.spec.clone());
                 let token = CancellationToken::new();
                 instance.process_token = token.clone();
                 let dir = instance.dir.clone();
@@ -517,9 +538,12 @@ impl Supervisor {
         }
     }
 
-    /// Pings until ready (Ready) or the start timeout (StartTimedOut).
+    /// Probes until ready (Ready) or the start timeout (StartTimedOut).
     fn probe(&self, name: &str, generation: u64, token: CancellationToken) {
         let Some(instance) = self.instances.get(name) else {
+            return;
+        };
+        let Some(pid) = instance.machine.pid else {
             return;
         };
         let endpoint = instance.endpoint();
@@ -527,7 +551,7 @@ impl Supervisor {
         let events = self.events.clone();
         let name = name.to_owned();
         tokio::spawn(async move {
-            let event = match process::wait_ready(&endpoint, timeout, &token).await {
+            let event = match process::wait_ready(&endpoint, pid, timeout, &token).await {
                 Some(true) => Event::Ready,
                 Some(false) => Event::StartTimedOut,
                 None => return,

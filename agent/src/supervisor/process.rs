@@ -191,22 +191,37 @@ pub fn signal_group(pid: u32, signal: Signal) {
     }
 }
 
-/// Polls PING every few milliseconds until the instance answers PONG.
-/// `Some(true)` ready, `Some(false)` timed out, `None` cancelled (process gone).
-/// A `-LOADING` reply means still starting.
+/// Polls every few milliseconds until process `pid` answers with its data
+/// loaded. `Some(true)` ready, `Some(false)` timed out, `None` cancelled
+/// (process gone). While it reports loading, the deadline keeps moving: a
+/// large data set may take longer than `timeout` to load, and killing it
+/// would only start the load again.
 pub async fn wait_ready(
     endpoint: &Endpoint,
+    pid: u32,
     timeout: Duration,
     cancelled: &CancellationToken,
 ) -> Option<bool> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let mut deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(1);
+    let mut warned = false;
     loop {
         if cancelled.is_cancelled() {
             return None;
         }
-        if redis_access::ping(endpoint).await {
-            return Some(true);
+        match redis_access::readiness(endpoint, pid).await {
+            redis_access::Readiness::Ready => return Some(true),
+            redis_access::Readiness::Loading => deadline = tokio::time::Instant::now() + timeout,
+            redis_access::Readiness::Impostor(other) if !warned => {
+                warned = true;
+                tracing::warn!(
+                    port = endpoint.port,
+                    other,
+                    pid,
+                    "another redis-server (pid {other}) answers on this instance's address; ours cannot serve until it is gone"
+                );
+            }
+            _ => {}
         }
         if tokio::time::Instant::now() >= deadline {
             return Some(false);
