@@ -18,7 +18,7 @@ async fn cluster(lab: &Lab, password: &str) -> redis::cluster_async::ClusterConn
         .map(|(ip, port)| format!("redis://{ip}:{port}"))
         .collect();
     ClusterClientBuilder::new(seeds)
-        .password(password.to_owned())
+        .password(password)
         .build()
         .unwrap()
         .get_async_connection()
