@@ -8,6 +8,7 @@ pub mod config;
 pub mod facts;
 mod grpc;
 pub mod guard;
+mod handover;
 pub mod logs;
 mod notify;
 mod redis_access;

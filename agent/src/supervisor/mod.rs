@@ -157,6 +157,8 @@ struct Instance {
     process_token: CancellationToken,
     /// Callers of start/stop waiting for the instance to settle.
     waiters: Vec<Reply<InstanceStatus>>,
+    /// A replica has just taken over this master's slots: start it as is.
+    handed_over: bool,
 }
 
 impl Instance {
@@ -248,6 +250,7 @@ impl Supervisor {
                 config_digest: store::digest(config),
                 process_token: CancellationToken::new(),
                 waiters: Vec::new(),
+                handed_over: false,
             },
         );
     }
@@ -260,7 +263,14 @@ impl Supervisor {
         loop {
             tokio::select! {
                 Some(command) = commands.recv() => self.handle_command(command),
-                Some(t) = events.recv() => self.feed(&t.name, t.event, Some(t.generation)),
+                Some(t) = events.recv() => {
+                if t.event == Event::HandedOver
+                    && let Some(i) = self.instances.get_mut(&t.name)
+                {
+                    i.handed_over = true;
+                }
+                self.feed(&t.name, t.event, Some(t.generation))
+            }
                 else => break,
             }
         }
@@ -454,7 +464,10 @@ impl Supervisor {
             });
         };
         match action {
-            Action::Spawn => self.spawn_process(name),
+            Action::Spawn => match self.handover_needed(name) {
+                Some(replicas) => self.hand_over(name, replicas),
+                None => self.spawn_process(name),
+            },
             Action::Signal(sig) => {
                 if let Some(pid) = instance.machine.pid {
                     let sig = match sig {
@@ -536,6 +549,49 @@ impl Supervisor {
                 Some(generation),
             ),
         }
+    }
+
+    /// A cluster master that keeps nothing on disk and has replicas must not
+    /// come back as an empty master: its replicas would copy the emptiness.
+    fn handover_needed(&mut self, name: &str) -> Option<Vec<crate::handover::Replica>> {
+        let instance = self.instances.get_mut(name)?;
+        if std::mem::take(&mut instance.handed_over) {
+            return None;
+        }
+        let spec = &instance.spec;
+        if spec.mode != crate::spec::Mode::Cluster || spec.appendonly || spec.rdb_snapshots {
+            return None;
+        }
+        crate::handover::replicas_if_master(&instance.dir).filter(|r| !r.is_empty())
+    }
+
+    fn hand_over(&mut self, name: &str, replicas: Vec<crate::handover::Replica>) {
+        let Some(instance) = self.instances.get(name) else {
+            return;
+        };
+        warn!(
+            instance = name,
+            replicas = replicas.len(),
+            "master without persistence died: a replica takes over before it restarts"
+        );
+        let generation = instance.machine.generation;
+        let password = instance.spec.password.clone();
+        let events = self.events.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let event = match crate::handover::hand_over(&replicas, &password).await {
+                Ok(new_master) => {
+                    info!(instance = %name, %new_master, "replica took over; restarting as its replica");
+                    Event::HandedOver
+                }
+                Err(error) => Event::HandoverFailed { error },
+            };
+            let _ = events.send(Tagged {
+                name,
+                generation,
+                event,
+            });
+        });
     }
 
     /// Probes until ready (Ready) or the start timeout (StartTimedOut).

@@ -97,6 +97,12 @@ pub enum Event {
     Exited(ExitReport),
     RetryDue,
     StopTimedOut,
+    /// A replica took over the slots of this (dataless) master: it may start.
+    HandedOver,
+    /// No replica took over: starting it would wipe them.
+    HandoverFailed {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +198,14 @@ impl Machine {
                 self.started_at = Some(now);
                 vec![]
             }
+            (Starting, Event::HandedOver) if current => vec![self.spawn()],
+            (Starting, Event::HandoverFailed { error }) if current => {
+                self.state = Fatal;
+                self.fatal_reason = Some(format!(
+                    "not restarted: it is a master that keeps no data on disk, and restarting it before a replica takes over would empty its replicas ({error}); promote a replica, then start it"
+                ));
+                vec![Action::Settled]
+            }
             (Starting, Event::SpawnFailed { error }) if current => {
                 self.state = Fatal;
                 self.fatal_reason = Some(format!("cannot start redis-server: {error}"));
@@ -209,6 +223,12 @@ impl Machine {
                 self.exited(report, now, settings, jitter)
             }
             (Backoff, Event::RetryDue) if current => vec![self.spawn()],
+            (Starting, Event::Stop) if self.pid.is_none() => {
+                // Nothing spawned yet (a handover in progress): invalidate it.
+                self.generation += 1;
+                self.state = Stopped;
+                vec![Action::Settled]
+            }
             (Starting | Running, Event::Stop) => {
                 self.state = Stopping;
                 vec![

@@ -1,0 +1,120 @@
+//! A cluster with persistence off: a master's redis-server is SIGKILLed and
+//! its agent brings it back. Restarted as it was, it would come back empty
+//! and its replica would copy the empty data set; Paddock's agent has the
+//! replica take over first, so every key written before the crash is there.
+
+use std::time::Duration;
+
+use paddock_tests::{Lab, connect, field, paddock, stderr, wait_until};
+use redis::AsyncCommands;
+use redis::cluster::ClusterClientBuilder;
+
+const KEYS: usize = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataless_master_that_dies_does_not_wipe_its_replica() {
+    let lab = Lab::new(26);
+    assert!(lab.up(&["--no-apply"]).status.success());
+    let text = std::fs::read_to_string(lab.inventory()).unwrap();
+    let text = text.replace(
+        "appendonly = true",
+        "appendonly = false\nrdb_snapshots = false",
+    );
+    std::fs::write(lab.inventory(), text).unwrap();
+    let inventory = lab.inventory().display().to_string();
+    let out = paddock(&["apply", "-i", &inventory]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let password = lab.password();
+
+    let seeds: Vec<String> = lab
+        .nodes()
+        .iter()
+        .map(|(ip, port)| format!("redis://{ip}:{port}"))
+        .collect();
+    let client = ClusterClientBuilder::new(seeds)
+        .password(password.clone())
+        .build()
+        .unwrap();
+    let mut c = client.get_async_connection().await.unwrap();
+    for i in 0..KEYS {
+        let _: () = c.set(format!("np:{i}"), i).await.unwrap();
+    }
+    // Replication is asynchronous: let the replicas catch up, as WAIT would.
+    let mut box1 = connect(lab.addresses[0], 7000, &password).await.unwrap();
+    let _: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query_async(&mut box1)
+        .await
+        .unwrap();
+    let conf = std::fs::read_to_string(lab.dir().join("box1/data/instances/redis-7000/redis.conf"))
+        .unwrap();
+    assert!(
+        conf.contains("appendonly no") && conf.contains("save \"\""),
+        "{conf}"
+    );
+
+    let victim: u32 = std::fs::read_to_string(lab.pidfile(0, "redis-7000"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    // Back to a healthy cluster, the old master now a replica.
+    let healed = wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let mut ok = true;
+            for (ip, port) in lab.nodes() {
+                let Ok(mut n) = connect(ip, port, &password).await else {
+                    return false;
+                };
+                let info: String = match redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut n)
+                    .await
+                {
+                    Ok(i) => i,
+                    Err(_) => return false,
+                };
+                let cluster: String =
+                    match redis::cmd("CLUSTER").arg("INFO").query_async(&mut n).await {
+                        Ok(i) => i,
+                        Err(_) => return false,
+                    };
+                ok &= field(&cluster, "cluster_state").as_deref() == Some("ok");
+                if field(&info, "role").as_deref() == Some("slave") {
+                    ok &= field(&info, "master_link_status").as_deref() == Some("up");
+                }
+            }
+            ok
+        },
+    )
+    .await;
+    assert!(healed, "cluster healthy again with every replica in sync");
+    let mut box1 = connect(lab.addresses[0], 7000, &password).await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut box1)
+        .await
+        .unwrap();
+    assert_eq!(field(&info, "role").as_deref(), Some("slave"), "{info}");
+
+    let mut c = client.get_async_connection().await.unwrap();
+    let mut missing = 0;
+    for i in 0..KEYS {
+        let v: Option<usize> = c.get(format!("np:{i}")).await.unwrap();
+        if v != Some(i) {
+            missing += 1;
+        }
+    }
+    assert_eq!(missing, 0, "keys lost after the automatic recovery");
+    let status = paddock(&["status", "-i", &inventory]);
+    assert!(status.status.success(), "status healthy");
+}
