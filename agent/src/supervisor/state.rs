@@ -45,7 +45,8 @@ pub struct Settings {
     /// Delay before the second restart of a row; doubles each time after.
     pub backoff_first: Duration,
     pub backoff_max: Duration,
-    /// A process that lived this long resets the failure count.
+    /// A process that lived this long resets the failure count, so its next
+    /// crash is restarted at once (supervisord's `startsecs`, 1 s too).
     pub stable_after: Duration,
     /// SIGTERM, then SIGKILL to the process group after this long.
     pub stop_timeout: Duration,
@@ -58,7 +59,7 @@ impl Default for Settings {
             start_retries: 10,
             backoff_first: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
-            stable_after: Duration::from_secs(10),
+            stable_after: Duration::from_secs(1),
             stop_timeout: Duration::from_secs(10),
         }
     }

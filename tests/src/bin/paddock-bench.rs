@@ -1,6 +1,12 @@
-//! Prints how long Paddock takes to deploy the lab's 3 x 2 cluster.
+//! Prints how long Paddock takes to deploy the lab's 3 x 2 cluster, and what
+//! the agent costs as a supervisor.
 //!
-//!   cargo build --release --workspace --bins && target/release/paddock-bench [ROUNDS]
+//!   cargo build --release --workspace --bins && target/release/paddock-bench [deploy|agent|all] [ROUNDS]
+//!
+//! `agent`: one paddockd (127.0.32.1) with two redis-server instances;
+//! SIGKILL of a redis-server to PING answered again by its replacement
+//! (ROUNDS x 4 kills), the agent's resident memory, and its CPU time over
+//! 10 idle seconds.
 //!
 //! Each round uses fresh agents on 127.0.31.1-3 (no Redis running) and
 //! measures, with the redis crate as an independent observer:
@@ -97,10 +103,22 @@ fn stats(label: &str, unit: &str, mut v: Vec<f64>) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(5);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = args
+        .iter()
+        .find(|a| a.parse::<usize>().is_err())
+        .cloned()
+        .unwrap_or_else(|| "all".into());
+    let rounds: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(5);
+    if mode == "agent" || mode == "all" {
+        agent_bench(rounds).await;
+    }
+    if mode == "deploy" || mode == "all" {
+        deploy_bench(rounds).await;
+    }
+}
+
+async fn deploy_bench(rounds: usize) {
     let bin = paddock_tests::bin_dir();
     eprintln!("binaries from {}, {rounds} round(s)", bin.display());
     assert!(Path::new("/proc/self").exists());
@@ -144,4 +162,144 @@ async fn main() {
                 .collect()
         )
     );
+}
+
+/// Reads a field of /proc/PID/status in kB.
+fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rfind(')').map(|i| &stat[i + 2..]).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+async fn agent_bench(rounds: usize) {
+    use paddock_controller::client::{AgentClient, InstanceSpec, RedisMode};
+    const ADDR: &str = "127.0.32.1";
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .tempdir()
+        .unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{ADDR}:7443\"\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut agent = std::process::Command::new(paddock_tests::bin_dir().join("paddockd"))
+        .arg("--config")
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("{ADDR}:7443").parse().unwrap();
+    let client = loop {
+        if let Ok(c) = AgentClient::connect("bench", addr).await {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let password = "bench-password-0123456789abcdef".to_owned();
+    for port in [7000u16, 7001] {
+        let spec = InstanceSpec {
+            name: format!("redis-{port}"),
+            deployment: "bench".into(),
+            address: ADDR.into(),
+            port,
+            mode: RedisMode::Standalone,
+            maxmemory_bytes: 0,
+            maxmemory_policy: "noeviction".into(),
+            appendonly: false,
+            rdb_snapshots: false,
+            cluster_node_timeout_ms: 5000,
+            password: password.clone(),
+        };
+        client.put_instance(&spec, false).await.unwrap();
+        client.start(&spec.name).await.unwrap();
+    }
+    let ip: std::net::IpAddr = ADDR.parse().unwrap();
+    let mut restarts = Vec::new();
+    for k in 0..rounds * 4 {
+        let port = 7000 + (k % 2) as u16;
+        let list = client.list().await.unwrap();
+        let pid = list
+            .iter()
+            .find(|s| s.port == port)
+            .and_then(|s| s.pid)
+            .unwrap();
+        let t0 = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        // Answered by the new process: a PONG from a pid that is not the old one.
+        loop {
+            if let Ok(mut c) = connect(ip, port, &password).await {
+                let info: redis::RedisResult<String> =
+                    redis::cmd("INFO").arg("server").query_async(&mut c).await;
+                if let Ok(info) = info
+                    && field(&info, "process_id")
+                        .and_then(|p| p.parse::<u32>().ok())
+                        .is_some_and(|p| p != pid)
+                {
+                    let pong: redis::RedisResult<String> =
+                        redis::cmd("PING").query_async(&mut c).await;
+                    if pong.is_ok() {
+                        break;
+                    }
+                }
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "no restart");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        restarts.push(t0.elapsed().as_secs_f64() * 1e3);
+        // Each instance is killed every 1.2 s, past the agent's 1 s
+        // stable period: every kill is a crash, not a crash loop.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_kb = status_kb(agent.id(), "VmRSS:");
+    let ticks0 = cpu_ticks(agent.id());
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let ticks = cpu_ticks(agent.id()) - ticks0;
+    let hz = 100.0; // USER_HZ on Linux
+    let cpu_pct = ticks as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
+    for port in [7000u16, 7001] {
+        let _ = client.stop(&format!("redis-{port}")).await;
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    println!("| agent measurement | median | min | max |");
+    println!("|---|---|---|---|");
+    println!(
+        "{}",
+        stats(
+            &format!(
+                "SIGKILL of redis-server to PING answered again ({} kills, ms)",
+                restarts.len()
+            ),
+            "ms",
+            restarts
+        )
+    );
+    println!(
+        "| agent resident memory, idle, 2 instances | {:.1} MB | | |",
+        rss_kb as f64 / 1024.0
+    );
+    println!("| agent CPU over 10 s idle | {cpu_pct:.2} % ({ticks} ticks of 10 ms) | | |");
 }
