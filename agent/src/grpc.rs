@@ -110,6 +110,31 @@ impl From<Reply> for pb::RedisValue {
     }
 }
 
+impl AgentService {
+    async fn facts(&self) -> Result<Response<pb::Facts>, Status> {
+        let data_dir = self.data_dir.clone();
+        let redis_server = self.redis_server.clone();
+        let f = tokio::task::spawn_blocking(move || facts::gather(&data_dir, &redis_server))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::Facts {
+            hostname: f.hostname,
+            os: f.os,
+            kernel: f.kernel,
+            cpus: f.cpus,
+            memory_total_bytes: f.memory_total_bytes,
+            memory_available_bytes: f.memory_available_bytes,
+            data_dir_free_bytes: f.data_dir_free_bytes,
+            redis_server_path: f
+                .redis_server_path
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            redis_version: f.redis_version.unwrap_or_default(),
+            agent_version: f.agent_version,
+        }))
+    }
+}
+
 type RpcStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 fn change_to_pb(c: StateChange) -> pb::StateEvent {
@@ -196,26 +221,20 @@ impl Agent for AgentService {
         &self,
         _request: Request<pb::GetFactsRequest>,
     ) -> Result<Response<pb::Facts>, Status> {
-        let data_dir = self.data_dir.clone();
+        self.facts().await
+    }
+
+    async fn ensure_redis(
+        &self,
+        _request: Request<pb::EnsureRedisRequest>,
+    ) -> Result<Response<pb::Facts>, Status> {
         let redis_server = self.redis_server.clone();
-        let f = tokio::task::spawn_blocking(move || facts::gather(&data_dir, &redis_server))
+        let done = tokio::task::spawn_blocking(move || crate::install::ensure_redis(&redis_server))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(pb::Facts {
-            hostname: f.hostname,
-            os: f.os,
-            kernel: f.kernel,
-            cpus: f.cpus,
-            memory_total_bytes: f.memory_total_bytes,
-            memory_available_bytes: f.memory_available_bytes,
-            data_dir_free_bytes: f.data_dir_free_bytes,
-            redis_server_path: f
-                .redis_server_path
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            redis_version: f.redis_version.unwrap_or_default(),
-            agent_version: f.agent_version,
-        }))
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::failed_precondition)?;
+        tracing::info!("{done}");
+        self.facts().await
     }
 
     async fn put_instance(

@@ -9,6 +9,7 @@ pub mod facts;
 mod grpc;
 pub mod guard;
 mod handover;
+mod install;
 pub mod logs;
 mod notify;
 mod redis_access;
@@ -85,13 +86,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let run_as = supervisor::resolve_run_as(&config.user)?;
+    // The Redis user may not exist yet (redis-server not installed): then
+    // the check waits for the first start.
+    let run_as = match supervisor::resolve_run_as(&config.user) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "redis-server cannot be started until this is fixed");
+            None
+        }
+    };
     supervisor::check_reachable(&config.data_dir.join("instances").join("x"), run_as)?;
     raise_open_files_limit();
     let supervisor = supervisor::spawn(supervisor::SupervisorConfig {
         redis_server: config.redis_server.clone(),
         data_dir: config.data_dir.clone(),
-        run_as,
+        user: config.user.clone(),
         settings: supervisor::Settings::default(),
     })?;
     let instances_dir = config.data_dir.join("instances");
@@ -134,7 +143,7 @@ pub async fn run(
     };
     // The transport is configured here and only here, so TLS slots in at one place.
     let served = tonic::transport::Server::builder()
-        .timeout(Duration::from_secs(60))
+        .timeout(Duration::from_secs(300))
         .concurrency_limit_per_connection(256)
         .add_service(
             AgentServer::new(service)

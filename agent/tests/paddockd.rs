@@ -508,3 +508,44 @@ async fn tells_systemd_ready_watchdog_and_stopping_and_keeps_its_env_from_redis(
     }
     assert!(agent.child.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_redis_server_is_reported_with_how_to_install_it() {
+    const ADDR: &str = "127.0.22.5";
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .tempdir()
+        .unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{ADDR}:7443\"\ndata_dir = \"{}\"\nredis_server = \"/nonexistent/redis-server\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_paddockd"))
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = Agent { child, dir };
+    let mut c = client_at(ADDR).await;
+    let facts = c
+        .get_facts(pb::GetFactsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(facts.redis_version, "", "no redis-server at that path");
+    // Installing the package cannot put a binary at that path: the answer
+    // says so and how to install it by hand.
+    let err = c.ensure_redis(pb::EnsureRedisRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains("apt-get install -y redis-server"),
+        "{}",
+        err.message()
+    );
+}

@@ -136,10 +136,21 @@ pub async fn apply(path: &Path, options: &ApplyOptions) -> Result<ApplyReport, E
         plan.changes.len()
     ));
 
-    // The hosts must be able to run what is placed on them.
-    let facts = join_all(
-        (0..deployment.inventory.hosts.len()).map(|h| async move { fleet.agent(h)?.facts().await }),
-    )
+    // The hosts must be able to run what is placed on them; a host without
+    // redis-server gets it installed by its agent.
+    let progress = &progress;
+    let facts = join_all((0..deployment.inventory.hosts.len()).map(|h| async move {
+        let agent = fleet.agent(h)?;
+        let facts = agent.facts().await?;
+        if facts.redis_version.is_some() {
+            return Ok(facts);
+        }
+        progress.step(format!(
+            "{}: redis-server is missing; its agent installs it",
+            agent.host()
+        ));
+        agent.ensure_redis().await
+    }))
     .await
     .into_iter()
     .collect::<Result<Vec<_>, Error>>()?;
@@ -186,7 +197,7 @@ pub async fn apply(path: &Path, options: &ApplyOptions) -> Result<ApplyReport, E
                 &targets,
                 &restarts,
                 options.converge_timeout,
-                &progress,
+                progress,
             )
             .await?;
         } else {
@@ -244,7 +255,7 @@ pub async fn apply(path: &Path, options: &ApplyOptions) -> Result<ApplyReport, E
             &targets,
             deployment.inventory.deployment.masters,
             options.converge_timeout,
-            &progress,
+            progress,
         )
         .await?;
         formation = report.meet_to_converged;

@@ -181,19 +181,19 @@ impl AgentClient {
             .await
             .map_err(|s| self.rpc_error("facts", s))?
             .into_inner();
-        let non_empty = |s: String| (!s.is_empty()).then_some(s);
-        Ok(Facts {
-            hostname: f.hostname,
-            os: f.os,
-            kernel: f.kernel,
-            cpus: f.cpus,
-            memory_total_bytes: f.memory_total_bytes,
-            memory_available_bytes: f.memory_available_bytes,
-            data_dir_free_bytes: f.data_dir_free_bytes,
-            redis_server_path: non_empty(f.redis_server_path),
-            redis_version: non_empty(f.redis_version),
-            agent_version: f.agent_version,
-        })
+        Ok(facts_from_pb(f))
+    }
+
+    /// Has the agent install redis-server if it is missing; the facts after.
+    pub async fn ensure_redis(&self) -> Result<Facts, Error> {
+        let f = self
+            .inner
+            .clone()
+            .ensure_redis(pb::EnsureRedisRequest {})
+            .await
+            .map_err(|s| self.rpc_error("install redis-server", s))?
+            .into_inner();
+        Ok(facts_from_pb(f))
     }
 
     pub async fn put_instance(
@@ -345,6 +345,22 @@ impl AgentClient {
                 message: s.message().to_owned(),
             }),
         }))
+    }
+}
+
+fn facts_from_pb(f: pb::Facts) -> Facts {
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    Facts {
+        hostname: f.hostname,
+        os: f.os,
+        kernel: f.kernel,
+        cpus: f.cpus,
+        memory_total_bytes: f.memory_total_bytes,
+        memory_available_bytes: f.memory_available_bytes,
+        data_dir_free_bytes: f.data_dir_free_bytes,
+        redis_server_path: non_empty(f.redis_server_path),
+        redis_version: non_empty(f.redis_version),
+        agent_version: f.agent_version,
     }
 }
 

@@ -192,7 +192,10 @@ impl Instance {
 pub struct SupervisorConfig {
     pub redis_server: PathBuf,
     pub data_dir: PathBuf,
-    pub run_as: Option<RunAs>,
+    /// The user redis-server runs as when the agent is root; looked up at
+    /// every start, so the agent can run before redis-server (and its user)
+    /// is installed.
+    pub user: String,
     pub settings: Settings,
 }
 
@@ -329,7 +332,7 @@ impl Supervisor {
             });
         }
         store::write_instance(&dir, &spec, &config)?;
-        if let Some(user) = self.config.run_as {
+        if let Ok(Some(user)) = resolve_run_as(&self.config.user) {
             store::give_to(&dir, user.uid, user.gid)?;
         }
         info!(instance = %spec.name, port = spec.port, "stored new spec and config");
@@ -492,11 +495,24 @@ impl Supervisor {
     fn spawn_process(&mut self, name: &str) {
         let events = self.events.clone();
         let redis_server = self.config.redis_server.clone();
-        let run_as = self.config.run_as;
+        let run_as = resolve_run_as(&self.config.user);
         let Some(instance) = self.instances.get_mut(name) else {
             return;
         };
         let generation = instance.machine.generation;
+        let run_as = match run_as {
+            Ok(r) => r,
+            Err(e) => {
+                self.feed(
+                    name,
+                    Event::SpawnFailed {
+                        error: e.to_string(),
+                    },
+                    Some(generation),
+                );
+                return;
+            }
+        };
         let Some(config) = store::read_config(&instance.dir) else {
             self.feed(
                 name,

@@ -1,0 +1,57 @@
+//! Installing redis-server through the OS package manager when the
+//! controller asks and it is missing, as the old playbooks did: Debian and
+//! Ubuntu's `redis-server` package, then the distribution's own service
+//! disabled so it does not hold port 6379 beside ours.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::config::resolve_program;
+
+const MANUAL: &str = "install it there with `apt-get install -y redis-server`, then `systemctl disable --now redis-server`";
+
+/// Ok says what was done; Err says why nothing could be, and what to do.
+pub fn ensure_redis(redis_server: &Path) -> Result<&'static str, String> {
+    if resolve_program(redis_server).is_some() {
+        return Ok("redis-server is installed");
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err(format!(
+            "redis-server is not installed and the agent is not root, so it cannot install it; {MANUAL}"
+        ));
+    }
+    if !Path::new("/usr/bin/apt-get").is_file() {
+        return Err("redis-server is not installed and this system has no apt-get; install the redis-server package with its package manager".to_owned());
+    }
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            // Agents sharing a machine (the lab) queue on dpkg's lock.
+            .args(["-o", "DPkg::Lock::Timeout=300", "-q", "-y"])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .output()
+    };
+    let install = || apt(&["install", "redis-server"]);
+    let mut out = install().map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if !out.status.success() {
+        let _ = apt(&["update"]);
+        out = install().map_err(|e| format!("cannot run apt-get: {e}"))?;
+    }
+    if !out.status.success() || resolve_program(redis_server).is_none() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        return Err(format!(
+            "apt-get install redis-server failed ({}): {}; {MANUAL}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    // The package starts its own instance on 6379; ours are separate.
+    let _ = Command::new("systemctl")
+        .args(["disable", "--now", "redis-server"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    Ok("installed redis-server with apt-get")
+}
