@@ -30,6 +30,16 @@ pub struct AgentConfig {
     /// Rotated files kept per log (default 5).
     #[serde(default = "default_log_backups")]
     pub log_backups: u32,
+    /// When a cluster master's redis-server dies, have one of its replicas
+    /// take over at once, then restart it as a replica (default true).
+    /// Off: it restarts in place and serves again after Redis's 2 s
+    /// writable delay. Masters without persistence always hand over.
+    #[serde(default = "default_true")]
+    pub fast_failover: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_log_max_bytes() -> u64 {

@@ -59,6 +59,15 @@ impl TryFrom<pb::InstanceSpec> for InstanceSpec {
             rdb_snapshots: s.rdb_snapshots,
             cluster_node_timeout_ms: s.cluster_node_timeout_ms,
             password: s.password,
+            supervision: s
+                .supervision
+                .map(|v| crate::spec::SupervisionSpec {
+                    start_timeout_ms: v.start_timeout_ms,
+                    start_retries: v.start_retries,
+                    backoff_max_ms: v.backoff_max_ms,
+                    stop_timeout_ms: v.stop_timeout_ms,
+                })
+                .unwrap_or_default(),
         };
         spec.validate()?;
         Ok(spec)

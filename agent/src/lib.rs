@@ -101,7 +101,7 @@ pub async fn run(
         redis_server: config.redis_server.clone(),
         data_dir: config.data_dir.clone(),
         user: config.user.clone(),
-        settings: supervisor::Settings::default(),
+        fast_failover: config.fast_failover,
     })?;
     let instances_dir = config.data_dir.join("instances");
     let rotation = logs::Rotation {

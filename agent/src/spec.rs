@@ -47,6 +47,43 @@ pub struct InstanceSpec {
     pub rdb_snapshots: bool,
     pub cluster_node_timeout_ms: u32,
     pub password: String,
+    #[serde(default)]
+    pub supervision: SupervisionSpec,
+}
+
+/// Per-instance supervision settings as the controller sends them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionSpec {
+    pub start_timeout_ms: u32,
+    pub start_retries: u32,
+    pub backoff_max_ms: u32,
+    pub stop_timeout_ms: u32,
+}
+
+impl Default for SupervisionSpec {
+    fn default() -> Self {
+        let s = crate::supervisor::Settings::default();
+        SupervisionSpec {
+            start_timeout_ms: s.start_timeout.as_millis() as u32,
+            start_retries: s.start_retries,
+            backoff_max_ms: s.backoff_max.as_millis() as u32,
+            stop_timeout_ms: s.stop_timeout.as_millis() as u32,
+        }
+    }
+}
+
+impl SupervisionSpec {
+    pub fn settings(&self) -> crate::supervisor::Settings {
+        use std::time::Duration;
+        crate::supervisor::Settings {
+            start_timeout: Duration::from_millis(u64::from(self.start_timeout_ms)),
+            start_retries: self.start_retries,
+            backoff_max: Duration::from_millis(u64::from(self.backoff_max_ms)),
+            stop_timeout: Duration::from_millis(u64::from(self.stop_timeout_ms)),
+            ..crate::supervisor::Settings::default()
+        }
+    }
 }
 
 // Hand-written so the password can never reach a log line through `{:?}`.
@@ -110,6 +147,13 @@ impl InstanceSpec {
             return bad(
                 "password",
                 "only printable ASCII without spaces is accepted",
+            );
+        }
+        let s = &self.supervision;
+        if s.start_timeout_ms < 100 || s.stop_timeout_ms < 100 || s.backoff_max_ms < 50 {
+            return bad(
+                "supervision",
+                "start and stop timeouts must be at least 100 ms, the back-off cap at least 50 ms",
             );
         }
         Ok(())
@@ -224,6 +268,7 @@ mod tests {
             rdb_snapshots: true,
             cluster_node_timeout_ms: 5000,
             password: "0123456789abcdef0123456789abcdef".into(),
+            supervision: SupervisionSpec::default(),
         }
     }
 

@@ -111,6 +111,7 @@ fn spec_at(address: &str, maxmemory: u64) -> pb::InstanceSpec {
         rdb_snapshots: false,
         cluster_node_timeout_ms: 5000,
         password: "s3cret-s3cret-s3cret-s3cret".into(),
+        supervision: None,
     }
 }
 
@@ -547,5 +548,48 @@ async fn missing_redis_server_is_reported_with_how_to_install_it() {
         err.message().contains("apt-get install -y redis-server"),
         "{}",
         err.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_cannot_start_goes_fatal_with_its_log() {
+    const ADDR: &str = "127.0.22.6";
+    // Something else holds the instance's port.
+    let _squatter = std::net::TcpListener::bind((ADDR, 7000)).unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .tempdir()
+        .unwrap();
+    let _agent = Agent {
+        child: spawn_agent(dir.path(), ADDR),
+        dir,
+    };
+    let mut c = client_at(ADDR).await;
+    let mut s = spec_at(ADDR, 0);
+    s.supervision = Some(pb::Supervision {
+        start_timeout_ms: 5_000,
+        start_retries: 1,
+        backoff_max_ms: 100,
+        stop_timeout_ms: 1_000,
+    });
+    c.put_instance(put(s, false)).await.unwrap();
+    let st = c
+        .start_instance(pb::InstanceRef {
+            name: "redis-7000".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.state, pb::InstanceState::Fatal as i32, "{st:?}");
+    assert!(
+        st.last_exit
+            .starts_with("exited with status 1 (2 failed starts in a row); last log lines:"),
+        "{}",
+        st.last_exit
+    );
+    assert!(
+        st.last_exit.contains("Address already in use"),
+        "{}",
+        st.last_exit
     );
 }

@@ -159,6 +159,19 @@ pub async fn apply(path: &Path, options: &ApplyOptions) -> Result<ApplyReport, E
         return Err(Error::HostCheck(problems));
     }
 
+    // A shard whose master is gone for good gets its replica promoted before
+    // anything starts at the old master's address.
+    if observed.targets.iter().any(|s| s.cluster.is_some()) {
+        form::promote_heirs(
+            fleet,
+            &targets,
+            deployment.inventory.deployment.masters,
+            Instant::now() + options.converge_timeout,
+            progress,
+        )
+        .await?;
+    }
+
     // Specs first, all agents in parallel.
     let to_put: Vec<&Target> = targets
         .iter()

@@ -94,6 +94,16 @@ pub struct InstanceSpec {
     pub rdb_snapshots: bool,
     pub cluster_node_timeout_ms: u32,
     pub password: String,
+    pub supervision: Supervision,
+}
+
+/// How the agent supervises an instance (the inventory's `[supervision]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Supervision {
+    pub start_timeout_ms: u32,
+    pub start_retries: u32,
+    pub backoff_max_ms: u32,
+    pub stop_timeout_ms: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -391,6 +401,12 @@ fn spec_to_pb(s: &InstanceSpec) -> pb::InstanceSpec {
         rdb_snapshots: s.rdb_snapshots,
         cluster_node_timeout_ms: s.cluster_node_timeout_ms,
         password: s.password.clone(),
+        supervision: Some(pb::Supervision {
+            start_timeout_ms: s.supervision.start_timeout_ms,
+            start_retries: s.supervision.start_retries,
+            backoff_max_ms: s.supervision.backoff_max_ms,
+            stop_timeout_ms: s.supervision.stop_timeout_ms,
+        }),
     }
 }
 

@@ -110,6 +110,12 @@ impl Deployment {
                         rdb_snapshots: inv.redis.rdb_snapshots,
                         cluster_node_timeout_ms: inv.redis.cluster_node_timeout_ms,
                         password: password.clone(),
+                        supervision: crate::client::Supervision {
+                            start_timeout_ms: inv.supervision.start_timeout_ms,
+                            start_retries: inv.supervision.start_retries,
+                            backoff_max_ms: inv.supervision.backoff_max_ms,
+                            stop_timeout_ms: inv.supervision.stop_timeout_ms,
+                        },
                     },
                 }
             })

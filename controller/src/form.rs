@@ -112,6 +112,63 @@ pub async fn observe_all(fleet: &Fleet, targets: &[Target]) -> Vec<Option<Observ
         .collect()
 }
 
+/// Promotes, before anything else starts, the replica of every shard whose
+/// master is gone for good (a replaced machine, lost data). Done first
+/// because the replacement instance comes up at the old master's address:
+/// the orphaned replica reconnects to that address, and would copy the new,
+/// empty instance if it were running before the replica took over.
+pub async fn promote_heirs(
+    fleet: &Fleet,
+    targets: &[Target],
+    masters: u32,
+    deadline: Instant,
+    progress: &Progress,
+) -> Result<(), Error> {
+    let members = members(targets);
+    let mut tried: HashMap<usize, (Instant, u32)> = HashMap::new();
+    loop {
+        let observed = observe_all(fleet, targets).await;
+        let heirs: Vec<(u32, usize)> = (0..masters)
+            .filter(|&s| shard_master(&members, &observed, s).is_none())
+            .filter_map(|s| heir_of_lost_master(targets, &observed, s).map(|i| (s, i)))
+            .collect();
+        if heirs.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let names: Vec<String> = heirs.iter().map(|(_, i)| targets[*i].label()).collect();
+            return Err(Error::NotConverged(format!(
+                "the master of a shard is gone and its replica did not take over in time: {}
+                   hint: a majority of the masters must be up to agree; check `paddock status`",
+                names.join(", ")
+            )));
+        }
+        for (shard, i) in heirs {
+            let entry = tried.entry(i).or_insert((
+                Instant::now()
+                    .checked_sub(RETRY_EVERY * 4)
+                    .unwrap_or_else(Instant::now),
+                0,
+            ));
+            if entry.0.elapsed() < RETRY_EVERY * 4 {
+                continue;
+            }
+            // FORCE needs the majority's votes; after two tries the old
+            // master is known gone, so TAKEOVER is safe.
+            let mode = if entry.1 < 2 { "FORCE" } else { "TAKEOVER" };
+            *entry = (Instant::now(), entry.1 + 1);
+            progress.step(format!(
+                "shard {shard}: its master is gone; promoting {} (CLUSTER FAILOVER {mode})",
+                targets[i].label()
+            ));
+            fleet
+                .redis(&targets[i], &[&["CLUSTER", "FAILOVER", mode]])
+                .await?;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Waits until the cluster is healthy (no step taken), for rolling restarts.
 pub async fn wait_healthy(
     fleet: &Fleet,

@@ -29,6 +29,9 @@ pub struct LabOptions {
     pub agent_port: u16,
     /// Apply the lab's inventory once the agents are up.
     pub apply: bool,
+    /// The agents' `fast_failover` (on by default; off to compare with
+    /// restarting a crashed master in place).
+    pub fast_failover: bool,
     pub progress: bool,
 }
 
@@ -43,6 +46,7 @@ impl LabOptions {
             redis_port: 7000,
             agent_port: 7443,
             apply: true,
+            fast_failover: true,
             progress: true,
         }
     }
@@ -190,8 +194,9 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
         fs::write(
             &config,
             format!(
-                "# paddockd config for lab host {host}\nlisten = \"{listen}\"\ndata_dir = \"{}\"\n",
-                data_dir.display()
+                "# paddockd config for lab host {host}\nlisten = \"{listen}\"\ndata_dir = \"{}\"\nfast_failover = {}\n",
+                data_dir.display(),
+                options.fast_failover
             ),
         )
         .map_err(Error::io(&config))?;
@@ -228,9 +233,12 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
         wait_for_agent(&host, listen, child, &log_path).await?;
         started += 1;
     }
+    // An existing inventory is the operator's (perhaps edited): keep it.
     let inventory = inventory_path(&dir);
-    let text = inventory_text(options);
-    fs::write(&inventory, text).map_err(Error::io(&inventory))?;
+    if !inventory.exists() {
+        let text = inventory_text(options);
+        fs::write(&inventory, text).map_err(Error::io(&inventory))?;
+    }
     let apply_report = if options.apply {
         Some(
             apply(

@@ -108,6 +108,10 @@ enum LabCmd {
         /// Start the agents and write the inventory, but do not apply it.
         #[arg(long)]
         no_apply: bool,
+        /// Agents restart a crashed master in place instead of having its
+        /// replica take over first (to compare failover times).
+        #[arg(long)]
+        no_fast_failover: bool,
     },
     /// Status of the lab's deployment.
     ///
@@ -230,6 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             port,
             agent_port,
             no_apply,
+            no_fast_failover,
         }) => {
             let options = lab::LabOptions {
                 dir,
@@ -237,6 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 redis_port: port,
                 agent_port,
                 apply: !no_apply,
+                fast_failover: !no_fast_failover,
                 progress: true,
             };
             let up = lab::up(&options).await?;

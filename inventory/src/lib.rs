@@ -51,7 +51,8 @@ mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::{
-    Deployment, Host, Inventory, MaxmemoryPolicy, RedisSettings, SentinelSettings, Topology,
+    Deployment, Host, Inventory, MaxmemoryPolicy, RedisSettings, SentinelSettings, Supervision,
+    Topology,
 };
 pub use placement::{PlacedInstance, Placement, Role, place};
 

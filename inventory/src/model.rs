@@ -11,6 +11,9 @@ pub struct Inventory {
     pub redis: RedisSettings,
     /// `Some` exactly when `deployment.topology` is [`Topology::Sentinel`].
     pub sentinel: Option<SentinelSettings>,
+    /// How agents start, restart and stop every instance of the deployment;
+    /// the defaults when `[supervision]` is absent.
+    pub supervision: Supervision,
     /// At least one; names and addresses are unique.
     pub hosts: Vec<Host>,
 }
@@ -147,6 +150,35 @@ pub struct SentinelSettings {
     pub down_after_ms: u32,
     /// Default 60000; at least 1000.
     pub failover_timeout_ms: u32,
+}
+
+/// The `[supervision]` table, with defaults filled in: how an agent starts,
+/// restarts and stops every instance of the deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Supervision {
+    /// How long a start may take to answer; a Redis still loading its data
+    /// keeps starting. Default 60000; 1000..=3600000.
+    pub start_timeout_ms: u32,
+    /// Failed starts in a row before the instance is FATAL. Default 10;
+    /// 0..=100.
+    pub start_retries: u32,
+    /// Cap of the exponential back-off between restarts (the first restart
+    /// is immediate, then 50 ms doubling). Default 5000; 100..=300000.
+    pub backoff_max_ms: u32,
+    /// SIGTERM, then SIGKILL to the process group after this long. Default
+    /// 10000; 100..=600000.
+    pub stop_timeout_ms: u32,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Supervision {
+            start_timeout_ms: 60_000,
+            start_retries: 10,
+            backoff_max_ms: 5000,
+            stop_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// One `[[hosts]]` entry: a machine running `paddockd`.

@@ -24,6 +24,7 @@ pub(crate) struct RawInventory {
     pub deployment: Spanned<RawDeployment>,
     pub redis: Option<Spanned<RawRedis>>,
     pub sentinel: Option<Spanned<RawSentinel>>,
+    pub supervision: Option<Spanned<RawSupervision>>,
     pub hosts: Spanned<Vec<Spanned<RawHost>>>,
 }
 
@@ -56,6 +57,15 @@ pub(crate) struct RawSentinel {
     pub port: Option<Spanned<i64>>,
     pub down_after_ms: Option<Spanned<i64>>,
     pub failover_timeout_ms: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSupervision {
+    pub start_timeout_ms: Option<Spanned<i64>>,
+    pub start_retries: Option<Spanned<i64>>,
+    pub backoff_max_ms: Option<Spanned<i64>>,
+    pub stop_timeout_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +199,12 @@ pub(crate) const ROOT: TableSchema = TableSchema {
             "write it as a [sentinel] table",
         ),
         field(
+            "supervision",
+            Kind::Table(&SUPERVISION),
+            false,
+            "write it as a [supervision] table",
+        ),
+        field(
             "hosts",
             Kind::Tables(&HOST),
             true,
@@ -280,6 +296,37 @@ pub(crate) const SENTINEL: TableSchema = TableSchema {
             Kind::Int,
             false,
             "for example: failover_timeout_ms = 60000",
+        ),
+    ],
+};
+
+pub(crate) const SUPERVISION: TableSchema = TableSchema {
+    context: "in [supervision]",
+    top_level: false,
+    fields: &[
+        field(
+            "start_timeout_ms",
+            Kind::Int,
+            false,
+            "for example: start_timeout_ms = 60000",
+        ),
+        field(
+            "start_retries",
+            Kind::Int,
+            false,
+            "for example: start_retries = 10",
+        ),
+        field(
+            "backoff_max_ms",
+            Kind::Int,
+            false,
+            "for example: backoff_max_ms = 5000",
+        ),
+        field(
+            "stop_timeout_ms",
+            Kind::Int,
+            false,
+            "for example: stop_timeout_ms = 10000",
         ),
     ],
 };
@@ -432,6 +479,7 @@ mod tests {
         assert_eq!(serde_fields::<RawDeployment>(), schema_keys(&DEPLOYMENT));
         assert_eq!(serde_fields::<RawRedis>(), schema_keys(&REDIS));
         assert_eq!(serde_fields::<RawSentinel>(), schema_keys(&SENTINEL));
+        assert_eq!(serde_fields::<RawSupervision>(), schema_keys(&SUPERVISION));
         assert_eq!(serde_fields::<RawHost>(), schema_keys(&HOST));
     }
 

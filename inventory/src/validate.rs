@@ -15,14 +15,18 @@ use serde_spanned::Spanned;
 
 use crate::diagnostic::Report;
 use crate::model::{
-    Deployment, Host, Inventory, MaxmemoryPolicy, RedisSettings, SentinelSettings, Topology,
+    Deployment, Host, Inventory, MaxmemoryPolicy, RedisSettings, SentinelSettings, Supervision,
+    Topology,
 };
 use crate::placement::{assign, sentinel_hosts};
-use crate::schema::{RawDeployment, RawHost, RawInventory, RawRedis, RawSentinel, RawSize};
+use crate::schema::{
+    RawDeployment, RawHost, RawInventory, RawRedis, RawSentinel, RawSize, RawSupervision,
+};
 
 const DEPLOYMENT: &str = "in [deployment]";
 const REDIS: &str = "in [redis]";
 const SENTINEL: &str = "in [sentinel]";
+const SUPERVISION: &str = "in [supervision]";
 const HOSTS: &str = "in [[hosts]]";
 
 /// Redis Cluster is designed for at most 1000 nodes. The cap also keeps
@@ -54,6 +58,7 @@ pub(crate) fn validate(raw: &RawInventory, r: &mut Report<'_>) -> Option<Invento
     let deployment = deployment(r, &raw.deployment, raw_hosts.len());
     let redis = redis(r, raw.redis.as_ref());
     let sentinel = sentinel(r, raw.sentinel.as_ref(), deployment.topology);
+    let supervision = supervision(r, raw.supervision.as_ref());
     let hosts = hosts(r, raw_hosts);
 
     if let (Some(topology), Some(masters), Some(replicas), Some(redis), Some(sentinel)) = (
@@ -91,6 +96,7 @@ pub(crate) fn validate(raw: &RawInventory, r: &mut Report<'_>) -> Option<Invento
         deployment: deployment.complete()?,
         redis: redis?,
         sentinel: sentinel?,
+        supervision: supervision?,
         hosts: hosts
             .into_iter()
             .map(CheckedHost::complete)
@@ -585,6 +591,55 @@ fn sentinel_settings(r: &mut Report<'_>, d: Option<&RawSentinel>) -> Option<Sent
         port: port?,
         down_after_ms: down_after_ms?,
         failover_timeout_ms: failover_timeout_ms?,
+    })
+}
+
+// ------------------------------------------------------------ supervision
+
+fn supervision(r: &mut Report<'_>, raw: Option<&Spanned<RawSupervision>>) -> Option<Supervision> {
+    let d = raw.map(Spanned::get_ref);
+    let defaults = Supervision::default();
+    let start_timeout_ms = opt_int(
+        r,
+        d.and_then(|d| d.start_timeout_ms.as_ref()),
+        defaults.start_timeout_ms,
+        "start_timeout_ms",
+        SUPERVISION,
+        1000..=3_600_000,
+        "milliseconds a start may take before Redis answers (a Redis still loading its data keeps starting), e.g. 60000",
+    );
+    let start_retries = opt_int(
+        r,
+        d.and_then(|d| d.start_retries.as_ref()),
+        defaults.start_retries,
+        "start_retries",
+        SUPERVISION,
+        0..=100,
+        "failed starts in a row before the instance is marked FATAL, e.g. 10",
+    );
+    let backoff_max_ms = opt_int(
+        r,
+        d.and_then(|d| d.backoff_max_ms.as_ref()),
+        defaults.backoff_max_ms,
+        "backoff_max_ms",
+        SUPERVISION,
+        100..=300_000,
+        "the longest wait in milliseconds between restarts (the first is immediate, then 50 ms doubling), e.g. 5000",
+    );
+    let stop_timeout_ms = opt_int(
+        r,
+        d.and_then(|d| d.stop_timeout_ms.as_ref()),
+        defaults.stop_timeout_ms,
+        "stop_timeout_ms",
+        SUPERVISION,
+        100..=600_000,
+        "milliseconds between SIGTERM and SIGKILL to the process group, e.g. 10000",
+    );
+    Some(Supervision {
+        start_timeout_ms: start_timeout_ms?,
+        start_retries: start_retries?,
+        backoff_max_ms: backoff_max_ms?,
+        stop_timeout_ms: stop_timeout_ms?,
     })
 }
 

@@ -101,7 +101,7 @@ port = 1
         ),
         r#"
 inventory.toml:4:2: error: unknown table [redsi]
-  hint: expected one of: deployment, redis, sentinel, hosts"#,
+  hint: expected one of: deployment, redis, sentinel, supervision, hosts"#,
     );
 }
 
@@ -619,6 +619,121 @@ cluster_node_timeout_ms = 100
         r#"
 inventory.toml:5:27: error: `cluster_node_timeout_ms` in [redis] must be between 500 and 600000, found 100
   hint: milliseconds a node may be unreachable before it counts as failing, e.g. 5000"#,
+    );
+}
+
+// ------------------------------------------------------------ [supervision]
+
+#[test]
+fn unknown_key_in_supervision() {
+    check(
+        concat!(
+            r#"
+[deployment]
+name = "lab"
+topology = "cluster"
+[supervision]
+start_retries = 3
+start_timeout = 60000
+"#,
+            hosts3!()
+        ),
+        r#"
+inventory.toml:6:1: error: unknown key `start_timeout` in [supervision]
+  hint: expected one of: start_timeout_ms, start_retries, backoff_max_ms, stop_timeout_ms"#,
+    );
+}
+
+#[test]
+fn supervision_wrong_types() {
+    check(
+        concat!(
+            r#"
+[deployment]
+name = "lab"
+topology = "cluster"
+[supervision]
+start_timeout_ms = "60s"
+start_retries = 2.5
+backoff_max_ms = true
+stop_timeout_ms = 99999999999999999999
+"#,
+            hosts3!()
+        ),
+        r#"
+inventory.toml:5:20: error: `start_timeout_ms` in [supervision] must be an integer, found a string
+  hint: for example: start_timeout_ms = 60000
+inventory.toml:6:17: error: `start_retries` in [supervision] must be an integer, found a float
+  hint: for example: start_retries = 10
+inventory.toml:7:18: error: `backoff_max_ms` in [supervision] must be an integer, found a boolean
+  hint: for example: backoff_max_ms = 5000
+inventory.toml:8:19: error: `stop_timeout_ms` in [supervision] is too large: 99999999999999999999
+  hint: for example: stop_timeout_ms = 10000"#,
+    );
+    check(
+        concat!(
+            "supervision = 1\n",
+            hosts3!(),
+            "[deployment]\nname = \"lab\"\ntopology = \"cluster\"\n"
+        ),
+        r#"
+inventory.toml:1:15: error: `supervision` at top level must be a table, found an integer
+  hint: write it as a [supervision] table"#,
+    );
+}
+
+/// Below and above each range, all reported together.
+#[test]
+fn supervision_ranges() {
+    let start_timeout = "milliseconds a start may take before Redis answers (a Redis still loading its data keeps starting), e.g. 60000";
+    let retries = "failed starts in a row before the instance is marked FATAL, e.g. 10";
+    let backoff = "the longest wait in milliseconds between restarts (the first is immediate, then 50 ms doubling), e.g. 5000";
+    let stop = "milliseconds between SIGTERM and SIGKILL to the process group, e.g. 10000";
+    for (start_timeout_ms, start_retries, backoff_max_ms, stop_timeout_ms) in [
+        ("999", "-1", "99", "99"),
+        ("3600001", "101", "300001", "600001"),
+    ] {
+        check(
+            &format!(
+                "\n[deployment]\nname = \"lab\"\ntopology = \"cluster\"\n[supervision]\nstart_timeout_ms = {start_timeout_ms}\nstart_retries = {start_retries}\nbackoff_max_ms = {backoff_max_ms}\nstop_timeout_ms = {stop_timeout_ms}\n{}",
+                hosts3!()
+            ),
+            &format!(
+                "
+inventory.toml:5:20: error: `start_timeout_ms` in [supervision] must be between 1000 and 3600000, found {start_timeout_ms}
+  hint: {start_timeout}
+inventory.toml:6:17: error: `start_retries` in [supervision] must be between 0 and 100, found {start_retries}
+  hint: {retries}
+inventory.toml:7:18: error: `backoff_max_ms` in [supervision] must be between 100 and 300000, found {backoff_max_ms}
+  hint: {backoff}
+inventory.toml:8:19: error: `stop_timeout_ms` in [supervision] must be between 100 and 600000, found {stop_timeout_ms}
+  hint: {stop}"
+            ),
+        );
+    }
+}
+
+/// A bad [supervision] value does not hide problems elsewhere.
+#[test]
+fn supervision_reported_with_other_problems() {
+    check(
+        concat!(
+            r#"
+[deployment]
+name = "lab"
+topology = "cluster"
+[redis]
+port = 80
+[supervision]
+stop_timeout_ms = 0
+"#,
+            hosts3!()
+        ),
+        r#"
+inventory.toml:5:8: error: `port` in [redis] must be between 1024 and 55535, found 80
+  hint: the cluster bus uses port + 10000, which must stay within 65535; ports below 1024 need root
+inventory.toml:7:19: error: `stop_timeout_ms` in [supervision] must be between 100 and 600000, found 0
+  hint: milliseconds between SIGTERM and SIGKILL to the process group, e.g. 10000"#,
     );
 }
 

@@ -4,7 +4,8 @@
 use std::net::IpAddr;
 
 use paddock_inventory::{
-    Deployment, Host, Inventory, MaxmemoryPolicy, RedisSettings, SentinelSettings, Topology, parse,
+    Deployment, Host, Inventory, MaxmemoryPolicy, RedisSettings, SentinelSettings, Supervision,
+    Topology, parse,
 };
 
 fn ok(text: &str) -> Inventory {
@@ -45,6 +46,7 @@ fn vagrant_lab_example() {
                 cluster_node_timeout_ms: 5000,
             },
             sentinel: None,
+            supervision: Supervision::default(),
             hosts: vec![
                 host("clusternodeA", "192.168.56.11"),
                 host("clusternodeB", "192.168.56.12"),
@@ -148,6 +150,7 @@ fn cluster_defaults() {
                 cluster_node_timeout_ms: 5000,
             },
             sentinel: None,
+            supervision: Supervision::default(),
             hosts: vec![
                 host("a", "10.0.0.1"),
                 host("b", "10.0.0.2"),
@@ -283,6 +286,11 @@ quorum = 5
 port = 26000
 down_after_ms = 100
 failover_timeout_ms = 1000
+[supervision]
+start_timeout_ms = 1000
+start_retries = 0
+backoff_max_ms = 300000
+stop_timeout_ms = 600000
 [[hosts]]
 name = "a"
 address = "127.0.1.1"
@@ -298,6 +306,15 @@ address = "127.0.1.3"
     assert_eq!(inv.deployment.password_file.as_deref(), Some("pw"));
     assert_eq!(inv.redis.cluster_node_timeout_ms, 600_000);
     assert_eq!(
+        inv.supervision,
+        Supervision {
+            start_timeout_ms: 1000,
+            start_retries: 0,
+            backoff_max_ms: 300_000,
+            stop_timeout_ms: 600_000,
+        }
+    );
+    assert_eq!(
         inv.sentinel,
         Some(SentinelSettings {
             count: 5,
@@ -306,5 +323,51 @@ address = "127.0.1.3"
             down_after_ms: 100,
             failover_timeout_ms: 1000,
         })
+    );
+}
+
+#[test]
+fn supervision_defaults_and_values() {
+    let defaults = Supervision {
+        start_timeout_ms: 60_000,
+        start_retries: 10,
+        backoff_max_ms: 5000,
+        stop_timeout_ms: 10_000,
+    };
+    assert_eq!(Supervision::default(), defaults);
+
+    // Absent table, empty table, and a table naming only some keys.
+    let absent = ok(&format!(
+        "[deployment]\nname = \"lab\"\ntopology = \"cluster\"\n{THREE_HOSTS}"
+    ));
+    assert_eq!(absent.supervision, defaults);
+    let empty = ok(&format!(
+        "[deployment]\nname = \"lab\"\ntopology = \"cluster\"\n[supervision]\n{THREE_HOSTS}"
+    ));
+    assert_eq!(empty.supervision, defaults);
+    let some = ok(&format!(
+        "[deployment]\nname = \"lab\"\ntopology = \"cluster\"\n[supervision]\nstart_retries = 3\nstop_timeout_ms = 2500\n{THREE_HOSTS}"
+    ));
+    assert_eq!(
+        some.supervision,
+        Supervision {
+            start_retries: 3,
+            stop_timeout_ms: 2500,
+            ..defaults
+        }
+    );
+
+    // Every key given, as an inline table, at the ends of their ranges.
+    let all = ok(&format!(
+        "supervision = {{ start_timeout_ms = 3600000, start_retries = 100, backoff_max_ms = 100, stop_timeout_ms = 100 }}\n[deployment]\nname = \"lab\"\ntopology = \"replication\"\n{THREE_HOSTS}"
+    ));
+    assert_eq!(
+        all.supervision,
+        Supervision {
+            start_timeout_ms: 3_600_000,
+            start_retries: 100,
+            backoff_max_ms: 100,
+            stop_timeout_ms: 100,
+        }
     );
 }

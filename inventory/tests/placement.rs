@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use paddock_inventory::{
     Deployment, Host, Inventory, MaxmemoryPolicy, Placement, RedisSettings, Role, SentinelSettings,
-    Topology, parse, place,
+    Supervision, Topology, parse, place,
 };
 
 fn example(text: &str) -> (Inventory, Placement) {
@@ -149,6 +149,7 @@ fn inventory(
             down_after_ms: 5000,
             failover_timeout_ms: 60000,
         }),
+        supervision: Supervision::default(),
         hosts: (0..hosts)
             .map(|i| Host {
                 name: format!("h{i}"),

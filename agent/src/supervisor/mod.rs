@@ -157,7 +157,7 @@ struct Instance {
     process_token: CancellationToken,
     /// Callers of start/stop waiting for the instance to settle.
     waiters: Vec<Reply<InstanceStatus>>,
-    /// A replica has just taken over this master's slots: start it as is.
+    /// A handover was just tried for this master: start it as is.
     handed_over: bool,
 }
 
@@ -196,7 +196,9 @@ pub struct SupervisorConfig {
     /// every start, so the agent can run before redis-server (and its user)
     /// is installed.
     pub user: String,
-    pub settings: Settings,
+    /// Hand a crashed cluster master's slots to a replica before restarting
+    /// it (always done for masters without persistence).
+    pub fast_failover: bool,
 }
 
 struct Supervisor {
@@ -267,7 +269,8 @@ impl Supervisor {
             tokio::select! {
                 Some(command) = commands.recv() => self.handle_command(command),
                 Some(t) = events.recv() => {
-                if t.event == Event::HandedOver
+                // Whatever the handover's outcome, the next spawn is a spawn.
+                if matches!(t.event, Event::HandedOver | Event::HandoverFailed { .. })
                     && let Some(i) = self.instances.get_mut(&t.name)
                 {
                     i.handed_over = true;
@@ -410,12 +413,13 @@ impl Supervisor {
             return;
         };
         let before = instance.machine.state;
+        let settings = instance.spec.supervision.settings();
         let generation = generation.unwrap_or(instance.machine.generation);
         let actions = instance.machine.next(
             event,
             generation,
             Instant::now().into_std(),
-            &self.config.settings,
+            &settings,
             jitter,
         );
         let after = instance.machine.state;
@@ -575,7 +579,8 @@ impl Supervisor {
             return None;
         }
         let spec = &instance.spec;
-        if spec.mode != crate::spec::Mode::Cluster || spec.appendonly || spec.rdb_snapshots {
+        let dataless = !spec.appendonly && !spec.rdb_snapshots;
+        if spec.mode != crate::spec::Mode::Cluster || !(dataless || self.config.fast_failover) {
             return None;
         }
         crate::handover::replicas_if_master(&instance.dir).filter(|r| !r.is_empty())
@@ -585,10 +590,12 @@ impl Supervisor {
         let Some(instance) = self.instances.get(name) else {
             return;
         };
+        let dataless = !instance.spec.appendonly && !instance.spec.rdb_snapshots;
         warn!(
             instance = name,
             replicas = replicas.len(),
-            "master without persistence died: a replica takes over before it restarts"
+            dataless,
+            "cluster master down: a replica takes over before it restarts"
         );
         let generation = instance.machine.generation;
         let password = instance.spec.password.clone();
@@ -600,7 +607,13 @@ impl Supervisor {
                     info!(instance = %name, %new_master, "replica took over; restarting as its replica");
                     Event::HandedOver
                 }
-                Err(error) => Event::HandoverFailed { error },
+                Err(no_heir) => {
+                    warn!(instance = %name, error = %no_heir.error, "no replica took over");
+                    Event::HandoverFailed {
+                        error: no_heir.error,
+                        fatal: dataless && no_heir.reachable,
+                    }
+                }
             };
             let _ = events.send(Tagged {
                 name,
@@ -619,7 +632,7 @@ impl Supervisor {
             return;
         };
         let endpoint = instance.endpoint();
-        let timeout = self.config.settings.start_timeout;
+        let timeout = instance.spec.supervision.settings().start_timeout;
         let events = self.events.clone();
         let name = name.to_owned();
         tokio::spawn(async move {

@@ -98,11 +98,13 @@ pub enum Event {
     Exited(ExitReport),
     RetryDue,
     StopTimedOut,
-    /// A replica took over the slots of this (dataless) master: it may start.
+    /// A replica took over this cluster master's slots: it may start.
     HandedOver,
-    /// No replica took over: starting it would wipe them.
+    /// No replica took over. `fatal`: starting it would wipe them (it keeps
+    /// no data and a replica with data answered); otherwise it just starts.
     HandoverFailed {
         error: String,
+        fatal: bool,
     },
 }
 
@@ -200,7 +202,8 @@ impl Machine {
                 vec![]
             }
             (Starting, Event::HandedOver) if current => vec![self.spawn()],
-            (Starting, Event::HandoverFailed { error }) if current => {
+            (Starting, Event::HandoverFailed { fatal: false, .. }) if current => vec![self.spawn()],
+            (Starting, Event::HandoverFailed { error, .. }) if current => {
                 self.state = Fatal;
                 self.fatal_reason = Some(format!(
                     "not restarted: it is a master that keeps no data on disk, and restarting it before a replica takes over would empty its replicas ({error}); promote a replica, then start it"
@@ -540,6 +543,39 @@ mod tests {
             m.last_exit.as_deref(),
             Some("did not answer PING within 60 s, killed")
         );
+    }
+
+    #[test]
+    fn a_handover_starts_it_unless_that_would_wipe_replicas() {
+        let s = settings();
+        let t0 = Instant::now();
+        for (fatal, want) in [(false, Starting), (true, Fatal)] {
+            let mut m = Machine::default();
+            assert_eq!(m.next(Event::Start, 0, t0, &s, 0.0), vec![Spawn]);
+            let g = m.generation;
+            let event = Event::HandoverFailed {
+                error: "127.0.1.2:7001 does not answer".into(),
+                fatal,
+            };
+            let actions = m.next(event, g, t0, &s, 0.0);
+            assert_eq!(m.state, want);
+            if fatal {
+                assert_eq!(actions, vec![Settled]);
+                assert!(
+                    m.fatal_reason
+                        .as_deref()
+                        .unwrap()
+                        .contains("does not answer")
+                );
+            } else {
+                assert_eq!(actions, vec![Spawn]);
+            }
+        }
+        let mut m = Machine::default();
+        m.next(Event::Start, 0, t0, &s, 0.0);
+        let g = m.generation;
+        assert_eq!(m.next(Event::HandedOver, g, t0, &s, 0.0), vec![Spawn]);
+        assert_eq!(m.generation, g + 1);
     }
 
     #[test]

@@ -226,6 +226,12 @@ async fn agent_bench(rounds: usize) {
             rdb_snapshots: false,
             cluster_node_timeout_ms: 5000,
             password: password.clone(),
+            supervision: paddock_controller::client::Supervision {
+                start_timeout_ms: 60_000,
+                start_retries: 10,
+                backoff_max_ms: 5_000,
+                stop_timeout_ms: 10_000,
+            },
         };
         client.put_instance(&spec, false).await.unwrap();
         client.start(&spec.name).await.unwrap();
