@@ -154,6 +154,18 @@ async fn lab_forms_a_healthy_cluster_that_survives_a_master_kill() {
     })
     .await;
     assert!(healed, "cluster_state:ok on every node after the restart");
+    // Fast failover: its replica took over at once, and the restarted
+    // process rejoined as that replica's replica.
+    let mut old_master = connect(lab.addresses[0], 7000, &password).await.unwrap();
+    let role: Vec<redis::Value> = redis::cmd("ROLE")
+        .query_async(&mut old_master)
+        .await
+        .unwrap();
+    assert_eq!(
+        role[0],
+        redis::Value::BulkString(b"slave".to_vec()),
+        "{role:?}"
+    );
     let client = ClusterClientBuilder::new(seeds)
         .password(password.clone())
         .build()

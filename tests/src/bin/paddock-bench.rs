@@ -116,6 +116,107 @@ async fn main() {
     if mode == "deploy" || mode == "all" {
         deploy_bench(rounds).await;
     }
+    if mode == "failover" || mode == "all" {
+        failover_bench(rounds).await;
+    }
+}
+
+/// Longest gap between two acknowledged writes to a key of box1's master's
+/// shard, when that master's redis-server is SIGKILLed.
+async fn failover_gap(fast: bool) -> Duration {
+    use redis::AsyncCommands;
+    let lab = Lab::new(33);
+    let extra: &[&str] = if fast { &[] } else { &["--no-fast-failover"] };
+    assert!(lab.up(extra).status.success(), "lab up");
+    let password = lab.password();
+    let mut node = connect(lab.addresses[0], 7000, &password).await.unwrap();
+    let mut key = String::new();
+    for n in 0.. {
+        key = format!("fo:{n}");
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&key)
+            .query_async(&mut node)
+            .await
+            .unwrap();
+        if slot <= 5460 {
+            break;
+        }
+    }
+    let seeds: Vec<String> = lab
+        .nodes()
+        .iter()
+        .map(|(ip, port)| format!("redis://{ip}:{port}"))
+        .collect();
+    let client = redis::cluster::ClusterClientBuilder::new(seeds)
+        .password(password.clone())
+        .connection_timeout(Duration::from_millis(200))
+        .response_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let mut c = client.get_async_connection().await.unwrap();
+    let victim: u32 = std::fs::read_to_string(lab.pidfile(0, "redis-7000"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let start = Instant::now();
+    let mut killed = false;
+    let mut last_ok = Instant::now();
+    let mut longest = Duration::ZERO;
+    let mut i: u64 = 0;
+    while start.elapsed() < Duration::from_secs(13) && i < 5_000_000 {
+        i += 1;
+        if !killed && start.elapsed() > Duration::from_secs(1) {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(victim as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            killed = true;
+        }
+        let r = tokio::time::timeout(Duration::from_millis(300), c.set::<_, _, ()>(&key, i)).await;
+        if matches!(r, Ok(Ok(()))) {
+            let now = Instant::now();
+            longest = longest.max(now - last_ok);
+            last_ok = now;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    longest.max(last_ok.elapsed())
+}
+
+async fn failover_bench(rounds: usize) {
+    let mut rows = Vec::new();
+    for (fast, label) in [
+        (
+            true,
+            "fast failover (default): replica takes over, then restart",
+        ),
+        (false, "fast_failover = false: restart in place"),
+    ] {
+        let mut gaps = Vec::new();
+        for r in 0..rounds {
+            let g = failover_gap(fast).await;
+            eprintln!(
+                "{label}, round {}: longest write gap {:.0} ms",
+                r + 1,
+                g.as_secs_f64() * 1e3
+            );
+            gaps.push(g.as_secs_f64() * 1e3);
+        }
+        rows.push(stats(
+            &format!("cluster master SIGKILL, longest gap of writes: {label} (ms)"),
+            "ms",
+            gaps,
+        ));
+    }
+    println!("| failover measurement ({rounds} rounds) | median | min | max |");
+    println!("|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
 }
 
 async fn deploy_bench(rounds: usize) {
