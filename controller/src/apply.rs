@@ -364,7 +364,7 @@ async fn rolling_restart(
     Ok(())
 }
 
-async fn wait_promoted(
+pub(crate) async fn wait_promoted(
     fleet: &Fleet,
     targets: &[Target],
     j: usize,
@@ -380,7 +380,7 @@ async fn wait_promoted(
         }
         if Instant::now() >= deadline {
             return Err(Error::NotConverged(format!(
-                "{} was asked to take over its master's slots (CLUSTER FAILOVER) but is not master yet; nothing was restarted",
+                "{} was asked to take over its master's slots (CLUSTER FAILOVER) but is not master yet",
                 targets[j].label()
             )));
         }

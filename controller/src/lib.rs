@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod client;
 pub mod cluster;
+pub mod failover;
 pub mod fleet;
 pub mod form;
 pub mod lab;

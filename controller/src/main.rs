@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use paddock_controller::{apply, lab, status, watch};
+use paddock_controller::{apply, failover, lab, status, watch};
 
 /// paddock: deploy and operate highly available Redis on plain machines
 /// through paddockd agents.
@@ -50,6 +50,23 @@ enum Cmd {
         inventory: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Hand a shard's slots to one of its replicas, losing no acknowledged write.
+    ///
+    /// Example: paddock failover -i inventory.toml --shard 0
+    /// Example: paddock failover -i inventory.toml --to clusternodeB:redis-7001
+    Failover {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// The shard (0-based, as in `paddock validate`): its most
+        /// up-to-date replica takes over.
+        #[arg(long, conflicts_with = "to", required_unless_present = "to")]
+        shard: Option<u32>,
+        /// The replica that takes over, as HOST:INSTANCE.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
     },
     /// Print an instance's Redis log through its agent.
     ///
@@ -208,6 +225,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Cmd::Failover {
+            inventory,
+            shard,
+            to,
+            timeout,
+        } => {
+            let choice = match (shard, to) {
+                (Some(s), _) => failover::Choice::Shard(s),
+                (None, Some(t)) => failover::Choice::Replica(t),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let r =
+                failover::failover(&inventory, &choice, Duration::from_secs(timeout), true).await?;
+            println!(
+                "Shard {}: {} is master now, {} its replica ({:.3}s).",
+                r.shard,
+                r.to,
+                r.from,
+                r.took.as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Logs {
             inventory,
