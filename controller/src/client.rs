@@ -262,6 +262,25 @@ impl AgentClient {
 
     /// Runs a pipeline of commands on one instance; one reply per command.
     pub async fn redis(&self, instance: &str, commands: &[&[&str]]) -> Result<Vec<Reply>, Error> {
+        self.redis_with(instance, commands, false).await
+    }
+
+    /// As [`AgentClient::redis`], for commands the agent refuses unless asked
+    /// explicitly (REPLICAOF, ...).
+    pub async fn redis_dangerous(
+        &self,
+        instance: &str,
+        commands: &[&[&str]],
+    ) -> Result<Vec<Reply>, Error> {
+        self.redis_with(instance, commands, true).await
+    }
+
+    async fn redis_with(
+        &self,
+        instance: &str,
+        commands: &[&[&str]],
+        allow_dangerous: bool,
+    ) -> Result<Vec<Reply>, Error> {
         let request = pb::RedisCommandRequest {
             instance: instance.into(),
             commands: commands
@@ -270,7 +289,7 @@ impl AgentClient {
                     args: c.iter().map(|a| a.as_bytes().to_vec()).collect(),
                 })
                 .collect(),
-            allow_dangerous: false,
+            allow_dangerous,
         };
         let r = self
             .inner

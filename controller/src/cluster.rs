@@ -97,6 +97,67 @@ fn parse_line(line: &str) -> Option<NodeLine> {
     })
 }
 
+/// The member that is master of a replication deployment: the one master
+/// the others already replicate, else (nothing formed yet) None.
+pub fn replication_master(members: &[Member], observed: &[Option<Observation>]) -> Option<usize> {
+    let masters: Vec<usize> = (0..members.len())
+        .filter(|&i| observed[i].as_ref().and_then(|o| o.role_master) == Some(true))
+        .collect();
+    let followers = |i: usize| {
+        observed
+            .iter()
+            .flatten()
+            .filter(|o| o.master_addr == Some((members[i].ip, members[i].port)))
+            .count()
+    };
+    masters
+        .into_iter()
+        .filter(|&i| followers(i) > 0)
+        .max_by_key(|&i| followers(i))
+}
+
+/// Problems keeping a replication deployment from being one master with
+/// every other member its read replica, link up. Judged on roles, not on
+/// placement: after a failover any member may be the master.
+pub fn assess_replication(members: &[Member], observed: &[Option<Observation>]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (m, o) in members.iter().zip(observed) {
+        if o.as_ref().and_then(|o| o.role_master).is_none() {
+            problems.push(format!("{}: not running or not answering", m.label));
+        }
+    }
+    if !problems.is_empty() {
+        return problems;
+    }
+    let Some(master) = replication_master(members, observed) else {
+        return vec!["no member is a master that the others replicate".into()];
+    };
+    let at = (members[master].ip, members[master].port);
+    for (i, (m, o)) in members.iter().zip(observed).enumerate() {
+        let Some(o) = o else { continue };
+        if i == master {
+            continue;
+        }
+        if o.role_master == Some(true) {
+            problems.push(format!(
+                "{}: is a master too; it should replicate {}",
+                m.label, members[master].label
+            ));
+        } else if o.master_addr != Some(at) {
+            problems.push(format!(
+                "{}: should replicate {}",
+                m.label, members[master].label
+            ));
+        } else if o.link_up != Some(true) {
+            problems.push(format!(
+                "{}: replication link to its master is not up yet",
+                m.label
+            ));
+        }
+    }
+    problems
+}
+
 /// The member of a shard that serves its slots: a master with slots in its
 /// own view; when two claim it (an old master restarted after a failover,
 /// not yet told), the higher config epoch wins, as in Redis.
@@ -142,6 +203,8 @@ pub struct Member {
     pub ip: IpAddr,
     pub port: u16,
     pub shard: u32,
+    /// Redis Cluster (true) or plain master/replica replication (false).
+    pub cluster: bool,
 }
 
 /// What one node reports about the cluster.
@@ -151,6 +214,9 @@ pub struct Observation {
     pub state_ok: bool,
     /// For a replica: whether its link to the master is up (INFO replication).
     pub link_up: Option<bool>,
+    /// INFO replication's role and, for a replica, its master's address.
+    pub role_master: Option<bool>,
+    pub master_addr: Option<(IpAddr, u16)>,
 }
 
 impl Observation {
@@ -166,6 +232,9 @@ impl Observation {
 /// the inventory's shape. Empty means healthy. Roles are judged per shard,
 /// not per host: after a failover the former replica is a fine master.
 pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<String> {
+    if members.first().is_some_and(|m| !m.cluster) {
+        return assess_replication(members, observed);
+    }
     let mut problems = Vec::new();
     let mut ids: Vec<Option<&NodeLine>> = Vec::with_capacity(members.len());
     for (m, o) in members.iter().zip(observed) {
@@ -336,6 +405,7 @@ mod tests {
             ip: format!("127.0.1.{n}").parse().unwrap(),
             port,
             shard,
+            cluster: true,
         }
     }
 
@@ -364,6 +434,8 @@ mod tests {
                     nodes: parse_nodes(&text.join("\n")),
                     state_ok: true,
                     link_up: (me.3 != "-").then_some(true),
+                    role_master: Some(me.3 == "-"),
+                    master_addr: None,
                 })
             })
             .collect()

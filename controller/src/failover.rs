@@ -42,6 +42,12 @@ pub async fn failover(
     let started = Instant::now();
     let progress = Progress::new(progress);
     let deployment = Deployment::load(path, false)?;
+    if deployment.inventory.deployment.topology != paddock_inventory::Topology::Cluster {
+        return Err(Error::Unsupported(format!(
+            "{}: `paddock failover` handles topology = \"cluster\" only in this version",
+            path.display()
+        )));
+    }
     let fleet = Fleet::connect_all(&deployment).await?;
     let targets = deployment.targets();
     let members = members(&targets);

@@ -46,9 +46,9 @@ impl Deployment {
     pub fn load(path: &Path, create_password: bool) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
         let inventory = paddock_inventory::parse(&path.display().to_string(), &text)?;
-        if inventory.deployment.topology != Topology::Cluster {
+        if inventory.deployment.topology == Topology::Sentinel {
             return Err(Error::Unsupported(format!(
-                "{}: topology = \"{}\" is not supported yet; only \"cluster\" can be applied in this version",
+                "{}: topology = \"{}\" is not supported yet; \"cluster\" and \"replication\" can be applied in this version",
                 path.display(),
                 inventory.deployment.topology
             )));
@@ -160,6 +160,7 @@ pub fn members(targets: &[Target]) -> Vec<Member> {
     targets
         .iter()
         .map(|t| Member {
+            cluster: t.spec.mode == RedisMode::Cluster,
             label: t.label(),
             ip: t.ip,
             port: t.port,

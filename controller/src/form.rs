@@ -46,6 +46,16 @@ pub async fn form(
     progress: &Progress,
 ) -> Result<FormReport, Error> {
     let started = Instant::now();
+    if targets
+        .first()
+        .is_some_and(|t| t.spec.mode == crate::client::RedisMode::Standalone)
+    {
+        form_replication(fleet, targets, started + deadline, progress).await?;
+        return Ok(FormReport {
+            meet_to_converged: None,
+            total: started.elapsed(),
+        });
+    }
     let members = members(targets);
     let observed = observe_all(fleet, targets).await;
     let unserved = (0..masters)
@@ -487,6 +497,84 @@ fn heir_of_lost_master(
         let master = me.master_id.as_deref()?;
         (t.shard == shard && me.is_replica() && !live.contains(&master)).then_some(i)
     })
+}
+
+/// One master, every other member its replica (REPLICAOF), until every link
+/// is up. The master is the one the others already replicate (after a
+/// failover, whichever member that is), else the member placement made
+/// master.
+async fn form_replication(
+    fleet: &Fleet,
+    targets: &[Target],
+    deadline: Instant,
+    progress: &Progress,
+) -> Result<(), Error> {
+    let members = members(targets);
+    let mut last_try: HashMap<usize, Instant> = HashMap::new();
+    let mut announced = false;
+    loop {
+        let observed = observe_all(fleet, targets).await;
+        let problems = assess(&members, &observed);
+        if problems.is_empty() {
+            progress.step("replication converged: one master, every replica linked");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NotConverged(format!(
+                "replication did not converge in time:\n  - {}\n  hint: replicas must reach the master's port, and the master must be up",
+                problems.join("\n  - ")
+            )));
+        }
+        if let Some(i) = observed.iter().position(Option::is_none) {
+            return Err(Error::NotConverged(format!(
+                "{} does not answer; cannot form the replication without it",
+                targets[i].label()
+            )));
+        }
+        let master = crate::cluster::replication_master(&members, &observed).unwrap_or_else(|| {
+            targets
+                .iter()
+                .position(|t| t.placed_role == paddock_inventory::Role::Master)
+                .unwrap_or(0)
+        });
+        let (ip, port) = (
+            targets[master].ip.to_string(),
+            targets[master].port.to_string(),
+        );
+        let mut calls = Vec::new();
+        for (i, o) in observed.iter().enumerate() {
+            let Some(o) = o else { continue };
+            let due = last_try.get(&i).is_none_or(|t| t.elapsed() >= RETRY_EVERY);
+            let command: Option<Vec<&str>> = if i == master {
+                (o.role_master == Some(false)).then(|| vec!["REPLICAOF", "NO", "ONE"])
+            } else {
+                (o.role_master == Some(true)
+                    || o.master_addr != Some((targets[master].ip, targets[master].port)))
+                .then(|| vec!["REPLICAOF", ip.as_str(), port.as_str()])
+            };
+            if let Some(command) = command.filter(|_| due) {
+                last_try.insert(i, Instant::now());
+                calls.push((i, command));
+            }
+        }
+        if !calls.is_empty() && !announced {
+            announced = true;
+            progress.step(format!(
+                "{} is the master; attaching replicas (REPLICAOF)",
+                targets[master].label()
+            ));
+        }
+        let results = join_all(calls.iter().map(|(i, command)| async move {
+            let r = fleet
+                .agent(targets[*i].host)?
+                .redis_dangerous(&targets[*i].instance, &[command.as_slice()])
+                .await?;
+            expect_ok(&targets[*i], &command.join(" "), &r[0])
+        }))
+        .await;
+        results.into_iter().collect::<Result<(), Error>>()?;
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Commands per node, so each node gets one pipeline.

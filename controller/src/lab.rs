@@ -27,6 +27,9 @@ pub struct LabOptions {
     pub addresses: Vec<IpAddr>,
     pub redis_port: u16,
     pub agent_port: u16,
+    /// cluster (3 masters x 1 replica) or replication (1 master, a replica
+    /// on every other box).
+    pub topology: paddock_inventory::Topology,
     /// Apply the lab's inventory once the agents are up.
     pub apply: bool,
     /// The agents' `fast_failover` (on by default; off to compare with
@@ -45,6 +48,7 @@ impl LabOptions {
                 .collect(),
             redis_port: 7000,
             agent_port: 7443,
+            topology: paddock_inventory::Topology::Cluster,
             apply: true,
             fast_failover: true,
             progress: true,
@@ -76,13 +80,19 @@ pub fn inventory_path(dir: &Path) -> PathBuf {
     dir.join("inventory.toml")
 }
 
-/// The lab's inventory: a 3-master, 1-replica cluster on the lab's boxes.
+/// The lab's inventory: a 3-master, 1-replica cluster on the lab's boxes,
+/// or one master with a read replica on every other box.
 pub fn inventory_text(options: &LabOptions) -> String {
-    let mut s = String::from(
+    let (masters, replicas) = match options.topology {
+        paddock_inventory::Topology::Cluster => (3, 1),
+        _ => (1, options.addresses.len().saturating_sub(1)),
+    };
+    let mut s = format!(
         "# The local lab, written by `paddock lab up`: each host is a paddockd agent\n\
          # on its own loopback address, standing in for a machine.\n\
-         [deployment]\nname = \"lab\"\ntopology = \"cluster\"\nmasters = 3\nreplicas_per_master = 1\n\n\
+         [deployment]\nname = \"lab\"\ntopology = \"{}\"\nmasters = {masters}\nreplicas_per_master = {replicas}\n\n\
          [redis]\n",
+        options.topology
     );
     s.push_str(&format!(
         "port = {}\nmaxmemory = \"128mb\"\nmaxmemory_policy = \"noeviction\"\n\

@@ -129,6 +129,10 @@ enum LabCmd {
         /// replica take over first (to compare failover times).
         #[arg(long)]
         no_fast_failover: bool,
+        /// cluster (3 masters x 1 replica) or replication (1 master and a
+        /// read replica on each other box). Sentinel is not built yet.
+        #[arg(long, default_value = "cluster", value_parser = ["cluster", "replication"])]
+        topology: String,
     },
     /// Status of the lab's deployment.
     ///
@@ -274,12 +278,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             agent_port,
             no_apply,
             no_fast_failover,
+            topology,
         }) => {
             let options = lab::LabOptions {
                 dir,
                 addresses,
                 redis_port: port,
                 agent_port,
+                topology: if topology == "replication" {
+                    paddock_inventory::Topology::Replication
+                } else {
+                    paddock_inventory::Topology::Cluster
+                },
                 apply: !no_apply,
                 fast_failover: !no_fast_failover,
                 progress: true,
@@ -296,8 +306,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_status(&s, false)?;
             }
             let first = options.addresses[0];
+            let cluster_flag = if topology == "cluster" { "-c " } else { "" };
             println!(
-                "\nConnect:  REDISCLI_AUTH=\"$(cat {})\" redis-cli -c -h {first} -p {port}",
+                "\nConnect:  REDISCLI_AUTH=\"$(cat {})\" redis-cli {cluster_flag}-h {first} -p {port}",
                 up.password_file.display()
             );
             println!(

@@ -93,9 +93,51 @@ pub async fn observe(
     })
 }
 
-/// One node's CLUSTER NODES, CLUSTER INFO and live node timeout; None when it
-/// does not answer.
+/// What INFO replication says: role, master address, link.
+pub struct ReplicationInfo {
+    pub role_master: Option<bool>,
+    pub master_addr: Option<(std::net::IpAddr, u16)>,
+    pub link_up: Option<bool>,
+    pub connected_replicas: Option<u32>,
+}
+
+pub fn parse_replication(info: &str) -> ReplicationInfo {
+    let field = |key: &str| info_field(info, key);
+    let role = field("role");
+    let replica = role.as_deref() == Some("slave");
+    ReplicationInfo {
+        role_master: role.as_deref().map(|r| r == "master"),
+        master_addr: replica
+            .then(|| {
+                Some((
+                    field("master_host")?.parse().ok()?,
+                    field("master_port")?.parse().ok()?,
+                ))
+            })
+            .flatten(),
+        link_up: replica.then(|| field("master_link_status").as_deref() == Some("up")),
+        connected_replicas: field("connected_slaves").and_then(|n| n.parse().ok()),
+    }
+}
+
+/// One node's view: for a cluster, CLUSTER NODES, CLUSTER INFO and the live
+/// node timeout; for both modes, INFO replication. None when it does not
+/// answer.
 pub async fn observe_node(fleet: &Fleet, t: &Target) -> Option<(Observation, Option<u32>)> {
+    if t.spec.mode == crate::client::RedisMode::Standalone {
+        let replies = fleet.redis(t, &[&["INFO", "replication"]]).await.ok()?;
+        let repl = parse_replication(&replies.first()?.text()?);
+        return Some((
+            Observation {
+                nodes: Vec::new(),
+                state_ok: true,
+                link_up: repl.link_up,
+                role_master: repl.role_master,
+                master_addr: repl.master_addr,
+            },
+            None,
+        ));
+    }
     let replies = fleet
         .redis(
             t,
@@ -117,16 +159,14 @@ pub async fn observe_node(fleet: &Fleet, t: &Target) -> Option<(Observation, Opt
         Some(Reply::Array(kv)) => kv.get(1).and_then(Reply::text).and_then(|v| v.parse().ok()),
         _ => None,
     };
-    let link_up = replies.get(3).and_then(Reply::text).and_then(|info| {
-        let field = |key: &str| info_field(&info, key);
-        (field("role").as_deref() == Some("slave"))
-            .then(|| field("master_link_status").as_deref() == Some("up"))
-    });
+    let repl = parse_replication(&replies.get(3).and_then(Reply::text).unwrap_or_default());
     Some((
         Observation {
             nodes,
             state_ok,
-            link_up,
+            link_up: repl.link_up,
+            role_master: repl.role_master,
+            master_addr: repl.master_addr,
         },
         timeout,
     ))

@@ -57,32 +57,41 @@ struct NodeDetails {
 }
 
 async fn details(fleet: &Fleet, t: &Target) -> Option<NodeDetails> {
-    let r = fleet
-        .redis(
-            t,
-            &[
-                &["CLUSTER", "NODES"],
-                &["CLUSTER", "INFO"],
-                &["INFO", "replication"],
-            ],
+    let cluster = t.spec.mode == crate::client::RedisMode::Cluster;
+    let commands: &[&[&str]] = if cluster {
+        &[
+            &["INFO", "replication"],
+            &["CLUSTER", "NODES"],
+            &["CLUSTER", "INFO"],
+        ]
+    } else {
+        &[&["INFO", "replication"]]
+    };
+    let r = fleet.redis(t, commands).await.ok()?;
+    let repl_text = r.first()?.text()?;
+    let repl = crate::plan::parse_replication(&repl_text);
+    let link = match repl.role_master {
+        Some(false) => field(&repl_text, "master_link_status"),
+        Some(true) => repl.connected_replicas.map(|n| format!("{n} replica(s)")),
+        None => None,
+    };
+    let (nodes, cluster_state) = if cluster {
+        let nodes = parse_nodes(&r.get(1)?.text()?);
+        let info = r.get(2).and_then(Reply::text).unwrap_or_default();
+        (
+            nodes,
+            field(&info, "cluster_state").unwrap_or_else(|| "?".into()),
         )
-        .await
-        .ok()?;
-    let nodes = parse_nodes(&r.first()?.text()?);
-    let info = r.get(1).and_then(Reply::text).unwrap_or_default();
-    let cluster_state = field(&info, "cluster_state").unwrap_or_else(|| "?".into());
-    let repl = r.get(2).and_then(Reply::text).unwrap_or_default();
-    let link = match field(&repl, "role").as_deref() {
-        Some("slave") => field(&repl, "master_link_status"),
-        Some("master") => field(&repl, "connected_slaves").map(|n| format!("{n} replica(s)")),
-        _ => None,
+    } else {
+        (Vec::new(), "-".to_owned())
     };
     Some(NodeDetails {
         obs: Observation {
             nodes,
-            state_ok: cluster_state == "ok",
-            link_up: (field(&repl, "role").as_deref() == Some("slave"))
-                .then(|| field(&repl, "master_link_status").as_deref() == Some("up")),
+            state_ok: cluster_state == "ok" || !cluster,
+            link_up: repl.link_up,
+            role_master: repl.role_master,
+            master_addr: repl.master_addr,
         },
         cluster_state,
         link,
@@ -153,15 +162,21 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
                             .to_owned(),
                         pid: st.and_then(|s| s.pid),
                         restarts: st.map_or(0, |s| s.restarts),
-                        role: me.map(|m| {
-                            if m.is_replica() {
-                                "replica".into()
-                            } else {
-                                "master".into()
-                            }
-                        }),
+                        role: d
+                            .as_ref()
+                            .and_then(|d| d.obs.role_master)
+                            .map(|m| if m { "master".into() } else { "replica".into() }),
                         node_id: me.map(|m| m.id.clone()),
-                        master: me.and_then(|m| m.master_id.as_deref()).map(label_of),
+                        master: me
+                            .and_then(|m| m.master_id.as_deref())
+                            .map(label_of)
+                            .or_else(|| {
+                                let at = d.as_ref()?.obs.master_addr?;
+                                targets
+                                    .iter()
+                                    .find(|t| (t.ip, t.port) == at)
+                                    .map(|t| t.label())
+                            }),
                         slots: me
                             .filter(|m| !m.slots.is_empty())
                             .map(|m| format_ranges(&m.slots)),
@@ -222,13 +237,18 @@ impl fmt::Display for Status {
                 )?;
             }
         }
-        if self.healthy {
+        if self.healthy && self.topology == "cluster" {
             writeln!(
                 f,
                 "Cluster healthy: every node agrees, all 16384 slots served, cluster_state:ok everywhere."
             )
+        } else if self.healthy {
+            writeln!(
+                f,
+                "Replication healthy: one master, every replica linked to it."
+            )
         } else {
-            writeln!(f, "Cluster NOT healthy:")?;
+            writeln!(f, "NOT healthy:")?;
             for p in self.problems.iter().take(20) {
                 writeln!(f, "  - {p}")?;
             }
