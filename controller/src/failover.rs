@@ -42,12 +42,6 @@ pub async fn failover(
     let started = Instant::now();
     let progress = Progress::new(progress);
     let deployment = Deployment::load(path, false)?;
-    if deployment.inventory.deployment.topology != paddock_inventory::Topology::Cluster {
-        return Err(Error::Unsupported(format!(
-            "{}: `paddock failover` handles topology = \"cluster\" only in this version",
-            path.display()
-        )));
-    }
     let fleet = Fleet::connect_all(&deployment).await?;
     let targets = deployment.targets();
     let members = members(&targets);
@@ -55,9 +49,19 @@ pub async fn failover(
     let problems = assess(&members, &observed);
     if !problems.is_empty() {
         return Err(Error::NotConverged(format!(
-            "the cluster is not healthy, so no failover was started:\n  - {}\n  hint: run `paddock apply` first",
+            "the deployment is not healthy, so no failover was started:\n  - {}\n  hint: run `paddock apply` first",
             problems.join("\n  - ")
         )));
+    }
+    if deployment.inventory.deployment.topology == paddock_inventory::Topology::Replication {
+        return replication_failover(&fleet, &targets, &observed, choice, timeout, &progress)
+            .await
+            .map(|(from, to)| FailoverReport {
+                shard: 0,
+                from,
+                to,
+                took: started.elapsed(),
+            });
     }
     let shard = match choice {
         Choice::Shard(s) if *s < deployment.inventory.deployment.masters => *s,
@@ -153,4 +157,115 @@ pub async fn failover(
         to: heir.label(),
         took: started.elapsed(),
     })
+}
+
+/// Replication: pause writes on the master, wait until the chosen replica
+/// has everything, promote it, point everyone else (the old master too) at
+/// it, then let the old master's clients go (they now get READONLY and
+/// reconnect to the new master). No acknowledged write is lost.
+async fn replication_failover(
+    fleet: &Fleet,
+    targets: &[crate::fleet::Target],
+    observed: &[Option<Observation>],
+    choice: &Choice,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<(String, String), Error> {
+    let members = members(targets);
+    let master = crate::cluster::replication_master(&members, observed)
+        .ok_or_else(|| Error::NotConverged("no master to fail over from".into()))?;
+    let offset = |info: &str, key: &str| info_field(info, key).and_then(|v| v.parse::<i64>().ok());
+    let infos = join_all(targets.iter().map(|t| async move {
+        let r = fleet.redis(t, &[&["INFO", "replication"]]).await.ok()?;
+        r.first().and_then(Reply::text)
+    }))
+    .await;
+    let chosen = match choice {
+        Choice::Replica(label) => targets
+            .iter()
+            .position(|t| t.label() == *label && t.label() != targets[master].label())
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{label} is not a replica of this deployment; `paddock status` shows the roles"
+                ))
+            })?,
+        Choice::Shard(0) => (0..targets.len())
+            .filter(|&i| i != master)
+            .max_by_key(|&i| {
+                infos[i]
+                    .as_deref()
+                    .and_then(|t| offset(t, "slave_repl_offset"))
+                    .unwrap_or(-1)
+            })
+            .ok_or_else(|| Error::NotConverged("there is no replica to take over".into()))?,
+        Choice::Shard(s) => {
+            return Err(Error::Unsupported(format!(
+                "there is no shard {s}: a replication deployment has one (0)"
+            )));
+        }
+    };
+    let (old, new) = (&targets[master], &targets[chosen]);
+    progress.step(format!(
+        "{} takes over from {} (writes paused on the master meanwhile)",
+        new.label(),
+        old.label()
+    ));
+    let pause_ms = timeout.as_millis().to_string();
+    let r = fleet
+        .redis(old, &[&["CLIENT", "PAUSE", &pause_ms, "WRITE"]])
+        .await?;
+    if let Some(e) = r[0].error() {
+        return Err(Error::Redis {
+            host: old.host_name.clone(),
+            instance: old.instance.clone(),
+            message: format!("CLIENT PAUSE: {e}"),
+        });
+    }
+    let result = async {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = fleet.redis(old, &[&["INFO", "replication"]]).await?;
+            let c = fleet.redis(new, &[&["INFO", "replication"]]).await?;
+            let want = m
+                .first()
+                .and_then(Reply::text)
+                .and_then(|t| offset(&t, "master_repl_offset"));
+            let have = c
+                .first()
+                .and_then(Reply::text)
+                .and_then(|t| offset(&t, "slave_repl_offset"));
+            if want.is_some() && want == have {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NotConverged(format!(
+                    "{} did not catch up with {} in time; nothing was switched",
+                    new.label(),
+                    old.label()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        fleet
+            .agent(new.host)?
+            .redis_dangerous(&new.instance, &[&["REPLICAOF", "NO", "ONE"]])
+            .await?;
+        let (ip, port) = (new.ip.to_string(), new.port.to_string());
+        for (i, t) in targets.iter().enumerate() {
+            if i != chosen {
+                fleet
+                    .agent(t.host)?
+                    .redis_dangerous(&t.instance, &[&["REPLICAOF", &ip, &port]])
+                    .await?;
+            }
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    // Whatever happened, the old master's clients are let go.
+    let _ = fleet.redis(old, &[&["CLIENT", "UNPAUSE"]]).await;
+    result?;
+    wait_healthy(fleet, targets, Instant::now() + timeout).await?;
+    progress.step("replication healthy with the new master");
+    Ok((old.label(), new.label()))
 }

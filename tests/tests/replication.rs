@@ -134,4 +134,38 @@ async fn replication_lab_serves_reads_everywhere_and_survives_a_master_kill() {
         serde_json::from_slice(&paddock(&["status", "-i", &inventory, "--json"]).stdout).unwrap();
     assert_eq!(s["hosts"][1]["instances"][0]["role"], "master");
     assert_eq!(s["hosts"][0]["instances"][0]["master"], "box2:redis-7000");
+
+    // `paddock failover`: box3 takes over, nothing acknowledged is lost.
+    let mut m = connect(b, 7000, &password).await.unwrap();
+    for i in 0..500 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("f:{i}"))
+            .arg(i)
+            .query_async(&mut m)
+            .await
+            .unwrap();
+    }
+    let out = paddock(&["failover", "-i", &inventory, "--to", "box3:redis-7000"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut m3 = connect(c, 7000, &password).await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut m3)
+        .await
+        .unwrap();
+    assert_eq!(field(&info, "role").as_deref(), Some("master"), "{info}");
+    assert_eq!(
+        field(&info, "connected_slaves").as_deref(),
+        Some("2"),
+        "{info}"
+    );
+    for i in 0..500 {
+        let v: Option<i64> = redis::cmd("GET")
+            .arg(format!("f:{i}"))
+            .query_async(&mut m3)
+            .await
+            .unwrap();
+        assert_eq!(v, Some(i), "f:{i} on the new master");
+    }
+    assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
 }
