@@ -36,6 +36,22 @@ pub struct AgentConfig {
     /// writable delay. Masters without persistence always hand over.
     #[serde(default = "default_true")]
     pub fast_failover: bool,
+    /// Mutual TLS: the agent serves with `cert`/`key` and accepts only
+    /// clients whose certificate chains to `ca`. Required unless
+    /// `insecure_plaintext = true`.
+    pub tls: Option<TlsFiles>,
+    /// Serve plaintext gRPC: anyone who reaches the port can run Redis
+    /// commands. For throwaway labs only.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 fn default_true() -> bool {
@@ -68,9 +84,22 @@ impl AgentConfig {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, Error> {
-        toml::from_str(text).map_err(|e| Error::Config {
+        let config: AgentConfig = toml::from_str(text).map_err(|e| Error::Config {
             path: path.to_owned(),
             message: e.to_string(),
+        })?;
+        let message = match (&config.tls, config.insecure_plaintext) {
+            (None, false) => {
+                "no [tls] table: the agent serves mutual TLS only. Issue its certificate with \
+                 `paddock certs issue -i INVENTORY HOST` and set [tls] ca, cert and key, \
+                 or set insecure_plaintext = true for a throwaway lab"
+            }
+            (Some(_), true) => "both [tls] and insecure_plaintext = true: choose one",
+            _ => return Ok(config),
+        };
+        Err(Error::Config {
+            path: path.to_owned(),
+            message: message.to_owned(),
         })
     }
 }
@@ -94,11 +123,28 @@ mod tests {
     fn parses_minimal_config_with_defaults() {
         let c = AgentConfig::parse(
             Path::new("agent.toml"),
-            "listen = \"127.0.1.1:7443\"\ndata_dir = \"/var/lib/paddock\"\n",
+            "listen = \"127.0.1.1:7443\"\ndata_dir = \"/var/lib/paddock\"\ninsecure_plaintext = true\n",
         )
         .unwrap();
         assert_eq!(c.listen, "127.0.1.1:7443".parse().unwrap());
         assert_eq!(c.redis_server, PathBuf::from("redis-server"));
+    }
+
+    #[test]
+    fn tls_is_required_unless_plaintext_is_asked_for() {
+        let err = AgentConfig::parse(
+            Path::new("agent.toml"),
+            "listen = \"127.0.1.1:7443\"\ndata_dir = \"/d\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no [tls] table"), "{err}");
+        let c = AgentConfig::parse(
+            Path::new("agent.toml"),
+            "listen = \"127.0.1.1:7443\"\ndata_dir = \"/d\"\n[tls]\nca = \"/c\"\ncert = \"/e\"\nkey = \"/k\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.tls.unwrap().key, PathBuf::from("/k"));
     }
 
     #[test]

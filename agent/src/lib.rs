@@ -141,8 +141,34 @@ pub async fn run(
         shutdown.await;
         stopping.notify("STOPPING=1");
     };
-    // The transport is configured here and only here, so TLS slots in at one place.
-    let served = tonic::transport::Server::builder()
+    // The transport is configured here and only here.
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| Error::Io {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        let identity = tonic::transport::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        let ca = tonic::transport::Certificate::from_pem(read(&tls.ca)?);
+        // Clients must present a certificate chaining to the CA.
+        builder = builder
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(identity)
+                    .client_ca_root(ca),
+            )
+            .map_err(|e| Error::Config {
+                path: tls.cert.clone(),
+                message: format!("unusable TLS certificate or key: {e}"),
+            })?;
+    } else {
+        tracing::warn!(
+            "serving PLAINTEXT gRPC (insecure_plaintext = true): anyone who reaches this port can run Redis commands"
+        );
+    }
+    let served = builder
         .timeout(Duration::from_secs(300))
         .concurrency_limit_per_connection(256)
         .add_service(

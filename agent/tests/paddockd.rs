@@ -56,7 +56,7 @@ fn spawn_agent(dir: &Path, address: &str) -> Child {
     std::fs::write(
         &config,
         format!(
-            "listen = \"{address}:7443\"\ndata_dir = \"{}\"\n",
+            "listen = \"{address}:7443\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n",
             dir.join("data").display()
         ),
     )
@@ -448,7 +448,7 @@ async fn tells_systemd_ready_watchdog_and_stopping_and_keeps_its_env_from_redis(
     std::fs::write(
         &config,
         format!(
-            "listen = \"{ADDR}:7443\"\ndata_dir = \"{}\"\n",
+            "listen = \"{ADDR}:7443\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n",
             dir.path().join("data").display()
         ),
     )
@@ -521,7 +521,7 @@ async fn missing_redis_server_is_reported_with_how_to_install_it() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"{ADDR}:7443\"\ndata_dir = \"{}\"\nredis_server = \"/nonexistent/redis-server\"\n",
+            "listen = \"{ADDR}:7443\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\nredis_server = \"/nonexistent/redis-server\"\n",
             dir.path().join("data").display()
         ),
     )

@@ -1,17 +1,67 @@
-//! The controller's side of the agent API. The transport is configured here
-//! and only here (TLS slots in at [`AgentClient::connect`]); proto types are
-//! converted to domain types before they leave this module.
+//! The controller's side of the agent API. The transport (mutual TLS, or
+//! plaintext only when asked for by name) is configured here and only here;
+//! proto types are converted to domain types before they leave this module.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use paddock_proto::v1::{self as pb, agent_client};
-use tonic::transport::{Channel, Endpoint};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::Error;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+static INSECURE_PLAINTEXT: AtomicBool = AtomicBool::new(false);
+
+/// Talk to agents without TLS (`--insecure-plaintext`): the agents must run
+/// with `insecure_plaintext = true`. For throwaway labs only.
+pub fn use_insecure_plaintext() {
+    INSECURE_PLAINTEXT.store(true, Ordering::Relaxed);
+}
+
+/// How the controller reaches agents.
+#[derive(Clone)]
+pub enum Transport {
+    /// Mutual TLS: the agent must present a certificate from `ca` naming the
+    /// address dialled; the controller presents its own.
+    Mutual {
+        ca: Vec<u8>,
+        cert: Vec<u8>,
+        key: Vec<u8>,
+    },
+    Plaintext,
+}
+
+impl Transport {
+    /// The deployment's certificates (`paddock certs init`), or plaintext
+    /// when asked for explicitly.
+    pub fn for_deployment(inventory: &Path, deployment: &str) -> Result<Transport, Error> {
+        if INSECURE_PLAINTEXT.load(Ordering::Relaxed) {
+            return Ok(Transport::Plaintext);
+        }
+        Transport::from_dir(&crate::certs::certs_dir(inventory, deployment), inventory)
+    }
+
+    pub fn from_dir(dir: &Path, inventory: &Path) -> Result<Transport, Error> {
+        let ca = crate::certs::ca(dir);
+        let me = crate::certs::controller(dir);
+        let read = |p: &Path| std::fs::read(p);
+        match (read(&ca.cert), read(&me.cert), read(&me.key)) {
+            (Ok(ca), Ok(cert), Ok(key)) => Ok(Transport::Mutual { ca, cert, key }),
+            _ => Err(Error::Certs(format!(
+                "no certificates in {}.\n  hint: `paddock certs init -i {inv}`, then `paddock certs issue -i {inv} HOST` for every host \
+                 and install each agent's certificate (see README); or, for a lab without TLS, pass --insecure-plaintext",
+                dir.display(),
+                inv = inventory.display()
+            ))),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct AgentClient {
@@ -144,17 +194,35 @@ impl Reply {
 
 impl AgentClient {
     /// Dials the agent of `host` at `addr`.
-    pub async fn connect(host: &str, addr: SocketAddr) -> Result<Self, Error> {
+    pub async fn connect(
+        host: &str,
+        addr: SocketAddr,
+        transport: &Transport,
+    ) -> Result<Self, Error> {
         let unreachable = |message: String| Error::AgentUnreachable {
             host: host.to_owned(),
             addr,
             message,
         };
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = match transport {
+            Transport::Mutual { .. } => "https",
+            Transport::Plaintext => "http",
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| unreachable(e.to_string()))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .tcp_nodelay(true);
+        if let Transport::Mutual { ca, cert, key } = transport {
+            // The agent's certificate must name the address we dial.
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .identity(Identity::from_pem(cert, key))
+                .domain_name(addr.ip().to_string());
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| unreachable(source_chain(&e)))?;
+        }
         let channel = endpoint
             .connect()
             .await

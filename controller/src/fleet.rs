@@ -39,6 +39,7 @@ pub struct Deployment {
     pub password_path: PathBuf,
     /// None until the first apply generates it.
     pub password: Option<String>,
+    pub transport: crate::client::Transport,
 }
 
 impl Deployment {
@@ -60,7 +61,9 @@ impl Deployment {
             inventory.deployment.password_file.as_deref(),
         );
         let password = secrets::load_or_create(&password_path, create_password)?;
+        let transport = crate::client::Transport::for_deployment(path, &inventory.deployment.name)?;
         Ok(Deployment {
+            transport,
             inventory_path: path.to_owned(),
             inventory,
             placement,
@@ -178,12 +181,9 @@ impl Fleet {
     /// Dials every agent; unreachable ones are kept as their error message
     /// (status shows them).
     pub async fn connect(deployment: &Deployment) -> Fleet {
-        let dials = deployment
-            .inventory
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| AgentClient::connect(&h.name, deployment.agent_addr(i)));
+        let dials = deployment.inventory.hosts.iter().enumerate().map(|(i, h)| {
+            AgentClient::connect(&h.name, deployment.agent_addr(i), &deployment.transport)
+        });
         Fleet {
             agents: join_all(dials)
                 .await
@@ -235,6 +235,7 @@ mod tests {
             inventory,
             password_path: PathBuf::from("pw"),
             password: None,
+            transport: crate::client::Transport::Plaintext,
         }
     }
 

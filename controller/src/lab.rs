@@ -187,6 +187,16 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
     let dir = dir.canonicalize().map_err(Error::io(dir))?;
     let mut state = read_state(&dir)?.unwrap_or(LabState { agents: Vec::new() });
     let binary = agent_binary();
+    // The lab has its own CA, like any deployment (unless plaintext was
+    // asked for by name).
+    let certs = crate::certs::certs_dir(&inventory_path(&dir), "lab");
+    let plaintext = matches!(
+        crate::client::Transport::for_deployment(&inventory_path(&dir), "lab"),
+        Ok(crate::client::Transport::Plaintext)
+    );
+    if !plaintext {
+        crate::certs::init(&certs, "lab")?;
+    }
     let mut started = 0;
     for (i, address) in options.addresses.iter().enumerate() {
         let host = format!("box{}", i + 1);
@@ -201,10 +211,21 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
         let data_dir = box_dir.join("data");
         fs::create_dir_all(&data_dir).map_err(Error::io(&data_dir))?;
         let config = box_dir.join("agent.toml");
+        let tls = if plaintext {
+            "insecure_plaintext = true\n".to_owned()
+        } else {
+            let files = crate::certs::issue(&certs, &host, *address)?;
+            format!(
+                "\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                crate::certs::ca(&certs).cert.display(),
+                files.cert.display(),
+                files.key.display()
+            )
+        };
         fs::write(
             &config,
             format!(
-                "# paddockd config for lab host {host}\nlisten = \"{listen}\"\ndata_dir = \"{}\"\nfast_failover = {}\n",
+                "# paddockd config for lab host {host}\nlisten = \"{listen}\"\ndata_dir = \"{}\"\nfast_failover = {}\n{tls}",
                 data_dir.display(),
                 options.fast_failover
             ),
@@ -240,7 +261,8 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
             dir: box_dir.clone(),
         });
         write_state(&dir, &state)?;
-        wait_for_agent(&host, listen, child, &log_path).await?;
+        let transport = crate::client::Transport::for_deployment(&inventory_path(&dir), "lab")?;
+        wait_for_agent(&host, listen, child, &log_path, &transport).await?;
         started += 1;
     }
     // An existing inventory is the operator's (perhaps edited): keep it.
@@ -276,6 +298,7 @@ async fn wait_for_agent(
     listen: SocketAddr,
     mut child: std::process::Child,
     log: &Path,
+    transport: &crate::client::Transport,
 ) -> Result<(), Error> {
     let deadline = Instant::now() + AGENT_START_TIMEOUT;
     loop {
@@ -288,7 +311,7 @@ async fn wait_for_agent(
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
             )));
         }
-        if let Ok(agent) = AgentClient::connect(host, listen).await
+        if let Ok(agent) = AgentClient::connect(host, listen, transport).await
             && agent.facts().await.is_ok()
         {
             return Ok(());
@@ -374,8 +397,11 @@ pub async fn down(dir: &Path) -> Result<LabDown, Error> {
         .filter(|a| process_is(a.pid, "paddockd"))
         .cloned()
         .collect();
+    let transport = crate::client::Transport::for_deployment(&inventory_path(dir), "lab")
+        .unwrap_or(crate::client::Transport::Plaintext);
+    let transport = &transport;
     let stops = live.iter().map(|a| async move {
-        let Ok(agent) = AgentClient::connect(&a.host, a.listen).await else {
+        let Ok(agent) = AgentClient::connect(&a.host, a.listen, transport).await else {
             return 0;
         };
         let Ok(list) = agent.list().await else {

@@ -5,6 +5,7 @@
 //! benchmarks drive the same code.
 
 pub mod apply;
+pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod failover;
@@ -58,6 +59,8 @@ pub enum Error {
     Unsupported(String),
     #[error("{0}")]
     Lab(String),
+    #[error("certificates: {0}")]
+    Certs(String),
 }
 
 impl Error {

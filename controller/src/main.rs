@@ -12,6 +12,10 @@ use paddock_controller::{apply, failover, lab, status, watch};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Talk to agents without TLS (they must run with insecure_plaintext =
+    /// true). Anyone on the network could then drive them: labs only.
+    #[arg(long, global = true)]
+    insecure_plaintext: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -104,6 +108,31 @@ enum Cmd {
     /// The local three-box lab on loopback addresses.
     #[command(subcommand)]
     Lab(LabCmd),
+    /// Certificates for mutual TLS between this controller and the agents.
+    #[command(subcommand)]
+    Certs(CertsCmd),
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Create the deployment's CA and this controller's client certificate
+    /// (in .paddock/DEPLOYMENT/certs next to the inventory; kept if present).
+    ///
+    /// Example: paddock certs init -i inventory.toml
+    Init {
+        #[arg(short, long)]
+        inventory: PathBuf,
+    },
+    /// Issue the certificate a host's agent serves with, naming the host's
+    /// inventory name and address; copy the three printed files to the host.
+    ///
+    /// Example: paddock certs issue -i inventory.toml clusternodeA
+    Issue {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// The host's name in the inventory.
+        host: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -175,7 +204,46 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if cli.insecure_plaintext {
+        paddock_controller::client::use_insecure_plaintext();
+    }
     match cli.command {
+        Cmd::Certs(CertsCmd::Init { inventory }) => {
+            let inv = read_inventory(&inventory)?;
+            let dir = paddock_controller::certs::certs_dir(&inventory, &inv.deployment.name);
+            let created = paddock_controller::certs::init(&dir, &inv.deployment.name)?;
+            println!(
+                "{} CA and controller certificate in {}",
+                if created {
+                    "Created"
+                } else {
+                    "Kept the existing"
+                },
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Certs(CertsCmd::Issue { inventory, host }) => {
+            let inv = read_inventory(&inventory)?;
+            let Some(h) = inv.hosts.iter().find(|h| h.name == host) else {
+                let names: Vec<&str> = inv.hosts.iter().map(|h| h.name.as_str()).collect();
+                anyhow::bail!(
+                    "no host named {host:?} in {}; its hosts are: {}",
+                    inventory.display(),
+                    names.join(", ")
+                );
+            };
+            let dir = paddock_controller::certs::certs_dir(&inventory, &inv.deployment.name);
+            let files = paddock_controller::certs::issue(&dir, &h.name, h.address)?;
+            println!(
+                "Issued {host}'s certificate (names {host} and {}). Install on the host, referenced from agent.toml [tls]:\n  ca   = {}\n  cert = {}\n  key  = {}  (keep it 0600)",
+                h.address,
+                paddock_controller::certs::ca(&dir).cert.display(),
+                files.cert.display(),
+                files.key.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Validate { inventory } => {
             let text = std::fs::read_to_string(&inventory)
                 .with_context(|| format!("cannot read {}", inventory.display()))?;
@@ -345,6 +413,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn read_inventory(path: &std::path::Path) -> anyhow::Result<paddock_inventory::Inventory> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    paddock_inventory::parse(&path.display().to_string(), &text).map_err(|d| anyhow::anyhow!("{d}"))
 }
 
 fn print_apply(report: &apply::ApplyReport) {

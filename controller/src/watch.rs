@@ -29,7 +29,8 @@ pub async fn logs(
             names.join(", ")
         )));
     };
-    let agent = AgentClient::connect(host, deployment.agent_addr(index)).await?;
+    let agent =
+        AgentClient::connect(host, deployment.agent_addr(index), &deployment.transport).await?;
     let mut stream = std::pin::pin!(agent.tail_log(instance, lines, follow).await?);
     let mut out = std::io::stdout().lock();
     while let Some(batch) = stream.next().await {

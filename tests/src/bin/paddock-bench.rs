@@ -295,7 +295,7 @@ async fn agent_bench(rounds: usize) {
     std::fs::write(
         &config,
         format!(
-            "listen = \"{ADDR}:7443\"\ndata_dir = \"{}\"\n",
+            "listen = \"{ADDR}:7443\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n",
             dir.path().join("data").display()
         ),
     )
@@ -308,7 +308,13 @@ async fn agent_bench(rounds: usize) {
         .unwrap();
     let addr = format!("{ADDR}:7443").parse().unwrap();
     let client = loop {
-        if let Ok(c) = AgentClient::connect("bench", addr).await {
+        if let Ok(c) = AgentClient::connect(
+            "bench",
+            addr,
+            &paddock_controller::client::Transport::Plaintext,
+        )
+        .await
+        {
             break c;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
