@@ -16,6 +16,7 @@ use crate::supervisor::{InstanceStatus, State, StateChange, SupervisorHandle};
 pub struct AgentService {
     pub supervisor: SupervisorHandle,
     pub connections: Connections,
+    pub locks: crate::locks::Locks,
     pub data_dir: PathBuf,
     pub redis_server: PathBuf,
 }
@@ -144,6 +145,23 @@ impl AgentService {
     }
 }
 
+fn lock_response(o: crate::locks::Outcome) -> pb::LockResponse {
+    match o {
+        crate::locks::Outcome::Granted => pb::LockResponse {
+            granted: true,
+            ..Default::default()
+        },
+        crate::locks::Outcome::Held {
+            holder,
+            since_unix_ms,
+        } => pb::LockResponse {
+            granted: false,
+            holder,
+            since_unix_ms,
+        },
+    }
+}
+
 type RpcStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 fn change_to_pb(c: StateChange) -> pb::StateEvent {
@@ -159,6 +177,35 @@ fn change_to_pb(c: StateChange) -> pb::StateEvent {
 
 #[tonic::async_trait]
 impl Agent for AgentService {
+    async fn lock(
+        &self,
+        request: Request<pb::LockRequest>,
+    ) -> Result<Response<pb::LockResponse>, Status> {
+        let r = request.into_inner();
+        if r.holder.is_empty() || r.deployment.is_empty() {
+            return Err(Status::invalid_argument(
+                "deployment and holder are required",
+            ));
+        }
+        let ttl = std::time::Duration::from_millis(u64::from(r.ttl_ms.clamp(1_000, 3_600_000)));
+        Ok(Response::new(lock_response(self.locks.lock(
+            &r.deployment,
+            &r.holder,
+            ttl,
+            std::time::Instant::now(),
+        ))))
+    }
+
+    async fn unlock(
+        &self,
+        request: Request<pb::LockRequest>,
+    ) -> Result<Response<pb::LockResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(lock_response(
+            self.locks.unlock(&r.deployment, &r.holder),
+        )))
+    }
+
     type TailLogStream = RpcStream<pb::LogLines>;
     type WatchEventsStream = RpcStream<pb::StateEvent>;
 

@@ -10,6 +10,7 @@ mod grpc;
 pub mod guard;
 mod handover;
 mod install;
+mod locks;
 pub mod logs;
 mod notify;
 mod redis_access;
@@ -119,6 +120,7 @@ pub async fn run(
     let service = grpc::AgentService {
         supervisor,
         connections: Default::default(),
+        locks: Default::default(),
         data_dir: config.data_dir.clone(),
         redis_server: config.redis_server.clone(),
     };

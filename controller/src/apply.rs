@@ -82,10 +82,23 @@ pub async fn plan(path: &Path) -> Result<Plan, Error> {
 }
 
 pub async fn apply(path: &Path, options: &ApplyOptions) -> Result<ApplyReport, Error> {
+    let deployment = Deployment::load(path, false)?;
+    let fleet = Fleet::connect_all(&deployment).await?;
+    let name = deployment.inventory.deployment.name.clone();
+    let holder = crate::fleet::lock_holder();
+    fleet.lock(&name, &holder).await?;
+    let result = apply_locked(deployment, &fleet, options).await;
+    fleet.unlock(&name, &holder).await;
+    result
+}
+
+async fn apply_locked(
+    mut deployment: Deployment,
+    fleet: &Fleet,
+    options: &ApplyOptions,
+) -> Result<ApplyReport, Error> {
     let started = Instant::now();
     let progress = Progress::new(options.progress);
-    let mut deployment = Deployment::load(path, false)?;
-    let fleet = &Fleet::connect_all(&deployment).await?;
     let mut targets = deployment.targets();
     let observed = observe_deployment(&deployment, fleet, &targets).await?;
     if deployment.password.is_none() {

@@ -374,6 +374,55 @@ impl AgentClient {
     }
 }
 
+/// Whether a deployment lease was granted, and to whom it belongs if not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOutcome {
+    Granted,
+    Held { holder: String, since_unix_ms: i64 },
+}
+
+impl AgentClient {
+    pub async fn lock(
+        &self,
+        deployment: &str,
+        holder: &str,
+        ttl_ms: u32,
+    ) -> Result<LockOutcome, Error> {
+        let r = self
+            .inner
+            .clone()
+            .lock(pb::LockRequest {
+                deployment: deployment.into(),
+                holder: holder.into(),
+                ttl_ms,
+            })
+            .await
+            .map_err(|s| self.rpc_error("lock", s))?
+            .into_inner();
+        Ok(if r.granted {
+            LockOutcome::Granted
+        } else {
+            LockOutcome::Held {
+                holder: r.holder,
+                since_unix_ms: r.since_unix_ms,
+            }
+        })
+    }
+
+    pub async fn unlock(&self, deployment: &str, holder: &str) -> Result<(), Error> {
+        self.inner
+            .clone()
+            .unlock(pb::LockRequest {
+                deployment: deployment.into(),
+                holder: holder.into(),
+                ttl_ms: 0,
+            })
+            .await
+            .map_err(|s| self.rpc_error("unlock", s))?;
+        Ok(())
+    }
+}
+
 /// One instance state transition reported by an agent.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StateEvent {

@@ -43,9 +43,25 @@ pub async fn failover(
     let progress = Progress::new(progress);
     let deployment = Deployment::load(path, false)?;
     let fleet = Fleet::connect_all(&deployment).await?;
+    let name = deployment.inventory.deployment.name.clone();
+    let holder = crate::fleet::lock_holder();
+    fleet.lock(&name, &holder).await?;
+    let result = failover_locked(&deployment, &fleet, choice, timeout, &progress, started).await;
+    fleet.unlock(&name, &holder).await;
+    result
+}
+
+async fn failover_locked(
+    deployment: &Deployment,
+    fleet: &Fleet,
+    choice: &Choice,
+    timeout: Duration,
+    progress: &Progress,
+    started: Instant,
+) -> Result<FailoverReport, Error> {
     let targets = deployment.targets();
     let members = members(&targets);
-    let observed = observe_all(&fleet, &targets).await;
+    let observed = observe_all(fleet, &targets).await;
     let problems = assess(&members, &observed);
     if !problems.is_empty() {
         return Err(Error::NotConverged(format!(
@@ -54,7 +70,7 @@ pub async fn failover(
         )));
     }
     if deployment.inventory.deployment.topology == paddock_inventory::Topology::Replication {
-        return replication_failover(&fleet, &targets, &observed, choice, timeout, &progress)
+        return replication_failover(fleet, &targets, &observed, choice, timeout, progress)
             .await
             .map(|(from, to)| FailoverReport {
                 shard: 0,
@@ -148,8 +164,8 @@ pub async fn failover(
             message: format!("CLUSTER FAILOVER: {e}"),
         });
     }
-    wait_promoted(&fleet, &targets, chosen, Instant::now() + timeout).await?;
-    wait_healthy(&fleet, &targets, Instant::now() + timeout).await?;
+    wait_promoted(fleet, &targets, chosen, Instant::now() + timeout).await?;
+    wait_healthy(fleet, &targets, Instant::now() + timeout).await?;
     progress.step("cluster healthy with the new roles");
     Ok(FailoverReport {
         shard,

@@ -172,6 +172,17 @@ pub fn members(targets: &[Target]) -> Vec<Member> {
         .collect()
 }
 
+/// How long a controller's lease on a deployment lasts unless released.
+pub const LOCK_TTL_MS: u32 = 600_000;
+
+/// Who this controller is, for "locked by ...": user@host pid N.
+pub fn lock_holder() -> String {
+    let user =
+        std::env::var("USER").unwrap_or_else(|_| format!("uid {}", nix::unistd::Uid::effective()));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{user}@{} pid {}", host.trim(), std::process::id())
+}
+
 /// Connections to every host's agent, dialled in parallel.
 pub struct Fleet {
     agents: Vec<Result<AgentClient, String>>,
@@ -210,6 +221,35 @@ impl Fleet {
 
     pub fn agent_error(&self, host: usize) -> Option<&str> {
         self.agents[host].as_ref().err().map(String::as_str)
+    }
+
+    /// Takes the deployment's lease on every agent, in host order (so two
+    /// controllers cannot each hold part of it). On refusal, releases what it
+    /// took and says who holds it.
+    pub async fn lock(&self, deployment: &str, holder: &str) -> Result<(), Error> {
+        for h in 0..self.agents.len() {
+            let outcome = self.agent(h)?.lock(deployment, holder, LOCK_TTL_MS).await?;
+            if let crate::client::LockOutcome::Held {
+                holder: other,
+                since_unix_ms,
+            } = outcome
+            {
+                self.unlock(deployment, holder).await;
+                return Err(Error::Locked {
+                    deployment: deployment.to_owned(),
+                    holder: other,
+                    since: crate::watch::format_utc(since_unix_ms),
+                    ttl_s: LOCK_TTL_MS / 1000,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn unlock(&self, deployment: &str, holder: &str) {
+        for a in self.agents.iter().flatten() {
+            let _ = a.unlock(deployment, holder).await;
+        }
     }
 
     /// Runs a command pipeline on a target's instance through its agent.

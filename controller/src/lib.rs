@@ -61,6 +61,15 @@ pub enum Error {
     Lab(String),
     #[error("certificates: {0}")]
     Certs(String),
+    #[error(
+        "deployment {deployment} is locked by {holder} since {since}: another controller is changing it.\n  hint: wait for it to finish; a controller that died releases the lock after {ttl_s} s"
+    )]
+    Locked {
+        deployment: String,
+        holder: String,
+        since: String,
+        ttl_s: u32,
+    },
 }
 
 impl Error {

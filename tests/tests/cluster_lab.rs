@@ -189,6 +189,56 @@ async fn lab_forms_a_healthy_cluster_that_survives_a_master_kill() {
     let redis_pids: Vec<u32> = (0..3)
         .flat_map(|b| ["redis-7000", "redis-7001"].map(|i| pid_of(&lab, b, i)))
         .collect();
+    // The password is in the files that must hold it and nowhere else: not
+    // in any output, log or other file.
+    let inv = lab.inventory().display().to_string();
+    let mut outputs = vec![up, again];
+    for args in [
+        vec!["status", "-i", &inv, "--json"],
+        vec!["plan", "-i", &inv],
+        vec!["logs", "-i", &inv, "box1", "redis-7000", "-n", "1000"],
+    ] {
+        outputs.push(paddock_tests::paddock(&args));
+    }
+    for o in &outputs {
+        assert!(!stdout(o).contains(&password), "password in stdout");
+        assert!(
+            !paddock_tests::stderr(o).contains(&password),
+            "password in stderr"
+        );
+    }
+    let allowed = [
+        "redis.conf",
+        "redis.conf.prev",
+        "spec.toml",
+        "redis-password",
+    ];
+    let mut stack = vec![lab.dir().to_owned()];
+    let mut scanned = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !allowed
+                .iter()
+                .any(|a| path.file_name().is_some_and(|n| n == *a))
+            {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                scanned += 1;
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(&password),
+                    "password found in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(
+        scanned > 10,
+        "logs, nodes.conf, AOF, ... were scanned ({scanned})"
+    );
+
     let down = lab.down();
     assert!(down.status.success());
     for pid in agent_pids {

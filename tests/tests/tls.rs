@@ -119,3 +119,51 @@ async fn agents_accept_only_clients_of_their_ca_and_the_controller_checks_the_ag
         "an agent certificate for another address refused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_controller_is_told_who_holds_the_deployment() {
+    use paddock_proto::v1::LockRequest;
+    let lab = Lab::new(30);
+    assert!(lab.up(&[]).status.success());
+    let certs = lab.dir().join(".paddock/lab/certs");
+    let read = |name: &str| std::fs::read_to_string(certs.join(name)).unwrap();
+    let inventory = lab.inventory().display().to_string();
+    let mut clients = Vec::new();
+    for ip in &lab.addresses {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.pem")))
+            .identity(Identity::from_pem(
+                read("controller.pem"),
+                read("controller.key"),
+            ))
+            .domain_name(ip.to_string());
+        let channel = Endpoint::from_shared(format!("https://{ip}:7443"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        clients.push(AgentClient::new(channel));
+    }
+    let request = |ttl_ms| LockRequest {
+        deployment: "lab".into(),
+        holder: "alice@ws1 pid 4242".into(),
+        ttl_ms,
+    };
+    for c in &mut clients {
+        assert!(c.lock(request(60_000)).await.unwrap().into_inner().granted);
+    }
+    let out = paddock_tests::paddock(&["apply", "-i", &inventory]);
+    assert!(!out.status.success());
+    let err = paddock_tests::stderr(&out);
+    assert!(
+        err.contains("deployment lab is locked by alice@ws1 pid 4242 since 20"),
+        "{err}"
+    );
+    for c in &mut clients {
+        c.unlock(request(0)).await.unwrap();
+    }
+    let out = paddock_tests::paddock(&["apply", "-i", &inventory]);
+    assert!(stdout(&out).contains("Nothing to do"), "{}", stdout(&out));
+}
