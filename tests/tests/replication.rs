@@ -69,6 +69,21 @@ async fn replication_lab_serves_reads_everywhere_and_survives_a_master_kill() {
         Duration::from_secs(30),
         Duration::from_millis(20),
         || async {
+            // The new master process answers (not the killed one) ...
+            let Ok(mut m) = connect(a, 7000, &password).await else {
+                return false;
+            };
+            let Ok(server) = redis::cmd("INFO")
+                .arg("server")
+                .query_async::<String>(&mut m)
+                .await
+            else {
+                return false;
+            };
+            if field(&server, "process_id").and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+                return false;
+            }
+            // ... and both replicas are linked to it again.
             for ip in [b, c] {
                 let Ok(mut r) = connect(ip, 7000, &password).await else {
                     return false;
