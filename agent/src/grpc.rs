@@ -69,6 +69,15 @@ impl TryFrom<pb::InstanceSpec> for InstanceSpec {
                     stop_timeout_ms: v.stop_timeout_ms,
                 })
                 .unwrap_or_default(),
+            users: s
+                .users
+                .into_iter()
+                .map(|u| crate::spec::AclUser {
+                    name: u.name,
+                    password: u.password,
+                    rules: u.rules,
+                })
+                .collect(),
         };
         spec.validate()?;
         Ok(spec)

@@ -49,6 +49,30 @@ pub struct InstanceSpec {
     pub password: String,
     #[serde(default)]
     pub supervision: SupervisionSpec,
+    /// ACL users besides "default".
+    #[serde(default)]
+    pub users: Vec<AclUser>,
+}
+
+/// An ACL user the instance is configured with. Not `Debug`: it holds a password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclUser {
+    pub name: String,
+    pub password: String,
+    pub rules: Vec<String>,
+}
+
+/// An ACL rule we write: printable, no quotes or backslashes, and nothing that
+/// sets, drops or bypasses a password (passwords are ours to manage).
+pub fn valid_acl_rule(rule: &str) -> bool {
+    !rule.is_empty()
+        && rule.len() <= 256
+        && rule
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\'' && b != b'\\')
+        && !rule.starts_with(['>', '<', '#', '!'])
+        && !["nopass", "resetpass", "reset"].contains(&rule.to_ascii_lowercase().as_str())
 }
 
 /// Per-instance supervision settings as the controller sends them.
@@ -149,6 +173,33 @@ impl InstanceSpec {
                 "only printable ASCII without spaces is accepted",
             );
         }
+        for u in &self.users {
+            let name_ok = u.name != "default"
+                && !u.name.is_empty()
+                && u.name.len() <= 32
+                && u.name.starts_with(|c: char| c.is_ascii_lowercase())
+                && u.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !name_ok {
+                return bad(
+                    "users",
+                    "a user name is 1-32 of a-z, 0-9, '_' and '-', starting with a letter, not \"default\"",
+                );
+            }
+            if u.password.len() < 16 || !u.password.bytes().all(|b| b.is_ascii_graphic()) {
+                return bad(
+                    "users",
+                    "a user's password must be at least 16 printable characters without spaces",
+                );
+            }
+            if !u.rules.iter().all(|r| valid_acl_rule(r)) {
+                return bad(
+                    "users",
+                    "an ACL rule is empty, has quotes, backslashes or non-printable characters, or sets a password",
+                );
+            }
+        }
         let s = &self.supervision;
         if s.start_timeout_ms < 100 || s.stop_timeout_ms < 100 || s.backoff_max_ms < 50 {
             return bad(
@@ -190,6 +241,18 @@ impl InstanceSpec {
         line("pidfile redis.pid".into());
         line(format!("requirepass {}", quote(&self.password)));
         line(format!("masterauth {}", quote(&self.password)));
+        for u in &self.users {
+            let mut l = format!(
+                "user {} on {}",
+                quote(&u.name),
+                quote(&format!(">{}", u.password))
+            );
+            for r in &u.rules {
+                l.push(' ');
+                l.push_str(&quote(r));
+            }
+            line(l);
+        }
         line("enable-debug-command no".into());
         line("enable-module-command no".into());
         line("enable-protected-configs no".into());
@@ -269,6 +332,7 @@ mod tests {
             cluster_node_timeout_ms: 5000,
             password: "0123456789abcdef0123456789abcdef".into(),
             supervision: SupervisionSpec::default(),
+            users: Vec::new(),
         }
     }
 
@@ -300,6 +364,25 @@ mod tests {
         s.name = "../etc".into();
         assert!(s.render(Path::new("/d")).is_err());
         assert!(spec().render(Path::new("/d\ninclude /x")).is_err());
+    }
+
+    #[test]
+    fn renders_acl_users_and_refuses_password_rules() {
+        let mut s = spec();
+        s.users = vec![AclUser {
+            name: "app".into(),
+            password: "app-password-0123456789".into(),
+            rules: vec!["~app:*".into(), "+@read".into(), "-@dangerous".into()],
+        }];
+        let conf = s.render(Path::new("/d")).unwrap();
+        assert!(
+            conf.contains("user \"app\" on \">app-password-0123456789\" \"~app:*\" \"+@read\" \"-@dangerous\"\n"),
+            "{conf}"
+        );
+        for bad in ["nopass", ">other", "#abc", "reset", "a\"b", "x y"] {
+            s.users[0].rules = vec![bad.into()];
+            assert!(s.render(Path::new("/d")).is_err(), "{bad}");
+        }
     }
 
     #[test]

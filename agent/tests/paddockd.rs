@@ -112,6 +112,7 @@ fn spec_at(address: &str, maxmemory: u64) -> pb::InstanceSpec {
         cluster_node_timeout_ms: 5000,
         password: "s3cret-s3cret-s3cret-s3cret".into(),
         supervision: None,
+        users: Vec::new(),
     }
 }
 

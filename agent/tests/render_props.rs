@@ -142,6 +142,7 @@ fn spec(
         cluster_node_timeout_ms: timeout,
         password,
         supervision: SupervisionSpec::default(),
+        users: Vec::new(),
     }
 }
 

@@ -116,6 +116,23 @@ async fn apply_locked(
         deployment.password = secrets::load_or_create(&deployment.password_path, true)?;
         targets = deployment.targets();
     }
+    // ACL users get their passwords on the apply that first declares them.
+    if deployment.user_passwords.iter().any(Option::is_none) {
+        let inv = &deployment.inventory;
+        deployment.user_passwords = inv
+            .users
+            .iter()
+            .map(|u| {
+                let p = secrets::user_password_path(
+                    &deployment.inventory_path,
+                    &inv.deployment.name,
+                    &u.name,
+                );
+                secrets::load_or_create(&p, true)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        targets = deployment.targets();
+    }
     let plan = make_plan(&deployment, &targets, &observed);
     let states = &observed.targets;
     if plan.is_empty() {

@@ -145,6 +145,15 @@ pub struct InstanceSpec {
     pub cluster_node_timeout_ms: u32,
     pub password: String,
     pub supervision: Supervision,
+    pub users: Vec<AclUser>,
+}
+
+/// An ACL user with its generated password. Not `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AclUser {
+    pub name: String,
+    pub password: String,
+    pub rules: Vec<String>,
 }
 
 /// How the agent supervises an instance (the inventory's `[supervision]`).
@@ -543,6 +552,15 @@ fn spec_to_pb(s: &InstanceSpec) -> pb::InstanceSpec {
             backoff_max_ms: s.supervision.backoff_max_ms,
             stop_timeout_ms: s.supervision.stop_timeout_ms,
         }),
+        users: s
+            .users
+            .iter()
+            .map(|u| pb::AclUser {
+                name: u.name.clone(),
+                password: u.password.clone(),
+                rules: u.rules.clone(),
+            })
+            .collect(),
     }
 }
 

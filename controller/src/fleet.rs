@@ -39,6 +39,8 @@ pub struct Deployment {
     pub password_path: PathBuf,
     /// None until the first apply generates it.
     pub password: Option<String>,
+    /// Each ACL user's generated password (None before the first apply).
+    pub user_passwords: Vec<Option<String>>,
     pub transport: crate::client::Transport,
 }
 
@@ -61,8 +63,17 @@ impl Deployment {
             inventory.deployment.password_file.as_deref(),
         );
         let password = secrets::load_or_create(&password_path, create_password)?;
+        let user_passwords = inventory
+            .users
+            .iter()
+            .map(|u| {
+                let p = secrets::user_password_path(path, &inventory.deployment.name, &u.name);
+                secrets::load_or_create(&p, create_password)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         let transport = crate::client::Transport::for_deployment(path, &inventory.deployment.name)?;
         Ok(Deployment {
+            user_passwords,
             transport,
             inventory_path: path.to_owned(),
             inventory,
@@ -119,11 +130,41 @@ impl Deployment {
                             backoff_max_ms: inv.supervision.backoff_max_ms,
                             stop_timeout_ms: inv.supervision.stop_timeout_ms,
                         },
+                        users: inv
+                            .users
+                            .iter()
+                            .zip(&self.user_passwords)
+                            .map(|(u, p)| crate::client::AclUser {
+                                name: u.name.clone(),
+                                password: p.clone().unwrap_or_else(|| "0".repeat(64)),
+                                rules: user_rules(&u.rules, inv.deployment.topology),
+                            })
+                            .collect(),
                     },
                 }
             })
             .collect()
     }
+}
+
+/// A user's rules as written, plus, in a cluster, what every cluster client
+/// needs to find and follow slots (appended last, so no rule of the
+/// inventory takes them away).
+fn user_rules(rules: &[String], topology: Topology) -> Vec<String> {
+    let mut out = rules.to_vec();
+    if topology == Topology::Cluster {
+        for r in [
+            "+cluster|slots",
+            "+cluster|shards",
+            "+cluster|nodes",
+            "+asking",
+            "+readonly",
+            "+ping",
+        ] {
+            out.push(r.to_owned());
+        }
+    }
+    out
 }
 
 /// What keeps the hosts from running the placement: redis-server missing, or
@@ -275,6 +316,7 @@ mod tests {
             inventory,
             password_path: PathBuf::from("pw"),
             password: None,
+            user_passwords: Vec::new(),
             transport: crate::client::Transport::Plaintext,
         }
     }

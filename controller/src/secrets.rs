@@ -27,6 +27,17 @@ pub fn password_path(
     }
 }
 
+/// Where an ACL user's generated password lives, next to the deployment's.
+pub fn user_password_path(inventory_path: &Path, deployment: &str, user: &str) -> PathBuf {
+    inventory_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(".paddock")
+        .join(deployment)
+        .join("users")
+        .join(format!("{user}.password"))
+}
+
 /// Reads the password, or creates one (32 random bytes, hex) when `create`.
 pub fn load_or_create(path: &Path, create: bool) -> Result<Option<String>, Error> {
     match std::fs::read_to_string(path) {

@@ -52,7 +52,7 @@ mod validate;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::{
     Deployment, Host, Inventory, MaxmemoryPolicy, RedisSettings, SentinelSettings, Supervision,
-    Topology,
+    Topology, User,
 };
 pub use placement::{PlacedInstance, Placement, Role, place};
 

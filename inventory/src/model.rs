@@ -16,6 +16,9 @@ pub struct Inventory {
     pub supervision: Supervision,
     /// At least one; names and addresses are unique.
     pub hosts: Vec<Host>,
+    /// The `[[users]]` tables, in file order (empty when absent); names are
+    /// unique.
+    pub users: Vec<User>,
 }
 
 /// The `[deployment]` table.
@@ -190,4 +193,17 @@ pub struct Host {
     pub address: IpAddr,
     /// Default 7443.
     pub agent_port: u16,
+}
+
+/// One `[[users]]` entry: a Redis ACL user the deployment should have. The
+/// controller generates its password; the inventory never holds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Matches `^[a-z][a-z0-9_-]{0,31}$` and is not `default`.
+    pub name: String,
+    /// The ACL rules, one token each, in order (e.g. `~app:*`, `+@read`).
+    /// At least one; printable ASCII without quotes or backslashes, and
+    /// none that sets, drops or bypasses a password (`>`, `<`, `#`, `!`,
+    /// `nopass`, `resetpass`, `reset`).
+    pub rules: Vec<String>,
 }

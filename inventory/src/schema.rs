@@ -26,6 +26,7 @@ pub(crate) struct RawInventory {
     pub sentinel: Option<Spanned<RawSentinel>>,
     pub supervision: Option<Spanned<RawSupervision>>,
     pub hosts: Spanned<Vec<Spanned<RawHost>>>,
+    pub users: Option<Vec<Spanned<RawUser>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +75,13 @@ pub(crate) struct RawHost {
     pub name: Spanned<String>,
     pub address: Spanned<String>,
     pub agent_port: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUser {
+    pub name: Spanned<String>,
+    pub rules: Spanned<String>,
 }
 
 /// `maxmemory` as written: a byte count or a string with a unit.
@@ -209,6 +217,12 @@ pub(crate) const ROOT: TableSchema = TableSchema {
             Kind::Tables(&HOST),
             true,
             "add one [[hosts]] table with `name` and `address` per machine",
+        ),
+        field(
+            "users",
+            Kind::Tables(&USER),
+            false,
+            "add one [[users]] table with `name` and `rules` per Redis ACL user",
         ),
     ],
 };
@@ -351,6 +365,20 @@ pub(crate) const HOST: TableSchema = TableSchema {
     ],
 };
 
+pub(crate) const USER: TableSchema = TableSchema {
+    context: "in [[users]]",
+    top_level: false,
+    fields: &[
+        field("name", Kind::Str, true, "for example: name = \"app\""),
+        field(
+            "rules",
+            Kind::Str,
+            true,
+            "for example: rules = \"~app:* +@read +@write -@dangerous\"",
+        ),
+    ],
+};
+
 /// Reports every unknown key, wrong type and missing required key in the
 /// document. `root_span` locates "missing" errors for the top level.
 pub(crate) fn check_structure(root: &Spanned<DeTable<'_>>, report: &mut Report<'_>) {
@@ -460,11 +488,15 @@ mod tests {
     fn serde_fields<T: for<'de> Deserialize<'de> + std::fmt::Debug>() -> Vec<String> {
         let err = toml::from_str::<T>("zzz_not_a_key = 1").unwrap_err();
         let message = err.message();
+        // serde writes "expected `a`", "expected `a` or `b`" or
+        // "expected one of `a`, `b`, `c`".
         let list = message
             .split_once("expected one of ")
+            .or_else(|| message.split_once("expected "))
             .map(|(_, list)| list)
             .unwrap_or_else(|| panic!("unexpected serde message: {message}"));
         list.split(", ")
+            .flat_map(|s| s.split(" or "))
             .map(|s| s.trim_matches('`').to_owned())
             .collect()
     }
@@ -481,6 +513,7 @@ mod tests {
         assert_eq!(serde_fields::<RawSentinel>(), schema_keys(&SENTINEL));
         assert_eq!(serde_fields::<RawSupervision>(), schema_keys(&SUPERVISION));
         assert_eq!(serde_fields::<RawHost>(), schema_keys(&HOST));
+        assert_eq!(serde_fields::<RawUser>(), schema_keys(&USER));
     }
 
     #[test]

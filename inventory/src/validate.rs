@@ -16,11 +16,11 @@ use serde_spanned::Spanned;
 use crate::diagnostic::Report;
 use crate::model::{
     Deployment, Host, Inventory, MaxmemoryPolicy, RedisSettings, SentinelSettings, Supervision,
-    Topology,
+    Topology, User,
 };
 use crate::placement::{assign, sentinel_hosts};
 use crate::schema::{
-    RawDeployment, RawHost, RawInventory, RawRedis, RawSentinel, RawSize, RawSupervision,
+    RawDeployment, RawHost, RawInventory, RawRedis, RawSentinel, RawSize, RawSupervision, RawUser,
 };
 
 const DEPLOYMENT: &str = "in [deployment]";
@@ -28,6 +28,10 @@ const REDIS: &str = "in [redis]";
 const SENTINEL: &str = "in [sentinel]";
 const SUPERVISION: &str = "in [supervision]";
 const HOSTS: &str = "in [[hosts]]";
+const USERS: &str = "in [[users]]";
+
+/// Longest `rules` string accepted for one user, in characters.
+const MAX_RULES_CHARS: usize = 1000;
 
 /// Redis Cluster is designed for at most 1000 nodes. The cap also keeps
 /// instance counts small enough that port arithmetic cannot overflow.
@@ -60,6 +64,7 @@ pub(crate) fn validate(raw: &RawInventory, r: &mut Report<'_>) -> Option<Invento
     let sentinel = sentinel(r, raw.sentinel.as_ref(), deployment.topology);
     let supervision = supervision(r, raw.supervision.as_ref());
     let hosts = hosts(r, raw_hosts);
+    let users = users(r, raw.users.as_deref().unwrap_or_default());
 
     if let (Some(topology), Some(masters), Some(replicas), Some(redis), Some(sentinel)) = (
         deployment.topology,
@@ -101,6 +106,7 @@ pub(crate) fn validate(raw: &RawInventory, r: &mut Report<'_>) -> Option<Invento
             .into_iter()
             .map(CheckedHost::complete)
             .collect::<Option<_>>()?,
+        users: users.into_iter().collect::<Option<_>>()?,
     })
 }
 
@@ -774,6 +780,157 @@ fn address(r: &mut Report<'_>, s: &str, at: usize) -> Option<IpAddr> {
     }
 }
 
+// ------------------------------------------------------------------ users
+
+/// `^[a-z][a-z0-9_-]{0,31}$`.
+fn is_user_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+        && s.len() <= 32
+}
+
+/// One `Option<User>` per entry, `None` where something was reported.
+fn users(r: &mut Report<'_>, raw: &[Spanned<RawUser>]) -> Vec<Option<User>> {
+    let mut first_name: HashMap<&str, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for user in raw {
+        let u = user.get_ref();
+        let name_at = u.name.span().start;
+        let name = spanned_text(r, &u.name, "name", USERS).and_then(|name| {
+            if !is_user_name(name) {
+                r.error(
+                    name_at,
+                    format!("invalid user name `{name}`"),
+                    "use 1 to 32 lowercase letters, digits, '_' or '-', starting with a letter",
+                );
+                return None;
+            }
+            if name == "default" {
+                r.error(
+                    name_at,
+                    "user name `default` is reserved",
+                    "`default` is Redis's built-in user, which paddock configures itself; choose another name",
+                );
+                return None;
+            }
+            if let Some(&first_at) = first_name.get(name) {
+                r.error(
+                    name_at,
+                    format!("duplicate user name `{name}`"),
+                    format!(
+                        "user names must be unique; `{name}` is already used at line {}",
+                        r.line_of(first_at)
+                    ),
+                );
+                return None;
+            }
+            first_name.insert(name, name_at);
+            Some(name.to_owned())
+        });
+        let rules = acl_rules(r, &u.rules);
+        out.push(name.zip(rules).map(|(name, rules)| User { name, rules }));
+    }
+    out
+}
+
+/// Why an ACL rule touches passwords, if it does. Redis reads these
+/// keywords case-insensitively.
+fn password_rule(token: &str) -> Option<(String, &'static str)> {
+    let first = token.chars().next()?;
+    let what = match first {
+        '>' => "would set a password",
+        '<' => "would remove a password",
+        '#' => "would set a password hash",
+        '!' => "would remove a password hash",
+        _ => {
+            let what = match token.to_ascii_lowercase().as_str() {
+                "nopass" => "would let the user in without a password",
+                "resetpass" => "would drop the user's password",
+                "reset" => "would reset the user, dropping its password",
+                _ => return None,
+            };
+            return Some((token.to_owned(), what));
+        }
+    };
+    // Never echo what follows: it is a password or its hash.
+    Some((format!("{first}…"), what))
+}
+
+/// What is wrong with a character in an ACL rule, if anything.
+fn bad_rule_char(c: char) -> Option<String> {
+    match c {
+        '"' | '\'' => Some("a quote".to_owned()),
+        '\\' => Some("a backslash".to_owned()),
+        '\t' => Some("a tab".to_owned()),
+        '\n' => Some("a newline".to_owned()),
+        '!'..='~' => None,
+        c if c.is_ascii() => Some(format!("the control character {:?}", c)),
+        c => Some(format!("the non-ASCII character `{c}`")),
+    }
+}
+
+/// A rule as printed in a message: control characters escaped, quotes and
+/// backslashes as written.
+fn shown(token: &str) -> String {
+    token
+        .chars()
+        .map(|c| match c {
+            '!'..='~' => c.to_string(),
+            c => c.escape_debug().to_string(),
+        })
+        .collect()
+}
+
+/// Splits `rules` on spaces and checks every token; all problems are
+/// reported at the value.
+fn acl_rules(r: &mut Report<'_>, value: &Spanned<String>) -> Option<Vec<String>> {
+    let at = value.span().start;
+    let text = value.get_ref();
+    let tokens: Vec<&str> = text.split(' ').filter(|t| !t.is_empty()).collect();
+    let mut ok = true;
+    if tokens.is_empty() {
+        r.error(
+            at,
+            format!("`rules` {USERS} is empty"),
+            "give the user's Redis ACL rules separated by spaces, e.g. \"~app:* +@read +@write -@dangerous\"",
+        );
+        ok = false;
+    }
+    let length = text.chars().count();
+    if length > MAX_RULES_CHARS {
+        r.error(
+            at,
+            format!(
+                "`rules` {USERS} is {length} characters long, more than {MAX_RULES_CHARS}"
+            ),
+            "grant by key pattern and command category (e.g. ~app:* +@read) rather than command by command",
+        );
+        ok = false;
+    }
+    for token in &tokens {
+        if let Some((shown, what)) = password_rule(token) {
+            let hint = if token.eq_ignore_ascii_case("reset") {
+                "passwords are generated by paddock and `reset` would drop it; remove this rule and list the permissions to grant"
+            } else {
+                "passwords are generated by paddock; remove this rule"
+            };
+            r.error(at, format!("ACL rule `{shown}` {USERS} {what}"), hint);
+            ok = false;
+            continue;
+        }
+        if let Some(what) = token.chars().find_map(bad_rule_char) {
+            r.error(
+                at,
+                format!("ACL rule `{}` {USERS} contains {what}", shown(token)),
+                "write each rule as printable ASCII without quotes or backslashes, rules separated by spaces, e.g. ~app:* +@read",
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| tokens.into_iter().map(str::to_owned).collect())
+}
+
 // ----------------------------------------------------------- port clashes
 
 /// What the port checks need, all already validated.
@@ -1069,5 +1226,36 @@ mod tests {
         assert!(!is_host_name("a..b"));
         assert!(!is_host_name("a/b"));
         assert!(!is_host_name("é"));
+
+        assert!(is_user_name("app"));
+        assert!(is_user_name("a"));
+        assert!(is_user_name("app_1-ro"));
+        assert!(is_user_name(&"a".repeat(32)));
+        assert!(!is_user_name(&"a".repeat(33)));
+        assert!(!is_user_name(""));
+        assert!(!is_user_name("1app"));
+        assert!(!is_user_name("_app"));
+        assert!(!is_user_name("App"));
+        assert!(!is_user_name("a.b"));
+        assert!(!is_user_name("é"));
+    }
+
+    #[test]
+    fn password_rules() {
+        assert_eq!(
+            password_rule(">secret"),
+            Some((">…".to_owned(), "would set a password"))
+        );
+        assert_eq!(
+            password_rule("NoPass").map(|(s, _)| s),
+            Some("NoPass".to_owned())
+        );
+        assert_eq!(
+            password_rule("RESET").map(|(_, w)| w),
+            Some("would reset the user, dropping its password")
+        );
+        assert_eq!(password_rule("resetkeys"), None);
+        assert_eq!(password_rule("~app:*"), None);
+        assert_eq!(password_rule("on"), None);
     }
 }

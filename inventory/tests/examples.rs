@@ -52,6 +52,7 @@ fn vagrant_lab_example() {
                 host("clusternodeB", "192.168.56.12"),
                 host("clusternodeC", "192.168.56.13"),
             ],
+            users: Vec::new(),
         }
     );
 }
@@ -156,6 +157,7 @@ fn cluster_defaults() {
                 host("b", "10.0.0.2"),
                 host("c", "10.0.0.3")
             ],
+            users: Vec::new(),
         }
     );
 }

@@ -157,6 +157,7 @@ fn inventory(
                 agent_port: 7443,
             })
             .collect(),
+        users: Vec::new(),
     }
 }
 

@@ -339,6 +339,7 @@ async fn agent_bench(rounds: usize) {
                 backoff_max_ms: 5_000,
                 stop_timeout_ms: 10_000,
             },
+            users: Vec::new(),
         };
         client.put_instance(&spec, false).await.unwrap();
         client.start(&spec.name).await.unwrap();

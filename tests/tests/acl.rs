@@ -1,0 +1,85 @@
+//! ACL users declared in the inventory: created by apply (a rolling restart),
+//! with generated passwords kept 0600, and limited to their rules.
+
+use std::os::unix::fs::PermissionsExt;
+
+use paddock_tests::{Lab, paddock, stderr, stdout};
+use redis::AsyncCommands;
+use redis::cluster::ClusterClientBuilder;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_user_gets_exactly_its_rules() {
+    let lab = Lab::new(35);
+    assert!(lab.up(&[]).status.success());
+    let inventory = lab.inventory().display().to_string();
+    let mut text = std::fs::read_to_string(lab.inventory()).unwrap();
+    text.push_str("\n[[users]]\nname = \"app\"\nrules = \"~app:* +@read +@write -@dangerous\"\n");
+    std::fs::write(lab.inventory(), text).unwrap();
+
+    let plan = paddock(&["plan", "-i", &inventory]);
+    assert_eq!(
+        stdout(&plan).matches("(restart needed)").count(),
+        6,
+        "{}",
+        stdout(&plan)
+    );
+    let out = paddock(&["apply", "-i", &inventory]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pw_path = lab.dir().join(".paddock/lab/users/app.password");
+    let mode = std::fs::metadata(&pw_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let app_password = std::fs::read_to_string(&pw_path).unwrap().trim().to_owned();
+    assert!(app_password.len() >= 64);
+
+    let seeds: Vec<String> = lab
+        .nodes()
+        .iter()
+        .map(|(ip, port)| format!("redis://{ip}:{port}"))
+        .collect();
+    let app = ClusterClientBuilder::new(seeds)
+        .username("app")
+        .password(app_password)
+        .build()
+        .unwrap();
+    let mut c = app.get_async_connection().await.unwrap();
+    for i in 0..100 {
+        let _: () = c.set(format!("app:{i}"), i).await.unwrap();
+    }
+    let v: Option<i64> = c.get("app:42").await.unwrap();
+    assert_eq!(v, Some(42));
+    let outside: redis::RedisResult<()> = c.set("other:1", 1).await;
+    assert!(
+        outside
+            .unwrap_err()
+            .to_string()
+            .to_lowercase()
+            .contains("noperm"),
+        "keys outside app:* are refused"
+    );
+    let wrong = paddock_tests::connect(lab.addresses[0], 7000, "not-the-password").await;
+    assert!(wrong.is_err(), "a wrong default password gets nothing");
+    let info = redis::ConnectionAddr::Tcp(lab.addresses[0].to_string(), 7000);
+    let conn_info = redis::IntoConnectionInfo::into_connection_info(info)
+        .unwrap()
+        .set_redis_settings(
+            redis::RedisConnectionInfo::default()
+                .set_username("app")
+                .set_password(std::fs::read_to_string(&pw_path).unwrap().trim()),
+        );
+    let mut direct = redis::Client::open(conn_info)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let flush: redis::RedisResult<()> = redis::cmd("FLUSHALL").query_async(&mut direct).await;
+    assert!(
+        flush
+            .unwrap_err()
+            .to_string()
+            .to_lowercase()
+            .contains("noperm"),
+        "dangerous commands refused"
+    );
+
+    assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
+}
