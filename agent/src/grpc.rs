@@ -311,7 +311,7 @@ impl Agent for AgentService {
             .spec
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
         let spec = InstanceSpec::try_from(spec)?;
-        let outcome = self.supervisor.put(spec, req.dry_run).await?;
+        let outcome = self.supervisor.put(spec, req.dry_run, req.live).await?;
         Ok(Response::new(pb::PutInstanceResponse {
             changed: outcome.changed,
             restart_needed: outcome.restart_needed,

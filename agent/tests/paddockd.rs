@@ -120,6 +120,7 @@ fn put(spec: pb::InstanceSpec, dry_run: bool) -> pb::PutInstanceRequest {
     pb::PutInstanceRequest {
         spec: Some(spec),
         dry_run,
+        live: false,
     }
 }
 

@@ -288,12 +288,27 @@ impl AgentClient {
         spec: &InstanceSpec,
         dry_run: bool,
     ) -> Result<PutOutcome, Error> {
+        self.put_instance_with(spec, dry_run, false).await
+    }
+
+    /// Stores a spec whose settings the running process already has.
+    pub async fn put_instance_live(&self, spec: &InstanceSpec) -> Result<PutOutcome, Error> {
+        self.put_instance_with(spec, false, true).await
+    }
+
+    async fn put_instance_with(
+        &self,
+        spec: &InstanceSpec,
+        dry_run: bool,
+        live: bool,
+    ) -> Result<PutOutcome, Error> {
         let r = self
             .inner
             .clone()
             .put_instance(pb::PutInstanceRequest {
                 spec: Some(spec_to_pb(spec)),
                 dry_run,
+                live,
             })
             .await
             .map_err(|s| self.rpc_error(&format!("put {}", spec.name), s))?

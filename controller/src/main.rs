@@ -72,6 +72,18 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Change the Redis password with no failed request: both work until
+    /// `--finish`, which clients should wait for until they switched.
+    ///
+    /// Example: paddock rotate-password -i inventory.toml
+    /// Example: paddock rotate-password -i inventory.toml --finish
+    RotatePassword {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Remove the old password (after every client uses the new one).
+        #[arg(long)]
+        finish: bool,
+    },
     /// Print an instance's Redis log through its agent.
     ///
     /// Example: paddock logs -i inventory.toml clusternodeA redis-7000 -f
@@ -318,6 +330,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.from,
                 r.took.as_secs_f64()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::RotatePassword { inventory, finish } => {
+            let message = paddock_controller::rotate::rotate(&inventory, finish, true).await?;
+            println!("{message}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Logs {

@@ -54,30 +54,42 @@ pub fn load_or_create(path: &Path, create: bool) -> Result<Option<String>, Error
             Ok(Some(password))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-            let mut bytes = [0u8; 32];
-            rand::rng().fill_bytes(&mut bytes);
-            let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            if let Some(dir) = path.parent() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(Error::io(dir))?;
-            }
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(Error::io(path))?;
-            f.write_all(format!("{password}\n").as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(Error::io(path))?;
+            let password = generate();
+            write_secret(path, &password, true)?;
             Ok(Some(password))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path)(e)),
     }
+}
+
+/// 32 random bytes, hex.
+pub fn generate() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a secret 0600 (its directory 0700); `new_only` refuses to replace.
+pub fn write_secret(path: &Path, secret: &str, new_only: bool) -> Result<(), Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(Error::io(dir))?;
+    }
+    let mut options = OpenOptions::new();
+    options.write(true).mode(0o600);
+    if new_only {
+        options.create_new(true);
+    } else {
+        options.create(true).truncate(true);
+    }
+    let mut f = options.open(path).map_err(Error::io(path))?;
+    f.write_all(format!("{secret}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(Error::io(path))
 }
 
 #[cfg(test)]

@@ -67,6 +67,7 @@ enum Command {
     Put {
         spec: InstanceSpec,
         dry_run: bool,
+        live: bool,
         reply: Reply<PutOutcome>,
     },
     Start {
@@ -110,10 +111,18 @@ impl SupervisorHandle {
         rx.await.map_err(|_| Error::ShuttingDown)
     }
 
-    pub async fn put(&self, spec: InstanceSpec, dry_run: bool) -> Result<PutOutcome, Error> {
+    /// Stores a spec. `live`: the running process already has these settings
+    /// (the controller changed them at runtime), so no restart is needed.
+    pub async fn put(
+        &self,
+        spec: InstanceSpec,
+        dry_run: bool,
+        live: bool,
+    ) -> Result<PutOutcome, Error> {
         self.ask(|reply| Command::Put {
             spec,
             dry_run,
+            live,
             reply,
         })
         .await?
@@ -287,9 +296,10 @@ impl Supervisor {
             Command::Put {
                 spec,
                 dry_run,
+                live,
                 reply,
             } => {
-                let _ = reply.send(self.put(spec, dry_run));
+                let _ = reply.send(self.put(spec, dry_run, live));
             }
             Command::Start { name, reply } => self.request(&name, Event::Start, reply),
             Command::Stop { name, reply } => self.request(&name, Event::Stop, reply),
@@ -307,7 +317,7 @@ impl Supervisor {
         }
     }
 
-    fn put(&mut self, spec: InstanceSpec, dry_run: bool) -> Result<PutOutcome, Error> {
+    fn put(&mut self, spec: InstanceSpec, dry_run: bool, live: bool) -> Result<PutOutcome, Error> {
         let dir = self.instances_dir.join(&spec.name);
         let config = spec.render(&dir)?;
         let current = self.instances.get(&spec.name);
@@ -339,8 +349,14 @@ impl Supervisor {
             store::give_to(&dir, user.uid, user.gid)?;
         }
         info!(instance = %spec.name, port = spec.port, "stored new spec and config");
+        let mut restart_needed = restart_needed;
         match self.instances.get_mut(&spec.name) {
             Some(i) => {
+                if live && i.machine.state.has_process() {
+                    i.running_config = Some(config.clone());
+                    i.running_spec = Some(spec.clone());
+                    restart_needed = false;
+                }
                 i.spec = spec;
                 i.config_digest = store::digest(&config);
             }
