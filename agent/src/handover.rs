@@ -20,7 +20,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use crate::redis_access::connect;
+use crate::supervisor::Endpoint;
 
 const NODES_FILE: &str = "nodes.conf";
 
@@ -68,17 +69,16 @@ pub fn replicas_if_master(dir: &Path) -> Option<Vec<Replica>> {
     )
 }
 
+fn endpoint(replica: &Replica, password: &str) -> Endpoint {
+    Endpoint {
+        address: replica.ip,
+        port: replica.port,
+        password: password.to_owned(),
+    }
+}
+
 async fn role(replica: &Replica, password: &str) -> Option<String> {
-    let info = ConnectionAddr::Tcp(replica.ip.to_string(), replica.port)
-        .into_connection_info()
-        .ok()?
-        .set_redis_settings(RedisConnectionInfo::default().set_password(password));
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(500)))
-        .set_response_timeout(Some(Duration::from_secs(2)));
-    let mut conn = redis::Client::open(info)
-        .ok()?
-        .get_multiplexed_async_connection_with_config(&config)
+    let mut conn = connect(&endpoint(replica, password), Duration::from_secs(2))
         .await
         .ok()?;
     let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await.ok()?;
@@ -90,23 +90,16 @@ async fn role(replica: &Replica, password: &str) -> Option<String> {
 }
 
 async fn failover(replica: &Replica, password: &str, mode: &str) -> Result<(), String> {
-    let url = format!("redis://:{password}@{}:{}", replica.ip, replica.port);
-    let mut conn = redis::Client::open(url)
-        .map_err(|e| e.to_string())?
-        .get_multiplexed_async_connection()
+    let at = format!("{}:{}", replica.ip, replica.port);
+    let mut conn = connect(&endpoint(replica, password), Duration::from_secs(2))
         .await
-        .map_err(|e| format!("{}:{}: {e}", replica.ip, replica.port))?;
+        .map_err(|e| format!("{at}: {e}"))?;
     redis::cmd("CLUSTER")
         .arg("FAILOVER")
         .arg(mode)
         .query_async::<()>(&mut conn)
         .await
-        .map_err(|e| {
-            format!(
-                "{}:{}: CLUSTER FAILOVER {mode}: {e}",
-                replica.ip, replica.port
-            )
-        })
+        .map_err(|e| format!("{at}: CLUSTER FAILOVER {mode}: {e}"))
 }
 
 async fn wait_master(replica: &Replica, password: &str, within: Duration) -> bool {

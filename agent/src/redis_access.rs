@@ -17,7 +17,8 @@ use crate::supervisor::Endpoint;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn connect(
+/// An authenticated connection to `endpoint`, with short connect timeouts.
+pub(crate) async fn connect(
     endpoint: &Endpoint,
     response_timeout: Duration,
 ) -> redis::RedisResult<MultiplexedConnection> {

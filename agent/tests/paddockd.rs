@@ -52,21 +52,24 @@ impl Drop for Agent {
 
 /// Starts the real binary on `address`:7443 with its data under `dir`.
 fn spawn_agent(dir: &Path, address: &str) -> Child {
+    agent_command(dir, address, "").spawn().unwrap()
+}
+
+/// Writes the agent's config (plaintext on `address`:7443, data under
+/// `dir`, plus `extra` lines) and returns the command that runs it.
+fn agent_command(dir: &Path, address: &str, extra: &str) -> Command {
     let config = dir.join("agent.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"{address}:7443\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n",
+            "listen = \"{address}:7443\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n{extra}",
             dir.join("data").display()
         ),
     )
     .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_paddockd"))
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
+    let mut command = Command::new(env!("CARGO_BIN_EXE_paddockd"));
+    command.arg("--config").arg(&config).stdin(Stdio::null());
+    command
 }
 
 fn read_pid(path: &Path) -> Option<u32> {
@@ -446,22 +449,10 @@ async fn tells_systemd_ready_watchdog_and_stopping_and_keeps_its_env_from_redis(
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"{ADDR}:7443\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_paddockd"))
-        .arg("--config")
-        .arg(&config)
+    let child = agent_command(dir.path(), ADDR, "")
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "200000")
         .env("PADDOCK_TEST_SECRET", "do-not-leak")
-        .stdin(Stdio::null())
         .spawn()
         .unwrap();
     let mut agent = Agent { child, dir };
@@ -519,21 +510,13 @@ async fn missing_redis_server_is_reported_with_how_to_install_it() {
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .tempdir()
         .unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"{ADDR}:7443\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\nredis_server = \"/nonexistent/redis-server\"\n",
-            dir.path().join("data").display()
-        ),
+    let child = agent_command(
+        dir.path(),
+        ADDR,
+        "redis_server = \"/nonexistent/redis-server\"\n",
     )
+    .spawn()
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_paddockd"))
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
     let _agent = Agent { child, dir };
     let mut c = client_at(ADDR).await;
     let facts = c

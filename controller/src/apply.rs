@@ -118,19 +118,7 @@ async fn apply_locked(
     }
     // ACL users get their passwords on the apply that first declares them.
     if deployment.user_passwords.iter().any(Option::is_none) {
-        let inv = &deployment.inventory;
-        deployment.user_passwords = inv
-            .users
-            .iter()
-            .map(|u| {
-                let p = secrets::user_password_path(
-                    &deployment.inventory_path,
-                    &inv.deployment.name,
-                    &u.name,
-                );
-                secrets::load_or_create(&p, true)
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
+        deployment.create_user_passwords()?;
         targets = deployment.targets();
     }
     let plan = make_plan(&deployment, &targets, &observed);

@@ -63,14 +63,7 @@ impl Deployment {
             inventory.deployment.password_file.as_deref(),
         );
         let password = secrets::load_or_create(&password_path, create_password)?;
-        let user_passwords = inventory
-            .users
-            .iter()
-            .map(|u| {
-                let p = secrets::user_password_path(path, &inventory.deployment.name, &u.name);
-                secrets::load_or_create(&p, create_password)
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
+        let user_passwords = user_passwords(path, &inventory, create_password)?;
         let transport = crate::client::Transport::for_deployment(path, &inventory.deployment.name)?;
         Ok(Deployment {
             user_passwords,
@@ -81,6 +74,13 @@ impl Deployment {
             password_path,
             password,
         })
+    }
+
+    /// Creates the passwords of ACL users the inventory declares for the
+    /// first time.
+    pub fn create_user_passwords(&mut self) -> Result<(), Error> {
+        self.user_passwords = user_passwords(&self.inventory_path, &self.inventory, true)?;
+        Ok(())
     }
 
     pub fn agent_addr(&self, host: usize) -> SocketAddr {
@@ -209,6 +209,21 @@ pub fn members(targets: &[Target]) -> Vec<Member> {
             ip: t.ip,
             port: t.port,
             shard: t.shard,
+        })
+        .collect()
+}
+
+fn user_passwords(
+    path: &Path,
+    inventory: &Inventory,
+    create: bool,
+) -> Result<Vec<Option<String>>, Error> {
+    inventory
+        .users
+        .iter()
+        .map(|u| {
+            let p = secrets::user_password_path(path, &inventory.deployment.name, &u.name);
+            secrets::load_or_create(&p, create)
         })
         .collect()
 }

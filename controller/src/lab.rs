@@ -197,6 +197,7 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
     if !plaintext {
         crate::certs::init(&certs, "lab")?;
     }
+    let transport = crate::client::Transport::for_deployment(&inventory_path(&dir), "lab")?;
     let mut started = 0;
     for (i, address) in options.addresses.iter().enumerate() {
         let host = format!("box{}", i + 1);
@@ -261,7 +262,6 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
             dir: box_dir.clone(),
         });
         write_state(&dir, &state)?;
-        let transport = crate::client::Transport::for_deployment(&inventory_path(&dir), "lab")?;
         wait_for_agent(&host, listen, child, &log_path, &transport).await?;
         started += 1;
     }

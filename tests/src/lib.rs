@@ -127,6 +127,14 @@ impl Lab {
             .collect()
     }
 
+    /// Every node as a redis URL, the seeds of a cluster client.
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes()
+            .iter()
+            .map(|(ip, port)| format!("redis://{ip}:{port}"))
+            .collect()
+    }
+
     pub fn pidfile(&self, box_index: usize, instance: &str) -> PathBuf {
         self.dir()
             .join(format!("box{}", box_index + 1))

@@ -31,11 +31,7 @@ async fn an_application_user_gets_exactly_its_rules() {
     let app_password = std::fs::read_to_string(&pw_path).unwrap().trim().to_owned();
     assert!(app_password.len() >= 64);
 
-    let seeds: Vec<String> = lab
-        .nodes()
-        .iter()
-        .map(|(ip, port)| format!("redis://{ip}:{port}"))
-        .collect();
+    let seeds = lab.seeds();
     let app = ClusterClientBuilder::new(seeds)
         .username("app")
         .password(app_password)

@@ -98,11 +98,7 @@ async fn lab_forms_a_healthy_cluster_that_survives_a_master_kill() {
     }
 
     // 10,000 keys through the cluster client, read back.
-    let seeds: Vec<String> = lab
-        .nodes()
-        .iter()
-        .map(|(ip, port)| format!("redis://{ip}:{port}"))
-        .collect();
+    let seeds = lab.seeds();
     let client = ClusterClientBuilder::new(seeds.clone())
         .password(password.clone())
         .build()

@@ -24,11 +24,7 @@ async fn manual_failover_loses_nothing_and_apply_keeps_the_new_roles() {
     assert!(lab.up(&[]).status.success());
     let inventory = lab.inventory().display().to_string();
     let password = lab.password();
-    let seeds: Vec<String> = lab
-        .nodes()
-        .iter()
-        .map(|(ip, port)| format!("redis://{ip}:{port}"))
-        .collect();
+    let seeds = lab.seeds();
     let client = ClusterClientBuilder::new(seeds)
         .password(password.clone())
         .build()

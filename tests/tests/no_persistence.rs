@@ -26,11 +26,7 @@ async fn a_dataless_master_that_dies_does_not_wipe_its_replica() {
     assert!(out.status.success(), "{}", stderr(&out));
     let password = lab.password();
 
-    let seeds: Vec<String> = lab
-        .nodes()
-        .iter()
-        .map(|(ip, port)| format!("redis://{ip}:{port}"))
-        .collect();
+    let seeds = lab.seeds();
     let client = ClusterClientBuilder::new(seeds)
         .password(password.clone())
         .build()

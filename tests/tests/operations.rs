@@ -12,11 +12,7 @@ use redis::cluster::ClusterClientBuilder;
 const KEYS: usize = 2_000;
 
 async fn cluster(lab: &Lab, password: &str) -> redis::cluster_async::ClusterConnection {
-    let seeds: Vec<String> = lab
-        .nodes()
-        .iter()
-        .map(|(ip, port)| format!("redis://{ip}:{port}"))
-        .collect();
+    let seeds = lab.seeds();
     ClusterClientBuilder::new(seeds)
         .password(password)
         .build()

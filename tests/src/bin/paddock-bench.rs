@@ -143,11 +143,7 @@ async fn failover_gap(fast: bool) -> Duration {
             break;
         }
     }
-    let seeds: Vec<String> = lab
-        .nodes()
-        .iter()
-        .map(|(ip, port)| format!("redis://{ip}:{port}"))
-        .collect();
+    let seeds = lab.seeds();
     let client = redis::cluster::ClusterClientBuilder::new(seeds)
         .password(password.clone())
         .connection_timeout(Duration::from_millis(200))
