@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::facts;
 use crate::redis_access::{Connections, Reply};
-use crate::spec::{InstanceSpec, Mode};
+use crate::spec::{Group, InstanceSpec, Mode, Peer, SentinelSpec};
 use crate::supervisor::{InstanceStatus, State, StateChange, SupervisorHandle};
 
 pub struct AgentService {
@@ -43,7 +43,55 @@ impl TryFrom<pb::InstanceSpec> for InstanceSpec {
         let mode = match pb::RedisMode::try_from(s.mode) {
             Ok(pb::RedisMode::Standalone) => Mode::Standalone,
             Ok(pb::RedisMode::Cluster) => Mode::Cluster,
-            _ => return Err(invalid("mode", "must be standalone or cluster".into())),
+            Ok(pb::RedisMode::Sentinel) => Mode::Sentinel,
+            _ => {
+                return Err(invalid(
+                    "mode",
+                    "must be standalone, cluster or sentinel".into(),
+                ));
+            }
+        };
+        let peer = |field: &str, p: pb::Peer| -> Result<Peer, Error> {
+            Ok(Peer {
+                address: p
+                    .address
+                    .parse()
+                    .map_err(|e| invalid(field, format!("{:?}: {e}", p.address)))?,
+                port: u16::try_from(p.port)
+                    .ok()
+                    .filter(|port| *port != 0)
+                    .ok_or_else(|| invalid(field, format!("port {}", p.port)))?,
+            })
+        };
+        let sentinel = match s.sentinel {
+            Some(v) => Some(SentinelSpec {
+                master: peer(
+                    "sentinel.master",
+                    v.master
+                        .ok_or_else(|| invalid("sentinel.master", "missing".into()))?,
+                )?,
+                master_name: v.master_name,
+                quorum: v.quorum,
+                down_after_ms: v.down_after_ms,
+                failover_timeout_ms: v.failover_timeout_ms,
+            }),
+            None => None,
+        };
+        let group = match s.group {
+            Some(g) => Some(Group {
+                peers: g
+                    .peers
+                    .into_iter()
+                    .map(|p| peer("group.peers", p))
+                    .collect::<Result<_, _>>()?,
+                sentinels: g
+                    .sentinels
+                    .into_iter()
+                    .map(|p| peer("group.sentinels", p))
+                    .collect::<Result<_, _>>()?,
+                master_name: g.master_name,
+            }),
+            None => None,
         };
         let spec = InstanceSpec {
             address: s
@@ -78,6 +126,8 @@ impl TryFrom<pb::InstanceSpec> for InstanceSpec {
                     rules: u.rules,
                 })
                 .collect(),
+            sentinel,
+            group,
         };
         spec.validate()?;
         Ok(spec)

@@ -7,6 +7,9 @@
 //! - SHUTDOWN, DEBUG, MODULE, MONITOR, SYNC, PSYNC, FLUSHALL, FLUSHDB, SWAPDB,
 //!   ACL, REPLICAOF, SLAVEOF, FAILOVER, MIGRATE, RESTORE;
 //! - CLUSTER RESET and CLUSTER FLUSHSLOTS;
+//! - SENTINEL subcommands that fail over, re-point, reconfigure or reset a
+//!   sentinel (only reading ones such as MASTER, REPLICAS, SENTINELS and
+//!   GET-MASTER-ADDR-BY-NAME pass);
 //! - CONFIG SET of anything but cluster-node-timeout, maxmemory and
 //!   maxmemory-policy (dir, dbfilename, logfile, ... write files);
 //!   CONFIG REWRITE (it would turn runtime values into config drift);
@@ -30,6 +33,17 @@ const DENIED: [&str; 15] = [
     "FAILOVER",
     "MIGRATE",
     "RESTORE",
+];
+const SENTINEL_READS: [&str; 9] = [
+    "MASTER",
+    "MASTERS",
+    "REPLICAS",
+    "SLAVES",
+    "SENTINELS",
+    "GET-MASTER-ADDR-BY-NAME",
+    "CKQUORUM",
+    "MYID",
+    "INFO-CACHE",
 ];
 const CONFIG_SET_ALLOWED: [&str; 3] = ["cluster-node-timeout", "maxmemory", "maxmemory-policy"];
 
@@ -69,6 +83,9 @@ pub fn check(args: &[Vec<u8>], allow_dangerous: bool) -> Result<(), String> {
     if name == "CLUSTER" && (sub == "RESET" || sub == "FLUSHSLOTS") {
         return refused(format!("CLUSTER {sub}"));
     }
+    if name == "SENTINEL" && !SENTINEL_READS.contains(&sub.as_str()) {
+        return refused(format!("SENTINEL {sub}"));
+    }
     if name == "CONFIG" && sub == "REWRITE" {
         return refused("CONFIG REWRITE".into());
     }
@@ -102,6 +119,8 @@ mod tests {
             "CONFIG SET cluster-node-timeout 500",
             "CONFIG GET cluster-node-timeout",
             "PING",
+            "SENTINEL MASTER lab",
+            "sentinel get-master-addr-by-name lab",
         ] {
             assert_eq!(check(&cmd(c), false), Ok(()), "{c}");
         }
@@ -118,6 +137,9 @@ mod tests {
             "CLUSTER RESET HARD",
             "REPLICAOF 10.0.0.9 6379",
             "MODULE LOAD /tmp/x.so",
+            "SENTINEL FAILOVER lab",
+            "SENTINEL SET lab auth-pass x",
+            "sentinel remove lab",
         ] {
             assert!(check(&cmd(c), false).is_err(), "{c}");
             assert_eq!(check(&cmd(c), true), Ok(()), "{c} with the flag");

@@ -14,6 +14,7 @@ mod locks;
 pub mod logs;
 mod notify;
 mod redis_access;
+mod rejoin;
 pub mod spec;
 mod store;
 pub mod supervisor;

@@ -18,6 +18,43 @@ use crate::Error;
 pub enum Mode {
     Standalone,
     Cluster,
+    Sentinel,
+}
+
+/// A host and port another instance listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.address, self.port)
+    }
+}
+
+/// A Sentinel's settings (mode Sentinel only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelSpec {
+    pub master_name: String,
+    /// Where the master is when sentinel.conf is first written; Sentinel
+    /// tracks it itself after that.
+    pub master: Peer,
+    pub quorum: u32,
+    pub down_after_ms: u32,
+    pub failover_timeout_ms: u32,
+}
+
+/// The replication group of a standalone instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub peers: Vec<Peer>,
+    pub sentinels: Vec<Peer>,
+    pub master_name: String,
 }
 
 pub const MAXMEMORY_POLICIES: [&str; 8] = [
@@ -52,6 +89,10 @@ pub struct InstanceSpec {
     /// ACL users besides "default".
     #[serde(default)]
     pub users: Vec<AclUser>,
+    #[serde(default)]
+    pub sentinel: Option<SentinelSpec>,
+    #[serde(default)]
+    pub group: Option<Group>,
 }
 
 /// An ACL user the instance is configured with. Not `Debug`: it holds a password.
@@ -200,6 +241,33 @@ impl InstanceSpec {
                 );
             }
         }
+        match (&self.mode, &self.sentinel) {
+            (Mode::Sentinel, Some(s)) => {
+                if !valid_name(&s.master_name) {
+                    return bad("sentinel.master_name", "use 1-63 of a-z, 0-9 and '-'");
+                }
+                if s.quorum == 0 || s.down_after_ms < 100 || s.failover_timeout_ms < 1000 {
+                    return bad(
+                        "sentinel",
+                        "quorum must be at least 1, down_after_ms at least 100, failover_timeout_ms at least 1000",
+                    );
+                }
+            }
+            (Mode::Sentinel, None) => return bad("sentinel", "required in sentinel mode"),
+            (_, Some(_)) => return bad("sentinel", "only allowed in sentinel mode"),
+            _ => {}
+        }
+        if let Some(g) = &self.group {
+            if self.mode != Mode::Standalone {
+                return bad(
+                    "group",
+                    "only standalone instances belong to a replication group",
+                );
+            }
+            if !g.sentinels.is_empty() && !valid_name(&g.master_name) {
+                return bad("group.master_name", "use 1-63 of a-z, 0-9 and '-'");
+            }
+        }
         let s = &self.supervision;
         if s.start_timeout_ms < 100 || s.stop_timeout_ms < 100 || s.backoff_max_ms < 50 {
             return bad(
@@ -210,7 +278,25 @@ impl InstanceSpec {
         Ok(())
     }
 
-    /// Renders redis.conf. `dir` is the instance directory (data and nodes.conf).
+    /// Equal when the specs differ at most in the master a sentinel is
+    /// seeded with: Sentinel follows failovers itself, so a controller that
+    /// names the new master is not asking for a change.
+    pub fn same_but_seed(&self, other: &InstanceSpec) -> bool {
+        let unseeded = |s: &InstanceSpec| {
+            let mut s = s.clone();
+            if let Some(sentinel) = &mut s.sentinel {
+                sentinel.master = Peer {
+                    address: IpAddr::from([0, 0, 0, 0]),
+                    port: 0,
+                };
+            }
+            s
+        };
+        unseeded(self) == unseeded(other)
+    }
+
+    /// Renders redis.conf (for a sentinel, the seed of the sentinel.conf that
+    /// Sentinel then rewrites itself). `dir` is the instance directory.
     pub fn render(&self, dir: &Path) -> Result<String, Error> {
         self.validate()?;
         let dir = dir.to_str().ok_or_else(|| {
@@ -240,6 +326,34 @@ impl InstanceSpec {
         line(format!("dir {}", quote(dir)));
         line("pidfile redis.pid".into());
         line(format!("requirepass {}", quote(&self.password)));
+        if let Some(s) = &self.sentinel {
+            // Sentinels announce themselves to each other; without this they
+            // announce whatever source address the kernel picked.
+            line(format!(
+                "sentinel announce-ip {}",
+                quote(&self.address.to_string())
+            ));
+            line("sentinel resolve-hostnames no".into());
+            let name = &s.master_name;
+            line(format!(
+                "sentinel monitor {name} {} {} {}",
+                s.master.address, s.master.port, s.quorum
+            ));
+            line(format!(
+                "sentinel auth-pass {name} {}",
+                quote(&self.password)
+            ));
+            line(format!(
+                "sentinel down-after-milliseconds {name} {}",
+                s.down_after_ms
+            ));
+            line(format!(
+                "sentinel failover-timeout {name} {}",
+                s.failover_timeout_ms
+            ));
+            line(format!("sentinel parallel-syncs {name} 1"));
+            return Ok(c);
+        }
         line(format!("masterauth {}", quote(&self.password)));
         for u in &self.users {
             let mut l = format!(
@@ -273,6 +387,11 @@ impl InstanceSpec {
             line("save 3600 1 300 100 60 10000".into());
         } else {
             line("save \"\"".into());
+        }
+        if self.mode == Mode::Standalone {
+            // A master lists its replicas by the source address of their
+            // link; Sentinel and clients must see the inventory address.
+            line(format!("replica-announce-ip {}", self.address));
         }
         if self.mode == Mode::Cluster {
             line("cluster-enabled yes".into());
@@ -333,7 +452,55 @@ mod tests {
             password: "0123456789abcdef0123456789abcdef".into(),
             supervision: SupervisionSpec::default(),
             users: Vec::new(),
+            sentinel: None,
+            group: None,
         }
+    }
+
+    fn sentinel_spec() -> InstanceSpec {
+        InstanceSpec {
+            name: "sentinel-26379".into(),
+            port: 26379,
+            mode: Mode::Sentinel,
+            sentinel: Some(SentinelSpec {
+                master_name: "lab".into(),
+                master: Peer {
+                    address: "127.0.1.2".parse().unwrap(),
+                    port: 6379,
+                },
+                quorum: 2,
+                down_after_ms: 1000,
+                failover_timeout_ms: 5000,
+            }),
+            ..spec()
+        }
+    }
+
+    #[test]
+    fn renders_a_sentinel_that_announces_its_address_and_monitors_the_master() {
+        let conf = sentinel_spec().render(Path::new("/d")).unwrap();
+        for want in [
+            "port 26379\n",
+            "requirepass \"0123456789abcdef0123456789abcdef\"\n",
+            "sentinel announce-ip \"127.0.1.1\"\n",
+            "sentinel monitor lab 127.0.1.2 6379 2\n",
+            "sentinel auth-pass lab \"0123456789abcdef0123456789abcdef\"\n",
+            "sentinel down-after-milliseconds lab 1000\n",
+            "sentinel failover-timeout lab 5000\n",
+        ] {
+            assert!(conf.contains(want), "missing {want:?} in\n{conf}");
+        }
+        assert!(!conf.contains("cluster-enabled"), "{conf}");
+    }
+
+    #[test]
+    fn a_new_seed_master_is_not_a_change_but_a_new_timeout_is() {
+        let a = sentinel_spec();
+        let mut b = a.clone();
+        b.sentinel.as_mut().unwrap().master.address = "127.0.1.3".parse().unwrap();
+        assert!(a.same_but_seed(&b));
+        b.sentinel.as_mut().unwrap().down_after_ms = 2000;
+        assert!(!a.same_but_seed(&b));
     }
 
     #[test]

@@ -16,6 +16,13 @@ const SPEC_FILE: &str = "spec.toml";
 pub const LOG_FILE: &str = "redis.log";
 pub const STDOUT_LOG_FILE: &str = "stdout.log";
 const DESIRED_FILE: &str = "desired";
+/// The config a sentinel runs with and rewrites; seeded from redis.conf.
+pub const SENTINEL_CONFIG_FILE: &str = "sentinel.conf";
+/// The copy of redis.conf a redis-server runs with: CONFIG REWRITE (which
+/// Sentinel sends with every REPLICAOF) rewrites this one, never ours.
+pub const RUNNING_CONFIG_FILE: &str = "running.conf";
+/// The digest of the redis.conf that sentinel.conf was seeded from.
+const SENTINEL_SEED_FILE: &str = "sentinel.seed";
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -121,6 +128,55 @@ pub fn wants_running(dir: &Path) -> bool {
 pub fn set_wants_running(dir: &Path, running: bool) -> Result<(), Error> {
     let text: &[u8] = if running { b"running\n" } else { b"stopped\n" };
     write_atomic(&dir.join(DESIRED_FILE), text)
+}
+
+/// Copies redis.conf to the file the process runs with. `keep_seeded`
+/// (sentinels): unless it was copied from this very redis.conf already, so
+/// what Sentinel wrote into it since (the current master after a failover,
+/// the other sentinels, its id) survives restarts.
+pub fn copy_run_config(
+    dir: &Path,
+    file: &str,
+    keep_seeded: bool,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+) -> Result<(), Error> {
+    let rendered = read_config(dir).ok_or_else(|| {
+        Error::InvalidSpec(format!(
+            "{} is missing; re-run apply",
+            dir.join(CONFIG_FILE).display()
+        ))
+    })?;
+    let digest = digest(&rendered);
+    let target = dir.join(file);
+    let seeded = fs::read_to_string(dir.join(SENTINEL_SEED_FILE)).is_ok_and(|d| d.trim() == digest);
+    if keep_seeded && seeded && target.exists() {
+        return Ok(());
+    }
+    write_atomic(&target, rendered.as_bytes())?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::chown(&target, Some(uid), Some(gid)).map_err(|e| Error::Io {
+            path: target.clone(),
+            source: e.into(),
+        })?;
+    }
+    if !keep_seeded {
+        return Ok(());
+    }
+    write_atomic(
+        &dir.join(SENTINEL_SEED_FILE),
+        format!("{digest}\n").as_bytes(),
+    )
+}
+
+/// The next sentinel start seeds sentinel.conf afresh from redis.conf.
+pub fn forget_sentinel_seed(dir: &Path) -> Result<(), Error> {
+    match fs::remove_file(dir.join(SENTINEL_SEED_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+            path: dir.join(SENTINEL_SEED_FILE),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Hands the instance directory and its config to the user Redis runs as

@@ -116,6 +116,8 @@ fn spec_at(address: &str, maxmemory: u64) -> pb::InstanceSpec {
         password: "s3cret-s3cret-s3cret-s3cret".into(),
         supervision: None,
         users: Vec::new(),
+        sentinel: None,
+        group: None,
     }
 }
 

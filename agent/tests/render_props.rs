@@ -143,6 +143,8 @@ fn spec(
         password,
         supervision: SupervisionSpec::default(),
         users: Vec::new(),
+        sentinel: None,
+        group: None,
     }
 }
 

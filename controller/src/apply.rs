@@ -9,7 +9,7 @@ use futures::future::join_all;
 use crate::Error;
 use crate::client::InstanceState;
 use crate::cluster::Observation;
-use crate::fleet::{Deployment, Fleet, Target, host_problems};
+use crate::fleet::{Deployment, Fleet, Target, host_problems, members};
 use crate::form;
 use crate::plan::{Change, Observed, Plan, make_plan, observe};
 use crate::progress::Progress;
@@ -47,6 +47,7 @@ async fn observe_deployment(
     deployment: &Deployment,
     fleet: &Fleet,
     targets: &[Target],
+    sentinels: &[Target],
 ) -> Result<Observed, Error> {
     let names: Vec<String> = deployment
         .inventory
@@ -57,6 +58,7 @@ async fn observe_deployment(
     observe(
         fleet,
         targets,
+        sentinels,
         &deployment.inventory.deployment.name,
         &names,
     )
@@ -68,8 +70,9 @@ pub async fn plan(path: &Path) -> Result<Plan, Error> {
     let deployment = Deployment::load(path, false)?;
     let fleet = Fleet::connect_all(&deployment).await?;
     let targets = deployment.targets();
-    let observed = observe_deployment(&deployment, &fleet, &targets).await?;
-    let mut plan = make_plan(&deployment, &targets, &observed);
+    let sentinels = deployment.sentinels(deployment.placed_master());
+    let observed = observe_deployment(&deployment, &fleet, &targets, &sentinels).await?;
+    let mut plan = make_plan(&deployment, &targets, &sentinels, &observed);
     if deployment.password.is_none() {
         plan.changes.insert(
             0,
@@ -100,11 +103,17 @@ async fn apply_locked(
     let started = Instant::now();
     let progress = Progress::new(options.progress);
     let mut targets = deployment.targets();
-    let observed = observe_deployment(&deployment, fleet, &targets).await?;
+    let mut sentinels = deployment.sentinels(deployment.placed_master());
+    let observed = observe_deployment(&deployment, fleet, &targets, &sentinels).await?;
     if deployment.password.is_none() {
         // A new password pushed to running instances would lock every
         // client out: only a deployment that runs nowhere gets one.
-        if observed.targets.iter().any(|s| s.status.is_some()) {
+        if observed
+            .targets
+            .iter()
+            .chain(&observed.sentinels)
+            .any(|s| s.status.is_some())
+        {
             return Err(Error::Unsupported(format!(
                 "the agents already run deployment {:?}, but its Redis password file {} is missing.\n  \
                  hint: copy it from the workstation that applied this deployment; \
@@ -115,13 +124,15 @@ async fn apply_locked(
         }
         deployment.password = secrets::load_or_create(&deployment.password_path, true)?;
         targets = deployment.targets();
+        sentinels = deployment.sentinels(deployment.placed_master());
     }
     // ACL users get their passwords on the apply that first declares them.
     if deployment.user_passwords.iter().any(Option::is_none) {
         deployment.create_user_passwords()?;
         targets = deployment.targets();
+        sentinels = deployment.sentinels(deployment.placed_master());
     }
-    let plan = make_plan(&deployment, &targets, &observed);
+    let plan = make_plan(&deployment, &targets, &sentinels, &observed);
     let states = &observed.targets;
     if plan.is_empty() {
         return Ok(ApplyReport {
@@ -254,7 +265,7 @@ async fn apply_locked(
     // Start everything not running, masters and replicas at once: a fresh
     // master's 2 s writable delay starts with its process, so formation runs
     // inside it.
-    let current = observe_deployment(&deployment, fleet, &targets).await?;
+    let current = observe_deployment(&deployment, fleet, &targets, &[]).await?;
     let to_start: Vec<&Target> = targets
         .iter()
         .zip(&current.targets)
@@ -290,6 +301,26 @@ async fn apply_locked(
         )
         .await?;
         formation = report.meet_to_converged;
+        if !sentinels.is_empty() {
+            // Seeded with the master the replicas follow now: after a
+            // failover that is not the one placement chose.
+            let observed = form::observe_all(fleet, &targets).await;
+            let master = crate::cluster::replication_master(&members(&targets), &observed)
+                .map(|i| crate::client::Peer {
+                    ip: targets[i].ip,
+                    port: targets[i].port,
+                })
+                .unwrap_or_else(|| deployment.placed_master());
+            crate::sentinel::converge(
+                fleet,
+                &deployment.sentinels(master),
+                master,
+                targets.len().saturating_sub(1) as u32,
+                options.converge_timeout,
+                progress,
+            )
+            .await?;
+        }
     }
     Ok(ApplyReport {
         plan,
@@ -299,7 +330,7 @@ async fn apply_locked(
     })
 }
 
-async fn start(fleet: &Fleet, t: &Target) -> Result<(), Error> {
+pub(crate) async fn start(fleet: &Fleet, t: &Target) -> Result<(), Error> {
     let status = fleet.agent(t.host)?.start(&t.instance).await?;
     if status.state != InstanceState::Running {
         return Err(Error::Agent {

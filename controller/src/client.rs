@@ -2,7 +2,7 @@
 //! plaintext only when asked for by name) is configured here and only here;
 //! proto types are converted to domain types before they leave this module.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use paddock_proto::v1::{self as pb, agent_client};
@@ -127,6 +127,32 @@ pub struct InstanceStatus {
 pub enum RedisMode {
     Standalone,
     Cluster,
+    Sentinel,
+}
+
+/// A host and port of another instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+/// A sentinel's settings; `master` only seeds a new sentinel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelSpec {
+    pub master_name: String,
+    pub master: Peer,
+    pub quorum: u32,
+    pub down_after_ms: u32,
+    pub failover_timeout_ms: u32,
+}
+
+/// The replication group of a standalone member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub peers: Vec<Peer>,
+    pub sentinels: Vec<Peer>,
+    pub master_name: String,
 }
 
 /// The typed spec the controller sends for one instance. Not `Debug`: it
@@ -146,6 +172,8 @@ pub struct InstanceSpec {
     pub password: String,
     pub supervision: Supervision,
     pub users: Vec<AclUser>,
+    pub sentinel: Option<SentinelSpec>,
+    pub group: Option<Group>,
 }
 
 /// An ACL user with its generated password. Not `Debug`.
@@ -554,6 +582,7 @@ fn spec_to_pb(s: &InstanceSpec) -> pb::InstanceSpec {
         mode: match s.mode {
             RedisMode::Standalone => pb::RedisMode::Standalone,
             RedisMode::Cluster => pb::RedisMode::Cluster,
+            RedisMode::Sentinel => pb::RedisMode::Sentinel,
         } as i32,
         maxmemory_bytes: s.maxmemory_bytes,
         maxmemory_policy: s.maxmemory_policy.clone(),
@@ -576,6 +605,25 @@ fn spec_to_pb(s: &InstanceSpec) -> pb::InstanceSpec {
                 rules: u.rules.clone(),
             })
             .collect(),
+        sentinel: s.sentinel.as_ref().map(|v| pb::SentinelSpec {
+            master_name: v.master_name.clone(),
+            master: Some(peer_to_pb(v.master)),
+            quorum: v.quorum,
+            down_after_ms: v.down_after_ms,
+            failover_timeout_ms: v.failover_timeout_ms,
+        }),
+        group: s.group.as_ref().map(|g| pb::Group {
+            peers: g.peers.iter().copied().map(peer_to_pb).collect(),
+            sentinels: g.sentinels.iter().copied().map(peer_to_pb).collect(),
+            master_name: g.master_name.clone(),
+        }),
+    }
+}
+
+fn peer_to_pb(p: Peer) -> pb::Peer {
+    pb::Peer {
+        address: p.ip.to_string(),
+        port: u32::from(p.port),
     }
 }
 

@@ -29,6 +29,9 @@ pub struct FailoverReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Choice {
     Shard(u32),
+    /// The only shard of a replication or sentinel topology; a cluster
+    /// needs a shard or a replica named.
+    Default,
     /// "host:instance", as `paddock status` names them.
     Replica(String),
 }
@@ -69,17 +72,30 @@ async fn failover_locked(
             problems.join("\n  - ")
         )));
     }
-    if deployment.inventory.deployment.topology == paddock_inventory::Topology::Replication {
-        return replication_failover(fleet, &targets, &observed, choice, timeout, progress)
-            .await
-            .map(|(from, to)| FailoverReport {
-                shard: 0,
-                from,
-                to,
-                took: started.elapsed(),
-            });
+    if deployment.inventory.deployment.topology != paddock_inventory::Topology::Cluster {
+        let sentinels = deployment.sentinels(deployment.placed_master());
+        let name = &deployment.inventory.deployment.name;
+        let sentinels = Sentinels {
+            targets: &sentinels,
+            master_name: name,
+        };
+        return replication_failover(
+            fleet, &targets, &observed, &sentinels, choice, timeout, progress,
+        )
+        .await
+        .map(|(from, to)| FailoverReport {
+            shard: 0,
+            from,
+            to,
+            took: started.elapsed(),
+        });
     }
     let shard = match choice {
+        Choice::Default => {
+            return Err(Error::Unsupported(
+                "a cluster has several shards: name one with --shard N, or the replica with --to HOST:INSTANCE".into(),
+            ));
+        }
         Choice::Shard(s) if *s < deployment.inventory.deployment.masters => *s,
         Choice::Shard(s) => {
             return Err(Error::Unsupported(format!(
@@ -130,7 +146,7 @@ async fn failover_locked(
                     "{label} is not a replica of shard {shard}'s master {from}; `paddock status` shows the roles"
                 ))
             })?,
-        Choice::Shard(_) => {
+        Choice::Shard(_) | Choice::Default => {
             // The replica with the most of the replication stream.
             let offsets = join_all(replicas.iter().map(|&i| {
                 let fleet = &fleet;
@@ -175,14 +191,27 @@ async fn failover_locked(
     })
 }
 
+/// The sentinels of a sentinel topology (none for plain replication).
+struct Sentinels<'a> {
+    targets: &'a [crate::fleet::Target],
+    master_name: &'a str,
+}
+
 /// Replication: pause writes on the master, wait until the chosen replica
 /// has everything, promote it, point everyone else (the old master too) at
 /// it, then let the old master's clients go (they now get READONLY and
 /// reconnect to the new master). No acknowledged write is lost.
+///
+/// Sentinel: the same pause, but every replica must catch up (Sentinel picks
+/// the one it promotes); then SENTINEL FAILOVER, so that the sentinels run
+/// the switch and agree on it, and the old master is pointed at the new one
+/// before its clients are let go (Sentinel would only convert it seconds
+/// later, and writes it took meanwhile would be lost).
 async fn replication_failover(
     fleet: &Fleet,
     targets: &[crate::fleet::Target],
     observed: &[Option<Observation>],
+    sentinels: &Sentinels<'_>,
     choice: &Choice,
     timeout: Duration,
     progress: &Progress,
@@ -197,6 +226,11 @@ async fn replication_failover(
     }))
     .await;
     let chosen = match choice {
+        Choice::Replica(_) if !sentinels.targets.is_empty() => {
+            return Err(Error::Unsupported(
+                "with Sentinel, the sentinels choose the replica to promote; run `paddock failover` without --replica".into(),
+            ));
+        }
         Choice::Replica(label) => targets
             .iter()
             .position(|t| t.label() == *label && t.label() != targets[master].label())
@@ -205,7 +239,7 @@ async fn replication_failover(
                     "{label} is not a replica of this deployment; `paddock status` shows the roles"
                 ))
             })?,
-        Choice::Shard(0) => (0..targets.len())
+        Choice::Shard(0) | Choice::Default => (0..targets.len())
             .filter(|&i| i != master)
             .max_by_key(|&i| {
                 infos[i]
@@ -220,12 +254,26 @@ async fn replication_failover(
             )));
         }
     };
-    let (old, new) = (&targets[master], &targets[chosen]);
-    progress.step(format!(
-        "{} takes over from {} (writes paused on the master meanwhile)",
-        new.label(),
-        old.label()
-    ));
+    let old = &targets[master];
+    let mut chosen = chosen;
+    // With Sentinel, every replica must be able to take over losslessly.
+    let catching_up: Vec<usize> = if sentinels.targets.is_empty() {
+        vec![chosen]
+    } else {
+        (0..targets.len()).filter(|&i| i != master).collect()
+    };
+    if sentinels.targets.is_empty() {
+        progress.step(format!(
+            "{} takes over from {} (writes paused on the master meanwhile)",
+            targets[chosen].label(),
+            old.label()
+        ));
+    } else {
+        progress.step(format!(
+            "SENTINEL FAILOVER away from {} (writes paused on the master meanwhile)",
+            old.label()
+        ));
+    }
     let pause_ms = timeout.as_millis().to_string();
     let r = fleet
         .redis(old, &[&["CLIENT", "PAUSE", &pause_ms, "WRITE"]])
@@ -239,33 +287,42 @@ async fn replication_failover(
     }
     let result = async {
         let deadline = Instant::now() + timeout;
-        loop {
-            let m = fleet.redis(old, &[&["INFO", "replication"]]).await?;
-            let c = fleet.redis(new, &[&["INFO", "replication"]]).await?;
-            let want = m
-                .first()
-                .and_then(Reply::text)
-                .and_then(|t| offset(&t, "master_repl_offset"));
-            let have = c
-                .first()
-                .and_then(Reply::text)
-                .and_then(|t| offset(&t, "slave_repl_offset"));
-            if want.is_some() && want == have {
-                break;
+        for &i in &catching_up {
+            let new = &targets[i];
+            loop {
+                let m = fleet.redis(old, &[&["INFO", "replication"]]).await?;
+                let c = fleet.redis(new, &[&["INFO", "replication"]]).await?;
+                let want = m
+                    .first()
+                    .and_then(Reply::text)
+                    .and_then(|t| offset(&t, "master_repl_offset"));
+                let have = c
+                    .first()
+                    .and_then(Reply::text)
+                    .and_then(|t| offset(&t, "slave_repl_offset"));
+                if want.is_some() && want == have {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::NotConverged(format!(
+                        "{} did not catch up with {} in time; nothing was switched",
+                        new.label(),
+                        old.label()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            if Instant::now() >= deadline {
-                return Err(Error::NotConverged(format!(
-                    "{} did not catch up with {} in time; nothing was switched",
-                    new.label(),
-                    old.label()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        fleet
-            .agent(new.host)?
-            .redis_dangerous(&new.instance, &[&["REPLICAOF", "NO", "ONE"]])
-            .await?;
+        if sentinels.targets.is_empty() {
+            let new = &targets[chosen];
+            fleet
+                .agent(new.host)?
+                .redis_dangerous(&new.instance, &[&["REPLICAOF", "NO", "ONE"]])
+                .await?;
+        } else {
+            chosen = sentinel_failover(fleet, targets, master, sentinels, deadline).await?;
+        }
+        let new = &targets[chosen];
         let (ip, port) = (new.ip.to_string(), new.port.to_string());
         for (i, t) in targets.iter().enumerate() {
             if i != chosen {
@@ -283,5 +340,88 @@ async fn replication_failover(
     result?;
     wait_healthy(fleet, targets, Instant::now() + timeout).await?;
     progress.step("replication healthy with the new master");
-    Ok((old.label(), new.label()))
+    if !sentinels.targets.is_empty() {
+        // Done when the sentinels have finished their side too, so that a
+        // failover right after this one is not refused as in progress.
+        let new = crate::client::Peer {
+            ip: targets[chosen].ip,
+            port: targets[chosen].port,
+        };
+        let replicas = targets.len().saturating_sub(1) as u32;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let views =
+                crate::sentinel::views(fleet, sentinels.targets, sentinels.master_name).await;
+            let problems =
+                crate::sentinel::problems(sentinels.targets, &views, Some(new), replicas);
+            if problems.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NotConverged(format!(
+                    "the switch is done, but the sentinels did not settle in time:\n  - {}",
+                    problems.join("\n  - ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        progress.step("every sentinel names the new master");
+    }
+    Ok((old.label(), targets[chosen].label()))
+}
+
+/// Asks one sentinel after another for SENTINEL FAILOVER until one starts
+/// it, then waits until the sentinels name the new master; its index.
+async fn sentinel_failover(
+    fleet: &Fleet,
+    targets: &[crate::fleet::Target],
+    master: usize,
+    sentinels: &Sentinels<'_>,
+    deadline: Instant,
+) -> Result<usize, Error> {
+    let mut errors = Vec::new();
+    let mut started = false;
+    for s in sentinels.targets {
+        match fleet
+            .agent(s.host)?
+            .redis_dangerous(
+                &s.instance,
+                &[&["SENTINEL", "FAILOVER", sentinels.master_name]],
+            )
+            .await
+        {
+            Ok(r) => match r[0].error() {
+                Some(e) => errors.push(format!("{}: {e}", s.label())),
+                None => {
+                    started = true;
+                    break;
+                }
+            },
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !started {
+        return Err(Error::NotConverged(format!(
+            "no sentinel started the failover: {}",
+            errors.join("; ")
+        )));
+    }
+    let old = (targets[master].ip, targets[master].port);
+    loop {
+        let views = crate::sentinel::views(fleet, sentinels.targets, sentinels.master_name).await;
+        if let Some(m) = crate::sentinel::named_master(&views)
+            && (m.ip, m.port) != old
+            && let Some(i) = targets
+                .iter()
+                .position(|t| (t.ip, t.port) == (m.ip, m.port))
+        {
+            return Ok(i);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NotConverged(
+                "the sentinels accepted the failover but named no new master in time".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -8,7 +8,9 @@ use futures::future::join_all;
 use paddock_inventory::{Inventory, Placement, Role, Topology};
 
 use crate::Error;
-use crate::client::{AgentClient, Facts, InstanceSpec, RedisMode, Reply};
+use crate::client::{
+    AgentClient, Facts, Group, InstanceSpec, Peer, RedisMode, Reply, SentinelSpec,
+};
 use crate::cluster::Member;
 use crate::secrets;
 
@@ -49,13 +51,6 @@ impl Deployment {
     pub fn load(path: &Path, create_password: bool) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
         let inventory = paddock_inventory::parse(&path.display().to_string(), &text)?;
-        if inventory.deployment.topology == Topology::Sentinel {
-            return Err(Error::Unsupported(format!(
-                "{}: topology = \"{}\" is not supported yet; \"cluster\" and \"replication\" can be applied in this version",
-                path.display(),
-                inventory.deployment.topology
-            )));
-        }
         let placement = paddock_inventory::place(&inventory);
         let password_path = secrets::password_path(
             path,
@@ -89,16 +84,50 @@ impl Deployment {
     }
 
     /// The redis-server instances with their specs, in placement order
-    /// (masters first). Sentinels are not part of a cluster deployment.
+    /// (masters first). Sentinels are in [`Deployment::sentinels`].
     pub fn targets(&self) -> Vec<Target> {
+        self.instances(|p| p.is_redis(), None)
+    }
+
+    /// The sentinels (sentinel topology; empty otherwise), each seeded with
+    /// `master` as the master to monitor.
+    pub fn sentinels(&self, master: Peer) -> Vec<Target> {
+        self.instances(|p| !p.is_redis(), Some(master))
+    }
+
+    /// Where placement put the master (before any failover).
+    pub fn placed_master(&self) -> Peer {
+        let p = self
+            .placement
+            .instances
+            .iter()
+            .find(|p| p.role == Role::Master)
+            .unwrap_or(&self.placement.instances[0]);
+        self.peer(p)
+    }
+
+    fn peer(&self, p: &paddock_inventory::PlacedInstance) -> Peer {
+        Peer {
+            ip: self.inventory.hosts[p.host].address,
+            port: p.port,
+        }
+    }
+
+    fn instances(
+        &self,
+        filter: impl Fn(&paddock_inventory::PlacedInstance) -> bool,
+        master: Option<Peer>,
+    ) -> Vec<Target> {
         let inv = &self.inventory;
+        let topology = inv.deployment.topology;
+        let sentinel_peers: Vec<Peer> = self.placement.sentinels().map(|p| self.peer(p)).collect();
         // Before the first apply there is no password yet; a placeholder lets
         // plan compare specs (every instance then shows as changing anyway).
         let password = self.password.clone().unwrap_or_else(|| "0".repeat(64));
         self.placement
             .instances
             .iter()
-            .filter(|p| p.is_redis())
+            .filter(|p| filter(p))
             .map(|p| {
                 let host = &inv.hosts[p.host];
                 Target {
@@ -114,8 +143,9 @@ impl Deployment {
                         deployment: inv.deployment.name.clone(),
                         address: host.address.to_string(),
                         port: p.port,
-                        mode: match inv.deployment.topology {
-                            Topology::Cluster => RedisMode::Cluster,
+                        mode: match (topology, p.role) {
+                            (_, Role::Sentinel) => RedisMode::Sentinel,
+                            (Topology::Cluster, _) => RedisMode::Cluster,
                             _ => RedisMode::Standalone,
                         },
                         maxmemory_bytes: inv.redis.maxmemory_bytes.unwrap_or(0),
@@ -140,6 +170,29 @@ impl Deployment {
                                 rules: user_rules(&u.rules, inv.deployment.topology),
                             })
                             .collect(),
+                        sentinel: match (&inv.sentinel, master) {
+                            (Some(s), Some(master)) if p.role == Role::Sentinel => {
+                                Some(SentinelSpec {
+                                    master_name: inv.deployment.name.clone(),
+                                    master,
+                                    quorum: s.quorum,
+                                    down_after_ms: s.down_after_ms,
+                                    failover_timeout_ms: s.failover_timeout_ms,
+                                })
+                            }
+                            _ => None,
+                        },
+                        group: (topology != Topology::Cluster && p.is_redis()).then(|| Group {
+                            peers: self
+                                .placement
+                                .instances
+                                .iter()
+                                .filter(|o| o.is_redis() && (o.host, &o.name) != (p.host, &p.name))
+                                .map(|o| self.peer(o))
+                                .collect(),
+                            sentinels: sentinel_peers.clone(),
+                            master_name: inv.deployment.name.clone(),
+                        }),
                     },
                 }
             })

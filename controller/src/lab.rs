@@ -27,8 +27,8 @@ pub struct LabOptions {
     pub addresses: Vec<IpAddr>,
     pub redis_port: u16,
     pub agent_port: u16,
-    /// cluster (3 masters x 1 replica) or replication (1 master, a replica
-    /// on every other box).
+    /// cluster (3 masters x 1 replica), replication (1 master, a replica
+    /// on every other box) or sentinel (the same, plus a sentinel per box).
     pub topology: paddock_inventory::Topology,
     /// Apply the lab's inventory once the agents are up.
     pub apply: bool,
@@ -81,7 +81,8 @@ pub fn inventory_path(dir: &Path) -> PathBuf {
 }
 
 /// The lab's inventory: a 3-master, 1-replica cluster on the lab's boxes,
-/// or one master with a read replica on every other box.
+/// or one master with a read replica on every other box (and, for the
+/// sentinel topology, a sentinel on every box).
 pub fn inventory_text(options: &LabOptions) -> String {
     let (masters, replicas) = match options.topology {
         paddock_inventory::Topology::Cluster => (3, 1),
@@ -100,6 +101,12 @@ pub fn inventory_text(options: &LabOptions) -> String {
          cluster_node_timeout_ms = 5000\n",
         options.redis_port
     ));
+    if options.topology == paddock_inventory::Topology::Sentinel {
+        s.push_str(&format!(
+            "\n# One sentinel per box; a majority must agree the master is down.\n             [sentinel]\ncount = {}\nport = 26379\n",
+            options.addresses.len()
+        ));
+    }
     for (i, a) in options.addresses.iter().enumerate() {
         s.push_str(&format!(
             "\n[[hosts]]\nname = \"box{}\"\naddress = \"{a}\"\nagent_port = {}\n",

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod progress;
 pub mod rotate;
 pub mod secrets;
+pub mod sentinel;
 pub mod status;
 pub mod watch;
 

@@ -55,16 +55,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Hand a shard's slots to one of its replicas, losing no acknowledged write.
+    /// Hand a master's role (a shard's slots, in a cluster) to one of its
+    /// replicas, losing no acknowledged write. With Sentinel, the sentinels
+    /// run the switch (SENTINEL FAILOVER).
     ///
+    /// Example: paddock failover -i replication.toml
     /// Example: paddock failover -i inventory.toml --shard 0
     /// Example: paddock failover -i inventory.toml --to clusternodeB:redis-7001
     Failover {
         #[arg(short, long)]
         inventory: PathBuf,
         /// The shard (0-based, as in `paddock validate`): its most
-        /// up-to-date replica takes over.
-        #[arg(long, conflicts_with = "to", required_unless_present = "to")]
+        /// up-to-date replica takes over. Replication and sentinel
+        /// topologies have one shard, the default there.
+        #[arg(long, conflicts_with = "to")]
         shard: Option<u32>,
         /// The replica that takes over, as HOST:INSTANCE.
         #[arg(long)]
@@ -170,9 +174,10 @@ enum LabCmd {
         /// replica take over first (to compare failover times).
         #[arg(long)]
         no_fast_failover: bool,
-        /// cluster (3 masters x 1 replica) or replication (1 master and a
-        /// read replica on each other box). Sentinel is not built yet.
-        #[arg(long, default_value = "cluster", value_parser = ["cluster", "replication"])]
+        /// cluster (3 masters x 1 replica), replication (1 master and a
+        /// read replica on each other box) or sentinel (the same, plus a
+        /// sentinel on each box).
+        #[arg(long, default_value = "cluster", value_parser = ["cluster", "replication", "sentinel"])]
         topology: String,
     },
     /// Status of the lab's deployment.
@@ -319,7 +324,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let choice = match (shard, to) {
                 (Some(s), _) => failover::Choice::Shard(s),
                 (None, Some(t)) => failover::Choice::Replica(t),
-                (None, None) => unreachable!("clap requires one"),
+                (None, None) => failover::Choice::Default,
             };
             let r =
                 failover::failover(&inventory, &choice, Duration::from_secs(timeout), true).await?;
@@ -370,10 +375,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 addresses,
                 redis_port: port,
                 agent_port,
-                topology: if topology == "replication" {
-                    paddock_inventory::Topology::Replication
-                } else {
-                    paddock_inventory::Topology::Cluster
+                topology: match topology.as_str() {
+                    "replication" => paddock_inventory::Topology::Replication,
+                    "sentinel" => paddock_inventory::Topology::Sentinel,
+                    _ => paddock_inventory::Topology::Cluster,
                 },
                 apply: !no_apply,
                 fast_failover: !no_fast_failover,
@@ -396,6 +401,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "\nConnect:  REDISCLI_AUTH=\"$(cat {})\" redis-cli {cluster_flag}-h {first} -p {port}",
                 up.password_file.display()
             );
+            if topology == "sentinel" {
+                println!(
+                    "Sentinel: REDISCLI_AUTH=\"$(cat {})\" redis-cli -h {first} -p 26379 SENTINEL GET-MASTER-ADDR-BY-NAME lab",
+                    up.password_file.display()
+                );
+            }
             println!(
                 "Status:   paddock lab status --dir {}",
                 options.dir.display()

@@ -23,6 +23,10 @@ pub struct TargetState {
 /// What the agents report, against the inventory.
 pub struct Observed {
     pub targets: Vec<TargetState>,
+    /// The sentinels' states, in [`Deployment::sentinels`] order.
+    pub sentinels: Vec<TargetState>,
+    /// What keeps the sentinels from guarding the replication's master.
+    pub sentinel_problems: Vec<String>,
     /// Instances of this deployment the agents run that the inventory no
     /// longer lists ("host:instance").
     pub orphans: Vec<String>,
@@ -33,11 +37,13 @@ pub struct Observed {
 pub async fn observe(
     fleet: &Fleet,
     targets: &[Target],
+    sentinels: &[Target],
     deployment: &str,
     host_names: &[String],
 ) -> Result<Observed, Error> {
+    let all: Vec<&Target> = targets.iter().chain(sentinels).collect();
     let hosts: Vec<usize> = {
-        let mut h: Vec<usize> = targets.iter().map(|t| t.host).collect();
+        let mut h: Vec<usize> = all.iter().map(|t| t.host).collect();
         h.sort_unstable();
         h.dedup();
         h
@@ -47,24 +53,33 @@ pub async fn observe(
         Ok::<_, Error>((h, list))
     }));
     let puts = join_all(
-        targets
-            .iter()
+        all.iter()
             .map(|t| async move { fleet.agent(t.host)?.put_instance(&t.spec, true).await }),
     );
     let clusters = join_all(targets.iter().map(|t| observe_node(fleet, t)));
-    let (lists, puts, clusters) = futures::join!(lists, puts, clusters);
+    let master_name = sentinels
+        .first()
+        .and_then(|s| s.spec.sentinel.as_ref())
+        .map(|s| s.master_name.clone())
+        .unwrap_or_default();
+    let views = crate::sentinel::views(fleet, sentinels, &master_name);
+    let (lists, puts, clusters, views) = futures::join!(lists, puts, clusters, views);
     let lists = lists.into_iter().collect::<Result<Vec<_>, Error>>()?;
     let orphans = lists
         .iter()
         .flat_map(|(h, list)| {
             list.iter()
                 .filter(|s| s.deployment == deployment)
-                .filter(|s| !targets.iter().any(|t| t.host == *h && t.instance == s.name))
+                .filter(|s| !all.iter().any(|t| t.host == *h && t.instance == s.name))
                 .map(|s| format!("{}:{} ({})", host_names[*h], s.name, s.state.as_str()))
         })
         .collect();
-    let mut out = Vec::with_capacity(targets.len());
-    for ((t, put), cluster) in targets.iter().zip(puts).zip(clusters) {
+    let mut out = Vec::with_capacity(all.len());
+    let clusters = clusters
+        .into_iter()
+        .map(Some)
+        .chain(sentinels.iter().map(|_| None));
+    for ((t, put), cluster) in all.iter().zip(puts).zip(clusters) {
         let status = lists
             .iter()
             .find(|(h, _)| *h == t.host)
@@ -73,7 +88,7 @@ pub async fn observe(
         let running = status
             .as_ref()
             .is_some_and(|s| s.state == InstanceState::Running);
-        let (cluster, drift) = match cluster {
+        let (cluster, drift) = match cluster.flatten() {
             Some((obs, timeout)) if running => (
                 Some(obs),
                 timeout.filter(|&v| v != t.spec.cluster_node_timeout_ms),
@@ -87,8 +102,28 @@ pub async fn observe(
             node_timeout_drift: drift,
         });
     }
+    let sentinel_states = out.split_off(targets.len());
+    let observed: Vec<Option<Observation>> = out.iter().map(|s| s.cluster.clone()).collect();
+    let members = members(targets);
+    let master =
+        crate::cluster::replication_master(&members, &observed).map(|i| crate::client::Peer {
+            ip: targets[i].ip,
+            port: targets[i].port,
+        });
+    let sentinel_problems = if sentinels.is_empty() {
+        Vec::new()
+    } else {
+        crate::sentinel::problems(
+            sentinels,
+            &views,
+            master,
+            targets.len().saturating_sub(1) as u32,
+        )
+    };
     Ok(Observed {
         targets: out,
+        sentinels: sentinel_states,
+        sentinel_problems,
         orphans,
     })
 }
@@ -200,6 +235,9 @@ pub enum Change {
     Cluster {
         problems: Vec<String>,
     },
+    Sentinels {
+        problems: Vec<String>,
+    },
     /// An instance of this deployment that the inventory does not list.
     Orphan {
         target: String,
@@ -219,14 +257,24 @@ impl Plan {
     }
 }
 
-pub fn make_plan(deployment: &Deployment, targets: &[Target], observed: &Observed) -> Plan {
+pub fn make_plan(
+    deployment: &Deployment,
+    targets: &[Target],
+    sentinels: &[Target],
+    observed: &Observed,
+) -> Plan {
     let states = &observed.targets;
+    let sentinel_problems = &observed.sentinel_problems;
     let mut changes: Vec<Change> = observed
         .orphans
         .iter()
         .map(|o| Change::Orphan { target: o.clone() })
         .collect();
-    for (t, s) in targets.iter().zip(states) {
+    let every = targets
+        .iter()
+        .zip(states)
+        .chain(sentinels.iter().zip(&observed.sentinels));
+    for (t, s) in every {
         let target = t.label();
         match &s.status {
             None => changes.push(Change::Create {
@@ -261,6 +309,12 @@ pub fn make_plan(deployment: &Deployment, targets: &[Target], observed: &Observe
     if !problems.is_empty() {
         changes.push(Change::Cluster { problems });
     }
+    // Sentinels are judged once the replication they watch is right.
+    if changes.is_empty() && !sentinel_problems.is_empty() {
+        changes.push(Change::Sentinels {
+            problems: sentinel_problems.clone(),
+        });
+    }
     let inv = &deployment.inventory;
     Plan {
         deployment: inv.deployment.name.clone(),
@@ -270,7 +324,7 @@ pub fn make_plan(deployment: &Deployment, targets: &[Target], observed: &Observe
             inv.deployment.topology,
             inv.deployment.masters,
             inv.deployment.replicas_per_master,
-            targets.len(),
+            targets.len() + sentinels.len(),
             inv.hosts.len()
         ),
         changes,
@@ -307,6 +361,12 @@ impl fmt::Display for Plan {
                     f,
                     "  ~ {target}: cluster-node-timeout is {live} ms live, restore {want} ms"
                 )?,
+                Change::Sentinels { problems } => {
+                    writeln!(f, "  * sentinels: bring up or repair; now:")?;
+                    for p in problems.iter().take(12) {
+                        writeln!(f, "      - {p}")?;
+                    }
+                }
                 Change::Cluster { problems } => {
                     writeln!(f, "  * cluster: form or repair; now:")?;
                     for p in problems.iter().take(12) {

@@ -117,7 +117,24 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
         .iter()
         .map(|d| d.as_ref().map(|d| d.obs.clone()))
         .collect();
-    let problems = assess(&members(&targets), &observed);
+    let mut problems = assess(&members(&targets), &observed);
+    let sentinels = deployment.sentinels(deployment.placed_master());
+    let views =
+        crate::sentinel::views(&fleet, &sentinels, &deployment.inventory.deployment.name).await;
+    if !sentinels.is_empty() {
+        let master = crate::cluster::replication_master(&members(&targets), &observed).map(|i| {
+            crate::client::Peer {
+                ip: targets[i].ip,
+                port: targets[i].port,
+            }
+        });
+        problems.extend(crate::sentinel::problems(
+            &sentinels,
+            &views,
+            master,
+            targets.len().saturating_sub(1) as u32,
+        ));
+    }
     let label_of = |id: &str| -> String {
         targets
             .iter()
@@ -137,7 +154,54 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
         .enumerate()
         .map(|(h, host)| {
             let list = &lists[h];
-            let instances = targets
+            let state_of = |t: &Target| {
+                let st = list
+                    .as_ref()
+                    .ok()
+                    .and_then(|l| l.iter().find(|s| s.name == t.instance));
+                let state = st
+                    .map_or(
+                        if list.is_ok() {
+                            "ABSENT"
+                        } else {
+                            InstanceState::Unknown.as_str()
+                        },
+                        |s| s.state.as_str(),
+                    )
+                    .to_owned();
+                (st, state)
+            };
+            let sentinel_views = sentinels
+                .iter()
+                .zip(&views)
+                .filter(|(t, _)| t.host == h)
+                .map(|(t, v)| {
+                    let (st, state) = state_of(t);
+                    InstanceView {
+                        name: t.instance.clone(),
+                        address: format!("{}:{}", t.ip, t.port),
+                        state,
+                        pid: st.and_then(|s| s.pid),
+                        restarts: st.map_or(0, |s| s.restarts),
+                        role: Some("sentinel".into()),
+                        node_id: None,
+                        master: v.as_ref().map(|v| {
+                            targets
+                                .iter()
+                                .find(|t| (t.ip, t.port) == (v.master.ip, v.master.port))
+                                .map_or_else(
+                                    || format!("{}:{}", v.master.ip, v.master.port),
+                                    Target::label,
+                                )
+                        }),
+                        slots: None,
+                        slot_count: 0,
+                        link: v.as_ref().map(|v| v.flags.clone()),
+                        cluster_state: None,
+                    }
+                })
+                .collect::<Vec<_>>();
+            let mut instances: Vec<InstanceView> = targets
                 .iter()
                 .zip(&node_details)
                 .filter(|(t, _)| t.host == h)
@@ -186,6 +250,7 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
                     }
                 })
                 .collect();
+            instances.extend(sentinel_views);
             HostStatus {
                 name: host.name.clone(),
                 address: host.address.to_string(),
@@ -219,6 +284,7 @@ impl fmt::Display for Status {
             for i in &h.instances {
                 let what = match (i.role.as_deref(), &i.slots, &i.master) {
                     (Some("replica"), _, Some(m)) => format!("of {m}"),
+                    (Some("sentinel"), _, Some(m)) => format!("watches {m}"),
                     (_, Some(s), _) => format!("{s} ({})", i.slot_count),
                     _ => "-".into(),
                 };
@@ -241,6 +307,11 @@ impl fmt::Display for Status {
             writeln!(
                 f,
                 "Cluster healthy: every node agrees, all 16384 slots served, cluster_state:ok everywhere."
+            )
+        } else if self.healthy && self.topology == "sentinel" {
+            writeln!(
+                f,
+                "Healthy: one master, every replica linked to it, every sentinel watching it."
             )
         } else if self.healthy {
             writeln!(

@@ -5,6 +5,8 @@
 //! Every lab gets addresses no other test uses, and its `Drop` runs
 //! `paddock lab down`, so a failing test leaves nothing running.
 
+pub mod ha;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -20,7 +20,7 @@ use state::{Action, Event, Machine};
 pub use state::{Settings, State};
 
 use crate::Error;
-use crate::spec::InstanceSpec;
+use crate::spec::{Group, InstanceSpec, Mode, Peer};
 use crate::store;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,27 @@ struct Tagged {
     name: String,
     generation: u64,
     event: Event,
+    /// With HandedOver: start as a replica of this master.
+    replica_of: Option<Peer>,
+}
+
+impl Tagged {
+    fn new(name: String, generation: u64, event: Event) -> Self {
+        Tagged {
+            name,
+            generation,
+            event,
+            replica_of: None,
+        }
+    }
+}
+
+/// What must happen before a crashed or stopped instance starts again.
+enum Preparation {
+    /// A cluster master: a replica takes its slots over.
+    Cluster(Vec<crate::handover::Replica>),
+    /// A replication group member: find its role, or hand the master's over.
+    Group(Group),
 }
 
 #[derive(Clone)]
@@ -168,6 +189,8 @@ struct Instance {
     waiters: Vec<Reply<InstanceStatus>>,
     /// A handover was just tried for this master: start it as is.
     handed_over: bool,
+    /// The next start is as a replica of this master.
+    replica_of: Option<Peer>,
 }
 
 impl Instance {
@@ -265,6 +288,7 @@ impl Supervisor {
                 process_token: CancellationToken::new(),
                 waiters: Vec::new(),
                 handed_over: false,
+                replica_of: None,
             },
         );
     }
@@ -283,6 +307,7 @@ impl Supervisor {
                     && let Some(i) = self.instances.get_mut(&t.name)
                 {
                     i.handed_over = true;
+                    i.replica_of = t.replica_of;
                 }
                 self.feed(&t.name, t.event, Some(t.generation))
             }
@@ -331,6 +356,25 @@ impl Supervisor {
                 spec.name, i.spec.deployment, spec.deployment
             )));
         }
+        // A running sentinel keeps the master it was seeded with: it follows
+        // failovers itself, and a restart must not undo them. One that is not
+        // running starts afresh from what the controller says now (after a
+        // sentinel-less stretch its own memory may be stale), and learns any
+        // newer failover from the other sentinels' hello messages.
+        let (spec, config) = match current {
+            Some(i)
+                if i.spec.mode == Mode::Sentinel
+                    && i.machine.state.has_process()
+                    && i.spec.same_but_seed(&spec) =>
+            {
+                (i.spec.clone(), i.spec.render(&dir)?)
+            }
+            Some(i) if i.spec.mode == Mode::Sentinel && !dry_run => {
+                store::forget_sentinel_seed(&i.dir)?;
+                (spec, config)
+            }
+            _ => (spec, config),
+        };
         let changed = match current {
             Some(i) => i.spec != spec || store::read_config(&dir).as_deref() != Some(&config),
             None => true,
@@ -412,11 +456,7 @@ impl Supervisor {
         tokio::spawn(async move {
             let report = process::wait_adopted(pid, &dir).await;
             exit_token.cancel();
-            let _ = events.send(Tagged {
-                name: exit_name,
-                generation,
-                event: Event::Exited(report),
-            });
+            let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
         });
         self.probe(name, generation, token);
     }
@@ -479,16 +519,13 @@ impl Supervisor {
             let name = name.to_owned();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let _ = events.send(Tagged {
-                    name,
-                    generation,
-                    event,
-                });
+                let _ = events.send(Tagged::new(name, generation, event));
             });
         };
         match action {
-            Action::Spawn => match self.handover_needed(name) {
-                Some(replicas) => self.hand_over(name, replicas),
+            Action::Spawn => match self.preparation(name) {
+                Some(Preparation::Cluster(replicas)) => self.hand_over(name, replicas),
+                Some(Preparation::Group(group)) => self.prepare_member(name, group),
                 None => self.spawn_process(name),
             },
             Action::Signal(sig) => {
@@ -543,6 +580,22 @@ impl Supervisor {
             );
             return;
         };
+        let args = match start_args(instance, run_as) {
+            Ok(args) => args,
+            Err(e) => {
+                self.feed(
+                    name,
+                    Event::SpawnFailed {
+                        error: e.to_string(),
+                    },
+                    Some(generation),
+                );
+                return;
+            }
+        };
+        let Some(instance) = self.instances.get_mut(name) else {
+            return;
+        };
         if let Some(user) = run_as
             && let Err(e) = store::give_to(&instance.dir, user.uid, user.gid)
         {
@@ -555,7 +608,7 @@ impl Supervisor {
             );
             return;
         }
-        match process::spawn(&redis_server, &instance.dir, run_as) {
+        match process::spawn(&redis_server, &instance.dir, &args, run_as) {
             Ok(child) => {
                 let pid = child.id().unwrap_or(0);
                 instance.running_config = Some(config);
@@ -568,11 +621,7 @@ impl Supervisor {
                 tokio::spawn(async move {
                     let report = process::wait(child, &dir).await;
                     exit_token.cancel();
-                    let _ = events.send(Tagged {
-                        name: exit_name,
-                        generation,
-                        event: Event::Exited(report),
-                    });
+                    let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
                 });
                 self.feed(name, Event::Spawned { pid }, Some(generation));
                 self.probe(name, generation, token);
@@ -589,17 +638,66 @@ impl Supervisor {
 
     /// A cluster master that keeps nothing on disk and has replicas must not
     /// come back as an empty master: its replicas would copy the emptiness.
-    fn handover_needed(&mut self, name: &str) -> Option<Vec<crate::handover::Replica>> {
+    /// A member of a replication group must come back in its current role.
+    fn preparation(&mut self, name: &str) -> Option<Preparation> {
         let instance = self.instances.get_mut(name)?;
         if std::mem::take(&mut instance.handed_over) {
             return None;
         }
         let spec = &instance.spec;
+        if let Some(group) = &spec.group {
+            return Some(Preparation::Group(group.clone()));
+        }
         let dataless = !spec.appendonly && !spec.rdb_snapshots;
-        if spec.mode != crate::spec::Mode::Cluster || !(dataless || self.config.fast_failover) {
+        if spec.mode != Mode::Cluster || !(dataless || self.config.fast_failover) {
             return None;
         }
-        crate::handover::replicas_if_master(&instance.dir).filter(|r| !r.is_empty())
+        crate::handover::replicas_if_master(&instance.dir)
+            .filter(|r| !r.is_empty())
+            .map(Preparation::Cluster)
+    }
+
+    fn prepare_member(&mut self, name: &str, group: Group) {
+        let Some(instance) = self.instances.get(name) else {
+            return;
+        };
+        let spec = &instance.spec;
+        let dataless = !spec.appendonly && !spec.rdb_snapshots;
+        let promote = dataless || self.config.fast_failover;
+        let me = Peer {
+            address: spec.address,
+            port: spec.port,
+        };
+        let generation = instance.machine.generation;
+        let password = spec.password.clone();
+        let events = self.events.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let tagged = match crate::rejoin::prepare(me, &group, &password, promote).await {
+                Ok(crate::rejoin::Start::ReplicaOf(master)) => {
+                    info!(instance = %name, %master, took_ms = started.elapsed().as_millis() as u64, "starting as a replica of the current master");
+                    let mut t = Tagged::new(name, generation, Event::HandedOver);
+                    t.replica_of = Some(master);
+                    t
+                }
+                Ok(crate::rejoin::Start::AsConfigured) => {
+                    Tagged::new(name, generation, Event::HandedOver)
+                }
+                Err(no_heir) => {
+                    warn!(instance = %name, error = %no_heir.error, "no replica took over");
+                    Tagged::new(
+                        name,
+                        generation,
+                        Event::HandoverFailed {
+                            error: no_heir.error,
+                            fatal: dataless && no_heir.reachable,
+                        },
+                    )
+                }
+            };
+            let _ = events.send(tagged);
+        });
     }
 
     fn hand_over(&mut self, name: &str, replicas: Vec<crate::handover::Replica>) {
@@ -631,11 +729,7 @@ impl Supervisor {
                     }
                 }
             };
-            let _ = events.send(Tagged {
-                name,
-                generation,
-                event,
-            });
+            let _ = events.send(Tagged::new(name, generation, event));
         });
     }
 
@@ -657,13 +751,32 @@ impl Supervisor {
                 Some(false) => Event::StartTimedOut,
                 None => return,
             };
-            let _ = events.send(Tagged {
-                name,
-                generation,
-                event,
-            });
+            let _ = events.send(Tagged::new(name, generation, event));
         });
     }
+}
+
+/// The command line of an instance's next process. A sentinel runs its own
+/// copy of the rendered config (Sentinel rewrites the file it runs with),
+/// made afresh only when the rendered config changed.
+fn start_args(instance: &mut Instance, run_as: Option<RunAs>) -> Result<Vec<String>, Error> {
+    let dir = &instance.dir;
+    let path = |file: &str| dir.join(file).to_string_lossy().into_owned();
+    let owner = run_as.map(|u| (u.uid, u.gid));
+    if instance.spec.mode == Mode::Sentinel {
+        store::copy_run_config(dir, store::SENTINEL_CONFIG_FILE, true, owner)?;
+        return Ok(vec![path(store::SENTINEL_CONFIG_FILE), "--sentinel".into()]);
+    }
+    store::copy_run_config(dir, store::RUNNING_CONFIG_FILE, false, owner)?;
+    let mut args = vec![path(store::RUNNING_CONFIG_FILE)];
+    if let Some(master) = instance.replica_of.take() {
+        args.extend([
+            "--replicaof".into(),
+            master.address.to_string(),
+            master.port.to_string(),
+        ]);
+    }
+    Ok(args)
 }
 
 /// A fraction in [0, 1) from the clock's low bits: enough to spread restarts

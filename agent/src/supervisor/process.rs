@@ -32,12 +32,18 @@ pub struct RunAs {
 const IDENTITY_FILE: &str = "process";
 const LOG_TAIL_LINES: usize = 10;
 
-pub fn spawn(redis_server: &Path, dir: &Path, run_as: Option<RunAs>) -> std::io::Result<Child> {
+/// Starts redis-server with `args` (the config file first) in `dir`.
+pub fn spawn(
+    redis_server: &Path,
+    dir: &Path,
+    args: &[String],
+    run_as: Option<RunAs>,
+) -> std::io::Result<Child> {
     let out = store::open_stdout_log(dir)?;
     let err = out.try_clone()?;
     let mut command = Command::new(redis_server);
     command
-        .arg(dir.join(store::CONFIG_FILE))
+        .args(args)
         .current_dir(dir)
         // Nothing of the agent's environment (NOTIFY_SOCKET, WATCHDOG_*,
         // secrets) reaches Redis.

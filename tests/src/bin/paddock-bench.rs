@@ -336,6 +336,8 @@ async fn agent_bench(rounds: usize) {
                 stop_timeout_ms: 10_000,
             },
             users: Vec::new(),
+            sentinel: None,
+            group: None,
         };
         client.put_instance(&spec, false).await.unwrap();
         client.start(&spec.name).await.unwrap();

@@ -1,0 +1,395 @@
+//! Keeping the roles of a replication group (replication and sentinel
+//! topologies) right across restarts of one of its redis-servers.
+//!
+//! Redis does not remember at start-up whose replica it was (REPLICAOF is a
+//! runtime setting), so a restarted replica would come back as a second,
+//! stale master. And a master that crashed comes back as master of whatever
+//! it loads: nothing, if it keeps no data on disk, which its replicas then
+//! copy. So before a member starts, the agent asks the group:
+//!
+//! - someone else is the master (the sentinels say so, or a peer is a master
+//!   that has served replicas): start as its replica;
+//! - this member was the master (the sentinels still name it, or replicas
+//!   still point at it): when the agent may fail over (fast failover, or a
+//!   master without data on disk), the best replica takes over first: the
+//!   sentinels are asked for a failover (SENTINEL FAILOVER: they pick the
+//!   replica and bump the epoch, so they all agree), or without sentinels
+//!   the most up-to-date replica is promoted and the others re-pointed.
+//!   The member then starts as a replica of the new master.
+//! - nobody answers, or nothing was ever formed: start as configured.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+
+use crate::redis_access::connect;
+use crate::spec::{Group, Peer};
+use crate::supervisor::Endpoint;
+
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the sentinels get to promote a replica after we asked.
+const SENTINEL_FAILOVER_WAIT: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(20);
+
+/// What a peer said about its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerRole {
+    Master {
+        /// It has served replicas since it started (or is serving them).
+        formed: bool,
+        offset: i64,
+    },
+    Replica {
+        master: Option<Peer>,
+        offset: i64,
+    },
+}
+
+/// How the member should start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    AsConfigured,
+    ReplicaOf(Peer),
+}
+
+/// Why no replica took over a crashed master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoHeir {
+    pub error: String,
+    /// A replica answered: it holds data that an empty master would wipe.
+    pub reachable: bool,
+}
+
+fn endpoint(p: &Peer, password: &str) -> Endpoint {
+    Endpoint {
+        address: p.address,
+        port: p.port,
+        password: password.to_owned(),
+    }
+}
+
+async fn query<T: redis::FromRedisValue>(
+    p: &Peer,
+    password: &str,
+    cmd: &redis::Cmd,
+) -> Result<T, String> {
+    let mut conn = connect(&endpoint(p, password), ASK_TIMEOUT)
+        .await
+        .map_err(|e| format!("{p}: {e}"))?;
+    cmd.query_async(&mut conn)
+        .await
+        .map_err(|e| format!("{p}: {e}"))
+}
+
+fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix(':'))
+}
+
+/// Parses INFO replication.
+pub fn parse_role(info: &str) -> Option<PeerRole> {
+    let num = |k: &str| field(info, k).and_then(|v| v.parse::<i64>().ok());
+    match field(info, "role")? {
+        "master" => Some(PeerRole::Master {
+            formed: num("connected_slaves").unwrap_or(0) > 0
+                || num("master_repl_offset").unwrap_or(0) > 0,
+            offset: num("master_repl_offset").unwrap_or(0),
+        }),
+        "slave" => Some(PeerRole::Replica {
+            master: match (field(info, "master_host"), num("master_port")) {
+                (Some(h), Some(port)) => h.parse().ok().map(|address| Peer {
+                    address,
+                    port: port as u16,
+                }),
+                _ => None,
+            },
+            offset: num("slave_repl_offset")
+                .or_else(|| num("master_repl_offset"))
+                .unwrap_or(0),
+        }),
+        _ => None,
+    }
+}
+
+async fn roles(peers: &[Peer], password: &str) -> Vec<Option<PeerRole>> {
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg("replication");
+    join_all(peers.iter().map(|p| {
+        let cmd = &cmd;
+        async move {
+            let info: String = query(p, password, cmd).await.ok()?;
+            parse_role(&info)
+        }
+    }))
+    .await
+}
+
+/// The master the sentinels name, by majority of those that answer.
+async fn sentinels_master(group: &Group, password: &str) -> Option<Peer> {
+    let mut cmd = redis::cmd("SENTINEL");
+    cmd.arg("GET-MASTER-ADDR-BY-NAME").arg(&group.master_name);
+    let answers = join_all(group.sentinels.iter().map(|s| {
+        let cmd = &cmd;
+        async move {
+            let (host, port): (String, u16) = query(s, password, cmd).await.ok()?;
+            Some(Peer {
+                address: host.parse().ok()?,
+                port,
+            })
+        }
+    }))
+    .await;
+    let answers: Vec<Peer> = answers.into_iter().flatten().collect();
+    answers
+        .iter()
+        .max_by_key(|a| answers.iter().filter(|b| b == a).count())
+        .copied()
+}
+
+/// Decides, from the peers' roles alone, whom to replicate and, when this
+/// member was the master, which replica should take over.
+pub fn decide(me: Peer, peers: &[Peer], roles: &[Option<PeerRole>]) -> Decision {
+    let best_master = peers
+        .iter()
+        .zip(roles)
+        .filter_map(|(p, r)| match r {
+            Some(PeerRole::Master {
+                formed: true,
+                offset,
+            }) => Some((*p, *offset)),
+            _ => None,
+        })
+        .max_by_key(|(_, offset)| *offset)
+        .map(|(p, _)| p);
+    let mine: Vec<(Peer, i64)> = peers
+        .iter()
+        .zip(roles)
+        .filter_map(|(p, r)| match r {
+            Some(PeerRole::Replica {
+                master: Some(m),
+                offset,
+            }) if *m == me => Some((*p, *offset)),
+            _ => None,
+        })
+        .collect();
+    match best_master {
+        Some(m) => Decision::Follow {
+            master: m,
+            repoint: mine.iter().map(|(p, _)| *p).collect(),
+        },
+        None if !mine.is_empty() => {
+            let heir = mine.iter().max_by_key(|(_, o)| *o).map(|(p, _)| *p);
+            let heir = heir.unwrap_or(mine[0].0);
+            Decision::WasMaster {
+                heir,
+                others: mine
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .filter(|p| *p != heir)
+                    .collect(),
+            }
+        }
+        None => Decision::Nothing,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Another member is the master; `repoint` still replicate this one.
+    Follow { master: Peer, repoint: Vec<Peer> },
+    /// Replicas still point at this member: it was the master.
+    WasMaster { heir: Peer, others: Vec<Peer> },
+    /// Nothing formed yet, or nobody answers.
+    Nothing,
+}
+
+async fn replicaof(p: &Peer, master: Option<&Peer>, password: &str) -> Result<(), String> {
+    let mut cmd = redis::cmd("REPLICAOF");
+    match master {
+        Some(m) => cmd.arg(m.address.to_string()).arg(m.port),
+        None => cmd.arg("NO").arg("ONE"),
+    };
+    query::<()>(p, password, &cmd).await
+}
+
+/// Works out how `me` should start. `promote`: when it was the master, a
+/// replica takes over first (else it starts as configured and keeps its
+/// role).
+pub async fn prepare(
+    me: Peer,
+    group: &Group,
+    password: &str,
+    promote: bool,
+) -> Result<Start, NoHeir> {
+    if !group.sentinels.is_empty()
+        && let Some(master) = sentinels_master(group, password).await
+    {
+        if master != me {
+            return Ok(Start::ReplicaOf(master));
+        }
+        if !promote {
+            return Ok(Start::AsConfigured);
+        }
+        return sentinel_failover(me, group, password).await;
+    }
+    let roles = roles(&group.peers, password).await;
+    match decide(me, &group.peers, &roles) {
+        Decision::Follow { master, repoint } => {
+            for p in &repoint {
+                // Best effort: the controller's next apply fixes a miss.
+                let _ = replicaof(p, Some(&master), password).await;
+            }
+            Ok(Start::ReplicaOf(master))
+        }
+        // Sentinels watch this group but none answered: promoting behind
+        // their back would fight them.
+        Decision::WasMaster { .. } if !promote || !group.sentinels.is_empty() => {
+            Ok(Start::AsConfigured)
+        }
+        Decision::WasMaster { heir, others } => {
+            replicaof(&heir, None, password)
+                .await
+                .map_err(|error| NoHeir {
+                    error,
+                    reachable: true,
+                })?;
+            for p in &others {
+                let _ = replicaof(p, Some(&heir), password).await;
+            }
+            Ok(Start::ReplicaOf(heir))
+        }
+        Decision::Nothing => Ok(Start::AsConfigured),
+    }
+}
+
+/// Asks the sentinels to fail over now (the master's process is known
+/// dead) and waits until they name the new master.
+async fn sentinel_failover(me: Peer, group: &Group, password: &str) -> Result<Start, NoHeir> {
+    let mut errors = Vec::new();
+    let mut cmd = redis::cmd("SENTINEL");
+    cmd.arg("FAILOVER").arg(&group.master_name);
+    let mut accepted = false;
+    for s in &group.sentinels {
+        match query::<String>(s, password, &cmd).await {
+            Ok(_) => {
+                accepted = true;
+                break;
+            }
+            // Another sentinel already runs a failover: wait for it.
+            Err(e) if e.contains("INPROG") => {
+                accepted = true;
+                break;
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !accepted {
+        return Err(NoHeir {
+            error: format!("no sentinel started a failover: {}", errors.join("; ")),
+            reachable: true,
+        });
+    }
+    let deadline = Instant::now() + SENTINEL_FAILOVER_WAIT;
+    while Instant::now() < deadline {
+        if let Some(master) = sentinels_master(group, password).await
+            && master != me
+        {
+            return Ok(Start::ReplicaOf(master));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Err(NoHeir {
+        error: format!(
+            "the sentinels did not name a new master within {} s",
+            SENTINEL_FAILOVER_WAIT.as_secs()
+        ),
+        reachable: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(last: u8) -> Peer {
+        Peer {
+            address: [127, 0, 1, last].into(),
+            port: 6379,
+        }
+    }
+
+    fn replica_of(m: Peer, offset: i64) -> Option<PeerRole> {
+        Some(PeerRole::Replica {
+            master: Some(m),
+            offset,
+        })
+    }
+
+    #[test]
+    fn parses_info_replication() {
+        let master =
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n";
+        assert_eq!(
+            parse_role(master),
+            Some(PeerRole::Master {
+                formed: false,
+                offset: 0
+            })
+        );
+        let replica = "role:slave\r\nmaster_host:127.0.1.1\r\nmaster_port:6379\r\nmaster_link_status:down\r\nslave_repl_offset:42\r\n";
+        assert_eq!(parse_role(replica), replica_of(p(1), 42));
+    }
+
+    #[test]
+    fn a_restarted_replica_follows_the_master_that_served_replicas() {
+        let fresh = Some(PeerRole::Master {
+            formed: false,
+            offset: 0,
+        });
+        let served = Some(PeerRole::Master {
+            formed: true,
+            offset: 10,
+        });
+        // First start: nothing formed, every member a bare master.
+        assert_eq!(
+            decide(p(3), &[p(1), p(2)], &[fresh.clone(), fresh]),
+            Decision::Nothing
+        );
+        assert_eq!(
+            decide(p(3), &[p(1), p(2)], &[served, replica_of(p(1), 10)]),
+            Decision::Follow {
+                master: p(1),
+                repoint: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn a_crashed_master_hands_over_to_its_most_up_to_date_replica() {
+        assert_eq!(
+            decide(
+                p(1),
+                &[p(2), p(3)],
+                &[replica_of(p(1), 7), replica_of(p(1), 9)]
+            ),
+            Decision::WasMaster {
+                heir: p(3),
+                others: vec![p(2)]
+            }
+        );
+        // A replica already took over (a failover ran first): follow it and
+        // re-point whoever still points at the dead master.
+        let promoted = Some(PeerRole::Master {
+            formed: true,
+            offset: 9,
+        });
+        assert_eq!(
+            decide(p(1), &[p(2), p(3)], &[replica_of(p(1), 7), promoted]),
+            Decision::Follow {
+                master: p(3),
+                repoint: vec![p(2)]
+            }
+        );
+        assert_eq!(decide(p(1), &[p(2)], &[None]), Decision::Nothing);
+    }
+}

@@ -1,0 +1,248 @@
+//! The sentinels of a sentinel topology: what each one sees, whether they
+//! agree with the replication they watch, and bringing them up.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+
+use crate::Error;
+use crate::apply::start;
+use crate::client::{InstanceState, Peer, Reply};
+use crate::fleet::{Fleet, Target};
+use crate::progress::Progress;
+
+/// What one sentinel says about the master it monitors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelView {
+    pub master: Peer,
+    pub flags: String,
+    pub replicas: u32,
+    pub other_sentinels: u32,
+}
+
+/// Parses the field/value list of SENTINEL MASTER.
+pub fn parse_master(reply: &Reply) -> Option<SentinelView> {
+    let Reply::Array(items) = reply else {
+        return None;
+    };
+    let texts: Vec<String> = items.iter().filter_map(Reply::text).collect();
+    let get = |key: &str| {
+        texts
+            .chunks(2)
+            .find(|kv| kv.len() == 2 && kv[0] == key)
+            .map(|kv| kv[1].clone())
+    };
+    Some(SentinelView {
+        master: Peer {
+            ip: get("ip")?.parse().ok()?,
+            port: get("port")?.parse().ok()?,
+        },
+        flags: get("flags")?,
+        replicas: get("num-slaves")?.parse().ok()?,
+        other_sentinels: get("num-other-sentinels")?.parse().ok()?,
+    })
+}
+
+/// Each sentinel's view (None: not answering, or not monitoring `name`).
+pub async fn views(fleet: &Fleet, sentinels: &[Target], name: &str) -> Vec<Option<SentinelView>> {
+    join_all(sentinels.iter().map(|s| async move {
+        let r = fleet
+            .redis(s, &[&["SENTINEL", "MASTER", name]])
+            .await
+            .ok()?;
+        parse_master(r.first()?)
+    }))
+    .await
+}
+
+/// What keeps the sentinels from guarding `master` with `replicas`
+/// replicas: each must answer, name that master, see it up, and know every
+/// replica and every other sentinel. Empty when all is well.
+pub fn problems(
+    sentinels: &[Target],
+    views: &[Option<SentinelView>],
+    master: Option<Peer>,
+    replicas: u32,
+) -> Vec<String> {
+    let others = sentinels.len().saturating_sub(1) as u32;
+    let mut out = Vec::new();
+    for (s, v) in sentinels.iter().zip(views) {
+        let label = s.label();
+        let Some(v) = v else {
+            out.push(format!(
+                "{label}: not running, or not monitoring the master"
+            ));
+            continue;
+        };
+        if let Some(m) = master
+            && v.master != m
+        {
+            out.push(format!(
+                "{label}: names {}:{} as master, but the replicas follow {}:{}",
+                v.master.ip, v.master.port, m.ip, m.port
+            ));
+        }
+        if v.flags != "master" {
+            out.push(format!("{label}: sees the master as {}", v.flags));
+        }
+        if v.replicas < replicas {
+            out.push(format!(
+                "{label}: knows {} of {replicas} replica(s)",
+                v.replicas
+            ));
+        }
+        if v.other_sentinels < others {
+            out.push(format!(
+                "{label}: knows {} of the {others} other sentinel(s)",
+                v.other_sentinels
+            ));
+        }
+    }
+    out
+}
+
+/// The master the sentinels name, by majority of those that answer.
+pub fn named_master(views: &[Option<SentinelView>]) -> Option<Peer> {
+    let named: Vec<Peer> = views.iter().flatten().map(|v| v.master).collect();
+    named
+        .iter()
+        .max_by_key(|m| named.iter().filter(|n| n == m).count())
+        .copied()
+}
+
+/// Writes the sentinels' specs (seeded with the current `master`), restarts
+/// those whose config changed one at a time, starts the others, and waits
+/// until they all guard the master.
+pub async fn converge(
+    fleet: &Fleet,
+    sentinels: &[Target],
+    master: Peer,
+    replicas: u32,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<(), Error> {
+    let outcomes = join_all(
+        sentinels
+            .iter()
+            .map(|t| async move { fleet.agent(t.host)?.put_instance(&t.spec, false).await }),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, Error>>()?;
+    for (t, o) in sentinels.iter().zip(&outcomes) {
+        if o.restart_needed {
+            progress.step(format!("{}: restarting for its new config", t.label()));
+            let agent = fleet.agent(t.host)?;
+            agent.stop(&t.instance).await?;
+            start(fleet, t).await?;
+        }
+    }
+    let lists = join_all(sentinels.iter().map(|t| async move {
+        let list = fleet.agent(t.host)?.list().await?;
+        Ok::<_, Error>(
+            list.into_iter()
+                .find(|s| s.name == t.instance)
+                .is_some_and(|s| s.state == InstanceState::Running),
+        )
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, Error>>()?;
+    let to_start: Vec<&Target> = sentinels
+        .iter()
+        .zip(&lists)
+        .filter(|(_, running)| !**running)
+        .map(|(t, _)| t)
+        .collect();
+    if !to_start.is_empty() {
+        progress.step(format!("starting {} sentinel(s)", to_start.len()));
+        join_all(to_start.iter().map(|t| start(fleet, t)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, Error>>()?;
+    }
+    let name = match sentinels.first().and_then(|t| t.spec.sentinel.as_ref()) {
+        Some(s) => s.master_name.clone(),
+        None => return Ok(()),
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let views = views(fleet, sentinels, &name).await;
+        let problems = problems(sentinels, &views, Some(master), replicas);
+        if problems.is_empty() {
+            progress.step(format!(
+                "{} sentinel(s) guard master {}:{}",
+                sentinels.len(),
+                master.ip,
+                master.port
+            ));
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NotConverged(format!(
+                "the sentinels did not agree in time:\n  - {}\n  hint: sentinels find replicas through the master and each other through it (hello messages every 2 s); they must reach the master's port",
+                problems.join("\n  - ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(ip: [u8; 4], flags: &str, replicas: u32, others: u32) -> Option<SentinelView> {
+        Some(SentinelView {
+            master: Peer {
+                ip: ip.into(),
+                port: 6379,
+            },
+            flags: flags.into(),
+            replicas,
+            other_sentinels: others,
+        })
+    }
+
+    #[test]
+    fn parses_sentinel_master() {
+        let words = [
+            "name",
+            "lab",
+            "ip",
+            "127.0.1.2",
+            "port",
+            "6379",
+            "flags",
+            "master",
+            "num-slaves",
+            "2",
+            "num-other-sentinels",
+            "2",
+            "quorum",
+            "2",
+        ];
+        let reply = Reply::Array(
+            words
+                .iter()
+                .map(|w| Reply::Bulk(w.as_bytes().to_vec()))
+                .collect(),
+        );
+        assert_eq!(parse_master(&reply), view([127, 0, 1, 2], "master", 2, 2));
+    }
+
+    #[test]
+    fn the_majority_names_the_master() {
+        let views = [
+            view([127, 0, 1, 1], "master", 2, 2),
+            view([127, 0, 1, 2], "master", 2, 2),
+            view([127, 0, 1, 2], "master", 2, 2),
+            None,
+        ];
+        assert_eq!(
+            named_master(&views),
+            view([127, 0, 1, 2], "master", 2, 2).map(|v| v.master)
+        );
+        assert_eq!(named_master(&[None]), None);
+    }
+}
