@@ -4,13 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real redis-server processes are part of the tests, so Redis must be here.
-packages=(redis-server redis-tools iproute2 procps)
+# Real redis-server processes are part of the tests, so Redis must be here;
+# iproute2 builds the namespace boxes (ip, tc), systemd brings
+# systemd-analyze, vagrant validates the Vagrant lab (without its
+# recommended libvirt stack), adduser and binutils serve the .deb.
+packages=(redis-server redis-tools iproute2 procps systemd adduser binutils)
 if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
 if [ -n "${CI:-}" ] || ! command -v redis-server >/dev/null || ! command -v ip >/dev/null; then
   echo "==> installing ${packages[*]}"
   "${sudo[@]}" apt-get update -q
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${packages[@]}"
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends vagrant
 fi
 redis-server --version
 

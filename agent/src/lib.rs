@@ -144,29 +144,8 @@ pub async fn run(
         shutdown.await;
         stopping.notify("STOPPING=1");
     };
-    // The transport is configured here and only here.
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &config.tls {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|source| Error::Io {
-                path: p.to_owned(),
-                source,
-            })
-        };
-        let identity = tonic::transport::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-        let ca = tonic::transport::Certificate::from_pem(read(&tls.ca)?);
-        // Clients must present a certificate chaining to the CA.
-        builder = builder
-            .tls_config(
-                tonic::transport::ServerTlsConfig::new()
-                    .identity(identity)
-                    .client_ca_root(ca),
-            )
-            .map_err(|e| Error::Config {
-                path: tls.cert.clone(),
-                message: format!("unusable TLS certificate or key: {e}"),
-            })?;
-    } else {
+    let builder = server_builder(&config)?;
+    if config.tls.is_none() {
         tracing::warn!(
             "serving PLAINTEXT gRPC (insecure_plaintext = true): anyone who reaches this port can run Redis commands"
         );
@@ -191,6 +170,83 @@ pub async fn run(
     served?;
     info!("stopped serving; Redis instances keep running");
     Ok(())
+}
+
+/// The transport is configured here and only here: mutual TLS (clients must
+/// present a certificate chaining to the CA) unless plaintext was asked for.
+fn server_builder(config: &AgentConfig) -> Result<tonic::transport::Server, Error> {
+    let builder = tonic::transport::Server::builder();
+    let Some(tls) = &config.tls else {
+        return Ok(builder);
+    };
+    let read = |p: &std::path::Path, what: &str| {
+        let pem = std::fs::read(p).map_err(|source| Error::Io {
+            path: p.to_owned(),
+            source,
+        })?;
+        if !String::from_utf8_lossy(&pem).contains(what) {
+            return Err(Error::Config {
+                path: p.to_owned(),
+                message: format!(
+                    "no PEM block \"{what}\" in it; `paddock certs issue` writes the agent's files"
+                ),
+            });
+        }
+        Ok(pem)
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read(&tls.cert, "BEGIN CERTIFICATE")?,
+        read(&tls.key, "PRIVATE KEY")?,
+    );
+    let ca = tonic::transport::Certificate::from_pem(read(&tls.ca, "BEGIN CERTIFICATE")?);
+    builder
+        .tls_config(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(identity)
+                .client_ca_root(ca),
+        )
+        .map_err(|e| Error::Config {
+            path: tls.cert.clone(),
+            message: format!("unusable TLS certificate or key: {e}"),
+        })
+}
+
+/// What `paddockd check-config` checks, without starting anything: the
+/// config parses, the TLS files are there and hold PEM, redis-server and
+/// the Redis user exist, and that user can reach data_dir. Ok lists what
+/// was found (and what will only be a problem later, e.g. no redis-server
+/// yet); Err is what stops the agent from starting.
+pub fn check_config(config: &AgentConfig) -> Result<Vec<String>, Error> {
+    let mut notes = vec![format!("listen {}", config.listen)];
+    server_builder(config)?;
+    notes.push(match &config.tls {
+        Some(tls) => format!(
+            "mutual TLS: cert {}, key {}, client CA {}",
+            tls.cert.display(),
+            tls.key.display(),
+            tls.ca.display()
+        ),
+        None => "PLAINTEXT gRPC (insecure_plaintext = true)".into(),
+    });
+    match config::resolve_program(&config.redis_server) {
+        Some(p) => notes.push(format!("redis-server: {}", p.display())),
+        None => notes.push(format!(
+            "redis-server: {} not found yet (apply installs it through the agent)",
+            config.redis_server.display()
+        )),
+    }
+    let run_as = supervisor::resolve_run_as(&config.user);
+    match &run_as {
+        Ok(Some(u)) => notes.push(format!("Redis runs as {} (uid {})", config.user, u.uid)),
+        Ok(None) => notes.push("Redis runs as the agent's own user (the agent is not root)".into()),
+        Err(e) => notes.push(format!("Redis user: {e}")),
+    }
+    supervisor::check_reachable(
+        &config.data_dir.join("instances").join("x"),
+        run_as.ok().flatten(),
+    )?;
+    notes.push(format!("data_dir {}", config.data_dir.display()));
+    Ok(notes)
 }
 
 /// Redis wants maxclients + 32 descriptors; children inherit our limit, so

@@ -7,11 +7,23 @@ use tracing_subscriber::EnvFilter;
 /// paddockd: the Paddock agent. Supervises redis-server on this machine and
 /// serves the controller's gRPC API.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "paddockd", version, about)]
 struct Args {
     /// The agent's TOML config (listen, data_dir, redis_server).
-    #[arg(long, short, default_value = "/etc/paddock/agent.toml")]
+    #[arg(long, short, default_value = "/etc/paddock/agent.toml", global = true)]
     config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Check the config and what it names (TLS files, redis-server, the
+    /// Redis user, data_dir) without starting anything; exit 2 if the agent
+    /// could not start with it.
+    ///
+    /// Example: paddockd check-config --config /etc/paddock/agent.toml
+    CheckConfig,
 }
 
 /// Exit codes (for systemd's RestartPreventExitStatus=): 2 bad config or
@@ -33,6 +45,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::CheckConfig) = args.command {
+        return match paddock_agent::check_config(&config) {
+            Ok(notes) => {
+                println!("{}: ok", args.config.display());
+                for n in notes {
+                    println!("  {n}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("paddockd: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

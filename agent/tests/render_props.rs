@@ -93,6 +93,7 @@ fn split_args(line: &str) -> Option<Vec<Vec<u8>>> {
 const INTENDED: &[&str] = &[
     "bind",
     "port",
+    "replica-announce-ip",
     "protected-mode",
     "daemonize",
     "logfile",

@@ -140,6 +140,25 @@ pub fn issue(dir: &Path, host: &str, address: IpAddr) -> Result<CertFiles, Error
     Ok(files)
 }
 
+/// Copies what a host needs into `out` under the names the provisioning
+/// script expects: ca.pem, agent.pem, agent.key (0600).
+pub fn export(dir: &Path, files: &CertFiles, out: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(out).map_err(Error::io(out))?;
+    for (from, name) in [
+        (ca(dir).cert, "ca.pem"),
+        (files.cert.clone(), "agent.pem"),
+        (files.key.clone(), "agent.key"),
+    ] {
+        let to = out.join(name);
+        std::fs::copy(&from, &to).map_err(Error::io(&to))?;
+        let mode = if name == "agent.key" { 0o600 } else { 0o644 };
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))
+            .map_err(Error::io(&to))?;
+    }
+    Ok(())
+}
+
 fn sign(
     issuer: &Issuer<'_, KeyPair>,
     common: &str,

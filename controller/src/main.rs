@@ -10,7 +10,7 @@ use paddock_controller::{apply, failover, lab, status, watch};
 /// paddock: deploy and operate highly available Redis on plain machines
 /// through paddockd agents.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "paddock", version, about)]
 struct Cli {
     /// Talk to agents without TLS (they must run with insecure_plaintext =
     /// true). Anyone on the network could then drive them: labs only.
@@ -127,6 +127,15 @@ enum Cmd {
     /// Certificates for mutual TLS between this controller and the agents.
     #[command(subcommand)]
     Certs(CertsCmd),
+    /// Print the shell completion script for bash, zsh or fish.
+    ///
+    /// Example: paddock completions bash > /etc/bash_completion.d/paddock
+    /// Example: paddock completions zsh > "${fpath[1]}/_paddock"
+    /// Example: paddock completions fish > ~/.config/fish/completions/paddock.fish
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -148,6 +157,10 @@ enum CertsCmd {
         inventory: PathBuf,
         /// The host's name in the inventory.
         host: String,
+        /// Also copy the three files the host needs into DIR as ca.pem,
+        /// agent.pem and agent.key (what packaging/provision.sh --certs reads).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -225,6 +238,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         paddock_controller::client::use_insecure_plaintext();
     }
     match cli.command {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "paddock",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Certs(CertsCmd::Init { inventory }) => {
             let inv = read_inventory(&inventory)?;
             let dir = paddock_controller::certs::certs_dir(&inventory, &inv.deployment.name);
@@ -240,7 +262,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Certs(CertsCmd::Issue { inventory, host }) => {
+        Cmd::Certs(CertsCmd::Issue {
+            inventory,
+            host,
+            out,
+        }) => {
             let inv = read_inventory(&inventory)?;
             let Some(h) = inv.hosts.iter().find(|h| h.name == host) else {
                 let names: Vec<&str> = inv.hosts.iter().map(|h| h.name.as_str()).collect();
@@ -259,6 +285,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 files.cert.display(),
                 files.key.display()
             );
+            if let Some(out) = out {
+                paddock_controller::certs::export(&dir, &files, &out)?;
+                println!(
+                    "Copied them to {} as ca.pem, agent.pem, agent.key",
+                    out.display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Validate { inventory } => {

@@ -273,7 +273,7 @@ impl fmt::Display for Status {
         writeln!(f, "Deployment {} ({})", self.deployment, self.topology)?;
         writeln!(
             f,
-            "{:<14} {:<12} {:<22} {:<9} {:>7} {:<8} {:<28} {:<12} CLUSTER",
+            "{:<14} {:<14} {:<22} {:<9} {:>7} {:<8} {:<28} {:<12} CLUSTER",
             "HOST", "INSTANCE", "ADDRESS", "STATE", "PID", "ROLE", "SLOTS / MASTER", "LINK"
         )?;
         for h in &self.hosts {
@@ -290,7 +290,7 @@ impl fmt::Display for Status {
                 };
                 writeln!(
                     f,
-                    "{:<14} {:<12} {:<22} {:<9} {:>7} {:<8} {:<28} {:<12} {}",
+                    "{:<14} {:<14} {:<22} {:<9} {:>7} {:<8} {:<28} {:<12} {}",
                     h.name,
                     i.name,
                     i.address,

@@ -180,6 +180,8 @@ pub async fn write_through(
 
 /// Which of `values` (`prefix:N` = N) the current master does not have.
 pub async fn missing(follower: &mut Follower, prefix: &str, values: &[u64]) -> Vec<u64> {
+    // Asked afresh: the cached connection may be to a master that died.
+    follower.conn = None;
     let conn = follower.conn().await.expect("a master to read from");
     let mut out = Vec::new();
     for chunk in values.chunks(500) {

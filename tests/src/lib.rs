@@ -6,6 +6,7 @@
 //! `paddock lab down`, so a failing test leaves nothing running.
 
 pub mod ha;
+pub mod netns;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

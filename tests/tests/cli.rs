@@ -112,3 +112,58 @@ async fn plan_then_an_interrupted_formation_then_apply_finishes_it() {
     let again = paddock(&["apply", "-i", &inventory]);
     assert!(stdout(&again).contains("Nothing to do"));
 }
+
+/// Every command's --help shows an example, and shell completions are valid
+/// scripts that know the commands.
+#[test]
+fn every_command_has_an_example_and_completions_cover_them() {
+    let commands: &[&[&str]] = &[
+        &["validate"],
+        &["plan"],
+        &["apply"],
+        &["status"],
+        &["failover"],
+        &["rotate-password"],
+        &["logs"],
+        &["events"],
+        &["lab", "up"],
+        &["lab", "status"],
+        &["lab", "down"],
+        &["certs", "init"],
+        &["certs", "issue"],
+        &["completions"],
+    ];
+    for c in commands {
+        let mut args = c.to_vec();
+        args.push("--help");
+        let out = paddock(&args);
+        assert!(out.status.success(), "{c:?}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("Example: paddock "),
+            "{c:?} --help has no example:\n{}",
+            stdout(&out)
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = paddock(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        for sub in ["apply", "failover", "rotate-password", "lab"] {
+            assert!(script.contains(sub), "{shell} completion lacks {sub}");
+        }
+        if shell == "bash" {
+            let path = dir.path().join("paddock.bash");
+            std::fs::write(&path, &script).unwrap();
+            let check = std::process::Command::new("bash")
+                .arg("-n")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(check.status.success(), "bash -n: {}", stderr(&check));
+        }
+    }
+    let bad = paddock(&["completions", "tcsh"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("bash"), "{}", stderr(&bad));
+}

@@ -114,3 +114,100 @@ async fn a_dataless_master_that_dies_does_not_wipe_its_replica() {
     let status = paddock(&["status", "-i", &inventory]);
     assert!(status.status.success(), "status healthy");
 }
+
+/// The same hazard in a replication group: with fast failover off, a
+/// dataless master is still never restarted as master. The agent has a
+/// replica take over first (itself, or through the sentinels), then starts
+/// the old master as that replica's replica.
+async fn dataless_group_master_dies(octet: u8, topology: &str) {
+    use paddock_tests::ha::{Follow, Follower, kill9, missing};
+    let lab = Lab::new(octet);
+    assert!(
+        lab.up(&["--no-apply", "--no-fast-failover", "--topology", topology])
+            .status
+            .success()
+    );
+    let text = std::fs::read_to_string(lab.inventory()).unwrap();
+    let text = text.replace(
+        "appendonly = true",
+        "appendonly = false\nrdb_snapshots = false",
+    );
+    std::fs::write(lab.inventory(), text).unwrap();
+    let inventory = lab.inventory().display().to_string();
+    let out = paddock(&["apply", "-i", &inventory]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let password = lab.password();
+    let follow = if topology == "sentinel" {
+        Follow::Sentinel {
+            sentinels: lab.addresses.iter().map(|&ip| (ip, 26379)).collect(),
+            name: "lab".into(),
+        }
+    } else {
+        Follow::Role(lab.addresses.iter().map(|&ip| (ip, 7000)).collect())
+    };
+    let mut follower = Follower::new(follow, &password);
+    let values: Vec<u64> = (0..2000).collect();
+    for &n in &values {
+        assert!(follower.set(&format!("np:{n}"), n, 0).await.is_some());
+    }
+    assert_eq!(follower.set("np:last", 0, 2).await, Some(2), "WAIT 2");
+    let victim: u32 = std::fs::read_to_string(lab.pidfile(0, "redis-7000"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kill9(victim);
+    let moved = wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || async {
+            follower
+                .master()
+                .await
+                .is_some_and(|m| m != (lab.addresses[0], 7000))
+        },
+    )
+    .await;
+    assert!(moved, "a replica took over from the dead dataless master");
+    let rejoined = wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let Ok(mut old) = connect(lab.addresses[0], 7000, &password).await else {
+                return false;
+            };
+            let Ok(info) = redis::cmd("INFO")
+                .arg("replication")
+                .query_async::<String>(&mut old)
+                .await
+            else {
+                return false;
+            };
+            field(&info, "role").as_deref() == Some("slave")
+                && field(&info, "master_link_status").as_deref() == Some("up")
+        },
+    )
+    .await;
+    assert!(rejoined, "the old master came back as a replica");
+    let lost = missing(&mut follower, "np", &values).await;
+    assert!(
+        lost.is_empty(),
+        "{} keys lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    // The old master synced the data back instead of wiping it.
+    let mut old = connect(lab.addresses[0], 7000, &password).await.unwrap();
+    let size: u64 = redis::cmd("DBSIZE").query_async(&mut old).await.unwrap();
+    assert!(size >= values.len() as u64, "old master holds {size} keys");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataless_replication_master_that_dies_does_not_wipe_its_replicas() {
+    dataless_group_master_dies(38, "replication").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataless_sentinel_master_that_dies_does_not_wipe_its_replicas() {
+    dataless_group_master_dies(39, "sentinel").await;
+}

@@ -1,12 +1,15 @@
 //! `topology = "replication"`: one master and a read replica on every other
-//! box, formed by apply, checked with the redis crate.
+//! box, formed by apply, checked with the redis crate: reads everywhere, a
+//! master kill with fast failover, a hand-made promotion apply keeps, and
+//! `paddock failover`.
 
 use std::time::Duration;
 
+use paddock_tests::ha::{Follow, Follower, kill9, missing, write_through};
 use paddock_tests::{Lab, connect, field, paddock, stderr, stdout, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replication_lab_serves_reads_everywhere_and_survives_a_master_kill() {
+async fn replication_lab_serves_reads_everywhere_and_fails_over_on_a_master_kill() {
     let lab = Lab::new(28);
     let up = lab.up(&["--topology", "replication"]);
     assert!(up.status.success(), "{}", stderr(&up));
@@ -18,6 +21,7 @@ async fn replication_lab_serves_reads_everywhere_and_survives_a_master_kill() {
     let inventory = lab.inventory().display().to_string();
     let password = lab.password();
     let [a, b, c] = [lab.addresses[0], lab.addresses[1], lab.addresses[2]];
+    let lab_ips = [a, b, c];
 
     let mut master = connect(a, 7000, &password).await.unwrap();
     for i in 0..1000 {
@@ -53,65 +57,79 @@ async fn replication_lab_serves_reads_everywhere_and_survives_a_master_kill() {
     }
     assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
 
-    // The master's process dies: its agent restarts it (it reloads its AOF)
-    // and the replicas reconnect.
-    let pid: u32 = std::fs::read_to_string(lab.pidfile(0, "redis-7000"))
+    // The master's process dies: its agent promotes the most up-to-date
+    // replica and re-points the other before starting it again as a replica
+    // (fast failover). A client that asks each member its role writes again.
+    let victim: u32 = std::fs::read_to_string(lab.pidfile(0, "redis-7000"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
+    let mut follower = Follower::new(
+        Follow::Role(lab.addresses.iter().map(|&ip| (ip, 7000)).collect()),
+        &password,
+    );
+    let log = write_through(
+        &mut follower,
+        "k",
+        Duration::from_secs(4),
+        Duration::from_secs(1),
+        || kill9(victim),
     )
-    .unwrap();
-    let linked = wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        || async {
-            // The new master process answers (not the killed one) ...
-            let Ok(mut m) = connect(a, 7000, &password).await else {
-                return false;
-            };
-            let Ok(server) = redis::cmd("INFO")
-                .arg("server")
-                .query_async::<String>(&mut m)
-                .await
-            else {
-                return false;
-            };
-            if field(&server, "process_id").and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
-                return false;
-            }
-            // ... and both replicas are linked to it again.
-            for ip in [b, c] {
+    .await;
+    eprintln!(
+        "master SIGKILL: {} acknowledged, {} with a replica, {} failed, longest gap {} ms",
+        log.acked.len(),
+        log.waited.len(),
+        log.failed,
+        log.longest_gap.as_millis()
+    );
+    let new_master = follower.master().await.unwrap();
+    assert_ne!(new_master, (a, 7000), "a replica took over");
+    let lost = missing(&mut follower, "k", &log.waited).await;
+    assert!(
+        lost.is_empty(),
+        "writes acknowledged with WAIT lost: {lost:?}"
+    );
+    let mut m = follower.conn().await.unwrap().clone();
+    let v: Option<i64> = redis::cmd("GET")
+        .arg("r:999")
+        .query_async(&mut m)
+        .await
+        .unwrap();
+    assert_eq!(v, Some(999), "the data set survived");
+    let linked = wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        let password = password.clone();
+        async move {
+            for ip in lab_ips {
+                if (ip, 7000) == new_master {
+                    continue;
+                }
                 let Ok(mut r) = connect(ip, 7000, &password).await else {
                     return false;
                 };
-                let info: String = match redis::cmd("INFO")
+                let Ok(info) = redis::cmd("INFO")
                     .arg("replication")
-                    .query_async(&mut r)
+                    .query_async::<String>(&mut r)
                     .await
-                {
-                    Ok(i) => i,
-                    Err(_) => return false,
+                else {
+                    return false;
                 };
-                if field(&info, "master_link_status").as_deref() != Some("up") {
+                if field(&info, "master_host") != Some(new_master.0.to_string())
+                    || field(&info, "master_link_status").as_deref() != Some("up")
+                {
                     return false;
                 }
             }
             true
-        },
-    )
+        }
+    })
     .await;
-    assert!(linked, "replicas linked to the restarted master again");
-    let mut master = connect(a, 7000, &password).await.unwrap();
-    let v: Option<i64> = redis::cmd("GET")
-        .arg("r:999")
-        .query_async(&mut master)
-        .await
-        .unwrap();
-    assert_eq!(v, Some(999));
+    assert!(
+        linked,
+        "the old master and the other replica follow the new master"
+    );
+    assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
 
     // An operator promotes box2 by hand: apply keeps the new master.
     let mut r2 = connect(b, 7000, &password).await.unwrap();

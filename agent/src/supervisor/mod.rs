@@ -65,7 +65,7 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Command {
     Put {
-        spec: InstanceSpec,
+        spec: Box<InstanceSpec>,
         dry_run: bool,
         live: bool,
         reply: Reply<PutOutcome>,
@@ -141,7 +141,7 @@ impl SupervisorHandle {
         live: bool,
     ) -> Result<PutOutcome, Error> {
         self.ask(|reply| Command::Put {
-            spec,
+            spec: Box::new(spec),
             dry_run,
             live,
             reply,
@@ -324,7 +324,7 @@ impl Supervisor {
                 live,
                 reply,
             } => {
-                let _ = reply.send(self.put(spec, dry_run, live));
+                let _ = reply.send(self.put(*spec, dry_run, live));
             }
             Command::Start { name, reply } => self.request(&name, Event::Start, reply),
             Command::Stop { name, reply } => self.request(&name, Event::Stop, reply),

@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use paddock_controller::apply::{ApplyOptions, apply};
+use paddock_tests::ha::{Follow, Follower, write_through};
 use paddock_tests::{Lab, connect, field, paddock, wait_until};
 
 async fn all_ok(lab: &Lab, password: &str) -> bool {
@@ -121,98 +122,209 @@ async fn main() {
     }
 }
 
-/// Longest gap between two acknowledged writes to a key of box1's master's
-/// shard, when that master's redis-server is SIGKILLed.
-async fn failover_gap(fast: bool) -> Duration {
+/// How the failover bench sets a lab up.
+#[derive(Clone, Copy)]
+enum Setup {
+    /// Paddock's defaults: fast failover on, cluster-node-timeout 5 s,
+    /// down-after-milliseconds 5 s.
+    Paddock,
+    /// Redis's own defaults (cluster-node-timeout 15 s, down-after 30 s,
+    /// failover-timeout 180 s), and the agent of the master's box frozen
+    /// (SIGSTOP) before the kill: only Redis's own detection acts.
+    RedisAlone,
+}
+
+fn agent_pid(lab: &Lab, box_index: usize) -> u32 {
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lab.dir().join("lab.json")).unwrap()).unwrap();
+    state["agents"][box_index]["pid"].as_u64().unwrap() as u32
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Longest gap between two acknowledged writes when box1's master's
+/// redis-server is SIGKILLed one second into `total` of writing. Cluster:
+/// a key of box1's shard through a cluster client; replication and
+/// sentinel: a client that asks each member's role, or Sentinel.
+async fn failover_gap(topology: &str, setup: Setup, total: Duration) -> Duration {
     use redis::AsyncCommands;
     let lab = Lab::new(33);
-    let extra: &[&str] = if fast { &[] } else { &["--no-fast-failover"] };
-    assert!(lab.up(extra).status.success(), "lab up");
-    let password = lab.password();
-    let mut node = connect(lab.addresses[0], 7000, &password).await.unwrap();
-    let mut key = String::new();
-    for n in 0.. {
-        key = format!("fo:{n}");
-        let slot: i64 = redis::cmd("CLUSTER")
-            .arg("KEYSLOT")
-            .arg(&key)
-            .query_async(&mut node)
-            .await
-            .unwrap();
-        if slot <= 5460 {
-            break;
-        }
+    assert!(
+        lab.up(&["--topology", topology, "--no-apply"])
+            .status
+            .success(),
+        "lab up"
+    );
+    let inventory = lab.inventory();
+    if let Setup::RedisAlone = setup {
+        let text = std::fs::read_to_string(&inventory).unwrap();
+        let text = text
+            .replace(
+                "cluster_node_timeout_ms = 5000",
+                "cluster_node_timeout_ms = 15000",
+            )
+            .replace(
+                "port = 26379\n",
+                "port = 26379\ndown_after_ms = 30000\nfailover_timeout_ms = 180000\n",
+            );
+        std::fs::write(&inventory, text).unwrap();
     }
-    let seeds = lab.seeds();
-    let client = redis::cluster::ClusterClientBuilder::new(seeds)
-        .password(password.clone())
-        .connection_timeout(Duration::from_millis(200))
-        .response_timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    let mut c = client.get_async_connection().await.unwrap();
+    let applied = paddock(&["apply", "-i", &inventory.display().to_string()]);
+    assert!(applied.status.success(), "apply");
+    let password = lab.password();
     let victim: u32 = std::fs::read_to_string(lab.pidfile(0, "redis-7000"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let start = Instant::now();
-    let mut killed = false;
-    let mut last_ok = Instant::now();
-    let mut longest = Duration::ZERO;
-    let mut i: u64 = 0;
-    while start.elapsed() < Duration::from_secs(13) && i < 5_000_000 {
-        i += 1;
-        if !killed && start.elapsed() > Duration::from_secs(1) {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(victim as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            )
+    let agent = agent_pid(&lab, 0);
+    let fault = move || {
+        if let Setup::RedisAlone = setup {
+            signal(agent, nix::sys::signal::Signal::SIGSTOP);
+        }
+        signal(victim, nix::sys::signal::Signal::SIGKILL);
+    };
+    let gap = if topology == "cluster" {
+        let mut node = connect(lab.addresses[0], 7000, &password).await.unwrap();
+        let mut key = String::new();
+        for n in 0.. {
+            key = format!("fo:{n}");
+            let slot: i64 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&key)
+                .query_async(&mut node)
+                .await
+                .unwrap();
+            if slot <= 5460 {
+                break;
+            }
+        }
+        let client = redis::cluster::ClusterClientBuilder::new(lab.seeds())
+            .password(password.clone())
+            .connection_timeout(Duration::from_millis(200))
+            .response_timeout(Duration::from_millis(200))
+            .build()
             .unwrap();
-            killed = true;
+        let mut c = client.get_async_connection().await.unwrap();
+        let start = Instant::now();
+        let mut fault = Some(fault);
+        let mut last_ok = Instant::now();
+        let mut longest = Duration::ZERO;
+        let mut i: u64 = 0;
+        while start.elapsed() < total && i < 5_000_000 {
+            i += 1;
+            if start.elapsed() > Duration::from_secs(1)
+                && let Some(f) = fault.take()
+            {
+                f();
+            }
+            let r =
+                tokio::time::timeout(Duration::from_millis(300), c.set::<_, _, ()>(&key, i)).await;
+            if matches!(r, Ok(Ok(()))) {
+                let now = Instant::now();
+                longest = longest.max(now - last_ok);
+                last_ok = now;
+            } else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
-        let r = tokio::time::timeout(Duration::from_millis(300), c.set::<_, _, ()>(&key, i)).await;
-        if matches!(r, Ok(Ok(()))) {
-            let now = Instant::now();
-            longest = longest.max(now - last_ok);
-            last_ok = now;
+        longest.max(last_ok.elapsed())
+    } else {
+        let follow = if topology == "sentinel" {
+            Follow::Sentinel {
+                sentinels: lab.addresses.iter().map(|&ip| (ip, 26379)).collect(),
+                name: "lab".into(),
+            }
         } else {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    longest.max(last_ok.elapsed())
+            Follow::Role(lab.addresses.iter().map(|&ip| (ip, 7000)).collect())
+        };
+        let mut follower = Follower::new(follow, &password);
+        write_through(&mut follower, "fo", total, Duration::from_secs(1), fault)
+            .await
+            .longest_gap
+    };
+    signal(agent, nix::sys::signal::Signal::SIGCONT);
+    gap
 }
 
 async fn failover_bench(rounds: usize) {
     let mut rows = Vec::new();
-    for (fast, label) in [
+    for (topology, setup, total, label) in [
         (
-            true,
-            "fast failover (default): replica takes over, then restart",
+            "cluster",
+            Setup::Paddock,
+            Duration::from_secs(8),
+            "Paddock defaults (node timeout 5 s, fast failover)",
         ),
-        (false, "fast_failover = false: restart in place"),
+        (
+            "cluster",
+            Setup::RedisAlone,
+            Duration::from_secs(30),
+            "Redis alone (node timeout 15 s)",
+        ),
+        (
+            "sentinel",
+            Setup::Paddock,
+            Duration::from_secs(8),
+            "Paddock defaults (down-after 5 s, fast failover)",
+        ),
+        (
+            "sentinel",
+            Setup::RedisAlone,
+            Duration::from_secs(45),
+            "Redis alone (down-after 30 s)",
+        ),
+        (
+            "replication",
+            Setup::Paddock,
+            Duration::from_secs(8),
+            "Paddock defaults (fast failover)",
+        ),
+        (
+            "replication",
+            Setup::RedisAlone,
+            Duration::from_secs(20),
+            "Redis alone (no automatic failover)",
+        ),
     ] {
         let mut gaps = Vec::new();
         for r in 0..rounds {
-            let g = failover_gap(fast).await;
+            let g = failover_gap(topology, setup, total).await;
             eprintln!(
-                "{label}, round {}: longest write gap {:.0} ms",
+                "{topology}, {label}, round {}: longest write gap {:.0} ms",
                 r + 1,
                 g.as_secs_f64() * 1e3
             );
             gaps.push(g.as_secs_f64() * 1e3);
         }
-        rows.push(stats(
-            &format!("cluster master SIGKILL, longest gap of writes: {label} (ms)"),
+        let mut row = stats(
+            &format!("{topology} master SIGKILL, longest gap of writes: {label} (ms)"),
             "ms",
             gaps,
-        ));
+        );
+        if gaps_cover(&row, total) {
+            row.push_str(&format!(
+                " (writes never resumed within the {} s measured)",
+                total.as_secs()
+            ));
+        }
+        rows.push(row);
     }
     println!("| failover measurement ({rounds} rounds) | median | min | max |");
     println!("|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
+}
+
+/// Whether the median gap is (nearly) the whole measurement: no recovery.
+fn gaps_cover(row: &str, total: Duration) -> bool {
+    row.split('|')
+        .nth(2)
+        .and_then(|m| m.trim().split(' ').next()?.parse::<f64>().ok())
+        .is_some_and(|median| median >= (total.as_secs_f64() - 1.5) * 1e3)
 }
 
 async fn deploy_bench(rounds: usize) {
