@@ -1,7 +1,11 @@
 //! Prints how long Paddock takes to deploy the lab's 3 x 2 cluster, and what
 //! the agent costs as a supervisor.
 //!
-//!   cargo build --release --workspace --bins && target/release/paddock-bench [deploy|agent|all] [ROUNDS]
+//!   cargo build --release --workspace --bins && target/release/paddock-bench [deploy|agent|failover|all] [ROUNDS]
+//!
+//! `failover`: per topology, the longest gap of a client's writes when the
+//! master's redis-server is SIGKILLed, with Paddock's defaults and with
+//! Redis's own (the agent frozen), on 127.0.33.1-3.
 //!
 //! `agent`: one paddockd (127.0.32.1) with two redis-server instances;
 //! SIGKILL of a redis-server to PING answered again by its replacement
