@@ -81,8 +81,16 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), Error> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io_err(&tmp))?;
-    file.write_all(contents).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
+    // A full disk must leave neither a half-written temp file nor a
+    // damaged target behind.
+    let written = file
+        .write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(&tmp));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, path).map_err(io_err(path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())

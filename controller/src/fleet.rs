@@ -285,6 +285,22 @@ fn user_passwords(
 pub const LOCK_TTL_MS: u32 = 600_000;
 
 /// Who this controller is, for "locked by ...": user@host pid N.
+/// A lease holder (as [`lock_holder`] names them) that is a controller
+/// process of this machine which no longer runs.
+pub fn abandoned(holder: &str) -> bool {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let Some((who, pid)) = holder.rsplit_once(" pid ") else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    let same_host = who.rsplit_once('@').is_some_and(|(_, h)| h == host.trim());
+    let alive = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("paddock"));
+    same_host && !alive
+}
+
 pub fn lock_holder() -> String {
     let user =
         std::env::var("USER").unwrap_or_else(|_| format!("uid {}", nix::unistd::Uid::effective()));
@@ -337,7 +353,16 @@ impl Fleet {
     /// took and says who holds it.
     pub async fn lock(&self, deployment: &str, holder: &str) -> Result<(), Error> {
         for h in 0..self.agents.len() {
-            let outcome = self.agent(h)?.lock(deployment, holder, LOCK_TTL_MS).await?;
+            let mut outcome = self.agent(h)?.lock(deployment, holder, LOCK_TTL_MS).await?;
+            if let crate::client::LockOutcome::Held { holder: other, .. } = &outcome
+                && abandoned(other)
+            {
+                // A controller on this machine died mid-operation (killed,
+                // or its terminal closed): its lease is ours to end, rather
+                // than making the operator wait for it to expire.
+                self.agent(h)?.unlock(deployment, other).await?;
+                outcome = self.agent(h)?.lock(deployment, holder, LOCK_TTL_MS).await?;
+            }
             if let crate::client::LockOutcome::Held {
                 holder: other,
                 since_unix_ms,
@@ -416,6 +441,18 @@ mod tests {
                 "  - host b: 2 instance(s) x maxmemory 1024 MiB = 2048 MiB, but the host has 1536 MiB of memory; lower [redis] maxmemory or add hosts"
             ]
         );
+    }
+
+    #[test]
+    fn only_a_dead_controller_of_this_machine_abandons_its_lease() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let host = host.trim();
+        // Pids are below 2^22 on Linux: this one runs nowhere.
+        assert!(abandoned(&format!("alice@{host} pid 9999999")));
+        let me = lock_holder();
+        assert!(!abandoned(&me), "this test process is alive: {me}");
+        assert!(!abandoned("alice@another-host pid 9999999"));
+        assert!(!abandoned("something else"));
     }
 
     #[test]

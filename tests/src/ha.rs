@@ -92,6 +92,11 @@ impl Follower {
         }
     }
 
+    /// Drops the connection: the next request asks where the master is.
+    pub fn forget(&mut self) {
+        self.conn = None;
+    }
+
     /// A connection to the current master, found again after any error.
     pub async fn conn(&mut self) -> Option<&mut MultiplexedConnection> {
         if self.conn.is_none() {

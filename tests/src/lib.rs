@@ -5,7 +5,9 @@
 //! Every lab gets addresses no other test uses, and its `Drop` runs
 //! `paddock lab down`, so a failing test leaves nothing running.
 
+pub mod consistency;
 pub mod ha;
+pub mod netlab;
 pub mod netns;
 
 use std::net::IpAddr;

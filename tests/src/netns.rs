@@ -164,6 +164,32 @@ impl Net {
         out
     }
 
+    /// Runs `f`'s future on a thread that entered `ns`: every socket it
+    /// opens lives there (how the tests' own Redis clients reach the boxes
+    /// from the workstation).
+    pub fn block_on<F, Fut, T>(&self, ns: &Ns, f: F) -> T
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future<Output = T>,
+        T: Send,
+    {
+        let path = format!("/run/netns/{}", ns.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let file = std::fs::File::open(&path).expect("namespace file");
+                    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime")
+                        .block_on(f())
+                })
+                .join()
+                .expect("namespace thread")
+        })
+    }
+
     /// Takes a box's link down (cut off) or up (healed).
     pub fn set_link(&self, box_index: usize, up: bool) {
         ip_ok(&[
@@ -174,6 +200,30 @@ impl Net {
             &self.links[box_index],
             if up { "up" } else { "down" },
         ]);
+    }
+
+    /// Why `tc netem` cannot add delay here (the kernel lacks sch_netem, as
+    /// some VM kernels do), if it cannot.
+    pub fn netem_unavailable(&self) -> Option<String> {
+        let ns = &self.workstation.name;
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay",
+                "1ms",
+            ])
+            .output()
+            .ok()?;
+        let _ = Command::new("ip")
+            .args([
+                "netns", "exec", ns, "tc", "qdisc", "del", "dev", "lo", "root",
+            ])
+            .output();
+        (!out.status.success()).then(|| {
+            format!(
+                "tc netem is not available on this kernel ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })
     }
 
     /// Adds `ms` of delay (tc netem) to everything a box sends; 0 removes it.
