@@ -61,16 +61,16 @@ impl NetLab {
             inventory,
             agents: Vec::new(),
         };
-        for i in 0..3 {
+        for (i, ip) in ips.iter().enumerate() {
             let host = format!("box{}", i + 1);
-            let files = paddock_controller::certs::issue(&certs, &host, ips[i]).expect("cert");
+            let files = paddock_controller::certs::issue(&certs, &host, *ip).expect("cert");
             let box_dir = lab.box_dir(i);
             std::fs::create_dir_all(box_dir.join("data")).unwrap();
             std::fs::write(
                 box_dir.join("agent.toml"),
                 format!(
                     "listen = \"{}:{AGENT_PORT}\"\ndata_dir = \"{}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-                    ips[i],
+                    ip,
                     box_dir.join("data").display(),
                     paddock_controller::certs::ca(&certs).cert.display(),
                     files.cert.display(),
