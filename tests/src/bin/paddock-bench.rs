@@ -3,6 +3,12 @@
 //!
 //!   cargo build --release --workspace --bins && target/release/paddock-bench [deploy|agent|failover|all] [ROUNDS]
 //!
+//! `scale`: cold and no-op apply of a cluster of 10, 25 and 50 agents on
+//! 127.0.2.x, one instance each.
+//!
+//! `--write BENCHMARKS.md` replaces the generated part of that file (between
+//! its markers) with the printed tables.
+//!
 //! `failover`: per topology, the longest gap of a client's writes when the
 //! master's redis-server is SIGKILLed, with Paddock's defaults and with
 //! Redis's own (the agent frozen), on 127.0.33.1-3.
@@ -19,6 +25,7 @@
 //! - formation: first CLUSTER MEET to converged, on instances that have been
 //!   running for 3 s (past Redis's 2 s writable delay for fresh masters).
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -111,18 +118,35 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args
         .iter()
-        .find(|a| a.parse::<usize>().is_err())
+        .find(|a| a.parse::<usize>().is_err() && *a != "--write" && !a.ends_with(".md"))
         .cloned()
         .unwrap_or_else(|| "all".into());
     let rounds: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(5);
+    let write = args
+        .iter()
+        .position(|a| a == "--write")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let mut sections = Vec::new();
     if mode == "agent" || mode == "all" {
-        agent_bench(rounds).await;
+        sections.push(("The agent as a supervisor", agent_bench(rounds).await));
     }
     if mode == "deploy" || mode == "all" {
-        deploy_bench(rounds).await;
+        sections.push(("Deploying the lab cluster (3 boxes x 2 instances)", deploy_bench(rounds).await));
     }
     if mode == "failover" || mode == "all" {
-        failover_bench(rounds).await;
+        sections.push(("Failover when a master's redis-server dies", failover_bench(rounds).await));
+    }
+    if mode == "scale" || mode == "all" {
+        sections.push(("Apply as the fleet grows", scale_bench(rounds.min(3)).await));
+    }
+    let mut text = String::new();
+    for (title, table) in &sections {
+        let _ = writeln!(text, "### {title}\n\n{table}");
+    }
+    print!("{text}");
+    if let Some(path) = write {
+        rewrite(Path::new(&path), &text, rounds);
     }
 }
 
@@ -253,7 +277,8 @@ async fn failover_gap(topology: &str, setup: Setup, total: Duration) -> Duration
     gap
 }
 
-async fn failover_bench(rounds: usize) {
+async fn failover_bench(rounds: usize) -> String {
+    let mut out = String::new();
     let mut rows = Vec::new();
     for (topology, setup, total, label) in [
         (
@@ -316,11 +341,12 @@ async fn failover_bench(rounds: usize) {
         }
         rows.push(row);
     }
-    println!("| failover measurement ({rounds} rounds) | median | min | max |");
-    println!("|---|---|---|---|");
+    let _ = writeln!(out, "| failover measurement ({rounds} rounds) | median | min | max |");
+    let _ = writeln!(out, "|---|---|---|---|");
     for r in rows {
-        println!("{r}");
+        let _ = writeln!(out, "{r}");
     }
+    out
 }
 
 /// Whether the median gap is (nearly) the whole measurement: no recovery.
@@ -331,7 +357,8 @@ fn gaps_cover(row: &str, total: Duration) -> bool {
         .is_some_and(|median| median >= (total.as_secs_f64() - 1.5) * 1e3)
 }
 
-async fn deploy_bench(rounds: usize) {
+async fn deploy_bench(rounds: usize) -> String {
+    let mut out = String::new();
     let bin = paddock_tests::bin_dir();
     eprintln!("binaries from {}, {rounds} round(s)", bin.display());
     assert!(Path::new("/proc/self").exists());
@@ -347,9 +374,9 @@ async fn deploy_bench(rounds: usize) {
         );
         all.push(r);
     }
-    println!("| measurement ({rounds} rounds) | median | min | max |");
-    println!("|---|---|---|---|");
-    println!(
+    let _ = writeln!(out, "| measurement ({rounds} rounds) | median | min | max |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    let _ = writeln!(out, 
         "{}",
         stats(
             "cold apply to cluster_state:ok everywhere (s)",
@@ -357,7 +384,7 @@ async fn deploy_bench(rounds: usize) {
             all.iter().map(|r| r.cold.as_secs_f64()).collect()
         )
     );
-    println!(
+    let _ = writeln!(out, 
         "{}",
         stats(
             "no-op re-apply, whole CLI process (ms)",
@@ -365,7 +392,7 @@ async fn deploy_bench(rounds: usize) {
             all.iter().map(|r| r.noop.as_secs_f64() * 1e3).collect()
         )
     );
-    println!(
+    let _ = writeln!(out, 
         "{}",
         stats(
             "formation, first MEET to converged (ms)",
@@ -375,6 +402,7 @@ async fn deploy_bench(rounds: usize) {
                 .collect()
         )
     );
+    out
 }
 
 /// Reads a field of /proc/PID/status in kB.
@@ -396,7 +424,8 @@ fn cpu_ticks(pid: u32) -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
-async fn agent_bench(rounds: usize) {
+async fn agent_bench(rounds: usize) -> String {
+    let mut out = String::new();
     use paddock_controller::client::{AgentClient, InstanceSpec, RedisMode};
     const ADDR: &str = "127.0.32.1";
     let dir = tempfile::Builder::new()
@@ -512,9 +541,9 @@ async fn agent_bench(rounds: usize) {
     }
     let _ = agent.kill();
     let _ = agent.wait();
-    println!("| agent measurement | median | min | max |");
-    println!("|---|---|---|---|");
-    println!(
+    let _ = writeln!(out, "| agent measurement | median | min | max |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    let _ = writeln!(out, 
         "{}",
         stats(
             &format!(
@@ -525,9 +554,96 @@ async fn agent_bench(rounds: usize) {
             restarts
         )
     );
-    println!(
+    let _ = writeln!(out, 
         "| agent resident memory, idle, 2 instances | {:.1} MB | | |",
         rss_kb as f64 / 1024.0
     );
-    println!("| agent CPU over 10 s idle | {cpu_pct:.2} % ({ticks} ticks of 10 ms) | | |");
+    let _ = writeln!(out, "| agent CPU over 10 s idle | {cpu_pct:.2} % ({ticks} ticks of 10 ms) | | |");
+    out
+}
+
+const BEGIN: &str = "<!-- paddock-bench: begin (rewritten by `paddock-bench all N --write BENCHMARKS.md`) -->";
+const END: &str = "<!-- paddock-bench: end -->";
+
+/// Replaces the generated part of BENCHMARKS.md (between the markers) with
+/// `tables`; everything around it (how to read the figures) stays.
+fn rewrite(path: &Path, tables: &str, rounds: usize) {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let machine = format!(
+        "{} CPU(s), {} MiB, redis-server {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024))
+            .unwrap_or(0),
+        std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().nth(2).unwrap_or("?").trim_start_matches("v=").to_owned())
+            .unwrap_or_default()
+    );
+    let date = std::process::Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let generated = format!(
+        "{BEGIN}\n\nMeasured {date} on {machine}, release build, {rounds} round(s) (the fleet sizes: up to 3).\n\n{tables}{END}"
+    );
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(a), Some(b)) if a < b => format!("{}{generated}{}", &old[..a], &old[b + END.len()..]),
+        _ => format!("{old}\n## Latest run\n\n{generated}\n"),
+    };
+    std::fs::write(path, new).expect("write BENCHMARKS.md");
+    eprintln!("rewrote {}", path.display());
+}
+
+/// Cold and no-op apply of an N-instance cluster, one instance per agent,
+/// for N = 10, 25 and 50 agents on 127.0.2.x.
+async fn scale_bench(rounds: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| agents (one instance each) | cold apply, median | min | max | no-op apply, median |");
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for n in [10usize, 25, 50] {
+        let mut cold = Vec::new();
+        let mut noop = Vec::new();
+        for r in 0..rounds {
+            let dir = tempfile::Builder::new()
+                .prefix("paddock-scale-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .tempdir()
+                .unwrap();
+            let addresses: Vec<String> = (1..=n).map(|i| format!("127.0.2.{i}")).collect();
+            let d = dir.path().display().to_string();
+            let up = paddock(&["lab", "up", "--dir", &d, "--addresses", &addresses.join(","), "--no-apply"]);
+            assert!(up.status.success(), "lab up with {n} agents");
+            let inventory = dir.path().join("inventory.toml");
+            let text = std::fs::read_to_string(&inventory).unwrap();
+            std::fs::write(
+                &inventory,
+                text.replace("masters = 3\n", &format!("masters = {}\n", n / 2)),
+            )
+            .unwrap();
+            let t0 = Instant::now();
+            apply(&inventory, &quiet()).await.expect("cold apply");
+            cold.push(t0.elapsed().as_secs_f64());
+            let t0 = Instant::now();
+            let again = paddock(&["apply", "-i", &inventory.display().to_string()]);
+            noop.push(t0.elapsed().as_secs_f64() * 1e3);
+            assert!(String::from_utf8_lossy(&again.stdout).contains("Nothing to do"));
+            let _ = paddock(&["lab", "down", "--dir", &d]);
+            eprintln!("{n} agents, round {}: cold {:.3} s, no-op {:.1} ms", r + 1, cold[r], noop[r]);
+        }
+        cold.sort_by(f64::total_cmp);
+        noop.sort_by(f64::total_cmp);
+        let _ = writeln!(
+            out,
+            "| {n} | {:.3} s | {:.3} | {:.3} | {:.1} ms |",
+            cold[cold.len() / 2],
+            cold[0],
+            cold[cold.len() - 1],
+            noop[noop.len() / 2]
+        );
+    }
+    out
 }
