@@ -132,10 +132,16 @@ async fn main() {
         sections.push(("The agent as a supervisor", agent_bench(rounds).await));
     }
     if mode == "deploy" || mode == "all" {
-        sections.push(("Deploying the lab cluster (3 boxes x 2 instances)", deploy_bench(rounds).await));
+        sections.push((
+            "Deploying the lab cluster (3 boxes x 2 instances)",
+            deploy_bench(rounds).await,
+        ));
     }
     if mode == "failover" || mode == "all" {
-        sections.push(("Failover when a master's redis-server dies", failover_bench(rounds).await));
+        sections.push((
+            "Failover when a master's redis-server dies",
+            failover_bench(rounds).await,
+        ));
     }
     if mode == "scale" || mode == "all" {
         sections.push(("Apply as the fleet grows", scale_bench(rounds.min(3)).await));
@@ -341,7 +347,10 @@ async fn failover_bench(rounds: usize) -> String {
         }
         rows.push(row);
     }
-    let _ = writeln!(out, "| failover measurement ({rounds} rounds) | median | min | max |");
+    let _ = writeln!(
+        out,
+        "| failover measurement ({rounds} rounds) | median | min | max |"
+    );
     let _ = writeln!(out, "|---|---|---|---|");
     for r in rows {
         let _ = writeln!(out, "{r}");
@@ -374,9 +383,13 @@ async fn deploy_bench(rounds: usize) -> String {
         );
         all.push(r);
     }
-    let _ = writeln!(out, "| measurement ({rounds} rounds) | median | min | max |");
+    let _ = writeln!(
+        out,
+        "| measurement ({rounds} rounds) | median | min | max |"
+    );
     let _ = writeln!(out, "|---|---|---|---|");
-    let _ = writeln!(out, 
+    let _ = writeln!(
+        out,
         "{}",
         stats(
             "cold apply to cluster_state:ok everywhere (s)",
@@ -384,7 +397,8 @@ async fn deploy_bench(rounds: usize) -> String {
             all.iter().map(|r| r.cold.as_secs_f64()).collect()
         )
     );
-    let _ = writeln!(out, 
+    let _ = writeln!(
+        out,
         "{}",
         stats(
             "no-op re-apply, whole CLI process (ms)",
@@ -392,7 +406,8 @@ async fn deploy_bench(rounds: usize) -> String {
             all.iter().map(|r| r.noop.as_secs_f64() * 1e3).collect()
         )
     );
-    let _ = writeln!(out, 
+    let _ = writeln!(
+        out,
         "{}",
         stats(
             "formation, first MEET to converged (ms)",
@@ -543,7 +558,8 @@ async fn agent_bench(rounds: usize) -> String {
     let _ = agent.wait();
     let _ = writeln!(out, "| agent measurement | median | min | max |");
     let _ = writeln!(out, "|---|---|---|---|");
-    let _ = writeln!(out, 
+    let _ = writeln!(
+        out,
         "{}",
         stats(
             &format!(
@@ -554,15 +570,20 @@ async fn agent_bench(rounds: usize) -> String {
             restarts
         )
     );
-    let _ = writeln!(out, 
+    let _ = writeln!(
+        out,
         "| agent resident memory, idle, 2 instances | {:.1} MB | | |",
         rss_kb as f64 / 1024.0
     );
-    let _ = writeln!(out, "| agent CPU over 10 s idle | {cpu_pct:.2} % ({ticks} ticks of 10 ms) | | |");
+    let _ = writeln!(
+        out,
+        "| agent CPU over 10 s idle | {cpu_pct:.2} % ({ticks} ticks of 10 ms) | | |"
+    );
     out
 }
 
-const BEGIN: &str = "<!-- paddock-bench: begin (rewritten by `paddock-bench all N --write BENCHMARKS.md`) -->";
+const BEGIN: &str =
+    "<!-- paddock-bench: begin (rewritten by `paddock-bench all N --write BENCHMARKS.md`) -->";
 const END: &str = "<!-- paddock-bench: end -->";
 
 /// Replaces the generated part of BENCHMARKS.md (between the markers) with
@@ -574,12 +595,23 @@ fn rewrite(path: &Path, tables: &str, rounds: usize) {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/meminfo")
             .ok()
-            .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024))
+            .and_then(|m| m.lines().next().map(|l| l
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("0")
+                .parse::<u64>()
+                .unwrap_or(0)
+                / 1024))
             .unwrap_or(0),
         std::process::Command::new("redis-server")
             .arg("--version")
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().nth(2).unwrap_or("?").trim_start_matches("v=").to_owned())
+            .map(|o| String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .nth(2)
+                .unwrap_or("?")
+                .trim_start_matches("v=")
+                .to_owned())
             .unwrap_or_default()
     );
     let date = std::process::Command::new("date")
@@ -602,7 +634,10 @@ fn rewrite(path: &Path, tables: &str, rounds: usize) {
 /// for N = 10, 25 and 50 agents on 127.0.2.x.
 async fn scale_bench(rounds: usize) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "| agents (one instance each) | cold apply, median | min | max | no-op apply, median |");
+    let _ = writeln!(
+        out,
+        "| agents (one instance each) | cold apply, median | min | max | no-op apply, median |"
+    );
     let _ = writeln!(out, "|---|---|---|---|---|");
     for n in [10usize, 25, 50] {
         let mut cold = Vec::new();
@@ -615,7 +650,15 @@ async fn scale_bench(rounds: usize) -> String {
                 .unwrap();
             let addresses: Vec<String> = (1..=n).map(|i| format!("127.0.2.{i}")).collect();
             let d = dir.path().display().to_string();
-            let up = paddock(&["lab", "up", "--dir", &d, "--addresses", &addresses.join(","), "--no-apply"]);
+            let up = paddock(&[
+                "lab",
+                "up",
+                "--dir",
+                &d,
+                "--addresses",
+                &addresses.join(","),
+                "--no-apply",
+            ]);
             assert!(up.status.success(), "lab up with {n} agents");
             let inventory = dir.path().join("inventory.toml");
             let text = std::fs::read_to_string(&inventory).unwrap();
@@ -632,7 +675,12 @@ async fn scale_bench(rounds: usize) -> String {
             noop.push(t0.elapsed().as_secs_f64() * 1e3);
             assert!(String::from_utf8_lossy(&again.stdout).contains("Nothing to do"));
             let _ = paddock(&["lab", "down", "--dir", &d]);
-            eprintln!("{n} agents, round {}: cold {:.3} s, no-op {:.1} ms", r + 1, cold[r], noop[r]);
+            eprintln!(
+                "{n} agents, round {}: cold {:.3} s, no-op {:.1} ms",
+                r + 1,
+                cold[r],
+                noop[r]
+            );
         }
         cold.sort_by(f64::total_cmp);
         noop.sort_by(f64::total_cmp);
