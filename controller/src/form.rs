@@ -317,6 +317,7 @@ async fn form_inner(
             progress.step("cluster converged: every node agrees and reports cluster_state:ok");
             return Ok(introduced.then(|| first_step.elapsed()));
         }
+        agents_still_answer(fleet, targets, &observed).await?;
         if Instant::now() >= deadline {
             return Err(not_converged(targets, &problems, &last_error));
         }
@@ -332,6 +333,7 @@ async fn form_inner(
             })
             .collect();
 
+        let all_answered = ids.iter().all(Option::is_some);
         // MEET, by identity: a peer counts as known only under the id it has
         // now, so a node that came back with a new id is introduced again.
         let mut steps: Vec<(usize, Vec<String>)> = Vec::new();
@@ -374,7 +376,11 @@ async fn form_inner(
                 .filter_map(|p| p.myself()?.master_id.as_deref())
                 .collect();
             for n in &o.nodes {
-                let gone = !ids.iter().flatten().any(|id| *id == n.id)
+                // Only when every target answered: a node whose agent is
+                // unreachable right now still has its id, and forgetting
+                // it would ban it from the cluster for 60 s.
+                let gone = all_answered
+                    && !ids.iter().flatten().any(|id| *id == n.id)
                     && n.slot_count() == 0
                     && !followed.contains(&n.id.as_str());
                 let stale = n.has_flag("noaddr")
@@ -497,6 +503,34 @@ fn heir_of_lost_master(
         let master = me.master_id.as_deref()?;
         (t.shard == shard && me.is_replica() && !live.contains(&master)).then_some(i)
     })
+}
+
+/// Fails at once, naming the host, when a node does not answer because its
+/// agent stopped answering: waiting out the formation timeout cannot help.
+async fn agents_still_answer(
+    fleet: &Fleet,
+    targets: &[Target],
+    observed: &[Option<Observation>],
+) -> Result<(), Error> {
+    let mut hosts: Vec<usize> = targets
+        .iter()
+        .zip(observed)
+        .filter(|(_, o)| o.is_none())
+        .map(|(t, _)| t.host)
+        .collect();
+    hosts.dedup();
+    for h in hosts {
+        let agent = fleet.agent(h)?;
+        if let Err(e) = agent.list().await {
+            return Err(Error::Agent {
+                host: agent.host().to_owned(),
+                message: format!(
+                    "stopped answering while the cluster was forming ({e}); start its agent again and re-run apply, which finishes the formation"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One master, every other member its replica (REPLICAOF), until every link

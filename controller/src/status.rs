@@ -206,24 +206,12 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
                 .zip(&node_details)
                 .filter(|(t, _)| t.host == h)
                 .map(|(t, d)| {
-                    let st = list
-                        .as_ref()
-                        .ok()
-                        .and_then(|l| l.iter().find(|s| s.name == t.instance));
+                    let (st, state) = state_of(t);
                     let me = d.as_ref().and_then(|d| d.obs.myself());
                     InstanceView {
                         name: t.instance.clone(),
                         address: format!("{}:{}", t.ip, t.port),
-                        state: st
-                            .map_or(
-                                if list.is_ok() {
-                                    "ABSENT"
-                                } else {
-                                    InstanceState::Unknown.as_str()
-                                },
-                                |s| s.state.as_str(),
-                            )
-                            .to_owned(),
+                        state,
                         pid: st.and_then(|s| s.pid),
                         restarts: st.map_or(0, |s| s.restarts),
                         role: d

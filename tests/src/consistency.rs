@@ -10,7 +10,8 @@
 //!   this for a single failure;
 //! - applied but not acknowledged: the counter is above the acknowledged
 //!   count (an INCR whose reply was lost in a failure did happen);
-//! - the longest window without an acknowledged write.
+//! - the longest window in which a shard took no write (per shard, so one
+//!   shard's outage shows even while the others take writes).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,7 +22,7 @@ use redis::aio::MultiplexedConnection;
 use crate::connect;
 use crate::ha::Follower;
 
-const STEP: Duration = Duration::from_millis(500);
+const STEP: Duration = Duration::from_millis(200);
 
 async fn bounded<T>(f: impl std::future::Future<Output = redis::RedisResult<T>>) -> Option<T> {
     tokio::time::timeout(STEP, f).await.ok()?.ok()
@@ -38,6 +39,9 @@ pub struct ClusterRouter {
     conns: HashMap<(IpAddr, u16), MultiplexedConnection>,
     keyslots: HashMap<String, u16>,
     refreshed: Option<Instant>,
+    /// The slot ranges as first seen, sorted: a key's shard for the
+    /// measurement, whoever serves it later.
+    first_ranges: Vec<(u16, u16)>,
 }
 
 impl ClusterRouter {
@@ -49,6 +53,7 @@ impl ClusterRouter {
             conns: HashMap::new(),
             keyslots: HashMap::new(),
             refreshed: None,
+            first_ranges: Vec::new(),
         }
     }
 
@@ -60,36 +65,19 @@ impl ClusterRouter {
             return;
         }
         self.refreshed = Some(Instant::now());
+        // Every seed at once, the first full answer wins: a dead or cut-off
+        // node must not hold the client up for its whole timeout.
+        let mut asks = tokio::task::JoinSet::new();
         for &(ip, port) in &self.seeds {
-            let Some(mut c) = bounded(connect(ip, port, &self.password)).await else {
-                continue;
-            };
-            let Some(redis::Value::Array(ranges)) =
-                bounded(redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c)).await
-            else {
-                continue;
-            };
-            let mut slots = Vec::new();
-            for r in ranges {
-                let redis::Value::Array(r) = r else { continue };
-                let (Some(redis::Value::Int(a)), Some(redis::Value::Int(b))) =
-                    (r.first(), r.get(1))
-                else {
-                    continue;
-                };
-                let Some(redis::Value::Array(m)) = r.get(2) else {
-                    continue;
-                };
-                let (Some(redis::Value::BulkString(host)), Some(redis::Value::Int(p))) =
-                    (m.first(), m.get(1))
-                else {
-                    continue;
-                };
-                if let Ok(ip) = String::from_utf8_lossy(host).parse() {
-                    slots.push((*a as u16, *b as u16, (ip, *p as u16)));
+            let password = self.password.clone();
+            asks.spawn(async move { slot_map(ip, port, &password).await });
+        }
+        while let Some(answer) = asks.join_next().await {
+            if let Ok(Some(slots)) = answer {
+                if self.first_ranges.is_empty() {
+                    self.first_ranges = slots.iter().map(|(a, b, _)| (*a, *b)).collect();
+                    self.first_ranges.sort_unstable();
                 }
-            }
-            if slots.len() > 1 || slots.first().is_some_and(|s| s.0 == 0 && s.1 == 16383) {
                 self.slots = slots;
                 return;
             }
@@ -144,6 +132,51 @@ impl ClusterRouter {
     }
 }
 
+/// INCR, then WAIT for one replica (50 ms at most), in one round trip.
+async fn incr_wait(c: &mut MultiplexedConnection, key: &str) -> Option<(i64, i64)> {
+    bounded(
+        redis::pipe()
+            .cmd("INCR")
+            .arg(key)
+            .cmd("WAIT")
+            .arg(1)
+            .arg(50)
+            .query_async(c),
+    )
+    .await
+}
+
+/// One node's CLUSTER SLOTS as (first, last, master), when it covers every
+/// slot.
+async fn slot_map(ip: IpAddr, port: u16, password: &str) -> Option<Vec<(u16, u16, (IpAddr, u16))>> {
+    let mut c = bounded(connect(ip, port, password)).await?;
+    let redis::Value::Array(ranges) =
+        bounded(redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c)).await?
+    else {
+        return None;
+    };
+    let mut slots = Vec::new();
+    for r in ranges {
+        let redis::Value::Array(r) = r else { continue };
+        let (Some(redis::Value::Int(a)), Some(redis::Value::Int(b))) = (r.first(), r.get(1)) else {
+            continue;
+        };
+        let Some(redis::Value::Array(m)) = r.get(2) else {
+            continue;
+        };
+        let (Some(redis::Value::BulkString(host)), Some(redis::Value::Int(p))) =
+            (m.first(), m.get(1))
+        else {
+            continue;
+        };
+        if let Ok(ip) = String::from_utf8_lossy(host).parse() {
+            slots.push((*a as u16, *b as u16, (ip, *p as u16)));
+        }
+    }
+    let covered: u32 = slots.iter().map(|(a, b, _)| u32::from(b - a) + 1).sum();
+    (covered == 16384).then_some(slots)
+}
+
 /// How the checker reaches the data.
 pub enum Client {
     Cluster(ClusterRouter),
@@ -151,6 +184,25 @@ pub enum Client {
 }
 
 impl Client {
+    /// Which shard a key belongs to, for measuring each shard's outage.
+    async fn shard(&mut self, key: &str) -> usize {
+        match self {
+            Client::Cluster(r) => {
+                if r.first_ranges.is_empty() {
+                    r.refresh().await;
+                }
+                let Some(slot) = r.keyslot(key).await else {
+                    return 0;
+                };
+                r.first_ranges
+                    .iter()
+                    .position(|(a, b)| (*a..=*b).contains(&slot))
+                    .unwrap_or(0)
+            }
+            Client::Follow(_) => 0,
+        }
+    }
+
     /// INCR then WAIT 1: Some((new value, replicas that acknowledged)).
     async fn incr(&mut self, key: &str) -> Option<(i64, i64)> {
         match self {
@@ -159,33 +211,14 @@ impl Client {
                     r.forget(None).await;
                     return None;
                 };
-                let got: Option<(i64, i64)> = bounded(
-                    redis::pipe()
-                        .cmd("INCR")
-                        .arg(key)
-                        .cmd("WAIT")
-                        .arg(1)
-                        .arg(50)
-                        .query_async(&mut c),
-                )
-                .await;
+                let got = incr_wait(&mut c, key).await;
                 if got.is_none() {
                     r.forget(Some(at)).await;
                 }
                 got
             }
             Client::Follow(f) => {
-                let c = f.conn().await?;
-                let got: Option<(i64, i64)> = bounded(
-                    redis::pipe()
-                        .cmd("INCR")
-                        .arg(key)
-                        .cmd("WAIT")
-                        .arg(1)
-                        .arg(50)
-                        .query_async(c),
-                )
-                .await;
+                let got = incr_wait(f.conn().await?, key).await;
                 if got.is_none() {
                     f.forget();
                 }
@@ -269,7 +302,13 @@ pub async fn check(
     let mut counters = vec![Counter::default(); keys];
     let mut report = Report::default();
     let start = Instant::now();
-    let mut last_ok = Instant::now();
+    // Per shard: a shard is down while its writes fail, even when writes
+    // to other shards succeed in between.
+    let mut shard = Vec::with_capacity(keys);
+    for name in &names {
+        shard.push(client.shard(name).await);
+    }
+    let mut last_ok = vec![Instant::now(); shard.iter().max().map_or(1, |m| m + 1)];
     let mut fault = Some(fault);
     let mut n: u64 = 0;
     while start.elapsed() < total && n < 2_000_000 {
@@ -284,8 +323,8 @@ pub async fn check(
         match client.incr(&names[i]).await {
             Some((_, replicas)) => {
                 let now = Instant::now();
-                report.longest_gap = report.longest_gap.max(now - last_ok);
-                last_ok = now;
+                report.longest_gap = report.longest_gap.max(now - last_ok[shard[i]]);
+                last_ok[shard[i]] = now;
                 counters[i].acked += 1;
                 report.acknowledged += 1;
                 if replicas >= 1 {
@@ -299,7 +338,9 @@ pub async fn check(
             }
         }
     }
-    report.longest_gap = report.longest_gap.max(last_ok.elapsed());
+    for t in &last_ok {
+        report.longest_gap = report.longest_gap.max(t.elapsed());
+    }
     let deadline = Instant::now() + settle;
     for (i, c) in counters.iter().enumerate() {
         let value = loop {

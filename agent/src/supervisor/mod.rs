@@ -557,44 +557,22 @@ impl Supervisor {
             return;
         };
         let generation = instance.machine.generation;
-        let run_as = match run_as {
-            Ok(r) => r,
+        let prepared = run_as.and_then(|run_as| {
+            let config = store::read_config(&instance.dir)
+                .ok_or_else(|| Error::InvalidSpec("redis.conf is missing; re-run apply".into()))?;
+            let args = start_args(instance, run_as)?;
+            Ok((run_as, config, args))
+        });
+        let (run_as, config, args) = match prepared {
+            Ok(p) => p,
             Err(e) => {
-                self.feed(
-                    name,
-                    Event::SpawnFailed {
-                        error: e.to_string(),
-                    },
-                    Some(generation),
-                );
+                let error = match e {
+                    Error::InvalidSpec(m) => m,
+                    e => e.to_string(),
+                };
+                self.feed(name, Event::SpawnFailed { error }, Some(generation));
                 return;
             }
-        };
-        let Some(config) = store::read_config(&instance.dir) else {
-            self.feed(
-                name,
-                Event::SpawnFailed {
-                    error: "redis.conf is missing; re-run apply".into(),
-                },
-                Some(generation),
-            );
-            return;
-        };
-        let args = match start_args(instance, run_as) {
-            Ok(args) => args,
-            Err(e) => {
-                self.feed(
-                    name,
-                    Event::SpawnFailed {
-                        error: e.to_string(),
-                    },
-                    Some(generation),
-                );
-                return;
-            }
-        };
-        let Some(instance) = self.instances.get_mut(name) else {
-            return;
         };
         if let Some(user) = run_as
             && let Err(e) = store::give_to(&instance.dir, user.uid, user.gid)
