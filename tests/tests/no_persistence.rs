@@ -150,7 +150,16 @@ async fn dataless_group_master_dies(octet: u8, topology: &str) {
     for &n in &values {
         assert!(follower.set(&format!("np:{n}"), n, 0).await.is_some());
     }
-    assert_eq!(follower.set("np:last", 0, 2).await, Some(2), "WAIT 2");
+    // Both replicas have everything (they may still be in their first
+    // full sync right after apply).
+    let mut synced = false;
+    for _ in 0..100 {
+        if follower.set("np:last", 0, 2).await == Some(2) {
+            synced = true;
+            break;
+        }
+    }
+    assert!(synced, "WAIT 2: both replicas acknowledged");
     let victim: u32 = std::fs::read_to_string(lab.pidfile(0, "redis-7000"))
         .unwrap()
         .trim()

@@ -63,7 +63,14 @@ async fn sentinel_lab_fails_over_on_a_master_kill_and_loses_no_acknowledged_writ
         &password,
     );
     assert_eq!(follower.master().await, Some((a, 7000)));
-    assert_eq!(follower.set("hello", 1, 2).await, Some(2));
+    let mut acked = None;
+    for _ in 0..50 {
+        acked = follower.set("hello", 1, 2).await;
+        if acked == Some(2) {
+            break;
+        }
+    }
+    assert_eq!(acked, Some(2), "both replicas acknowledged (WAIT 2)");
     for ip in [b, c] {
         let mut r = connect(ip, 7000, &password).await.unwrap();
         let v: Option<u64> = redis::cmd("GET")
