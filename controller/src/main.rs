@@ -239,13 +239,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Cmd::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a closed pipe
+            // (`paddock completions bash | head`).
+            let mut script = Vec::new();
             clap_complete::generate(
                 shell,
                 &mut <Cli as clap::CommandFactory>::command(),
                 "paddock",
-                &mut std::io::stdout(),
+                &mut script,
             );
-            Ok(ExitCode::SUCCESS)
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(ExitCode::SUCCESS),
+            }
         }
         Cmd::Certs(CertsCmd::Init { inventory }) => {
             let inv = read_inventory(&inventory)?;
