@@ -237,6 +237,8 @@ async fn apply_locked(
             rolling_restart(
                 fleet,
                 &targets,
+                &sentinels,
+                &deployment.inventory.deployment.name,
                 &restarts,
                 options.converge_timeout,
                 progress,
@@ -355,25 +357,45 @@ pub(crate) async fn start(fleet: &Fleet, t: &Target) -> Result<(), Error> {
 /// which loses no acknowledged write) before it restarts, and comes back as
 /// that replica's replica. After each restart the cluster must be healthy
 /// again before the next one.
+#[allow(clippy::too_many_arguments)]
 async fn rolling_restart(
     fleet: &Fleet,
     targets: &[Target],
+    sentinels: &[Target],
+    master_name: &str,
     which: &[usize],
     step_timeout: Duration,
     progress: &Progress,
 ) -> Result<(), Error> {
     let observed = form::observe_all(fleet, targets).await;
     let is_master = |i: usize| {
-        observed[i]
-            .as_ref()
-            .and_then(Observation::myself)
-            .is_some_and(|m| m.is_master() && m.slot_count() > 0)
+        observed[i].as_ref().is_some_and(|o| match o.myself() {
+            Some(m) => m.is_master() && m.slot_count() > 0,
+            // Replication and sentinel topologies: the master by role.
+            None => o.role_master == Some(true),
+        })
     };
     let mut order: Vec<usize> = which.iter().copied().filter(|&i| !is_master(i)).collect();
     order.extend(which.iter().copied().filter(|&i| is_master(i)));
     for i in order {
         let t = &targets[i];
         let observed = form::observe_all(fleet, targets).await;
+        if t.spec.mode != crate::client::RedisMode::Cluster
+            && observed[i].as_ref().and_then(|o| o.role_master) == Some(true)
+            && targets.len() > 1
+        {
+            // The same coordinated switch as `paddock failover`: writes
+            // paused until a replica has everything, so none is lost.
+            crate::failover::hand_over_master(
+                fleet,
+                targets,
+                sentinels,
+                master_name,
+                step_timeout,
+                progress,
+            )
+            .await?;
+        }
         let me = observed[i].as_ref().and_then(Observation::myself).cloned();
         if let Some(me) = me.filter(|m| m.is_master() && m.slot_count() > 0) {
             let heir = targets.iter().enumerate().find(|(j, _)| {

@@ -191,6 +191,33 @@ async fn failover_locked(
     })
 }
 
+/// Hands a replication or sentinel master's role to its best replica the
+/// way `paddock failover` does (before a rolling restart of the master).
+pub(crate) async fn hand_over_master(
+    fleet: &Fleet,
+    targets: &[crate::fleet::Target],
+    sentinels: &[crate::fleet::Target],
+    master_name: &str,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<(String, String), Error> {
+    let observed = observe_all(fleet, targets).await;
+    let sentinels = Sentinels {
+        targets: sentinels,
+        master_name,
+    };
+    replication_failover(
+        fleet,
+        targets,
+        &observed,
+        &sentinels,
+        &Choice::Default,
+        timeout,
+        progress,
+    )
+    .await
+}
+
 /// The sentinels of a sentinel topology (none for plain replication).
 struct Sentinels<'a> {
     targets: &'a [crate::fleet::Target],

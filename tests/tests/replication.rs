@@ -201,4 +201,38 @@ async fn replication_lab_serves_reads_everywhere_and_fails_over_on_a_master_kill
         assert_eq!(v, Some(i), "f:{i} on the new master");
     }
     assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
+
+    // A config change restarts every member; the master first hands its
+    // role over the way `paddock failover` does, so nothing is lost.
+    let text = std::fs::read_to_string(lab.inventory()).unwrap();
+    std::fs::write(
+        lab.inventory(),
+        text.replace("maxmemory = \"128mb\"", "maxmemory = \"96mb\""),
+    )
+    .unwrap();
+    let changed = paddock(&["apply", "-i", &inventory]);
+    assert!(changed.status.success(), "{}", stderr(&changed));
+    assert!(
+        stderr(&changed).contains("takes over from box3:redis-7000"),
+        "the master handed over before its restart: {}",
+        stderr(&changed)
+    );
+    let mut follower = Follower::new(
+        Follow::Role(lab.addresses.iter().map(|&ip| (ip, 7000)).collect()),
+        &password,
+    );
+    let all: Vec<u64> = (0..500).collect();
+    let mut m = follower.conn().await.unwrap().clone();
+    for &i in &all {
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(format!("f:{i}"))
+            .query_async(&mut m)
+            .await
+            .unwrap();
+        assert_eq!(v, Some(i), "f:{i} after the rolling restart");
+    }
+    let conf = std::fs::read_to_string(lab.dir().join("box3/data/instances/redis-7000/redis.conf"))
+        .unwrap();
+    assert!(conf.contains("maxmemory 100663296"), "{conf}");
+    assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
 }
