@@ -6,6 +6,7 @@
 //! `paddock lab down`, so a failing test leaves nothing running.
 
 pub mod consistency;
+pub mod delay;
 pub mod ha;
 pub mod netlab;
 pub mod netns;

@@ -20,6 +20,9 @@ pub struct NetLab {
     pub dir: tempfile::TempDir,
     pub inventory: PathBuf,
     agents: Vec<Option<Child>>,
+    /// Where the agents really listen (AGENT_PORT, unless a delaying proxy
+    /// sits there in front of them).
+    agent_port: u16,
 }
 
 /// The lab's inventory: a 3-master, 1-replica cluster with a short node
@@ -60,6 +63,7 @@ impl NetLab {
             dir,
             inventory,
             agents: Vec::new(),
+            agent_port: AGENT_PORT,
         };
         for (i, ip) in ips.iter().enumerate() {
             let host = format!("box{}", i + 1);
@@ -132,7 +136,7 @@ impl NetLab {
             .spawn()
             .expect("start paddockd");
         self.agents[i] = Some(child);
-        let at = (self.net.boxes[i].address, AGENT_PORT);
+        let at = (self.net.boxes[i].address, self.agent_port);
         let up = self.net.block_on(self.workstation(), || async move {
             for _ in 0..200 {
                 if tokio::net::TcpStream::connect(at).await.is_ok() {
@@ -143,6 +147,28 @@ impl NetLab {
             false
         });
         assert!(up, "agent of box{} did not listen", i + 1);
+    }
+
+    /// Puts `ms` of latency each way between the controller and every agent,
+    /// in userspace (for kernels without `tc netem`): each agent moves to
+    /// AGENT_PORT + 1 and a proxy in its box, on AGENT_PORT, holds every
+    /// chunk of bytes for `ms` before passing it on.
+    pub fn delay_agents(&mut self, ms: u64) {
+        self.agent_port = AGENT_PORT + 1;
+        for i in 0..self.net.boxes.len() {
+            self.kill_agent(i);
+            let config = self.box_dir(i).join("agent.toml");
+            let text = std::fs::read_to_string(&config).unwrap().replace(
+                &format!(":{AGENT_PORT}\""),
+                &format!(":{}\"", AGENT_PORT + 1),
+            );
+            std::fs::write(&config, text).unwrap();
+            self.start_agent(i);
+            let ip = self.net.boxes[i].address;
+            self.net.spawn_in(&self.net.boxes[i], move || async move {
+                crate::delay::proxy((ip, AGENT_PORT).into(), (ip, AGENT_PORT + 1).into(), ms).await
+            });
+        }
     }
 
     /// SIGKILLs box `i`'s agent (its Redis processes keep running).

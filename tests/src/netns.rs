@@ -190,6 +190,28 @@ impl Net {
         })
     }
 
+    /// Like [`Net::block_on`], but leaves the thread running in the
+    /// background (it ends with the test process).
+    pub fn spawn_in<F, Fut>(&self, ns: &Ns, f: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let path = format!("/run/netns/{}", ns.name);
+        let (ready, up) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("namespace file");
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let _ = ready.send(());
+            runtime.block_on(f());
+        });
+        let _ = up.recv();
+    }
+
     /// Takes a box's link down (cut off) or up (healed).
     pub fn set_link(&self, box_index: usize, up: bool) {
         ip_ok(&[
