@@ -176,6 +176,15 @@ pub fn copy_run_config(
     )
 }
 
+/// Records that the running sentinel.conf already reflects `rendered`, so
+/// the next start keeps it.
+pub fn mark_sentinel_seeded(dir: &Path, rendered: &str) -> Result<(), Error> {
+    write_atomic(
+        &dir.join(SENTINEL_SEED_FILE),
+        format!("{}\n", digest(rendered)).as_bytes(),
+    )
+}
+
 /// The next sentinel start seeds sentinel.conf afresh from redis.conf.
 pub fn forget_sentinel_seed(dir: &Path) -> Result<(), Error> {
     match fs::remove_file(dir.join(SENTINEL_SEED_FILE)) {

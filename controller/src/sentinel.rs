@@ -110,9 +110,10 @@ pub fn named_master(views: &[Option<SentinelView>]) -> Option<Peer> {
         .copied()
 }
 
-/// Writes the sentinels' specs (seeded with the current `master`), restarts
-/// those whose config changed one at a time, starts the others, and waits
-/// until they all guard the master.
+/// Writes the sentinels' specs (seeded with the current `master`), applies
+/// changed settings to running sentinels live (SENTINEL SET: a restart
+/// would cost them what they learned), starts the others, and waits until
+/// they all guard the master.
 pub async fn converge(
     fleet: &Fleet,
     sentinels: &[Target],
@@ -121,20 +122,55 @@ pub async fn converge(
     timeout: Duration,
     progress: &Progress,
 ) -> Result<(), Error> {
-    let outcomes = join_all(
+    let planned = join_all(
         sentinels
             .iter()
-            .map(|t| async move { fleet.agent(t.host)?.put_instance(&t.spec, false).await }),
+            .map(|t| async move { fleet.agent(t.host)?.put_instance(&t.spec, true).await }),
     )
     .await
     .into_iter()
     .collect::<Result<Vec<_>, Error>>()?;
-    for (t, o) in sentinels.iter().zip(&outcomes) {
-        if o.restart_needed {
-            progress.step(format!("{}: restarting for its new config", t.label()));
-            let agent = fleet.agent(t.host)?;
-            agent.stop(&t.instance).await?;
-            start(fleet, t).await?;
+    for (t, p) in sentinels.iter().zip(&planned) {
+        let agent = fleet.agent(t.host)?;
+        match &t.spec.sentinel {
+            Some(s) if p.restart_needed => {
+                progress.step(format!(
+                    "{}: new settings applied live (SENTINEL SET)",
+                    t.label()
+                ));
+                let (quorum, down_after, failover_timeout) = (
+                    s.quorum.to_string(),
+                    s.down_after_ms.to_string(),
+                    s.failover_timeout_ms.to_string(),
+                );
+                let r = agent
+                    .redis_dangerous(
+                        &t.instance,
+                        &[&[
+                            "SENTINEL",
+                            "SET",
+                            &s.master_name,
+                            "quorum",
+                            &quorum,
+                            "down-after-milliseconds",
+                            &down_after,
+                            "failover-timeout",
+                            &failover_timeout,
+                        ]],
+                    )
+                    .await?;
+                if let Some(e) = r[0].error() {
+                    return Err(Error::Redis {
+                        host: t.host_name.clone(),
+                        instance: t.instance.clone(),
+                        message: format!("SENTINEL SET: {e}"),
+                    });
+                }
+                agent.put_instance_live(&t.spec).await?;
+            }
+            _ => {
+                agent.put_instance(&t.spec, false).await?;
+            }
         }
     }
     let lists = join_all(sentinels.iter().map(|t| async move {

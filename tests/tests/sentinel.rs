@@ -185,4 +185,47 @@ async fn sentinel_lab_fails_over_on_a_master_kill_and_loses_no_acknowledged_writ
     )
     .await;
     assert!(settled, "apply converges to nothing to do");
+
+    // A new down-after reaches the running sentinels live: none restarts.
+    let sentinel_pids = |lab: &Lab| -> Vec<String> {
+        (0..3)
+            .map(|i| {
+                std::fs::read_to_string(lab.dir().join(format!(
+                    "box{}/data/instances/sentinel-26379/process",
+                    i + 1
+                )))
+                .unwrap()
+            })
+            .collect()
+    };
+    let before = sentinel_pids(&lab);
+    let text = std::fs::read_to_string(lab.inventory()).unwrap();
+    std::fs::write(
+        lab.inventory(),
+        text.replace("port = 26379\n", "port = 26379\ndown_after_ms = 4000\n"),
+    )
+    .unwrap();
+    let changed = paddock(&["apply", "-i", &inventory]);
+    assert!(changed.status.success(), "{}", stderr(&changed));
+    assert!(
+        stderr(&changed).contains("SENTINEL SET"),
+        "{}",
+        stderr(&changed)
+    );
+    assert_eq!(sentinel_pids(&lab), before, "no sentinel restarted");
+    for &(ip, port) in &sentinels {
+        let mut s = connect(ip, port, &password).await.unwrap();
+        let view: Vec<String> = redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg("lab")
+            .query_async(&mut s)
+            .await
+            .unwrap();
+        let at = view
+            .iter()
+            .position(|k| k == "down-after-milliseconds")
+            .unwrap();
+        assert_eq!(view[at + 1], "4000", "{ip}:{port}");
+    }
+    assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
 }

@@ -400,6 +400,12 @@ impl Supervisor {
                     i.running_config = Some(config.clone());
                     i.running_spec = Some(spec.clone());
                     restart_needed = false;
+                    // The sentinel already runs these settings (SENTINEL SET
+                    // rewrote its sentinel.conf): keep that file and what
+                    // it learned across its next restart.
+                    if spec.mode == Mode::Sentinel {
+                        store::mark_sentinel_seeded(&i.dir, &config)?;
+                    }
                 }
                 i.spec = spec;
                 i.config_digest = store::digest(&config);
