@@ -9,7 +9,7 @@ use futures::future::join_all;
 use crate::Error;
 use crate::client::InstanceState;
 use crate::cluster::Observation;
-use crate::fleet::{Deployment, Fleet, Target, host_problems, members};
+use crate::fleet::{Deployment, Fleet, Target, host_problems};
 use crate::form;
 use crate::plan::{Change, Observed, Plan, make_plan, observe};
 use crate::progress::Progress;
@@ -307,11 +307,7 @@ async fn apply_locked(
             // Seeded with the master the replicas follow now: after a
             // failover that is not the one placement chose.
             let observed = form::observe_all(fleet, &targets).await;
-            let master = crate::cluster::replication_master(&members(&targets), &observed)
-                .map(|i| crate::client::Peer {
-                    ip: targets[i].ip,
-                    port: targets[i].port,
-                })
+            let master = crate::fleet::followed_master(&targets, &observed)
                 .unwrap_or_else(|| deployment.placed_master());
             crate::sentinel::converge(
                 fleet,

@@ -375,23 +375,21 @@ async fn replication_failover(
             port: targets[chosen].port,
         };
         let replicas = targets.len().saturating_sub(1) as u32;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let views =
-                crate::sentinel::views(fleet, sentinels.targets, sentinels.master_name).await;
-            let problems =
-                crate::sentinel::problems(sentinels.targets, &views, Some(new), replicas);
-            if problems.is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::NotConverged(format!(
-                    "the switch is done, but the sentinels did not settle in time:\n  - {}",
-                    problems.join("\n  - ")
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::sentinel::wait_guarding(
+            fleet,
+            sentinels.targets,
+            sentinels.master_name,
+            new,
+            replicas,
+            Instant::now() + timeout,
+        )
+        .await
+        .map_err(|problems| {
+            Error::NotConverged(format!(
+                "the switch is done, but the sentinels did not settle in time:\n  - {}",
+                problems.join("\n  - ")
+            ))
+        })?;
         progress.step("every sentinel names the new master");
     }
     Ok((old.label(), targets[chosen].label()))

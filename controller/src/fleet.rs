@@ -253,6 +253,18 @@ pub fn host_problems(deployment: &Deployment, facts: &[Facts]) -> Vec<String> {
     problems
 }
 
+/// The member the others replicate (replication and sentinel topologies),
+/// as an address: where the master is now, whatever placement chose.
+pub fn followed_master(
+    targets: &[Target],
+    observed: &[Option<crate::cluster::Observation>],
+) -> Option<Peer> {
+    crate::cluster::replication_master(&members(targets), observed).map(|i| Peer {
+        ip: targets[i].ip,
+        port: targets[i].port,
+    })
+}
+
 pub fn members(targets: &[Target]) -> Vec<Member> {
     targets
         .iter()

@@ -104,12 +104,7 @@ pub async fn observe(
     }
     let sentinel_states = out.split_off(targets.len());
     let observed: Vec<Option<Observation>> = out.iter().map(|s| s.cluster.clone()).collect();
-    let members = members(targets);
-    let master =
-        crate::cluster::replication_master(&members, &observed).map(|i| crate::client::Peer {
-            ip: targets[i].ip,
-            port: targets[i].port,
-        });
+    let master = crate::fleet::followed_master(targets, &observed);
     let sentinel_problems = if sentinels.is_empty() {
         Vec::new()
     } else {

@@ -201,26 +201,43 @@ pub async fn converge(
         Some(s) => s.master_name.clone(),
         None => return Ok(()),
     };
-    let deadline = Instant::now() + timeout;
+    wait_guarding(fleet, sentinels, &name, master, replicas, Instant::now() + timeout)
+        .await
+        .map_err(|problems| {
+            Error::NotConverged(format!(
+                "the sentinels did not agree in time:\n  - {}\n  hint: sentinels find replicas through the master and each other through it (hello messages every 2 s); they must reach the master's port",
+                problems.join("\n  - ")
+            ))
+        })?;
+    progress.step(format!(
+        "{} sentinel(s) guard master {}:{}",
+        sentinels.len(),
+        master.ip,
+        master.port
+    ));
+    Ok(())
+}
+
+/// Polls until every sentinel guards `master` ([`problems`] is empty);
+/// Err carries the problems left at `deadline`.
+pub async fn wait_guarding(
+    fleet: &Fleet,
+    sentinels: &[Target],
+    name: &str,
+    master: Peer,
+    replicas: u32,
+    deadline: Instant,
+) -> Result<(), Vec<String>> {
     loop {
-        let views = views(fleet, sentinels, &name).await;
+        let views = views(fleet, sentinels, name).await;
         let problems = problems(sentinels, &views, Some(master), replicas);
         if problems.is_empty() {
-            progress.step(format!(
-                "{} sentinel(s) guard master {}:{}",
-                sentinels.len(),
-                master.ip,
-                master.port
-            ));
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(Error::NotConverged(format!(
-                "the sentinels did not agree in time:\n  - {}\n  hint: sentinels find replicas through the master and each other through it (hello messages every 2 s); they must reach the master's port",
-                problems.join("\n  - ")
-            )));
+            return Err(problems);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -122,12 +122,7 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
     let views =
         crate::sentinel::views(&fleet, &sentinels, &deployment.inventory.deployment.name).await;
     if !sentinels.is_empty() {
-        let master = crate::cluster::replication_master(&members(&targets), &observed).map(|i| {
-            crate::client::Peer {
-                ip: targets[i].ip,
-                port: targets[i].port,
-            }
-        });
+        let master = crate::fleet::followed_master(&targets, &observed);
         problems.extend(crate::sentinel::problems(
             &sentinels,
             &views,

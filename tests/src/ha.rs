@@ -142,6 +142,19 @@ pub struct WriteLog {
     pub longest_gap: Duration,
 }
 
+impl std::fmt::Display for WriteLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} acknowledged, {} with a replica, {} failed, longest gap {} ms",
+            self.acked.len(),
+            self.waited.len(),
+            self.failed,
+            self.longest_gap.as_millis()
+        )
+    }
+}
+
 /// Writes `prefix:N` = N through `follower` for `total`, calling `fault`
 /// once `fault_at` has passed. Bounded in time and in count.
 pub async fn write_through(

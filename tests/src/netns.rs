@@ -78,6 +78,17 @@ fn sweep() {
     }
 }
 
+/// Moves the calling thread into the namespace at `path` and gives it a
+/// runtime: sockets it opens from then on live in that namespace.
+fn enter(path: &str) -> tokio::runtime::Runtime {
+    let file = std::fs::File::open(path).expect("namespace file");
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Why namespaces cannot be used here, if they cannot.
 pub fn unavailable() -> Option<String> {
     if !nix::unistd::Uid::effective().is_root() {
@@ -176,15 +187,7 @@ impl Net {
         let path = format!("/run/netns/{}", ns.name);
         std::thread::scope(|scope| {
             scope
-                .spawn(move || {
-                    let file = std::fs::File::open(&path).expect("namespace file");
-                    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("runtime")
-                        .block_on(f())
-                })
+                .spawn(move || enter(&path).block_on(f()))
                 .join()
                 .expect("namespace thread")
         })
@@ -200,12 +203,7 @@ impl Net {
         let path = format!("/run/netns/{}", ns.name);
         let (ready, up) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("namespace file");
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let runtime = enter(&path);
             let _ = ready.send(());
             runtime.block_on(f());
         });
