@@ -624,6 +624,12 @@ impl Supervisor {
                 Some(Preparation::Group(group)) => self.prepare_member(name, group),
                 None => self.spawn_process(name),
             },
+            Action::Handover => match self.preparation(name) {
+                Some(Preparation::Cluster(replicas)) => self.hand_over(name, replicas),
+                Some(Preparation::Group(group)) => self.prepare_member(name, group),
+                // Nothing to hand over any more: start it.
+                None => self.feed(name, Event::HandedOver, Some(generation)),
+            },
             Action::Signal(sig) => {
                 if let Some(pid) = instance.machine.pid {
                     let sig = match sig {

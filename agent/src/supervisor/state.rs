@@ -132,6 +132,9 @@ pub enum Action {
     StopTimeoutAfter(Duration),
     /// The state settled: answer whoever waits on a start or stop.
     Settled,
+    /// Try the handover again (HELD); its outcome comes back as
+    /// [`Event::HandedOver`] or [`Event::HandoverFailed`].
+    Handover,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,13 +214,15 @@ impl Machine {
                 self.started_at = Some(now);
                 vec![]
             }
-            (Starting, Event::HandedOver) if current => {
+            (Starting | Held, Event::HandedOver) if current => {
                 self.hold_attempts = 0;
                 self.fatal_reason = None;
                 vec![self.spawn()]
             }
-            (Starting, Event::HandoverFailed { hold: false, .. }) if current => vec![self.spawn()],
-            (Starting, Event::HandoverFailed { error, .. }) if current => {
+            (Starting | Held, Event::HandoverFailed { hold: false, .. }) if current => {
+                vec![self.spawn()]
+            }
+            (Starting | Held, Event::HandoverFailed { error, .. }) if current => {
                 self.state = Held;
                 self.hold_attempts += 1;
                 let delay = hold_retry_delay(self.hold_attempts);
@@ -243,7 +248,12 @@ impl Machine {
             (Starting | Running, Event::Exited(report)) if current => {
                 self.exited(report, now, settings, jitter)
             }
-            (Backoff | Held, Event::RetryDue) if current => vec![self.spawn()],
+            (Backoff, Event::RetryDue) if current => vec![self.spawn()],
+            // It stays HELD while the handover is tried again.
+            (Held, Event::RetryDue) if current => {
+                self.generation += 1;
+                vec![Action::Handover]
+            }
             (Starting, Event::Stop) if self.pid.is_none() => {
                 // Nothing spawned yet (a handover in progress): invalidate it.
                 self.generation += 1;
@@ -638,6 +648,16 @@ mod tests {
         assert_eq!(m.next(Event::Stop, 0, t0, &s, 0.0), vec![Settled]);
         assert_eq!(m.state, Stopped);
         assert_eq!(m.next(Event::RetryDue, g, t0, &s, 0.0), vec![]);
+        // Stopped while a handover try runs: its outcome is stale.
+        let mut m = Machine::default();
+        m.next(Event::Start, 0, t0, &s, 0.0);
+        let g = m.generation;
+        m.next(failed(), g, t0, &s, 0.0);
+        m.next(Event::RetryDue, g, t0, &s, 0.0);
+        let trying = m.generation;
+        m.next(Event::Stop, 0, t0, &s, 0.0);
+        assert_eq!(m.next(Event::HandedOver, trying, t0, &s, 0.0), vec![]);
+        assert_eq!(m.state, Stopped);
         // An operator's start from HELD tries the handover again at once.
         let mut m = Machine::default();
         m.next(Event::Start, 0, t0, &s, 0.0);
