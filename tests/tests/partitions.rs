@@ -77,10 +77,7 @@ fn pinned_writes(lab: &NetLab, at: (IpAddr, u16), total: Duration, heal_at: Dura
 }
 
 /// The acknowledged writes missing now, with when each was acknowledged.
-fn lost(
-    pinned: &Pinned,
-    mut read: impl FnMut(&str) -> Option<u64>,
-) -> Vec<(u64, Duration)> {
+fn lost(pinned: &Pinned, mut read: impl FnMut(&str) -> Option<u64>) -> Vec<(u64, Duration)> {
     pinned
         .acked
         .iter()
@@ -167,8 +164,13 @@ fn sentinel_master_cut_off_from_its_replicas_but_not_its_clients() {
             },
             &password,
         );
-        let master = follower.master().await.expect("the sentinels name a master");
-        let mut c = connect(master.0, master.1, &password).await.expect("master");
+        let master = follower
+            .master()
+            .await
+            .expect("the sentinels name a master");
+        let mut c = connect(master.0, master.1, &password)
+            .await
+            .expect("master");
         let mut lost = Vec::new();
         for (n, t) in &acked {
             let v: Option<u64> = redis::cmd("GET")
@@ -183,6 +185,20 @@ fn sentinel_master_cut_off_from_its_replicas_but_not_its_clients() {
         (lost, demoted_after)
     });
     let window = report("sentinel, master cut off", &pinned, &lost);
+    // What the sentinels did, for whoever reads a failure.
+    for i in 0..3 {
+        let dir = lab.data_dir(i).join("instances");
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let log = std::fs::read_to_string(entry.path().join("redis.log")).unwrap_or_default();
+            for line in log.lines().filter(|l| l.contains(" +") || l.contains(" -")) {
+                println!(
+                    "box{} {}: {line}",
+                    i + 1,
+                    entry.file_name().to_string_lossy()
+                );
+            }
+        }
+    }
     let demoted_after = demoted_after.expect("the old master became a replica after the heal");
     println!(
         "the old master was a replica {} ms after the heal",

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -209,6 +209,9 @@ struct Instance {
     replica_of: Option<Peer>,
     /// A group watch of this instance is under way.
     watching: Arc<AtomicBool>,
+    /// The newest config epoch under which a majority of the sentinels
+    /// named this instance the master (u64::MAX: never seen).
+    named_me_at: Arc<AtomicU64>,
 }
 
 impl Instance {
@@ -308,6 +311,7 @@ impl Supervisor {
                 handed_over: false,
                 replica_of: None,
                 watching: Arc::new(AtomicBool::new(false)),
+                named_me_at: Arc::new(AtomicU64::new(u64::MAX)),
             },
         );
     }
@@ -335,9 +339,19 @@ impl Supervisor {
             let dir = instance.dir.clone();
             let name = instance.spec.name.clone();
             let watching = instance.watching.clone();
+            let named_me_at = instance.named_me_at.clone();
             tokio::spawn(async move {
-                match crate::rejoin::watch(me, &group, &endpoint.password).await {
+                let mine = match named_me_at.load(Ordering::Acquire) {
+                    u64::MAX => None,
+                    e => Some(e),
+                };
+                match crate::rejoin::watch(me, &group, &endpoint.password, mine).await {
                     Ok(seen) => {
+                        if let Some(e) = seen.named_me_at
+                            && mine.is_none_or(|m| e > m)
+                        {
+                            named_me_at.store(e, Ordering::Release);
+                        }
                         if seen.formed
                             && let Err(e) = store::mark_formed(&dir)
                         {
