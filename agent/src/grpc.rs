@@ -13,6 +13,10 @@ use crate::redis_access::{Connections, Reply};
 use crate::spec::{Group, InstanceSpec, Mode, Peer, SentinelSpec};
 use crate::supervisor::{InstanceStatus, State, StateChange, SupervisorHandle};
 
+/// Commands in one RedisCommand: formation sends a few per node; this
+/// bounds what one request can make the agent buffer in replies.
+const MAX_PIPELINE: usize = 256;
+
 pub struct AgentService {
     pub supervisor: SupervisorHandle,
     pub connections: Connections,
@@ -399,8 +403,11 @@ impl Agent for AgentService {
         request: Request<pb::RedisCommandRequest>,
     ) -> Result<Response<pb::RedisCommandResponse>, Status> {
         let req = request.into_inner();
-        if req.commands.is_empty() {
-            return Err(Status::invalid_argument("at least one command is required"));
+        if req.commands.is_empty() || req.commands.len() > MAX_PIPELINE {
+            return Err(Status::invalid_argument(format!(
+                "a pipeline has 1 to {MAX_PIPELINE} commands, not {}; split it",
+                req.commands.len()
+            )));
         }
         let commands: Vec<Vec<Vec<u8>>> = req.commands.into_iter().map(|c| c.args).collect();
         if commands.iter().any(Vec::is_empty) {
