@@ -49,8 +49,8 @@ pub struct Deployment {
 impl Deployment {
     /// Reads and validates the inventory. `create_password` on apply only.
     pub fn load(path: &Path, create_password: bool) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-        let inventory = paddock_inventory::parse(&path.display().to_string(), &text)?;
+        let bytes = std::fs::read(path).map_err(Error::io(path))?;
+        let inventory = paddock_inventory::parse_bytes(&path.display().to_string(), &bytes)?;
         let placement = paddock_inventory::place(&inventory);
         let password_path = secrets::password_path(
             path,

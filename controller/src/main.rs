@@ -301,9 +301,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Validate { inventory } => {
-            let text = std::fs::read_to_string(&inventory)
+            let bytes = std::fs::read(&inventory)
                 .with_context(|| format!("cannot read {}", inventory.display()))?;
-            match paddock_inventory::parse(&inventory.display().to_string(), &text) {
+            match paddock_inventory::parse_bytes(&inventory.display().to_string(), &bytes) {
                 Ok(inv) => {
                     let placement = paddock_inventory::place(&inv);
                     println!(
@@ -483,9 +483,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn read_inventory(path: &std::path::Path) -> anyhow::Result<paddock_inventory::Inventory> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    paddock_inventory::parse(&path.display().to_string(), &text).map_err(|d| anyhow::anyhow!("{d}"))
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    paddock_inventory::parse_bytes(&path.display().to_string(), &bytes)
+        .map_err(|d| anyhow::anyhow!("{d}"))
 }
 
 fn print_apply(report: &apply::ApplyReport) {
