@@ -365,6 +365,12 @@ impl Agent for AgentService {
             .spec
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
         let spec = InstanceSpec::try_from(spec)?;
+        if !crate::spec::is_local_address(spec.address) {
+            return Err(Status::invalid_argument(format!(
+                "instance {:?}: field address: {} is not an address of this machine; the inventory must give each host its own address",
+                spec.name, spec.address
+            )));
+        }
         let outcome = self.supervisor.put(spec, req.dry_run, req.live).await?;
         Ok(Response::new(pb::PutInstanceResponse {
             changed: outcome.changed,

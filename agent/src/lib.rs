@@ -108,6 +108,7 @@ pub async fn run(
         data_dir: config.data_dir.clone(),
         user: config.user.clone(),
         fast_failover: config.fast_failover,
+        listen: config.listen,
     })?;
     let instances_dir = config.data_dir.join("instances");
     let rotation = logs::Rotation {
