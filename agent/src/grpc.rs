@@ -208,21 +208,34 @@ impl AgentService {
     }
 }
 
-fn lock_response(o: crate::locks::Outcome) -> pb::LockResponse {
-    match o {
-        crate::locks::Outcome::Granted => pb::LockResponse {
-            granted: true,
+fn held_to_pb(granted: bool, h: Option<crate::locks::HeldBy>) -> pb::LockResponse {
+    let Some(h) = h else {
+        return pb::LockResponse {
+            granted,
             ..Default::default()
-        },
-        crate::locks::Outcome::Held {
-            holder,
-            since_unix_ms,
-        } => pb::LockResponse {
-            granted: false,
-            holder,
-            since_unix_ms,
-        },
+        };
+    };
+    pb::LockResponse {
+        granted,
+        holder: h.holder,
+        since_unix_ms: h.since_unix_ms,
+        machine_id: h.machine_id,
+        pid_namespace: h.pid_namespace,
+        pid: h.pid,
     }
+}
+
+/// The lease request, checked (bounded strings) at the edge.
+fn lease_request(r: pb::LockRequest) -> Result<(String, crate::locks::Owner), Status> {
+    let owner = crate::locks::Owner {
+        token: r.token,
+        holder: r.holder,
+        machine_id: r.machine_id,
+        pid_namespace: r.pid_namespace,
+        pid: r.pid,
+    };
+    crate::locks::check_request(&r.deployment, &owner).map_err(Status::invalid_argument)?;
+    Ok((r.deployment, owner))
 }
 
 type RpcStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -245,18 +258,21 @@ impl Agent for AgentService {
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
         let r = request.into_inner();
-        if r.holder.is_empty() || r.deployment.is_empty() {
-            return Err(Status::invalid_argument(
-                "deployment and holder are required",
-            ));
-        }
-        let ttl = std::time::Duration::from_millis(u64::from(r.ttl_ms.clamp(1_000, 3_600_000)));
-        Ok(Response::new(lock_response(self.locks.lock(
-            &r.deployment,
-            &r.holder,
-            ttl,
-            std::time::Instant::now(),
-        ))))
+        let ttl = std::time::Duration::from_millis(u64::from(r.ttl_ms));
+        let (deployment, owner) = lease_request(r)?;
+        let outcome = self
+            .locks
+            .lock(&deployment, owner, ttl, std::time::Instant::now());
+        Ok(Response::new(match outcome {
+            crate::locks::Outcome::Granted => held_to_pb(true, None),
+            crate::locks::Outcome::Held(h) => held_to_pb(false, Some(h)),
+            crate::locks::Outcome::Full => {
+                return Err(Status::resource_exhausted(format!(
+                    "this agent holds {} leases already; wait for them to expire",
+                    crate::locks::MAX_LEASES
+                )));
+            }
+        }))
     }
 
     async fn unlock(
@@ -264,9 +280,15 @@ impl Agent for AgentService {
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
         let r = request.into_inner();
-        Ok(Response::new(lock_response(
-            self.locks.unlock(&r.deployment, &r.holder),
-        )))
+        let force = r.force;
+        let (deployment, owner) = lease_request(r)?;
+        let released =
+            self.locks
+                .unlock(&deployment, &owner.token, force, std::time::Instant::now());
+        Ok(Response::new(match released {
+            Ok(broken) => held_to_pb(true, broken),
+            Err(held) => held_to_pb(false, Some(held)),
+        }))
     }
 
     type TailLogStream = RpcStream<pb::LogLines>;
