@@ -238,7 +238,7 @@ mod tests {
         let table: Vec<(&str, Owner, &str)> = vec![
             ("", ok.clone(), "deployment"),
             ("Lab/../x", ok.clone(), "deployment"),
-            (&"x"[..], with(&|o| o.holder = String::new()), "holder"),
+            ("x", with(&|o| o.holder = String::new()), "holder"),
             ("lab", with(&|o| o.holder = "h".repeat(129)), "holder"),
             ("lab", with(&|o| o.holder = "a\nb".into()), "holder"),
             ("lab", with(&|o| o.token = "abc".into()), "token"),

@@ -683,55 +683,46 @@ mod tests {
         let c = Mode::Cluster;
         let s = Mode::Standalone;
         // (new instance, its address, others, clash?)
-        let table: Vec<(InstanceSpec, IpAddr, Vec<(&str, IpAddr, &Mode, u16)>, bool)> = vec![
-            (with(s.clone(), 7000), here, vec![], false),
-            (with(s.clone(), 7443), here, vec![], true),
-            (with(s.clone(), 7443), elsewhere, vec![], false),
+        type Other<'a> = (&'a str, IpAddr, &'a Mode, u16);
+        let table: Vec<(InstanceSpec, IpAddr, Vec<Other<'_>>, bool)> = vec![
+            (with(s, 7000), here, vec![], false),
+            (with(s, 7443), here, vec![], true),
+            (with(s, 7443), elsewhere, vec![], false),
             (
-                with(c.clone(), 7000),
+                with(c, 7000),
                 here,
                 vec![("redis-7001", here, &c, 7001)],
                 false,
             ),
+            (with(s, 7001), here, vec![("redis-x", here, &s, 7001)], true),
             (
-                with(s.clone(), 7001),
-                here,
-                vec![("redis-x", here, &s, 7001)],
-                true,
-            ),
-            (
-                with(s.clone(), 17000),
+                with(s, 17000),
                 here,
                 vec![("redis-7000", here, &c, 7000)],
                 true,
             ),
             (
-                with(s.clone(), 17000),
+                with(s, 17000),
                 here,
                 vec![("redis-7000", here, &s, 7000)],
                 false,
             ),
             (
-                with(c.clone(), 7000),
+                with(c, 7000),
                 here,
                 vec![("redis-x", here, &s, 17000)],
                 true,
             ),
             (
-                with(s.clone(), 7001),
+                with(s, 7001),
                 here,
                 vec![("redis-x", elsewhere, &s, 7001)],
                 false,
             ),
-            (
-                with(s.clone(), 7001),
-                here,
-                vec![("redis-x", any, &s, 7001)],
-                true,
-            ),
+            (with(s, 7001), here, vec![("redis-x", any, &s, 7001)], true),
             // The same instance again is a replacement, not a clash.
             (
-                with(s.clone(), 7001),
+                with(s, 7001),
                 here,
                 vec![("redis-7001", here, &s, 7001)],
                 false,
