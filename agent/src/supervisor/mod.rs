@@ -252,6 +252,8 @@ pub struct SupervisorConfig {
     /// Hand a crashed cluster master's slots to a replica before restarting
     /// it (always done for masters without persistence).
     pub fast_failover: bool,
+    /// The agent's own gRPC address: no instance may take its port.
+    pub listen: std::net::SocketAddr,
 }
 
 struct Supervisor {
@@ -425,6 +427,17 @@ impl Supervisor {
     fn put(&mut self, spec: InstanceSpec, dry_run: bool, live: bool) -> Result<PutOutcome, Error> {
         let dir = self.instances_dir.join(&spec.name);
         let config = spec.render(&dir)?;
+        let others = self.instances.values().map(|i| {
+            (
+                i.spec.name.as_str(),
+                i.spec.address,
+                &i.spec.mode,
+                i.spec.port,
+            )
+        });
+        if let Some(why) = crate::spec::port_clash(&spec, self.config.listen, others) {
+            return Err(Error::InvalidSpec(why));
+        }
         let current = self.instances.get(&spec.name);
         if let Some(i) = current
             && i.spec.deployment != spec.deployment
