@@ -105,7 +105,7 @@ pub async fn run(
         user: config.user.clone(),
         fast_failover: config.fast_failover,
     })?;
-    let instances_dir = config.data_dir.join("instances");
+    let log_root = config.data_dir.clone();
     let rotation = logs::Rotation {
         max_bytes: config.log_max_bytes,
         backups: config.log_backups,
@@ -114,7 +114,7 @@ pub async fn run(
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
-            let dir = instances_dir.clone();
+            let dir = log_root.clone();
             let _ = tokio::task::spawn_blocking(move || logs::rotate_all(&dir, rotation)).await;
         }
     });
@@ -241,10 +241,11 @@ pub fn check_config(config: &AgentConfig) -> Result<Vec<String>, Error> {
         Ok(None) => notes.push("Redis runs as the agent's own user (the agent is not root)".into()),
         Err(e) => notes.push(format!("Redis user: {e}")),
     }
-    supervisor::check_reachable(
-        &config.data_dir.join("instances").join("x"),
-        run_as.ok().flatten(),
-    )?;
+    let run_as = run_as.ok().flatten();
+    supervisor::check_reachable(&config.data_dir.join("instances").join("x"), run_as)?;
+    if let Some(user) = run_as {
+        store::check_not_redis_writable(&config.data_dir, user.uid, user.gid)?;
+    }
     notes.push(format!("data_dir {}", config.data_dir.display()));
     Ok(notes)
 }

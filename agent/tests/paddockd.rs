@@ -176,7 +176,7 @@ async fn agent_writes_configs_supervises_and_restarts_redis() {
     let conf_path = agent
         .dir
         .path()
-        .join("data/instances/redis-7000/redis.conf");
+        .join("data/control/redis-7000/redis.conf");
     let conf = std::fs::read_to_string(&conf_path).unwrap();
     assert!(conf.contains("bind 127.0.22.1\n"), "{conf}");
     assert!(

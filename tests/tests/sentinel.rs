@@ -180,7 +180,7 @@ async fn sentinel_lab_fails_over_on_a_master_kill_and_loses_no_acknowledged_writ
         (0..3)
             .map(|i| {
                 std::fs::read_to_string(lab.dir().join(format!(
-                    "box{}/data/instances/sentinel-26379/process",
+                    "box{}/data/control/sentinel-26379/process",
                     i + 1
                 )))
                 .unwrap()
