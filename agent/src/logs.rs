@@ -182,7 +182,10 @@ mod tests {
         );
         assert!(!backup(&log, 3).exists(), "never more than `backups` files");
         fs::write(&log, "small\n").unwrap();
-        assert!(!rotate(&d, "redis.log", limits, false).unwrap(), "under the limit");
+        assert!(
+            !rotate(&d, "redis.log", limits, false).unwrap(),
+            "under the limit"
+        );
     }
 
     #[test]

@@ -51,7 +51,8 @@ const SENTINEL_SEED_FILE: &str = "sentinel.seed";
 /// recycled pid is never mistaken for ours.
 pub const IDENTITY_FILE: &str = "process";
 /// Files Redis writes that hold the password or the cluster's state: 0600.
-pub const REDIS_PRIVATE_FILES: [&str; 3] = [RUNNING_CONFIG_FILE, SENTINEL_CONFIG_FILE, "nodes.conf"];
+pub const REDIS_PRIVATE_FILES: [&str; 3] =
+    [RUNNING_CONFIG_FILE, SENTINEL_CONFIG_FILE, "nodes.conf"];
 /// Files the agent kept in Redis's directory before the two were split.
 const LEGACY_AGENT_FILES: [&str; 4] = [SPEC_FILE, DESIRED_FILE, IDENTITY_FILE, SENTINEL_SEED_FILE];
 /// Largest file the agent reads back (a spec, a record, a config).
@@ -299,7 +300,12 @@ pub fn open_read(path: &Path) -> std::io::Result<File> {
 
 /// Creates (or takes over) directory `name` in `parent` with `mode` and
 /// `owner`, set on its descriptor; a symlink or file there is refused.
-fn ensure_dir(parent: &Dir, name: &str, mode: u32, owner: Option<(Uid, Gid)>) -> Result<Dir, Error> {
+fn ensure_dir(
+    parent: &Dir,
+    name: &str,
+    mode: u32,
+    owner: Option<(Uid, Gid)>,
+) -> Result<Dir, Error> {
     let path = parent.at(name);
     match nix::sys::stat::mkdirat(&parent.fd, name, Mode::from_bits_truncate(0o700)) {
         Ok(()) | Err(Errno::EEXIST) => {}
@@ -553,9 +559,13 @@ pub fn copy_run_config(
 pub fn restrict_redis_files(redis: &Dir, owner: Option<(Uid, Gid)>) {
     for name in REDIS_PRIVATE_FILES {
         match redis.restrict(name, owner.map(|(uid, _)| uid)) {
-            Ok(true) => tracing::info!(path = %redis.at(name).display(), "made it 0600: it holds the password or the cluster's state"),
+            Ok(true) => {
+                tracing::info!(path = %redis.at(name).display(), "made it 0600: it holds the password or the cluster's state")
+            }
             Ok(false) => {}
-            Err(e) => tracing::warn!(path = %redis.at(name).display(), error = %e, "cannot make it 0600"),
+            Err(e) => {
+                tracing::warn!(path = %redis.at(name).display(), error = %e, "cannot make it 0600")
+            }
         }
     }
 }
@@ -616,7 +626,12 @@ mod tests {
         std::fs::write(&victim, "precious").unwrap();
         let inner = dir.path().join("redis");
         std::fs::create_dir(&inner).unwrap();
-        for name in ["running.conf", ".running.conf.tmp", "stdout.log", "nodes.conf"] {
+        for name in [
+            "running.conf",
+            ".running.conf.tmp",
+            "stdout.log",
+            "nodes.conf",
+        ] {
             std::os::unix::fs::symlink(&victim, inner.join(name)).unwrap();
         }
         let d = Dir::open(&inner).unwrap();
@@ -625,9 +640,18 @@ mod tests {
         assert!(d.read_to_string("nodes.conf").is_err());
         assert!(!d.restrict("nodes.conf", None).unwrap());
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
-        assert_eq!(std::fs::read_to_string(inner.join("running.conf")).unwrap(), "new");
-        assert!(Dir::open(&inner.join("running.conf")).is_err(), "not a directory");
+        assert_eq!(
+            std::fs::read_to_string(inner.join("running.conf")).unwrap(),
+            "new"
+        );
+        assert!(
+            Dir::open(&inner.join("running.conf")).is_err(),
+            "not a directory"
+        );
         std::os::unix::fs::symlink(dir.path(), dir.path().join("link")).unwrap();
-        assert!(Dir::open(&dir.path().join("link")).is_err(), "a symlinked directory is refused");
+        assert!(
+            Dir::open(&dir.path().join("link")).is_err(),
+            "a symlinked directory is refused"
+        );
     }
 }

@@ -387,7 +387,9 @@ impl Supervisor {
             _ => (spec, config),
         };
         let changed = match current {
-            Some(i) => i.spec != spec || store::read_config(&dirs.control).as_deref() != Some(&config),
+            Some(i) => {
+                i.spec != spec || store::read_config(&dirs.control).as_deref() != Some(&config)
+            }
             None => true,
         };
         let restart_needed = current.is_some_and(|i| {
