@@ -13,6 +13,7 @@ mod install;
 mod locks;
 pub mod logs;
 mod notify;
+mod redact;
 mod redis_access;
 mod rejoin;
 pub mod spec;

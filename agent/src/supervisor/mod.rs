@@ -85,6 +85,10 @@ enum Command {
         name: String,
         reply: Reply<Endpoint>,
     },
+    Secrets {
+        name: String,
+        reply: Reply<Vec<String>>,
+    },
 }
 
 /// Something that happened to an instance's process, tagged with the
@@ -168,6 +172,11 @@ impl SupervisorHandle {
         self.ask(|reply| Command::Endpoint { name, reply }).await?
     }
 
+    /// The passwords an instance's log lines may carry, to mask them.
+    pub async fn secrets(&self, name: String) -> Result<Vec<String>, Error> {
+        self.ask(|reply| Command::Secrets { name, reply }).await?
+    }
+
     /// Every state transition from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.changes.subscribe()
@@ -206,6 +215,19 @@ impl Instance {
             config_digest: self.config_digest.clone(),
             deployment: self.spec.deployment.clone(),
         }
+    }
+
+    /// Every password of the spec and of the one the process runs with (two
+    /// while a password rotation is under way), ACL users' included.
+    fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for spec in std::iter::once(&self.spec).chain(self.running_spec.as_ref()) {
+            out.push(spec.password.clone());
+            out.extend(spec.users.iter().map(|u| u.password.clone()));
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 
     fn endpoint(&self) -> Endpoint {
@@ -342,6 +364,14 @@ impl Supervisor {
             Command::List { reply } => {
                 let _ = reply.send(self.instances.values().map(Instance::status).collect());
             }
+            Command::Secrets { name, reply } => {
+                let secrets = self
+                    .instances
+                    .get(&name)
+                    .map(Instance::secrets)
+                    .ok_or(Error::UnknownInstance(name));
+                let _ = reply.send(secrets);
+            }
             Command::Endpoint { name, reply } => {
                 let endpoint = self
                     .instances
@@ -470,11 +500,12 @@ impl Supervisor {
         let token = CancellationToken::new();
         instance.process_token = token.clone();
         let dirs = instance.dirs.clone();
+        let secrets = instance.secrets();
         let events = self.events.clone();
         let exit_name = name.to_owned();
         let exit_token = token.clone();
         tokio::spawn(async move {
-            let report = process::wait_adopted(pid, &dirs).await;
+            let report = process::wait_adopted(pid, &dirs, &secrets).await;
             exit_token.cancel();
             let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
         });
@@ -483,11 +514,17 @@ impl Supervisor {
 
     /// Feeds an event to an instance's machine and carries out the actions.
     /// `generation` None means "current" (commands, not process events).
-    fn feed(&mut self, name: &str, event: Event, generation: Option<u64>) {
+    fn feed(&mut self, name: &str, mut event: Event, generation: Option<u64>) {
         let jitter = jitter();
         let Some(instance) = self.instances.get_mut(name) else {
             return;
         };
+        // Masked again with the passwords known now (a rotation may have
+        // added one since the process started).
+        if let Event::Exited(report) = &mut event {
+            let tail = std::mem::take(&mut report.log_tail);
+            report.log_tail = crate::redact::lines(tail, &instance.secrets());
+        }
         let before = instance.machine.state;
         let settings = instance.spec.supervision.settings();
         let generation = generation.unwrap_or(instance.machine.generation);
@@ -602,10 +639,11 @@ impl Supervisor {
                 let token = CancellationToken::new();
                 instance.process_token = token.clone();
                 let dirs = instance.dirs.clone();
+                let secrets = instance.secrets();
                 let exit_name = name.to_owned();
                 let exit_token = token.clone();
                 tokio::spawn(async move {
-                    let report = process::wait(child, &dirs).await;
+                    let report = process::wait(child, &dirs, &secrets).await;
                     exit_token.cancel();
                     let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
                 });

@@ -115,7 +115,7 @@ pub fn adoptable(control: &Path) -> Option<u32> {
 
 /// Waits for our child's exit (the runtime reaps it on SIGCHLD: an event,
 /// not a poll) and describes it.
-pub async fn wait(mut child: Child, dirs: &InstanceDirs) -> ExitReport {
+pub async fn wait(mut child: Child, dirs: &InstanceDirs, secrets: &[String]) -> ExitReport {
     let (description, clean) = match child.wait().await {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => (format!("exited with status {code}"), code == 0),
@@ -133,14 +133,14 @@ pub async fn wait(mut child: Child, dirs: &InstanceDirs) -> ExitReport {
     ExitReport {
         description,
         clean,
-        log_tail: log_tail(dirs),
+        log_tail: log_tail(dirs, secrets),
     }
 }
 
 /// Waits for the exit of a process that is not our child (adopted after an
 /// agent restart) through a pidfd, which becomes readable when it exits. Its
 /// exit status belongs to its real parent, so it is reported as unknown.
-pub async fn wait_adopted(pid: u32, dirs: &InstanceDirs) -> ExitReport {
+pub async fn wait_adopted(pid: u32, dirs: &InstanceDirs, secrets: &[String]) -> ExitReport {
     let pidfd = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -171,7 +171,7 @@ pub async fn wait_adopted(pid: u32, dirs: &InstanceDirs) -> ExitReport {
     ExitReport {
         description: "exited (status unknown: it was adopted after an agent restart)".into(),
         clean: false,
-        log_tail: log_tail(dirs),
+        log_tail: log_tail(dirs, secrets),
     }
 }
 
@@ -185,7 +185,8 @@ fn is_alive(pid: u32) -> bool {
 
 /// The last lines of the instance's logs: Redis's own, then its stdout.
 /// Neither is followed through a symlink: redis.log is in Redis's directory.
-pub fn log_tail(dirs: &InstanceDirs) -> Vec<String> {
+/// Passwords are masked: Redis echoes a config line it rejects.
+pub fn log_tail(dirs: &InstanceDirs, secrets: &[String]) -> Vec<String> {
     let mut lines = Vec::new();
     for path in [
         dirs.redis.join(store::LOG_FILE),
@@ -210,7 +211,7 @@ pub fn log_tail(dirs: &InstanceDirs) -> Vec<String> {
         lines.extend(tail.into_iter().rev());
     }
     let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
-    lines.split_off(skip)
+    crate::redact::lines(lines.split_off(skip), secrets)
 }
 
 pub fn signal_group(pid: u32, signal: Signal) {
@@ -284,10 +285,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text: String = (0..50).map(|i| format!("line {i}\n")).collect();
         std::fs::write(dir.path().join(store::LOG_FILE), text).unwrap();
-        let tail = log_tail(&InstanceDirs {
-            control: dir.path().join("control"),
-            redis: dir.path().to_owned(),
-        });
+        let tail = log_tail(
+            &InstanceDirs {
+                control: dir.path().join("control"),
+                redis: dir.path().to_owned(),
+            },
+            &[],
+        );
         assert_eq!(tail.len(), LOG_TAIL_LINES);
         assert_eq!(tail.last().map(String::as_str), Some("line 49"));
     }
