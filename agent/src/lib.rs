@@ -100,6 +100,9 @@ pub async fn run(
     };
     supervisor::check_reachable(&config.data_dir.join("instances").join("x"), run_as)?;
     raise_open_files_limit();
+    for warning in exposed_secrets(&config) {
+        tracing::warn!("{warning}");
+    }
     let supervisor = supervisor::spawn(supervisor::SupervisorConfig {
         redis_server: config.redis_server.clone(),
         data_dir: config.data_dir.clone(),
@@ -248,7 +251,24 @@ pub fn check_config(config: &AgentConfig) -> Result<Vec<String>, Error> {
         store::check_not_redis_writable(&config.data_dir, user.uid, user.gid)?;
     }
     notes.push(format!("data_dir {}", config.data_dir.display()));
+    notes.extend(exposed_secrets(config).map(|w| format!("WARNING: {w}")));
     Ok(notes)
+}
+
+/// Files holding a secret (the TLS private key) that group or others can
+/// read, as warnings.
+fn exposed_secrets(config: &AgentConfig) -> impl Iterator<Item = String> + '_ {
+    use std::os::unix::fs::PermissionsExt;
+    config.tls.iter().filter_map(|tls| {
+        let mode = std::fs::metadata(&tls.key).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "{} (the agent's private key) is readable by group or others (mode {mode:o}); `chmod 600 {}`",
+                tls.key.display(),
+                tls.key.display()
+            )
+        })
+    })
 }
 
 /// Redis wants maxclients + 32 descriptors; children inherit our limit, so
