@@ -127,7 +127,10 @@ mod tests {
         assert_eq!(exposed(&path), None, "written 0600");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let warning = exposed(&path).unwrap();
-        assert!(warning.contains("mode 644") && warning.contains("chmod 600"), "{warning}");
+        assert!(
+            warning.contains("mode 644") && warning.contains("chmod 600"),
+            "{warning}"
+        );
     }
     use std::os::unix::fs::PermissionsExt;
 
