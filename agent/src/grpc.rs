@@ -304,7 +304,7 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::TailLogStream>, Status> {
         let req = request.into_inner();
         // Confirms the instance exists; its name is then safe as a path part.
-        self.supervisor.endpoint(req.instance.clone()).await?;
+        let secrets = self.supervisor.secrets(req.instance.clone()).await?;
         let path = self
             .data_dir
             .join("instances")
@@ -317,7 +317,11 @@ impl Agent for AgentService {
             Err(e) => return Err(Status::internal(format!("{}: {e}", path.display()))),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let _ = tx.send(Ok(pb::LogLines { lines: first })).await;
+        let _ = tx
+            .send(Ok(pb::LogLines {
+                lines: crate::redact::lines(first, &secrets),
+            }))
+            .await;
         if req.follow {
             tokio::spawn(crate::logs::follow(
                 path,
@@ -326,6 +330,7 @@ impl Agent for AgentService {
                     if lines.is_empty() {
                         return !tx.is_closed();
                     }
+                    let lines = crate::redact::lines(lines, &secrets);
                     tx.send(Ok(pb::LogLines { lines })).await.is_ok()
                 },
             ));

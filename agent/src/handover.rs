@@ -35,7 +35,11 @@ pub struct Replica {
 /// When this instance's nodes.conf says it is a master serving slots, its
 /// replicas; None when it is not such a master (nothing to hand over).
 pub fn replicas_if_master(dir: &Path) -> Option<Vec<Replica>> {
-    let text = std::fs::read_to_string(dir.join(NODES_FILE)).ok()?;
+    // Redis's directory: never follow a link planted there.
+    let text = crate::store::Dir::open(dir)
+        .ok()?
+        .read_to_string(NODES_FILE)
+        .ok()?;
     let lines: Vec<Vec<&str>> = text
         .lines()
         .map(|l| l.split_whitespace().collect())

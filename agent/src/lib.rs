@@ -14,6 +14,7 @@ mod install;
 mod locks;
 pub mod logs;
 mod notify;
+mod redact;
 mod redis_access;
 mod rejoin;
 pub mod spec;
@@ -105,6 +106,9 @@ pub async fn run(
     };
     supervisor::check_reachable(&config.data_dir.join("instances").join("x"), run_as)?;
     raise_open_files_limit();
+    for warning in exposed_secrets(&config) {
+        tracing::warn!("{warning}");
+    }
     let supervisor = supervisor::spawn(supervisor::SupervisorConfig {
         redis_server: config.redis_server.clone(),
         data_dir: config.data_dir.clone(),
@@ -112,7 +116,7 @@ pub async fn run(
         fast_failover: config.fast_failover,
         listen: config.listen,
     })?;
-    let instances_dir = config.data_dir.join("instances");
+    let log_root = config.data_dir.clone();
     let rotation = logs::Rotation {
         max_bytes: config.log_max_bytes,
         backups: config.log_backups,
@@ -121,7 +125,7 @@ pub async fn run(
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
-            let dir = instances_dir.clone();
+            let dir = log_root.clone();
             let _ = tokio::task::spawn_blocking(move || logs::rotate_all(&dir, rotation)).await;
         }
     });
@@ -228,12 +232,30 @@ pub fn check_config(config: &AgentConfig) -> Result<Vec<String>, Error> {
         Ok(None) => notes.push("Redis runs as the agent's own user (the agent is not root)".into()),
         Err(e) => notes.push(format!("Redis user: {e}")),
     }
-    supervisor::check_reachable(
-        &config.data_dir.join("instances").join("x"),
-        run_as.ok().flatten(),
-    )?;
+    let run_as = run_as.ok().flatten();
+    supervisor::check_reachable(&config.data_dir.join("instances").join("x"), run_as)?;
+    if let Some(user) = run_as {
+        store::check_not_redis_writable(&config.data_dir, user.uid, user.gid)?;
+    }
     notes.push(format!("data_dir {}", config.data_dir.display()));
+    notes.extend(exposed_secrets(config).map(|w| format!("WARNING: {w}")));
     Ok(notes)
+}
+
+/// Files holding a secret (the TLS private key) that group or others can
+/// read, as warnings.
+fn exposed_secrets(config: &AgentConfig) -> impl Iterator<Item = String> + '_ {
+    use std::os::unix::fs::PermissionsExt;
+    config.tls.iter().filter_map(|tls| {
+        let mode = std::fs::metadata(&tls.key).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "{} (the agent's private key) is readable by group or others (mode {mode:o}); `chmod 600 {}`",
+                tls.key.display(),
+                tls.key.display()
+            )
+        })
+    })
 }
 
 /// Redis wants maxclients + 32 descriptors; children inherit our limit, so

@@ -51,6 +51,7 @@ impl Transport {
         let ca = crate::certs::ca(dir);
         let me = crate::certs::controller(dir);
         let read = |p: &Path| std::fs::read(p);
+        crate::secrets::warn_if_exposed(&me.key);
         match (read(&ca.cert), read(&me.cert), read(&me.key)) {
             (Ok(ca), Ok(cert), Ok(key)) => Ok(Transport::Mutual { ca, cert, key }),
             _ => Err(Error::Certs(format!(

@@ -42,6 +42,7 @@ pub fn user_password_path(inventory_path: &Path, deployment: &str, user: &str) -
 pub fn load_or_create(path: &Path, create: bool) -> Result<Option<String>, Error> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
+            warn_if_exposed(path);
             let password = text.trim().to_owned();
             if password.len() < 16 {
                 return Err(Error::Io {
@@ -61,6 +62,27 @@ pub fn load_or_create(path: &Path, create: bool) -> Result<Option<String>, Error
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path)(e)),
     }
+}
+
+/// Says so on stderr when a file holding a secret (a password, a private
+/// key) can be read by group or others.
+pub fn warn_if_exposed(path: &Path) {
+    if let Some(warning) = exposed(path) {
+        eprintln!("warning: {warning}");
+    }
+}
+
+/// The warning for a secret file readable by group or others, if it is.
+pub fn exposed(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} holds a secret but is readable by group or others (mode {mode:o}); `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )
+    })
 }
 
 /// 32 random bytes, hex.
@@ -95,6 +117,21 @@ pub fn write_secret(path: &Path, secret: &str, new_only: bool) -> Result<(), Err
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_readable_by_others_is_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("redis-password");
+        write_secret(&path, "0123456789abcdef0123", true).unwrap();
+        assert_eq!(exposed(&path), None, "written 0600");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warning = exposed(&path).unwrap();
+        assert!(
+            warning.contains("mode 644") && warning.contains("chmod 600"),
+            "{warning}"
+        );
+    }
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

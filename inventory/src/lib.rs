@@ -42,6 +42,7 @@
 //! assert_eq!(names, [(0, "redis-7000"), (1, "redis-7000")]);
 //! ```
 
+mod acl;
 mod diagnostic;
 mod model;
 mod placement;

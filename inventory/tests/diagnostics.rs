@@ -1377,6 +1377,31 @@ inventory.toml:15:9: error: ACL rule `reset` in [[users]] would reset the user, 
     );
 }
 
+/// Rules Redis refuses at start-up (it then echoes the whole `user` line,
+/// password included, into its log): refused here, at the rule itself.
+#[test]
+fn rules_redis_would_refuse_are_named_with_their_column() {
+    check(
+        with_users!(
+            r#"[[users]]
+name = "app"
+rules = "~app:* +notacommand +@nope %X~a (+get on) +config|get (~logs:* +get) allkey"
+"#
+        ),
+        r#"
+inventory.toml:15:17: error: ACL rule `+notacommand` in [[users]] names the unknown command `notacommand`; Redis would refuse to start
+  hint: check the spelling against Redis's COMMAND LIST, or grant a group with +@category
+inventory.toml:15:30: error: ACL rule `+@nope` in [[users]] names the unknown category `@nope`; Redis would refuse to start
+  hint: categories are @all, @keyspace, @read, @write, @set, @sortedset, @list, @hash, @string, @bitmap, @hyperloglog, @geo, @stream, @pubsub, @admin, @fast, @slow, @blocking, @dangerous, @connection, @transaction, @scripting
+inventory.toml:15:37: error: ACL rule `%X~a` in [[users]] has the permission `X`, which is neither R, W nor RW; Redis would refuse to start
+  hint: write %R~pattern, %W~pattern or %RW~pattern
+inventory.toml:15:48: error: ACL rule `on)` in [[users]] is not allowed inside a selector; Redis would refuse to start
+  hint: put on, off, clearselectors and sanitize-payload outside the parentheses
+inventory.toml:15:79: error: ACL rule `allkey` in [[users]] is not an ACL rule; Redis would refuse to start
+  hint: use on, off, ~pattern, %R~pattern, %W~pattern, %RW~pattern, &pattern, +command, -command, +command|subcommand, +@category, -@category, allkeys, allchannels, allcommands, nocommands, resetkeys, resetchannels, clearselectors, or a selector (rules in parentheses)"#,
+    );
+}
+
 #[test]
 fn quotes_backslashes_and_control_characters_in_rules() {
     let hint = "write each rule as printable ASCII without quotes or backslashes, rules separated by spaces, e.g. ~app:* +@read";

@@ -113,7 +113,7 @@ async fn lab_forms_a_healthy_cluster_that_survives_a_master_kill() {
     }
 
     // A second apply changes nothing.
-    let conf = lab.dir().join("box1/data/instances/redis-7000/redis.conf");
+    let conf = lab.dir().join("box1/data/control/redis-7000/redis.conf");
     let mtime = std::fs::metadata(&conf).unwrap().modified().unwrap();
     let pid_before = pid_of(&lab, 0, "redis-7000");
     let again = paddock_tests::paddock(&["apply", "-i", &lab.inventory().display().to_string()]);

@@ -351,7 +351,7 @@ fn a_data_directory_on_a_full_filesystem() {
         text.replace("maxmemory = \"64mb\"", "maxmemory = \"48mb\""),
     )
     .unwrap();
-    let conf = lab.data_dir(0).join("instances/redis-7000/redis.conf");
+    let conf = lab.data_dir(0).join("control/redis-7000/redis.conf");
     let before = std::fs::read_to_string(&conf).unwrap();
     let full = lab.apply();
     println!("apply on a full disk: {}", stderr(&full));

@@ -43,8 +43,8 @@ async fn a_dataless_master_that_dies_does_not_wipe_its_replica() {
         .query_async(&mut box1)
         .await
         .unwrap();
-    let conf = std::fs::read_to_string(lab.dir().join("box1/data/instances/redis-7000/redis.conf"))
-        .unwrap();
+    let conf =
+        std::fs::read_to_string(lab.dir().join("box1/data/control/redis-7000/redis.conf")).unwrap();
     assert!(
         conf.contains("appendonly no") && conf.contains("save \"\""),
         "{conf}"

@@ -225,8 +225,8 @@ async fn replication_lab_serves_reads_everywhere_and_fails_over_on_a_master_kill
             .unwrap();
         assert_eq!(v, Some(i), "f:{i} after the rolling restart");
     }
-    let conf = std::fs::read_to_string(lab.dir().join("box3/data/instances/redis-7000/redis.conf"))
-        .unwrap();
+    let conf =
+        std::fs::read_to_string(lab.dir().join("box3/data/control/redis-7000/redis.conf")).unwrap();
     assert!(conf.contains("maxmemory 100663296"), "{conf}");
     assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
 }

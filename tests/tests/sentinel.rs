@@ -179,10 +179,10 @@ async fn sentinel_lab_fails_over_on_a_master_kill_and_loses_no_acknowledged_writ
     let sentinel_pids = |lab: &Lab| -> Vec<String> {
         (0..3)
             .map(|i| {
-                std::fs::read_to_string(lab.dir().join(format!(
-                    "box{}/data/instances/sentinel-26379/process",
-                    i + 1
-                )))
+                std::fs::read_to_string(
+                    lab.dir()
+                        .join(format!("box{}/data/control/sentinel-26379/process", i + 1)),
+                )
                 .unwrap()
             })
             .collect()

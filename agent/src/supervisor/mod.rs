@@ -24,7 +24,7 @@ pub use state::{Settings, State};
 
 use crate::Error;
 use crate::spec::{Group, InstanceSpec, Mode, Peer};
-use crate::store;
+use crate::store::{self, InstanceDirs};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceStatus {
@@ -94,6 +94,10 @@ enum Command {
     Endpoint {
         name: String,
         reply: Reply<Endpoint>,
+    },
+    Secrets {
+        name: String,
+        reply: Reply<Vec<String>>,
     },
 }
 
@@ -184,6 +188,11 @@ impl SupervisorHandle {
         self.ask(|reply| Command::Endpoint { name, reply }).await?
     }
 
+    /// The passwords an instance's log lines may carry, to mask them.
+    pub async fn secrets(&self, name: String) -> Result<Vec<String>, Error> {
+        self.ask(|reply| Command::Secrets { name, reply }).await?
+    }
+
     /// Every state transition from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.changes.subscribe()
@@ -192,7 +201,7 @@ impl SupervisorHandle {
 
 struct Instance {
     spec: InstanceSpec,
-    dir: PathBuf,
+    dirs: InstanceDirs,
     machine: Machine,
     /// The config text and spec the running process was started with: its
     /// address, port and password until it restarts, whatever was put since.
@@ -229,6 +238,19 @@ impl Instance {
         }
     }
 
+    /// Every password of the spec and of the one the process runs with (two
+    /// while a password rotation is under way), ACL users' included.
+    fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for spec in std::iter::once(&self.spec).chain(self.running_spec.as_ref()) {
+            out.push(spec.password.clone());
+            out.extend(spec.users.iter().map(|u| u.password.clone()));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     fn endpoint(&self) -> Endpoint {
         let spec = match &self.running_spec {
             Some(running) if self.machine.state.has_process() => running,
@@ -258,7 +280,6 @@ pub struct SupervisorConfig {
 
 struct Supervisor {
     config: SupervisorConfig,
-    instances_dir: PathBuf,
     instances: BTreeMap<String, Instance>,
     events: mpsc::UnboundedSender<Tagged>,
     changes: broadcast::Sender<StateChange>,
@@ -268,25 +289,37 @@ struct Supervisor {
 /// running (same pid and start time: ours), starts those that should run and
 /// do not, and spawns the task that owns them all.
 pub fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, Error> {
-    let instances_dir = config.data_dir.join("instances");
-    store::create_instances_dir(&instances_dir)?;
+    store::create_layout(&config.data_dir)?;
+    if let Ok(Some(user)) = resolve_run_as(&config.user) {
+        store::check_not_redis_writable(&config.data_dir, user.uid, user.gid)?;
+    }
+    for name in store::migrate_legacy(&config.data_dir)? {
+        info!(instance = %name, "moved the agent's files out of Redis's directory into control/");
+    }
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (changes, _) = broadcast::channel(1024);
     let mut supervisor = Supervisor {
         config,
-        instances_dir: instances_dir.clone(),
         instances: BTreeMap::new(),
         events: events_tx,
         changes: changes.clone(),
     };
-    for (spec, config_text) in store::load_all(&instances_dir)? {
-        let dir = instances_dir.join(&spec.name);
+    let owner = resolve_run_as(&supervisor.config.user)
+        .ok()
+        .flatten()
+        .map(|u| (u.uid, u.gid));
+    for (spec, config_text) in store::load_all(&supervisor.config.data_dir.join("control"))? {
+        let dirs = InstanceDirs::new(&supervisor.config.data_dir, &spec.name);
         let name = spec.name.clone();
-        supervisor.insert(spec, dir.clone(), &config_text);
-        if let Some(pid) = process::adoptable(&dir) {
+        supervisor.insert(spec, dirs.clone(), &config_text);
+        // Files Redis (or Sentinel's rewrite) left readable by others.
+        if let Ok(redis) = store::Dir::open(&dirs.redis) {
+            store::restrict_redis_files(&redis, owner);
+        }
+        if let Some(pid) = process::adoptable(&dirs.control) {
             info!(instance = %name, pid, "re-adopting running redis-server");
             supervisor.adopt(&name, pid, config_text);
-        } else if store::wants_running(&dir) {
+        } else if store::wants_running(&dirs.control) {
             info!(instance = %name, "not running but should be; starting it");
             supervisor.feed(&name, Event::Start, None);
         }
@@ -297,13 +330,13 @@ pub fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, Error> {
 }
 
 impl Supervisor {
-    fn insert(&mut self, spec: InstanceSpec, dir: PathBuf, config: &str) {
+    fn insert(&mut self, spec: InstanceSpec, dirs: InstanceDirs, config: &str) {
         let name = spec.name.clone();
         self.instances.insert(
             name,
             Instance {
                 spec,
-                dir,
+                dirs,
                 machine: Machine::default(),
                 running_config: None,
                 running_spec: None,
@@ -338,7 +371,7 @@ impl Supervisor {
                 port: endpoint.port,
             };
             let group = group.clone();
-            let dir = instance.dir.clone();
+            let dir = instance.dirs.control.clone();
             let name = instance.spec.name.clone();
             let watching = instance.watching.clone();
             let named_me_at = instance.named_me_at.clone();
@@ -413,6 +446,14 @@ impl Supervisor {
             Command::List { reply } => {
                 let _ = reply.send(self.instances.values().map(Instance::status).collect());
             }
+            Command::Secrets { name, reply } => {
+                let secrets = self
+                    .instances
+                    .get(&name)
+                    .map(Instance::secrets)
+                    .ok_or(Error::UnknownInstance(name));
+                let _ = reply.send(secrets);
+            }
             Command::Endpoint { name, reply } => {
                 let endpoint = self
                     .instances
@@ -425,8 +466,8 @@ impl Supervisor {
     }
 
     fn put(&mut self, spec: InstanceSpec, dry_run: bool, live: bool) -> Result<PutOutcome, Error> {
-        let dir = self.instances_dir.join(&spec.name);
-        let config = spec.render(&dir)?;
+        let dirs = InstanceDirs::new(&self.config.data_dir, &spec.name);
+        let config = spec.render(&dirs.redis)?;
         let others = self.instances.values().map(|i| {
             (
                 i.spec.name.as_str(),
@@ -460,16 +501,18 @@ impl Supervisor {
                     && i.machine.state.has_process()
                     && i.spec.same_but_seed(&spec) =>
             {
-                (i.spec.clone(), i.spec.render(&dir)?)
+                (i.spec.clone(), i.spec.render(&dirs.redis)?)
             }
             Some(i) if i.spec.mode == Mode::Sentinel && !dry_run => {
-                store::forget_sentinel_seed(&i.dir)?;
+                store::forget_sentinel_seed(&i.dirs.control)?;
                 (spec, config)
             }
             _ => (spec, config),
         };
         let changed = match current {
-            Some(i) => i.spec != spec || store::read_config(&dir).as_deref() != Some(&config),
+            Some(i) => {
+                i.spec != spec || store::read_config(&dirs.control).as_deref() != Some(&config)
+            }
             None => true,
         };
         let restart_needed = current.is_some_and(|i| {
@@ -481,10 +524,11 @@ impl Supervisor {
                 restart_needed,
             });
         }
-        store::write_instance(&dir, &spec, &config)?;
-        if let Ok(Some(user)) = resolve_run_as(&self.config.user) {
-            store::give_to(&dir, user.uid, user.gid)?;
-        }
+        let owner = resolve_run_as(&self.config.user)
+            .ok()
+            .flatten()
+            .map(|u| (u.uid, u.gid));
+        store::write_instance(&dirs, &spec, &config, owner)?;
         info!(instance = %spec.name, port = spec.port, "stored new spec and config");
         let mut restart_needed = restart_needed;
         match self.instances.get_mut(&spec.name) {
@@ -497,13 +541,13 @@ impl Supervisor {
                     // rewrote its sentinel.conf): keep that file and what
                     // it learned across its next restart.
                     if spec.mode == Mode::Sentinel {
-                        store::mark_sentinel_seeded(&i.dir, &config)?;
+                        store::mark_sentinel_seeded(&i.dirs.control, &config)?;
                     }
                 }
                 i.spec = spec;
                 i.config_digest = store::digest(&config);
             }
-            None => self.insert(spec, dir, &config),
+            None => self.insert(spec, dirs, &config),
         }
         Ok(PutOutcome {
             changed,
@@ -519,7 +563,7 @@ impl Supervisor {
             return;
         };
         let running = event == Event::Start;
-        if let Err(e) = store::set_wants_running(&instance.dir, running) {
+        if let Err(e) = store::set_wants_running(&instance.dirs.control, running) {
             let _ = reply.send(Err(e));
             return;
         }
@@ -572,12 +616,13 @@ impl Supervisor {
         let generation = instance.machine.generation;
         let token = CancellationToken::new();
         instance.process_token = token.clone();
-        let dir = instance.dir.clone();
+        let dirs = instance.dirs.clone();
+        let secrets = instance.secrets();
         let events = self.events.clone();
         let exit_name = name.to_owned();
         let exit_token = token.clone();
         tokio::spawn(async move {
-            let report = process::wait_adopted(pid, &dir).await;
+            let report = process::wait_adopted(pid, &dirs, &secrets).await;
             exit_token.cancel();
             let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
         });
@@ -586,11 +631,17 @@ impl Supervisor {
 
     /// Feeds an event to an instance's machine and carries out the actions.
     /// `generation` None means "current" (commands, not process events).
-    fn feed(&mut self, name: &str, event: Event, generation: Option<u64>) {
+    fn feed(&mut self, name: &str, mut event: Event, generation: Option<u64>) {
         let jitter = jitter();
         let Some(instance) = self.instances.get_mut(name) else {
             return;
         };
+        // Masked again with the passwords known now (a rotation may have
+        // added one since the process started).
+        if let Event::Exited(report) = &mut event {
+            let tail = std::mem::take(&mut report.log_tail);
+            report.log_tail = crate::redact::lines(tail, &instance.secrets());
+        }
         let before = instance.machine.state;
         let settings = instance.spec.supervision.settings();
         let generation = generation.unwrap_or(instance.machine.generation);
@@ -687,7 +738,7 @@ impl Supervisor {
         };
         let generation = instance.machine.generation;
         let prepared = run_as.and_then(|run_as| {
-            let config = store::read_config(&instance.dir)
+            let config = store::read_config(&instance.dirs.control)
                 .ok_or_else(|| Error::InvalidSpec("redis.conf is missing; re-run apply".into()))?;
             let args = start_args(instance, run_as)?;
             Ok((run_as, config, args))
@@ -703,30 +754,19 @@ impl Supervisor {
                 return;
             }
         };
-        if let Some(user) = run_as
-            && let Err(e) = store::give_to(&instance.dir, user.uid, user.gid)
-        {
-            self.feed(
-                name,
-                Event::SpawnFailed {
-                    error: e.to_string(),
-                },
-                Some(generation),
-            );
-            return;
-        }
-        match process::spawn(&redis_server, &instance.dir, &args, run_as) {
+        match process::spawn(&redis_server, &instance.dirs, &args, run_as) {
             Ok(child) => {
                 let pid = child.id().unwrap_or(0);
                 instance.running_config = Some(config);
                 instance.running_spec = Some(instance.spec.clone());
                 let token = CancellationToken::new();
                 instance.process_token = token.clone();
-                let dir = instance.dir.clone();
+                let dirs = instance.dirs.clone();
+                let secrets = instance.secrets();
                 let exit_name = name.to_owned();
                 let exit_token = token.clone();
                 tokio::spawn(async move {
-                    let report = process::wait(child, &dir).await;
+                    let report = process::wait(child, &dirs, &secrets).await;
                     exit_token.cancel();
                     let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
                 });
@@ -759,7 +799,7 @@ impl Supervisor {
         if spec.mode != Mode::Cluster || !(dataless || self.config.fast_failover) {
             return None;
         }
-        crate::handover::replicas_if_master(&instance.dir)
+        crate::handover::replicas_if_master(&instance.dirs.redis)
             .filter(|r| !r.is_empty())
             .map(Preparation::Cluster)
     }
@@ -777,7 +817,7 @@ impl Supervisor {
             },
             promote: dataless || self.config.fast_failover,
             dataless,
-            formed: store::was_formed(&instance.dir),
+            formed: store::was_formed(&instance.dirs.control),
         };
         let generation = instance.machine.generation;
         let password = spec.password.clone();
@@ -871,14 +911,14 @@ impl Supervisor {
 /// copy of the rendered config (Sentinel rewrites the file it runs with),
 /// made afresh only when the rendered config changed.
 fn start_args(instance: &mut Instance, run_as: Option<RunAs>) -> Result<Vec<String>, Error> {
-    let dir = &instance.dir;
-    let path = |file: &str| dir.join(file).to_string_lossy().into_owned();
+    let dirs = &instance.dirs;
+    let path = |file: &str| dirs.redis.join(file).to_string_lossy().into_owned();
     let owner = run_as.map(|u| (u.uid, u.gid));
     if instance.spec.mode == Mode::Sentinel {
-        store::copy_run_config(dir, store::SENTINEL_CONFIG_FILE, true, owner)?;
+        store::copy_run_config(dirs, store::SENTINEL_CONFIG_FILE, true, owner)?;
         return Ok(vec![path(store::SENTINEL_CONFIG_FILE), "--sentinel".into()]);
     }
-    store::copy_run_config(dir, store::RUNNING_CONFIG_FILE, false, owner)?;
+    store::copy_run_config(dirs, store::RUNNING_CONFIG_FILE, false, owner)?;
     let mut args = vec![path(store::RUNNING_CONFIG_FILE)];
     if let Some(master) = instance.replica_of.take() {
         args.extend([

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::Endpoint;
 use super::state::ExitReport;
 use crate::redis_access;
-use crate::store;
+use crate::store::{self, InstanceDirs};
 
 /// Who redis-server runs as: None keeps the agent's own user (when the agent
 /// is not root).
@@ -26,25 +26,23 @@ pub struct RunAs {
     pub gid: Gid,
 }
 
-/// The file that lets a restarted agent recognise the process it spawned:
-/// "pid start_time", start time in clock ticks since boot from /proc, so a
-/// recycled pid is never mistaken for ours.
-const IDENTITY_FILE: &str = "process";
+use store::IDENTITY_FILE;
 const LOG_TAIL_LINES: usize = 10;
 
-/// Starts redis-server with `args` (the config file first) in `dir`.
+/// Starts redis-server with `args` (the config file first) in Redis's
+/// directory; its stdout goes to the agent's.
 pub fn spawn(
     redis_server: &Path,
-    dir: &Path,
+    dirs: &InstanceDirs,
     args: &[String],
     run_as: Option<RunAs>,
 ) -> std::io::Result<Child> {
-    let out = store::open_stdout_log(dir)?;
+    let out = store::open_stdout_log(&dirs.control)?;
     let err = out.try_clone()?;
     let mut command = Command::new(redis_server);
     command
         .args(args)
-        .current_dir(dir)
+        .current_dir(&dirs.redis)
         // Nothing of the agent's environment (NOTIFY_SOCKET, WATCHDOG_*,
         // secrets) reaches Redis.
         .env_clear()
@@ -59,17 +57,34 @@ pub fn spawn(
         // std drops supplementary groups before setuid when run as root.
         command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
     }
+    private_umask(&mut command);
     let child = command.spawn()?;
     if let Some(pid) = child.id() {
-        record_identity(dir, pid);
+        record_identity(&dirs.control, pid);
     }
     Ok(child)
 }
 
-fn record_identity(dir: &Path, pid: u32) {
+/// Everything Redis creates (Sentinel's rewritten sentinel.conf, CONFIG
+/// REWRITE's running.conf, RDB and AOF files) holds the password or the
+/// data: umask 077 in the child makes it 0600 from the start.
+#[allow(unsafe_code)]
+fn private_umask(command: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only calls
+    // umask(2), which is async-signal-safe and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+            Ok(())
+        });
+    }
+}
+
+fn record_identity(control: &Path, pid: u32) {
     if let Some(start) = start_time(pid) {
-        let _ = store::write_atomic(
-            &dir.join(IDENTITY_FILE),
+        let _ = store::write_control(
+            control,
+            IDENTITY_FILE,
             format!("{pid} {start}\n").as_bytes(),
         );
     }
@@ -85,8 +100,11 @@ pub fn start_time(pid: u32) -> Option<u64> {
 
 /// The pid of the redis-server this directory's instance ran, if that very
 /// process (same pid, same start time, still redis-server) is alive.
-pub fn adoptable(dir: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(dir.join(IDENTITY_FILE)).ok()?;
+pub fn adoptable(control: &Path) -> Option<u32> {
+    let text = store::Dir::open(control)
+        .ok()?
+        .read_to_string(IDENTITY_FILE)
+        .ok()?;
     let mut f = text.split_whitespace();
     let pid: u32 = f.next()?.parse().ok()?;
     let recorded: u64 = f.next()?.parse().ok()?;
@@ -97,7 +115,7 @@ pub fn adoptable(dir: &Path) -> Option<u32> {
 
 /// Waits for our child's exit (the runtime reaps it on SIGCHLD: an event,
 /// not a poll) and describes it.
-pub async fn wait(mut child: Child, dir: &Path) -> ExitReport {
+pub async fn wait(mut child: Child, dirs: &InstanceDirs, secrets: &[String]) -> ExitReport {
     let (description, clean) = match child.wait().await {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => (format!("exited with status {code}"), code == 0),
@@ -115,14 +133,14 @@ pub async fn wait(mut child: Child, dir: &Path) -> ExitReport {
     ExitReport {
         description,
         clean,
-        log_tail: log_tail(dir),
+        log_tail: log_tail(dirs, secrets),
     }
 }
 
 /// Waits for the exit of a process that is not our child (adopted after an
 /// agent restart) through a pidfd, which becomes readable when it exits. Its
 /// exit status belongs to its real parent, so it is reported as unknown.
-pub async fn wait_adopted(pid: u32, dir: &Path) -> ExitReport {
+pub async fn wait_adopted(pid: u32, dirs: &InstanceDirs, secrets: &[String]) -> ExitReport {
     let pidfd = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -153,7 +171,7 @@ pub async fn wait_adopted(pid: u32, dir: &Path) -> ExitReport {
     ExitReport {
         description: "exited (status unknown: it was adopted after an agent restart)".into(),
         clean: false,
-        log_tail: log_tail(dir),
+        log_tail: log_tail(dirs, secrets),
     }
 }
 
@@ -166,10 +184,15 @@ fn is_alive(pid: u32) -> bool {
 }
 
 /// The last lines of the instance's logs: Redis's own, then its stdout.
-pub fn log_tail(dir: &Path) -> Vec<String> {
+/// Neither is followed through a symlink: redis.log is in Redis's directory.
+/// Passwords are masked: Redis echoes a config line it rejects.
+pub fn log_tail(dirs: &InstanceDirs, secrets: &[String]) -> Vec<String> {
     let mut lines = Vec::new();
-    for name in [store::LOG_FILE, store::STDOUT_LOG_FILE] {
-        let Ok(mut f) = std::fs::File::open(dir.join(name)) else {
+    for path in [
+        dirs.redis.join(store::LOG_FILE),
+        dirs.control.join(store::STDOUT_LOG_FILE),
+    ] {
+        let Ok(mut f) = store::open_read(&path) else {
             continue;
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -188,7 +211,7 @@ pub fn log_tail(dir: &Path) -> Vec<String> {
         lines.extend(tail.into_iter().rev());
     }
     let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
-    lines.split_off(skip)
+    crate::redact::lines(lines.split_off(skip), secrets)
 }
 
 pub fn signal_group(pid: u32, signal: Signal) {
@@ -262,7 +285,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text: String = (0..50).map(|i| format!("line {i}\n")).collect();
         std::fs::write(dir.path().join(store::LOG_FILE), text).unwrap();
-        let tail = log_tail(dir.path());
+        let tail = log_tail(
+            &InstanceDirs {
+                control: dir.path().join("control"),
+                redis: dir.path().to_owned(),
+            },
+            &[],
+        );
         assert_eq!(tail.len(), LOG_TAIL_LINES);
         assert_eq!(tail.last().map(String::as_str), Some("line 49"));
     }
