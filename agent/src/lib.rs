@@ -13,7 +13,7 @@ mod install;
 mod locks;
 pub mod logs;
 mod notify;
-mod redis_access;
+pub mod redis_access;
 mod rejoin;
 pub mod spec;
 mod store;

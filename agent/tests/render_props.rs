@@ -146,6 +146,7 @@ fn spec(
         users: Vec::new(),
         sentinel: None,
         group: None,
+        members: Default::default(),
     }
 }
 
