@@ -16,6 +16,9 @@ use crate::supervisor::Endpoint;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a cached connection may take to answer the PING that checks it
+/// before a request; past that it is replaced.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An authenticated connection to `endpoint`, with short connect timeouts.
 pub(crate) async fn connect(
@@ -188,8 +191,10 @@ impl Connections {
             && c.pid == pid
         {
             let mut conn = c.conn.clone();
-            let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
-            if pong.is_ok_and(|p| p == "PONG") {
+            let ping_cmd = redis::cmd("PING");
+            let ping = ping_cmd.query_async::<String>(&mut conn);
+            let pong = tokio::time::timeout(PING_TIMEOUT.min(self.response_timeout), ping).await;
+            if matches!(pong, Ok(Ok(p)) if p == "PONG") {
                 return Ok(conn);
             }
         }
