@@ -123,7 +123,12 @@ async fn a_restarted_redis_gets_a_fresh_connection_and_no_command_is_lost() {
     assert_ne!(second.pid(), old_pid);
     until_answers(&conns, &second).await;
     let got = conns
-        .run("r", &second.endpoint(), Some(second.pid()), &[cmd("INCR n")])
+        .run(
+            "r",
+            &second.endpoint(),
+            Some(second.pid()),
+            &[cmd("INCR n")],
+        )
         .await
         .unwrap();
     assert_eq!(got, vec![Reply::Int(1)]);
