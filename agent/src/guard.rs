@@ -321,7 +321,7 @@ fn allowed(w: &[&str], scope: &Scope<'_>) -> Result<Need, Refusal> {
             }
         }
         ("CONFIG", "SET") if redis => {
-            if n < 4 || n % 2 != 0 {
+            if n < 4 || !n.is_multiple_of(2) {
                 return Err(shape("takes parameter-value pairs"));
             }
             let mut need = Need::Nothing;
@@ -453,7 +453,9 @@ fn cluster(w: &[&str], sub: &str, scope: &Scope<'_>, command: &str) -> Result<Ne
                 .collect();
             match slots {
                 Some(s)
-                    if !s.is_empty() && s.len() % 2 == 0 && s.chunks(2).all(|p| p[0] <= p[1]) =>
+                    if !s.is_empty()
+                        && s.len().is_multiple_of(2)
+                        && s.chunks(2).all(|p| p[0] <= p[1]) =>
                 {
                     Ok(Need::Nothing)
                 }
@@ -532,7 +534,7 @@ fn sentinel(w: &[&str], sub: &str, scope: &Scope<'_>, command: &str) -> Result<N
             Ok(Need::Nothing)
         }
         "FAILOVER" | "REMOVE" | "RESET" if n == 3 => Ok(Need::Flag),
-        "SET" if n >= 5 && n % 2 == 1 => {
+        "SET" if n >= 5 && !n.is_multiple_of(2) => {
             for pair in w[3..].chunks(2) {
                 let option = pair[0].to_ascii_lowercase();
                 let Some((_, min)) = SENTINEL_SETTABLE.iter().find(|(o, _)| *o == option) else {
