@@ -29,6 +29,7 @@ impl From<Error> for Status {
             Error::InvalidSpec(_) => Status::invalid_argument(message),
             Error::Redis { .. } => Status::unavailable(message),
             Error::ShuttingDown => Status::unavailable(message),
+            Error::Precondition { .. } => Status::failed_precondition(message),
             _ => Status::internal(message),
         }
     }
@@ -122,6 +123,8 @@ impl TryFrom<pb::InstanceSpec> for InstanceSpec {
             appendonly: s.appendonly,
             rdb_snapshots: s.rdb_snapshots,
             cluster_node_timeout_ms: s.cluster_node_timeout_ms,
+            min_replicas_to_write: s.min_replicas_to_write,
+            min_replicas_max_lag_s: s.min_replicas_max_lag_s,
             password: s.password,
             supervision: s
                 .supervision
@@ -159,6 +162,7 @@ fn state_to_pb(state: State) -> pb::InstanceState {
         State::Stopping => pb::InstanceState::Stopping,
         State::Exited => pb::InstanceState::Exited,
         State::Fatal => pb::InstanceState::Fatal,
+        State::Held => pb::InstanceState::Held,
     }
 }
 
@@ -389,6 +393,21 @@ impl Agent for AgentService {
         request: Request<pb::InstanceRef>,
     ) -> Result<Response<pb::InstanceStatus>, Status> {
         let status = self.supervisor.start(request.into_inner().name).await?;
+        Ok(Response::new(status.into()))
+    }
+
+    async fn recover_instance(
+        &self,
+        request: Request<pb::RecoverInstanceRequest>,
+    ) -> Result<Response<pb::InstanceStatus>, Status> {
+        let r = request.into_inner();
+        if !r.accept_data_loss {
+            return Err(Status::failed_precondition(format!(
+                "instance {}: starting a held master empty loses the data its replicas hold; ask again with accept_data_loss",
+                r.name
+            )));
+        }
+        let status = self.supervisor.recover(r.name).await?;
         Ok(Response::new(status.into()))
     }
 

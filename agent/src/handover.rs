@@ -52,12 +52,10 @@ pub fn replicas_if_master(dir: &Path) -> Option<Vec<Replica>> {
     Some(
         lines
             .iter()
+            // A replica flagged failing (frozen, cut off) is kept: it may
+            // still hold the data set, so it must be asked again later.
             .filter(|f| f[3] == my_id && f[2].split(',').any(|flag| flag == "slave"))
-            .filter(|f| {
-                !f[2]
-                    .split(',')
-                    .any(|flag| flag == "fail" || flag == "noaddr")
-            })
+            .filter(|f| !f[2].split(',').any(|flag| flag == "noaddr"))
             .filter_map(|f| {
                 let (ip, port) = f[1].split('@').next()?.rsplit_once(':')?;
                 Some(Replica {
@@ -117,20 +115,17 @@ async fn wait_master(replica: &Replica, password: &str, within: Duration) -> boo
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoHeir {
     pub error: String,
-    /// Some replica answered: it holds data that an empty master would wipe.
-    pub reachable: bool,
 }
 
 /// Has one of `replicas` take over. Ok names the new master.
 pub async fn hand_over(replicas: &[Replica], password: &str) -> Result<String, NoHeir> {
     let mut errors = Vec::new();
-    let mut reachable = false;
     for mode in ["FORCE", "TAKEOVER"] {
         for r in replicas {
             match role(r, password).await.as_deref() {
                 // Already took over (a failover ran just before the exit).
                 Some("master") => return Ok(format!("{}:{}", r.ip, r.port)),
-                Some(_) => reachable = true,
+                Some(_) => {}
                 None => {
                     errors.push(format!("{}:{} does not answer", r.ip, r.port));
                     continue;
@@ -154,7 +149,6 @@ pub async fn hand_over(replicas: &[Replica], password: &str) -> Result<String, N
         } else {
             errors.join("; ")
         },
-        reachable,
     })
 }
 

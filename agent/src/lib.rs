@@ -59,6 +59,8 @@ pub enum Error {
     Serve(#[from] tonic::transport::Error),
     #[error("the agent is shutting down")]
     ShuttingDown,
+    #[error("instance {instance}: {message}")]
+    Precondition { instance: String, message: String },
     #[error("{0}")]
     Privileges(String),
 }

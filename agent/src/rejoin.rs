@@ -56,8 +56,6 @@ pub enum Start {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoHeir {
     pub error: String,
-    /// A replica answered: it holds data that an empty master would wipe.
-    pub reachable: bool,
 }
 
 fn endpoint(p: &Peer, password: &str) -> Endpoint {
@@ -124,11 +122,11 @@ async fn roles(peers: &[Peer], password: &str) -> Vec<Option<PeerRole>> {
     .await
 }
 
-/// The master the sentinels name, by majority of those that answer.
-async fn sentinels_master(group: &Group, password: &str) -> Option<Peer> {
+/// The master each sentinel names (None: it did not answer).
+async fn sentinels_named(group: &Group, password: &str) -> Vec<Option<Peer>> {
     let mut cmd = redis::cmd("SENTINEL");
     cmd.arg("GET-MASTER-ADDR-BY-NAME").arg(&group.master_name);
-    let answers = join_all(group.sentinels.iter().map(|s| {
+    join_all(group.sentinels.iter().map(|s| {
         let cmd = &cmd;
         async move {
             let (host, port): (String, u16) = query(s, password, cmd).await.ok()?;
@@ -138,8 +136,16 @@ async fn sentinels_master(group: &Group, password: &str) -> Option<Peer> {
             })
         }
     }))
-    .await;
-    let answers: Vec<Peer> = answers.into_iter().flatten().collect();
+    .await
+}
+
+/// The master the sentinels name, by majority of those that answer.
+async fn sentinels_master(group: &Group, password: &str) -> Option<Peer> {
+    let answers: Vec<Peer> = sentinels_named(group, password)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     answers
         .iter()
         .max_by_key(|a| answers.iter().filter(|b| b == a).count())
@@ -193,6 +199,39 @@ pub fn decide(me: Peer, peers: &[Peer], roles: &[Option<PeerRole>]) -> Decision 
     }
 }
 
+/// Whether a member that keeps no data, found no master to follow and no
+/// replica pointing at it, must still not start empty: it has been part of
+/// a formed group and some peer did not answer, so that peer may be its
+/// replica, holding the data set an empty master would have it copy.
+pub fn unsafe_to_start_empty(formed: bool, roles: &[Option<PeerRole>]) -> bool {
+    formed && roles.iter().any(Option::is_none)
+}
+
+/// The master this running member should follow instead of serving as a
+/// master itself: a majority of all the group's sentinels names another
+/// member. Sentinel reconfigures a stale master by itself only seconds
+/// after a partition heals; in the meantime it would take writes that the
+/// new master never sees.
+pub fn demotion(me: Peer, local: &PeerRole, named: &[Option<Peer>]) -> Option<Peer> {
+    if !matches!(local, PeerRole::Master { .. }) {
+        return None;
+    }
+    let majority = named.len() / 2 + 1;
+    named
+        .iter()
+        .flatten()
+        .find(|m| **m != me && named.iter().filter(|n| n.as_ref() == Some(*m)).count() >= majority)
+        .copied()
+}
+
+/// Whether a member's own role shows it is part of a formed group.
+pub fn is_formed(role: &PeerRole) -> bool {
+    match role {
+        PeerRole::Master { formed, .. } => *formed,
+        PeerRole::Replica { master, offset } => master.is_some() && *offset > 0,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Another member is the master; `repoint` still replicate this one.
@@ -212,28 +251,39 @@ async fn replicaof(p: &Peer, master: Option<&Peer>, password: &str) -> Result<()
     query::<()>(p, password, &cmd).await
 }
 
-/// Works out how `me` should start. `promote`: when it was the master, a
-/// replica takes over first (else it starts as configured and keeps its
-/// role).
-pub async fn prepare(
-    me: Peer,
-    group: &Group,
-    password: &str,
-    promote: bool,
-) -> Result<Start, NoHeir> {
+/// What the member knows of itself before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Me {
+    pub peer: Peer,
+    /// When it was the master, a replica takes over first (else it starts
+    /// as configured and keeps its role).
+    pub promote: bool,
+    /// It keeps no data on disk: it never starts as a master while a
+    /// replica may hold the data set.
+    pub dataless: bool,
+    /// It has been part of a formed group (see [`unsafe_to_start_empty`]).
+    pub formed: bool,
+}
+
+fn held(error: String) -> NoHeir {
+    NoHeir { error }
+}
+
+/// Works out how `me` should start.
+pub async fn prepare(me: Me, group: &Group, password: &str) -> Result<Start, NoHeir> {
     if !group.sentinels.is_empty()
         && let Some(master) = sentinels_master(group, password).await
     {
-        if master != me {
+        if master != me.peer {
             return Ok(Start::ReplicaOf(master));
         }
-        if !promote {
+        if !me.promote {
             return Ok(Start::AsConfigured);
         }
-        return sentinel_failover(me, group, password).await;
+        return sentinel_failover(me.peer, group, password).await;
     }
     let roles = roles(&group.peers, password).await;
-    match decide(me, &group.peers, &roles) {
+    match decide(me.peer, &group.peers, &roles) {
         Decision::Follow { master, repoint } => {
             for p in &repoint {
                 // Best effort: the controller's next apply fixes a miss.
@@ -242,24 +292,66 @@ pub async fn prepare(
             Ok(Start::ReplicaOf(master))
         }
         // Sentinels watch this group but none answered: promoting behind
-        // their back would fight them.
-        Decision::WasMaster { .. } if !promote || !group.sentinels.is_empty() => {
+        // their back would fight them; an empty master would be copied.
+        Decision::WasMaster { .. } if me.dataless && !group.sentinels.is_empty() => Err(held(
+            "replicas still follow it and no sentinel answers to fail over".into(),
+        )),
+        Decision::WasMaster { .. } if !me.promote || !group.sentinels.is_empty() => {
             Ok(Start::AsConfigured)
         }
         Decision::WasMaster { heir, others } => {
-            replicaof(&heir, None, password)
-                .await
-                .map_err(|error| NoHeir {
-                    error,
-                    reachable: true,
-                })?;
+            replicaof(&heir, None, password).await.map_err(held)?;
             for p in &others {
                 let _ = replicaof(p, Some(&heir), password).await;
             }
             Ok(Start::ReplicaOf(heir))
         }
+        Decision::Nothing if me.dataless && unsafe_to_start_empty(me.formed, &roles) => {
+            let silent: Vec<String> = group
+                .peers
+                .iter()
+                .zip(&roles)
+                .filter(|(_, r)| r.is_none())
+                .map(|(p, _)| p.to_string())
+                .collect();
+            Err(held(format!(
+                "{} does not answer and may be its replica",
+                silent.join(", ")
+            )))
+        }
         Decision::Nothing => Ok(Start::AsConfigured),
     }
+}
+
+/// What a running member's watch found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Watch {
+    pub formed: bool,
+    /// The master it was just made a replica of.
+    pub demoted_to: Option<Peer>,
+}
+
+/// One look at a running member: is it part of a formed group, and does a
+/// majority of the sentinels name another master (then it follows that
+/// one at once).
+pub async fn watch(me: Peer, group: &Group, password: &str) -> Result<Watch, String> {
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg("replication");
+    let info: String = query(&me, password, &cmd).await?;
+    let role = parse_role(&info).ok_or_else(|| format!("{me}: no role in INFO replication"))?;
+    let mut seen = Watch {
+        formed: is_formed(&role),
+        demoted_to: None,
+    };
+    if group.sentinels.is_empty() || !matches!(role, PeerRole::Master { .. }) {
+        return Ok(seen);
+    }
+    let named = sentinels_named(group, password).await;
+    if let Some(master) = demotion(me, &role, &named) {
+        replicaof(&me, Some(&master), password).await?;
+        seen.demoted_to = Some(master);
+    }
+    Ok(seen)
 }
 
 /// Asks the sentinels to fail over now (the master's process is known
@@ -286,7 +378,6 @@ async fn sentinel_failover(me: Peer, group: &Group, password: &str) -> Result<St
     if !accepted {
         return Err(NoHeir {
             error: format!("no sentinel started a failover: {}", errors.join("; ")),
-            reachable: true,
         });
     }
     let deadline = Instant::now() + SENTINEL_FAILOVER_WAIT;
@@ -303,7 +394,6 @@ async fn sentinel_failover(me: Peer, group: &Group, password: &str) -> Result<St
             "the sentinels did not name a new master within {} s",
             SENTINEL_FAILOVER_WAIT.as_secs()
         ),
-        reachable: true,
     })
 }
 
@@ -391,5 +481,74 @@ mod tests {
             }
         );
         assert_eq!(decide(p(1), &[p(2)], &[None]), Decision::Nothing);
+    }
+
+    #[test]
+    fn a_dataless_member_that_was_formed_waits_for_silent_peers() {
+        let replica = replica_of(p(1), 9);
+        // First start: nothing formed yet, peers still starting.
+        assert!(!unsafe_to_start_empty(false, &[None, None]));
+        // Formed before, and a peer is silent: it may be our replica.
+        assert!(unsafe_to_start_empty(true, &[None, replica.clone()]));
+        // Everyone answered and none follows us: nothing to wipe.
+        assert!(!unsafe_to_start_empty(true, &[replica.clone(), replica]));
+    }
+
+    #[test]
+    fn a_master_follows_the_one_a_majority_of_sentinels_names() {
+        let master = PeerRole::Master {
+            formed: true,
+            offset: 5,
+        };
+        let replica = PeerRole::Replica {
+            master: Some(p(2)),
+            offset: 5,
+        };
+        let named = |v: &[Option<u8>]| v.iter().map(|o| o.map(p)).collect::<Vec<_>>();
+        // Cut off: only the local sentinel answers, and it still names us.
+        assert_eq!(
+            demotion(p(1), &master, &named(&[Some(1), None, None])),
+            None
+        );
+        // One sentinel alone is no majority of three.
+        assert_eq!(
+            demotion(p(1), &master, &named(&[Some(2), None, None])),
+            None
+        );
+        // Healed: two of three name the promoted replica.
+        assert_eq!(
+            demotion(p(1), &master, &named(&[Some(1), Some(2), Some(2)])),
+            Some(p(2))
+        );
+        // Already a replica: nothing to do.
+        assert_eq!(
+            demotion(p(1), &replica, &named(&[Some(2), Some(2), Some(2)])),
+            None
+        );
+        // The sentinels name us: we stay.
+        assert_eq!(
+            demotion(p(1), &master, &named(&[Some(1), Some(1), None])),
+            None
+        );
+    }
+
+    #[test]
+    fn formed_means_served_or_followed() {
+        assert!(!is_formed(&PeerRole::Master {
+            formed: false,
+            offset: 0
+        }));
+        assert!(is_formed(&PeerRole::Master {
+            formed: true,
+            offset: 0
+        }));
+        assert!(is_formed(&PeerRole::Replica {
+            master: Some(p(1)),
+            offset: 3
+        }));
+        assert!(!is_formed(&PeerRole::Replica {
+            master: Some(p(1)),
+            offset: 0
+        }));
     }
 }

@@ -66,6 +66,10 @@ pub struct Members {
     pub sentinels: Vec<Peer>,
 }
 
+fn default_min_replicas_max_lag_s() -> u32 {
+    10
+}
+
 pub const MAXMEMORY_POLICIES: [&str; 8] = [
     "noeviction",
     "allkeys-lru",
@@ -92,6 +96,11 @@ pub struct InstanceSpec {
     pub appendonly: bool,
     pub rdb_snapshots: bool,
     pub cluster_node_timeout_ms: u32,
+    /// `min-replicas-to-write`; 0 (off) in specs stored before it existed.
+    #[serde(default)]
+    pub min_replicas_to_write: u32,
+    #[serde(default = "default_min_replicas_max_lag_s")]
+    pub min_replicas_max_lag_s: u32,
     pub password: String,
     #[serde(default)]
     pub supervision: SupervisionSpec,
@@ -404,6 +413,16 @@ impl InstanceSpec {
         } else {
             line("save \"\"".into());
         }
+        if self.mode != Mode::Sentinel && self.min_replicas_to_write > 0 {
+            line(format!(
+                "min-replicas-to-write {}",
+                self.min_replicas_to_write
+            ));
+            line(format!(
+                "min-replicas-max-lag {}",
+                self.min_replicas_max_lag_s
+            ));
+        }
         if self.mode == Mode::Standalone {
             // A master lists its replicas by the source address of their
             // link; Sentinel and clients must see the inventory address.
@@ -465,6 +484,8 @@ mod tests {
             appendonly: true,
             rdb_snapshots: true,
             cluster_node_timeout_ms: 5000,
+            min_replicas_to_write: 0,
+            min_replicas_max_lag_s: 10,
             password: "0123456789abcdef0123456789abcdef".into(),
             supervision: SupervisionSpec::default(),
             users: Vec::new(),

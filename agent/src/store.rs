@@ -138,6 +138,22 @@ pub fn set_wants_running(dir: &Path, running: bool) -> Result<(), Error> {
     write_atomic(&dir.join(DESIRED_FILE), text)
 }
 
+/// A replication-group member that has been part of a formed group (it had
+/// replicas, or replicated a master): if it keeps no data, a silent peer may
+/// be its replica holding the data set, so it must not start empty unasked.
+const FORMED_FILE: &str = "formed";
+
+pub fn was_formed(dir: &Path) -> bool {
+    dir.join(FORMED_FILE).exists()
+}
+
+pub fn mark_formed(dir: &Path) -> Result<(), Error> {
+    if was_formed(dir) {
+        return Ok(());
+    }
+    write_atomic(&dir.join(FORMED_FILE), b"formed\n")
+}
+
 /// Copies redis.conf to the file the process runs with. `keep_seeded`
 /// (sentinels): unless it was copied from this very redis.conf already, so
 /// what Sentinel wrote into it since (the current master after a failover,

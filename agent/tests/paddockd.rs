@@ -113,6 +113,8 @@ fn spec_at(address: &str, maxmemory: u64) -> pb::InstanceSpec {
         appendonly: false,
         rdb_snapshots: false,
         cluster_node_timeout_ms: 5000,
+        min_replicas_to_write: 0,
+        min_replicas_max_lag_s: 10,
         password: "s3cret-s3cret-s3cret-s3cret".into(),
         supervision: None,
         users: Vec::new(),

@@ -95,6 +95,7 @@ pub enum InstanceState {
     Stopping,
     Exited,
     Fatal,
+    Held,
 }
 
 impl InstanceState {
@@ -108,6 +109,7 @@ impl InstanceState {
             InstanceState::Stopping => "STOPPING",
             InstanceState::Exited => "EXITED",
             InstanceState::Fatal => "FATAL",
+            InstanceState::Held => "HELD",
         }
     }
 }
@@ -176,6 +178,8 @@ pub struct InstanceSpec {
     pub appendonly: bool,
     pub rdb_snapshots: bool,
     pub cluster_node_timeout_ms: u32,
+    pub min_replicas_to_write: u32,
+    pub min_replicas_max_lag_s: u32,
     pub password: String,
     pub supervision: Supervision,
     pub users: Vec<AclUser>,
@@ -362,6 +366,21 @@ impl AgentClient {
             .start_instance(pb::InstanceRef { name: name.into() })
             .await
             .map_err(|s| self.rpc_error(&format!("start {name}"), s))?
+            .into_inner();
+        Ok(status_from_pb(s))
+    }
+
+    /// Starts a HELD instance empty: the operator accepted the data loss.
+    pub async fn recover(&self, name: &str) -> Result<InstanceStatus, Error> {
+        let s = self
+            .inner
+            .clone()
+            .recover_instance(pb::RecoverInstanceRequest {
+                name: name.into(),
+                accept_data_loss: true,
+            })
+            .await
+            .map_err(|s| self.rpc_error(&format!("recover {name}"), s))?
             .into_inner();
         Ok(status_from_pb(s))
     }
@@ -597,6 +616,8 @@ fn spec_to_pb(s: &InstanceSpec) -> pb::InstanceSpec {
         appendonly: s.appendonly,
         rdb_snapshots: s.rdb_snapshots,
         cluster_node_timeout_ms: s.cluster_node_timeout_ms,
+        min_replicas_to_write: s.min_replicas_to_write,
+        min_replicas_max_lag_s: s.min_replicas_max_lag_s,
         password: s.password.clone(),
         supervision: Some(pb::Supervision {
             start_timeout_ms: s.supervision.start_timeout_ms,
@@ -654,6 +675,7 @@ fn state_from_pb(state: i32) -> InstanceState {
         Ok(pb::InstanceState::Stopping) => InstanceState::Stopping,
         Ok(pb::InstanceState::Exited) => InstanceState::Exited,
         Ok(pb::InstanceState::Fatal) => InstanceState::Fatal,
+        Ok(pb::InstanceState::Held) => InstanceState::Held,
         _ => InstanceState::Unknown,
     }
 }

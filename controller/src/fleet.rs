@@ -163,6 +163,8 @@ impl Deployment {
                         appendonly: inv.redis.appendonly,
                         rdb_snapshots: inv.redis.rdb_snapshots,
                         cluster_node_timeout_ms: inv.redis.cluster_node_timeout_ms,
+                        min_replicas_to_write: inv.redis.min_replicas_to_write,
+                        min_replicas_max_lag_s: inv.redis.min_replicas_max_lag_s,
                         password: password.clone(),
                         supervision: crate::client::Supervision {
                             start_timeout_ms: inv.supervision.start_timeout_ms,

@@ -14,6 +14,7 @@ pub mod form;
 pub mod lab;
 pub mod plan;
 pub mod progress;
+pub mod recover;
 pub mod rotate;
 pub mod secrets;
 pub mod sentinel;

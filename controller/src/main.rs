@@ -76,6 +76,22 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Start a HELD master empty. An agent holds down a master that keeps
+    /// no data on disk while a replica may still hold its data set, and
+    /// keeps asking the replicas to take over; when none will come back,
+    /// this starts it empty after saying what that loses.
+    ///
+    /// Example: paddock recover -i inventory.toml clusternodeA:redis-7000
+    /// Example: paddock recover -i inventory.toml clusternodeA:redis-7000 --accept-data-loss
+    Recover {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// The held instance, as HOST:INSTANCE (see `paddock status`).
+        instance: String,
+        /// Start it empty although its replicas may hold its data.
+        #[arg(long)]
+        accept_data_loss: bool,
+    },
     /// Change the Redis password with no failed request: both work until
     /// `--finish`, which clients should wait for until they switched.
     ///
@@ -353,6 +369,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Cmd::Recover {
+            inventory,
+            instance,
+            accept_data_loss,
+        } => {
+            let loss =
+                paddock_controller::recover::recover(&inventory, &instance, accept_data_loss)
+                    .await?;
+            println!("{loss}");
+            println!("{instance} started empty; `paddock apply` re-forms its shard.");
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Failover {
             inventory,

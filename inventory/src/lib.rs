@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! inventory.toml:12:1: error: unknown key `prot` in [redis]
-//!   hint: expected one of: port, maxmemory, maxmemory_policy, appendonly, rdb_snapshots, cluster_node_timeout_ms
+//!   hint: expected one of: port, maxmemory, maxmemory_policy, appendonly, rdb_snapshots, cluster_node_timeout_ms, min_replicas_to_write, min_replicas_max_lag_s
 //! ```
 //!
 //! It runs in three stages, each needing the previous one to succeed:

@@ -86,6 +86,15 @@ pub struct RedisSettings {
     pub rdb_snapshots: bool,
     /// Default 5000; 500..=600000.
     pub cluster_node_timeout_ms: u32,
+    /// A master refuses writes unless this many replicas are connected and
+    /// acknowledged within `min_replicas_max_lag_s` (Redis's
+    /// `min-replicas-to-write`). Bounds what a master cut off from its
+    /// replicas but not from its clients acknowledges and later loses.
+    /// Default 1 for replication and sentinel (0 with no replicas), 0 for
+    /// cluster; at most `replicas_per_master`.
+    pub min_replicas_to_write: u32,
+    /// Default 10 seconds; 1..=3600.
+    pub min_replicas_max_lag_s: u32,
 }
 
 /// Redis's `maxmemory-policy`.

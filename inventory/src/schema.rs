@@ -48,6 +48,8 @@ pub(crate) struct RawRedis {
     pub appendonly: Option<bool>,
     pub rdb_snapshots: Option<bool>,
     pub cluster_node_timeout_ms: Option<Spanned<i64>>,
+    pub min_replicas_to_write: Option<Spanned<i64>>,
+    pub min_replicas_max_lag_s: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +290,18 @@ pub(crate) const REDIS: TableSchema = TableSchema {
             Kind::Int,
             false,
             "for example: cluster_node_timeout_ms = 5000",
+        ),
+        field(
+            "min_replicas_to_write",
+            Kind::Int,
+            false,
+            "for example: min_replicas_to_write = 1",
+        ),
+        field(
+            "min_replicas_max_lag_s",
+            Kind::Int,
+            false,
+            "for example: min_replicas_max_lag_s = 10",
         ),
     ],
 };

@@ -46,6 +46,7 @@ pub(crate) const DEFAULT_SENTINEL_PORT: u16 = 26379;
 pub(crate) const DEFAULT_DOWN_AFTER_MS: u32 = 5000;
 pub(crate) const DEFAULT_FAILOVER_TIMEOUT_MS: u32 = 60_000;
 pub(crate) const DEFAULT_AGENT_PORT: u16 = 7443;
+pub(crate) const DEFAULT_MIN_REPLICAS_MAX_LAG_S: u32 = 10;
 
 /// Runs every semantic check, reporting into `r`. Returns the inventory
 /// only if nothing was reported.
@@ -60,7 +61,14 @@ pub(crate) fn validate(raw: &RawInventory, r: &mut Report<'_>) -> Option<Invento
     }
 
     let deployment = deployment(r, &raw.deployment, raw_hosts.len());
-    let redis = redis(r, raw.redis.as_ref());
+    let mut redis = redis(r, raw.redis.as_ref());
+    if let (Some(topology), Some(replicas), Some(redis)) = (
+        deployment.topology,
+        deployment.replicas_per_master,
+        redis.as_mut(),
+    ) {
+        min_replicas(r, raw.redis.as_ref(), topology, replicas, redis);
+    }
     let sentinel = sentinel(r, raw.sentinel.as_ref(), deployment.topology);
     let supervision = supervision(r, raw.supervision.as_ref());
     let hosts = hosts(r, raw_hosts);
@@ -405,6 +413,15 @@ fn redis(r: &mut Report<'_>, raw: Option<&Spanned<RawRedis>>) -> Option<RedisSet
         500..=600_000,
         "milliseconds a node may be unreachable before it counts as failing, e.g. 5000",
     );
+    let min_replicas_max_lag_s = opt_int(
+        r,
+        d.and_then(|d| d.min_replicas_max_lag_s.as_ref()),
+        DEFAULT_MIN_REPLICAS_MAX_LAG_S,
+        "min_replicas_max_lag_s",
+        REDIS,
+        1..=3600,
+        "seconds a replica may go without acknowledging before it stops counting for min_replicas_to_write, e.g. 10",
+    );
     Some(RedisSettings {
         port: port?,
         maxmemory_bytes: maxmemory_bytes?,
@@ -412,7 +429,54 @@ fn redis(r: &mut Report<'_>, raw: Option<&Spanned<RawRedis>>) -> Option<RedisSet
         appendonly: d.and_then(|d| d.appendonly).unwrap_or(true),
         rdb_snapshots: d.and_then(|d| d.rdb_snapshots).unwrap_or(true),
         cluster_node_timeout_ms: cluster_node_timeout_ms?,
+        // Set by `min_replicas` once the topology is known.
+        min_replicas_to_write: 0,
+        min_replicas_max_lag_s: min_replicas_max_lag_s?,
     })
+}
+
+/// `min_replicas_to_write`: by default 1 where a master has replicas and
+/// no cluster consensus bounds a cut-off master (replication, sentinel);
+/// 0 for cluster, where a master that lost its only replica would refuse
+/// every write (see the README's durability contract).
+fn min_replicas(
+    r: &mut Report<'_>,
+    raw: Option<&Spanned<RawRedis>>,
+    topology: Topology,
+    replicas: u32,
+    redis: &mut RedisSettings,
+) {
+    let value = raw.and_then(|t| t.get_ref().min_replicas_to_write.as_ref());
+    let default = match topology {
+        Topology::Cluster => 0,
+        Topology::Replication | Topology::Sentinel => replicas.min(1),
+    };
+    let Some(v) = value else {
+        redis.min_replicas_to_write = default;
+        return;
+    };
+    let Some(n) = int::<u32>(
+        r,
+        v,
+        "min_replicas_to_write",
+        REDIS,
+        0..=MAX_REPLICAS_PER_MASTER,
+        "replicas that must acknowledge before a master takes writes, e.g. 1 (0 turns it off)",
+    ) else {
+        return;
+    };
+    if n > replicas {
+        r.error(
+            v.span().start,
+            format!(
+                "min_replicas_to_write = {n}, but each master has {} (replicas_per_master): every master would refuse every write",
+                plural(replicas as usize, "replica", "replicas")
+            ),
+            format!("set min_replicas_to_write to at most {replicas}, or raise replicas_per_master"),
+        );
+        return;
+    }
+    redis.min_replicas_to_write = n;
 }
 
 #[derive(Debug, PartialEq, Eq)]

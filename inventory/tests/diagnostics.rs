@@ -82,7 +82,7 @@ prot = 7000
         ),
         r#"
 inventory.toml:5:1: error: unknown key `prot` in [redis]
-  hint: expected one of: port, maxmemory, maxmemory_policy, appendonly, rdb_snapshots, cluster_node_timeout_ms"#,
+  hint: expected one of: port, maxmemory, maxmemory_policy, appendonly, rdb_snapshots, cluster_node_timeout_ms, min_replicas_to_write, min_replicas_max_lag_s"#,
     );
 }
 
@@ -122,7 +122,7 @@ address = 1
 "#,
         r#"
 inventory.toml:5:1: error: unknown key `prot` in [redis]
-  hint: expected one of: port, maxmemory, maxmemory_policy, appendonly, rdb_snapshots, cluster_node_timeout_ms
+  hint: expected one of: port, maxmemory, maxmemory_policy, appendonly, rdb_snapshots, cluster_node_timeout_ms, min_replicas_to_write, min_replicas_max_lag_s
 inventory.toml:6:8: error: `port` in [redis] must be an integer, found a string
   hint: for example: port = 7000
 inventory.toml:7:1: error: missing required key `name` in [[hosts]]
@@ -1227,7 +1227,7 @@ topology = "cluster"
         ),
         r#"
 inventory.toml:5:1: error: unknown key `é` in [redis]
-  hint: expected one of: port, maxmemory, maxmemory_policy, appendonly, rdb_snapshots, cluster_node_timeout_ms"#,
+  hint: expected one of: port, maxmemory, maxmemory_policy, appendonly, rdb_snapshots, cluster_node_timeout_ms, min_replicas_to_write, min_replicas_max_lag_s"#,
     );
 }
 

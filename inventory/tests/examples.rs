@@ -44,6 +44,8 @@ fn vagrant_lab_example() {
                 appendonly: true,
                 rdb_snapshots: true,
                 cluster_node_timeout_ms: 5000,
+                min_replicas_to_write: 0,
+                min_replicas_max_lag_s: 10,
             },
             sentinel: None,
             supervision: Supervision::default(),
@@ -149,6 +151,8 @@ fn cluster_defaults() {
                 appendonly: true,
                 rdb_snapshots: true,
                 cluster_node_timeout_ms: 5000,
+                min_replicas_to_write: 0,
+                min_replicas_max_lag_s: 10,
             },
             sentinel: None,
             supervision: Supervision::default(),
@@ -372,4 +376,50 @@ fn supervision_defaults_and_values() {
             stop_timeout_ms: 100,
         }
     );
+}
+
+#[test]
+fn min_replicas_to_write_defaults_per_topology() {
+    let with = |topology: &str, extra: &str| {
+        ok(&format!(
+            "[deployment]\nname = \"lab\"\ntopology = \"{topology}\"\n{extra}{THREE_HOSTS}"
+        ))
+    };
+    let got = |inv: Inventory| {
+        (
+            inv.redis.min_replicas_to_write,
+            inv.redis.min_replicas_max_lag_s,
+        )
+    };
+    assert_eq!(got(with("replication", "")), (1, 10));
+    assert_eq!(got(with("sentinel", "")), (1, 10));
+    assert_eq!(got(with("cluster", "masters = 3\n")), (0, 10));
+    // A lone master has no replica to wait for.
+    assert_eq!(
+        got(with("replication", "replicas_per_master = 0\n")),
+        (0, 10)
+    );
+    assert_eq!(
+        got(with(
+            "cluster",
+            "masters = 3\n[redis]\nmin_replicas_to_write = 1\nmin_replicas_max_lag_s = 2\n"
+        )),
+        (1, 2)
+    );
+}
+
+#[test]
+fn min_replicas_to_write_above_the_replica_count_is_refused() {
+    let text = format!(
+        "[deployment]\nname = \"lab\"\ntopology = \"replication\"\n[redis]\nmin_replicas_to_write = 2\n{THREE_HOSTS}"
+    );
+    let err = parse("inventory.toml", &text).unwrap_err().to_string();
+    assert!(err.contains("inventory.toml:5:"), "{err}");
+    assert!(err.contains("min_replicas_to_write = 2"), "{err}");
+    assert!(err.contains("at most 1"), "{err}");
+    let text = format!(
+        "[deployment]\nname = \"lab\"\ntopology = \"cluster\"\nmasters = 3\n[redis]\nmin_replicas_max_lag_s = 0\n{THREE_HOSTS}"
+    );
+    let err = parse("inventory.toml", &text).unwrap_err().to_string();
+    assert!(err.contains("min_replicas_max_lag_s"), "{err}");
 }

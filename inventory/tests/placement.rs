@@ -141,6 +141,8 @@ fn inventory(
             appendonly: true,
             rdb_snapshots: true,
             cluster_node_timeout_ms: 5000,
+            min_replicas_to_write: 0,
+            min_replicas_max_lag_s: 10,
         },
         sentinel: sentinels.map(|count| SentinelSettings {
             count,

@@ -132,6 +132,65 @@ impl ClusterRouter {
     }
 }
 
+impl ClusterRouter {
+    /// SET `key` `value`, acknowledged by one replica too (WAIT 1, up to
+    /// 1 s); retried for up to 10 s through slot map changes.
+    pub async fn set_waited(&mut self, key: &str, value: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some((at, mut c)) = self.master_conn(key).await {
+                let got: Option<((), i64)> = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    redis::pipe()
+                        .cmd("SET")
+                        .arg(key)
+                        .arg(value)
+                        .cmd("WAIT")
+                        .arg(1)
+                        .arg(1000)
+                        .query_async(&mut c),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok);
+                match got {
+                    Some((_, replicas)) if replicas >= 1 => return true,
+                    Some(_) => {}
+                    None => self.forget(Some(at)).await,
+                }
+            } else {
+                self.forget(None).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// GET `key` as a number from the master serving it; None when absent,
+    /// not a number, or no master answered within 10 s.
+    pub async fn get_value(&mut self, key: &str) -> Option<u64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some((at, mut c)) = self.master_conn(key).await {
+                match bounded(
+                    redis::cmd("GET")
+                        .arg(key)
+                        .query_async::<Option<u64>>(&mut c),
+                )
+                .await
+                {
+                    Some(v) => return v,
+                    None => self.forget(Some(at)).await,
+                }
+            } else {
+                self.forget(None).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
 /// INCR, then WAIT for one replica (50 ms at most), in one round trip.
 async fn incr_wait(c: &mut MultiplexedConnection, key: &str) -> Option<(i64, i64)> {
     bounded(

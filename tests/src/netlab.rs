@@ -45,6 +45,16 @@ impl NetLab {
     /// Boxes at 10.`octet`.0.11-13, the workstation at 10.`octet`.0.1.
     /// None (after printing why) where namespaces cannot be made.
     pub fn new(tag: &str, octet: u8, node_timeout_ms: u32) -> Option<NetLab> {
+        NetLab::with_inventory(tag, octet, |ips| cluster_inventory(ips, node_timeout_ms))
+    }
+
+    /// As [`NetLab::new`], with the inventory `inventory` makes from the
+    /// boxes' addresses (deployment name "faults", agents on AGENT_PORT).
+    pub fn with_inventory(
+        tag: &str,
+        octet: u8,
+        inventory: impl FnOnce(&[IpAddr]) -> String,
+    ) -> Option<NetLab> {
         let addresses: Vec<String> = (11..=13).map(|i| format!("10.{octet}.0.{i}")).collect();
         let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
         let net = Net::new(tag, &refs, &format!("10.{octet}.0.1"))?;
@@ -53,9 +63,10 @@ impl NetLab {
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .tempdir()
             .expect("temp dir");
+        let inventory_text = inventory;
         let inventory = dir.path().join("inventory.toml");
         let ips: Vec<IpAddr> = net.boxes.iter().map(|b| b.address).collect();
-        std::fs::write(&inventory, cluster_inventory(&ips, node_timeout_ms)).unwrap();
+        std::fs::write(&inventory, inventory_text(&ips)).unwrap();
         let certs = paddock_controller::certs::certs_dir(&inventory, "faults");
         paddock_controller::certs::init(&certs, "faults").expect("CA");
         let mut lab = NetLab {

@@ -210,6 +210,29 @@ impl Net {
         let _ = up.recv();
     }
 
+    /// Gives the workstation a path of its own to box `box_index` (a veth
+    /// pair with host routes), so that taking the box's bridge link down
+    /// partitions it from the other boxes while its clients still reach it:
+    /// the split-brain case, with packets dropped silently as in a real
+    /// partition.
+    pub fn client_path(&self, box_index: usize) {
+        let (ws, b) = (&self.workstation, &self.boxes[box_index]);
+        let (ws_end, box_end) = (format!("cp{box_index}"), "cpws".to_owned());
+        ip_ok(&[
+            "-n", &ws.name, "link", "add", &ws_end, "type", "veth", "peer", "name", &box_end,
+            "netns", &b.name,
+        ]);
+        ip_ok(&["-n", &ws.name, "link", "set", &ws_end, "up"]);
+        ip_ok(&["-n", &b.name, "link", "set", &box_end, "up"]);
+        let (ws_ip, box_ip) = (ws.address.to_string(), b.address.to_string());
+        ip_ok(&[
+            "-n", &ws.name, "route", "add", &box_ip, "dev", &ws_end, "src", &ws_ip,
+        ]);
+        ip_ok(&[
+            "-n", &b.name, "route", "add", &ws_ip, "dev", &box_end, "src", &box_ip,
+        ]);
+    }
+
     /// Takes a box's link down (cut off) or up (healed).
     pub fn set_link(&self, box_index: usize, up: bool) {
         ip_ok(&[

@@ -9,11 +9,14 @@ pub mod state;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use process::RunAs;
 use state::{Action, Event, Machine};
@@ -61,6 +64,9 @@ pub struct Endpoint {
     pub password: String,
 }
 
+/// How often running replication-group members are looked at.
+const GROUP_WATCH_EVERY: Duration = Duration::from_secs(1);
+
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Command {
@@ -75,6 +81,10 @@ enum Command {
         reply: Reply<InstanceStatus>,
     },
     Stop {
+        name: String,
+        reply: Reply<InstanceStatus>,
+    },
+    Recover {
         name: String,
         reply: Reply<InstanceStatus>,
     },
@@ -168,6 +178,12 @@ impl SupervisorHandle {
         self.ask(|reply| Command::Start { name, reply }).await?
     }
 
+    /// Starts a HELD instance as it is (empty), skipping the handover: an
+    /// operator accepted losing what its replicas hold.
+    pub async fn recover(&self, name: String) -> Result<InstanceStatus, Error> {
+        self.ask(|reply| Command::Recover { name, reply }).await?
+    }
+
     /// Stops the instance and answers once its process is gone.
     pub async fn stop(&self, name: String) -> Result<InstanceStatus, Error> {
         self.ask(|reply| Command::Stop { name, reply }).await?
@@ -208,6 +224,8 @@ struct Instance {
     handed_over: bool,
     /// The next start is as a replica of this master.
     replica_of: Option<Peer>,
+    /// A group watch of this instance is under way.
+    watching: Arc<AtomicBool>,
 }
 
 impl Instance {
@@ -306,8 +324,51 @@ impl Supervisor {
                 waiters: Vec::new(),
                 handed_over: false,
                 replica_of: None,
+                watching: Arc::new(AtomicBool::new(false)),
             },
         );
+    }
+
+    /// Looks at every running replication-group member: records that it is
+    /// part of a formed group (see `store::mark_formed`), and makes a master
+    /// that a majority of the sentinels no longer names follow the one they
+    /// name. One look per member at a time.
+    fn watch_groups(&self) {
+        for instance in self.instances.values() {
+            let Some(group) = &instance.spec.group else {
+                continue;
+            };
+            if instance.machine.state != State::Running
+                || instance.watching.swap(true, Ordering::AcqRel)
+            {
+                continue;
+            }
+            let endpoint = instance.endpoint();
+            let me = Peer {
+                address: endpoint.address,
+                port: endpoint.port,
+            };
+            let group = group.clone();
+            let dir = instance.dir.clone();
+            let name = instance.spec.name.clone();
+            let watching = instance.watching.clone();
+            tokio::spawn(async move {
+                match crate::rejoin::watch(me, &group, &endpoint.password).await {
+                    Ok(seen) => {
+                        if seen.formed
+                            && let Err(e) = store::mark_formed(&dir)
+                        {
+                            warn!(instance = %name, error = %e, "cannot record that the group is formed");
+                        }
+                        if let Some(master) = seen.demoted_to {
+                            warn!(instance = %name, %master, "the sentinels name another master: now its replica");
+                        }
+                    }
+                    Err(e) => debug!(instance = %name, error = %e, "group watch"),
+                }
+                watching.store(false, Ordering::Release);
+            });
+        }
     }
 
     async fn run(
@@ -315,12 +376,16 @@ impl Supervisor {
         mut commands: mpsc::Receiver<Command>,
         mut events: mpsc::UnboundedReceiver<Tagged>,
     ) {
+        let mut watch_tick = tokio::time::interval(GROUP_WATCH_EVERY);
+        watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 Some(command) = commands.recv() => self.handle_command(command),
+                _ = watch_tick.tick() => self.watch_groups(),
                 Some(t) = events.recv() => {
-                // Whatever the handover's outcome, the next spawn is a spawn.
-                if matches!(t.event, Event::HandedOver | Event::HandoverFailed { .. })
+                // After a handover (or one that may start it anyway) the next
+                // spawn is a spawn; a held instance tries the handover again.
+                if matches!(t.event, Event::HandedOver | Event::HandoverFailed { hold: false, .. })
                     && let Some(i) = self.instances.get_mut(&t.name)
                 {
                     i.handed_over = true;
@@ -345,6 +410,7 @@ impl Supervisor {
             }
             Command::Start { name, reply } => self.request(&name, Event::Start, reply),
             Command::Stop { name, reply } => self.request(&name, Event::Stop, reply),
+            Command::Recover { name, reply } => self.recover(&name, reply),
             Command::List { reply } => {
                 let _ = reply.send(self.instances.values().map(Instance::status).collect());
             }
@@ -475,6 +541,30 @@ impl Supervisor {
         self.feed(name, event, None);
     }
 
+    fn recover(&mut self, name: &str, reply: Reply<InstanceStatus>) {
+        let Some(instance) = self.instances.get_mut(name) else {
+            let _ = reply.send(Err(Error::UnknownInstance(name.to_owned())));
+            return;
+        };
+        if instance.machine.state != State::Held {
+            let _ = reply.send(Err(Error::Precondition {
+                instance: name.to_owned(),
+                message: format!(
+                    "is {:?}, not held: nothing to recover",
+                    instance.machine.state
+                ),
+            }));
+            return;
+        }
+        warn!(
+            instance = name,
+            "operator accepted data loss: starting the held master empty"
+        );
+        // The next spawn skips the handover.
+        instance.handed_over = true;
+        self.request(name, Event::Start, reply);
+    }
+
     fn adopt(&mut self, name: &str, pid: u32, config: String) {
         let Some(instance) = self.instances.get_mut(name) else {
             return;
@@ -532,7 +622,7 @@ impl Supervisor {
                 detail: s.last_exit.clone(),
             });
             match after {
-                State::Backoff | State::Fatal => {
+                State::Backoff | State::Fatal | State::Held => {
                     warn!(instance = name, from = ?before, to = ?after, pid = s.pid, last_exit = s.last_exit.as_deref().unwrap_or(""), "state change")
                 }
                 _ if before == State::Running => {
@@ -566,6 +656,12 @@ impl Supervisor {
                 Some(Preparation::Cluster(replicas)) => self.hand_over(name, replicas),
                 Some(Preparation::Group(group)) => self.prepare_member(name, group),
                 None => self.spawn_process(name),
+            },
+            Action::Handover => match self.preparation(name) {
+                Some(Preparation::Cluster(replicas)) => self.hand_over(name, replicas),
+                Some(Preparation::Group(group)) => self.prepare_member(name, group),
+                // Nothing to hand over any more: start it.
+                None => self.feed(name, Event::HandedOver, Some(generation)),
             },
             Action::Signal(sig) => {
                 if let Some(pid) = instance.machine.pid {
@@ -680,10 +776,14 @@ impl Supervisor {
         };
         let spec = &instance.spec;
         let dataless = !spec.appendonly && !spec.rdb_snapshots;
-        let promote = dataless || self.config.fast_failover;
-        let me = Peer {
-            address: spec.address,
-            port: spec.port,
+        let me = crate::rejoin::Me {
+            peer: Peer {
+                address: spec.address,
+                port: spec.port,
+            },
+            promote: dataless || self.config.fast_failover,
+            dataless,
+            formed: store::was_formed(&instance.dir),
         };
         let generation = instance.machine.generation;
         let password = spec.password.clone();
@@ -691,7 +791,7 @@ impl Supervisor {
         let name = name.to_owned();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let tagged = match crate::rejoin::prepare(me, &group, &password, promote).await {
+            let tagged = match crate::rejoin::prepare(me, &group, &password).await {
                 Ok(crate::rejoin::Start::ReplicaOf(master)) => {
                     info!(instance = %name, %master, took_ms = started.elapsed().as_millis() as u64, "starting as a replica of the current master");
                     let mut t = Tagged::new(name, generation, Event::HandedOver);
@@ -708,7 +808,7 @@ impl Supervisor {
                         generation,
                         Event::HandoverFailed {
                             error: no_heir.error,
-                            fatal: dataless && no_heir.reachable,
+                            hold: dataless,
                         },
                     )
                 }
@@ -742,7 +842,7 @@ impl Supervisor {
                     warn!(instance = %name, error = %no_heir.error, "no replica took over");
                     Event::HandoverFailed {
                         error: no_heir.error,
-                        fatal: dataless && no_heir.reachable,
+                        hold: dataless,
                     }
                 }
             };

@@ -23,6 +23,11 @@ pub enum State {
     Stopping,
     Exited,
     Fatal,
+    /// A master that keeps no data on disk, down while a replica may still
+    /// hold its data set: starting it empty would let that replica copy the
+    /// emptiness. The handover is retried with back-off until a replica
+    /// takes over, or an operator accepts the loss (`paddock recover`).
+    Held,
 }
 
 impl State {
@@ -100,11 +105,12 @@ pub enum Event {
     StopTimedOut,
     /// A replica took over this cluster master's slots: it may start.
     HandedOver,
-    /// No replica took over. `fatal`: starting it would wipe them (it keeps
-    /// no data and a replica with data answered); otherwise it just starts.
+    /// No replica took over. `hold`: starting it would risk wiping them (it
+    /// keeps no data and a replica may hold the data set); otherwise it just
+    /// starts.
     HandoverFailed {
         error: String,
-        fatal: bool,
+        hold: bool,
     },
 }
 
@@ -126,6 +132,9 @@ pub enum Action {
     StopTimeoutAfter(Duration),
     /// The state settled: answer whoever waits on a start or stop.
     Settled,
+    /// Try the handover again (HELD); its outcome comes back as
+    /// [`Event::HandedOver`] or [`Event::HandoverFailed`].
+    Handover,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +153,8 @@ pub struct Machine {
     /// Why the instance is FATAL.
     pub fatal_reason: Option<String>,
     start_timed_out: bool,
+    /// Handovers tried in a row while HELD (sets the retry back-off).
+    pub hold_attempts: u32,
 }
 
 impl Default for Machine {
@@ -158,6 +169,7 @@ impl Default for Machine {
             last_exit: None,
             fatal_reason: None,
             start_timed_out: false,
+            hold_attempts: 0,
         }
     }
 }
@@ -185,9 +197,10 @@ impl Machine {
         use State::*;
         let current = generation == self.generation;
         match (self.state, event) {
-            (Stopped | Exited | Fatal | Backoff, Event::Start) => {
+            (Stopped | Exited | Fatal | Backoff | Held, Event::Start) => {
                 self.failures = 0;
                 self.fatal_reason = None;
+                self.hold_attempts = 0;
                 vec![self.spawn()]
             }
             (Stopped | Exited | Fatal, Event::Adopted { pid }) => {
@@ -201,14 +214,23 @@ impl Machine {
                 self.started_at = Some(now);
                 vec![]
             }
-            (Starting, Event::HandedOver) if current => vec![self.spawn()],
-            (Starting, Event::HandoverFailed { fatal: false, .. }) if current => vec![self.spawn()],
-            (Starting, Event::HandoverFailed { error, .. }) if current => {
-                self.state = Fatal;
+            (Starting | Held, Event::HandedOver) if current => {
+                self.hold_attempts = 0;
+                self.fatal_reason = None;
+                vec![self.spawn()]
+            }
+            (Starting | Held, Event::HandoverFailed { hold: false, .. }) if current => {
+                vec![self.spawn()]
+            }
+            (Starting | Held, Event::HandoverFailed { error, .. }) if current => {
+                self.state = Held;
+                self.hold_attempts += 1;
+                let delay = hold_retry_delay(self.hold_attempts);
                 self.fatal_reason = Some(format!(
-                    "not restarted: it is a master that keeps no data on disk, and restarting it before a replica takes over would empty its replicas ({error}); promote a replica, then start it"
+                    "held: a master that keeps no data on disk is not started empty while a replica may still hold its data ({error}); retrying the handover every {} ms until a replica takes over; `paddock recover --accept-data-loss` starts it empty",
+                    delay.as_millis()
                 ));
-                vec![Action::Settled]
+                vec![Action::RetryAfter(delay), Action::Settled]
             }
             (Starting, Event::SpawnFailed { error }) if current => {
                 self.state = Fatal;
@@ -227,6 +249,11 @@ impl Machine {
                 self.exited(report, now, settings, jitter)
             }
             (Backoff, Event::RetryDue) if current => vec![self.spawn()],
+            // It stays HELD while the handover is tried again.
+            (Held, Event::RetryDue) if current => {
+                self.generation += 1;
+                vec![Action::Handover]
+            }
             (Starting, Event::Stop) if self.pid.is_none() => {
                 // Nothing spawned yet (a handover in progress): invalidate it.
                 self.generation += 1;
@@ -240,7 +267,7 @@ impl Machine {
                     Action::StopTimeoutAfter(settings.stop_timeout),
                 ]
             }
-            (Backoff, Event::Stop) => {
+            (Backoff | Held, Event::Stop) => {
                 // Invalidates the pending RetryDue.
                 self.generation += 1;
                 self.state = Stopped;
@@ -309,6 +336,14 @@ impl Machine {
         self.state = State::Backoff;
         vec![Action::RetryAfter(delay), Action::Settled]
     }
+}
+
+/// Delay before handover try number `attempts` (1-based) of a HELD
+/// instance: soon at first (a frozen replica often thaws within seconds),
+/// then every 2 s, so the shard serves again soon after a replica answers.
+pub fn hold_retry_delay(attempts: u32) -> Duration {
+    let exp = attempts.saturating_sub(1).min(4);
+    Duration::from_millis(250u64 << exp).min(Duration::from_secs(2))
 }
 
 /// Delay before restart number `failures` (1-based) of a row of failures. The
@@ -549,33 +584,88 @@ mod tests {
     fn a_handover_starts_it_unless_that_would_wipe_replicas() {
         let s = settings();
         let t0 = Instant::now();
-        for (fatal, want) in [(false, Starting), (true, Fatal)] {
-            let mut m = Machine::default();
-            assert_eq!(m.next(Event::Start, 0, t0, &s, 0.0), vec![Spawn]);
-            let g = m.generation;
-            let event = Event::HandoverFailed {
-                error: "127.0.1.2:7001 does not answer".into(),
-                fatal,
-            };
-            let actions = m.next(event, g, t0, &s, 0.0);
-            assert_eq!(m.state, want);
-            if fatal {
-                assert_eq!(actions, vec![Settled]);
-                assert!(
-                    m.fatal_reason
-                        .as_deref()
-                        .unwrap()
-                        .contains("does not answer")
-                );
-            } else {
-                assert_eq!(actions, vec![Spawn]);
-            }
-        }
+        let failed = |hold| Event::HandoverFailed {
+            error: "127.0.1.2:7001 does not answer".into(),
+            hold,
+        };
+        let mut m = Machine::default();
+        assert_eq!(m.next(Event::Start, 0, t0, &s, 0.0), vec![Spawn]);
+        let g = m.generation;
+        assert_eq!(m.next(failed(false), g, t0, &s, 0.0), vec![Spawn]);
+        assert_eq!(m.state, Starting);
+
         let mut m = Machine::default();
         m.next(Event::Start, 0, t0, &s, 0.0);
         let g = m.generation;
         assert_eq!(m.next(Event::HandedOver, g, t0, &s, 0.0), vec![Spawn]);
         assert_eq!(m.generation, g + 1);
+    }
+
+    #[test]
+    fn a_dataless_master_is_held_and_retried_until_a_replica_takes_over() {
+        let s = settings();
+        let t0 = Instant::now();
+        let failed = || Event::HandoverFailed {
+            error: "127.0.1.2:7001 does not answer".into(),
+            hold: true,
+        };
+        let mut m = Machine::default();
+        m.next(Event::Start, 0, t0, &s, 0.0);
+        // Each failed handover holds it and schedules the next try, later
+        // each time up to 2 s; it never gives up and never starts empty.
+        let mut delays = Vec::new();
+        for _ in 0..7 {
+            let g = m.generation;
+            let actions = m.next(failed(), g, t0, &s, 0.0);
+            assert_eq!(m.state, Held);
+            assert_eq!(m.pid, None);
+            let [RetryAfter(d), Settled] = actions[..] else {
+                panic!("{actions:?}")
+            };
+            delays.push(d.as_millis());
+            assert!(
+                m.fatal_reason
+                    .as_deref()
+                    .unwrap()
+                    .contains("does not answer")
+            );
+            assert_eq!(m.next(Event::RetryDue, g, t0, &s, 0.0), vec![Spawn]);
+            assert_eq!(m.state, Starting);
+        }
+        assert_eq!(delays, vec![250, 500, 1000, 2000, 2000, 2000, 2000]);
+        // A replica answers and takes over: it starts, and the next hold
+        // starts its back-off afresh.
+        let g = m.generation;
+        assert_eq!(m.next(Event::HandedOver, g, t0, &s, 0.0), vec![Spawn]);
+        assert_eq!(m.hold_attempts, 0);
+        assert_eq!(m.fatal_reason, None);
+
+        // Stopped while held: the pending retry is stale.
+        let mut m = Machine::default();
+        m.next(Event::Start, 0, t0, &s, 0.0);
+        let g = m.generation;
+        m.next(failed(), g, t0, &s, 0.0);
+        assert_eq!(m.next(Event::Stop, 0, t0, &s, 0.0), vec![Settled]);
+        assert_eq!(m.state, Stopped);
+        assert_eq!(m.next(Event::RetryDue, g, t0, &s, 0.0), vec![]);
+        // Stopped while a handover try runs: its outcome is stale.
+        let mut m = Machine::default();
+        m.next(Event::Start, 0, t0, &s, 0.0);
+        let g = m.generation;
+        m.next(failed(), g, t0, &s, 0.0);
+        m.next(Event::RetryDue, g, t0, &s, 0.0);
+        let trying = m.generation;
+        m.next(Event::Stop, 0, t0, &s, 0.0);
+        assert_eq!(m.next(Event::HandedOver, trying, t0, &s, 0.0), vec![]);
+        assert_eq!(m.state, Stopped);
+        // An operator's start from HELD tries the handover again at once.
+        let mut m = Machine::default();
+        m.next(Event::Start, 0, t0, &s, 0.0);
+        let g = m.generation;
+        m.next(failed(), g, t0, &s, 0.0);
+        assert_eq!(m.next(Event::Start, 0, t0, &s, 0.0), vec![Spawn]);
+        assert_eq!(m.state, Starting);
+        assert!(!State::Held.has_process());
     }
 
     #[test]

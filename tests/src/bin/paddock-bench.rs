@@ -488,6 +488,8 @@ async fn agent_bench(rounds: usize) -> String {
             appendonly: false,
             rdb_snapshots: false,
             cluster_node_timeout_ms: 5000,
+            min_replicas_to_write: 0,
+            min_replicas_max_lag_s: 10,
             password: password.clone(),
             supervision: paddock_controller::client::Supervision {
                 start_timeout_ms: 60_000,
