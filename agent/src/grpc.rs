@@ -13,6 +13,10 @@ use crate::redis_access::{Connections, Reply};
 use crate::spec::{Group, InstanceSpec, Members, Mode, Peer, SentinelSpec};
 use crate::supervisor::{InstanceStatus, State, StateChange, SupervisorHandle};
 
+/// Commands in one RedisCommand: formation sends a few per node; this
+/// bounds what one request can make the agent buffer in replies.
+const MAX_PIPELINE: usize = 256;
+
 pub struct AgentService {
     pub supervisor: SupervisorHandle,
     pub connections: Connections,
@@ -224,21 +228,34 @@ impl AgentService {
     }
 }
 
-fn lock_response(o: crate::locks::Outcome) -> pb::LockResponse {
-    match o {
-        crate::locks::Outcome::Granted => pb::LockResponse {
-            granted: true,
+fn held_to_pb(granted: bool, h: Option<crate::locks::HeldBy>) -> pb::LockResponse {
+    let Some(h) = h else {
+        return pb::LockResponse {
+            granted,
             ..Default::default()
-        },
-        crate::locks::Outcome::Held {
-            holder,
-            since_unix_ms,
-        } => pb::LockResponse {
-            granted: false,
-            holder,
-            since_unix_ms,
-        },
+        };
+    };
+    pb::LockResponse {
+        granted,
+        holder: h.holder,
+        since_unix_ms: h.since_unix_ms,
+        machine_id: h.machine_id,
+        pid_namespace: h.pid_namespace,
+        pid: h.pid,
     }
+}
+
+/// The lease request, checked (bounded strings) at the edge.
+fn lease_request(r: pb::LockRequest) -> Result<(String, crate::locks::Owner), Status> {
+    let owner = crate::locks::Owner {
+        token: r.token,
+        holder: r.holder,
+        machine_id: r.machine_id,
+        pid_namespace: r.pid_namespace,
+        pid: r.pid,
+    };
+    crate::locks::check_request(&r.deployment, &owner).map_err(Status::invalid_argument)?;
+    Ok((r.deployment, owner))
 }
 
 type RpcStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -261,18 +278,21 @@ impl Agent for AgentService {
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
         let r = request.into_inner();
-        if r.holder.is_empty() || r.deployment.is_empty() {
-            return Err(Status::invalid_argument(
-                "deployment and holder are required",
-            ));
-        }
-        let ttl = std::time::Duration::from_millis(u64::from(r.ttl_ms.clamp(1_000, 3_600_000)));
-        Ok(Response::new(lock_response(self.locks.lock(
-            &r.deployment,
-            &r.holder,
-            ttl,
-            std::time::Instant::now(),
-        ))))
+        let ttl = std::time::Duration::from_millis(u64::from(r.ttl_ms));
+        let (deployment, owner) = lease_request(r)?;
+        let outcome = self
+            .locks
+            .lock(&deployment, owner, ttl, std::time::Instant::now());
+        Ok(Response::new(match outcome {
+            crate::locks::Outcome::Granted => held_to_pb(true, None),
+            crate::locks::Outcome::Held(h) => held_to_pb(false, Some(h)),
+            crate::locks::Outcome::Full => {
+                return Err(Status::resource_exhausted(format!(
+                    "this agent holds {} leases already; wait for them to expire",
+                    crate::locks::MAX_LEASES
+                )));
+            }
+        }))
     }
 
     async fn unlock(
@@ -280,9 +300,15 @@ impl Agent for AgentService {
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
         let r = request.into_inner();
-        Ok(Response::new(lock_response(
-            self.locks.unlock(&r.deployment, &r.holder),
-        )))
+        let force = r.force;
+        let (deployment, owner) = lease_request(r)?;
+        let released =
+            self.locks
+                .unlock(&deployment, &owner.token, force, std::time::Instant::now());
+        Ok(Response::new(match released {
+            Ok(broken) => held_to_pb(true, broken),
+            Err(held) => held_to_pb(false, Some(held)),
+        }))
     }
 
     type TailLogStream = RpcStream<pb::LogLines>;
@@ -381,6 +407,12 @@ impl Agent for AgentService {
             .spec
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
         let spec = InstanceSpec::try_from(spec)?;
+        if !crate::spec::is_local_address(spec.address) {
+            return Err(Status::invalid_argument(format!(
+                "instance {:?}: field address: {} is not an address of this machine; the inventory must give each host its own address",
+                spec.name, spec.address
+            )));
+        }
         let outcome = self.supervisor.put(spec, req.dry_run, req.live).await?;
         Ok(Response::new(pb::PutInstanceResponse {
             changed: outcome.changed,
@@ -434,8 +466,11 @@ impl Agent for AgentService {
         request: Request<pb::RedisCommandRequest>,
     ) -> Result<Response<pb::RedisCommandResponse>, Status> {
         let req = request.into_inner();
-        if req.commands.is_empty() {
-            return Err(Status::invalid_argument("at least one command is required"));
+        if req.commands.is_empty() || req.commands.len() > MAX_PIPELINE {
+            return Err(Status::invalid_argument(format!(
+                "a pipeline has 1 to {MAX_PIPELINE} commands, not {}; split it",
+                req.commands.len()
+            )));
         }
         let commands: Vec<Vec<Vec<u8>>> = req.commands.into_iter().map(|c| c.args).collect();
         if commands.iter().any(Vec::is_empty) {

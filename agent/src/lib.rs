@@ -4,6 +4,7 @@
 //! `main.rs` only parses flags, sets up logging and signals, then calls
 //! [`run`]; tests call the same function in-process.
 
+mod accept;
 pub mod config;
 pub mod facts;
 mod grpc;
@@ -29,8 +30,11 @@ use tracing::info;
 
 pub use config::AgentConfig;
 
-/// Largest gRPC message either way: a big CLUSTER NODES or pipeline fits.
-const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Largest request: the biggest spec or pipeline the controller sends is
+/// far smaller, and tonic buffers a whole message before decoding it.
+const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// Largest reply: a big CLUSTER NODES or pipeline reply fits.
+const MAX_REPLY_BYTES: usize = 16 << 20;
 
 /// The agent's one error type. Variants carry what the operator needs to act.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +110,7 @@ pub async fn run(
         data_dir: config.data_dir.clone(),
         user: config.user.clone(),
         fast_failover: config.fast_failover,
+        listen: config.listen,
     })?;
     let instances_dir = config.data_dir.join("instances");
     let rotation = logs::Rotation {
@@ -146,25 +151,31 @@ pub async fn run(
         shutdown.await;
         stopping.notify("STOPPING=1");
     };
-    let builder = server_builder(&config)?;
-    if config.tls.is_none() {
+    let acceptor = config.tls.as_ref().map(accept::tls_acceptor).transpose()?;
+    if acceptor.is_none() {
         tracing::warn!(
             "serving PLAINTEXT gRPC (insecure_plaintext = true): anyone who reaches this port can run Redis commands"
         );
     }
-    let served = builder
-        .timeout(Duration::from_secs(300))
-        .concurrency_limit_per_connection(256)
-        .add_service(
-            AgentServer::new(service)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await;
+    let router = server_builder().add_service(
+        AgentServer::new(service)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_REPLY_BYTES),
+    );
+    // The handshake (TLS, its deadline, the cap on unfinished ones) is done
+    // by `accept`, so tonic gets connections that are already authenticated.
+    let served = match acceptor {
+        Some(acceptor) => {
+            router
+                .serve_with_incoming_shutdown(accept::tls_incoming(listener, acceptor), shutdown)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(accept::plain_incoming(listener), shutdown)
+                .await
+        }
+    };
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -174,43 +185,17 @@ pub async fn run(
     Ok(())
 }
 
-/// The transport is configured here and only here: mutual TLS (clients must
-/// present a certificate chaining to the CA) unless plaintext was asked for.
-fn server_builder(config: &AgentConfig) -> Result<tonic::transport::Server, Error> {
-    let builder = tonic::transport::Server::builder();
-    let Some(tls) = &config.tls else {
-        return Ok(builder);
-    };
-    let read = |p: &std::path::Path, what: &str| {
-        let pem = std::fs::read(p).map_err(|source| Error::Io {
-            path: p.to_owned(),
-            source,
-        })?;
-        if !String::from_utf8_lossy(&pem).contains(what) {
-            return Err(Error::Config {
-                path: p.to_owned(),
-                message: format!(
-                    "no PEM block \"{what}\" in it; `paddock certs issue` writes the agent's files"
-                ),
-            });
-        }
-        Ok(pem)
-    };
-    let identity = tonic::transport::Identity::from_pem(
-        read(&tls.cert, "BEGIN CERTIFICATE")?,
-        read(&tls.key, "PRIVATE KEY")?,
-    );
-    let ca = tonic::transport::Certificate::from_pem(read(&tls.ca, "BEGIN CERTIFICATE")?);
-    builder
-        .tls_config(
-            tonic::transport::ServerTlsConfig::new()
-                .identity(identity)
-                .client_ca_root(ca),
-        )
-        .map_err(|e| Error::Config {
-            path: tls.cert.clone(),
-            message: format!("unusable TLS certificate or key: {e}"),
-        })
+/// HTTP/2 limits of every connection. TLS is set up in `accept`.
+fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(300))
+        .concurrency_limit_per_connection(256)
+        .max_concurrent_streams(256)
+        // A peer that stops answering pings is dropped, so dead clients of
+        // long streams (`events`, `logs -f`) do not hold descriptors.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_max_header_list_size(64 << 10)
 }
 
 /// What `paddockd check-config` checks, without starting anything: the
@@ -220,7 +205,7 @@ fn server_builder(config: &AgentConfig) -> Result<tonic::transport::Server, Erro
 /// yet); Err is what stops the agent from starting.
 pub fn check_config(config: &AgentConfig) -> Result<Vec<String>, Error> {
     let mut notes = vec![format!("listen {}", config.listen)];
-    server_builder(config)?;
+    config.tls.as_ref().map(accept::tls_acceptor).transpose()?;
     notes.push(match &config.tls {
         Some(tls) => format!(
             "mutual TLS: cert {}, key {}, client CA {}",

@@ -1,16 +1,53 @@
 //! Deployment leases: a controller takes one on every agent before it
 //! changes anything, so a second controller gets "locked by ... since ..."
-//! instead of interleaving. Leases expire, so a controller that died does
-//! not lock a deployment forever.
+//! instead of interleaving. A lease is identified by a random token; it
+//! expires unless its holder renews it, and expired leases are purged, so
+//! neither a dead controller nor a flood of requests keeps memory.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Leases kept at once (all deployments); past it, new ones are refused.
+pub const MAX_LEASES: usize = 1024;
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+pub const MAX_TTL: Duration = Duration::from_secs(600);
+
+/// Who holds a lease, as its holder described itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub token: String,
+    pub holder: String,
+    pub machine_id: String,
+    pub pid_namespace: u64,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBy {
+    pub holder: String,
+    pub machine_id: String,
+    pub pid_namespace: u64,
+    pub pid: u32,
+    pub since_unix_ms: i64,
+}
+
 struct Lease {
-    holder: String,
+    owner: Owner,
     since_unix_ms: i64,
     expires: Instant,
+}
+
+impl Lease {
+    fn held_by(&self) -> HeldBy {
+        HeldBy {
+            holder: self.owner.holder.clone(),
+            machine_id: self.owner.machine_id.clone(),
+            pid_namespace: self.owner.pid_namespace,
+            pid: self.owner.pid,
+            since_unix_ms: self.since_unix_ms,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -21,7 +58,9 @@ pub struct Locks {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Granted,
-    Held { holder: String, since_unix_ms: i64 },
+    Held(HeldBy),
+    /// Too many leases (of other deployments) are held.
+    Full,
 }
 
 fn now_ms() -> i64 {
@@ -31,27 +70,46 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Checks the strings of a lease request: what is wrong, naming the field.
+pub fn check_request(deployment: &str, owner: &Owner) -> Result<(), String> {
+    if !crate::spec::valid_name(deployment) {
+        return Err("deployment: use 1-63 of a-z, 0-9 and '-'".into());
+    }
+    let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if owner.holder.is_empty() || owner.holder.len() > 128 || !printable(&owner.holder) {
+        return Err("holder: 1-128 printable ASCII characters".into());
+    }
+    if !(16..=64).contains(&owner.token.len())
+        || !owner.token.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err("token: 16-64 hex digits".into());
+    }
+    if owner.machine_id.len() > 64 || !owner.machine_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err("machine_id: at most 64 letters and digits".into());
+    }
+    Ok(())
+}
+
 impl Locks {
-    /// Grants (or renews, for the same holder) the lease on `deployment`.
-    pub fn lock(&self, deployment: &str, holder: &str, ttl: Duration, now: Instant) -> Outcome {
+    fn purge(leases: &mut HashMap<String, Lease>, now: Instant) {
+        leases.retain(|_, l| l.expires > now);
+    }
+
+    /// Grants (or renews, for the same token) the lease on `deployment`.
+    pub fn lock(&self, deployment: &str, owner: Owner, ttl: Duration, now: Instant) -> Outcome {
+        let ttl = ttl.clamp(MIN_TTL, MAX_TTL);
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = leases.get(deployment)
-            && l.expires > now
-            && l.holder != holder
-        {
-            return Outcome::Held {
-                holder: l.holder.clone(),
-                since_unix_ms: l.since_unix_ms,
-            };
-        }
+        Self::purge(&mut leases, now);
         let since = match leases.get(deployment) {
-            Some(l) if l.holder == holder && l.expires > now => l.since_unix_ms,
-            _ => now_ms(),
+            Some(l) if l.owner.token != owner.token => return Outcome::Held(l.held_by()),
+            Some(l) => l.since_unix_ms,
+            None if leases.len() >= MAX_LEASES => return Outcome::Full,
+            None => now_ms(),
         };
         leases.insert(
             deployment.to_owned(),
             Lease {
-                holder: holder.to_owned(),
+                owner,
                 since_unix_ms: since,
                 expires: now + ttl,
             },
@@ -59,19 +117,29 @@ impl Locks {
         Outcome::Granted
     }
 
-    /// Releases the lease if `holder` has it.
-    pub fn unlock(&self, deployment: &str, holder: &str) -> Outcome {
+    /// Releases the lease if `token` has it, or whoever has it with
+    /// `force`. Ok: the lease that was released, if any; Err: who holds it.
+    pub fn unlock(
+        &self,
+        deployment: &str,
+        token: &str,
+        force: bool,
+        now: Instant,
+    ) -> Result<Option<HeldBy>, HeldBy> {
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        Self::purge(&mut leases, now);
         match leases.get(deployment) {
-            Some(l) if l.holder != holder && l.expires > Instant::now() => Outcome::Held {
-                holder: l.holder.clone(),
-                since_unix_ms: l.since_unix_ms,
-            },
-            _ => {
-                leases.remove(deployment);
-                Outcome::Granted
+            None => Ok(None),
+            Some(l) if force || l.owner.token == token => {
+                Ok(leases.remove(deployment).map(|l| l.held_by()))
             }
+            Some(l) => Err(l.held_by()),
         }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.leases.lock().unwrap().len()
     }
 }
 
@@ -79,31 +147,111 @@ impl Locks {
 mod tests {
     use super::*;
 
+    fn owner(token: &str) -> Owner {
+        Owner {
+            token: token.repeat(16),
+            holder: format!("{token}@ws pid 1"),
+            machine_id: "m1".into(),
+            pid_namespace: 4026531836,
+            pid: 1,
+        }
+    }
+
     #[test]
     fn a_second_holder_is_refused_until_release_or_expiry() {
         let locks = Locks::default();
         let t0 = Instant::now();
-        let ttl = Duration::from_secs(60);
-        assert_eq!(locks.lock("lab", "a", ttl, t0), Outcome::Granted);
-        assert_eq!(locks.lock("lab", "a", ttl, t0), Outcome::Granted, "renewal");
+        let ttl = Duration::from_secs(30);
+        assert_eq!(locks.lock("lab", owner("a"), ttl, t0), Outcome::Granted);
+        assert_eq!(
+            locks.lock("lab", owner("a"), ttl, t0 + Duration::from_secs(20)),
+            Outcome::Granted,
+            "renewal"
+        );
         assert!(
-            matches!(locks.lock("lab", "b", ttl, t0), Outcome::Held { holder, .. } if holder == "a")
+            matches!(locks.lock("lab", owner("b"), ttl, t0 + Duration::from_secs(40)), Outcome::Held(h) if h.holder == "a@ws pid 1"),
+            "renewed at 20 s, so still held at 40 s"
         );
         assert_eq!(
-            locks.lock("other", "b", ttl, t0),
+            locks.lock("other", owner("b"), ttl, t0),
             Outcome::Granted,
             "per deployment"
         );
         assert!(
-            matches!(locks.unlock("lab", "b"), Outcome::Held { .. }),
+            locks.unlock("lab", &owner("b").token, false, t0).is_err(),
             "only the holder releases"
         );
-        assert_eq!(locks.unlock("lab", "a"), Outcome::Granted);
-        assert_eq!(locks.lock("lab", "b", ttl, t0), Outcome::Granted);
+        assert!(matches!(
+            locks.unlock("lab", &owner("a").token, false, t0),
+            Ok(Some(_))
+        ));
+        assert_eq!(locks.lock("lab", owner("b"), ttl, t0), Outcome::Granted);
         assert_eq!(
-            locks.lock("lab", "c", ttl, t0 + ttl + Duration::from_secs(1)),
+            locks.lock("lab", owner("c"), ttl, t0 + ttl + Duration::from_secs(1)),
             Outcome::Granted,
             "expired"
         );
+    }
+
+    #[test]
+    fn force_breaks_any_lease_and_says_whose() {
+        let locks = Locks::default();
+        let t0 = Instant::now();
+        locks.lock("lab", owner("a"), Duration::from_secs(30), t0);
+        let broken = locks.unlock("lab", &owner("b").token, true, t0).unwrap();
+        assert_eq!(broken.unwrap().holder, "a@ws pid 1");
+        assert_eq!(locks.unlock("lab", &owner("b").token, true, t0), Ok(None));
+    }
+
+    #[test]
+    fn expired_leases_are_purged_and_the_table_is_bounded() {
+        let locks = Locks::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_LEASES {
+            let name = format!("d{i}");
+            assert_eq!(
+                locks.lock(&name, owner("a"), Duration::from_secs(5), t0),
+                Outcome::Granted
+            );
+        }
+        assert_eq!(
+            locks.lock("one-more", owner("a"), Duration::from_secs(5), t0),
+            Outcome::Full
+        );
+        let later = t0 + Duration::from_secs(6);
+        assert_eq!(
+            locks.lock("one-more", owner("a"), Duration::from_secs(5), later),
+            Outcome::Granted
+        );
+        assert_eq!(locks.len(), 1, "the expired ones are gone");
+    }
+
+    #[test]
+    fn requests_are_checked_and_bounded() {
+        let ok = owner("a");
+        assert_eq!(check_request("lab", &ok), Ok(()));
+        let with = |f: &dyn Fn(&mut Owner)| {
+            let mut o = owner("a");
+            f(&mut o);
+            o
+        };
+        let table: Vec<(&str, Owner, &str)> = vec![
+            ("", ok.clone(), "deployment"),
+            ("Lab/../x", ok.clone(), "deployment"),
+            ("x", with(&|o| o.holder = String::new()), "holder"),
+            ("lab", with(&|o| o.holder = "h".repeat(129)), "holder"),
+            ("lab", with(&|o| o.holder = "a\nb".into()), "holder"),
+            ("lab", with(&|o| o.token = "abc".into()), "token"),
+            ("lab", with(&|o| o.token = "z".repeat(16)), "token"),
+            (
+                "lab",
+                with(&|o| o.machine_id = "m".repeat(65)),
+                "machine_id",
+            ),
+        ];
+        for (deployment, o, field) in table {
+            let why = check_request(deployment, &o).unwrap_err();
+            assert!(why.starts_with(field), "{deployment:?} {o:?}: {why}");
+        }
     }
 }

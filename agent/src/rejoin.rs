@@ -139,6 +139,33 @@ async fn sentinels_named(group: &Group, password: &str) -> Vec<Option<Peer>> {
     .await
 }
 
+/// The master each sentinel names and its config epoch (SENTINEL MASTER),
+/// None where a sentinel did not answer.
+async fn sentinels_views(group: &Group, password: &str) -> Vec<Option<(Peer, u64)>> {
+    let mut cmd = redis::cmd("SENTINEL");
+    cmd.arg("MASTER").arg(&group.master_name);
+    join_all(group.sentinels.iter().map(|s| {
+        let cmd = &cmd;
+        async move {
+            let fields: Vec<String> = query(s, password, cmd).await.ok()?;
+            let get = |k: &str| {
+                fields
+                    .chunks(2)
+                    .find(|kv| kv.len() == 2 && kv[0] == k)
+                    .map(|kv| kv[1].as_str())
+            };
+            Some((
+                Peer {
+                    address: get("ip")?.parse().ok()?,
+                    port: get("port")?.parse().ok()?,
+                },
+                get("config-epoch")?.parse().ok()?,
+            ))
+        }
+    }))
+    .await
+}
+
 /// The master the sentinels name, by majority of those that answer.
 async fn sentinels_master(group: &Group, password: &str) -> Option<Peer> {
     let answers: Vec<Peer> = sentinels_named(group, password)
@@ -207,21 +234,43 @@ pub fn unsafe_to_start_empty(formed: bool, roles: &[Option<PeerRole>]) -> bool {
     formed && roles.iter().any(Option::is_none)
 }
 
-/// The master this running member should follow instead of serving as a
-/// master itself: a majority of all the group's sentinels names another
-/// member. Sentinel reconfigures a stale master by itself only seconds
-/// after a partition heals; in the meantime it would take writes that the
-/// new master never sees.
-pub fn demotion(me: Peer, local: &PeerRole, named: &[Option<Peer>]) -> Option<Peer> {
-    if !matches!(local, PeerRole::Master { .. }) {
-        return None;
-    }
+/// The master a majority of all the group's sentinels names, with the
+/// config epoch they name it under.
+pub fn majority_named(named: &[Option<(Peer, u64)>]) -> Option<(Peer, u64)> {
     let majority = named.len() / 2 + 1;
     named
         .iter()
         .flatten()
-        .find(|m| **m != me && named.iter().filter(|n| n.as_ref() == Some(*m)).count() >= majority)
-        .copied()
+        .find(|(m, _)| named.iter().flatten().filter(|(n, _)| n == m).count() >= majority)
+        .map(|(m, _)| {
+            let epoch = named
+                .iter()
+                .flatten()
+                .filter(|(n, _)| n == m)
+                .map(|(_, e)| *e)
+                .max();
+            (*m, epoch.unwrap_or(0))
+        })
+}
+
+/// The master this running member should follow instead of serving as a
+/// master itself: a majority of the group's sentinels names another member
+/// under a newer config epoch than the one they last named this member
+/// under (`mine`). Sentinel reconfigures a stale master by itself only
+/// seconds after a partition heals; in the meantime it would take writes
+/// the new master never sees. A member the sentinels never named (a replica
+/// they are promoting right now) is left alone.
+pub fn demotion(
+    me: Peer,
+    local: &PeerRole,
+    named: &[Option<(Peer, u64)>],
+    mine: Option<u64>,
+) -> Option<Peer> {
+    if !matches!(local, PeerRole::Master { .. }) {
+        return None;
+    }
+    let (master, epoch) = majority_named(named)?;
+    (master != me && mine.is_some_and(|m| epoch > m)).then_some(master)
 }
 
 /// Whether a member's own role shows it is part of a formed group.
@@ -329,25 +378,36 @@ pub struct Watch {
     pub formed: bool,
     /// The master it was just made a replica of.
     pub demoted_to: Option<Peer>,
+    /// The config epoch under which a majority of the sentinels names it
+    /// the master now.
+    pub named_me_at: Option<u64>,
 }
 
 /// One look at a running member: is it part of a formed group, and does a
-/// majority of the sentinels name another master (then it follows that
-/// one at once).
-pub async fn watch(me: Peer, group: &Group, password: &str) -> Result<Watch, String> {
+/// majority of the sentinels name another master under a newer epoch than
+/// `mine` (then it follows that one at once).
+pub async fn watch(
+    me: Peer,
+    group: &Group,
+    password: &str,
+    mine: Option<u64>,
+) -> Result<Watch, String> {
     let mut cmd = redis::cmd("INFO");
     cmd.arg("replication");
     let info: String = query(&me, password, &cmd).await?;
     let role = parse_role(&info).ok_or_else(|| format!("{me}: no role in INFO replication"))?;
     let mut seen = Watch {
         formed: is_formed(&role),
-        demoted_to: None,
+        ..Watch::default()
     };
     if group.sentinels.is_empty() || !matches!(role, PeerRole::Master { .. }) {
         return Ok(seen);
     }
-    let named = sentinels_named(group, password).await;
-    if let Some(master) = demotion(me, &role, &named) {
+    let named = sentinels_views(group, password).await;
+    seen.named_me_at = majority_named(&named)
+        .filter(|(m, _)| *m == me)
+        .map(|(_, e)| e);
+    if let Some(master) = demotion(me, &role, &named, mine) {
         replicaof(&me, Some(&master), password).await?;
         seen.demoted_to = Some(master);
     }
@@ -495,7 +555,7 @@ mod tests {
     }
 
     #[test]
-    fn a_master_follows_the_one_a_majority_of_sentinels_names() {
+    fn a_master_follows_the_one_a_majority_of_sentinels_names_under_a_newer_epoch() {
         let master = PeerRole::Master {
             formed: true,
             offset: 5,
@@ -504,32 +564,35 @@ mod tests {
             master: Some(p(2)),
             offset: 5,
         };
-        let named = |v: &[Option<u8>]| v.iter().map(|o| o.map(p)).collect::<Vec<_>>();
+        let named = |v: &[Option<(u8, u64)>]| {
+            v.iter()
+                .map(|o| o.map(|(last, e)| (p(last), e)))
+                .collect::<Vec<_>>()
+        };
         // Cut off: only the local sentinel answers, and it still names us.
         assert_eq!(
-            demotion(p(1), &master, &named(&[Some(1), None, None])),
+            demotion(p(1), &master, &named(&[Some((1, 0)), None, None]), Some(0)),
             None
         );
         // One sentinel alone is no majority of three.
         assert_eq!(
-            demotion(p(1), &master, &named(&[Some(2), None, None])),
+            demotion(p(1), &master, &named(&[Some((2, 1)), None, None]), Some(0)),
             None
         );
-        // Healed: two of three name the promoted replica.
-        assert_eq!(
-            demotion(p(1), &master, &named(&[Some(1), Some(2), Some(2)])),
-            Some(p(2))
-        );
+        // Healed: two of three name the promoted replica under epoch 1.
+        let healed = named(&[Some((1, 0)), Some((2, 1)), Some((2, 1))]);
+        assert_eq!(demotion(p(1), &master, &healed, Some(0)), Some(p(2)));
+        // A replica being promoted right now: the sentinels still name the
+        // old master under the old epoch, and never named it: left alone.
+        let promoting = named(&[None, Some((1, 0)), Some((1, 0))]);
+        assert_eq!(demotion(p(3), &master, &promoting, None), None);
+        assert_eq!(demotion(p(3), &master, &promoting, Some(0)), None);
         // Already a replica: nothing to do.
-        assert_eq!(
-            demotion(p(1), &replica, &named(&[Some(2), Some(2), Some(2)])),
-            None
-        );
+        assert_eq!(demotion(p(1), &replica, &healed, Some(0)), None);
         // The sentinels name us: we stay.
-        assert_eq!(
-            demotion(p(1), &master, &named(&[Some(1), Some(1), None])),
-            None
-        );
+        let us = named(&[Some((1, 3)), Some((1, 3)), None]);
+        assert_eq!(demotion(p(1), &master, &us, Some(3)), None);
+        assert_eq!(majority_named(&us), Some((p(1), 3)));
     }
 
     #[test]

@@ -187,6 +187,64 @@ impl std::fmt::Debug for InstanceSpec {
     }
 }
 
+/// An address one machine can own: not unspecified (0.0.0.0, ::: every
+/// address), multicast or the IPv4 broadcast address.
+pub fn is_host_address(ip: IpAddr) -> bool {
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    !(ip.is_unspecified() || ip.is_multicast() || broadcast)
+}
+
+/// Whether `ip` is assigned to this machine: binding a socket to it works
+/// (EADDRNOTAVAIL otherwise). IO, at the edge of PutInstance.
+pub fn is_local_address(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// Whether a socket bound to `a` and one bound to `b` can take the same port.
+fn addresses_overlap(a: IpAddr, b: IpAddr) -> bool {
+    a == b || a.is_unspecified() || b.is_unspecified()
+}
+
+/// The ports an instance takes: its own, and the cluster bus (port + 10000).
+fn ports_taken(mode: &Mode, port: u16) -> Vec<u16> {
+    match mode {
+        Mode::Cluster => vec![port, port.saturating_add(10000)],
+        _ => vec![port],
+    }
+}
+
+/// Pure: why `spec` cannot take its ports on this machine, next to the
+/// agent's own listener and the other instances (`others`: name, address,
+/// mode, port), or None.
+pub fn port_clash<'a>(
+    spec: &InstanceSpec,
+    agent_listen: std::net::SocketAddr,
+    others: impl IntoIterator<Item = (&'a str, IpAddr, &'a Mode, u16)>,
+) -> Option<String> {
+    let mine = ports_taken(&spec.mode, spec.port);
+    if addresses_overlap(spec.address, agent_listen.ip()) && mine.contains(&agent_listen.port()) {
+        return Some(format!(
+            "instance {:?}: port {} (or its cluster bus port) is the agent's own port {}; give the deployment another [redis] port",
+            spec.name,
+            spec.port,
+            agent_listen.port()
+        ));
+    }
+    for (name, address, mode, port) in others {
+        if name == spec.name || !addresses_overlap(spec.address, address) {
+            continue;
+        }
+        let theirs = ports_taken(mode, port);
+        if let Some(p) = mine.iter().find(|p| theirs.contains(p)) {
+            return Some(format!(
+                "instance {:?}: port {p} is taken by instance {name:?} on this host (ports {theirs:?}, the cluster bus is port + 10000); give the deployment another [redis] port",
+                spec.name
+            ));
+        }
+    }
+    None
+}
+
 /// Names become directory names: keep them to a charset that cannot escape.
 pub fn valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
@@ -214,6 +272,23 @@ impl InstanceSpec {
         }
         if !valid_name(&self.deployment) {
             return bad("deployment", "use 1-63 of a-z, 0-9 and '-'");
+        }
+        if !is_host_address(self.address) {
+            return bad(
+                "address",
+                "must be this host's own unicast address (not 0.0.0.0, ::, broadcast or multicast)",
+            );
+        }
+        let peers = self.sentinel.iter().map(|s| &s.master).chain(
+            self.group
+                .iter()
+                .flat_map(|g| g.peers.iter().chain(&g.sentinels)),
+        );
+        if peers.into_iter().any(|p| !is_host_address(p.address)) {
+            return bad(
+                "peers",
+                "a member's address must be unicast (not 0.0.0.0, ::, broadcast or multicast)",
+            );
         }
         if self.port == 0 || self.port > 55535 {
             return bad(
@@ -600,5 +675,106 @@ mod tests {
     fn debug_never_shows_the_password() {
         let shown = format!("{:?}", spec());
         assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    }
+
+    #[test]
+    fn only_host_addresses_are_accepted_as_bind_and_peer_addresses() {
+        for (address, ok) in [
+            ("127.0.1.1", true),
+            ("fd00::11", true),
+            ("0.0.0.0", false),
+            ("::", false),
+            ("255.255.255.255", false),
+            ("224.0.0.1", false),
+            ("ff02::1", false),
+        ] {
+            let mut s = spec();
+            s.address = address.parse().unwrap();
+            assert_eq!(s.validate().is_ok(), ok, "{address}");
+            let mut s = spec();
+            s.mode = Mode::Standalone;
+            s.group = Some(Group {
+                peers: vec![Peer {
+                    address: address.parse().unwrap(),
+                    port: 7000,
+                }],
+                sentinels: Vec::new(),
+                master_name: String::new(),
+            });
+            assert_eq!(s.validate().is_ok(), ok, "peer {address}");
+        }
+    }
+
+    #[test]
+    fn ports_clash_with_the_agent_and_other_instances_bus_included() {
+        let listen: std::net::SocketAddr = "127.0.1.1:7443".parse().unwrap();
+        let here: IpAddr = "127.0.1.1".parse().unwrap();
+        let elsewhere: IpAddr = "127.0.1.2".parse().unwrap();
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        let with = |mode: Mode, port: u16| {
+            let mut s = spec();
+            s.name = format!("redis-{port}");
+            s.mode = mode;
+            s.port = port;
+            s
+        };
+        let c = Mode::Cluster;
+        let s = Mode::Standalone;
+        // (new instance, its address, others, clash?)
+        type Other<'a> = (&'a str, IpAddr, &'a Mode, u16);
+        let table: Vec<(InstanceSpec, IpAddr, Vec<Other<'_>>, bool)> = vec![
+            (with(s, 7000), here, vec![], false),
+            (with(s, 7443), here, vec![], true),
+            (with(s, 7443), elsewhere, vec![], false),
+            (
+                with(c, 7000),
+                here,
+                vec![("redis-7001", here, &c, 7001)],
+                false,
+            ),
+            (with(s, 7001), here, vec![("redis-x", here, &s, 7001)], true),
+            (
+                with(s, 17000),
+                here,
+                vec![("redis-7000", here, &c, 7000)],
+                true,
+            ),
+            (
+                with(s, 17000),
+                here,
+                vec![("redis-7000", here, &s, 7000)],
+                false,
+            ),
+            (
+                with(c, 7000),
+                here,
+                vec![("redis-x", here, &s, 17000)],
+                true,
+            ),
+            (
+                with(s, 7001),
+                here,
+                vec![("redis-x", elsewhere, &s, 7001)],
+                false,
+            ),
+            (with(s, 7001), here, vec![("redis-x", any, &s, 7001)], true),
+            // The same instance again is a replacement, not a clash.
+            (
+                with(s, 7001),
+                here,
+                vec![("redis-7001", here, &s, 7001)],
+                false,
+            ),
+        ];
+        for (mut spec, address, others, clash) in table {
+            spec.address = address;
+            let why = port_clash(&spec, listen, others.clone());
+            assert_eq!(
+                why.is_some(),
+                clash,
+                "{} {address} {others:?}: {why:?}",
+                spec.name
+            );
+        }
     }
 }

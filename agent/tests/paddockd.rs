@@ -583,3 +583,98 @@ async fn an_instance_that_cannot_start_goes_fatal_with_its_log() {
         st.last_exit
     );
 }
+
+/// An agent on 127.0.51.1 with nothing started; killed on drop.
+struct Bare {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent checks what it is given, since the controller is not the only
+/// possible client: bind addresses that are not this host's own unicast
+/// address, ports that clash with its own listener or another instance
+/// (cluster bus included), oversized requests and pipelines.
+#[tokio::test]
+async fn put_instance_refuses_addresses_and_ports_that_are_not_its_own() {
+    const HERE: &str = "127.0.51.1";
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .tempdir()
+        .unwrap();
+    let _agent = Bare {
+        child: spawn_agent(dir.path(), HERE),
+        _dir: dir,
+    };
+    let mut c = client_at(HERE).await;
+    let refused = async |c: &mut AgentClient<Channel>, s: pb::InstanceSpec| {
+        let status = c.put_instance(put(s, false)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        status.message().to_owned()
+    };
+    for address in ["0.0.0.0", "::", "255.255.255.255", "224.0.0.1", "ff02::1"] {
+        let why = refused(&mut c, spec_at(address, 0)).await;
+        assert!(why.contains("field address"), "{address}: {why}");
+    }
+    // TEST-NET-1: nobody's address, certainly not this machine's.
+    let why = refused(&mut c, spec_at("192.0.2.1", 0)).await;
+    assert!(why.contains("not an address of this machine"), "{why}");
+
+    let mut own_port = spec_at(HERE, 0);
+    own_port.port = 7443;
+    own_port.name = "redis-7443".into();
+    let why = refused(&mut c, own_port).await;
+    assert!(why.contains("the agent's own port 7443"), "{why}");
+
+    // A cluster instance on 7000 takes 17000 too.
+    let mut first = spec_at(HERE, 0);
+    first.mode = pb::RedisMode::Cluster as i32;
+    c.put_instance(put(first, false))
+        .await
+        .expect("first instance");
+    let mut same = spec_at(HERE, 0);
+    same.name = "redis-other".into();
+    let why = refused(&mut c, same).await;
+    assert!(why.contains("taken by instance \"redis-7000\""), "{why}");
+    let mut bus = spec_at(HERE, 0);
+    bus.name = "redis-17000".into();
+    bus.port = 17000;
+    let why = refused(&mut c, bus).await;
+    assert!(why.contains("port 17000 is taken"), "{why}");
+    let mut next = spec_at(HERE, 0);
+    next.name = "redis-7001".into();
+    next.port = 7001;
+    c.put_instance(put(next, true))
+        .await
+        .expect("control: a free port is accepted");
+
+    // One request is bounded in size and in commands.
+    let big = pb::RedisCommandRequest {
+        instance: "redis-7000".into(),
+        commands: vec![pb::RedisArgs {
+            args: vec![b"PING".to_vec(), vec![b'x'; 8 << 20]],
+        }],
+        allow_dangerous: false,
+    };
+    let status = c.redis_command(big).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    let many = pb::RedisCommandRequest {
+        instance: "redis-7000".into(),
+        commands: vec![
+            pb::RedisArgs {
+                args: vec![b"PING".to_vec()],
+            };
+            257
+        ],
+        allow_dangerous: false,
+    };
+    let status = c.redis_command(many).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("1 to 256 commands"), "{status:?}");
+}

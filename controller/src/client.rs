@@ -453,52 +453,100 @@ impl AgentClient {
     }
 }
 
+/// A controller's lease: its random token, and where it runs (so another
+/// controller can tell a dead process of its own machine and PID namespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseId {
+    pub token: String,
+    /// For people: user@host pid N.
+    pub holder: String,
+    pub machine_id: String,
+    pub pid_namespace: u64,
+    pub pid: u32,
+}
+
+/// Who holds a lease, as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLease {
+    pub holder: String,
+    pub since_unix_ms: i64,
+    pub machine_id: String,
+    pub pid_namespace: u64,
+    pub pid: u32,
+}
+
 /// Whether a deployment lease was granted, and to whom it belongs if not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockOutcome {
     Granted,
-    Held { holder: String, since_unix_ms: i64 },
+    Held(HeldLease),
+}
+
+fn lease_pb(deployment: &str, id: &LeaseId, ttl_ms: u32, force: bool) -> pb::LockRequest {
+    pb::LockRequest {
+        deployment: deployment.into(),
+        holder: id.holder.clone(),
+        ttl_ms,
+        token: id.token.clone(),
+        machine_id: id.machine_id.clone(),
+        pid_namespace: id.pid_namespace,
+        pid: id.pid,
+        force,
+    }
+}
+
+fn held_from_pb(r: pb::LockResponse) -> Option<HeldLease> {
+    (!r.holder.is_empty()).then_some(HeldLease {
+        holder: r.holder,
+        since_unix_ms: r.since_unix_ms,
+        machine_id: r.machine_id,
+        pid_namespace: r.pid_namespace,
+        pid: r.pid,
+    })
 }
 
 impl AgentClient {
     pub async fn lock(
         &self,
         deployment: &str,
-        holder: &str,
+        id: &LeaseId,
         ttl_ms: u32,
     ) -> Result<LockOutcome, Error> {
         let r = self
             .inner
             .clone()
-            .lock(pb::LockRequest {
-                deployment: deployment.into(),
-                holder: holder.into(),
-                ttl_ms,
-            })
+            .lock(lease_pb(deployment, id, ttl_ms, false))
             .await
             .map_err(|s| self.rpc_error("lock", s))?
             .into_inner();
-        Ok(if r.granted {
-            LockOutcome::Granted
-        } else {
-            LockOutcome::Held {
-                holder: r.holder,
-                since_unix_ms: r.since_unix_ms,
-            }
-        })
+        if r.granted {
+            return Ok(LockOutcome::Granted);
+        }
+        Ok(LockOutcome::Held(held_from_pb(r).unwrap_or(HeldLease {
+            holder: "(unknown)".into(),
+            since_unix_ms: 0,
+            machine_id: String::new(),
+            pid_namespace: 0,
+            pid: 0,
+        })))
     }
 
-    pub async fn unlock(&self, deployment: &str, holder: &str) -> Result<(), Error> {
-        self.inner
+    /// Releases our lease (`force`: whoever holds it): whether it is gone,
+    /// and the lease released or (not gone) still held, if any.
+    pub async fn unlock(
+        &self,
+        deployment: &str,
+        id: &LeaseId,
+        force: bool,
+    ) -> Result<(bool, Option<HeldLease>), Error> {
+        let r = self
+            .inner
             .clone()
-            .unlock(pb::LockRequest {
-                deployment: deployment.into(),
-                holder: holder.into(),
-                ttl_ms: 0,
-            })
+            .unlock(lease_pb(deployment, id, 0, force))
             .await
-            .map_err(|s| self.rpc_error("unlock", s))?;
-        Ok(())
+            .map_err(|s| self.rpc_error("unlock", s))?
+            .into_inner();
+        Ok((r.granted, held_from_pb(r)))
     }
 }
 

@@ -11,6 +11,7 @@ use crate::Error;
 use crate::client::{
     AgentClient, Facts, Group, InstanceSpec, Peer, RedisMode, Reply, SentinelSpec,
 };
+use crate::client::{HeldLease, LeaseId, LockOutcome};
 use crate::cluster::Member;
 use crate::secrets;
 
@@ -49,8 +50,8 @@ pub struct Deployment {
 impl Deployment {
     /// Reads and validates the inventory. `create_password` on apply only.
     pub fn load(path: &Path, create_password: bool) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-        let inventory = paddock_inventory::parse(&path.display().to_string(), &text)?;
+        let bytes = std::fs::read(path).map_err(Error::io(path))?;
+        let inventory = paddock_inventory::parse_bytes(&path.display().to_string(), &bytes)?;
         let placement = paddock_inventory::place(&inventory);
         let password_path = secrets::password_path(
             path,
@@ -306,36 +307,61 @@ fn user_passwords(
         .collect()
 }
 
-/// How long a controller's lease on a deployment lasts unless released.
-pub const LOCK_TTL_MS: u32 = 600_000;
+/// How long a lease lasts unless renewed: a controller that died (or lost
+/// its network) blocks the deployment for at most this long.
+pub const LOCK_TTL_MS: u32 = 30_000;
+/// How often a running controller renews its lease.
+pub const LOCK_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Who this controller is, for "locked by ...": user@host pid N.
-/// A lease holder (as [`lock_holder`] names them) that is a controller
-/// process of this machine which no longer runs.
-pub fn abandoned(holder: &str) -> bool {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let Some((who, pid)) = holder.rsplit_once(" pid ") else {
-        return false;
-    };
-    let Ok(pid) = pid.parse::<u32>() else {
-        return false;
-    };
-    let same_host = who.rsplit_once('@').is_some_and(|(_, h)| h == host.trim());
-    let alive = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("paddock"));
-    same_host && !alive
+/// Pure: whether a lease held by `held` was left by a controller that no
+/// longer runs, so `me` may end it rather than wait for it to expire. Only
+/// when both run on this machine (same machine id) in the same PID
+/// namespace can the holder's pid be looked up here (`holder_alive`);
+/// anything else (another machine with the same host name, a container,
+/// `unshare --pid`, an older controller that sent no identity) waits for
+/// the TTL.
+pub fn abandoned(held: &HeldLease, me: &LeaseId, holder_alive: bool) -> bool {
+    !held.machine_id.is_empty()
+        && held.machine_id == me.machine_id
+        && held.pid_namespace != 0
+        && held.pid_namespace == me.pid_namespace
+        && held.pid != 0
+        && !holder_alive
 }
 
-pub fn lock_holder() -> String {
+/// Whether a controller process with this pid runs in our PID namespace.
+fn controller_alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("paddock"))
+}
+
+/// This controller's lease identity: a fresh random token, user@host pid N
+/// for people, the machine id and the PID namespace's inode.
+pub fn lock_holder() -> LeaseId {
+    use std::os::unix::fs::MetadataExt;
     let user =
         std::env::var("USER").unwrap_or_else(|_| format!("uid {}", nix::unistd::Uid::effective()));
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{user}@{} pid {}", host.trim(), std::process::id())
+    let mut holder = format!("{user}@{} pid {}", host.trim(), std::process::id());
+    holder.retain(|c| c.is_ascii_graphic() || c == ' ');
+    holder.truncate(128);
+    let mut machine_id = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    machine_id.retain(|c| c.is_ascii_alphanumeric());
+    machine_id.truncate(64);
+    LeaseId {
+        token: format!("{:032x}", rand::random::<u128>()),
+        holder,
+        machine_id,
+        pid_namespace: std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino()),
+        pid: std::process::id(),
+    }
 }
 
 /// Connections to every host's agent, dialled in parallel.
 pub struct Fleet {
     agents: Vec<Result<AgentClient, String>>,
+    /// Renews our lease while we hold it.
+    renewal: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Fleet {
@@ -351,6 +377,7 @@ impl Fleet {
                 .into_iter()
                 .map(|r| r.map_err(|e| e.to_string()))
                 .collect(),
+            renewal: Default::default(),
         }
     }
 
@@ -374,41 +401,91 @@ impl Fleet {
     }
 
     /// Takes the deployment's lease on every agent, in host order (so two
-    /// controllers cannot each hold part of it). On refusal, releases what it
-    /// took and says who holds it.
-    pub async fn lock(&self, deployment: &str, holder: &str) -> Result<(), Error> {
+    /// controllers cannot each hold part of it), and renews it every
+    /// [`LOCK_RENEW_EVERY`] until [`Fleet::unlock`]. On refusal, releases
+    /// what it took and says who holds it.
+    pub async fn lock(&self, deployment: &str, me: &LeaseId) -> Result<(), Error> {
         for h in 0..self.agents.len() {
-            let mut outcome = self.agent(h)?.lock(deployment, holder, LOCK_TTL_MS).await?;
-            if let crate::client::LockOutcome::Held { holder: other, .. } = &outcome
-                && abandoned(other)
+            let mut outcome = self.agent(h)?.lock(deployment, me, LOCK_TTL_MS).await?;
+            if let LockOutcome::Held(other) = &outcome
+                && abandoned(other, me, controller_alive(other.pid))
             {
-                // A controller on this machine died mid-operation (killed,
-                // or its terminal closed): its lease is ours to end, rather
-                // than making the operator wait for it to expire.
-                self.agent(h)?.unlock(deployment, other).await?;
-                outcome = self.agent(h)?.lock(deployment, holder, LOCK_TTL_MS).await?;
+                // A controller of this machine and namespace died
+                // mid-operation (killed, or its terminal closed): its lease
+                // is ours to end, rather than waiting for it to expire.
+                self.agent(h)?.unlock(deployment, me, true).await?;
+                outcome = self.agent(h)?.lock(deployment, me, LOCK_TTL_MS).await?;
             }
-            if let crate::client::LockOutcome::Held {
-                holder: other,
-                since_unix_ms,
-            } = outcome
-            {
-                self.unlock(deployment, holder).await;
+            if let LockOutcome::Held(other) = outcome {
+                self.unlock(deployment, me).await;
                 return Err(Error::Locked {
                     deployment: deployment.to_owned(),
-                    holder: other,
-                    since: crate::watch::format_utc(since_unix_ms),
+                    holder: other.holder,
+                    since: crate::watch::format_utc(other.since_unix_ms),
                     ttl_s: LOCK_TTL_MS / 1000,
                 });
             }
         }
+        let agents: Vec<AgentClient> = self.agents.iter().flatten().cloned().collect();
+        let (deployment, me) = (deployment.to_owned(), me.clone());
+        let renew = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LOCK_RENEW_EVERY).await;
+                for a in &agents {
+                    // A failed renewal is retried at the next tick; the TTL
+                    // is three ticks long.
+                    let _ = a.lock(&deployment, &me, LOCK_TTL_MS).await;
+                }
+            }
+        });
+        if let Some(old) = self
+            .renewal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(renew)
+        {
+            old.abort();
+        }
         Ok(())
     }
 
-    pub async fn unlock(&self, deployment: &str, holder: &str) {
-        for a in self.agents.iter().flatten() {
-            let _ = a.unlock(deployment, holder).await;
+    pub async fn unlock(&self, deployment: &str, me: &LeaseId) {
+        if let Some(renew) = self
+            .renewal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            renew.abort();
         }
+        for a in self.agents.iter().flatten() {
+            let _ = a.unlock(deployment, me, false).await;
+        }
+    }
+
+    /// Breaks the deployment's lease on every agent, whoever holds it:
+    /// per host, the lease broken (None: there was none) or why not.
+    pub async fn break_lease(
+        &self,
+        deployment: &Deployment,
+    ) -> Vec<(String, Result<Option<HeldLease>, String>)> {
+        let me = lock_holder();
+        let deployment_name = &deployment.inventory.deployment.name;
+        let mut out = Vec::new();
+        for (h, a) in self.agents.iter().enumerate() {
+            let name = deployment.inventory.hosts[h].name.clone();
+            out.push(match a {
+                Err(e) => (name, Err(e.clone())),
+                Ok(a) => (
+                    name,
+                    a.unlock(deployment_name, &me, true)
+                        .await
+                        .map(|(_, broken)| broken)
+                        .map_err(|e| e.to_string()),
+                ),
+            });
+        }
+        out
     }
 
     /// Runs a command pipeline on a target's instance through its agent.
@@ -469,15 +546,41 @@ mod tests {
     }
 
     #[test]
-    fn only_a_dead_controller_of_this_machine_abandons_its_lease() {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-        let host = host.trim();
-        // Pids are below 2^22 on Linux: this one runs nowhere.
-        assert!(abandoned(&format!("alice@{host} pid 9999999")));
-        let me = lock_holder();
-        assert!(!abandoned(&me), "this test process is alive: {me}");
-        assert!(!abandoned("alice@another-host pid 9999999"));
-        assert!(!abandoned("something else"));
+    fn only_a_dead_controller_of_this_machine_and_namespace_abandons_its_lease() {
+        let me = LeaseId {
+            token: "0".repeat(32),
+            holder: "me@ws pid 10".into(),
+            machine_id: "m1".into(),
+            pid_namespace: 4026531836,
+            pid: 10,
+        };
+        let held = |machine_id: &str, pid_namespace: u64, pid: u32| HeldLease {
+            holder: "other@ws pid 42".into(),
+            since_unix_ms: 0,
+            machine_id: machine_id.into(),
+            pid_namespace,
+            pid,
+        };
+        // (holder, holder alive?, abandoned?)
+        let table = [
+            (held("m1", 4026531836, 42), false, true),
+            (held("m1", 4026531836, 42), true, false),
+            // Same host name, another machine: its pid means nothing here.
+            (held("m2", 4026531836, 42), false, false),
+            // Another PID namespace (unshare --pid, a container).
+            (held("m1", 4026532000, 42), false, false),
+            // A holder that sent no identity.
+            (held("", 0, 42), false, false),
+            (held("m1", 0, 42), false, false),
+            (held("m1", 4026531836, 0), false, false),
+        ];
+        for (h, alive, want) in table {
+            assert_eq!(abandoned(&h, &me, alive), want, "{h:?} alive={alive}");
+        }
+        let mine = lock_holder();
+        assert_eq!(mine.token.len(), 32);
+        assert_ne!(mine.token, lock_holder().token, "a fresh token each time");
+        assert_ne!(mine.pid_namespace, 0);
     }
 
     #[test]

@@ -55,6 +55,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Break the deployment's lease on every agent, whoever holds it, and
+    /// say whose it was. Only for a controller that cannot release it
+    /// itself (its machine is gone): a live one keeps renewing its lease
+    /// and must be stopped first.
+    ///
+    /// Example: paddock unlock -i inventory.toml --force
+    Unlock {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Required: breaking another controller's lease lets two
+        /// controllers change the deployment at once if it still runs.
+        #[arg(long)]
+        force: bool,
+    },
     /// Hand a master's role (a shard's slots, in a cluster) to one of its
     /// replicas, losing no acknowledged write. With Sentinel, the sentinels
     /// run the switch (SENTINEL FAILOVER).
@@ -317,9 +331,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Validate { inventory } => {
-            let text = std::fs::read_to_string(&inventory)
+            let bytes = std::fs::read(&inventory)
                 .with_context(|| format!("cannot read {}", inventory.display()))?;
-            match paddock_inventory::parse(&inventory.display().to_string(), &text) {
+            match paddock_inventory::parse_bytes(&inventory.display().to_string(), &bytes) {
                 Ok(inv) => {
                     let placement = paddock_inventory::place(&inv);
                     println!(
@@ -381,6 +395,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{loss}");
             println!("{instance} started empty; `paddock apply` re-forms its shard.");
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Unlock { inventory, force } => {
+            if !force {
+                anyhow::bail!(
+                    "unlock breaks another controller's lease: add --force once you know it no longer runs"
+                );
+            }
+            let deployment = paddock_controller::fleet::Deployment::load(&inventory, false)?;
+            let fleet = paddock_controller::fleet::Fleet::connect(&deployment).await;
+            let mut failed = false;
+            for (host, outcome) in fleet.break_lease(&deployment).await {
+                match outcome {
+                    Ok(Some(h)) => println!(
+                        "{host}: broke the lease of {} (since {})",
+                        h.holder,
+                        paddock_controller::watch::format_utc(h.since_unix_ms)
+                    ),
+                    Ok(None) => println!("{host}: no lease"),
+                    Err(e) => {
+                        failed = true;
+                        println!("{host}: {e}");
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Cmd::Failover {
             inventory,
@@ -511,9 +554,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn read_inventory(path: &std::path::Path) -> anyhow::Result<paddock_inventory::Inventory> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    paddock_inventory::parse(&path.display().to_string(), &text).map_err(|d| anyhow::anyhow!("{d}"))
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    paddock_inventory::parse_bytes(&path.display().to_string(), &bytes)
+        .map_err(|d| anyhow::anyhow!("{d}"))
 }
 
 fn print_apply(report: &apply::ApplyReport) {

@@ -61,6 +61,34 @@ use serde::Deserialize;
 use diagnostic::Report;
 use schema::RawInventory;
 
+/// Parses and validates the bytes of an inventory file: like [`parse`],
+/// but a file that is not UTF-8 gets the line and column of its first bad
+/// byte instead of a bare read error.
+///
+/// # Errors
+///
+/// As [`parse`]; for bad UTF-8, that one problem.
+pub fn parse_bytes(source_name: &str, bytes: &[u8]) -> Result<Inventory, Diagnostics> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(source_name, text),
+        Err(e) => {
+            // Positions are counted in the valid part before the bad byte.
+            let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+            let mut report = Report::new(source_name, valid);
+            report.error(
+                valid.len(),
+                format!(
+                    "the file is not UTF-8: byte 0x{:02x} at offset {} is not valid UTF-8",
+                    bytes[e.valid_up_to()],
+                    e.valid_up_to()
+                ),
+                "save the inventory as UTF-8 (TOML files must be UTF-8)",
+            );
+            Err(report.finish())
+        }
+    }
+}
+
 /// Parses and validates the text of an inventory file.
 ///
 /// `source_name` is only used in diagnostics (e.g. `"inventory.toml"`).

@@ -512,6 +512,9 @@ fn parse_size(s: &str) -> Result<u64, SizeError> {
     n.checked_mul(multiplier).ok_or(SizeError::TooLarge)
 }
 
+/// The smallest `maxmemory` accepted: 1 MiB.
+pub const MIN_MAXMEMORY: u64 = 1 << 20;
+
 fn maxmemory(r: &mut Report<'_>, value: &Spanned<RawSize>) -> Option<u64> {
     let at = value.span().start;
     let bytes = match value.get_ref() {
@@ -554,6 +557,16 @@ fn maxmemory(r: &mut Report<'_>, value: &Spanned<RawSize>) -> Option<u64> {
             at,
             format!("`maxmemory` {REDIS} must not be 0"),
             "omit maxmemory for no limit",
+        );
+        return None;
+    }
+    if bytes < MIN_MAXMEMORY {
+        // Redis evicts (or, with noeviction, refuses writes) as soon as the
+        // data set passes it: a few bytes empty a data set or stop it.
+        r.error(
+            at,
+            format!("`maxmemory` {REDIS} is below the minimum of 1mb: {bytes} bytes"),
+            "give the memory Redis may use on one instance, e.g. \"256mb\", or omit maxmemory for no limit",
         );
         return None;
     }
@@ -814,10 +827,17 @@ fn hosts<'a>(r: &mut Report<'_>, raw: &'a [Spanned<RawHost>]) -> Vec<CheckedHost
     out
 }
 
+/// An address one machine can own: not unspecified, multicast or the
+/// IPv4 broadcast address.
+fn is_host_address(ip: IpAddr) -> bool {
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    !(ip.is_unspecified() || ip.is_multicast() || broadcast)
+}
+
 fn address(r: &mut Report<'_>, s: &str, at: usize) -> Option<IpAddr> {
     let announce = "use the IP address Redis should announce";
     match s.parse::<IpAddr>() {
-        Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
+        Ok(ip) if !is_host_address(ip) => {
             r.error(
                 at,
                 format!("`address` {HOSTS} must be a unicast address, found {ip}"),

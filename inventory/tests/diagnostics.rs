@@ -1461,3 +1461,79 @@ rules = " on ~* &* +@read +info "
         ]
     );
 }
+
+// ------------------------------------------------- hostile values (issue 12)
+
+#[test]
+fn broadcast_and_multicast_are_not_host_addresses() {
+    for (address, shown) in [
+        ("255.255.255.255", "255.255.255.255"),
+        ("224.0.0.1", "224.0.0.1"),
+        ("::", "::"),
+        ("ff02::1", "ff02::1"),
+    ] {
+        check(
+            &one_host(address),
+            &format!(
+                r#"
+inventory.toml:7:11: error: `address` in [[hosts]] must be a unicast address, found {shown}
+  hint: use the IP address Redis should announce: the one other hosts reach this machine at"#
+            ),
+        );
+    }
+}
+
+#[test]
+fn maxmemory_below_one_megabyte() {
+    for (value, bytes) in [
+        ("\"1\"", 1),
+        ("\"1b\"", 1),
+        ("1", 1),
+        ("\"1000kb\"", 1_024_000),
+    ] {
+        check(
+            &format!(
+                "\n[deployment]\nname = \"lab\"\ntopology = \"cluster\"\n[redis]\nmaxmemory = {value}\n{}",
+                hosts3!()
+            ),
+            &format!(
+                r#"
+inventory.toml:5:13: error: `maxmemory` in [redis] is below the minimum of 1mb: {bytes} bytes
+  hint: give the memory Redis may use on one instance, e.g. "256mb", or omit maxmemory for no limit"#
+            ),
+        );
+    }
+}
+
+#[test]
+fn maxmemory_past_u64() {
+    for value in [
+        "18446744073709551616",
+        "18446744073709551615kb",
+        "17179869184gb",
+    ] {
+        check(
+            &format!(
+                "\n[deployment]\nname = \"lab\"\ntopology = \"cluster\"\n[redis]\nmaxmemory = \"{value}\"\n{}",
+                hosts3!()
+            ),
+            &format!(
+                r#"
+inventory.toml:5:13: error: `maxmemory` in [redis] is too large: `{value}`
+  hint: give the memory Redis may use on one instance, e.g. "4gb""#
+            ),
+        );
+    }
+}
+
+#[test]
+fn non_utf8_inventory_gets_the_position_of_the_bad_byte() {
+    let mut bytes = b"[deployment]\nname = \"lab\"\ntopology = \"cl".to_vec();
+    bytes.push(0xff);
+    bytes.extend_from_slice(b"uster\"\n");
+    let err = paddock_inventory::parse_bytes("inventory.toml", &bytes).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "inventory.toml:3:15: error: the file is not UTF-8: byte 0xff at offset 40 is not valid UTF-8\n  hint: save the inventory as UTF-8 (TOML files must be UTF-8)"
+    );
+}

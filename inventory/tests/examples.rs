@@ -215,9 +215,9 @@ fn maxmemory_forms() {
     for (written, bytes) in [
         ("1048576", 1_048_576),
         ("\"1048576\"", 1_048_576),
-        ("\"100b\"", 100),
-        ("\"1k\"", 1000),
-        ("\"1KB\"", 1024),
+        ("\"1048576b\"", 1_048_576),
+        ("\"2000k\"", 2_000_000),
+        ("\"1024KB\"", 1_048_576),
         ("\"3m\"", 3_000_000),
         ("\"3Mb\"", 3 * 1024 * 1024),
         ("\"2g\"", 2_000_000_000),
@@ -281,7 +281,7 @@ replicas_per_master = 2
 password_file = "pw"
 [redis]
 port = 6379
-maxmemory = 1000
+maxmemory = 1048576
 maxmemory_policy = "volatile-lfu"
 appendonly = false
 rdb_snapshots = false

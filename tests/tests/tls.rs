@@ -150,6 +150,8 @@ async fn a_second_controller_is_told_who_holds_the_deployment() {
         deployment: "lab".into(),
         holder: "alice@ws1 pid 4242".into(),
         ttl_ms,
+        token: "a1".repeat(16),
+        ..Default::default()
     };
     for c in &mut clients {
         assert!(c.lock(request(60_000)).await.unwrap().into_inner().granted);

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -226,6 +226,9 @@ struct Instance {
     replica_of: Option<Peer>,
     /// A group watch of this instance is under way.
     watching: Arc<AtomicBool>,
+    /// The newest config epoch under which a majority of the sentinels
+    /// named this instance the master (u64::MAX: never seen).
+    named_me_at: Arc<AtomicU64>,
 }
 
 impl Instance {
@@ -266,6 +269,8 @@ pub struct SupervisorConfig {
     /// Hand a crashed cluster master's slots to a replica before restarting
     /// it (always done for masters without persistence).
     pub fast_failover: bool,
+    /// The agent's own gRPC address: no instance may take its port.
+    pub listen: std::net::SocketAddr,
 }
 
 struct Supervisor {
@@ -325,6 +330,7 @@ impl Supervisor {
                 handed_over: false,
                 replica_of: None,
                 watching: Arc::new(AtomicBool::new(false)),
+                named_me_at: Arc::new(AtomicU64::new(u64::MAX)),
             },
         );
     }
@@ -352,9 +358,19 @@ impl Supervisor {
             let dir = instance.dir.clone();
             let name = instance.spec.name.clone();
             let watching = instance.watching.clone();
+            let named_me_at = instance.named_me_at.clone();
             tokio::spawn(async move {
-                match crate::rejoin::watch(me, &group, &endpoint.password).await {
+                let mine = match named_me_at.load(Ordering::Acquire) {
+                    u64::MAX => None,
+                    e => Some(e),
+                };
+                match crate::rejoin::watch(me, &group, &endpoint.password, mine).await {
                     Ok(seen) => {
+                        if let Some(e) = seen.named_me_at
+                            && mine.is_none_or(|m| e > m)
+                        {
+                            named_me_at.store(e, Ordering::Release);
+                        }
                         if seen.formed
                             && let Err(e) = store::mark_formed(&dir)
                         {
@@ -440,6 +456,17 @@ impl Supervisor {
     fn put(&mut self, spec: InstanceSpec, dry_run: bool, live: bool) -> Result<PutOutcome, Error> {
         let dir = self.instances_dir.join(&spec.name);
         let config = spec.render(&dir)?;
+        let others = self.instances.values().map(|i| {
+            (
+                i.spec.name.as_str(),
+                i.spec.address,
+                &i.spec.mode,
+                i.spec.port,
+            )
+        });
+        if let Some(why) = crate::spec::port_clash(&spec, self.config.listen, others) {
+            return Err(Error::InvalidSpec(why));
+        }
         let current = self.instances.get(&spec.name);
         if let Some(i) = current
             && i.spec.deployment != spec.deployment

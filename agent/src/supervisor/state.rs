@@ -629,8 +629,8 @@ mod tests {
                     .unwrap()
                     .contains("does not answer")
             );
-            assert_eq!(m.next(Event::RetryDue, g, t0, &s, 0.0), vec![Spawn]);
-            assert_eq!(m.state, Starting);
+            assert_eq!(m.next(Event::RetryDue, g, t0, &s, 0.0), vec![Handover]);
+            assert_eq!(m.state, Held, "held while the handover is tried again");
         }
         assert_eq!(delays, vec![250, 500, 1000, 2000, 2000, 2000, 2000]);
         // A replica answers and takes over: it starts, and the next hold
