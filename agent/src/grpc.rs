@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::facts;
 use crate::redis_access::{Connections, Reply};
-use crate::spec::{Group, InstanceSpec, Mode, Peer, SentinelSpec};
+use crate::spec::{Group, InstanceSpec, Members, Mode, Peer, SentinelSpec};
 use crate::supervisor::{InstanceStatus, State, StateChange, SupervisorHandle};
 
 /// Commands in one RedisCommand: formation sends a few per node; this
@@ -98,6 +98,21 @@ impl TryFrom<pb::InstanceSpec> for InstanceSpec {
             }),
             None => None,
         };
+        let members = match s.members {
+            Some(m) => Members {
+                redis: m
+                    .redis
+                    .into_iter()
+                    .map(|p| peer("members.redis", p))
+                    .collect::<Result<_, _>>()?,
+                sentinels: m
+                    .sentinels
+                    .into_iter()
+                    .map(|p| peer("members.sentinels", p))
+                    .collect::<Result<_, _>>()?,
+            },
+            None => Members::default(),
+        };
         let spec = InstanceSpec {
             address: s
                 .address
@@ -135,6 +150,7 @@ impl TryFrom<pb::InstanceSpec> for InstanceSpec {
                 .collect(),
             sentinel,
             group,
+            members,
         };
         spec.validate()?;
         Ok(spec)
@@ -467,13 +483,40 @@ impl Agent for AgentService {
                 "a command needs at least its name",
             ));
         }
+        let target = self.supervisor.target(req.instance.clone()).await?;
+        // A node named by id is checked by the address the local node lists
+        // it at: read CLUSTER NODES first (a read, safe on any connection).
+        let nodes = if target.spec.mode == Mode::Cluster
+            && commands.iter().any(|c| crate::guard::names_a_node(c))
+        {
+            let nodes = [vec![b"CLUSTER".to_vec(), b"NODES".to_vec()]];
+            match self
+                .connections
+                .run(&req.instance, &target.endpoint, target.pid, &nodes)
+                .await?
+                .first()
+            {
+                Some(Reply::Bulk(b)) => {
+                    crate::guard::parse_cluster_nodes(&String::from_utf8_lossy(b))
+                }
+                _ => {
+                    return Err(Status::unavailable(format!(
+                        "instance {}: CLUSTER NODES did not answer, so the node named cannot be checked",
+                        req.instance
+                    )));
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let scope = crate::guard::Scope::of(&target.spec, &nodes);
         for c in &commands {
-            crate::guard::check(c, req.allow_dangerous).map_err(Status::permission_denied)?;
+            crate::guard::check(c, &scope, req.allow_dangerous)
+                .map_err(|r| Status::permission_denied(r.to_string()))?;
         }
-        let endpoint = self.supervisor.endpoint(req.instance.clone()).await?;
         let replies = self
             .connections
-            .run(&req.instance, &endpoint, &commands)
+            .run(&req.instance, &target.endpoint, target.pid, &commands)
             .await?;
         Ok(Response::new(pb::RedisCommandResponse {
             replies: replies.into_iter().map(Into::into).collect(),

@@ -1,148 +1,852 @@
-//! Which Redis commands the RedisCommand RPC runs. Whoever can call the agent
-//! must not get, through it, what Redis would not give a client without the
-//! password: the password itself, files written where Redis chooses, or a
-//! stopped, wiped or re-pointed server. These are refused unless the caller
-//! sets `allow_dangerous`:
+//! Which Redis commands the RedisCommand RPC runs: an allow-list of exactly
+//! the commands and argument shapes the controller sends, per kind of
+//! instance, and nothing else. Whoever holds the controller's certificate
+//! must not get, through the agent, what Redis would not give a client
+//! without the password: the password itself, data wiped or moved, scripts,
+//! files written, a stopped server, a connection left in another state, or
+//! Redis pointed (and so sending its password) at an address outside the
+//! deployment.
 //!
-//! - SHUTDOWN, DEBUG, MODULE, MONITOR, SYNC, PSYNC, FLUSHALL, FLUSHDB, SWAPDB,
-//!   ACL, REPLICAOF, SLAVEOF, FAILOVER, MIGRATE, RESTORE;
-//! - CLUSTER RESET and CLUSTER FLUSHSLOTS;
-//! - SENTINEL subcommands that fail over, re-point, reconfigure or reset a
-//!   sentinel (only reading ones such as MASTER, REPLICAS, SENTINELS and
-//!   GET-MASTER-ADDR-BY-NAME pass);
-//! - CONFIG SET of anything but cluster-node-timeout, maxmemory and
-//!   maxmemory-policy (dir, dbfilename, logfile, ... write files);
-//!   CONFIG REWRITE (it would turn runtime values into config drift);
-//! - CONFIG GET with a pattern (`*`, `?`, `[`) or of an authentication
-//!   parameter (requirepass, masterauth, masteruser): never, even with the
-//!   flag, since the password never leaves the agent.
+//! Without `allow_dangerous`:
+//! - any instance: PING; INFO of named sections;
+//! - a cluster instance: CLUSTER NODES / INFO / SET-CONFIG-EPOCH /
+//!   ADDSLOTSRANGE / FAILOVER [FORCE|TAKEOVER]; CLUSTER MEET of a member's
+//!   address; CLUSTER REPLICATE and FORGET of a node id that the local node
+//!   lists at a member's address (FORGET also of a node flagged fail or
+//!   noaddr); CONFIG SET cluster-node-timeout between 100 ms and the spec's;
+//! - a replication member: CLIENT PAUSE <ms> WRITE (at most
+//!   [`MAX_WRITE_PAUSE_MS`]) and CLIENT UNPAUSE;
+//! - a redis-server of either kind: CONFIG GET of named, non-secret
+//!   parameters; CONFIG SET maxmemory / maxmemory-policy to the spec's value;
+//! - a sentinel: SENTINEL MASTER / REPLICAS / SENTINELS /
+//!   GET-MASTER-ADDR-BY-NAME / CKQUORUM of the deployment's master name,
+//!   SENTINEL MASTERS and MYID.
+//!
+//! With `allow_dangerous`, also (the commands the controller marks so):
+//! REPLICAOF / SLAVEOF NO ONE or a member's address; CLUSTER SETSLOT with a
+//! member node; ACL SETUSER default >new / <old and CONFIG SET masterauth
+//! (password rotation, the value a valid password); SENTINEL FAILOVER, SET
+//! (quorum, down-after-milliseconds, failover-timeout, parallel-syncs),
+//! MONITOR (a member's address), REMOVE and RESET, of the deployment's
+//! master name only.
+//!
+//! Never, flag or not: anything naming an address or node outside the
+//! spec's member list, anything that reads the password, and every command
+//! not listed above (FLUSHALL, EVAL, MIGRATE, PUBLISH, SUBSCRIBE, MULTI,
+//! CLIENT KILL, SHUTDOWN, ...).
 
-const DENIED: [&str; 15] = [
-    "SHUTDOWN",
-    "DEBUG",
-    "MODULE",
-    "MONITOR",
-    "SYNC",
-    "PSYNC",
-    "FLUSHALL",
-    "FLUSHDB",
-    "SWAPDB",
-    "ACL",
-    "REPLICAOF",
-    "SLAVEOF",
-    "FAILOVER",
-    "MIGRATE",
-    "RESTORE",
-];
-const SENTINEL_READS: [&str; 9] = [
-    "MASTER",
-    "MASTERS",
-    "REPLICAS",
-    "SLAVES",
-    "SENTINELS",
-    "GET-MASTER-ADDR-BY-NAME",
-    "CKQUORUM",
-    "MYID",
-    "INFO-CACHE",
-];
-const CONFIG_SET_ALLOWED: [&str; 3] = ["cluster-node-timeout", "maxmemory", "maxmemory-policy"];
+use std::fmt;
+use std::net::IpAddr;
 
-fn upper(arg: Option<&Vec<u8>>) -> String {
-    arg.map(|a| String::from_utf8_lossy(a).to_ascii_uppercase())
-        .unwrap_or_default()
+use crate::spec::{InstanceSpec, Members, Mode, Peer};
+
+/// The longest write pause accepted: the controller's failover pauses
+/// writes on the old master for its catch-up window, which it caps here.
+pub const MAX_WRITE_PAUSE_MS: u64 = 300_000;
+/// Formation shortens cluster-node-timeout (to 500 ms); never below this.
+const MIN_NODE_TIMEOUT_MS: u64 = 100;
+/// A cluster has 16384 hash slots.
+const LAST_SLOT: u64 = 16383;
+
+const INFO_SECTIONS: [&str; 16] = [
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "commandstats",
+    "latencystats",
+    "errorstats",
+    "cluster",
+    "keyspace",
+    "sentinel",
+    "modules",
+    "default",
+    "all",
+];
+/// CONFIG GET: one name at a time, no patterns, nothing about auth.
+const CONFIG_READABLE: [&str; 9] = [
+    "cluster-node-timeout",
+    "maxmemory",
+    "maxmemory-policy",
+    "appendonly",
+    "save",
+    "min-replicas-to-write",
+    "min-replicas-max-lag",
+    "replica-read-only",
+    "repl-diskless-sync-delay",
+];
+const SENTINEL_SETTABLE: [(&str, u64); 4] = [
+    ("quorum", 1),
+    ("down-after-milliseconds", 100),
+    ("failover-timeout", 1000),
+    ("parallel-syncs", 1),
+];
+
+/// A node as the local cluster node lists it (CLUSTER NODES), so a command
+/// that names a node by id can be checked by that node's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownNode {
+    pub id: String,
+    /// None when the node has no address (flag noaddr, or `:0`).
+    pub addr: Option<Peer>,
+    pub myself: bool,
+    /// Flagged fail or noaddr: forgetting it sends nothing anywhere.
+    pub gone: bool,
 }
 
-/// Ok when the command may run; otherwise why not, for the caller.
-pub fn check(args: &[Vec<u8>], allow_dangerous: bool) -> Result<(), String> {
-    let name = upper(args.first());
-    let sub = upper(args.get(1));
-    if name == "CONFIG" && sub == "GET" {
-        for p in &args[2..] {
-            let p = String::from_utf8_lossy(p).to_ascii_lowercase();
-            if p.contains(['*', '?', '['])
-                || ["pass", "auth", "masteruser"].iter().any(|s| p.contains(s))
-            {
-                return Err(format!(
-                    "CONFIG GET {p} is refused: patterns and authentication settings are never read through the agent"
-                ));
-            }
+/// CLUSTER NODES text into nodes; lines that do not parse are skipped (the
+/// ids they carry then count as unknown, which refuses).
+pub fn parse_cluster_nodes(text: &str) -> Vec<KnownNode> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let id = f.next()?.to_owned();
+            let addr = f.next()?;
+            let flags: Vec<&str> = f.next()?.split(',').collect();
+            let hostport = addr.split(['@', ',']).next()?;
+            let (ip, port) = hostport.rsplit_once(':')?;
+            let peer = match (ip.parse::<IpAddr>(), port.parse::<u16>()) {
+                (Ok(address), Ok(port)) if port != 0 => Some(Peer { address, port }),
+                _ => None,
+            };
+            Some(KnownNode {
+                id,
+                addr: peer,
+                myself: flags.contains(&"myself"),
+                gone: flags.contains(&"fail") || flags.contains(&"noaddr"),
+            })
+        })
+        .collect()
+}
+
+/// What the guard knows about the instance a command is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub mode: Mode,
+    pub deployment: &'a str,
+    /// The name the sentinels know the master by.
+    pub master_name: Option<&'a str>,
+    pub members: &'a Members,
+    pub maxmemory_bytes: u64,
+    pub maxmemory_policy: &'a str,
+    pub cluster_node_timeout_ms: u32,
+    /// The local node's CLUSTER NODES, when a command names a node by id.
+    pub nodes: &'a [KnownNode],
+}
+
+impl<'a> Scope<'a> {
+    pub fn of(spec: &'a InstanceSpec, nodes: &'a [KnownNode]) -> Self {
+        Scope {
+            mode: spec.mode,
+            deployment: &spec.deployment,
+            master_name: match (&spec.sentinel, &spec.group) {
+                (Some(s), _) => Some(&s.master_name),
+                (None, Some(g)) if !g.sentinels.is_empty() => Some(&g.master_name),
+                _ => None,
+            },
+            members: &spec.members,
+            maxmemory_bytes: spec.maxmemory_bytes,
+            maxmemory_policy: &spec.maxmemory_policy,
+            cluster_node_timeout_ms: spec.cluster_node_timeout_ms,
+            nodes,
         }
-        return Ok(());
     }
-    if allow_dangerous {
-        return Ok(());
+
+    fn kind(&self) -> &'static str {
+        match self.mode {
+            Mode::Cluster => "a cluster instance",
+            Mode::Standalone => "a replication member",
+            Mode::Sentinel => "a sentinel",
+        }
     }
-    let refused = |what: String| {
-        Err(format!(
-            "{what} is refused by the agent (it can stop, wipe, re-point Redis or write files); the controller must ask for it explicitly"
-        ))
+}
+
+/// Why a command is refused. Never carries argument values: they may be
+/// passwords.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not on the allow-list for this kind of instance, flag or not.
+    NotAllowed { command: String, kind: &'static str },
+    /// On the list, but only with allow_dangerous.
+    NeedsFlag { command: String },
+    /// Names an address, node or master outside the deployment.
+    Outside {
+        command: String,
+        what: String,
+        deployment: String,
+    },
+    /// The command is allowed, these arguments are not.
+    Shape { command: String, why: String },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotAllowed { command, kind } => write!(
+                f,
+                "{command} is not among the commands the agent runs on {kind} (see the README's guard section)"
+            ),
+            Refusal::NeedsFlag { command } => write!(
+                f,
+                "{command} re-points Redis or changes its credentials: the caller must set allow_dangerous"
+            ),
+            Refusal::Outside {
+                command,
+                what,
+                deployment,
+            } => write!(
+                f,
+                "{command} names {what}, which is not a member of deployment {deployment}; refused even with allow_dangerous"
+            ),
+            Refusal::Shape { command, why } => write!(f, "{command}: {why}"),
+        }
+    }
+}
+
+/// Whether the command names a cluster node by id, so the caller must fetch
+/// the local node's CLUSTER NODES for [`Scope::nodes`] first.
+pub fn names_a_node(args: &[Vec<u8>]) -> bool {
+    let w = |i: usize| args.get(i).map(|a| a.to_ascii_uppercase());
+    w(0).as_deref() == Some(b"CLUSTER")
+        && matches!(w(1).as_deref(), Some(b"REPLICATE" | b"FORGET" | b"SETSLOT"))
+}
+
+/// Ok when the command may run on the instance `scope` describes.
+pub fn check(args: &[Vec<u8>], scope: &Scope<'_>, allow_dangerous: bool) -> Result<(), Refusal> {
+    let Some(words) = args
+        .iter()
+        .map(|a| std::str::from_utf8(a).ok())
+        .collect::<Option<Vec<&str>>>()
+    else {
+        return Err(Refusal::Shape {
+            command: label(args),
+            why: "arguments must be UTF-8".into(),
+        });
     };
-    if DENIED.contains(&name.as_str()) {
-        return refused(name);
-    }
-    if name == "CLUSTER" && (sub == "RESET" || sub == "FLUSHSLOTS") {
-        return refused(format!("CLUSTER {sub}"));
-    }
-    if name == "SENTINEL" && !SENTINEL_READS.contains(&sub.as_str()) {
-        return refused(format!("SENTINEL {sub}"));
-    }
-    if name == "CONFIG" && sub == "REWRITE" {
-        return refused("CONFIG REWRITE".into());
-    }
-    if name == "CONFIG" && sub == "SET" {
-        for pair in args[2..].chunks(2) {
-            let p = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
-            if !CONFIG_SET_ALLOWED.contains(&p.as_str()) {
-                return refused(format!("CONFIG SET {p}"));
-            }
-        }
+    let need = allowed(&words, scope)?;
+    if need == Need::Flag && !allow_dangerous {
+        return Err(Refusal::NeedsFlag {
+            command: label(args),
+        });
     }
     Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Nothing,
+    Flag,
+}
+
+/// The command's name and, for container commands, subcommand: what a
+/// refusal may show.
+fn label(args: &[Vec<u8>]) -> String {
+    let up = |i: usize| {
+        args.get(i)
+            .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase())
+    };
+    let name: String = up(0)
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(32)
+        .collect();
+    let container = [
+        "CLUSTER", "CONFIG", "CLIENT", "SENTINEL", "ACL", "SCRIPT", "FUNCTION",
+    ];
+    match up(1) {
+        Some(sub) if container.contains(&name.as_str()) => {
+            let sub: String = sub
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(32)
+                .collect();
+            format!("{name} {sub}")
+        }
+        _ => name,
+    }
+}
+
+fn allowed(w: &[&str], scope: &Scope<'_>) -> Result<Need, Refusal> {
+    let name = w[0].to_ascii_uppercase();
+    let sub = w.get(1).map(|s| s.to_ascii_uppercase()).unwrap_or_default();
+    let command = if ["CLUSTER", "CONFIG", "CLIENT", "SENTINEL", "ACL"].contains(&name.as_str()) {
+        format!("{name} {sub}")
+    } else {
+        name.clone()
+    };
+    let shape = |why: &str| Refusal::Shape {
+        command: command.clone(),
+        why: why.to_owned(),
+    };
+    let not_allowed = || {
+        Err(Refusal::NotAllowed {
+            command: command.clone(),
+            kind: scope.kind(),
+        })
+    };
+    let outside = |what: String| Refusal::Outside {
+        command: command.clone(),
+        what,
+        deployment: scope.deployment.to_owned(),
+    };
+    let redis = scope.mode != Mode::Sentinel;
+    let n = w.len();
+    match (name.as_str(), sub.as_str()) {
+        ("PING", _) if n == 1 => Ok(Need::Nothing),
+        ("INFO", _) => {
+            if w[1..]
+                .iter()
+                .all(|s| INFO_SECTIONS.contains(&s.to_ascii_lowercase().as_str()))
+            {
+                Ok(Need::Nothing)
+            } else {
+                Err(shape("only named INFO sections (server, replication, ...)"))
+            }
+        }
+        ("CONFIG", "GET") if redis => {
+            if n >= 3
+                && w[2..]
+                    .iter()
+                    .all(|p| CONFIG_READABLE.contains(&p.to_ascii_lowercase().as_str()))
+            {
+                Ok(Need::Nothing)
+            } else {
+                Err(shape(
+                    "only named, non-secret parameters (cluster-node-timeout, maxmemory, ...); no patterns, never authentication settings",
+                ))
+            }
+        }
+        ("CONFIG", "SET") if redis => {
+            if n < 4 || !n.is_multiple_of(2) {
+                return Err(shape("takes parameter-value pairs"));
+            }
+            let mut need = Need::Nothing;
+            for pair in w[2..].chunks(2) {
+                let value = pair[1];
+                match pair[0].to_ascii_lowercase().as_str() {
+                    "cluster-node-timeout" if scope.mode == Mode::Cluster => {
+                        match value.parse::<u64>() {
+                            Ok(v)
+                                if (MIN_NODE_TIMEOUT_MS
+                                    ..=u64::from(scope.cluster_node_timeout_ms))
+                                    .contains(&v) => {}
+                            _ => {
+                                return Err(shape(&format!(
+                                    "cluster-node-timeout must be {MIN_NODE_TIMEOUT_MS} to {} (the spec's value)",
+                                    scope.cluster_node_timeout_ms
+                                )));
+                            }
+                        }
+                    }
+                    "maxmemory" => {
+                        if value.parse::<u64>().ok() != Some(scope.maxmemory_bytes) {
+                            return Err(shape(&format!(
+                                "maxmemory may only be set to the spec's value ({} bytes)",
+                                scope.maxmemory_bytes
+                            )));
+                        }
+                    }
+                    "maxmemory-policy" => {
+                        if !value.eq_ignore_ascii_case(scope.maxmemory_policy) {
+                            return Err(shape(&format!(
+                                "maxmemory-policy may only be set to the spec's value ({})",
+                                scope.maxmemory_policy
+                            )));
+                        }
+                    }
+                    "masterauth" => {
+                        if !valid_password(value) {
+                            return Err(shape("masterauth must be 16 to 512 printable characters"));
+                        }
+                        need = Need::Flag;
+                    }
+                    _ => {
+                        return Err(Refusal::NotAllowed {
+                            command: format!("CONFIG SET {}", pair[0].to_ascii_lowercase()),
+                            kind: scope.kind(),
+                        });
+                    }
+                }
+            }
+            Ok(need)
+        }
+        ("ACL", "SETUSER") if redis => {
+            // Password rotation: add the new password, or remove the old.
+            let ok = n == 4
+                && w[2] == "default"
+                && w[3].strip_prefix(['>', '<']).is_some_and(valid_password);
+            if ok {
+                Ok(Need::Flag)
+            } else {
+                Err(shape("only `ACL SETUSER default >PASSWORD` or `<PASSWORD`"))
+            }
+        }
+        ("CLUSTER", _) if scope.mode == Mode::Cluster => cluster(w, &sub, scope, &command),
+        ("REPLICAOF" | "SLAVEOF", _) if scope.mode == Mode::Standalone => {
+            if n != 3 {
+                return Err(shape("takes HOST PORT or NO ONE"));
+            }
+            if w[1].eq_ignore_ascii_case("NO") && w[2].eq_ignore_ascii_case("ONE") {
+                return Ok(Need::Flag);
+            }
+            match member_peer(w[1], w[2]) {
+                Some(p) if scope.members.redis.contains(&p) => Ok(Need::Flag),
+                _ => Err(outside(format!("{}:{}", w[1], w[2]))),
+            }
+        }
+        ("CLIENT", "PAUSE") if scope.mode == Mode::Standalone => {
+            let ms_ok = w
+                .get(2)
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|ms| (1..=MAX_WRITE_PAUSE_MS).contains(&ms));
+            if n == 4 && ms_ok && w[3].eq_ignore_ascii_case("WRITE") {
+                Ok(Need::Nothing)
+            } else {
+                Err(shape(&format!(
+                    "only `CLIENT PAUSE <1..{MAX_WRITE_PAUSE_MS} ms> WRITE`"
+                )))
+            }
+        }
+        ("CLIENT", "UNPAUSE") if scope.mode == Mode::Standalone && n == 2 => Ok(Need::Nothing),
+        ("SENTINEL", _) if scope.mode == Mode::Sentinel => sentinel(w, &sub, scope, &command),
+        _ => not_allowed(),
+    }
+}
+
+fn cluster(w: &[&str], sub: &str, scope: &Scope<'_>, command: &str) -> Result<Need, Refusal> {
+    let n = w.len();
+    let shape = |why: &str| Refusal::Shape {
+        command: command.to_owned(),
+        why: why.to_owned(),
+    };
+    let outside = |what: String| Refusal::Outside {
+        command: command.to_owned(),
+        what,
+        deployment: scope.deployment.to_owned(),
+    };
+    // A node named by id: known to the local node, at a member's address.
+    let node = |id: &str, or_gone: bool| -> Result<(), Refusal> {
+        match scope.nodes.iter().find(|k| k.id == id) {
+            None => Err(outside(format!(
+                "node {id}, which the local node does not know"
+            ))),
+            Some(k) if k.myself => Err(shape("names the local node itself")),
+            Some(k) if k.addr.is_some_and(|a| scope.members.redis.contains(&a)) => Ok(()),
+            Some(k) if or_gone && k.gone => Ok(()),
+            Some(k) => Err(outside(match k.addr {
+                Some(a) => format!("node {id} at {a}"),
+                None => format!("node {id} (no address)"),
+            })),
+        }
+    };
+    match sub {
+        "NODES" | "INFO" if n == 2 => Ok(Need::Nothing),
+        "SET-CONFIG-EPOCH" if n == 3 && w[2].parse::<u64>().is_ok() => Ok(Need::Nothing),
+        "ADDSLOTSRANGE" => {
+            let slots: Option<Vec<u64>> = w[2..]
+                .iter()
+                .map(|s| s.parse::<u64>().ok().filter(|s| *s <= LAST_SLOT))
+                .collect();
+            match slots {
+                Some(s)
+                    if !s.is_empty()
+                        && s.len().is_multiple_of(2)
+                        && s.chunks(2).all(|p| p[0] <= p[1]) =>
+                {
+                    Ok(Need::Nothing)
+                }
+                _ => Err(shape("takes START END pairs of slots 0-16383")),
+            }
+        }
+        "MEET" if n == 4 || n == 5 => {
+            let peer = member_peer(w[2], w[3]);
+            let bus_ok = n == 4
+                || peer
+                    .is_some_and(|p| w[4].parse::<u32>().ok() == Some(u32::from(p.port) + 10000));
+            match peer {
+                Some(p) if scope.members.redis.contains(&p) && bus_ok => Ok(Need::Nothing),
+                Some(p) if scope.members.redis.contains(&p) => {
+                    Err(shape("the bus port must be the port + 10000"))
+                }
+                _ => Err(outside(format!("{}:{}", w[2], w[3]))),
+            }
+        }
+        "REPLICATE" if n == 3 => node(w[2], false).map(|()| Need::Nothing),
+        "FORGET" if n == 3 => node(w[2], true).map(|()| Need::Nothing),
+        "FAILOVER" if n == 2 => Ok(Need::Nothing),
+        "FAILOVER"
+            if n == 3
+                && (w[2].eq_ignore_ascii_case("FORCE")
+                    || w[2].eq_ignore_ascii_case("TAKEOVER")) =>
+        {
+            Ok(Need::Nothing)
+        }
+        "SETSLOT" if n >= 4 && w[2].parse::<u64>().is_ok_and(|s| s <= LAST_SLOT) => {
+            let how = w[3].to_ascii_uppercase();
+            match (how.as_str(), n) {
+                ("STABLE", 4) => Ok(Need::Flag),
+                ("NODE" | "MIGRATING" | "IMPORTING", 5) => node(w[4], false).map(|()| Need::Flag),
+                _ => Err(shape(
+                    "takes SLOT STABLE or SLOT NODE|MIGRATING|IMPORTING NODE-ID",
+                )),
+            }
+        }
+        _ => Err(Refusal::NotAllowed {
+            command: command.to_owned(),
+            kind: scope.kind(),
+        }),
+    }
+}
+
+fn sentinel(w: &[&str], sub: &str, scope: &Scope<'_>, command: &str) -> Result<Need, Refusal> {
+    let n = w.len();
+    let shape = |why: &str| Refusal::Shape {
+        command: command.to_owned(),
+        why: why.to_owned(),
+    };
+    let outside = |what: String| Refusal::Outside {
+        command: command.to_owned(),
+        what,
+        deployment: scope.deployment.to_owned(),
+    };
+    let ours = |name: &str| scope.master_name == Some(name);
+    if matches!(sub, "MASTERS" | "MYID") {
+        return if n == 2 {
+            Ok(Need::Nothing)
+        } else {
+            Err(shape("takes no arguments"))
+        };
+    }
+    let Some(name) = w.get(2).copied() else {
+        return Err(shape("takes the master name"));
+    };
+    if !ours(name) {
+        return Err(outside(format!("master {name:?}")));
+    }
+    match sub {
+        "MASTER" | "REPLICAS" | "SLAVES" | "SENTINELS" | "GET-MASTER-ADDR-BY-NAME" | "CKQUORUM"
+            if n == 3 =>
+        {
+            Ok(Need::Nothing)
+        }
+        "FAILOVER" | "REMOVE" | "RESET" if n == 3 => Ok(Need::Flag),
+        "SET" if n >= 5 && !n.is_multiple_of(2) => {
+            for pair in w[3..].chunks(2) {
+                let option = pair[0].to_ascii_lowercase();
+                let Some((_, min)) = SENTINEL_SETTABLE.iter().find(|(o, _)| *o == option) else {
+                    return Err(Refusal::NotAllowed {
+                        command: format!("SENTINEL SET {option}"),
+                        kind: scope.kind(),
+                    });
+                };
+                if !pair[1]
+                    .parse::<u64>()
+                    .is_ok_and(|v| v >= *min && v <= u64::from(u32::MAX))
+                {
+                    return Err(shape(&format!(
+                        "{option} must be a number of at least {min}"
+                    )));
+                }
+            }
+            Ok(Need::Flag)
+        }
+        "MONITOR" if n == 6 => {
+            if !w[5].parse::<u32>().is_ok_and(|q| q >= 1) {
+                return Err(shape("the quorum must be at least 1"));
+            }
+            match member_peer(w[3], w[4]) {
+                Some(p) if scope.members.redis.contains(&p) => Ok(Need::Flag),
+                _ => Err(outside(format!("{}:{}", w[3], w[4]))),
+            }
+        }
+        _ => Err(Refusal::NotAllowed {
+            command: command.to_owned(),
+            kind: scope.kind(),
+        }),
+    }
+}
+
+/// An address as Redis would dial it: an IP literal and a port. Host names
+/// are refused (they could resolve anywhere).
+fn member_peer(ip: &str, port: &str) -> Option<Peer> {
+    Some(Peer {
+        address: ip.parse().ok()?,
+        port: port.parse().ok().filter(|p| *p != 0)?,
+    })
+}
+
+/// What the spec accepts as a password: 16-512 printable, no spaces.
+fn valid_password(p: &str) -> bool {
+    (16..=512).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cmd(words: &str) -> Vec<Vec<u8>> {
-        words.split(' ').map(|w| w.as_bytes().to_vec()).collect()
+    const ID_B: &str = "bbbb000000000000000000000000000000000000";
+    const ID_ROGUE: &str = "eeee000000000000000000000000000000000000";
+    const ID_ME: &str = "aaaa000000000000000000000000000000000000";
+    const ID_GHOST: &str = "dddd000000000000000000000000000000000000";
+
+    fn peer(s: &str) -> Peer {
+        let (a, p) = s.rsplit_once(':').unwrap();
+        Peer {
+            address: a.parse().unwrap(),
+            port: p.parse().unwrap(),
+        }
     }
 
+    fn members() -> Members {
+        Members {
+            redis: ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]
+                .map(peer)
+                .to_vec(),
+            sentinels: ["10.0.0.1:26379", "10.0.0.2:26379"].map(peer).to_vec(),
+        }
+    }
+
+    fn nodes() -> Vec<KnownNode> {
+        parse_cluster_nodes(&format!(
+            "{ID_ME} 10.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
+             {ID_B} 10.0.0.2:7000@17000 master - 0 0 2 connected 5461-10922\n\
+             {ID_ROGUE} 10.9.9.9:7000@17000 master - 0 0 0 connected\n\
+             {ID_GHOST} :0@0 master,fail,noaddr - 0 0 0 disconnected\n"
+        ))
+    }
+
+    fn check_in(mode: Mode, words: &str, flag: bool) -> Result<(), Refusal> {
+        let members = members();
+        let nodes = nodes();
+        let scope = Scope {
+            mode,
+            deployment: "lab",
+            master_name: Some("lab"),
+            members: &members,
+            maxmemory_bytes: 256 << 20,
+            maxmemory_policy: "allkeys-lru",
+            cluster_node_timeout_ms: 5000,
+            nodes: &nodes,
+        };
+        let args: Vec<Vec<u8>> = words.split(' ').map(|w| w.as_bytes().to_vec()).collect();
+        check(&args, &scope, flag)
+    }
+
+    use Mode::{Cluster, Sentinel, Standalone};
+    const PW: &str = "0123456789abcdef0123456789abcdef";
+
+    /// What the controller sends (controller/src/*.rs), per instance kind.
     #[test]
-    fn formation_commands_pass() {
+    fn the_controllers_commands_pass() {
+        let table: &[(Mode, &str, bool)] = &[
+            (Cluster, "PING", false),
+            (Cluster, "INFO replication", false),
+            (Cluster, "CLUSTER NODES", false),
+            (Cluster, "CLUSTER INFO", false),
+            (Cluster, "CONFIG GET cluster-node-timeout", false),
+            (Cluster, "CONFIG SET cluster-node-timeout 500", false),
+            (Cluster, "CONFIG SET cluster-node-timeout 5000", false),
+            (Cluster, "CLUSTER SET-CONFIG-EPOCH 3", false),
+            (Cluster, "CLUSTER ADDSLOTSRANGE 0 5460", false),
+            (Cluster, "CLUSTER MEET 10.0.0.2 7000", false),
+            (Cluster, "CLUSTER MEET 10.0.0.2 7000 17000", false),
+            (Cluster, &format!("CLUSTER REPLICATE {ID_B}"), false),
+            (Cluster, &format!("CLUSTER FORGET {ID_B}"), false),
+            (Cluster, &format!("CLUSTER FORGET {ID_GHOST}"), false),
+            (Cluster, "CLUSTER FAILOVER", false),
+            (Cluster, "CLUSTER FAILOVER FORCE", false),
+            (Cluster, "CLUSTER FAILOVER TAKEOVER", false),
+            (Cluster, &format!("ACL SETUSER default >{PW}"), true),
+            (Cluster, &format!("ACL SETUSER default <{PW}"), true),
+            (Cluster, &format!("CONFIG SET masterauth {PW}"), true),
+            (Cluster, "CONFIG SET maxmemory 268435456", false),
+            (Cluster, "CONFIG SET maxmemory-policy allkeys-lru", false),
+            (Cluster, &format!("CLUSTER SETSLOT 7 NODE {ID_B}"), true),
+            (Standalone, "INFO replication", false),
+            (Standalone, "CLIENT PAUSE 30000 WRITE", false),
+            (Standalone, "CLIENT UNPAUSE", false),
+            (Standalone, "REPLICAOF NO ONE", true),
+            (Standalone, "REPLICAOF 10.0.0.2 7000", true),
+            (Standalone, "slaveof 10.0.0.3 7000", true),
+            (Standalone, &format!("CONFIG SET masterauth {PW}"), true),
+            (Sentinel, "PING", false),
+            (Sentinel, "SENTINEL MASTER lab", false),
+            (Sentinel, "sentinel get-master-addr-by-name lab", false),
+            (Sentinel, "SENTINEL REPLICAS lab", false),
+            (Sentinel, "SENTINEL FAILOVER lab", true),
+            (
+                Sentinel,
+                "SENTINEL SET lab quorum 2 down-after-milliseconds 5000 failover-timeout 60000",
+                true,
+            ),
+            (Sentinel, "SENTINEL MONITOR lab 10.0.0.1 7000 2", true),
+        ];
+        for (mode, c, flag) in table {
+            assert_eq!(check_in(*mode, c, *flag), Ok(()), "{mode:?} {c}");
+            if *flag {
+                assert!(
+                    matches!(check_in(*mode, c, false), Err(Refusal::NeedsFlag { .. })),
+                    "{mode:?} {c} needs the flag"
+                );
+            }
+        }
+    }
+
+    /// Refused on every kind of instance, with the flag too.
+    #[test]
+    fn what_wipes_runs_code_writes_files_or_changes_the_connection_is_never_run() {
         for c in [
-            "CLUSTER NODES",
-            "CLUSTER MEET 127.0.0.1 7000",
-            "CLUSTER ADDSLOTSRANGE 0 5460",
-            "cluster replicate abc",
-            "INFO replication",
-            "CONFIG SET cluster-node-timeout 500",
-            "CONFIG GET cluster-node-timeout",
-            "PING",
-            "SENTINEL MASTER lab",
-            "sentinel get-master-addr-by-name lab",
+            "FLUSHALL",
+            "FLUSHALL ASYNC",
+            "FLUSHDB",
+            "SWAPDB 0 1",
+            "RESTORE k 0 x",
+            "MIGRATE 10.0.0.2 7000 k 0 1000",
+            "EVAL return 1 0",
+            "EVALSHA abc 0",
+            "EVAL_RO return 1 0",
+            "FCALL f 0",
+            "FUNCTION LOAD x",
+            "SCRIPT LOAD x",
+            "SCRIPT KILL",
+            "CLIENT KILL ID 1",
+            "CLIENT PAUSE 100000",
+            "CLIENT PAUSE 1000 ALL",
+            "CLIENT REPLY OFF",
+            "CLIENT SETNAME x",
+            "PUBLISH __sentinel__:hello 10.9.9.9,26379,x,0,lab,10.9.9.9,7000,9",
+            "SHUTDOWN NOSAVE",
+            "DEBUG SLEEP 10",
+            "MODULE LOAD /tmp/x.so",
+            "MONITOR",
+            "SYNC",
+            "PSYNC ? -1",
+            "MULTI",
+            "EXEC",
+            "RESET",
+            "SUBSCRIBE x",
+            "PSUBSCRIBE *",
+            "SSUBSCRIBE x",
+            "SELECT 1",
+            "AUTH default x",
+            "HELLO 3 AUTH default x",
+            "HELLO 3",
+            "BLPOP k 0",
+            "BRPOP k 0",
+            "BLMOVE a b LEFT RIGHT 0",
+            "BZPOPMIN k 0",
+            "XREAD BLOCK 0 STREAMS s $",
+            "WAIT 1 0",
+            "SET k v",
+            "INCR k",
+            "GET k",
+            "KEYS *",
+            "CONFIG SET dir /etc",
+            "CONFIG SET dbfilename x",
+            "CONFIG SET maxmemory 1",
+            "CONFIG SET maxmemory 268435456 dir /etc",
+            "CONFIG SET maxmemory-policy noeviction",
+            "CONFIG SET cluster-node-timeout 1",
+            "CONFIG SET cluster-node-timeout 999999",
+            "CONFIG SET requirepass 0123456789abcdef0123",
+            "CONFIG REWRITE",
+            "CONFIG RESETSTAT",
+            "CLUSTER RESET HARD",
+            "CLUSTER FLUSHSLOTS",
+            "CLUSTER DELSLOTS 1",
+            "CLUSTER ADDSLOTSRANGE 0 16384",
+            "ACL SETUSER default nopass",
+            "ACL SETUSER app >0123456789abcdef0123",
+            "ACL SETUSER default >short",
+            "ACL LIST",
+            "ACL GETUSER default",
+            "ACL DELUSER app",
+            "REPLICAOF",
+            "INFO everything x",
         ] {
-            assert_eq!(check(&cmd(c), false), Ok(()), "{c}");
+            for mode in [Cluster, Standalone, Sentinel] {
+                for flag in [false, true] {
+                    assert!(check_in(mode, c, flag).is_err(), "{mode:?} {c} flag={flag}");
+                }
+            }
         }
     }
 
     #[test]
-    fn dangerous_commands_need_the_flag() {
-        for c in [
-            "SHUTDOWN NOSAVE",
-            "flushall",
-            "CONFIG SET dir /etc",
-            "CONFIG SET maxmemory 1 dbfilename x",
-            "CONFIG REWRITE",
-            "CLUSTER RESET HARD",
-            "REPLICAOF 10.0.0.9 6379",
-            "MODULE LOAD /tmp/x.so",
-            "SENTINEL FAILOVER lab",
-            "SENTINEL SET lab auth-pass x",
-            "sentinel remove lab",
+    fn each_kind_runs_only_its_own_commands() {
+        for (mode, c) in [
+            (Standalone, "CLUSTER NODES"),
+            (Sentinel, "CLUSTER MEET 10.0.0.2 7000"),
+            (Cluster, "REPLICAOF NO ONE"),
+            (Cluster, "CLIENT PAUSE 1000 WRITE"),
+            (Sentinel, "CLIENT PAUSE 1000 WRITE"),
+            (Cluster, "SENTINEL MASTER lab"),
+            (Sentinel, "CONFIG GET maxmemory"),
+            (Sentinel, &format!("ACL SETUSER default >{PW}")),
         ] {
-            assert!(check(&cmd(c), false).is_err(), "{c}");
-            assert_eq!(check(&cmd(c), true), Ok(()), "{c} with the flag");
+            assert!(
+                matches!(check_in(mode, c, true), Err(Refusal::NotAllowed { .. })),
+                "{mode:?} {c}"
+            );
+        }
+    }
+
+    /// Re-pointing stays inside the deployment, with the flag too.
+    #[test]
+    fn nothing_points_outside_the_deployment() {
+        for (mode, c) in [
+            (Cluster, "CLUSTER MEET 10.9.9.9 7000".to_owned()),
+            (Cluster, "CLUSTER MEET 10.0.0.2 7001".to_owned()),
+            (Cluster, "CLUSTER MEET localhost 7000".to_owned()),
+            (Cluster, "CLUSTER MEET ::ffff:10.0.0.2 7000".to_owned()),
+            (Cluster, format!("CLUSTER REPLICATE {ID_ROGUE}")),
+            (
+                Cluster,
+                "CLUSTER REPLICATE ffff000000000000000000000000000000000000".to_owned(),
+            ),
+            (Cluster, format!("CLUSTER FORGET {ID_ROGUE}")),
+            (Cluster, format!("CLUSTER SETSLOT 7 NODE {ID_ROGUE}")),
+            (Cluster, format!("CLUSTER SETSLOT 7 MIGRATING {ID_GHOST}")),
+            (Standalone, "REPLICAOF 10.9.9.9 7000".to_owned()),
+            (Standalone, "SLAVEOF 10.0.0.1 26379".to_owned()),
+            (Standalone, "REPLICAOF evil.example 7000".to_owned()),
+            (Sentinel, "SENTINEL MONITOR lab 10.9.9.9 7000 2".to_owned()),
+            (
+                Sentinel,
+                "SENTINEL MONITOR other 10.0.0.1 7000 2".to_owned(),
+            ),
+            (Sentinel, "SENTINEL MASTER other".to_owned()),
+            (Sentinel, "SENTINEL REMOVE other".to_owned()),
+            (Sentinel, "SENTINEL RESET *".to_owned()),
+        ] {
+            assert!(
+                matches!(check_in(mode, &c, true), Err(Refusal::Outside { .. })),
+                "{mode:?} {c}: {:?}",
+                check_in(mode, &c, true)
+            );
+        }
+        // The local node itself is no master to follow.
+        assert!(check_in(Cluster, &format!("CLUSTER REPLICATE {ID_ME}"), true).is_err());
+    }
+
+    #[test]
+    fn sentinels_never_change_credentials_or_scripts() {
+        for c in [
+            "SENTINEL SET lab auth-pass x",
+            "SENTINEL SET lab auth-user x",
+            "SENTINEL SET lab notification-script /tmp/x",
+            "SENTINEL SET lab client-reconfig-script /tmp/x",
+            "SENTINEL SET lab quorum 0",
+            "SENTINEL CONFIG SET resolve-hostnames yes",
+            "SENTINEL DEBUG",
+            "SENTINEL SIMULATE-FAILURE crash-after-election",
+            "SENTINEL IS-MASTER-DOWN-BY-ADDR 10.0.0.1 7000 0 *",
+        ] {
+            assert!(check_in(Sentinel, c, true).is_err(), "{c}");
         }
     }
 
@@ -151,10 +855,40 @@ mod tests {
         for c in [
             "CONFIG GET requirepass",
             "CONFIG GET masterauth",
+            "CONFIG GET masteruser",
             "CONFIG GET *",
             "config get maxmemory re*",
+            "SENTINEL CONFIG GET *",
+            "ACL GETUSER default",
         ] {
-            assert!(check(&cmd(c), true).is_err(), "{c}");
+            for mode in [Cluster, Standalone, Sentinel] {
+                assert!(check_in(mode, c, true).is_err(), "{mode:?} {c}");
+            }
         }
+    }
+
+    #[test]
+    fn refusals_never_echo_arguments() {
+        let e = check_in(Cluster, "ACL SETUSER default >tooshort-secret", true).unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
+        let e = check_in(
+            Cluster,
+            "CONFIG SET requirepass hunter2hunter2hunter2",
+            true,
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn cluster_nodes_parse_with_flags_and_missing_addresses() {
+        let n = nodes();
+        assert_eq!(n.len(), 4);
+        assert!(n[0].myself && !n[0].gone);
+        assert_eq!(n[1].addr, Some(peer("10.0.0.2:7000")));
+        assert_eq!(n[3].addr, None);
+        assert!(n[3].gone);
+        let with_host = parse_cluster_nodes("x 10.0.0.2:7000@17000,host1 master - 0 0 1 connected");
+        assert_eq!(with_host[0].addr, Some(peer("10.0.0.2:7000")));
     }
 }

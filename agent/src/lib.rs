@@ -15,7 +15,7 @@ mod locks;
 pub mod logs;
 mod notify;
 mod redact;
-mod redis_access;
+pub mod redis_access;
 mod rejoin;
 pub mod spec;
 mod store;

@@ -16,19 +16,24 @@ use crate::supervisor::Endpoint;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a cached connection may take to answer the PING that checks it
+/// before a request; past that it is replaced.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An authenticated connection to `endpoint`, with short connect timeouts.
 pub(crate) async fn connect(
     endpoint: &Endpoint,
     response_timeout: Duration,
 ) -> redis::RedisResult<MultiplexedConnection> {
+    let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
+    // Every instance has a password; an empty one means a Redis without
+    // requirepass (the agent's own tests).
+    if !endpoint.password.is_empty() {
+        settings = settings.set_password(&endpoint.password);
+    }
     let info = ConnectionAddr::Tcp(endpoint.address.to_string(), endpoint.port)
         .into_connection_info()?
-        .set_redis_settings(
-            RedisConnectionInfo::default()
-                .set_password(&endpoint.password)
-                .set_skip_set_lib_name(),
-        );
+        .set_redis_settings(settings);
     let client = redis::Client::open(info)?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -79,10 +84,28 @@ pub async fn readiness(endpoint: &Endpoint, expected_pid: u32) -> Readiness {
     }
 }
 
-/// One multiplexed connection per instance, reused across requests.
-#[derive(Clone, Default)]
+/// One multiplexed connection per instance process, reused across requests.
+/// Every command the guard lets through leaves a connection as it found it;
+/// a reply that shows otherwise (an error, a push, QUEUED) or a failure
+/// drops it, so the next request starts on a fresh one.
+#[derive(Clone)]
 pub struct Connections {
-    inner: Arc<Mutex<HashMap<(String, u16), MultiplexedConnection>>>,
+    inner: Arc<Mutex<HashMap<String, Cached>>>,
+    response_timeout: Duration,
+}
+
+struct Cached {
+    /// The port and process it was opened to: a restarted Redis (new pid)
+    /// or a moved instance gets a new connection, never a stale one.
+    port: u16,
+    pid: Option<u32>,
+    conn: MultiplexedConnection,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections::with_response_timeout(RESPONSE_TIMEOUT)
+    }
 }
 
 /// A reply the way the wire carries it. Redis errors are values, not failures.
@@ -97,69 +120,102 @@ pub enum Reply {
     Double(f64),
 }
 
+/// Whether a reply shows the connection may not be in its plain state any
+/// more: a Redis error (a command half-applied to the connection), an
+/// out-of-band push (subscribed), or QUEUED (inside MULTI).
+fn unsettling(v: &Value) -> bool {
+    match v {
+        Value::ServerError(_) | Value::Push { .. } => true,
+        Value::SimpleString(s) => s.eq_ignore_ascii_case("QUEUED"),
+        _ => false,
+    }
+}
+
 impl Connections {
+    pub fn with_response_timeout(response_timeout: Duration) -> Self {
+        Connections {
+            inner: Arc::default(),
+            response_timeout,
+        }
+    }
+
+    /// Runs `commands` as one pipeline on the instance's process `pid`. The
+    /// pipeline is written at most once: after a failure nobody knows which
+    /// of its commands ran, so it is never re-sent (a retried INCR counts
+    /// twice). A cached connection is checked with PING first, which is
+    /// safe to repeat, and replaced if it does not answer.
     pub async fn run(
         &self,
         instance: &str,
         endpoint: &Endpoint,
+        pid: Option<u32>,
         commands: &[Vec<Vec<u8>>],
     ) -> Result<Vec<Reply>, Error> {
-        let key = (instance.to_owned(), endpoint.port);
-        // Retry once on a fresh connection: the cached one may belong to a
-        // process that has since been restarted.
-        for attempt in 0..2 {
-            let mut conn = self.get(&key, endpoint, attempt > 0).await?;
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for args in commands {
-                let mut cmd = redis::Cmd::new();
-                for a in args {
-                    cmd.arg(a.as_slice());
-                }
-                pipe.add_command(cmd);
+        let fail = |message: String| Error::Redis {
+            instance: instance.to_owned(),
+            message,
+        };
+        let mut conn = self.get(instance, endpoint, pid).await?;
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for args in commands {
+            let mut cmd = redis::Cmd::new();
+            for a in args {
+                cmd.arg(a.as_slice());
             }
-            match pipe.query_async::<Vec<Value>>(&mut conn).await {
-                Ok(values) => return Ok(values.into_iter().map(Reply::from).collect()),
-                Err(e)
-                    if attempt == 0
-                        && (e.is_io_error()
-                            || e.is_connection_dropped()
-                            || e.is_unrecoverable_error()) =>
-                {
-                    self.inner.lock().await.remove(&key);
+            pipe.add_command(cmd);
+        }
+        match pipe.query_async::<Vec<Value>>(&mut conn).await {
+            Ok(values) => {
+                if values.iter().any(unsettling) {
+                    self.inner.lock().await.remove(instance);
                 }
-                Err(e) => {
-                    self.inner.lock().await.remove(&key);
-                    return Err(Error::Redis {
-                        instance: instance.to_owned(),
-                        message: e.to_string(),
-                    });
-                }
+                Ok(values.into_iter().map(Reply::from).collect())
+            }
+            Err(e) => {
+                self.inner.lock().await.remove(instance);
+                Err(fail(e.to_string()))
             }
         }
-        unreachable!("the second attempt always returns")
     }
 
     async fn get(
         &self,
-        key: &(String, u16),
+        instance: &str,
         endpoint: &Endpoint,
-        fresh: bool,
+        pid: Option<u32>,
     ) -> Result<MultiplexedConnection, Error> {
         let mut map = self.inner.lock().await;
-        if !fresh && let Some(c) = map.get(key) {
-            return Ok(c.clone());
+        if let Some(c) = map.get(instance)
+            && c.port == endpoint.port
+            && c.pid == pid
+        {
+            let mut conn = c.conn.clone();
+            let ping_cmd = redis::cmd("PING");
+            let ping = ping_cmd.query_async::<String>(&mut conn);
+            let pong = tokio::time::timeout(PING_TIMEOUT.min(self.response_timeout), ping).await;
+            if matches!(pong, Ok(Ok(p)) if p == "PONG") {
+                return Ok(conn);
+            }
         }
-        let conn = connect(endpoint, RESPONSE_TIMEOUT)
+        map.remove(instance);
+        let conn = connect(endpoint, self.response_timeout)
             .await
             .map_err(|e| Error::Redis {
-                instance: key.0.clone(),
+                instance: instance.to_owned(),
                 message: format!(
                     "not answering on {}:{}: {e}",
                     endpoint.address, endpoint.port
                 ),
             })?;
-        map.insert(key.clone(), conn.clone());
+        map.insert(
+            instance.to_owned(),
+            Cached {
+                port: endpoint.port,
+                pid,
+                conn: conn.clone(),
+            },
+        );
         Ok(conn)
     }
 }

@@ -57,6 +57,15 @@ pub struct Group {
     pub master_name: String,
 }
 
+/// Every instance of the deployment, this one included: the only addresses
+/// the guard lets a command point Redis at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Members {
+    pub redis: Vec<Peer>,
+    pub sentinels: Vec<Peer>,
+}
+
 fn default_min_replicas_max_lag_s() -> u32 {
     10
 }
@@ -102,6 +111,10 @@ pub struct InstanceSpec {
     pub sentinel: Option<SentinelSpec>,
     #[serde(default)]
     pub group: Option<Group>,
+    /// Absent in specs stored by older agents: then nothing may be re-pointed
+    /// until the controller puts the spec again.
+    #[serde(default)]
+    pub members: Members,
 }
 
 /// An ACL user the instance is configured with. Not `Debug`: it holds a password.
@@ -363,11 +376,14 @@ impl InstanceSpec {
     }
 
     /// Equal when the specs differ at most in the master a sentinel is
-    /// seeded with: Sentinel follows failovers itself, so a controller that
+    /// seeded with (and the member list): Sentinel follows failovers itself, so a controller that
     /// names the new master is not asking for a change.
     pub fn same_but_seed(&self, other: &InstanceSpec) -> bool {
         let unseeded = |s: &InstanceSpec| {
             let mut s = s.clone();
+            // Not a setting of the sentinel: a new member list is stored
+            // without touching its seed.
+            s.members = Members::default();
             if let Some(sentinel) = &mut s.sentinel {
                 sentinel.master = Peer {
                     address: IpAddr::from([0, 0, 0, 0]),
@@ -550,6 +566,7 @@ mod tests {
             users: Vec::new(),
             sentinel: None,
             group: None,
+            members: Members::default(),
         }
     }
 

@@ -124,6 +124,7 @@ fn spec_at(address: &str, maxmemory: u64) -> pb::InstanceSpec {
         users: Vec::new(),
         sentinel: None,
         group: None,
+        members: None,
     }
 }
 

@@ -150,6 +150,7 @@ fn spec(
         users: Vec::new(),
         sentinel: None,
         group: None,
+        members: Default::default(),
     }
 }
 

@@ -158,6 +158,13 @@ pub struct Group {
     pub master_name: String,
 }
 
+/// Every instance of a deployment: where the agent lets commands point Redis.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    pub redis: Vec<Peer>,
+    pub sentinels: Vec<Peer>,
+}
+
 /// The typed spec the controller sends for one instance. Not `Debug`: it
 /// carries the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -179,6 +186,7 @@ pub struct InstanceSpec {
     pub users: Vec<AclUser>,
     pub sentinel: Option<SentinelSpec>,
     pub group: Option<Group>,
+    pub members: Members,
 }
 
 /// An ACL user with its generated password. Not `Debug`.
@@ -686,6 +694,16 @@ fn spec_to_pb(s: &InstanceSpec) -> pb::InstanceSpec {
             peers: g.peers.iter().copied().map(peer_to_pb).collect(),
             sentinels: g.sentinels.iter().copied().map(peer_to_pb).collect(),
             master_name: g.master_name.clone(),
+        }),
+        members: Some(pb::Members {
+            redis: s.members.redis.iter().copied().map(peer_to_pb).collect(),
+            sentinels: s
+                .members
+                .sentinels
+                .iter()
+                .copied()
+                .map(peer_to_pb)
+                .collect(),
         }),
     }
 }

@@ -224,6 +224,9 @@ struct Sentinels<'a> {
     master_name: &'a str,
 }
 
+/// The longest write pause the agents run (`CLIENT PAUSE ... WRITE`).
+const MAX_WRITE_PAUSE: Duration = Duration::from_secs(300);
+
 /// Replication: pause writes on the master, wait until the chosen replica
 /// has everything, promote it, point everyone else (the old master too) at
 /// it, then let the old master's clients go (they now get READONLY and
@@ -301,7 +304,10 @@ async fn replication_failover(
             old.label()
         ));
     }
-    let pause_ms = timeout.as_millis().to_string();
+    // The agent pauses writes for at most 5 minutes (its guard's bound);
+    // the switch must be done within the pause, so that bounds it too.
+    let paused = timeout.min(MAX_WRITE_PAUSE);
+    let pause_ms = paused.as_millis().to_string();
     let r = fleet
         .redis(old, &[&["CLIENT", "PAUSE", &pause_ms, "WRITE"]])
         .await?;
@@ -313,7 +319,7 @@ async fn replication_failover(
         });
     }
     let result = async {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + paused;
         for &i in &catching_up {
             let new = &targets[i];
             loop {

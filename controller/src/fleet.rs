@@ -122,6 +122,16 @@ impl Deployment {
         let inv = &self.inventory;
         let topology = inv.deployment.topology;
         let sentinel_peers: Vec<Peer> = self.placement.sentinels().map(|p| self.peer(p)).collect();
+        let members = crate::client::Members {
+            redis: self
+                .placement
+                .instances
+                .iter()
+                .filter(|p| p.is_redis())
+                .map(|p| self.peer(p))
+                .collect(),
+            sentinels: sentinel_peers.clone(),
+        };
         // Before the first apply there is no password yet; a placeholder lets
         // plan compare specs (every instance then shows as changing anyway).
         let password = self.password.clone().unwrap_or_else(|| "0".repeat(64));
@@ -196,6 +206,7 @@ impl Deployment {
                             sentinels: sentinel_peers.clone(),
                             master_name: inv.deployment.name.clone(),
                         }),
+                        members: members.clone(),
                     },
                 }
             })

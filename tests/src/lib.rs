@@ -204,3 +204,52 @@ pub fn process_is(pid: u32, name: &str) -> bool {
         .map(|c| String::from_utf8_lossy(&c).contains(name))
         .unwrap_or(false)
 }
+
+/// A gRPC client of box `box_index`'s agent holding the controller's
+/// certificate: whatever it may send, anyone with the controller's key may.
+pub async fn agent_client(
+    lab: &Lab,
+    box_index: usize,
+) -> paddock_proto::v1::agent_client::AgentClient<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let certs = lab.dir().join(".paddock/lab/certs");
+    let read = |name: &str| std::fs::read_to_string(certs.join(name)).expect("lab certificate");
+    let ip = lab.addresses[box_index];
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem")))
+        .identity(Identity::from_pem(
+            read("controller.pem"),
+            read("controller.key"),
+        ))
+        .domain_name(ip.to_string());
+    let channel = Endpoint::from_shared(format!("https://{ip}:7443"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("the agent answers over mutual TLS");
+    paddock_proto::v1::agent_client::AgentClient::new(channel)
+}
+
+/// One RedisCommand RPC of a single command, `words` split on spaces.
+pub async fn redis_command(
+    client: &mut paddock_proto::v1::agent_client::AgentClient<tonic::transport::Channel>,
+    instance: &str,
+    words: &str,
+    allow_dangerous: bool,
+) -> Result<Vec<paddock_proto::v1::RedisValue>, tonic::Status> {
+    use paddock_proto::v1::{RedisArgs, RedisCommandRequest};
+    client
+        .redis_command(RedisCommandRequest {
+            instance: instance.into(),
+            commands: vec![RedisArgs {
+                args: words.split(' ').map(|w| w.as_bytes().to_vec()).collect(),
+            }],
+            allow_dangerous,
+        })
+        .await
+        .map(|r| r.into_inner().replies)
+}

@@ -99,6 +99,19 @@ enum Command {
         name: String,
         reply: Reply<Vec<String>>,
     },
+    Target {
+        name: String,
+        reply: Reply<Target>,
+    },
+}
+
+/// What RedisCommand needs about an instance: where it answers, which
+/// process answers (a cached connection is for that process only), and the
+/// spec the guard checks commands against.
+pub struct Target {
+    pub endpoint: Endpoint,
+    pub pid: Option<u32>,
+    pub spec: InstanceSpec,
 }
 
 /// Something that happened to an instance's process, tagged with the
@@ -191,6 +204,10 @@ impl SupervisorHandle {
     /// The passwords an instance's log lines may carry, to mask them.
     pub async fn secrets(&self, name: String) -> Result<Vec<String>, Error> {
         self.ask(|reply| Command::Secrets { name, reply }).await?
+    }
+
+    pub async fn target(&self, name: String) -> Result<Target, Error> {
+        self.ask(|reply| Command::Target { name, reply }).await?
     }
 
     /// Every state transition from now on.
@@ -462,6 +479,18 @@ impl Supervisor {
                     .ok_or(Error::UnknownInstance(name));
                 let _ = reply.send(endpoint);
             }
+            Command::Target { name, reply } => {
+                let target = self
+                    .instances
+                    .get(&name)
+                    .map(|i| Target {
+                        endpoint: i.endpoint(),
+                        pid: i.machine.pid,
+                        spec: i.spec.clone(),
+                    })
+                    .ok_or(Error::UnknownInstance(name));
+                let _ = reply.send(target);
+            }
         }
     }
 
@@ -501,7 +530,11 @@ impl Supervisor {
                     && i.machine.state.has_process()
                     && i.spec.same_but_seed(&spec) =>
             {
-                (i.spec.clone(), i.spec.render(&dirs.redis)?)
+                // Keep the seed; take the rest (the member list) as put.
+                let mut kept = spec;
+                kept.sentinel.clone_from(&i.spec.sentinel);
+                let config = kept.render(&dirs.redis)?;
+                (kept, config)
             }
             Some(i) if i.spec.mode == Mode::Sentinel && !dry_run => {
                 store::forget_sentinel_seed(&i.dirs.control)?;

@@ -500,6 +500,7 @@ async fn agent_bench(rounds: usize) -> String {
             users: Vec::new(),
             sentinel: None,
             group: None,
+            members: Default::default(),
         };
         client.put_instance(&spec, false).await.unwrap();
         client.start(&spec.name).await.unwrap();
