@@ -381,6 +381,10 @@ pub struct Watch {
     /// The config epoch under which a majority of the sentinels names it
     /// the master now.
     pub named_me_at: Option<u64>,
+    /// It is a replica now: whatever epoch the sentinels named it master
+    /// under belongs to an earlier reign, and must not make a later
+    /// promotion look stale.
+    pub is_replica: bool,
 }
 
 /// One look at a running member: is it part of a formed group, and does a
@@ -398,6 +402,7 @@ pub async fn watch(
     let role = parse_role(&info).ok_or_else(|| format!("{me}: no role in INFO replication"))?;
     let mut seen = Watch {
         formed: is_formed(&role),
+        is_replica: matches!(role, PeerRole::Replica { .. }),
         ..Watch::default()
     };
     if group.sentinels.is_empty() || !matches!(role, PeerRole::Master { .. }) {

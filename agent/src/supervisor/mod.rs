@@ -399,7 +399,9 @@ impl Supervisor {
                 };
                 match crate::rejoin::watch(me, &group, &endpoint.password, mine).await {
                     Ok(seen) => {
-                        if let Some(e) = seen.named_me_at
+                        if seen.is_replica {
+                            named_me_at.store(u64::MAX, Ordering::Release);
+                        } else if let Some(e) = seen.named_me_at
                             && mine.is_none_or(|m| e > m)
                         {
                             named_me_at.store(e, Ordering::Release);
