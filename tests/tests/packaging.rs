@@ -272,8 +272,10 @@ fn the_vagrant_lab_validates_and_matches_the_inventory() {
         eprintln!("SKIPPED `vagrant validate`: vagrant is not installed (CI installs it)");
         return;
     }
+    // No hypervisor here: validate the Vagrantfile itself, not whether a
+    // provider is installed.
     let out = Command::new("vagrant")
-        .arg("validate")
+        .args(["validate", "--ignore-provider"])
         .current_dir(&dir)
         .env("VAGRANT_CHECKPOINT_DISABLE", "1")
         .output()
