@@ -167,11 +167,19 @@ async fn sentinels_views(group: &Group, password: &str) -> Vec<Option<(Peer, u64
 }
 
 /// The master the sentinels name, by majority of those that answer.
-async fn sentinels_master(group: &Group, password: &str) -> Option<Peer> {
+/// Whether `p` is this member or one of its peers. What a sentinel names is
+/// followed only then: a sentinel fed a forged hello must not make a member
+/// replicate (and send the password to) an address outside the deployment.
+fn is_member(me: Peer, group: &Group, p: &Peer) -> bool {
+    *p == me || group.peers.contains(p)
+}
+
+async fn sentinels_master(me: Peer, group: &Group, password: &str) -> Option<Peer> {
     let answers: Vec<Peer> = sentinels_named(group, password)
         .await
         .into_iter()
         .flatten()
+        .filter(|p| is_member(me, group, p))
         .collect();
     answers
         .iter()
@@ -321,7 +329,7 @@ fn held(error: String) -> NoHeir {
 /// Works out how `me` should start.
 pub async fn prepare(me: Me, group: &Group, password: &str) -> Result<Start, NoHeir> {
     if !group.sentinels.is_empty()
-        && let Some(master) = sentinels_master(group, password).await
+        && let Some(master) = sentinels_master(me.peer, group, password).await
     {
         if master != me.peer {
             return Ok(Start::ReplicaOf(master));
@@ -408,7 +416,11 @@ pub async fn watch(
     if group.sentinels.is_empty() || !matches!(role, PeerRole::Master { .. }) {
         return Ok(seen);
     }
-    let named = sentinels_views(group, password).await;
+    let named: Vec<Option<(Peer, u64)>> = sentinels_views(group, password)
+        .await
+        .into_iter()
+        .map(|v| v.filter(|(p, _)| is_member(me, group, p)))
+        .collect();
     seen.named_me_at = majority_named(&named)
         .filter(|(m, _)| *m == me)
         .map(|(_, e)| e);
@@ -447,7 +459,7 @@ async fn sentinel_failover(me: Peer, group: &Group, password: &str) -> Result<St
     }
     let deadline = Instant::now() + SENTINEL_FAILOVER_WAIT;
     while Instant::now() < deadline {
-        if let Some(master) = sentinels_master(group, password).await
+        if let Some(master) = sentinels_master(me, group, password).await
             && master != me
         {
             return Ok(Start::ReplicaOf(master));
@@ -618,5 +630,20 @@ mod tests {
             master: Some(p(1)),
             offset: 0
         }));
+    }
+
+    #[test]
+    fn only_members_are_followed() {
+        let group = Group {
+            peers: vec![p(2), p(3)],
+            sentinels: vec![],
+            master_name: "lab".into(),
+        };
+        assert!(is_member(p(1), &group, &p(1)));
+        assert!(is_member(p(1), &group, &p(3)));
+        assert!(
+            !is_member(p(1), &group, &p(9)),
+            "an address outside the deployment"
+        );
     }
 }
