@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use paddock_tests::consistency::{Client, ClusterRouter, check};
-use paddock_tests::ha::kill9;
+use paddock_tests::ha::{Follow, Follower, kill9};
 use paddock_tests::netlab::{NetLab, REDIS_PORT};
 use paddock_tests::{connect, stderr, stdout};
 
@@ -274,5 +274,106 @@ fn recover_starts_a_held_master_empty_only_when_asked() {
     assert_eq!(keys, 0, "started empty, as the operator accepted");
     let again = lab.apply();
     assert!(again.status.success(), "re-apply: {}", stderr(&again));
+    assert!(lab.healthy_within(Duration::from_secs(30)), "healthy");
+}
+
+fn dataless_replication(ips: &[IpAddr]) -> String {
+    let mut s = format!(
+        "[deployment]\nname = \"faults\"\ntopology = \"replication\"\nreplicas_per_master = 2\n\n\
+         [redis]\nport = {REDIS_PORT}\nmaxmemory = \"64mb\"\nappendonly = false\nrdb_snapshots = false\n"
+    );
+    for (i, a) in ips.iter().enumerate() {
+        s.push_str(&format!(
+            "\n[[hosts]]\nname = \"box{}\"\naddress = \"{a}\"\nagent_port = 7443\n",
+            i + 1
+        ));
+    }
+    s
+}
+
+/// The same rule for the replication topology: a dataless master that died
+/// while both its replicas were frozen stays HELD (they may hold the data),
+/// and once they thaw the most up-to-date one takes over and every key is
+/// still there.
+#[test]
+fn dataless_replication_master_killed_while_its_replicas_are_frozen() {
+    let Some(lab) = NetLab::with_inventory("rfrz", 78, dataless_replication) else {
+        return;
+    };
+    let out = lab.apply();
+    assert!(out.status.success(), "apply: {}", stderr(&out));
+    let members: Vec<(IpAddr, u16)> = lab.addresses().iter().map(|a| (*a, REDIS_PORT)).collect();
+    let (master_ip, password) = (lab.addresses()[0], lab.password());
+    let pw = password.clone();
+    lab.net.block_on(lab.workstation(), move || async move {
+        let mut c = connect(master_ip, REDIS_PORT, &pw).await.expect("master");
+        for n in 0..KEYS {
+            let ((), replicas): ((), i64) = redis::pipe()
+                .cmd("SET")
+                .arg(format!("k:{n}"))
+                .arg(n)
+                .cmd("WAIT")
+                .arg(2)
+                .arg(1000)
+                .query_async(&mut c)
+                .await
+                .expect("SET");
+            assert_eq!(replicas, 2, "both replicas acknowledged k:{n}");
+        }
+    });
+    // Let the agent's group watch see the group formed (once a second).
+    std::thread::sleep(Duration::from_secs(2));
+    let replicas = [lab.redis_pid(1, REDIS_PORT), lab.redis_pid(2, REDIS_PORT)];
+    for pid in replicas {
+        signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    }
+    kill9(lab.redis_pid(0, REDIS_PORT));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let held = loop {
+        let state = state_of_box1_master(&lab);
+        if state == "HELD" || Instant::now() > deadline {
+            break state;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for pid in replicas {
+        signal(pid, nix::sys::signal::Signal::SIGCONT);
+    }
+    assert_eq!(
+        held, "HELD",
+        "the dataless master is held while its replicas are frozen"
+    );
+    let missing = lab.net.block_on(lab.workstation(), move || async move {
+        let follower = Follower::new(Follow::Role(members), &password);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // The new master, once the old one follows it.
+            if let Some(m) = follower.master().await
+                && m.0 != master_ip
+                && let Ok(mut c) = connect(m.0, m.1, &password).await
+            {
+                let mut missing = Vec::new();
+                for n in 0..KEYS {
+                    let v: Option<usize> = redis::cmd("GET")
+                        .arg(format!("k:{n}"))
+                        .query_async(&mut c)
+                        .await
+                        .expect("GET");
+                    if v != Some(n) {
+                        missing.push(n);
+                    }
+                }
+                break missing;
+            }
+            assert!(Instant::now() < deadline, "a replica took over");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert!(
+        missing.is_empty(),
+        "{} of {KEYS} keys lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     assert!(lab.healthy_within(Duration::from_secs(30)), "healthy");
 }
