@@ -393,6 +393,26 @@ pub fn write_instance(
     Ok(())
 }
 
+/// Deletes an instance's control directory and, with `purge_data`, Redis's
+/// directory. `remove_dir_all` works through directory handles without
+/// following links (since Rust 1.58.1), so a link the Redis user planted in
+/// its own directory is unlinked, never followed.
+pub fn remove_instance(dirs: &InstanceDirs, purge_data: bool) -> Result<(), Error> {
+    let mut paths = vec![&dirs.control];
+    if purge_data {
+        paths.push(&dirs.redis);
+    }
+    for path in paths {
+        match std::fs::remove_dir_all(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_err(path)(e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn parent_dir(path: &Path) -> Result<(Dir, &str), Error> {
     let parent = path.parent().unwrap_or(Path::new("."));
     let name = path
