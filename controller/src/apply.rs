@@ -105,6 +105,15 @@ async fn apply_locked(
     let mut targets = deployment.targets();
     let mut sentinels = deployment.sentinels(deployment.placed_master());
     let observed = observe_deployment(&deployment, fleet, &targets, &sentinels).await?;
+    // Refused before anything is written or started: new instances of a
+    // changed `masters` would otherwise be left as empty masters.
+    if let Some(r) = crate::plan::reshard(&deployment, &observed) {
+        return Err(Error::Reshard {
+            deployment: deployment.inventory.deployment.name.clone(),
+            serving: r.serving,
+            wanted: r.wanted,
+        });
+    }
     if deployment.password.is_none() {
         // A new password pushed to running instances would lock every
         // client out: only a deployment that runs nowhere gets one.
@@ -154,7 +163,8 @@ async fn apply_locked(
         return Err(Error::Unsupported(format!(
             "instances of deployment {:?} run that the inventory does not list: {}\n  \
              hint: they may hold its data (a changed [redis] port renames every instance); \
-             put the inventory back, or stop them with their agent, then apply again",
+             put the inventory back, or remove them with `paddock prune -i INVENTORY` \
+             (it keeps any that still serve slots or hold the master role), then apply again",
             deployment.inventory.deployment.name,
             orphans.join(", ")
         )));
