@@ -250,6 +250,7 @@ async fn apply_locked(
                 &sentinels,
                 &deployment.inventory.deployment.name,
                 &restarts,
+                "for its new config",
                 options.converge_timeout,
                 progress,
             )
@@ -364,12 +365,13 @@ pub(crate) async fn start(fleet: &Fleet, t: &Target) -> Result<(), Error> {
 /// that replica's replica. After each restart the cluster must be healthy
 /// again before the next one.
 #[allow(clippy::too_many_arguments)]
-async fn rolling_restart(
+pub(crate) async fn rolling_restart(
     fleet: &Fleet,
     targets: &[Target],
     sentinels: &[Target],
     master_name: &str,
     which: &[usize],
+    why: &str,
     step_timeout: Duration,
     progress: &Progress,
 ) -> Result<(), Error> {
@@ -433,7 +435,7 @@ async fn rolling_restart(
                 )),
             }
         }
-        progress.step(format!("{}: restarting for its new config", t.label()));
+        progress.step(format!("{}: restarting {why}", t.label()));
         fleet.agent(t.host)?.stop(&t.instance).await?;
         start(fleet, t).await?;
         form::wait_healthy(fleet, targets, Instant::now() + step_timeout).await?;

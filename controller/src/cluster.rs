@@ -434,16 +434,28 @@ mod tests {
                     wanted: 2,
                 }),
             ),
-            ("nothing assigned yet", vec![view("a 127.0.1.1:7000@17000 myself,master - 0 0 0 connected\n"), None], 4, None),
+            (
+                "nothing assigned yet",
+                vec![
+                    view("a 127.0.1.1:7000@17000 myself,master - 0 0 0 connected\n"),
+                    None,
+                ],
+                4,
+                None,
+            ),
             (
                 "interrupted formation: one shard of four assigned",
-                vec![view("a 127.0.1.1:7000@17000 myself,master - 0 0 1 connected 0-4095\n")],
+                vec![view(
+                    "a 127.0.1.1:7000@17000 myself,master - 0 0 1 connected 0-4095\n",
+                )],
                 4,
                 None,
             ),
             (
                 "a master serving two ranges",
-                vec![view("a 127.0.1.1:7000@17000 myself,master - 0 0 1 connected 0-5460 5461-10922\n")],
+                vec![view(
+                    "a 127.0.1.1:7000@17000 myself,master - 0 0 1 connected 0-5460 5461-10922\n",
+                )],
                 3,
                 Some(Reshard {
                     serving: 1,

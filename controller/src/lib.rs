@@ -12,6 +12,7 @@ pub mod failover;
 pub mod fleet;
 pub mod form;
 pub mod lab;
+pub mod lifecycle;
 pub mod plan;
 pub mod progress;
 pub mod recover;
@@ -72,6 +73,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Lab(String),
+    /// A `HOST[:INSTANCE]` argument that names nothing of the deployment.
+    #[error("{target}: {message}")]
+    Selection { target: String, message: String },
     #[error("certificates: {0}")]
     Certs(String),
     #[error(

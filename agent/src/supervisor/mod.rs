@@ -667,10 +667,7 @@ impl Supervisor {
             instance.machine.state,
             State::Stopped | State::Exited | State::Fatal
         ) {
-            return refuse(format!(
-                "is {:?}: stop it first",
-                instance.machine.state
-            ));
+            return refuse(format!("is {:?}: stop it first", instance.machine.state));
         }
         store::remove_instance(&instance.dirs, purge_data)?;
         if let Some(i) = self.instances.remove(name) {
