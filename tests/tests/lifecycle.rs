@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use paddock_tests::{Lab, bin_dir, paddock, process_is, stderr, stdout};
+use paddock_tests::{Lab, bin_dir, connect, paddock, process_is, stderr, stdout};
 use redis::AsyncCommands;
 use redis::cluster::ClusterClientBuilder;
 
@@ -219,21 +219,17 @@ async fn prune_removes_what_the_inventory_no_longer_lists() {
     let inv = inventory(&lab);
     write_keys(&lab).await;
 
-    // box1's replica stopped first (the "(STOPPED)" orphan), and
-    // box2's replica made the master of its shard.
+    // box2's replica made the master of its shard, and box1's replica
+    // stopped (the "(STOPPED)" orphan).
+    let out = paddock(&["failover", "-i", &inv, "--to", "box2:redis-7001"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // "Shard N: box2:redis-7001 is master now, HOST:INSTANCE its replica (...)."
+    let old_master = stdout(&out).split_whitespace().nth(6).unwrap().to_owned();
     assert!(
         paddock(&["stop", "-i", &inv, "box1:redis-7001"])
             .status
             .success()
     );
-    let out = paddock(&["failover", "-i", &inv, "--to", "box2:redis-7001"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let shard = stdout(&out)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_owned();
 
     // No more replicas in the inventory: the three redis-7001 are orphans.
     edit_inventory(&lab, "replicas_per_master = 1", "replicas_per_master = 0");
@@ -274,12 +270,33 @@ async fn prune_removes_what_the_inventory_no_longer_lists() {
     assert!(!out.status.success(), "still blocked by the kept one");
     assert!(stderr(&out).contains("box2:redis-7001"));
 
-    // Its shard handed back (with the inventory that still lists it), then
+    // Its shard handed back by hand (what an operator would do with
+    // redis-cli: paddock's failover needs a healthy deployment), then
     // prune with --purge-data removes it and its data.
-    edit_inventory(&lab, "replicas_per_master = 0", "replicas_per_master = 1");
-    let out = paddock(&["failover", "-i", &inv, "--shard", &shard]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    edit_inventory(&lab, "replicas_per_master = 1", "replicas_per_master = 0");
+    let (host, name) = old_master.split_once(':').unwrap();
+    let ip = lab.addresses[host.trim_start_matches("box").parse::<usize>().unwrap() - 1];
+    let port: u16 = name.trim_start_matches("redis-").parse().unwrap();
+    let mut c = connect(ip, port, &lab.password()).await.unwrap();
+    let ok: String = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let back =
+        paddock_tests::wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
+            let mut c = c.clone();
+            async move {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut c)
+                    .await
+                    .unwrap_or_default();
+                info.contains("role:master")
+            }
+        })
+        .await;
+    assert!(back, "{old_master} is master again");
     let out = paddock(&["prune", "-i", &inv, "--purge-data"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("removed box2:redis-7001 and its data"));
