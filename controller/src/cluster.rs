@@ -206,7 +206,7 @@ pub fn reshard_needed(observed: &[Option<Observation>], masters: u32) -> Option<
     let fits = served
         .iter()
         .all(|slots| slots.len() == 1 && layout.contains(&slots[0]));
-    (!fits).then(|| Reshard {
+    (!fits).then_some(Reshard {
         serving: served.len() as u32,
         wanted: masters,
     })

@@ -196,7 +196,7 @@ async fn stop_start_and_a_rolling_restart() {
     let out = paddock(&["stop", "-i", &inv]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).matches("(now STOPPED)").count(), 6);
-    for (label, _) in &before {
+    for label in before.keys() {
         assert!(
             !process_is(pid_of(&before, label), "redis-server"),
             "{label} stopped"
@@ -342,7 +342,7 @@ async fn destroy_asks_and_keeps_data_unless_told() {
     let out = paddock(&["destroy", "-i", &inv, "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("removed 6 instance(s); their data stays on disk"));
-    for (label, _) in &before {
+    for label in before.keys() {
         assert!(
             !process_is(pid_of(&before, label), "redis-server"),
             "{label} stopped"
