@@ -414,7 +414,8 @@ mod tests {
              c 127.0.1.3:7000@17000 master - 0 0 3 connected 10922-16383\n\
              d 127.0.1.2:7001@17001 master - 0 0 0 connected\n",
         );
-        let cases: Vec<(&str, Vec<Option<Observation>>, u32, Option<Reshard>)> = vec![
+        type Case = (&'static str, Vec<Option<Observation>>, u32, Option<Reshard>);
+        let cases: Vec<Case> = vec![
             ("same layout", vec![three.clone(), None], 3, None),
             (
                 "scale out 3 -> 4",

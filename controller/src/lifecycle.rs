@@ -532,7 +532,8 @@ mod tests {
             let w: Vec<String> = w.iter().map(|s| s.to_string()).collect();
             select(&hosts, &listed, &w).map(|v| v.iter().map(Instance::label).collect::<Vec<_>>())
         };
-        let cases: Vec<(&[&str], Result<Vec<&str>, &str>)> = vec![
+        type Case<'a> = (&'a [&'a str], Result<Vec<&'a str>, &'a str>);
+        let cases: Vec<Case> = vec![
             (
                 &[],
                 Ok(vec!["a:redis-7000", "a:redis-7001", "b:redis-7000"]),
@@ -593,7 +594,13 @@ mod tests {
             ..Default::default()
         };
         let sentinel = Observation::default();
-        let cases: Vec<(&str, Option<&Observation>, Vec<&Observation>, Option<&str>)> = vec![
+        type Case<'a> = (
+            &'a str,
+            Option<&'a Observation>,
+            Vec<&'a Observation>,
+            Option<&'a str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "a cluster replica",
                 Some(&replica),
