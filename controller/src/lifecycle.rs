@@ -533,7 +533,7 @@ mod tests {
             select(&hosts, &listed, &w).map(|v| v.iter().map(Instance::label).collect::<Vec<_>>())
         };
         type Case<'a> = (&'a [&'a str], Result<Vec<&'a str>, &'a str>);
-        let cases: Vec<Case> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (
                 &[],
                 Ok(vec!["a:redis-7000", "a:redis-7001", "b:redis-7000"]),
@@ -600,7 +600,7 @@ mod tests {
             Vec<&'a Observation>,
             Option<&'a str>,
         );
-        let cases: Vec<Case> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (
                 "a cluster replica",
                 Some(&replica),
