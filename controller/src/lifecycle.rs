@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
@@ -302,8 +302,9 @@ pub async fn start(path: &Path, wanted: &[String], progress: bool) -> Result<Vec
 /// none is named), as apply does for a config change: one at a time,
 /// replicas first, a master hands its role to an in-sync replica first,
 /// and the deployment must be healthy again before the next. Sentinels and
-/// instances the inventory does not list restart after, one at a time;
-/// stopped ones are started.
+/// instances the inventory does not list restart after, one at a time (a
+/// sentinel guarding the master again before the next); stopped ones are
+/// started.
 pub async fn restart(
     path: &Path,
     wanted: &[String],
@@ -372,6 +373,33 @@ pub async fn restart(
                 progress.step(format!("{}: starting (was {})", i.label(), i.state.as_str()));
             }
             out.push(start_one(fleet, i).await?);
+            if is_sentinel(deployment, i) {
+                // Rolling for sentinels too: the next one stops only once
+                // this one guards the master again with the others.
+                let observed = crate::form::observe_all(fleet, &targets).await;
+                if let Some(master) = crate::fleet::followed_master(&targets, &observed) {
+                    crate::sentinel::wait_guarding(
+                        fleet,
+                        &sentinels,
+                        &deployment.inventory.deployment.name,
+                        master,
+                        targets.len().saturating_sub(1) as u32,
+                        Instant::now() + step_timeout,
+                    )
+                    .await
+                    .map_err(|problems| {
+                        Error::NotConverged(format!(
+                            "{} restarted, but the sentinels do not all guard the master yet:\n{}",
+                            i.label(),
+                            problems
+                                .iter()
+                                .map(|p| format!("    - {p}"))
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        ))
+                    })?;
+                }
+            }
         }
         Ok(out)
     })

@@ -373,6 +373,56 @@ async fn destroy_asks_and_keeps_data_unless_told() {
             "purged"
         );
     }
+
+    // The same boxes, now a Sentinel deployment: a rolling restart of
+    // everything hands the master over through the sentinels and restarts
+    // the sentinels one at a time; destroy removes the sentinels too.
+    edit_inventory(
+        &lab,
+        "topology = \"cluster\"\nmasters = 3\nreplicas_per_master = 1",
+        "topology = \"sentinel\"\nmasters = 1\nreplicas_per_master = 2",
+    );
+    edit_inventory(
+        &lab,
+        "\n[[hosts]]\nname = \"box1\"",
+        "\n[sentinel]\ncount = 3\nport = 26379\n\n[[hosts]]\nname = \"box1\"",
+    );
+    let out = paddock(&["apply", "-i", &inv]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let master = || {
+        (1..=3)
+            .map(|b| format!("box{b}:redis-7000"))
+            .find(|l| role(&lab, l).as_deref() == Some("master"))
+    };
+    let first = master().expect("a master");
+    let before = states(&lab);
+    assert_eq!(
+        before.len(),
+        6,
+        "3 redis-server and 3 sentinels: {before:?}"
+    );
+    let out = paddock(&["restart", "-i", &inv]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = states(&lab);
+    for label in before.keys() {
+        assert_ne!(
+            pid_of(&before, label),
+            pid_of(&after, label),
+            "{label} restarted"
+        );
+    }
+    assert_ne!(
+        master(),
+        Some(first),
+        "the master handed over before its restart"
+    );
+    assert!(healthy(&lab), "healthy when restart returns");
+    let out = paddock(&["destroy", "-i", &inv, "--yes", "--purge-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("removed 6 instance(s) and their data"));
+    for b in 0..3 {
+        assert!(instances_on(&lab, b).is_empty(), "box{}", b + 1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
