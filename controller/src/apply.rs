@@ -161,7 +161,7 @@ async fn apply_locked(
         .collect();
     if !orphans.is_empty() {
         return Err(Error::Unsupported(format!(
-            "instances of deployment {:?} run that the inventory does not list: {}\n  \
+            "the agents have instances of deployment {:?} that the inventory does not list: {}\n  \
              hint: they may hold its data (a changed [redis] port renames every instance); \
              put the inventory back, or remove them with `paddock prune -i INVENTORY` \
              (it keeps any that still serve slots or hold the master role), then apply again",
