@@ -642,6 +642,34 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
+    fn remove_keeps_data_unless_purged_and_follows_no_link() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("precious"), "keep").unwrap();
+        let dirs = InstanceDirs::new(root.path(), "redis-7000");
+        for d in [&dirs.control, &dirs.redis] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("file"), "x").unwrap();
+        }
+        // What a compromised Redis could plant in its own directory.
+        std::os::unix::fs::symlink(&outside, dirs.redis.join("link")).unwrap();
+
+        remove_instance(&dirs, false).unwrap();
+        assert!(!dirs.control.exists());
+        assert!(dirs.redis.join("file").is_file(), "data kept");
+        remove_instance(&dirs, false).unwrap();
+
+        remove_instance(&dirs, true).unwrap();
+        assert!(!dirs.redis.exists());
+        assert_eq!(
+            std::fs::read_to_string(outside.join("precious")).unwrap(),
+            "keep",
+            "the link was removed, not followed"
+        );
+    }
+
+    #[test]
     fn atomic_write_is_private_and_replaces() {
         let dir = tempfile::tempdir().unwrap();
         let d = Dir::open(dir.path()).unwrap();

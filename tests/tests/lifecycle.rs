@@ -339,6 +339,26 @@ async fn destroy_asks_and_keeps_data_unless_told() {
     assert!(stderr(&out).contains("add --yes"), "{}", stderr(&out));
     assert_eq!(states(&lab), before, "nothing stopped");
 
+    // The agent itself refuses to forget a running instance, or another
+    // deployment's, whoever asks.
+    let mut agent = paddock_tests::agent_client(&lab, 0).await;
+    for (deployment, why) in [
+        ("lab", "stop it first"),
+        ("other", "belongs to deployment \"lab\""),
+    ] {
+        let e = agent
+            .remove_instance(paddock_proto::v1::RemoveInstanceRequest {
+                name: "redis-7000".into(),
+                deployment: deployment.into(),
+                purge_data: true,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+        assert!(e.message().contains(why), "{e}");
+    }
+    assert_eq!(states(&lab), before, "nothing removed");
+
     let out = paddock(&["destroy", "-i", &inv, "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("removed 6 instance(s); their data stays on disk"));
