@@ -324,6 +324,13 @@ pub fn make_plan(
             problems: sentinel_problems.clone(),
         });
     }
+    // apply refuses before doing any of the rest: show only why.
+    if changes
+        .first()
+        .is_some_and(|c| matches!(c, Change::Reshard { .. }))
+    {
+        changes.retain(|c| matches!(c, Change::Reshard { .. } | Change::Orphan { .. }));
+    }
     let inv = &deployment.inventory;
     Plan {
         deployment: inv.deployment.name.clone(),

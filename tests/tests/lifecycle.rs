@@ -461,6 +461,11 @@ async fn a_changed_masters_count_is_refused_before_anything_starts() {
         "{}",
         stdout(&plan)
     );
+    assert!(
+        !stdout(&plan).contains("create instance"),
+        "plan shows the refusal, not what apply will not do: {}",
+        stdout(&plan)
+    );
     let out = paddock(&["apply", "-i", &inv]);
     assert!(!out.status.success());
     assert!(
