@@ -59,6 +59,8 @@ enum Cmd {
     /// Stop instances of the deployment: all of them when none is named.
     /// Sentinels stop first, then replicas, then masters. They stay stopped
     /// (across agent restarts too) until `paddock start` or `paddock apply`.
+    /// A master stopped alone is not handed over first: its shard waits for
+    /// Redis's own failover (use `paddock restart` for maintenance).
     ///
     /// Example: paddock stop -i inventory.toml
     /// Example: paddock stop -i inventory.toml clusternodeA
