@@ -448,6 +448,18 @@ impl Agent for AgentService {
         Ok(Response::new(status.into()))
     }
 
+    async fn remove_instance(
+        &self,
+        request: Request<pb::RemoveInstanceRequest>,
+    ) -> Result<Response<pb::RemoveInstanceResponse>, Status> {
+        let r = request.into_inner();
+        let removed = self
+            .supervisor
+            .remove(r.name, r.deployment, r.purge_data)
+            .await?;
+        Ok(Response::new(pb::RemoveInstanceResponse { removed }))
+    }
+
     async fn stop_instance(
         &self,
         request: Request<pb::InstanceRef>,

@@ -393,6 +393,26 @@ pub fn write_instance(
     Ok(())
 }
 
+/// Deletes an instance's control directory and, with `purge_data`, Redis's
+/// directory. `remove_dir_all` works through directory handles without
+/// following links (since Rust 1.58.1), so a link the Redis user planted in
+/// its own directory is unlinked, never followed.
+pub fn remove_instance(dirs: &InstanceDirs, purge_data: bool) -> Result<(), Error> {
+    let mut paths = vec![&dirs.control];
+    if purge_data {
+        paths.push(&dirs.redis);
+    }
+    for path in paths {
+        match std::fs::remove_dir_all(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_err(path)(e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn parent_dir(path: &Path) -> Result<(Dir, &str), Error> {
     let parent = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -620,6 +640,34 @@ pub fn digest(text: &str) -> String {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn remove_keeps_data_unless_purged_and_follows_no_link() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("precious"), "keep").unwrap();
+        let dirs = InstanceDirs::new(root.path(), "redis-7000");
+        for d in [&dirs.control, &dirs.redis] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("file"), "x").unwrap();
+        }
+        // What a compromised Redis could plant in its own directory.
+        std::os::unix::fs::symlink(&outside, dirs.redis.join("link")).unwrap();
+
+        remove_instance(&dirs, false).unwrap();
+        assert!(!dirs.control.exists());
+        assert!(dirs.redis.join("file").is_file(), "data kept");
+        remove_instance(&dirs, false).unwrap();
+
+        remove_instance(&dirs, true).unwrap();
+        assert!(!dirs.redis.exists());
+        assert_eq!(
+            std::fs::read_to_string(outside.join("precious")).unwrap(),
+            "keep",
+            "the link was removed, not followed"
+        );
+    }
 
     #[test]
     fn atomic_write_is_private_and_replaces() {

@@ -105,6 +105,15 @@ async fn apply_locked(
     let mut targets = deployment.targets();
     let mut sentinels = deployment.sentinels(deployment.placed_master());
     let observed = observe_deployment(&deployment, fleet, &targets, &sentinels).await?;
+    // Refused before anything is written or started: new instances of a
+    // changed `masters` would otherwise be left as empty masters.
+    if let Some(r) = crate::plan::reshard(&deployment, &observed) {
+        return Err(Error::Reshard {
+            deployment: deployment.inventory.deployment.name.clone(),
+            serving: r.serving,
+            wanted: r.wanted,
+        });
+    }
     if deployment.password.is_none() {
         // A new password pushed to running instances would lock every
         // client out: only a deployment that runs nowhere gets one.
@@ -152,9 +161,10 @@ async fn apply_locked(
         .collect();
     if !orphans.is_empty() {
         return Err(Error::Unsupported(format!(
-            "instances of deployment {:?} run that the inventory does not list: {}\n  \
+            "the agents have instances of deployment {:?} that the inventory does not list: {}\n  \
              hint: they may hold its data (a changed [redis] port renames every instance); \
-             put the inventory back, or stop them with their agent, then apply again",
+             put the inventory back, or remove them with `paddock prune -i INVENTORY` \
+             (it keeps any that still serve slots or hold the master role), then apply again",
             deployment.inventory.deployment.name,
             orphans.join(", ")
         )));
@@ -240,6 +250,7 @@ async fn apply_locked(
                 &sentinels,
                 &deployment.inventory.deployment.name,
                 &restarts,
+                "for its new config",
                 options.converge_timeout,
                 progress,
             )
@@ -354,12 +365,13 @@ pub(crate) async fn start(fleet: &Fleet, t: &Target) -> Result<(), Error> {
 /// that replica's replica. After each restart the cluster must be healthy
 /// again before the next one.
 #[allow(clippy::too_many_arguments)]
-async fn rolling_restart(
+pub(crate) async fn rolling_restart(
     fleet: &Fleet,
     targets: &[Target],
     sentinels: &[Target],
     master_name: &str,
     which: &[usize],
+    why: &str,
     step_timeout: Duration,
     progress: &Progress,
 ) -> Result<(), Error> {
@@ -423,7 +435,7 @@ async fn rolling_restart(
                 )),
             }
         }
-        progress.step(format!("{}: restarting for its new config", t.label()));
+        progress.step(format!("{}: restarting {why}", t.label()));
         fleet.agent(t.host)?.stop(&t.instance).await?;
         start(fleet, t).await?;
         form::wait_healthy(fleet, targets, Instant::now() + step_timeout).await?;

@@ -397,6 +397,28 @@ impl AgentClient {
         Ok(status_from_pb(s))
     }
 
+    /// Forgets a stopped instance of `deployment` on its agent (false: the
+    /// agent had none by that name); Redis's data stays unless `purge_data`.
+    pub async fn remove(
+        &self,
+        name: &str,
+        deployment: &str,
+        purge_data: bool,
+    ) -> Result<bool, Error> {
+        let r = self
+            .inner
+            .clone()
+            .remove_instance(pb::RemoveInstanceRequest {
+                name: name.into(),
+                deployment: deployment.into(),
+                purge_data,
+            })
+            .await
+            .map_err(|s| self.rpc_error(&format!("remove {name}"), s))?
+            .into_inner();
+        Ok(r.removed)
+    }
+
     pub async fn list(&self) -> Result<Vec<InstanceStatus>, Error> {
         let r = self
             .inner

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use paddock_controller::{apply, failover, lab, status, watch};
+use paddock_controller::{apply, failover, lab, lifecycle, status, watch};
+use std::io::IsTerminal;
 
 /// paddock: deploy and operate highly available Redis on plain machines
 /// through paddockd agents.
@@ -54,6 +55,82 @@ enum Cmd {
         inventory: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Stop instances of the deployment: all of them when none is named.
+    /// Sentinels stop first, then replicas, then masters. They stay stopped
+    /// (across agent restarts too) until `paddock start` or `paddock apply`.
+    /// A master stopped alone is not handed over first: its shard waits for
+    /// Redis's own failover (use `paddock restart` for maintenance).
+    ///
+    /// Example: paddock stop -i inventory.toml
+    /// Example: paddock stop -i inventory.toml clusternodeA
+    /// Example: paddock stop -i inventory.toml clusternodeA:redis-7001
+    Stop {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// HOST (all of its instances) or HOST:INSTANCE; none: every
+        /// instance of the deployment.
+        targets: Vec<String>,
+    },
+    /// Start stopped instances of the deployment: all of them when none is
+    /// named. Each answers once its Redis does.
+    ///
+    /// Example: paddock start -i inventory.toml
+    /// Example: paddock start -i inventory.toml clusternodeA:redis-7001
+    Start {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// HOST (all of its instances) or HOST:INSTANCE; none: every
+        /// instance of the deployment.
+        targets: Vec<String>,
+    },
+    /// Restart instances one at a time, as apply does for a config change:
+    /// replicas first, a master hands its role to an in-sync replica first
+    /// (no acknowledged write lost), and the deployment is healthy again
+    /// before the next one.
+    ///
+    /// Example: paddock restart -i inventory.toml
+    /// Example: paddock restart -i inventory.toml clusternodeB
+    Restart {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// HOST (all of its instances) or HOST:INSTANCE; none: every
+        /// instance of the deployment.
+        targets: Vec<String>,
+        /// Seconds each instance may take to be back and the deployment
+        /// healthy again.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Stop and remove the instances of the deployment that the inventory
+    /// no longer lists, once they serve no slots and hold no master role
+    /// (those that still do are named and kept). Their data stays on disk
+    /// unless --purge-data.
+    ///
+    /// Example: paddock prune -i inventory.toml
+    /// Example: paddock prune -i inventory.toml --purge-data
+    Prune {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Also delete the removed instances' data (nodes.conf, AOF, RDB, logs).
+        #[arg(long)]
+        purge_data: bool,
+    },
+    /// Stop and remove every instance of the deployment on every agent.
+    /// Asks for the deployment's name on a terminal; --yes otherwise.
+    /// Their data stays on disk unless --purge-data.
+    ///
+    /// Example: paddock destroy -i inventory.toml
+    /// Example: paddock destroy -i inventory.toml --yes --purge-data
+    Destroy {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Do not ask: required when stdin is not a terminal.
+        #[arg(long)]
+        yes: bool,
+        /// Also delete the instances' data (nodes.conf, AOF, RDB, logs).
+        #[arg(long)]
+        purge_data: bool,
     },
     /// Break the deployment's lease on every agent, whoever holds it, and
     /// say whose it was. Only for a controller that cannot release it
@@ -396,6 +473,101 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{instance} started empty; `paddock apply` re-forms its shard.");
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Stop { inventory, targets } => {
+            let done = lifecycle::stop(&inventory, &targets, true).await?;
+            print_outcomes("Stopped", &done);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Start { inventory, targets } => {
+            let done = lifecycle::start(&inventory, &targets, true).await?;
+            print_outcomes("Started", &done);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Restart {
+            inventory,
+            targets,
+            timeout,
+        } => {
+            let done = lifecycle::restart(&inventory, &targets, Duration::from_secs(timeout), true)
+                .await?;
+            print_outcomes("Restarted", &done);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Prune {
+            inventory,
+            purge_data,
+        } => {
+            let report = lifecycle::prune(&inventory, purge_data, true).await?;
+            if report.removed.is_empty() && report.kept.is_empty() {
+                println!("Nothing to prune: every instance of the deployment is in the inventory.");
+            }
+            for r in &report.removed {
+                println!(
+                    "removed {r}{}",
+                    if purge_data {
+                        " and its data"
+                    } else {
+                        " (its data stays on disk)"
+                    }
+                );
+            }
+            for (k, why) in &report.kept {
+                println!("kept {k}: {why}");
+            }
+            if !report.removed.is_empty() && inventory_is_cluster(&inventory) {
+                println!(
+                    "`paddock apply -i {}` makes the cluster forget the removed nodes.",
+                    inventory.display()
+                );
+            }
+            Ok(if report.kept.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Destroy {
+            inventory,
+            yes,
+            purge_data,
+        } => {
+            let name = read_inventory(&inventory)?.deployment.name;
+            let typed = if yes {
+                None
+            } else if std::io::stdin().is_terminal() {
+                eprint!(
+                    "This stops and removes every instance of deployment {name}{}. Type its name to confirm: ",
+                    if purge_data {
+                        " and deletes their data"
+                    } else {
+                        ""
+                    }
+                );
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                Some(line)
+            } else {
+                anyhow::bail!(
+                    "destroy stops and removes every instance of deployment {name}; stdin is not a terminal, so it cannot ask for the name: add --yes"
+                );
+            };
+            if !lifecycle::destroy_confirmed(yes, typed.as_deref(), &name) {
+                anyhow::bail!(
+                    "not confirmed (the name typed is not {name:?}): nothing was changed"
+                );
+            }
+            let removed = lifecycle::destroy(&inventory, purge_data, true).await?;
+            println!(
+                "Destroyed {name}: removed {} instance(s){}",
+                removed.len(),
+                if purge_data {
+                    " and their data"
+                } else {
+                    "; their data stays on disk"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Unlock { inventory, force } => {
             if !force {
                 anyhow::bail!(
@@ -551,6 +723,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn print_outcomes(verb: &str, done: &[lifecycle::Outcome]) {
+    if done.is_empty() {
+        println!("{verb} nothing: the deployment has no instances on its agents.");
+    }
+    for o in done {
+        println!("{verb} {} (now {})", o.label, o.state.as_str());
+    }
+}
+
+fn inventory_is_cluster(path: &std::path::Path) -> bool {
+    read_inventory(path)
+        .is_ok_and(|i| i.deployment.topology == paddock_inventory::Topology::Cluster)
 }
 
 fn read_inventory(path: &std::path::Path) -> anyhow::Result<paddock_inventory::Inventory> {

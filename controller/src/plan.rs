@@ -233,6 +233,12 @@ pub enum Change {
     Sentinels {
         problems: Vec<String>,
     },
+    /// The running cluster's slots are laid out for another number of
+    /// masters: apply refuses (see [`crate::cluster::reshard_needed`]).
+    Reshard {
+        serving: u32,
+        wanted: u32,
+    },
     /// An instance of this deployment that the inventory does not list.
     Orphan {
         target: String,
@@ -260,11 +266,19 @@ pub fn make_plan(
 ) -> Plan {
     let states = &observed.targets;
     let sentinel_problems = &observed.sentinel_problems;
-    let mut changes: Vec<Change> = observed
-        .orphans
-        .iter()
-        .map(|o| Change::Orphan { target: o.clone() })
+    let mut changes: Vec<Change> = reshard(deployment, observed)
+        .map(|r| Change::Reshard {
+            serving: r.serving,
+            wanted: r.wanted,
+        })
+        .into_iter()
         .collect();
+    changes.extend(
+        observed
+            .orphans
+            .iter()
+            .map(|o| Change::Orphan { target: o.clone() }),
+    );
     let every = targets
         .iter()
         .zip(states)
@@ -310,6 +324,13 @@ pub fn make_plan(
             problems: sentinel_problems.clone(),
         });
     }
+    // apply refuses before doing any of the rest: show only why.
+    if changes
+        .first()
+        .is_some_and(|c| matches!(c, Change::Reshard { .. }))
+    {
+        changes.retain(|c| matches!(c, Change::Reshard { .. } | Change::Orphan { .. }));
+    }
     let inv = &deployment.inventory;
     Plan {
         deployment: inv.deployment.name.clone(),
@@ -324,6 +345,17 @@ pub fn make_plan(
         ),
         changes,
     }
+}
+
+/// Whether the running cluster serves another number of shards than the
+/// inventory asks for (cluster topology only).
+pub fn reshard(deployment: &Deployment, observed: &Observed) -> Option<crate::cluster::Reshard> {
+    if deployment.inventory.deployment.topology != paddock_inventory::Topology::Cluster {
+        return None;
+    }
+    let views: Vec<Option<Observation>> =
+        observed.targets.iter().map(|s| s.cluster.clone()).collect();
+    crate::cluster::reshard_needed(&views, deployment.inventory.deployment.masters)
 }
 
 impl fmt::Display for Plan {
@@ -350,7 +382,11 @@ impl fmt::Display for Plan {
                 }
                 Change::Orphan { target } => writeln!(
                     f,
-                    "  ! {target}: belongs to this deployment but is not in the inventory; apply refuses until it is listed again or stopped"
+                    "  ! {target}: belongs to this deployment but is not in the inventory; apply refuses until it is listed again or removed (`paddock prune`)"
+                )?,
+                Change::Reshard { serving, wanted } => writeln!(
+                    f,
+                    "  ! cluster: serves its slots with {serving} master(s), the inventory asks for {wanted}; apply refuses: changing the number of masters moves slots, which paddock does not do yet"
                 )?,
                 Change::RestoreNodeTimeout { target, live, want } => writeln!(
                     f,

@@ -88,6 +88,12 @@ enum Command {
         name: String,
         reply: Reply<InstanceStatus>,
     },
+    Remove {
+        name: String,
+        deployment: String,
+        purge_data: bool,
+        reply: Reply<bool>,
+    },
     List {
         reply: oneshot::Sender<Vec<InstanceStatus>>,
     },
@@ -191,6 +197,23 @@ impl SupervisorHandle {
     /// Stops the instance and answers once its process is gone.
     pub async fn stop(&self, name: String) -> Result<InstanceStatus, Error> {
         self.ask(|reply| Command::Stop { name, reply }).await?
+    }
+
+    /// Forgets a stopped instance of `deployment` (false: there was none);
+    /// its data stays unless `purge_data`.
+    pub async fn remove(
+        &self,
+        name: String,
+        deployment: String,
+        purge_data: bool,
+    ) -> Result<bool, Error> {
+        self.ask(|reply| Command::Remove {
+            name,
+            deployment,
+            purge_data,
+            reply,
+        })
+        .await?
     }
 
     pub async fn list(&self) -> Result<Vec<InstanceStatus>, Error> {
@@ -462,6 +485,14 @@ impl Supervisor {
             Command::Start { name, reply } => self.request(&name, Event::Start, reply),
             Command::Stop { name, reply } => self.request(&name, Event::Stop, reply),
             Command::Recover { name, reply } => self.recover(&name, reply),
+            Command::Remove {
+                name,
+                deployment,
+                purge_data,
+                reply,
+            } => {
+                let _ = reply.send(self.remove(&name, &deployment, purge_data));
+            }
             Command::List { reply } => {
                 let _ = reply.send(self.instances.values().map(Instance::status).collect());
             }
@@ -612,6 +643,38 @@ impl Supervisor {
         }
         instance.waiters.push(reply);
         self.feed(name, event, None);
+    }
+
+    fn remove(&mut self, name: &str, deployment: &str, purge_data: bool) -> Result<bool, Error> {
+        let Some(instance) = self.instances.get(name) else {
+            return Ok(false);
+        };
+        let refuse = |message: String| {
+            Err(Error::Precondition {
+                instance: name.to_owned(),
+                message,
+            })
+        };
+        if instance.spec.deployment != deployment {
+            return refuse(format!(
+                "belongs to deployment {:?}, not {deployment:?}",
+                instance.spec.deployment
+            ));
+        }
+        // Only a settled instance without a process: removing one that may
+        // run (or is held, retrying a handover) would orphan a redis-server.
+        if !matches!(
+            instance.machine.state,
+            State::Stopped | State::Exited | State::Fatal
+        ) {
+            return refuse(format!("is {:?}: stop it first", instance.machine.state));
+        }
+        store::remove_instance(&instance.dirs, purge_data)?;
+        if let Some(i) = self.instances.remove(name) {
+            i.process_token.cancel();
+        }
+        info!(instance = name, purge_data, "instance removed");
+        Ok(true)
     }
 
     fn recover(&mut self, name: &str, reply: Reply<InstanceStatus>) {
