@@ -234,6 +234,38 @@ fn user_rules(rules: &[String], topology: Topology) -> Vec<String> {
     out
 }
 
+/// `--limit HOST,...`: which hosts a command acts on (every host when
+/// empty). Each entry is a host's name or address; an unknown one is an
+/// error listing the known names.
+pub fn limit_hosts(inventory: &Inventory, limit: &[String]) -> Result<Vec<bool>, Error> {
+    if limit.is_empty() {
+        return Ok(vec![true; inventory.hosts.len()]);
+    }
+    let mut picked = vec![false; inventory.hosts.len()];
+    for want in limit {
+        let want = want.trim();
+        match inventory
+            .hosts
+            .iter()
+            .position(|h| h.name == want || h.address.to_string() == want)
+        {
+            Some(h) => picked[h] = true,
+            None => {
+                return Err(Error::Unsupported(format!(
+                    "--limit: no host {want:?} in the inventory; its hosts are {}",
+                    inventory
+                        .hosts
+                        .iter()
+                        .map(|h| h.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+    }
+    Ok(picked)
+}
+
 /// What keeps the hosts from running the placement: redis-server missing, or
 /// more maxmemory placed on a host than it has memory. Pure, for testing.
 pub fn host_problems(deployment: &Deployment, facts: &[Facts]) -> Vec<String> {
@@ -368,17 +400,40 @@ impl Fleet {
     /// Dials every agent; unreachable ones are kept as their error message
     /// (status shows them).
     pub async fn connect(deployment: &Deployment) -> Fleet {
+        Fleet::connect_within(deployment, crate::client::CONNECT_TIMEOUT, None).await
+    }
+
+    /// Dials every agent within `connect`; each call then fails after
+    /// `deadline` (None: the client's default).
+    pub async fn connect_within(
+        deployment: &Deployment,
+        connect: std::time::Duration,
+        deadline: Option<std::time::Duration>,
+    ) -> Fleet {
         let dials = deployment.inventory.hosts.iter().enumerate().map(|(i, h)| {
-            AgentClient::connect(&h.name, deployment.agent_addr(i), &deployment.transport)
+            AgentClient::connect_within(
+                &h.name,
+                deployment.agent_addr(i),
+                &deployment.transport,
+                connect,
+            )
         });
         Fleet {
             agents: join_all(dials)
                 .await
                 .into_iter()
-                .map(|r| r.map_err(|e| e.to_string()))
+                .map(|r| match (r, deadline) {
+                    (Ok(a), Some(d)) => Ok(a.with_deadline(d)),
+                    (r, _) => r.map_err(|e| e.to_string()),
+                })
                 .collect(),
             renewal: Default::default(),
         }
+    }
+
+    /// Whether host `h`'s agent answered the dial.
+    pub fn reachable(&self, host: usize) -> bool {
+        self.agents[host].is_ok()
     }
 
     /// Dials every agent and fails with the first that cannot be reached.
@@ -581,6 +636,19 @@ mod tests {
         assert_eq!(mine.token.len(), 32);
         assert_ne!(mine.token, lock_holder().token, "a fresh token each time");
         assert_ne!(mine.pid_namespace, 0);
+    }
+
+    #[test]
+    fn limit_picks_hosts_by_name_or_address_and_names_unknown_ones() {
+        let d = deployment("64mb");
+        let inv = &d.inventory;
+        assert_eq!(limit_hosts(inv, &[]).unwrap(), vec![true, true, true]);
+        assert_eq!(
+            limit_hosts(inv, &["a".into(), "10.0.0.3".into()]).unwrap(),
+            vec![true, false, true]
+        );
+        let e = limit_hosts(inv, &["d".into()]).unwrap_err().to_string();
+        assert!(e.contains("no host \"d\"") && e.contains("a, b, c"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,11 @@ struct Cli {
     /// true). Anyone on the network could then drive them: labs only.
     #[arg(long, global = true)]
     insecure_plaintext: bool,
+    /// Act on these hosts only (names or addresses, comma-separated), as
+    /// ansible's --limit: status shows only them, plan and apply change
+    /// only their instances and name what they skip.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "HOST,...")]
+    limit: Vec<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -267,6 +272,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if cli.insecure_plaintext {
         paddock_controller::client::use_insecure_plaintext();
     }
+    let limit = cli.limit;
     match cli.command {
         Cmd::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a closed pipe
@@ -376,7 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { inventory, json } => {
-            let s = status::status(&inventory).await?;
+            let s = status::status(&inventory, &limit).await?;
             print_status(&s, json)?;
             Ok(if s.healthy {
                 ExitCode::SUCCESS
@@ -502,7 +508,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             if let Some(report) = &up.apply {
                 print_apply(report);
-                let s = status::status(&up.inventory).await?;
+                let s = status::status(&up.inventory, &[]).await?;
                 print_status(&s, false)?;
             }
             let first = options.addresses[0];
@@ -525,7 +531,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Lab(LabCmd::Status { dir, json }) => {
-            let s = status::status(&lab::inventory_path(&dir)).await?;
+            let s = status::status(&lab::inventory_path(&dir), &limit).await?;
             print_status(&s, json)?;
             Ok(if s.healthy {
                 ExitCode::SUCCESS

@@ -129,6 +129,8 @@ pub struct ReplicationInfo {
     pub master_addr: Option<(std::net::IpAddr, u16)>,
     pub link_up: Option<bool>,
     pub connected_replicas: Option<u32>,
+    /// `slaveN:ip=...,port=...,state=online` lines.
+    pub replicas_online: Vec<(std::net::IpAddr, u16)>,
 }
 
 pub fn parse_replication(info: &str) -> ReplicationInfo {
@@ -147,6 +149,22 @@ pub fn parse_replication(info: &str) -> ReplicationInfo {
             .flatten(),
         link_up: replica.then(|| field("master_link_status").as_deref() == Some("up")),
         connected_replicas: field("connected_slaves").and_then(|n| n.parse().ok()),
+        replicas_online: info
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("slave")
+                    .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .filter_map(|l| {
+                let kv = |key: &str| {
+                    l.split_once(':')?
+                        .1
+                        .split(',')
+                        .find_map(|f| f.trim().strip_prefix(key)?.strip_prefix('='))
+                };
+                (kv("state")? == "online").then_some((kv("ip")?.parse().ok()?, kv("port")?.parse().ok()?))
+            })
+            .collect(),
     }
 }
 
@@ -164,6 +182,7 @@ pub async fn observe_node(fleet: &Fleet, t: &Target) -> Option<(Observation, Opt
                 link_up: repl.link_up,
                 role_master: repl.role_master,
                 master_addr: repl.master_addr,
+                replicas_online: repl.replicas_online,
             },
             None,
         ));
@@ -197,6 +216,7 @@ pub async fn observe_node(fleet: &Fleet, t: &Target) -> Option<(Observation, Opt
             link_up: repl.link_up,
             role_master: repl.role_master,
             master_addr: repl.master_addr,
+            replicas_online: repl.replicas_online,
         },
         timeout,
     ))
