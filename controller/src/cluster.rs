@@ -237,7 +237,11 @@ impl Observation {
 /// (its own line marked `myself`). Replication: a master some member
 /// replicates with its link up; a replica an answering master lists online.
 /// None when nobody vouches for it: it is down as far as anyone knows.
-pub fn hearsay(members: &[Member], observed: &[Option<Observation>], i: usize) -> Option<Observation> {
+pub fn hearsay(
+    members: &[Member],
+    observed: &[Option<Observation>],
+    i: usize,
+) -> Option<Observation> {
     let m = &members[i];
     let others = || {
         observed
@@ -268,7 +272,9 @@ pub fn hearsay(members: &[Member], observed: &[Option<Observation>], i: usize) -
         });
     }
     let alive = |n: &NodeLine| n.is_settled() && n.connected && (n.is_master() || n.is_replica());
-    let views: Vec<&Observation> = others().filter(|o| o.find(m.ip, m.port).is_some()).collect();
+    let views: Vec<&Observation> = others()
+        .filter(|o| o.find(m.ip, m.port).is_some())
+        .collect();
     let vouching: Vec<&Observation> = views
         .iter()
         .copied()

@@ -268,10 +268,13 @@ pub fn limit_hosts(inventory: &Inventory, limit: &[String]) -> Result<Vec<bool>,
 
 /// What keeps the hosts from running the placement: redis-server missing, or
 /// more maxmemory placed on a host than it has memory. Pure, for testing.
-pub fn host_problems(deployment: &Deployment, facts: &[Facts]) -> Vec<String> {
+/// Hosts without facts (left alone by `--limit`, or unreachable) are not
+/// checked.
+pub fn host_problems(deployment: &Deployment, facts: &[Option<Facts>]) -> Vec<String> {
     let inv = &deployment.inventory;
     let mut problems = Vec::new();
     for (h, (host, f)) in inv.hosts.iter().zip(facts).enumerate() {
+        let Some(f) = f else { continue };
         if f.redis_version.is_none() {
             problems.push(format!(
                 "  - host {}: redis-server is not installed (the agent looked for {}); install it there with `apt-get install -y redis-server`",
@@ -459,8 +462,10 @@ impl Fleet {
     /// controllers cannot each hold part of it), and renews it every
     /// [`LOCK_RENEW_EVERY`] until [`Fleet::unlock`]. On refusal, releases
     /// what it took and says who holds it.
+    /// Hosts whose agent is unreachable are skipped: nothing is changed
+    /// there either.
     pub async fn lock(&self, deployment: &str, me: &LeaseId) -> Result<(), Error> {
-        for h in 0..self.agents.len() {
+        for h in (0..self.agents.len()).filter(|&h| self.reachable(h)) {
             let mut outcome = self.agent(h)?.lock(deployment, me, LOCK_TTL_MS).await?;
             if let LockOutcome::Held(other) = &outcome
                 && abandoned(other, me, controller_alive(other.pid))
@@ -589,9 +594,9 @@ mod tests {
     #[test]
     fn refuses_more_maxmemory_than_a_host_has_naming_host_and_numbers() {
         let d = deployment("1gb");
-        let ok = [facts(4096, true), facts(4096, true), facts(4096, true)];
+        let ok = [facts(4096, true), facts(4096, true), facts(4096, true)].map(Some);
         assert_eq!(host_problems(&d, &ok), Vec::<String>::new());
-        let small = [facts(4096, true), facts(1536, true), facts(4096, true)];
+        let small = [facts(4096, true), facts(1536, true), facts(4096, true)].map(Some);
         assert_eq!(
             host_problems(&d, &small),
             vec![
@@ -654,7 +659,7 @@ mod tests {
     #[test]
     fn reports_a_host_without_redis() {
         let d = deployment("64mb");
-        let f = [facts(4096, true), facts(4096, true), facts(4096, false)];
+        let f = [facts(4096, true), None, facts(4096, false)];
         let p = host_problems(&d, &f);
         assert_eq!(p.len(), 1);
         assert!(

@@ -273,6 +273,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         paddock_controller::client::use_insecure_plaintext();
     }
     let limit = cli.limit;
+    let limited = matches!(
+        cli.command,
+        Cmd::Status { .. }
+            | Cmd::Plan { .. }
+            | Cmd::Apply { .. }
+            | Cmd::Failover { .. }
+            | Cmd::Events { .. }
+            | Cmd::Lab(LabCmd::Status { .. })
+    );
+    if !limit.is_empty() && !limited {
+        // Silently acting on every host would be the opposite of asked.
+        anyhow::bail!(
+            "--limit is supported by status, plan, apply, failover and events; this command acts on the hosts it names"
+        );
+    }
     match cli.command {
         Cmd::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a closed pipe
@@ -365,7 +380,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Plan { inventory } => {
-            let plan = apply::plan(&inventory).await?;
+            let plan = apply::plan(&inventory, &limit).await?;
             print!("{plan}");
             Ok(ExitCode::SUCCESS)
         }
@@ -374,6 +389,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &inventory,
                 &apply::ApplyOptions {
                     converge_timeout: Duration::from_secs(timeout),
+                    limit: limit.clone(),
                     ..Default::default()
                 },
             )
@@ -442,8 +458,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, Some(t)) => failover::Choice::Replica(t),
                 (None, None) => failover::Choice::Default,
             };
-            let r =
-                failover::failover(&inventory, &choice, Duration::from_secs(timeout), true).await?;
+            let r = failover::failover(
+                &inventory,
+                &choice,
+                Duration::from_secs(timeout),
+                true,
+                &limit,
+            )
+            .await?;
             println!(
                 "Shard {}: {} is master now, {} its replica ({:.3}s).",
                 r.shard,
@@ -474,7 +496,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seconds,
             json,
         } => {
-            watch::events(&inventory, count, seconds.map(Duration::from_secs), json).await?;
+            watch::events(
+                &inventory,
+                count,
+                seconds.map(Duration::from_secs),
+                json,
+                &limit,
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Lab(LabCmd::Up {
@@ -566,6 +595,9 @@ fn read_inventory(path: &std::path::Path) -> anyhow::Result<paddock_inventory::I
 }
 
 fn print_apply(report: &apply::ApplyReport) {
+    for s in &report.skipped {
+        println!("Skipped {s}");
+    }
     if report.changed {
         println!(
             "Applied {} change(s) in {:.3}s{}.",
@@ -581,8 +613,13 @@ fn print_apply(report: &apply::ApplyReport) {
         );
     } else {
         println!(
-            "Nothing to do: {} is as the inventory says ({:.3}s).",
+            "Nothing to do: {} is as the inventory says{} ({:.3}s).",
             report.plan.summary,
+            if report.skipped.is_empty() {
+                ""
+            } else {
+                " on the hosts acted on"
+            },
             report.total.as_secs_f64()
         );
     }

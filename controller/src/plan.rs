@@ -30,32 +30,102 @@ pub struct Observed {
     /// Instances of this deployment the agents run that the inventory no
     /// longer lists ("host:instance").
     pub orphans: Vec<String>,
+    /// Per host: whether this run acts on it (in `--limit` and its agent
+    /// answered). Instances of other hosts are observed, not planned for.
+    pub acting: Vec<bool>,
+    /// The hosts not acted on, and why.
+    pub skipped: Vec<Skipped>,
 }
 
-/// Asks every agent, in parallel, for its instances, what the specs would
-/// change, and every running node's view of the cluster.
+/// A host a command leaves alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub host: String,
+    pub reason: SkipReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    NotInLimit,
+    /// The agent's dial error.
+    Unreachable(String),
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reason {
+            SkipReason::NotInLimit => write!(f, "{}: skipped (not in --limit)", self.host),
+            SkipReason::Unreachable(e) => {
+                write!(f, "{}: skipped (agent unreachable: {e})", self.host)
+            }
+        }
+    }
+}
+
+/// Pure: the hosts acted on (in the limit and reachable) and the others
+/// with their reason.
+pub fn scope(
+    host_names: &[String],
+    in_limit: &[bool],
+    dial_errors: &[Option<String>],
+) -> (Vec<bool>, Vec<Skipped>) {
+    let mut skipped = Vec::new();
+    let acting = host_names
+        .iter()
+        .zip(in_limit.iter().zip(dial_errors))
+        .map(|(host, (&picked, error))| {
+            let reason = match (picked, error) {
+                (false, _) => SkipReason::NotInLimit,
+                (true, Some(e)) => SkipReason::Unreachable(e.clone()),
+                (true, None) => return true,
+            };
+            skipped.push(Skipped {
+                host: host.clone(),
+                reason,
+            });
+            false
+        })
+        .collect();
+    (acting, skipped)
+}
+
+/// Asks the agents of the hosts in `in_limit`, in parallel, for their
+/// instances and what the specs would change, and every running node's
+/// view of the cluster (the view of a node whose agent is unreachable is
+/// pieced together from the others').
 pub async fn observe(
     fleet: &Fleet,
     targets: &[Target],
     sentinels: &[Target],
     deployment: &str,
     host_names: &[String],
+    in_limit: &[bool],
 ) -> Result<Observed, Error> {
+    let dial_errors: Vec<Option<String>> = (0..host_names.len())
+        .map(|h| fleet.agent_error(h).map(str::to_owned))
+        .collect();
+    let (acting, skipped) = scope(host_names, in_limit, &dial_errors);
     let all: Vec<&Target> = targets.iter().chain(sentinels).collect();
     let hosts: Vec<usize> = {
-        let mut h: Vec<usize> = all.iter().map(|t| t.host).collect();
+        let mut h: Vec<usize> = all.iter().map(|t| t.host).filter(|&h| acting[h]).collect();
         h.sort_unstable();
         h.dedup();
         h
     };
+    let acting = &acting;
     let lists = join_all(hosts.iter().map(|&h| async move {
         let list = fleet.agent(h)?.list().await?;
         Ok::<_, Error>((h, list))
     }));
-    let puts = join_all(
-        all.iter()
-            .map(|t| async move { fleet.agent(t.host)?.put_instance(&t.spec, true).await }),
-    );
+    let puts = join_all(all.iter().map(|t| async move {
+        if !acting[t.host] {
+            return Ok(PutOutcome {
+                changed: false,
+                restart_needed: false,
+            });
+        }
+        fleet.agent(t.host)?.put_instance(&t.spec, true).await
+    }));
     let clusters = join_all(targets.iter().map(|t| observe_node(fleet, t)));
     let master_name = sentinels
         .first()
@@ -75,9 +145,15 @@ pub async fn observe(
         })
         .collect();
     let mut out = Vec::with_capacity(all.len());
+    let own: Vec<Option<Observation>> = clusters
+        .iter()
+        .map(|c| c.as_ref().map(|(o, _)| o.clone()))
+        .collect();
+    let judged = crate::form::with_hearsay(fleet, targets, own);
     let clusters = clusters
         .into_iter()
-        .map(Some)
+        .zip(judged)
+        .map(|(c, j)| Some(c.or(j.map(|o| (o, None)))))
         .chain(sentinels.iter().map(|_| None));
     for ((t, put), cluster) in all.iter().zip(puts).zip(clusters) {
         let status = lists
@@ -85,9 +161,11 @@ pub async fn observe(
             .find(|(h, _)| *h == t.host)
             .and_then(|(_, l)| l.iter().find(|s| s.name == t.instance))
             .cloned();
-        let running = status
-            .as_ref()
-            .is_some_and(|s| s.state == InstanceState::Running);
+        // A host not acted on has no list: take its nodes as they answer.
+        let running = !acting[t.host]
+            || status
+                .as_ref()
+                .is_some_and(|s| s.state == InstanceState::Running);
         let (cluster, drift) = match cluster.flatten() {
             Some((obs, timeout)) if running => (
                 Some(obs),
@@ -120,6 +198,8 @@ pub async fn observe(
         sentinels: sentinel_states,
         sentinel_problems,
         orphans,
+        acting: acting.clone(),
+        skipped,
     })
 }
 
@@ -162,7 +242,8 @@ pub fn parse_replication(info: &str) -> ReplicationInfo {
                         .split(',')
                         .find_map(|f| f.trim().strip_prefix(key)?.strip_prefix('='))
                 };
-                (kv("state")? == "online").then_some((kv("ip")?.parse().ok()?, kv("port")?.parse().ok()?))
+                (kv("state")? == "online")
+                    .then_some((kv("ip")?.parse().ok()?, kv("port")?.parse().ok()?))
             })
             .collect(),
     }
@@ -264,6 +345,9 @@ pub struct Plan {
     pub deployment: String,
     pub summary: String,
     pub changes: Vec<Change>,
+    /// Hosts left alone (`--limit`, unreachable agents): nothing is
+    /// planned for their instances.
+    pub skipped: Vec<Skipped>,
 }
 
 impl Plan {
@@ -280,6 +364,7 @@ pub fn make_plan(
 ) -> Plan {
     let states = &observed.targets;
     let sentinel_problems = &observed.sentinel_problems;
+    let skipped = observed.skipped.clone();
     let mut changes: Vec<Change> = observed
         .orphans
         .iter()
@@ -289,7 +374,7 @@ pub fn make_plan(
         .iter()
         .zip(states)
         .chain(sentinels.iter().zip(&observed.sentinels));
-    for (t, s) in every {
+    for (t, s) in every.filter(|(t, _)| observed.acting[t.host]) {
         let target = t.label();
         match &s.status {
             None => changes.push(Change::Create {
@@ -343,12 +428,22 @@ pub fn make_plan(
             inv.hosts.len()
         ),
         changes,
+        skipped,
     }
 }
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Deployment {}", self.summary)?;
+        for s in &self.skipped {
+            writeln!(f, "  - {s}")?;
+        }
+        if self.changes.is_empty() && !self.skipped.is_empty() {
+            return writeln!(
+                f,
+                "No changes on the hosts acted on; the cluster is healthy as far as the nodes that answer tell."
+            );
+        }
         if self.changes.is_empty() {
             return writeln!(
                 f,

@@ -259,10 +259,9 @@ pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
                 .collect::<Vec<_>>();
             let mut instances: Vec<InstanceView> = targets
                 .iter()
-                .zip(&node_details)
+                .zip(node_details.iter().zip(&own))
                 .filter(|(t, _)| t.host == h)
-                .zip(&own)
-                .map(|((t, d), own)| {
+                .map(|(t, (d, own))| {
                     let (st, state) = state_of(t);
                     let me = d.as_ref().and_then(|d| d.obs.myself());
                     InstanceView {

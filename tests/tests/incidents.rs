@@ -1,0 +1,226 @@
+//! `paddock status` during incidents (issue 13, item 2): with one agent
+//! frozen (SIGSTOP) or killed, or one redis-server frozen, status answers
+//! within about 3 s, names the unreachable host, and shows its instances
+//! as the other nodes see them (serving, UNMANAGED), not as "no master
+//! serving slots". `--limit` restricts status and plan to some hosts, and
+//! plan works on the reachable part, naming what it skipped.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use paddock_tests::{Lab, paddock, process_is, stdout};
+
+/// What status must answer within, whatever the agents do. The design
+/// bound is about 3 s (1.2 s dial + 1.5 s per call); twice that leaves room
+/// for a busy 2-core CI machine without letting a hang pass.
+const STATUS_BOUND: Duration = Duration::from_secs(6);
+
+fn agent_pid(lab: &Lab, host: &str) -> u32 {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.dir().join("lab.json")).unwrap())
+            .unwrap();
+    state["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["host"] == host)
+        .and_then(|a| a["pid"].as_u64())
+        .unwrap() as u32
+}
+
+/// SIGCONTs a process we stopped when dropped, so a failing assertion
+/// leaves nothing frozen (the lab's Drop then stops it).
+struct Frozen {
+    pid: u32,
+    name: &'static str,
+}
+
+impl Frozen {
+    fn new(pid: u32, name: &'static str) -> Frozen {
+        assert!(process_is(pid, name), "pid {pid} is not {name}");
+        kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+        Frozen { pid, name }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if process_is(self.pid, self.name) {
+            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGCONT);
+        }
+    }
+}
+
+/// `paddock status --json` (plus `extra`), how long it took, and its JSON.
+fn timed_status(inventory: &Path, extra: &[&str]) -> (Duration, serde_json::Value) {
+    let inventory = inventory.display().to_string();
+    let mut args = vec!["status", "-i", inventory.as_str(), "--json"];
+    args.extend_from_slice(extra);
+    let started = Instant::now();
+    let out = paddock(&args);
+    let took = started.elapsed();
+    let json = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("status --json printed no JSON ({e})"));
+    (took, json)
+}
+
+fn host<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == name)
+        .unwrap_or_else(|| panic!("no host {name} in {status}"))
+}
+
+fn problems(status: &serde_json::Value) -> Vec<String> {
+    status["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The host's agent is reported unreachable, and its two instances as
+/// serving (a master with slots and a replica), from the others' view.
+fn assert_unmanaged_but_serving(status: &serde_json::Value, name: &str) {
+    let h = host(status, name);
+    assert!(h["agent_error"].is_string(), "{name} unreachable: {h}");
+    let instances = h["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{h}");
+    for i in instances {
+        assert_eq!(i["state"], "UNMANAGED", "{i}");
+        assert_eq!(i["hearsay"], true, "{i}");
+    }
+    let roles: Vec<&str> = instances
+        .iter()
+        .map(|i| i["role"].as_str().unwrap_or("-"))
+        .collect();
+    assert!(
+        roles.contains(&"master") && roles.contains(&"replica"),
+        "{roles:?}"
+    );
+    let p = problems(status);
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with(&format!("host {name}: agent unreachable"))),
+        "{p:?}"
+    );
+    assert!(
+        !p.iter()
+            .any(|p| p.contains("no master serving slots")
+                || p.contains("not running or not answering")),
+        "a healthy Redis behind a dead agent is not a missing master: {p:?}"
+    );
+    assert_eq!(status["healthy"], false);
+}
+
+#[test]
+fn status_answers_and_sees_through_a_frozen_or_dead_agent() {
+    let lab = Lab::new(83);
+    assert!(lab.up(&[]).status.success(), "lab up");
+    let inventory = lab.inventory();
+    let (took, s) = timed_status(&inventory, &[]);
+    assert_eq!(s["healthy"], true, "{s}");
+    eprintln!("status, all agents up: {took:?}");
+
+    // A frozen agent: its kernel still accepts the TCP connection, so only
+    // a deadline on the handshake and on each call ends the wait.
+    let box2 = agent_pid(&lab, "box2");
+    {
+        let _frozen = Frozen::new(box2, "paddockd");
+        let (took, s) = timed_status(&inventory, &[]);
+        eprintln!("status, box2's agent SIGSTOPped: {took:?}");
+        assert!(took < STATUS_BOUND, "status took {took:?}");
+        assert_unmanaged_but_serving(&s, "box2");
+        // The text form names it too.
+        let text = paddock(&["status", "-i", &inventory.display().to_string()]);
+        assert_eq!(text.status.code(), Some(1));
+        assert!(stdout(&text).contains("box2           agent unreachable"));
+        assert!(stdout(&text).contains("UNMANAGED"));
+    }
+    let back = (0..50).any(|_| {
+        let (_, s) = timed_status(&inventory, &[]);
+        s["healthy"] == true || {
+            std::thread::sleep(Duration::from_millis(200));
+            false
+        }
+    });
+    assert!(back, "healthy again once the agent runs on");
+
+    // A frozen redis-server behind a live agent: the agent's own command
+    // to it is cut at the call's deadline, and it does not hold up the
+    // agent's other instance.
+    let redis_pid: u32 = std::fs::read_to_string(lab.pidfile(0, "redis-7000"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    {
+        let _frozen = Frozen::new(redis_pid, "redis-server");
+        let (took, s) = timed_status(&inventory, &[]);
+        eprintln!("status, box1's redis-7000 SIGSTOPped: {took:?}");
+        assert!(took < STATUS_BOUND, "status took {took:?}");
+        let other = host(&s, "box1")["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == "redis-7001")
+            .cloned()
+            .unwrap();
+        assert_eq!(other["hearsay"], false, "answered itself: {other}");
+        assert!(other["role"].is_string(), "{other}");
+    }
+
+    // A dead agent: the same, and --limit restricts what is shown.
+    kill(Pid::from_raw(box2 as i32), Signal::SIGKILL).unwrap();
+    let (took, s) = timed_status(&inventory, &[]);
+    eprintln!("status, box2's agent killed: {took:?}");
+    assert!(took < STATUS_BOUND, "status took {took:?}");
+    assert_unmanaged_but_serving(&s, "box2");
+    let (_, limited) = timed_status(&inventory, &["--limit", "box1,127.0.83.3"]);
+    let shown: Vec<&str> = limited["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, ["box1", "box3"]);
+    let unknown = paddock(&[
+        "status",
+        "-i",
+        &inventory.display().to_string(),
+        "--limit",
+        "box9",
+    ]);
+    assert!(!unknown.status.success());
+    assert!(
+        paddock_tests::stderr(&unknown).contains("no host \"box9\""),
+        "names the unknown host"
+    );
+
+    // plan works on the reachable part and names what it skipped.
+    let plan = paddock(&["plan", "-i", &inventory.display().to_string()]);
+    assert!(plan.status.success(), "plan with box2's agent dead");
+    let text = stdout(&plan);
+    assert!(
+        text.contains("box2: skipped (agent unreachable"),
+        "names the skipped host: {text}"
+    );
+    assert!(
+        !text.contains("box2:redis-"),
+        "plans nothing on box2: {text}"
+    );
+    let plan = paddock(&[
+        "plan",
+        "-i",
+        &inventory.display().to_string(),
+        "--limit",
+        "box1",
+    ]);
+    assert!(plan.status.success());
+    assert!(stdout(&plan).contains("box3: skipped (not in --limit)"));
+}
