@@ -280,6 +280,7 @@ async fn apply_locked(
                 &restarts,
                 options.converge_timeout,
                 progress,
+                &mut skipped,
             )
             .await?;
         } else {
@@ -414,6 +415,7 @@ async fn rolling_restart(
     which: &[usize],
     step_timeout: Duration,
     progress: &Progress,
+    skipped: &mut Vec<String>,
 ) -> Result<(), Error> {
     let observed = form::observe_all(fleet, targets).await;
     let is_master = |i: usize| {
@@ -446,12 +448,31 @@ async fn rolling_restart(
         }
         let me = observed[i].as_ref().and_then(Observation::myself).cloned();
         if let Some(me) = me.filter(|m| m.is_master() && m.slot_count() > 0) {
-            let heir = targets.iter().enumerate().find(|(j, _)| {
-                observed[*j].as_ref().is_some_and(|o| {
-                    o.link_up == Some(true)
-                        && o.myself().and_then(|m| m.master_id.as_deref()) == Some(me.id.as_str())
+            let replicas: Vec<usize> = (0..targets.len())
+                .filter(|&j| {
+                    observed[j].as_ref().is_some_and(|o| {
+                        o.myself().and_then(|m| m.master_id.as_deref()) == Some(me.id.as_str())
+                    })
                 })
+                .collect();
+            // Only an agent that answers can be told to take over.
+            let heir = replicas.iter().map(|&j| (j, &targets[j])).find(|(j, h)| {
+                fleet.reachable(h.host)
+                    && observed[*j]
+                        .as_ref()
+                        .is_some_and(|o| o.link_up == Some(true))
             });
+            if heir.is_none() && replicas.iter().any(|&j| !fleet.reachable(targets[j].host)) {
+                // Its replica serves behind an unreachable agent: a restart
+                // in place would take the shard down for nothing.
+                let s = format!(
+                    "{}: restart for its new config skipped: its only replica's agent is unreachable, so it cannot hand its slots over",
+                    t.label()
+                );
+                progress.step(s.clone());
+                skipped.push(s);
+                continue;
+            }
             match heir {
                 Some((j, heir)) => {
                     progress.step(format!(

@@ -610,7 +610,9 @@ mod tests {
     fn a_silent_node_is_judged_from_the_others_views() {
         let full = cluster(&HEALTHY);
         // (which member cannot be asked, what the others say of it, expected)
-        let table: [(usize, Option<&str>, Option<(bool, u32)>); 4] = [
+        // (is master, slot count) of what is pieced together.
+        type Seen = Option<(bool, u32)>;
+        let table: [(usize, Option<&str>, Seen); 4] = [
             // Healthy behind a dead agent: serving, with its slots.
             (0, None, Some((true, 5461))),
             (3, None, Some((false, 0))),

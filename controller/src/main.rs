@@ -596,7 +596,7 @@ fn read_inventory(path: &std::path::Path) -> anyhow::Result<paddock_inventory::I
 
 fn print_apply(report: &apply::ApplyReport) {
     for s in &report.skipped {
-        println!("Skipped {s}");
+        println!("{s}");
     }
     if report.changed {
         println!(

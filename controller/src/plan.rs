@@ -491,3 +491,41 @@ impl fmt::Display for Plan {
         writeln!(f, "{} change(s).", self.changes.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_acts_on_limited_reachable_hosts_and_names_the_others() {
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let down = Some("refused".to_owned());
+        // (in limit, dial errors, acting, skipped as printed)
+        let table = [
+            (
+                [true, true, true],
+                [None, None, None],
+                [true, true, true],
+                vec![],
+            ),
+            (
+                [true, true, true],
+                [None, down.clone(), None],
+                [true, false, true],
+                vec!["b: skipped (agent unreachable: refused)"],
+            ),
+            (
+                [true, false, false],
+                [None, None, down.clone()],
+                [true, false, false],
+                vec!["b: skipped (not in --limit)", "c: skipped (not in --limit)"],
+            ),
+        ];
+        for (limit, errors, acting, skipped) in table {
+            let (a, s) = scope(&names, &limit, &errors);
+            assert_eq!(a, acting);
+            let s: Vec<String> = s.iter().map(ToString::to_string).collect();
+            assert_eq!(s, skipped);
+        }
+    }
+}
