@@ -134,8 +134,19 @@ pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
         }
     }));
     let node_details = join_all(targets.iter().map(|t| details(&fleet, t)));
-    let views = crate::sentinel::views(&fleet, &sentinels, &deployment.inventory.deployment.name);
-    let (lists, mut node_details, views) = futures::join!(lists, node_details, views);
+    let name = &deployment.inventory.deployment.name;
+    let views = crate::sentinel::views(&fleet, &sentinels, name);
+    let peer_lists = crate::sentinel::peer_lists(&fleet, &sentinels, name);
+    let (lists, mut node_details, views, peer_lists) =
+        futures::join!(lists, node_details, views, peer_lists);
+    // A sentinel behind an unreachable agent that the others see up.
+    let vouched: Vec<bool> = (0..sentinels.len())
+        .map(|i| {
+            views[i].is_none()
+                && !fleet.reachable(sentinels[i].host)
+                && crate::sentinel::vouched(&sentinels, &peer_lists, i)
+        })
+        .collect();
     // A node that did not answer is judged from what the others say of it.
     let own: Vec<Option<Observation>> = node_details
         .iter()
@@ -175,11 +186,12 @@ pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
     problems.extend(assess(&all, &observed));
     if !sentinels.is_empty() {
         let master = crate::fleet::followed_master(&targets, &observed);
-        problems.extend(crate::sentinel::problems(
+        problems.extend(crate::sentinel::problems_except(
             &sentinels,
             &views,
             master,
             targets.len().saturating_sub(1) as u32,
+            &vouched,
         ));
     }
     let label_of = |id: &str| -> String {
@@ -228,15 +240,15 @@ pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
             };
             let sentinel_views = sentinels
                 .iter()
-                .zip(&views)
+                .zip(views.iter().zip(&vouched))
                 .filter(|(t, _)| t.host == h)
-                .map(|(t, v)| {
+                .map(|(t, (v, &vouched))| {
                     let (st, state) = state_of(t);
                     InstanceView {
                         name: t.instance.clone(),
                         address: format!("{}:{}", t.ip, t.port),
-                        state: unmanaged(state, v.is_some()),
-                        hearsay: false,
+                        state: unmanaged(state, v.is_some() || vouched),
+                        hearsay: vouched,
                         pid: st.and_then(|s| s.pid),
                         restarts: st.map_or(0, |s| s.restarts),
                         role: Some("sentinel".into()),
@@ -350,7 +362,7 @@ impl fmt::Display for Status {
                 if i.hearsay {
                     writeln!(
                         f,
-                        "{:<14} {:<14} (role and slots as the other nodes see it; it did not answer itself)",
+                        "{:<14} {:<14} (as the other nodes see it; it did not answer itself)",
                         "", ""
                     )?;
                 }

@@ -316,3 +316,54 @@ fn status_answers_and_sees_through_a_frozen_or_dead_agent() {
     let changed = policies.iter().filter(|p| p.2 == "allkeys-lru").count();
     assert!(changed >= 2, "the other hosts' instances took the change");
 }
+
+/// The sentinel topology: with the master's agent dead, the master and
+/// that box's sentinel show as serving (from the replicas' INFO
+/// replication and the other sentinels), and the only problem is the
+/// unreachable agent.
+#[test]
+fn sentinel_status_sees_through_a_dead_agent() {
+    let lab = Lab::new(84);
+    assert!(
+        lab.up(&["--topology", "sentinel"]).status.success(),
+        "lab up"
+    );
+    let inventory = lab.inventory();
+    let (_, s) = timed_status(&inventory, &[]);
+    assert_eq!(s["healthy"], true, "{s}");
+    let master_host = s["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| {
+            h["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["role"] == "master")
+        })
+        .map(|h| h["name"].as_str().unwrap().to_owned())
+        .unwrap();
+    let pid = agent_pid(&lab, &master_host);
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let (took, s) = timed_status(&inventory, &[]);
+    eprintln!("sentinel status, {master_host}'s agent killed: {took:?}");
+    assert!(took < STATUS_BOUND, "status took {took:?}");
+    let h = host(&s, &master_host);
+    assert!(h["agent_error"].is_string(), "{h}");
+    for i in h["instances"].as_array().unwrap() {
+        assert_eq!(i["state"], "UNMANAGED", "{i}");
+        assert_eq!(i["hearsay"], true, "{i}");
+    }
+    assert!(
+        h["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["role"] == "master"),
+        "{h}"
+    );
+    let p = problems(&s);
+    assert_eq!(p.len(), 1, "only the unreachable agent: {p:?}");
+    assert!(p[0].starts_with(&format!("host {master_host}: agent unreachable")));
+}
