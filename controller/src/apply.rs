@@ -47,6 +47,10 @@ pub struct ApplyReport {
     /// What was not done: hosts left alone, and a cluster repair that needs
     /// them.
     pub skipped: Vec<String>,
+    /// Something was left undone that the deployment needs: a host whose
+    /// agent did not answer, a repair or a restart that needed one.
+    /// (Hosts left out by `--limit` alone are not.)
+    pub incomplete: bool,
 }
 
 async fn observe_deployment(
@@ -135,6 +139,11 @@ async fn apply_locked(
     // Formation and repair may touch any node: only with every host.
     let whole = acting.iter().all(|&a| a);
     let mut skipped: Vec<String> = observed.skipped.iter().map(ToString::to_string).collect();
+    let unreachable = observed
+        .skipped
+        .iter()
+        .any(|s| matches!(s.reason, crate::plan::SkipReason::Unreachable(_)));
+    let hosts_skipped = skipped.len();
     for s in &skipped {
         progress.step(s.clone());
     }
@@ -174,6 +183,7 @@ async fn apply_locked(
             total: started.elapsed(),
             formation: None,
             skipped,
+            incomplete: unreachable,
         });
     }
     let orphans: Vec<&str> = plan
@@ -377,6 +387,7 @@ async fn apply_locked(
         changed: true,
         total: started.elapsed(),
         formation,
+        incomplete: unreachable || skipped.len() > hosts_skipped,
         skipped,
     })
 }

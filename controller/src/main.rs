@@ -395,7 +395,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?;
             print_apply(&report);
-            Ok(ExitCode::SUCCESS)
+            // As ansible-playbook for unreachable hosts: done where it
+            // could be, but not everywhere the deployment needs.
+            Ok(if report.incomplete {
+                ExitCode::from(4)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Cmd::Status { inventory, json } => {
             let s = status::status(&inventory, &limit).await?;

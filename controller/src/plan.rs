@@ -133,7 +133,18 @@ pub async fn observe(
         .map(|s| s.master_name.clone())
         .unwrap_or_default();
     let views = crate::sentinel::views(fleet, sentinels, &master_name);
-    let (lists, puts, clusters, views) = futures::join!(lists, puts, clusters, views);
+    let peer_lists = crate::sentinel::peer_lists(fleet, sentinels, &master_name);
+    let (lists, puts, clusters, views, peer_lists) =
+        futures::join!(lists, puts, clusters, views, peer_lists);
+    // A sentinel behind an unreachable agent that the other sentinels see
+    // up is not something to repair (nor could it be).
+    let vouched: Vec<bool> = (0..sentinels.len())
+        .map(|i| {
+            views[i].is_none()
+                && !fleet.reachable(sentinels[i].host)
+                && crate::sentinel::vouched(sentinels, &peer_lists, i)
+        })
+        .collect();
     let lists = lists.into_iter().collect::<Result<Vec<_>, Error>>()?;
     let orphans = lists
         .iter()
@@ -186,11 +197,12 @@ pub async fn observe(
     let sentinel_problems = if sentinels.is_empty() {
         Vec::new()
     } else {
-        crate::sentinel::problems(
+        crate::sentinel::problems_except(
             sentinels,
             &views,
             master,
             targets.len().saturating_sub(1) as u32,
+            &vouched,
         )
     };
     Ok(Observed {
@@ -441,7 +453,7 @@ impl fmt::Display for Plan {
         if self.changes.is_empty() && !self.skipped.is_empty() {
             return writeln!(
                 f,
-                "No changes on the hosts acted on; the cluster is healthy as far as the nodes that answer tell."
+                "No changes on the hosts acted on; the deployment is healthy as far as the nodes that answer tell."
             );
         }
         if self.changes.is_empty() {
