@@ -18,6 +18,9 @@ use crate::Error;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest any RPC may take (a StartInstance waits for Redis to load).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+/// The deadline of a read (instance list, dry-run put, a node's view): an
+/// answering agent gives these in milliseconds.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 static INSECURE_PLAINTEXT: AtomicBool = AtomicBool::new(false);
 
@@ -278,6 +281,11 @@ impl AgentClient {
             .map_err(|e| unreachable(e.to_string()))?
             .connect_timeout(within)
             .timeout(REQUEST_TIMEOUT)
+            // An agent that stops answering mid-call (frozen, its machine
+            // gone) is noticed within ~10 s, whatever the call's deadline.
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         if let Transport::Mutual { ca, cert, key } = transport {
             // The agent's certificate must name the address we dial.
@@ -314,10 +322,11 @@ impl AgentClient {
         &self.host
     }
 
-    /// The same connection, each call of which fails after `deadline`.
+    /// The same connection, each call of which fails after `deadline` (or
+    /// the shorter one it already had).
     pub fn with_deadline(&self, deadline: Duration) -> AgentClient {
         AgentClient {
-            deadline: Some(deadline),
+            deadline: Some(self.deadline.map_or(deadline, |d| d.min(deadline))),
             ..self.clone()
         }
     }

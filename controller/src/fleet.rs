@@ -552,6 +552,14 @@ impl Fleet {
     pub async fn redis(&self, t: &Target, commands: &[&[&str]]) -> Result<Vec<Reply>, Error> {
         self.agent(t.host)?.redis(&t.instance, commands).await
     }
+
+    /// As [`Fleet::redis`], for reads: within [`crate::client::READ_TIMEOUT`].
+    pub async fn read(&self, t: &Target, commands: &[&[&str]]) -> Result<Vec<Reply>, Error> {
+        self.agent(t.host)?
+            .with_deadline(crate::client::READ_TIMEOUT)
+            .redis(&t.instance, commands)
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -113,8 +113,13 @@ pub async fn observe(
         h
     };
     let acting = &acting;
+    let read = |h: usize| {
+        fleet
+            .agent(h)
+            .map(|a| a.with_deadline(crate::client::READ_TIMEOUT))
+    };
     let lists = join_all(hosts.iter().map(|&h| async move {
-        let list = fleet.agent(h)?.list().await?;
+        let list = read(h)?.list().await?;
         Ok::<_, Error>((h, list))
     }));
     let puts = join_all(all.iter().map(|t| async move {
@@ -124,7 +129,7 @@ pub async fn observe(
                 restart_needed: false,
             });
         }
-        fleet.agent(t.host)?.put_instance(&t.spec, true).await
+        read(t.host)?.put_instance(&t.spec, true).await
     }));
     let clusters = join_all(targets.iter().map(|t| observe_node(fleet, t)));
     let master_name = sentinels
@@ -266,7 +271,7 @@ pub fn parse_replication(info: &str) -> ReplicationInfo {
 /// answer.
 pub async fn observe_node(fleet: &Fleet, t: &Target) -> Option<(Observation, Option<u32>)> {
     if t.spec.mode == crate::client::RedisMode::Standalone {
-        let replies = fleet.redis(t, &[&["INFO", "replication"]]).await.ok()?;
+        let replies = fleet.read(t, &[&["INFO", "replication"]]).await.ok()?;
         let repl = parse_replication(&replies.first()?.text()?);
         return Some((
             Observation {
@@ -281,7 +286,7 @@ pub async fn observe_node(fleet: &Fleet, t: &Target) -> Option<(Observation, Opt
         ));
     }
     let replies = fleet
-        .redis(
+        .read(
             t,
             &[
                 &["CLUSTER", "NODES"],

@@ -46,10 +46,7 @@ pub fn parse_master(reply: &Reply) -> Option<SentinelView> {
 /// Each sentinel's view (None: not answering, or not monitoring `name`).
 pub async fn views(fleet: &Fleet, sentinels: &[Target], name: &str) -> Vec<Option<SentinelView>> {
     join_all(sentinels.iter().map(|s| async move {
-        let r = fleet
-            .redis(s, &[&["SENTINEL", "MASTER", name]])
-            .await
-            .ok()?;
+        let r = fleet.read(s, &[&["SENTINEL", "MASTER", name]]).await.ok()?;
         parse_master(r.first()?)
     }))
     .await
@@ -95,7 +92,7 @@ pub async fn peer_lists(
 ) -> Vec<Option<Vec<(Peer, bool)>>> {
     join_all(sentinels.iter().map(|s| async move {
         let r = fleet
-            .redis(s, &[&["SENTINEL", "SENTINELS", name]])
+            .read(s, &[&["SENTINEL", "SENTINELS", name]])
             .await
             .ok()?;
         parse_sentinels(r.first()?)
