@@ -18,7 +18,9 @@ struct Cli {
     insecure_plaintext: bool,
     /// Act on these hosts only (names or addresses, comma-separated), as
     /// ansible's --limit: status shows only them, plan and apply change
-    /// only their instances and name what they skip.
+    /// only their instances and name what they skip, failover refuses a
+    /// shard with a member elsewhere, events watch only them. Hosts whose
+    /// agent does not answer are skipped and named in any case.
     #[arg(long, global = true, value_delimiter = ',', value_name = "HOST,...")]
     limit: Vec<String>,
     #[command(subcommand)]
