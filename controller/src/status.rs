@@ -143,18 +143,20 @@ pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
     let vouched: Vec<bool> = (0..sentinels.len())
         .map(|i| {
             views[i].is_none()
-                && !fleet.reachable(sentinels[i].host)
+                && lists[sentinels[i].host].is_err()
                 && crate::sentinel::vouched(&sentinels, &peer_lists, i)
         })
         .collect();
-    // A node that did not answer is judged from what the others say of it.
+    // A node whose agent did not answer is judged from what the others say
+    // of it; one whose agent answers but whose Redis does not is reported
+    // as not answering (the agent is there to tell).
     let own: Vec<Option<Observation>> = node_details
         .iter()
         .map(|d| d.as_ref().map(|d| d.obs.clone()))
         .collect();
     let all = members(&targets);
     for (i, d) in node_details.iter_mut().enumerate() {
-        if d.is_none() {
+        if d.is_none() && lists[targets[i].host].is_err() {
             *d = crate::cluster::hearsay(&all, &own, i).map(|obs| NodeDetails {
                 cluster_state: if obs.nodes.is_empty() {
                     "-".into()
