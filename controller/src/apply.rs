@@ -293,6 +293,17 @@ async fn apply_locked(
                 &mut skipped,
             )
             .await?;
+        } else if !whole {
+            // Restarting together is only safe when formation follows,
+            // and it does not without every host.
+            for &i in &restarts {
+                let s = format!(
+                    "{}: restart for its new config skipped: the cluster is not healthy and repairing it needs every host",
+                    targets[i].label()
+                );
+                progress.step(s.clone());
+                skipped.push(s);
+            }
         } else {
             // Nothing healthy to protect: restart them together.
             progress.step(format!(
