@@ -185,12 +185,17 @@ impl Connections {
         endpoint: &Endpoint,
         pid: Option<u32>,
     ) -> Result<MultiplexedConnection, Error> {
-        let mut map = self.inner.lock().await;
-        if let Some(c) = map.get(instance)
-            && c.port == endpoint.port
-            && c.pid == pid
-        {
-            let mut conn = c.conn.clone();
+        // The table is locked only to read or write an entry, never across a
+        // network wait: a frozen redis-server must not hold up the commands
+        // to the agent's other instances.
+        let cached = self
+            .inner
+            .lock()
+            .await
+            .get(instance)
+            .filter(|c| c.port == endpoint.port && c.pid == pid)
+            .map(|c| c.conn.clone());
+        if let Some(mut conn) = cached {
             let ping_cmd = redis::cmd("PING");
             let ping = ping_cmd.query_async::<String>(&mut conn);
             let pong = tokio::time::timeout(PING_TIMEOUT.min(self.response_timeout), ping).await;
@@ -198,7 +203,7 @@ impl Connections {
                 return Ok(conn);
             }
         }
-        map.remove(instance);
+        self.inner.lock().await.remove(instance);
         let conn = connect(endpoint, self.response_timeout)
             .await
             .map_err(|e| Error::Redis {
@@ -208,7 +213,7 @@ impl Connections {
                     endpoint.address, endpoint.port
                 ),
             })?;
-        map.insert(
+        self.inner.lock().await.insert(
             instance.to_owned(),
             Cached {
                 port: endpoint.port,

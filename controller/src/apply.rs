@@ -22,6 +22,8 @@ pub struct ApplyOptions {
     pub progress: bool,
     /// How long formation (and each step of a rolling restart) may take.
     pub converge_timeout: Duration,
+    /// `--limit`: the hosts to change (names or addresses; empty: all).
+    pub limit: Vec<String>,
 }
 
 impl Default for ApplyOptions {
@@ -30,6 +32,7 @@ impl Default for ApplyOptions {
             form: true,
             progress: true,
             converge_timeout: Duration::from_secs(60),
+            limit: Vec::new(),
         }
     }
 }
@@ -41,6 +44,13 @@ pub struct ApplyReport {
     pub total: Duration,
     /// From the first CLUSTER MEET to a converged cluster, when formation ran.
     pub formation: Option<Duration>,
+    /// What was not done: hosts left alone, and a cluster repair that needs
+    /// them.
+    pub skipped: Vec<String>,
+    /// Something was left undone that the deployment needs: a host whose
+    /// agent did not answer, a repair or a restart that needed one.
+    /// (Hosts left out by `--limit` alone are not.)
+    pub incomplete: bool,
 }
 
 async fn observe_deployment(
@@ -48,6 +58,7 @@ async fn observe_deployment(
     fleet: &Fleet,
     targets: &[Target],
     sentinels: &[Target],
+    in_limit: &[bool],
 ) -> Result<Observed, Error> {
     let names: Vec<String> = deployment
         .inventory
@@ -61,17 +72,33 @@ async fn observe_deployment(
         sentinels,
         &deployment.inventory.deployment.name,
         &names,
+        in_limit,
     )
     .await
 }
 
-/// Computes the plan without changing anything.
-pub async fn plan(path: &Path) -> Result<Plan, Error> {
+/// Dials every agent; fails when none of the hosts in the limit answers.
+async fn connect_limited(deployment: &Deployment, in_limit: &[bool]) -> Result<Fleet, Error> {
+    let fleet = Fleet::connect(deployment).await;
+    if !(0..in_limit.len()).any(|h| in_limit[h] && fleet.reachable(h)) {
+        let errors: Vec<String> = (0..in_limit.len())
+            .filter(|&h| in_limit[h])
+            .filter_map(|h| fleet.agent_error(h).map(str::to_owned))
+            .collect();
+        return Err(Error::AgentDown(errors.join("\n")));
+    }
+    Ok(fleet)
+}
+
+/// Computes the plan without changing anything; `limit` (host names or
+/// addresses) restricts it to those hosts' instances.
+pub async fn plan(path: &Path, limit: &[String]) -> Result<Plan, Error> {
     let deployment = Deployment::load(path, false)?;
-    let fleet = Fleet::connect_all(&deployment).await?;
+    let in_limit = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
+    let fleet = connect_limited(&deployment, &in_limit).await?;
     let targets = deployment.targets();
     let sentinels = deployment.sentinels(deployment.placed_master());
-    let observed = observe_deployment(&deployment, &fleet, &targets, &sentinels).await?;
+    let observed = observe_deployment(&deployment, &fleet, &targets, &sentinels, &in_limit).await?;
     let mut plan = make_plan(&deployment, &targets, &sentinels, &observed);
     if deployment.password.is_none() {
         plan.changes.insert(
@@ -86,11 +113,12 @@ pub async fn plan(path: &Path) -> Result<Plan, Error> {
 
 pub async fn apply(path: &Path, options: &ApplyOptions) -> Result<ApplyReport, Error> {
     let deployment = Deployment::load(path, false)?;
-    let fleet = Fleet::connect_all(&deployment).await?;
+    let in_limit = crate::fleet::limit_hosts(&deployment.inventory, &options.limit)?;
+    let fleet = connect_limited(&deployment, &in_limit).await?;
     let name = deployment.inventory.deployment.name.clone();
     let holder = crate::fleet::lock_holder();
     fleet.lock(&name, &holder).await?;
-    let result = apply_locked(deployment, &fleet, options).await;
+    let result = apply_locked(deployment, &fleet, options, &in_limit).await;
     fleet.unlock(&name, &holder).await;
     result
 }
@@ -99,12 +127,13 @@ async fn apply_locked(
     mut deployment: Deployment,
     fleet: &Fleet,
     options: &ApplyOptions,
+    in_limit: &[bool],
 ) -> Result<ApplyReport, Error> {
     let started = Instant::now();
     let progress = Progress::new(options.progress);
     let mut targets = deployment.targets();
     let mut sentinels = deployment.sentinels(deployment.placed_master());
-    let observed = observe_deployment(&deployment, fleet, &targets, &sentinels).await?;
+    let observed = observe_deployment(&deployment, fleet, &targets, &sentinels, in_limit).await?;
     // Refused before anything is written or started: new instances of a
     // changed `masters` would otherwise be left as empty masters.
     if let Some(r) = crate::plan::reshard(&deployment, &observed) {
@@ -113,6 +142,19 @@ async fn apply_locked(
             serving: r.serving,
             wanted: r.wanted,
         });
+    }
+    let acting = observed.acting.clone();
+    let acts_on = |t: &Target| acting[t.host];
+    // Formation and repair may touch any node: only with every host.
+    let whole = acting.iter().all(|&a| a);
+    let mut skipped: Vec<String> = observed.skipped.iter().map(ToString::to_string).collect();
+    let unreachable = observed
+        .skipped
+        .iter()
+        .any(|s| matches!(s.reason, crate::plan::SkipReason::Unreachable(_)));
+    let hosts_skipped = skipped.len();
+    for s in &skipped {
+        progress.step(s.clone());
     }
     if deployment.password.is_none() {
         // A new password pushed to running instances would lock every
@@ -149,6 +191,8 @@ async fn apply_locked(
             changed: false,
             total: started.elapsed(),
             formation: None,
+            skipped,
+            incomplete: unreachable,
         });
     }
     let orphans: Vec<&str> = plan
@@ -178,17 +222,21 @@ async fn apply_locked(
     // The hosts must be able to run what is placed on them; a host without
     // redis-server gets it installed by its agent.
     let progress = &progress;
+    let acting_hosts = &acting;
     let facts = join_all((0..deployment.inventory.hosts.len()).map(|h| async move {
+        if !acting_hosts[h] {
+            return Ok(None);
+        }
         let agent = fleet.agent(h)?;
         let facts = agent.facts().await?;
         if facts.redis_version.is_some() {
-            return Ok(facts);
+            return Ok(Some(facts));
         }
         progress.step(format!(
             "{}: redis-server is missing; its agent installs it",
             agent.host()
         ));
-        agent.ensure_redis().await
+        agent.ensure_redis().await.map(Some)
     }))
     .await
     .into_iter()
@@ -200,7 +248,7 @@ async fn apply_locked(
 
     // A shard whose master is gone for good gets its replica promoted before
     // anything starts at the old master's address.
-    if observed.targets.iter().any(|s| s.cluster.is_some()) {
+    if whole && observed.targets.iter().any(|s| s.cluster.is_some()) {
         form::promote_heirs(
             fleet,
             &targets,
@@ -215,7 +263,7 @@ async fn apply_locked(
     let to_put: Vec<&Target> = targets
         .iter()
         .zip(states)
-        .filter(|(_, s)| s.status.is_none() || s.put.changed)
+        .filter(|(t, s)| acts_on(t) && (s.status.is_none() || s.put.changed))
         .map(|(t, _)| t)
         .collect();
     if !to_put.is_empty() {
@@ -239,7 +287,7 @@ async fn apply_locked(
     let restarts: Vec<usize> = states
         .iter()
         .enumerate()
-        .filter(|(_, s)| is_running(s) && s.put.restart_needed)
+        .filter(|(i, s)| acts_on(&targets[*i]) && is_running(s) && s.put.restart_needed)
         .map(|(i, _)| i)
         .collect();
     if !restarts.is_empty() {
@@ -253,8 +301,20 @@ async fn apply_locked(
                 "for its new config",
                 options.converge_timeout,
                 progress,
+                &mut skipped,
             )
             .await?;
+        } else if !whole {
+            // Restarting together is only safe when formation follows,
+            // and it does not without every host.
+            for &i in &restarts {
+                let s = format!(
+                    "{}: restart for its new config skipped: the cluster is not healthy and repairing it needs every host",
+                    targets[i].label()
+                );
+                progress.step(s.clone());
+                skipped.push(s);
+            }
         } else {
             // Nothing healthy to protect: restart them together.
             progress.step(format!(
@@ -278,11 +338,11 @@ async fn apply_locked(
     // Start everything not running, masters and replicas at once: a fresh
     // master's 2 s writable delay starts with its process, so formation runs
     // inside it.
-    let current = observe_deployment(&deployment, fleet, &targets, &[]).await?;
+    let current = observe_deployment(&deployment, fleet, &targets, &[], in_limit).await?;
     let to_start: Vec<&Target> = targets
         .iter()
         .zip(&current.targets)
-        .filter(|(_, s)| !is_running(s))
+        .filter(|(t, s)| acts_on(t) && !is_running(s))
         .map(|(t, _)| t)
         .collect();
     if !to_start.is_empty() {
@@ -300,11 +360,24 @@ async fn apply_locked(
         .any(|c| matches!(c, Change::RestoreNodeTimeout { .. }))
     {
         progress.step("restoring cluster-node-timeout left short by an interrupted formation");
-        form::set_node_timeout(fleet, &targets, |t| t.spec.cluster_node_timeout_ms).await?;
+        let acted: Vec<Target> = targets.iter().filter(|t| acts_on(t)).cloned().collect();
+        form::set_node_timeout(fleet, &acted, |t| t.spec.cluster_node_timeout_ms).await?;
     }
 
     let mut formation = None;
-    if options.form {
+    let repair = plan
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::Cluster { .. } | Change::Sentinels { .. }));
+    if options.form && !whole {
+        // The cluster as it is may be fine without the hosts left alone
+        // (their Redis serves on); forming or repairing it is not.
+        if repair {
+            let s = "cluster repair: skipped, it needs every host (run apply without --limit once all agents answer)".to_owned();
+            progress.step(s.clone());
+            skipped.push(s);
+        }
+    } else if options.form {
         let report = form::form(
             fleet,
             &targets,
@@ -336,6 +409,8 @@ async fn apply_locked(
         changed: true,
         total: started.elapsed(),
         formation,
+        incomplete: unreachable || skipped.len() > hosts_skipped,
+        skipped,
     })
 }
 
@@ -374,6 +449,7 @@ pub(crate) async fn rolling_restart(
     why: &str,
     step_timeout: Duration,
     progress: &Progress,
+    skipped: &mut Vec<String>,
 ) -> Result<(), Error> {
     let observed = form::observe_all(fleet, targets).await;
     let is_master = |i: usize| {
@@ -406,12 +482,31 @@ pub(crate) async fn rolling_restart(
         }
         let me = observed[i].as_ref().and_then(Observation::myself).cloned();
         if let Some(me) = me.filter(|m| m.is_master() && m.slot_count() > 0) {
-            let heir = targets.iter().enumerate().find(|(j, _)| {
-                observed[*j].as_ref().is_some_and(|o| {
-                    o.link_up == Some(true)
-                        && o.myself().and_then(|m| m.master_id.as_deref()) == Some(me.id.as_str())
+            let replicas: Vec<usize> = (0..targets.len())
+                .filter(|&j| {
+                    observed[j].as_ref().is_some_and(|o| {
+                        o.myself().and_then(|m| m.master_id.as_deref()) == Some(me.id.as_str())
+                    })
                 })
+                .collect();
+            // Only an agent that answers can be told to take over.
+            let heir = replicas.iter().map(|&j| (j, &targets[j])).find(|(j, h)| {
+                fleet.reachable(h.host)
+                    && observed[*j]
+                        .as_ref()
+                        .is_some_and(|o| o.link_up == Some(true))
             });
+            if heir.is_none() && replicas.iter().any(|&j| !fleet.reachable(targets[j].host)) {
+                // Its replica serves behind an unreachable agent: a restart
+                // in place would take the shard down for nothing.
+                let s = format!(
+                    "{}: restart for its new config skipped: its only replica's agent is unreachable, so it cannot hand its slots over",
+                    t.label()
+                );
+                progress.step(s.clone());
+                skipped.push(s);
+                continue;
+            }
             match heir {
                 Some((j, heir)) => {
                     progress.step(format!(

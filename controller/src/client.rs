@@ -13,8 +13,14 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::Error;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long dialling an agent may take, TLS handshake included (a frozen
+/// agent's kernel still accepts the TCP connection).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest any RPC may take (a StartInstance waits for Redis to load).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+/// The deadline of a read (instance list, dry-run put, a node's view): an
+/// answering agent gives these in milliseconds.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 static INSECURE_PLAINTEXT: AtomicBool = AtomicBool::new(false);
 
@@ -69,6 +75,9 @@ pub struct AgentClient {
     host: String,
     addr: SocketAddr,
     inner: agent_client::AgentClient<Channel>,
+    /// Per-call deadline, sent as grpc-timeout so the agent drops the call
+    /// too; None: [`REQUEST_TIMEOUT`].
+    deadline: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -249,6 +258,16 @@ impl AgentClient {
         addr: SocketAddr,
         transport: &Transport,
     ) -> Result<Self, Error> {
+        Self::connect_within(host, addr, transport, CONNECT_TIMEOUT).await
+    }
+
+    /// Dials within `within`, TLS and HTTP/2 handshakes included.
+    pub async fn connect_within(
+        host: &str,
+        addr: SocketAddr,
+        transport: &Transport,
+        within: Duration,
+    ) -> Result<Self, Error> {
         let unreachable = |message: String| Error::AgentUnreachable {
             host: host.to_owned(),
             addr,
@@ -260,8 +279,13 @@ impl AgentClient {
         };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| unreachable(e.to_string()))?
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(within)
             .timeout(REQUEST_TIMEOUT)
+            // An agent that stops answering mid-call (frozen, its machine
+            // gone) is noticed within ~10 s, whatever the call's deadline.
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         if let Transport::Mutual { ca, cert, key } = transport {
             // The agent's certificate must name the address we dial.
@@ -273,11 +297,19 @@ impl AgentClient {
                 .tls_config(tls)
                 .map_err(|e| unreachable(source_chain(&e)))?;
         }
-        let channel = endpoint
-            .connect()
+        // connect_timeout bounds the TCP connect only: a stopped agent's
+        // kernel completes that, and the handshakes then wait forever.
+        let channel = tokio::time::timeout(within, endpoint.connect())
             .await
+            .map_err(|_| {
+                unreachable(format!(
+                    "no answer within {} ms (the agent's process may be stopped or overloaded)",
+                    within.as_millis()
+                ))
+            })?
             .map_err(|e| unreachable(source_chain(&e)))?;
         Ok(AgentClient {
+            deadline: None,
             host: host.to_owned(),
             addr,
             inner: agent_client::AgentClient::new(channel)
@@ -290,6 +322,23 @@ impl AgentClient {
         &self.host
     }
 
+    /// The same connection, each call of which fails after `deadline` (or
+    /// the shorter one it already had).
+    pub fn with_deadline(&self, deadline: Duration) -> AgentClient {
+        AgentClient {
+            deadline: Some(self.deadline.map_or(deadline, |d| d.min(deadline))),
+            ..self.clone()
+        }
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        if let Some(d) = self.deadline {
+            r.set_timeout(d);
+        }
+        r
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -297,7 +346,17 @@ impl AgentClient {
     fn rpc_error(&self, what: &str, status: tonic::Status) -> Error {
         Error::Agent {
             host: self.host.clone(),
-            message: format!("{what}: {}", status.message()),
+            message: format!("{what}: {}", self.status_message(&status)),
+        }
+    }
+
+    /// A status's message; a deadline says how long was waited.
+    fn status_message(&self, status: &tonic::Status) -> String {
+        match (status.code(), self.deadline) {
+            (tonic::Code::DeadlineExceeded | tonic::Code::Cancelled, Some(d)) => {
+                format!("no answer within {} ms", d.as_millis())
+            }
+            _ => status.message().to_owned(),
         }
     }
 
@@ -305,7 +364,7 @@ impl AgentClient {
         let f = self
             .inner
             .clone()
-            .get_facts(pb::GetFactsRequest {})
+            .get_facts(self.request(pb::GetFactsRequest {}))
             .await
             .map_err(|s| self.rpc_error("facts", s))?
             .into_inner();
@@ -317,7 +376,7 @@ impl AgentClient {
         let f = self
             .inner
             .clone()
-            .ensure_redis(pb::EnsureRedisRequest {})
+            .ensure_redis(self.request(pb::EnsureRedisRequest {}))
             .await
             .map_err(|s| self.rpc_error("install redis-server", s))?
             .into_inner();
@@ -346,11 +405,11 @@ impl AgentClient {
         let r = self
             .inner
             .clone()
-            .put_instance(pb::PutInstanceRequest {
+            .put_instance(self.request(pb::PutInstanceRequest {
                 spec: Some(spec_to_pb(spec)),
                 dry_run,
                 live,
-            })
+            }))
             .await
             .map_err(|s| self.rpc_error(&format!("put {}", spec.name), s))?
             .into_inner();
@@ -364,7 +423,7 @@ impl AgentClient {
         let s = self
             .inner
             .clone()
-            .start_instance(pb::InstanceRef { name: name.into() })
+            .start_instance(self.request(pb::InstanceRef { name: name.into() }))
             .await
             .map_err(|s| self.rpc_error(&format!("start {name}"), s))?
             .into_inner();
@@ -376,10 +435,10 @@ impl AgentClient {
         let s = self
             .inner
             .clone()
-            .recover_instance(pb::RecoverInstanceRequest {
+            .recover_instance(self.request(pb::RecoverInstanceRequest {
                 name: name.into(),
                 accept_data_loss: true,
-            })
+            }))
             .await
             .map_err(|s| self.rpc_error(&format!("recover {name}"), s))?
             .into_inner();
@@ -390,7 +449,7 @@ impl AgentClient {
         let s = self
             .inner
             .clone()
-            .stop_instance(pb::InstanceRef { name: name.into() })
+            .stop_instance(self.request(pb::InstanceRef { name: name.into() }))
             .await
             .map_err(|s| self.rpc_error(&format!("stop {name}"), s))?
             .into_inner();
@@ -423,7 +482,7 @@ impl AgentClient {
         let r = self
             .inner
             .clone()
-            .list_instances(pb::ListInstancesRequest {})
+            .list_instances(self.request(pb::ListInstancesRequest {}))
             .await
             .map_err(|s| self.rpc_error("list instances", s))?
             .into_inner();
@@ -464,12 +523,12 @@ impl AgentClient {
         let r = self
             .inner
             .clone()
-            .redis_command(request)
+            .redis_command(self.request(request))
             .await
             .map_err(|s| Error::Redis {
                 host: self.host.clone(),
                 instance: instance.into(),
-                message: s.message().to_owned(),
+                message: self.status_message(&s),
             })?
             .into_inner();
         Ok(r.replies.into_iter().map(reply_from_pb).collect())
@@ -538,7 +597,7 @@ impl AgentClient {
         let r = self
             .inner
             .clone()
-            .lock(lease_pb(deployment, id, ttl_ms, false))
+            .lock(self.request(lease_pb(deployment, id, ttl_ms, false)))
             .await
             .map_err(|s| self.rpc_error("lock", s))?
             .into_inner();
@@ -565,7 +624,7 @@ impl AgentClient {
         let r = self
             .inner
             .clone()
-            .unlock(lease_pb(deployment, id, 0, force))
+            .unlock(self.request(lease_pb(deployment, id, 0, force)))
             .await
             .map_err(|s| self.rpc_error("unlock", s))?
             .into_inner();

@@ -249,6 +249,8 @@ pub struct Observation {
     /// INFO replication's role and, for a replica, its master's address.
     pub role_master: Option<bool>,
     pub master_addr: Option<(IpAddr, u16)>,
+    /// For a master: the replicas INFO replication lists as online.
+    pub replicas_online: Vec<(IpAddr, u16)>,
 }
 
 impl Observation {
@@ -258,6 +260,89 @@ impl Observation {
     pub fn find(&self, ip: IpAddr, port: u16) -> Option<&NodeLine> {
         self.nodes.iter().find(|n| n.addr_is(ip, port))
     }
+}
+
+/// Pure: member `i`'s state pieced together from what the other members
+/// report about it, for a member that cannot be asked itself (its agent does
+/// not answer). Cluster: a node that at least as many reporters see as
+/// connected and settled as see otherwise, as the first of them lists it
+/// (its own line marked `myself`). Replication: a master some member
+/// replicates with its link up; a replica an answering master lists online.
+/// None when nobody vouches for it: it is down as far as anyone knows.
+pub fn hearsay(
+    members: &[Member],
+    observed: &[Option<Observation>],
+    i: usize,
+) -> Option<Observation> {
+    let m = &members[i];
+    let others = || {
+        observed
+            .iter()
+            .enumerate()
+            .filter(move |(j, _)| *j != i)
+            .filter_map(|(_, o)| o.as_ref())
+    };
+    if !m.cluster {
+        if others().any(|o| o.master_addr == Some((m.ip, m.port)) && o.link_up == Some(true)) {
+            return Some(Observation {
+                role_master: Some(true),
+                state_ok: true,
+                ..Observation::default()
+            });
+        }
+        let master = members.iter().zip(observed).find_map(|(p, o)| {
+            let o = o.as_ref()?;
+            (o.role_master == Some(true) && o.replicas_online.contains(&(m.ip, m.port)))
+                .then_some((p.ip, p.port))
+        })?;
+        return Some(Observation {
+            role_master: Some(false),
+            master_addr: Some(master),
+            link_up: Some(true),
+            state_ok: true,
+            ..Observation::default()
+        });
+    }
+    let alive = |n: &NodeLine| n.is_settled() && n.connected && (n.is_master() || n.is_replica());
+    let views: Vec<&Observation> = others()
+        .filter(|o| o.find(m.ip, m.port).is_some())
+        .collect();
+    let vouching: Vec<&Observation> = views
+        .iter()
+        .copied()
+        .filter(|o| o.find(m.ip, m.port).is_some_and(alive))
+        .collect();
+    if vouching.is_empty() || vouching.len() * 2 < views.len() {
+        return None;
+    }
+    let reporter = vouching[0];
+    let nodes: Vec<NodeLine> = reporter
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut n = n.clone();
+            n.flags.retain(|f| f != "myself");
+            if n.addr_is(m.ip, m.port) {
+                n.flags.insert(0, "myself".into());
+            }
+            n
+        })
+        .collect();
+    let me = nodes.iter().find(|n| n.is_myself())?;
+    let master_addr = me
+        .master_id
+        .as_deref()
+        .and_then(|id| nodes.iter().find(|n| n.id == id))
+        .and_then(|n| Some((n.ip?, n.port)));
+    Some(Observation {
+        role_master: Some(me.is_master()),
+        master_addr,
+        // What the node itself would say is unknown; only a failure counts.
+        link_up: None,
+        state_ok: reporter.state_ok,
+        replicas_online: Vec::new(),
+        nodes,
+    })
 }
 
 /// Everything that keeps the observed cluster from being a healthy cluster of
@@ -538,6 +623,7 @@ mod tests {
                     link_up: (me.3 != "-").then_some(true),
                     role_master: Some(me.3 == "-"),
                     master_addr: None,
+                    replicas_online: Vec::new(),
                 })
             })
             .collect()
@@ -620,5 +706,81 @@ mod tests {
             problems.contains(&"box1:7001: not running or not answering".to_owned()),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_silent_node_is_judged_from_the_others_views() {
+        let full = cluster(&HEALTHY);
+        // (which member cannot be asked, what the others say of it, expected)
+        // (is master, slot count) of what is pieced together.
+        type Seen = Option<(bool, u32)>;
+        let table: [(usize, Option<&str>, Seen); 4] = [
+            // Healthy behind a dead agent: serving, with its slots.
+            (0, None, Some((true, 5461))),
+            (3, None, Some((false, 0))),
+            // Every other node has flagged it failing: down.
+            (0, Some("master,fail"), None),
+            (3, Some("slave,fail?"), None),
+        ];
+        for (i, flags, want) in table {
+            let mut observed = full.clone();
+            observed[i] = None;
+            if let Some(flags) = flags {
+                for o in observed.iter_mut().flatten() {
+                    for n in &mut o.nodes {
+                        if n.addr_is(members()[i].ip, members()[i].port) {
+                            n.flags = flags.split(',').map(str::to_owned).collect();
+                        }
+                    }
+                }
+            }
+            let got = hearsay(&members(), &observed, i);
+            let me = got.as_ref().and_then(|o| o.myself().cloned());
+            assert_eq!(
+                me.map(|m| (m.is_master(), m.slot_count())),
+                want,
+                "member {i} flags {flags:?}"
+            );
+            if let Some(o) = got {
+                observed[i] = Some(o);
+                assert_eq!(assess(&members(), &observed), Vec::<String>::new());
+            }
+        }
+    }
+
+    #[test]
+    fn a_silent_replication_member_is_judged_from_its_peers() {
+        let ip = |n: u8| -> IpAddr { format!("127.0.1.{n}").parse().unwrap() };
+        let repl = |n: u8| Member {
+            cluster: false,
+            ..member(n, 6379, 0)
+        };
+        let members = vec![repl(1), repl(2), repl(3)];
+        let master = Observation {
+            role_master: Some(true),
+            state_ok: true,
+            replicas_online: vec![(ip(2), 6379)],
+            ..Observation::default()
+        };
+        let replica = Observation {
+            role_master: Some(false),
+            master_addr: Some((ip(1), 6379)),
+            link_up: Some(true),
+            state_ok: true,
+            ..Observation::default()
+        };
+        let observed = vec![None, Some(replica.clone()), Some(replica.clone())];
+        assert_eq!(
+            hearsay(&members, &observed, 0).and_then(|o| o.role_master),
+            Some(true)
+        );
+        let observed = vec![Some(master.clone()), None, Some(replica.clone())];
+        assert_eq!(
+            hearsay(&members, &observed, 1).and_then(|o| o.master_addr),
+            Some((ip(1), 6379))
+        );
+        // Not listed online by the master: nobody vouches for it.
+        let observed = vec![Some(master), Some(replica), None];
+        assert_eq!(hearsay(&members, &observed, 2), None);
     }
 }

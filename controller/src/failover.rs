@@ -36,20 +36,39 @@ pub enum Choice {
     Replica(String),
 }
 
+/// `limit` (host names or addresses; empty: all): the master's and the
+/// heir's hosts must be in it. Hosts whose agent does not answer are
+/// skipped, and named: a shard elsewhere fails over without them.
 pub async fn failover(
     path: &Path,
     choice: &Choice,
     timeout: Duration,
     progress: bool,
+    limit: &[String],
 ) -> Result<FailoverReport, Error> {
     let started = Instant::now();
     let progress = Progress::new(progress);
     let deployment = Deployment::load(path, false)?;
-    let fleet = Fleet::connect_all(&deployment).await?;
+    let in_limit = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
+    let fleet = Fleet::connect(&deployment).await;
+    for (h, host) in deployment.inventory.hosts.iter().enumerate() {
+        if let Some(e) = fleet.agent_error(h) {
+            progress.step(format!("{}: skipped (agent unreachable: {e})", host.name));
+        }
+    }
     let name = deployment.inventory.deployment.name.clone();
     let holder = crate::fleet::lock_holder();
     fleet.lock(&name, &holder).await?;
-    let result = failover_locked(&deployment, &fleet, choice, timeout, &progress, started).await;
+    let result = failover_locked(
+        &deployment,
+        &fleet,
+        choice,
+        timeout,
+        &progress,
+        started,
+        &in_limit,
+    )
+    .await;
     fleet.unlock(&name, &holder).await;
     result
 }
@@ -61,7 +80,17 @@ async fn failover_locked(
     timeout: Duration,
     progress: &Progress,
     started: Instant,
+    in_limit: &[bool],
 ) -> Result<FailoverReport, Error> {
+    let outside = |t: &crate::fleet::Target| {
+        (!in_limit[t.host]).then(|| {
+            Error::Unsupported(format!(
+                "this failover needs {} (host {}), which is not in --limit",
+                t.label(),
+                t.host_name
+            ))
+        })
+    };
     let targets = deployment.targets();
     let members = members(&targets);
     let observed = observe_all(fleet, &targets).await;
@@ -73,6 +102,10 @@ async fn failover_locked(
         )));
     }
     if deployment.inventory.deployment.topology != paddock_inventory::Topology::Cluster {
+        // The role may move to any member: every one must be in the limit.
+        if let Some(e) = targets.iter().find_map(outside) {
+            return Err(e);
+        }
         let sentinels = deployment.sentinels(deployment.placed_master());
         let name = &deployment.inventory.deployment.name;
         let sentinels = Sentinels {
@@ -168,6 +201,18 @@ async fn failover_locked(
         }
     };
     let heir = &targets[chosen];
+    let old = targets.iter().zip(&observed).find(|(_, o)| {
+        o.as_ref()
+            .and_then(Observation::myself)
+            .is_some_and(|m| m.id == master.id)
+    });
+    if let Some(e) = [Some(heir), old.map(|(t, _)| t)]
+        .into_iter()
+        .flatten()
+        .find_map(outside)
+    {
+        return Err(e);
+    }
     progress.step(format!(
         "shard {shard}: {} takes over from {from} (CLUSTER FAILOVER)",
         heir.label()

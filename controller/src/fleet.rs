@@ -234,12 +234,47 @@ fn user_rules(rules: &[String], topology: Topology) -> Vec<String> {
     out
 }
 
+/// `--limit HOST,...`: which hosts a command acts on (every host when
+/// empty). Each entry is a host's name or address; an unknown one is an
+/// error listing the known names.
+pub fn limit_hosts(inventory: &Inventory, limit: &[String]) -> Result<Vec<bool>, Error> {
+    if limit.is_empty() {
+        return Ok(vec![true; inventory.hosts.len()]);
+    }
+    let mut picked = vec![false; inventory.hosts.len()];
+    for want in limit {
+        let want = want.trim();
+        match inventory
+            .hosts
+            .iter()
+            .position(|h| h.name == want || h.address.to_string() == want)
+        {
+            Some(h) => picked[h] = true,
+            None => {
+                return Err(Error::Unsupported(format!(
+                    "--limit: no host {want:?} in the inventory; its hosts are {}",
+                    inventory
+                        .hosts
+                        .iter()
+                        .map(|h| h.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+    }
+    Ok(picked)
+}
+
 /// What keeps the hosts from running the placement: redis-server missing, or
 /// more maxmemory placed on a host than it has memory. Pure, for testing.
-pub fn host_problems(deployment: &Deployment, facts: &[Facts]) -> Vec<String> {
+/// Hosts without facts (left alone by `--limit`, or unreachable) are not
+/// checked.
+pub fn host_problems(deployment: &Deployment, facts: &[Option<Facts>]) -> Vec<String> {
     let inv = &deployment.inventory;
     let mut problems = Vec::new();
     for (h, (host, f)) in inv.hosts.iter().zip(facts).enumerate() {
+        let Some(f) = f else { continue };
         if f.redis_version.is_none() {
             problems.push(format!(
                 "  - host {}: redis-server is not installed (the agent looked for {}); install it there with `apt-get install -y redis-server`",
@@ -368,17 +403,40 @@ impl Fleet {
     /// Dials every agent; unreachable ones are kept as their error message
     /// (status shows them).
     pub async fn connect(deployment: &Deployment) -> Fleet {
+        Fleet::connect_within(deployment, crate::client::CONNECT_TIMEOUT, None).await
+    }
+
+    /// Dials every agent within `connect`; each call then fails after
+    /// `deadline` (None: the client's default).
+    pub async fn connect_within(
+        deployment: &Deployment,
+        connect: std::time::Duration,
+        deadline: Option<std::time::Duration>,
+    ) -> Fleet {
         let dials = deployment.inventory.hosts.iter().enumerate().map(|(i, h)| {
-            AgentClient::connect(&h.name, deployment.agent_addr(i), &deployment.transport)
+            AgentClient::connect_within(
+                &h.name,
+                deployment.agent_addr(i),
+                &deployment.transport,
+                connect,
+            )
         });
         Fleet {
             agents: join_all(dials)
                 .await
                 .into_iter()
-                .map(|r| r.map_err(|e| e.to_string()))
+                .map(|r| match (r, deadline) {
+                    (Ok(a), Some(d)) => Ok(a.with_deadline(d)),
+                    (r, _) => r.map_err(|e| e.to_string()),
+                })
                 .collect(),
             renewal: Default::default(),
         }
+    }
+
+    /// Whether host `h`'s agent answered the dial.
+    pub fn reachable(&self, host: usize) -> bool {
+        self.agents[host].is_ok()
     }
 
     /// Dials every agent and fails with the first that cannot be reached.
@@ -404,8 +462,10 @@ impl Fleet {
     /// controllers cannot each hold part of it), and renews it every
     /// [`LOCK_RENEW_EVERY`] until [`Fleet::unlock`]. On refusal, releases
     /// what it took and says who holds it.
+    /// Hosts whose agent is unreachable are skipped: nothing is changed
+    /// there either.
     pub async fn lock(&self, deployment: &str, me: &LeaseId) -> Result<(), Error> {
-        for h in 0..self.agents.len() {
+        for h in (0..self.agents.len()).filter(|&h| self.reachable(h)) {
             let mut outcome = self.agent(h)?.lock(deployment, me, LOCK_TTL_MS).await?;
             if let LockOutcome::Held(other) = &outcome
                 && abandoned(other, me, controller_alive(other.pid))
@@ -492,6 +552,14 @@ impl Fleet {
     pub async fn redis(&self, t: &Target, commands: &[&[&str]]) -> Result<Vec<Reply>, Error> {
         self.agent(t.host)?.redis(&t.instance, commands).await
     }
+
+    /// As [`Fleet::redis`], for reads: within [`crate::client::READ_TIMEOUT`].
+    pub async fn read(&self, t: &Target, commands: &[&[&str]]) -> Result<Vec<Reply>, Error> {
+        self.agent(t.host)?
+            .with_deadline(crate::client::READ_TIMEOUT)
+            .redis(&t.instance, commands)
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -534,9 +602,9 @@ mod tests {
     #[test]
     fn refuses_more_maxmemory_than_a_host_has_naming_host_and_numbers() {
         let d = deployment("1gb");
-        let ok = [facts(4096, true), facts(4096, true), facts(4096, true)];
+        let ok = [facts(4096, true), facts(4096, true), facts(4096, true)].map(Some);
         assert_eq!(host_problems(&d, &ok), Vec::<String>::new());
-        let small = [facts(4096, true), facts(1536, true), facts(4096, true)];
+        let small = [facts(4096, true), facts(1536, true), facts(4096, true)].map(Some);
         assert_eq!(
             host_problems(&d, &small),
             vec![
@@ -584,9 +652,23 @@ mod tests {
     }
 
     #[test]
+    fn limit_picks_hosts_by_name_or_address_and_names_unknown_ones() {
+        let d = deployment("64mb");
+        let inv = &d.inventory;
+        assert_eq!(limit_hosts(inv, &[]).unwrap(), vec![true, true, true]);
+        assert_eq!(
+            limit_hosts(inv, &["a".into(), "10.0.0.3".into()]).unwrap(),
+            vec![true, false, true]
+        );
+        let e = limit_hosts(inv, &["d".into()]).unwrap_err().to_string();
+        assert!(e.contains("no host \"d\"") && e.contains("a, b, c"), "{e}");
+    }
+
+    #[test]
     fn reports_a_host_without_redis() {
         let d = deployment("64mb");
-        let f = [facts(4096, true), facts(4096, true), facts(4096, false)];
+        // b: left alone (--limit, or unreachable), so not checked.
+        let f = [Some(facts(4096, true)), None, Some(facts(4096, false))];
         let p = host_problems(&d, &f);
         assert_eq!(p.len(), 1);
         assert!(

@@ -343,6 +343,7 @@ pub async fn restart(
                         .join("\n")
                 )));
             }
+            let mut skipped = Vec::new();
             crate::apply::rolling_restart(
                 fleet,
                 &targets,
@@ -352,8 +353,12 @@ pub async fn restart(
                 "as asked",
                 step_timeout,
                 &progress,
+                &mut skipped,
             )
             .await?;
+            for s in &skipped {
+                progress.step(format!("skipped: {s}"));
+            }
         }
         let mut out: Vec<Outcome> = rolling
             .iter()
@@ -435,6 +440,7 @@ async fn observe_instance(fleet: &Fleet, i: &Instance, cluster: bool) -> Option<
         link_up: repl.link_up,
         role_master: repl.role_master,
         master_addr: repl.master_addr,
+        replicas_online: repl.replicas_online,
     })
 }
 

@@ -17,6 +17,13 @@ struct Cli {
     /// true). Anyone on the network could then drive them: labs only.
     #[arg(long, global = true)]
     insecure_plaintext: bool,
+    /// Act on these hosts only (names or addresses, comma-separated), as
+    /// ansible's --limit: status shows only them, plan and apply change
+    /// only their instances and name what they skip, failover refuses a
+    /// shard with a member elsewhere, events watch only them. Hosts whose
+    /// agent does not answer are skipped and named in any case.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "HOST,...")]
+    limit: Vec<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -344,6 +351,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if cli.insecure_plaintext {
         paddock_controller::client::use_insecure_plaintext();
     }
+    let limit = cli.limit;
+    let limited = matches!(
+        cli.command,
+        Cmd::Status { .. }
+            | Cmd::Plan { .. }
+            | Cmd::Apply { .. }
+            | Cmd::Failover { .. }
+            | Cmd::Events { .. }
+            | Cmd::Lab(LabCmd::Status { .. })
+    );
+    if !limit.is_empty() && !limited {
+        // Silently acting on every host would be the opposite of asked.
+        anyhow::bail!(
+            "--limit is supported by status, plan, apply, failover and events; this command acts on the hosts it names"
+        );
+    }
     match cli.command {
         Cmd::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a closed pipe
@@ -436,7 +459,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Plan { inventory } => {
-            let plan = apply::plan(&inventory).await?;
+            let plan = apply::plan(&inventory, &limit).await?;
             print!("{plan}");
             Ok(ExitCode::SUCCESS)
         }
@@ -445,15 +468,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &inventory,
                 &apply::ApplyOptions {
                     converge_timeout: Duration::from_secs(timeout),
+                    limit: limit.clone(),
                     ..Default::default()
                 },
             )
             .await?;
             print_apply(&report);
-            Ok(ExitCode::SUCCESS)
+            // As ansible-playbook for unreachable hosts: done where it
+            // could be, but not everywhere the deployment needs.
+            Ok(if report.incomplete {
+                ExitCode::from(4)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Cmd::Status { inventory, json } => {
-            let s = status::status(&inventory).await?;
+            let s = status::status(&inventory, &limit).await?;
             print_status(&s, json)?;
             Ok(if s.healthy {
                 ExitCode::SUCCESS
@@ -608,8 +638,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, Some(t)) => failover::Choice::Replica(t),
                 (None, None) => failover::Choice::Default,
             };
-            let r =
-                failover::failover(&inventory, &choice, Duration::from_secs(timeout), true).await?;
+            let r = failover::failover(
+                &inventory,
+                &choice,
+                Duration::from_secs(timeout),
+                true,
+                &limit,
+            )
+            .await?;
             println!(
                 "Shard {}: {} is master now, {} its replica ({:.3}s).",
                 r.shard,
@@ -640,7 +676,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seconds,
             json,
         } => {
-            watch::events(&inventory, count, seconds.map(Duration::from_secs), json).await?;
+            watch::events(
+                &inventory,
+                count,
+                seconds.map(Duration::from_secs),
+                json,
+                &limit,
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Lab(LabCmd::Up {
@@ -674,7 +717,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             if let Some(report) = &up.apply {
                 print_apply(report);
-                let s = status::status(&up.inventory).await?;
+                let s = status::status(&up.inventory, &[]).await?;
                 print_status(&s, false)?;
             }
             let first = options.addresses[0];
@@ -697,7 +740,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Lab(LabCmd::Status { dir, json }) => {
-            let s = status::status(&lab::inventory_path(&dir)).await?;
+            let s = status::status(&lab::inventory_path(&dir), &limit).await?;
             print_status(&s, json)?;
             Ok(if s.healthy {
                 ExitCode::SUCCESS
@@ -746,6 +789,9 @@ fn read_inventory(path: &std::path::Path) -> anyhow::Result<paddock_inventory::I
 }
 
 fn print_apply(report: &apply::ApplyReport) {
+    for s in &report.skipped {
+        println!("{s}");
+    }
     if report.changed {
         println!(
             "Applied {} change(s) in {:.3}s{}.",
@@ -761,8 +807,13 @@ fn print_apply(report: &apply::ApplyReport) {
         );
     } else {
         println!(
-            "Nothing to do: {} is as the inventory says ({:.3}s).",
+            "Nothing to do: {} is as the inventory says{} ({:.3}s).",
             report.plan.summary,
+            if report.skipped.is_empty() {
+                ""
+            } else {
+                " on the hosts acted on"
+            },
             report.total.as_secs_f64()
         );
     }

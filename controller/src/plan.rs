@@ -30,32 +30,107 @@ pub struct Observed {
     /// Instances of this deployment the agents run that the inventory no
     /// longer lists ("host:instance").
     pub orphans: Vec<String>,
+    /// Per host: whether this run acts on it (in `--limit` and its agent
+    /// answered). Instances of other hosts are observed, not planned for.
+    pub acting: Vec<bool>,
+    /// The hosts not acted on, and why.
+    pub skipped: Vec<Skipped>,
 }
 
-/// Asks every agent, in parallel, for its instances, what the specs would
-/// change, and every running node's view of the cluster.
+/// A host a command leaves alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub host: String,
+    pub reason: SkipReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    NotInLimit,
+    /// The agent's dial error.
+    Unreachable(String),
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reason {
+            SkipReason::NotInLimit => write!(f, "{}: skipped (not in --limit)", self.host),
+            SkipReason::Unreachable(e) => {
+                write!(f, "{}: skipped (agent unreachable: {e})", self.host)
+            }
+        }
+    }
+}
+
+/// Pure: the hosts acted on (in the limit and reachable) and the others
+/// with their reason.
+pub fn scope(
+    host_names: &[String],
+    in_limit: &[bool],
+    dial_errors: &[Option<String>],
+) -> (Vec<bool>, Vec<Skipped>) {
+    let mut skipped = Vec::new();
+    let acting = host_names
+        .iter()
+        .zip(in_limit.iter().zip(dial_errors))
+        .map(|(host, (&picked, error))| {
+            let reason = match (picked, error) {
+                (false, _) => SkipReason::NotInLimit,
+                (true, Some(e)) => SkipReason::Unreachable(e.clone()),
+                (true, None) => return true,
+            };
+            skipped.push(Skipped {
+                host: host.clone(),
+                reason,
+            });
+            false
+        })
+        .collect();
+    (acting, skipped)
+}
+
+/// Asks the agents of the hosts in `in_limit`, in parallel, for their
+/// instances and what the specs would change, and every running node's
+/// view of the cluster (the view of a node whose agent is unreachable is
+/// pieced together from the others').
 pub async fn observe(
     fleet: &Fleet,
     targets: &[Target],
     sentinels: &[Target],
     deployment: &str,
     host_names: &[String],
+    in_limit: &[bool],
 ) -> Result<Observed, Error> {
+    let dial_errors: Vec<Option<String>> = (0..host_names.len())
+        .map(|h| fleet.agent_error(h).map(str::to_owned))
+        .collect();
+    let (acting, skipped) = scope(host_names, in_limit, &dial_errors);
     let all: Vec<&Target> = targets.iter().chain(sentinels).collect();
     let hosts: Vec<usize> = {
-        let mut h: Vec<usize> = all.iter().map(|t| t.host).collect();
+        let mut h: Vec<usize> = all.iter().map(|t| t.host).filter(|&h| acting[h]).collect();
         h.sort_unstable();
         h.dedup();
         h
     };
+    let acting = &acting;
+    let read = |h: usize| {
+        fleet
+            .agent(h)
+            .map(|a| a.with_deadline(crate::client::READ_TIMEOUT))
+    };
     let lists = join_all(hosts.iter().map(|&h| async move {
-        let list = fleet.agent(h)?.list().await?;
+        let list = read(h)?.list().await?;
         Ok::<_, Error>((h, list))
     }));
-    let puts = join_all(
-        all.iter()
-            .map(|t| async move { fleet.agent(t.host)?.put_instance(&t.spec, true).await }),
-    );
+    let puts = join_all(all.iter().map(|t| async move {
+        if !acting[t.host] {
+            return Ok(PutOutcome {
+                changed: false,
+                restart_needed: false,
+            });
+        }
+        read(t.host)?.put_instance(&t.spec, true).await
+    }));
     let clusters = join_all(targets.iter().map(|t| observe_node(fleet, t)));
     let master_name = sentinels
         .first()
@@ -63,7 +138,18 @@ pub async fn observe(
         .map(|s| s.master_name.clone())
         .unwrap_or_default();
     let views = crate::sentinel::views(fleet, sentinels, &master_name);
-    let (lists, puts, clusters, views) = futures::join!(lists, puts, clusters, views);
+    let peer_lists = crate::sentinel::peer_lists(fleet, sentinels, &master_name);
+    let (lists, puts, clusters, views, peer_lists) =
+        futures::join!(lists, puts, clusters, views, peer_lists);
+    // A sentinel behind an unreachable agent that the other sentinels see
+    // up is not something to repair (nor could it be).
+    let vouched: Vec<bool> = (0..sentinels.len())
+        .map(|i| {
+            views[i].is_none()
+                && !fleet.reachable(sentinels[i].host)
+                && crate::sentinel::vouched(sentinels, &peer_lists, i)
+        })
+        .collect();
     let lists = lists.into_iter().collect::<Result<Vec<_>, Error>>()?;
     let orphans = lists
         .iter()
@@ -75,9 +161,15 @@ pub async fn observe(
         })
         .collect();
     let mut out = Vec::with_capacity(all.len());
+    let own: Vec<Option<Observation>> = clusters
+        .iter()
+        .map(|c| c.as_ref().map(|(o, _)| o.clone()))
+        .collect();
+    let judged = crate::form::with_hearsay(fleet, targets, own);
     let clusters = clusters
         .into_iter()
-        .map(Some)
+        .zip(judged)
+        .map(|(c, j)| Some(c.or(j.map(|o| (o, None)))))
         .chain(sentinels.iter().map(|_| None));
     for ((t, put), cluster) in all.iter().zip(puts).zip(clusters) {
         let status = lists
@@ -85,9 +177,11 @@ pub async fn observe(
             .find(|(h, _)| *h == t.host)
             .and_then(|(_, l)| l.iter().find(|s| s.name == t.instance))
             .cloned();
-        let running = status
-            .as_ref()
-            .is_some_and(|s| s.state == InstanceState::Running);
+        // A host not acted on has no list: take its nodes as they answer.
+        let running = !acting[t.host]
+            || status
+                .as_ref()
+                .is_some_and(|s| s.state == InstanceState::Running);
         let (cluster, drift) = match cluster.flatten() {
             Some((obs, timeout)) if running => (
                 Some(obs),
@@ -108,11 +202,12 @@ pub async fn observe(
     let sentinel_problems = if sentinels.is_empty() {
         Vec::new()
     } else {
-        crate::sentinel::problems(
+        crate::sentinel::problems_except(
             sentinels,
             &views,
             master,
             targets.len().saturating_sub(1) as u32,
+            &vouched,
         )
     };
     Ok(Observed {
@@ -120,6 +215,8 @@ pub async fn observe(
         sentinels: sentinel_states,
         sentinel_problems,
         orphans,
+        acting: acting.clone(),
+        skipped,
     })
 }
 
@@ -129,6 +226,8 @@ pub struct ReplicationInfo {
     pub master_addr: Option<(std::net::IpAddr, u16)>,
     pub link_up: Option<bool>,
     pub connected_replicas: Option<u32>,
+    /// `slaveN:ip=...,port=...,state=online` lines.
+    pub replicas_online: Vec<(std::net::IpAddr, u16)>,
 }
 
 pub fn parse_replication(info: &str) -> ReplicationInfo {
@@ -147,6 +246,23 @@ pub fn parse_replication(info: &str) -> ReplicationInfo {
             .flatten(),
         link_up: replica.then(|| field("master_link_status").as_deref() == Some("up")),
         connected_replicas: field("connected_slaves").and_then(|n| n.parse().ok()),
+        replicas_online: info
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("slave")
+                    .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .filter_map(|l| {
+                let kv = |key: &str| {
+                    l.split_once(':')?
+                        .1
+                        .split(',')
+                        .find_map(|f| f.trim().strip_prefix(key)?.strip_prefix('='))
+                };
+                (kv("state")? == "online")
+                    .then_some((kv("ip")?.parse().ok()?, kv("port")?.parse().ok()?))
+            })
+            .collect(),
     }
 }
 
@@ -155,7 +271,7 @@ pub fn parse_replication(info: &str) -> ReplicationInfo {
 /// answer.
 pub async fn observe_node(fleet: &Fleet, t: &Target) -> Option<(Observation, Option<u32>)> {
     if t.spec.mode == crate::client::RedisMode::Standalone {
-        let replies = fleet.redis(t, &[&["INFO", "replication"]]).await.ok()?;
+        let replies = fleet.read(t, &[&["INFO", "replication"]]).await.ok()?;
         let repl = parse_replication(&replies.first()?.text()?);
         return Some((
             Observation {
@@ -164,12 +280,13 @@ pub async fn observe_node(fleet: &Fleet, t: &Target) -> Option<(Observation, Opt
                 link_up: repl.link_up,
                 role_master: repl.role_master,
                 master_addr: repl.master_addr,
+                replicas_online: repl.replicas_online,
             },
             None,
         ));
     }
     let replies = fleet
-        .redis(
+        .read(
             t,
             &[
                 &["CLUSTER", "NODES"],
@@ -197,6 +314,7 @@ pub async fn observe_node(fleet: &Fleet, t: &Target) -> Option<(Observation, Opt
             link_up: repl.link_up,
             role_master: repl.role_master,
             master_addr: repl.master_addr,
+            replicas_online: repl.replicas_online,
         },
         timeout,
     ))
@@ -250,6 +368,9 @@ pub struct Plan {
     pub deployment: String,
     pub summary: String,
     pub changes: Vec<Change>,
+    /// Hosts left alone (`--limit`, unreachable agents): nothing is
+    /// planned for their instances.
+    pub skipped: Vec<Skipped>,
 }
 
 impl Plan {
@@ -266,6 +387,7 @@ pub fn make_plan(
 ) -> Plan {
     let states = &observed.targets;
     let sentinel_problems = &observed.sentinel_problems;
+    let skipped = observed.skipped.clone();
     let mut changes: Vec<Change> = reshard(deployment, observed)
         .map(|r| Change::Reshard {
             serving: r.serving,
@@ -283,7 +405,7 @@ pub fn make_plan(
         .iter()
         .zip(states)
         .chain(sentinels.iter().zip(&observed.sentinels));
-    for (t, s) in every {
+    for (t, s) in every.filter(|(t, _)| observed.acting[t.host]) {
         let target = t.label();
         match &s.status {
             None => changes.push(Change::Create {
@@ -344,6 +466,7 @@ pub fn make_plan(
             inv.hosts.len()
         ),
         changes,
+        skipped,
     }
 }
 
@@ -361,6 +484,15 @@ pub fn reshard(deployment: &Deployment, observed: &Observed) -> Option<crate::cl
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Deployment {}", self.summary)?;
+        for s in &self.skipped {
+            writeln!(f, "  - {s}")?;
+        }
+        if self.changes.is_empty() && !self.skipped.is_empty() {
+            return writeln!(
+                f,
+                "No changes on the hosts acted on; the deployment is healthy as far as the nodes that answer tell."
+            );
+        }
         if self.changes.is_empty() {
             return writeln!(
                 f,
@@ -410,5 +542,43 @@ impl fmt::Display for Plan {
             }
         }
         writeln!(f, "{} change(s).", self.changes.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_acts_on_limited_reachable_hosts_and_names_the_others() {
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let down = Some("refused".to_owned());
+        // (in limit, dial errors, acting, skipped as printed)
+        let table = [
+            (
+                [true, true, true],
+                [None, None, None],
+                [true, true, true],
+                vec![],
+            ),
+            (
+                [true, true, true],
+                [None, down.clone(), None],
+                [true, false, true],
+                vec!["b: skipped (agent unreachable: refused)"],
+            ),
+            (
+                [true, false, false],
+                [None, None, down.clone()],
+                [true, false, false],
+                vec!["b: skipped (not in --limit)", "c: skipped (not in --limit)"],
+            ),
+        ];
+        for (limit, errors, acting, skipped) in table {
+            let (a, s) = scope(&names, &limit, &errors);
+            assert_eq!(a, acting);
+            let s: Vec<String> = s.iter().map(ToString::to_string).collect();
+            assert_eq!(s, skipped);
+        }
     }
 }

@@ -46,13 +46,80 @@ pub fn parse_master(reply: &Reply) -> Option<SentinelView> {
 /// Each sentinel's view (None: not answering, or not monitoring `name`).
 pub async fn views(fleet: &Fleet, sentinels: &[Target], name: &str) -> Vec<Option<SentinelView>> {
     join_all(sentinels.iter().map(|s| async move {
-        let r = fleet
-            .redis(s, &[&["SENTINEL", "MASTER", name]])
-            .await
-            .ok()?;
+        let r = fleet.read(s, &[&["SENTINEL", "MASTER", name]]).await.ok()?;
         parse_master(r.first()?)
     }))
     .await
+}
+
+/// The other sentinels one sentinel knows (SENTINEL SENTINELS): where, and
+/// whether it sees them down (`s_down`, `o_down`, `disconnected` flags).
+pub fn parse_sentinels(reply: &Reply) -> Option<Vec<(Peer, bool)>> {
+    let Reply::Array(entries) = reply else {
+        return None;
+    };
+    entries
+        .iter()
+        .map(|e| {
+            let Reply::Array(items) = e else { return None };
+            let texts: Vec<String> = items.iter().filter_map(Reply::text).collect();
+            let get = |key: &str| {
+                texts
+                    .chunks(2)
+                    .find(|kv| kv.len() == 2 && kv[0] == key)
+                    .map(|kv| kv[1].clone())
+            };
+            let flags = get("flags")?;
+            let down = flags
+                .split(',')
+                .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"));
+            Some((
+                Peer {
+                    ip: get("ip")?.parse().ok()?,
+                    port: get("port")?.parse().ok()?,
+                },
+                !down,
+            ))
+        })
+        .collect()
+}
+
+/// Each sentinel's list of the others (None: not answering).
+pub async fn peer_lists(
+    fleet: &Fleet,
+    sentinels: &[Target],
+    name: &str,
+) -> Vec<Option<Vec<(Peer, bool)>>> {
+    join_all(sentinels.iter().map(|s| async move {
+        let r = fleet
+            .read(s, &[&["SENTINEL", "SENTINELS", name]])
+            .await
+            .ok()?;
+        parse_sentinels(r.first()?)
+    }))
+    .await
+}
+
+/// Pure: whether the other sentinels vouch for sentinel `i` (at least as
+/// many of those that list it see it up as see it down, and one does).
+pub fn vouched(sentinels: &[Target], lists: &[Option<Vec<(Peer, bool)>>], i: usize) -> bool {
+    let me = Peer {
+        ip: sentinels[i].ip,
+        port: sentinels[i].port,
+    };
+    let seen: Vec<bool> = lists
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .filter_map(|(_, l)| {
+            l.as_ref()?
+                .iter()
+                .find(|(p, _)| *p == me)
+                .map(|(_, up)| *up)
+        })
+        .collect();
+    let up = seen.iter().filter(|&&u| u).count();
+    up > 0 && up * 2 >= seen.len()
 }
 
 /// What keeps the sentinels from guarding `master` with `replicas`
@@ -64,9 +131,33 @@ pub fn problems(
     master: Option<Peer>,
     replicas: u32,
 ) -> Vec<String> {
+    problems_except(
+        sentinels,
+        views,
+        master,
+        replicas,
+        &vec![false; sentinels.len()],
+    )
+}
+
+/// As [`problems`], leaving out the sentinels marked in `unmanaged`
+/// (their agent is unreachable and the other sentinels vouch for them:
+/// that is reported once, for the host).
+pub fn problems_except(
+    sentinels: &[Target],
+    views: &[Option<SentinelView>],
+    master: Option<Peer>,
+    replicas: u32,
+    unmanaged: &[bool],
+) -> Vec<String> {
     let others = sentinels.len().saturating_sub(1) as u32;
     let mut out = Vec::new();
-    for (s, v) in sentinels.iter().zip(views) {
+    for ((s, v), _) in sentinels
+        .iter()
+        .zip(views)
+        .zip(unmanaged)
+        .filter(|(_, u)| !**u)
+    {
         let label = s.label();
         let Some(v) = v else {
             out.push(format!(
@@ -297,5 +388,63 @@ mod tests {
             view([127, 0, 1, 2], "master", 2, 2).map(|v| v.master)
         );
         assert_eq!(named_master(&[None]), None);
+    }
+
+    #[test]
+    fn other_sentinels_vouch_for_a_silent_one() {
+        let text = "[deployment]\nname = \"t\"\ntopology = \"sentinel\"\n\
+             [[hosts]]\nname = \"a\"\naddress = \"10.0.0.1\"\n[[hosts]]\nname = \"b\"\naddress = \"10.0.0.2\"\n\
+             [[hosts]]\nname = \"c\"\naddress = \"10.0.0.3\"\n";
+        let inventory = paddock_inventory::parse("t.toml", text).unwrap();
+        let d = crate::fleet::Deployment {
+            inventory_path: "t.toml".into(),
+            placement: paddock_inventory::place(&inventory),
+            inventory,
+            password_path: "pw".into(),
+            password: None,
+            user_passwords: Vec::new(),
+            transport: crate::client::Transport::Plaintext,
+        };
+        let sentinels = d.sentinels(d.placed_master());
+        assert_eq!(sentinels.len(), 3);
+        let at = |n: u8| Peer {
+            ip: sentinels[usize::from(n) - 1].ip,
+            port: sentinels[usize::from(n) - 1].port,
+        };
+        // (what sentinels 2 and 3 say of sentinel 1, vouched?)
+        let table = [
+            ((Some(true), Some(true)), true),
+            ((Some(true), None), true),
+            ((Some(false), Some(false)), false),
+            ((Some(true), Some(false)), true),
+            ((None, None), false),
+        ];
+        for ((by2, by3), want) in table {
+            let list = |seen: Option<bool>, me: u8| {
+                let mut l = vec![(at(if me == 2 { 3 } else { 2 }), true)];
+                if let Some(up) = seen {
+                    l.push((at(1), up));
+                }
+                Some(l)
+            };
+            let lists = vec![None, list(by2, 2), list(by3, 3)];
+            assert_eq!(vouched(&sentinels, &lists, 0), want, "{by2:?} {by3:?}");
+        }
+        let port = at(2).port.to_string();
+        let reply = Reply::Array(vec![Reply::Array(
+            [
+                "name",
+                "x",
+                "ip",
+                "10.0.0.2",
+                "port",
+                &port,
+                "flags",
+                "s_down,sentinel",
+            ]
+            .map(|w| Reply::Bulk(w.as_bytes().to_vec()))
+            .to_vec(),
+        )]);
+        assert_eq!(parse_sentinels(&reply), Some(vec![(at(2), false)]));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use futures::future::join_all;
 use serde::Serialize;
@@ -31,11 +32,27 @@ pub struct HostStatus {
     pub instances: Vec<InstanceView>,
 }
 
+/// Status answers within about 3 s whatever the agents do: a dial that has
+/// not finished after this is an unreachable agent...
+const DIAL_WITHIN: Duration = Duration::from_millis(1200);
+/// ...and a call (the agent's own Redis command included: the deadline
+/// travels as grpc-timeout) that has not answered after this, a silent one.
+const CALL_WITHIN: Duration = Duration::from_millis(1500);
+
+/// The state shown for an instance whose agent does not answer but which
+/// the other nodes see serving.
+pub const UNMANAGED: &str = "UNMANAGED";
+
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceView {
     pub name: String,
     pub address: String,
+    /// The agent's state; for an unreachable agent, "UNMANAGED" (the others
+    /// see it serving) or "UNKNOWN".
     pub state: String,
+    /// Role, master and slots come from the other nodes' views, not from
+    /// the instance itself (it or its agent did not answer).
+    pub hearsay: bool,
     pub pid: Option<u32>,
     pub restarts: u32,
     /// "master" or "replica", as the node itself reports.
@@ -92,16 +109,21 @@ async fn details(fleet: &Fleet, t: &Target) -> Option<NodeDetails> {
             link_up: repl.link_up,
             role_master: repl.role_master,
             master_addr: repl.master_addr,
+            replicas_online: repl.replicas_online,
         },
         cluster_state,
         link,
     })
 }
 
-pub async fn status(path: &Path) -> Result<Status, Error> {
+/// The deployment's status; `limit` (host names or addresses) restricts the
+/// hosts shown, not the judgement (that needs every node's view).
+pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
     let deployment = Deployment::load(path, false)?;
-    let fleet = Fleet::connect(&deployment).await;
+    let shown = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
+    let fleet = Fleet::connect_within(&deployment, DIAL_WITHIN, Some(CALL_WITHIN)).await;
     let targets = deployment.targets();
+    let sentinels = deployment.sentinels(deployment.placed_master());
     let lists = join_all((0..deployment.inventory.hosts.len()).map(|h| {
         let fleet = &fleet;
         async move {
@@ -110,24 +132,68 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
                 Err(_) => Err(fleet.agent_error(h).unwrap_or("unreachable").to_owned()),
             }
         }
-    }))
-    .await;
-    let node_details = join_all(targets.iter().map(|t| details(&fleet, t))).await;
+    }));
+    let node_details = join_all(targets.iter().map(|t| details(&fleet, t)));
+    let name = &deployment.inventory.deployment.name;
+    let views = crate::sentinel::views(&fleet, &sentinels, name);
+    let peer_lists = crate::sentinel::peer_lists(&fleet, &sentinels, name);
+    let (lists, mut node_details, views, peer_lists) =
+        futures::join!(lists, node_details, views, peer_lists);
+    // A sentinel behind an unreachable agent that the others see up.
+    let vouched: Vec<bool> = (0..sentinels.len())
+        .map(|i| {
+            views[i].is_none()
+                && lists[sentinels[i].host].is_err()
+                && crate::sentinel::vouched(&sentinels, &peer_lists, i)
+        })
+        .collect();
+    // A node whose agent did not answer is judged from what the others say
+    // of it; one whose agent answers but whose Redis does not is reported
+    // as not answering (the agent is there to tell).
+    let own: Vec<Option<Observation>> = node_details
+        .iter()
+        .map(|d| d.as_ref().map(|d| d.obs.clone()))
+        .collect();
+    let all = members(&targets);
+    for (i, d) in node_details.iter_mut().enumerate() {
+        if d.is_none() && lists[targets[i].host].is_err() {
+            *d = crate::cluster::hearsay(&all, &own, i).map(|obs| NodeDetails {
+                cluster_state: if obs.nodes.is_empty() {
+                    "-".into()
+                } else {
+                    "?".into()
+                },
+                link: None,
+                obs,
+            });
+        }
+    }
     let observed: Vec<Option<Observation>> = node_details
         .iter()
         .map(|d| d.as_ref().map(|d| d.obs.clone()))
         .collect();
-    let mut problems = assess(&members(&targets), &observed);
-    let sentinels = deployment.sentinels(deployment.placed_master());
-    let views =
-        crate::sentinel::views(&fleet, &sentinels, &deployment.inventory.deployment.name).await;
+    let mut problems: Vec<String> = deployment
+        .inventory
+        .hosts
+        .iter()
+        .zip(&lists)
+        .filter_map(|(host, l)| {
+            let e = l.as_ref().err()?;
+            Some(format!(
+                "host {}: agent unreachable ({e}); its instances are not managed and are shown as the other nodes see them",
+                host.name
+            ))
+        })
+        .collect();
+    problems.extend(assess(&all, &observed));
     if !sentinels.is_empty() {
         let master = crate::fleet::followed_master(&targets, &observed);
-        problems.extend(crate::sentinel::problems(
+        problems.extend(crate::sentinel::problems_except(
             &sentinels,
             &views,
             master,
             targets.len().saturating_sub(1) as u32,
+            &vouched,
         ));
     }
     let label_of = |id: &str| -> String {
@@ -166,16 +232,25 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
                     .to_owned();
                 (st, state)
             };
+            // Unreachable agent: serving as far as the others know, or unknown.
+            let unmanaged = |state: String, serving: bool| {
+                if list.is_err() && serving {
+                    UNMANAGED.to_owned()
+                } else {
+                    state
+                }
+            };
             let sentinel_views = sentinels
                 .iter()
-                .zip(&views)
+                .zip(views.iter().zip(&vouched))
                 .filter(|(t, _)| t.host == h)
-                .map(|(t, v)| {
+                .map(|(t, (v, &vouched))| {
                     let (st, state) = state_of(t);
                     InstanceView {
                         name: t.instance.clone(),
                         address: format!("{}:{}", t.ip, t.port),
-                        state,
+                        state: unmanaged(state, v.is_some() || vouched),
+                        hearsay: vouched,
                         pid: st.and_then(|s| s.pid),
                         restarts: st.map_or(0, |s| s.restarts),
                         role: Some("sentinel".into()),
@@ -198,15 +273,16 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
                 .collect::<Vec<_>>();
             let mut instances: Vec<InstanceView> = targets
                 .iter()
-                .zip(&node_details)
+                .zip(node_details.iter().zip(&own))
                 .filter(|(t, _)| t.host == h)
-                .map(|(t, d)| {
+                .map(|(t, (d, own))| {
                     let (st, state) = state_of(t);
                     let me = d.as_ref().and_then(|d| d.obs.myself());
                     InstanceView {
                         name: t.instance.clone(),
                         address: format!("{}:{}", t.ip, t.port),
-                        state,
+                        state: unmanaged(state, d.is_some()),
+                        hearsay: own.is_none() && d.is_some(),
                         pid: st.and_then(|s| s.pid),
                         restarts: st.map_or(0, |s| s.restarts),
                         role: d
@@ -241,6 +317,8 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
                 instances,
             }
         })
+        .zip(&shown)
+        .filter_map(|(h, &shown)| shown.then_some(h))
         .collect();
     Ok(Status {
         deployment: deployment.inventory.deployment.name.clone(),
@@ -262,7 +340,6 @@ impl fmt::Display for Status {
         for h in &self.hosts {
             if let Some(e) = &h.agent_error {
                 writeln!(f, "{:<14} agent unreachable: {e}", h.name)?;
-                continue;
             }
             for i in &h.instances {
                 let what = match (i.role.as_deref(), &i.slots, &i.master) {
@@ -284,6 +361,13 @@ impl fmt::Display for Status {
                     i.link.as_deref().unwrap_or("-"),
                     i.cluster_state.as_deref().unwrap_or("-"),
                 )?;
+                if i.hearsay {
+                    writeln!(
+                        f,
+                        "{:<14} {:<14} (as the other nodes see it; it did not answer itself)",
+                        "", ""
+                    )?;
+                }
             }
         }
         if self.healthy && self.topology == "cluster" {

@@ -46,17 +46,34 @@ pub async fn logs(
 
 /// Prints state transitions from every agent as they happen, until `count`
 /// events or `duration` (when given) or the agents hang up.
+/// Only the hosts in `limit` (empty: all); a host whose agent does not
+/// answer is named and skipped, unless none answers.
 pub async fn events(
     inventory: &Path,
     count: Option<usize>,
     duration: Option<Duration>,
     json: bool,
+    limit: &[String],
 ) -> Result<Vec<StateEvent>, Error> {
     let deployment = Deployment::load(inventory, false)?;
-    let fleet = Fleet::connect_all(&deployment).await?;
+    let in_limit = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
+    let fleet = Fleet::connect(&deployment).await;
     let mut streams = Vec::new();
-    for h in 0..deployment.inventory.hosts.len() {
-        streams.push(Box::pin(fleet.agent(h)?.watch_events().await?));
+    let mut errors = Vec::new();
+    for (h, host) in deployment.inventory.hosts.iter().enumerate() {
+        if !in_limit[h] {
+            continue;
+        }
+        match fleet.agent(h) {
+            Ok(a) => streams.push(Box::pin(a.watch_events().await?)),
+            Err(e) => {
+                eprintln!("{}: skipped ({e})", host.name);
+                errors.push(e.to_string());
+            }
+        }
+    }
+    if streams.is_empty() {
+        return Err(Error::AgentDown(errors.join("\n")));
     }
     eprintln!(
         "watching {} agent(s) for instance state changes{}",
