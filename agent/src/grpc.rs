@@ -224,6 +224,7 @@ impl AgentService {
                 .unwrap_or_default(),
             redis_version: f.redis_version.unwrap_or_default(),
             agent_version: f.agent_version,
+            redis_server_configured: self.redis_server.display().to_string(),
         }))
     }
 }

@@ -221,9 +221,13 @@ pub fn check_config(config: &AgentConfig) -> Result<Vec<String>, Error> {
     });
     match config::resolve_program(&config.redis_server) {
         Some(p) => notes.push(format!("redis-server: {}", p.display())),
+        None if config.redis_server == std::path::Path::new(install::DEFAULT_REDIS_SERVER) => notes.push(
+            "redis-server: not in PATH yet (apply installs Debian's redis-server through the agent)"
+                .into(),
+        ),
         None => notes.push(format!(
-            "redis-server: {} not found yet (apply installs it through the agent)",
-            config.redis_server.display()
+            "redis-server: redis_server = {:?} does not exist; fix the path (apply refuses this host until then, and installs nothing)",
+            config.redis_server.display().to_string()
         )),
     }
     let run_as = supervisor::resolve_run_as(&config.user);

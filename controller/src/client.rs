@@ -83,6 +83,8 @@ pub struct Facts {
     pub redis_server_path: Option<String>,
     pub redis_version: Option<String>,
     pub agent_version: String,
+    /// The agent config's `redis_server` as written.
+    pub redis_server_configured: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -635,6 +637,7 @@ fn facts_from_pb(f: pb::Facts) -> Facts {
         redis_server_path: non_empty(f.redis_server_path),
         redis_version: non_empty(f.redis_version),
         agent_version: f.agent_version,
+        redis_server_configured: f.redis_server_configured,
     }
 }
 

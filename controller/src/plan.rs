@@ -237,6 +237,14 @@ pub enum Change {
     Orphan {
         target: String,
     },
+    /// The host has no redis-server; its agent installs Debian's package.
+    InstallRedis {
+        host: String,
+    },
+    /// Something apply refuses until the operator fixes it.
+    Refused {
+        problem: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,6 +360,12 @@ impl fmt::Display for Plan {
                     f,
                     "  ! {target}: belongs to this deployment but is not in the inventory; apply refuses until it is listed again or stopped"
                 )?,
+                Change::InstallRedis { host } => {
+                    writeln!(f, "  + {host}: install redis-server (apt-get, no upgrade)")?
+                }
+                Change::Refused { problem } => {
+                    writeln!(f, "  ! {problem}; apply refuses until it is fixed")?
+                }
                 Change::RestoreNodeTimeout { target, live, want } => writeln!(
                     f,
                     "  ~ {target}: cluster-node-timeout is {live} ms live, restore {want} ms"

@@ -89,6 +89,17 @@ fn the_package_installs_and_provisions_the_three_box_lab_over_namespaces() {
             "{path} not in the package:\n{contents}"
         );
     }
+    // The README's requirement (Redis 7.0 or later), said by the package too.
+    let depends = stdout(&run("dpkg-deb", &["--field", &deb, "Depends"]));
+    assert!(
+        depends.contains("redis-server (>= 5:7.0)"),
+        "Depends: {depends}"
+    );
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(
+        readme.contains("Redis 7.0 or later"),
+        "README names the requirement"
+    );
     let installed = Installed;
     let out = run("dpkg", &["-i", &deb]);
     assert!(out.status.success(), "dpkg -i: {}", stderr(&out));
