@@ -18,6 +18,20 @@ pub struct SentinelView {
     pub flags: String,
     pub replicas: u32,
     pub other_sentinels: u32,
+    /// The master answers this sentinel's pings, but not with PONG: it
+    /// refuses the sentinel's credentials (auth-pass), so the sentinel
+    /// will soon call it down and cannot fail it over.
+    pub master_refuses: bool,
+}
+
+/// Sentinel pings every second; an answer that is not an acceptable one
+/// for longer than this, while answers keep coming, is a refusal.
+const REFUSED_AFTER_MS: u64 = 3000;
+
+/// Pure: from SENTINEL MASTER's `last-ping-reply` (any answer) and
+/// `last-ok-ping-reply` (PONG, LOADING or MASTERDOWN), in ms ago.
+pub fn refuses(last_reply_ms: u64, last_ok_reply_ms: u64) -> bool {
+    last_reply_ms < REFUSED_AFTER_MS && last_ok_reply_ms >= REFUSED_AFTER_MS
 }
 
 /// Parses the field/value list of SENTINEL MASTER.
@@ -40,6 +54,13 @@ pub fn parse_master(reply: &Reply) -> Option<SentinelView> {
         flags: get("flags")?,
         replicas: get("num-slaves")?.parse().ok()?,
         other_sentinels: get("num-other-sentinels")?.parse().ok()?,
+        master_refuses: match (
+            get("last-ping-reply").and_then(|v| v.parse().ok()),
+            get("last-ok-ping-reply").and_then(|v| v.parse().ok()),
+        ) {
+            (Some(reply), Some(ok)) => refuses(reply, ok),
+            _ => false,
+        },
     })
 }
 
@@ -80,6 +101,11 @@ pub fn problems(
             out.push(format!(
                 "{label}: names {}:{} as master, but the replicas follow {}:{}",
                 v.master.ip, v.master.port, m.ip, m.port
+            ));
+        }
+        if v.master_refuses {
+            out.push(format!(
+                "{label}: the master refuses its credentials (auth-pass is not the deployment's password); apply sets it (SENTINEL SET auth-pass)"
             ));
         }
         if v.flags != "master" {
@@ -201,6 +227,41 @@ pub async fn converge(
         Some(s) => s.master_name.clone(),
         None => return Ok(()),
     };
+    // A sentinel the master refuses (its credentials are not the current
+    // password: a rotation that did not reach it) gets them set live.
+    let seen = views(fleet, sentinels, &name).await;
+    for (t, v) in sentinels.iter().zip(&seen) {
+        if !v.as_ref().is_some_and(|v| v.master_refuses) {
+            continue;
+        }
+        progress.step(format!(
+            "{}: the master refuses its credentials; setting auth-pass and sentinel-pass",
+            t.label()
+        ));
+        let agent = fleet.agent(t.host)?;
+        let r = agent
+            .redis_dangerous(
+                &t.instance,
+                &[
+                    &["SENTINEL", "SET", &name, "auth-pass", &t.spec.password],
+                    &[
+                        "SENTINEL",
+                        "CONFIG",
+                        "SET",
+                        "sentinel-pass",
+                        &t.spec.password,
+                    ],
+                ],
+            )
+            .await?;
+        if let Some(e) = r.iter().find_map(Reply::error) {
+            return Err(Error::Redis {
+                host: t.host_name.clone(),
+                instance: t.instance.clone(),
+                message: format!("SENTINEL SET auth-pass: {e}"),
+            });
+        }
+    }
     wait_guarding(fleet, sentinels, &name, master, replicas, Instant::now() + timeout)
         .await
         .map_err(|problems| {
@@ -254,7 +315,24 @@ mod tests {
             flags: flags.into(),
             replicas,
             other_sentinels: others,
+            master_refuses: false,
         })
+    }
+
+    #[test]
+    fn a_master_that_answers_but_never_with_pong_refuses_the_sentinel() {
+        // (last any reply, last acceptable reply) in ms ago.
+        for (reply, ok, want) in [
+            (200, 200, false),
+            (900, 900, false),
+            // Answers every second, but only with errors (NOAUTH).
+            (300, 12_000, true),
+            (0, 3000, true),
+            // Silent: down, not refusing (Sentinel reports s_down).
+            (12_000, 12_000, false),
+        ] {
+            assert_eq!(refuses(reply, ok), want, "{reply} {ok}");
+        }
     }
 
     #[test]
