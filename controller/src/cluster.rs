@@ -530,7 +530,9 @@ mod tests {
     fn replication_is_judged_on_who_follows_whom() {
         let one = [member(1, 7000, 0)];
         let two = [member(1, 7000, 0), member(2, 7000, 0)];
-        let cases: Vec<(&[Member], Vec<Option<Observation>>, Option<usize>, usize)> = vec![
+        // (members, what each reports, the master, how many problems)
+        type Case<'a> = (&'a [Member], Vec<Option<Observation>>, Option<usize>, usize);
+        let cases: Vec<Case<'_>> = vec![
             // A lone master (no replicas asked for) is the master, healthy.
             (&one, vec![replica_of(None)], Some(0), 0),
             // A lone member that runs as a replica of someone is not.
