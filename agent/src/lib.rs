@@ -54,6 +54,12 @@ pub enum Error {
     UnknownInstance(String),
     #[error("instance {instance}: {message}")]
     Redis { instance: String, message: String },
+    /// The instance answers but refuses the password in its spec: it runs
+    /// with another one (a password rotation that did not reach it).
+    #[error(
+        "instance {instance} refuses the password in its spec: it runs with another one (a password rotation that did not reach it?)"
+    )]
+    RedisAuth { instance: String },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,

@@ -446,10 +446,16 @@ impl AgentClient {
             .clone()
             .redis_command(request)
             .await
-            .map_err(|s| Error::Redis {
-                host: self.host.clone(),
-                instance: instance.into(),
-                message: s.message().to_owned(),
+            .map_err(|s| match s.code() {
+                tonic::Code::Unauthenticated => Error::RedisAuth {
+                    host: self.host.clone(),
+                    instance: instance.into(),
+                },
+                _ => Error::Redis {
+                    host: self.host.clone(),
+                    instance: instance.into(),
+                    message: s.message().to_owned(),
+                },
             })?
             .into_inner();
         Ok(r.replies.into_iter().map(reply_from_pb).collect())

@@ -64,14 +64,37 @@ pub fn parse_master(reply: &Reply) -> Option<SentinelView> {
     })
 }
 
-/// Each sentinel's view (None: not answering, or not monitoring `name`).
-pub async fn views(fleet: &Fleet, sentinels: &[Target], name: &str) -> Vec<Option<SentinelView>> {
+/// What asking one sentinel gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Guarding(SentinelView),
+    /// It answers, but refuses the deployment's password: it runs with
+    /// another one (a password rotation that did not reach it).
+    RefusesPassword,
+    /// Not answering, or not monitoring the master.
+    Unseen,
+}
+
+impl Seen {
+    pub fn view(&self) -> Option<&SentinelView> {
+        match self {
+            Seen::Guarding(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Each sentinel's view.
+pub async fn views(fleet: &Fleet, sentinels: &[Target], name: &str) -> Vec<Seen> {
     join_all(sentinels.iter().map(|s| async move {
-        let r = fleet
-            .redis(s, &[&["SENTINEL", "MASTER", name]])
-            .await
-            .ok()?;
-        parse_master(r.first()?)
+        match fleet.redis(s, &[&["SENTINEL", "MASTER", name]]).await {
+            Ok(r) => r
+                .first()
+                .and_then(parse_master)
+                .map_or(Seen::Unseen, Seen::Guarding),
+            Err(Error::RedisAuth { .. }) => Seen::RefusesPassword,
+            Err(_) => Seen::Unseen,
+        }
     }))
     .await
 }
@@ -81,7 +104,7 @@ pub async fn views(fleet: &Fleet, sentinels: &[Target], name: &str) -> Vec<Optio
 /// replica and every other sentinel. Empty when all is well.
 pub fn problems(
     sentinels: &[Target],
-    views: &[Option<SentinelView>],
+    views: &[Seen],
     master: Option<Peer>,
     replicas: u32,
 ) -> Vec<String> {
@@ -89,11 +112,20 @@ pub fn problems(
     let mut out = Vec::new();
     for (s, v) in sentinels.iter().zip(views) {
         let label = s.label();
-        let Some(v) = v else {
-            out.push(format!(
-                "{label}: not running, or not monitoring the master"
-            ));
-            continue;
+        let v = match v {
+            Seen::Guarding(v) => v,
+            Seen::RefusesPassword => {
+                out.push(format!(
+                    "{label}: refuses the deployment's password (it runs with another one); apply restarts it with the current one"
+                ));
+                continue;
+            }
+            Seen::Unseen => {
+                out.push(format!(
+                    "{label}: not running, or not monitoring the master"
+                ));
+                continue;
+            }
         };
         if let Some(m) = master
             && v.master != m
@@ -128,8 +160,12 @@ pub fn problems(
 }
 
 /// The master the sentinels name, by majority of those that answer.
-pub fn named_master(views: &[Option<SentinelView>]) -> Option<Peer> {
-    let named: Vec<Peer> = views.iter().flatten().map(|v| v.master).collect();
+pub fn named_master(views: &[Seen]) -> Option<Peer> {
+    let named: Vec<Peer> = views
+        .iter()
+        .filter_map(Seen::view)
+        .map(|v| v.master)
+        .collect();
     named
         .iter()
         .max_by_key(|m| named.iter().filter(|n| n == m).count())
@@ -148,6 +184,26 @@ pub async fn converge(
     timeout: Duration,
     progress: &Progress,
 ) -> Result<(), Error> {
+    // A sentinel that refuses the deployment's password cannot be told
+    // anything live: it is stopped, so the put below seeds its
+    // sentinel.conf afresh (current password, current master) and it is
+    // started again with the others.
+    if let Some(name) = sentinels
+        .first()
+        .and_then(|t| t.spec.sentinel.as_ref())
+        .map(|s| s.master_name.clone())
+    {
+        let seen = views(fleet, sentinels, &name).await;
+        for (t, v) in sentinels.iter().zip(&seen) {
+            if *v == Seen::RefusesPassword {
+                progress.step(format!(
+                    "{}: refuses the deployment's password; restarting it from a fresh sentinel.conf",
+                    t.label()
+                ));
+                fleet.agent(t.host)?.stop(&t.instance).await?;
+            }
+        }
+    }
     let planned = join_all(
         sentinels
             .iter()
@@ -231,7 +287,7 @@ pub async fn converge(
     // password: a rotation that did not reach it) gets them set live.
     let seen = views(fleet, sentinels, &name).await;
     for (t, v) in sentinels.iter().zip(&seen) {
-        if !v.as_ref().is_some_and(|v| v.master_refuses) {
+        if !v.view().is_some_and(|v| v.master_refuses) {
             continue;
         }
         progress.step(format!(

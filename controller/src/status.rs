@@ -180,7 +180,7 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
                         restarts: st.map_or(0, |s| s.restarts),
                         role: Some("sentinel".into()),
                         node_id: None,
-                        master: v.as_ref().map(|v| {
+                        master: v.view().map(|v| {
                             targets
                                 .iter()
                                 .find(|t| (t.ip, t.port) == (v.master.ip, v.master.port))
@@ -191,7 +191,7 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
                         }),
                         slots: None,
                         slot_count: 0,
-                        link: v.as_ref().map(|v| v.flags.clone()),
+                        link: v.view().map(|v| v.flags.clone()),
                         cluster_state: None,
                     }
                 })

@@ -238,4 +238,69 @@ async fn rotating_the_password_keeps_the_sentinels_able_to_fail_over() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(written, "writes go to the new master");
+    let settled = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let inventory = inventory.clone();
+        async move { paddock(&["status", "-i", &inventory]).status.success() }
+    })
+    .await;
+    assert!(settled, "healthy after the failover");
+
+    // Credentials that went wrong behind the controller's back (as after a
+    // rotation that did not reach them): box2's sentinel gets a wrong
+    // auth-pass, box3's sentinel another password of its own. Their links
+    // are cut so that they must authenticate again.
+    let other = "0123456789abcdef0123456789abcdef-not-ours";
+    let mut s2 = connect(lab.addresses[1], 26379, &new).await.unwrap();
+    let () = redis::cmd("SENTINEL")
+        .arg(&["SET", "lab", "auth-pass", other][..])
+        .query_async(&mut s2)
+        .await
+        .unwrap();
+    let master = follower.master().await.unwrap();
+    let mut m = connect(master.0, master.1, &new).await.unwrap();
+    for kind in ["normal", "pubsub"] {
+        let _: i64 = redis::cmd("CLIENT")
+            .arg(&["KILL", "TYPE", kind][..])
+            .query_async(&mut m)
+            .await
+            .unwrap();
+    }
+    let mut s3 = connect(lab.addresses[2], 26379, &new).await.unwrap();
+    let () = redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "resetpass", &format!(">{other}")][..])
+        .query_async(&mut s3)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal"][..])
+        .query_async(&mut s3)
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let detected = wait_until(Duration::from_secs(20), Duration::from_millis(300), || {
+        let out = paddock(&["status", "-i", &inventory]);
+        seen = stdout(&out);
+        let both = !out.status.success()
+            && seen.contains("box2:sentinel-26379: the master refuses its credentials")
+            && seen.contains("box3:sentinel-26379: refuses the deployment's password");
+        async move { both }
+    })
+    .await;
+    assert!(detected, "status names both sentinels: {seen}");
+    let plan = paddock(&["plan", "-i", &inventory]);
+    assert!(
+        stdout(&plan).contains("box2:sentinel-26379: the master refuses its credentials")
+            && stdout(&plan).contains("box3:sentinel-26379: refuses the deployment's password"),
+        "{}",
+        stdout(&plan)
+    );
+    let apply = paddock(&["apply", "-i", &inventory]);
+    assert!(
+        apply.status.success(),
+        "apply repairs them: {}",
+        stderr(&apply)
+    );
+    let status = paddock(&["status", "-i", &inventory]);
+    assert!(status.status.success(), "{}", stdout(&status));
+    assert!(connect(lab.addresses[2], 26379, &new).await.is_ok());
 }
