@@ -418,18 +418,74 @@ mod tests {
         assert_eq!(parse_master(&reply), view([127, 0, 1, 2], "master", 2, 2));
     }
 
+    fn seen(v: Option<SentinelView>) -> Seen {
+        v.map_or(Seen::Unseen, Seen::Guarding)
+    }
+
     #[test]
     fn the_majority_names_the_master() {
         let views = [
-            view([127, 0, 1, 1], "master", 2, 2),
-            view([127, 0, 1, 2], "master", 2, 2),
-            view([127, 0, 1, 2], "master", 2, 2),
-            None,
+            seen(view([127, 0, 1, 1], "master", 2, 2)),
+            seen(view([127, 0, 1, 2], "master", 2, 2)),
+            seen(view([127, 0, 1, 2], "master", 2, 2)),
+            Seen::Unseen,
+            Seen::RefusesPassword,
         ];
         assert_eq!(
             named_master(&views),
             view([127, 0, 1, 2], "master", 2, 2).map(|v| v.master)
         );
-        assert_eq!(named_master(&[None]), None);
+        assert_eq!(named_master(&[Seen::Unseen]), None);
+    }
+
+    fn sentinel_targets() -> Vec<Target> {
+        let text = "[deployment]\nname = \"lab\"\ntopology = \"sentinel\"\nreplicas_per_master = 2\n\
+             [[hosts]]\nname = \"box1\"\naddress = \"127.0.1.1\"\n[[hosts]]\nname = \"box2\"\naddress = \"127.0.1.2\"\n\
+             [[hosts]]\nname = \"box3\"\naddress = \"127.0.1.3\"\n";
+        let inventory = paddock_inventory::parse("t.toml", text).unwrap();
+        let d = crate::fleet::Deployment {
+            inventory_path: "t.toml".into(),
+            placement: paddock_inventory::place(&inventory),
+            inventory,
+            password_path: "pw".into(),
+            password: Some("0123456789abcdef0123456789abcdef".into()),
+            user_passwords: Vec::new(),
+            transport: crate::client::Transport::Plaintext,
+        };
+        d.sentinels(d.placed_master())
+    }
+
+    #[test]
+    fn credentials_that_fail_are_named_per_sentinel() {
+        let targets = sentinel_targets();
+        assert_eq!(targets.len(), 3);
+        let good = || seen(view([127, 0, 1, 1], "master", 2, 2));
+        let master = good().view().map(|v| v.master);
+        let refused_by_master = Seen::Guarding(SentinelView {
+            master_refuses: true,
+            ..good().view().unwrap().clone()
+        });
+        let cases = [
+            ([good(), good(), good()], Vec::<&str>::new()),
+            (
+                [good(), refused_by_master, good()],
+                vec!["the master refuses its credentials"],
+            ),
+            (
+                [good(), good(), Seen::RefusesPassword],
+                vec!["refuses the deployment's password"],
+            ),
+            (
+                [Seen::Unseen, good(), good()],
+                vec!["not running, or not monitoring the master"],
+            ),
+        ];
+        for (views, want) in cases {
+            let got = problems(&targets, &views, master, 2);
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, w) in got.iter().zip(want) {
+                assert!(g.contains(w), "{g} / {w}");
+            }
+        }
     }
 }
