@@ -75,3 +75,24 @@ pub fn ensure_redis(redis_server: &Path) -> Result<&'static str, String> {
         .status();
     Ok("installed redis-server with apt-get")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configured_path_that_does_not_exist_is_named_and_nothing_installed() {
+        for configured in [
+            "/nonexistent/paddock/redis-server",
+            "redis-server-7-nowhere",
+        ] {
+            // Returns before apt-get is looked at, root or not.
+            let e = ensure_redis(Path::new(configured)).unwrap_err();
+            assert!(
+                e.contains(&format!("redis_server = {configured:?} does not exist"))
+                    && e.contains("nothing was installed"),
+                "{e}"
+            );
+        }
+    }
+}
