@@ -32,6 +32,8 @@ impl From<Error> for Status {
             Error::UnknownInstance(_) => Status::not_found(message),
             Error::InvalidSpec(_) => Status::invalid_argument(message),
             Error::Redis { .. } => Status::unavailable(message),
+            // Documented in the proto: Redis refused the spec's password.
+            Error::RedisAuth { .. } => Status::unauthenticated(message),
             Error::ShuttingDown => Status::unavailable(message),
             Error::Precondition { .. } => Status::failed_precondition(message),
             _ => Status::internal(message),
@@ -224,6 +226,7 @@ impl AgentService {
                 .unwrap_or_default(),
             redis_version: f.redis_version.unwrap_or_default(),
             agent_version: f.agent_version,
+            redis_server_configured: self.redis_server.display().to_string(),
         }))
     }
 }

@@ -25,7 +25,9 @@
 //! With `allow_dangerous`, also (the commands the controller marks so):
 //! REPLICAOF / SLAVEOF NO ONE or a member's address; CLUSTER SETSLOT with a
 //! member node; ACL SETUSER default >new / <old and CONFIG SET masterauth
-//! (password rotation, the value a valid password); SENTINEL FAILOVER, SET
+//! (password rotation, the value a valid password; ACL SETUSER also on a
+//! sentinel, with SENTINEL SET auth-pass and SENTINEL CONFIG SET
+//! sentinel-pass); SENTINEL FAILOVER, SET
 //! (quorum, down-after-milliseconds, failover-timeout, parallel-syncs),
 //! MONITOR (a member's address), REMOVE and RESET, of the deployment's
 //! master name only.
@@ -374,8 +376,9 @@ fn allowed(w: &[&str], scope: &Scope<'_>) -> Result<Need, Refusal> {
             }
             Ok(need)
         }
-        ("ACL", "SETUSER") if redis => {
-            // Password rotation: add the new password, or remove the old.
+        ("ACL", "SETUSER") => {
+            // Password rotation (redis-server and sentinel): add the new
+            // password, or remove the old.
             let ok = n == 4
                 && w[2] == "default"
                 && w[3].strip_prefix(['>', '<']).is_some_and(valid_password);
@@ -514,6 +517,19 @@ fn sentinel(w: &[&str], sub: &str, scope: &Scope<'_>, command: &str) -> Result<N
         deployment: scope.deployment.to_owned(),
     };
     let ours = |name: &str| scope.master_name == Some(name);
+    if sub == "CONFIG" {
+        // Password rotation: the password this sentinel gives the others.
+        // Only that one parameter, only SET (GET would read it back).
+        let ok = n == 5
+            && w[2].eq_ignore_ascii_case("SET")
+            && w[3].eq_ignore_ascii_case("sentinel-pass")
+            && valid_password(w[4]);
+        return if ok {
+            Ok(Need::Flag)
+        } else {
+            Err(shape("only `SENTINEL CONFIG SET sentinel-pass PASSWORD`"))
+        };
+    }
     if matches!(sub, "MASTERS" | "MYID") {
         return if n == 2 {
             Ok(Need::Nothing)
@@ -534,6 +550,15 @@ fn sentinel(w: &[&str], sub: &str, scope: &Scope<'_>, command: &str) -> Result<N
             Ok(Need::Nothing)
         }
         "FAILOVER" | "REMOVE" | "RESET" if n == 3 => Ok(Need::Flag),
+        // Password rotation: what the sentinel authenticates to the
+        // master and its replicas with (a member: the master it monitors).
+        "SET" if n == 5 && w[3].eq_ignore_ascii_case("auth-pass") => {
+            if valid_password(w[4]) {
+                Ok(Need::Flag)
+            } else {
+                Err(shape("auth-pass must be 16 to 512 printable characters"))
+            }
+        }
         "SET" if n >= 5 && !n.is_multiple_of(2) => {
             for pair in w[3..].chunks(2) {
                 let option = pair[0].to_ascii_lowercase();
@@ -684,6 +709,14 @@ mod tests {
                 true,
             ),
             (Sentinel, "SENTINEL MONITOR lab 10.0.0.1 7000 2", true),
+            (Sentinel, &format!("ACL SETUSER default >{PW}"), true),
+            (Sentinel, &format!("ACL SETUSER default <{PW}"), true),
+            (Sentinel, &format!("SENTINEL SET lab auth-pass {PW}"), true),
+            (
+                Sentinel,
+                &format!("SENTINEL CONFIG SET sentinel-pass {PW}"),
+                true,
+            ),
         ];
         for (mode, c, flag) in table {
             assert_eq!(check_in(*mode, c, *flag), Ok(()), "{mode:?} {c}");
@@ -786,7 +819,6 @@ mod tests {
             (Sentinel, "CLIENT PAUSE 1000 WRITE"),
             (Cluster, "SENTINEL MASTER lab"),
             (Sentinel, "CONFIG GET maxmemory"),
-            (Sentinel, &format!("ACL SETUSER default >{PW}")),
         ] {
             assert!(
                 matches!(check_in(mode, c, true), Err(Refusal::NotAllowed { .. })),
@@ -834,9 +866,15 @@ mod tests {
     }
 
     #[test]
-    fn sentinels_never_change_credentials_or_scripts() {
+    fn sentinels_change_credentials_only_for_rotation_and_never_scripts() {
         for c in [
             "SENTINEL SET lab auth-pass x",
+            &format!("SENTINEL SET other auth-pass {PW}"),
+            &format!("SENTINEL SET lab auth-pass {PW} quorum 2"),
+            &format!("SENTINEL CONFIG SET sentinel-user {PW}"),
+            &format!("SENTINEL CONFIG SET sentinel-pass {PW} extra"),
+            "SENTINEL CONFIG SET sentinel-pass short",
+            "SENTINEL CONFIG GET sentinel-pass",
             "SENTINEL SET lab auth-user x",
             "SENTINEL SET lab notification-script /tmp/x",
             "SENTINEL SET lab client-reconfig-script /tmp/x",

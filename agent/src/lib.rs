@@ -54,6 +54,12 @@ pub enum Error {
     UnknownInstance(String),
     #[error("instance {instance}: {message}")]
     Redis { instance: String, message: String },
+    /// The instance answers but refuses the password in its spec: it runs
+    /// with another one (a password rotation that did not reach it).
+    #[error(
+        "instance {instance} refuses the password in its spec: it runs with another one (a password rotation that did not reach it?)"
+    )]
+    RedisAuth { instance: String },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -221,9 +227,13 @@ pub fn check_config(config: &AgentConfig) -> Result<Vec<String>, Error> {
     });
     match config::resolve_program(&config.redis_server) {
         Some(p) => notes.push(format!("redis-server: {}", p.display())),
+        None if config.redis_server == std::path::Path::new(install::DEFAULT_REDIS_SERVER) => notes.push(
+            "redis-server: not in PATH yet (apply installs Debian's redis-server through the agent)"
+                .into(),
+        ),
         None => notes.push(format!(
-            "redis-server: {} not found yet (apply installs it through the agent)",
-            config.redis_server.display()
+            "redis-server: redis_server = {:?} does not exist; fix the path (apply refuses this host until then, and installs nothing)",
+            config.redis_server.display().to_string()
         )),
     }
     let run_as = supervisor::resolve_run_as(&config.user);

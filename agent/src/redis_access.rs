@@ -206,12 +206,17 @@ impl Connections {
         self.inner.lock().await.remove(instance);
         let conn = connect(endpoint, self.response_timeout)
             .await
-            .map_err(|e| Error::Redis {
-                instance: instance.to_owned(),
-                message: format!(
-                    "not answering on {}:{}: {e}",
-                    endpoint.address, endpoint.port
-                ),
+            .map_err(|e| match e.kind() {
+                redis::ErrorKind::AuthenticationFailed => Error::RedisAuth {
+                    instance: instance.to_owned(),
+                },
+                _ => Error::Redis {
+                    instance: instance.to_owned(),
+                    message: format!(
+                        "not answering on {}:{}: {e}",
+                        endpoint.address, endpoint.port
+                    ),
+                },
             })?;
         self.inner.lock().await.insert(
             instance.to_owned(),

@@ -510,7 +510,7 @@ async fn tells_systemd_ready_watchdog_and_stopping_and_keeps_its_env_from_redis(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_redis_server_is_reported_with_how_to_install_it() {
+async fn a_configured_redis_server_that_does_not_exist_is_named_and_nothing_installed() {
     const ADDR: &str = "127.0.22.5";
     let dir = tempfile::Builder::new()
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -531,12 +531,16 @@ async fn missing_redis_server_is_reported_with_how_to_install_it() {
         .unwrap()
         .into_inner();
     assert_eq!(facts.redis_version, "", "no redis-server at that path");
-    // Installing the package cannot put a binary at that path: the answer
-    // says so and how to install it by hand.
+    assert_eq!(facts.redis_server_configured, "/nonexistent/redis-server");
+    // Installing the package cannot put a binary at that path (and must
+    // not upgrade the host's Redis): the answer names the field and the
+    // path, and nothing is installed.
     let err = c.ensure_redis(pb::EnsureRedisRequest {}).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(
-        err.message().contains("apt-get install -y redis-server"),
+        err.message()
+            .contains("redis_server = \"/nonexistent/redis-server\" does not exist")
+            && err.message().contains("nothing was installed"),
         "{}",
         err.message()
     );

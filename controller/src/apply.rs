@@ -100,6 +100,28 @@ pub async fn plan(path: &Path, limit: &[String]) -> Result<Plan, Error> {
     let sentinels = deployment.sentinels(deployment.placed_master());
     let observed = observe_deployment(&deployment, &fleet, &targets, &sentinels, &in_limit).await?;
     let mut plan = make_plan(&deployment, &targets, &sentinels, &observed);
+    // What apply would refuse or install on each host (apply asks only
+    // when it has changes to make, so a no-op apply stays fast).
+    let facts = join_all((0..deployment.inventory.hosts.len()).map(|h| {
+        let fleet = &fleet;
+        async move { fleet.agent(h)?.facts().await }
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, Error>>()?;
+    for (host, f) in deployment.inventory.hosts.iter().zip(&facts) {
+        let check = crate::fleet::redis_check(f);
+        if check == crate::fleet::RedisCheck::Install {
+            plan.changes.insert(
+                0,
+                Change::InstallRedis {
+                    host: host.name.clone(),
+                },
+            );
+        } else if let Some(problem) = check.problem(&host.name) {
+            plan.changes.insert(0, Change::Refused { problem });
+        }
+    }
     if deployment.password.is_none() {
         plan.changes.insert(
             0,
@@ -220,7 +242,8 @@ async fn apply_locked(
     ));
 
     // The hosts must be able to run what is placed on them; a host without
-    // redis-server gets it installed by its agent.
+    // redis-server (and no path of its own configured) gets it installed by
+    // its agent.
     let progress = &progress;
     let acting_hosts = &acting;
     let facts = join_all((0..deployment.inventory.hosts.len()).map(|h| async move {
@@ -229,7 +252,7 @@ async fn apply_locked(
         }
         let agent = fleet.agent(h)?;
         let facts = agent.facts().await?;
-        if facts.redis_version.is_some() {
+        if crate::fleet::redis_check(&facts) != crate::fleet::RedisCheck::Install {
             return Ok(Some(facts));
         }
         progress.step(format!(

@@ -92,6 +92,8 @@ pub struct Facts {
     pub redis_server_path: Option<String>,
     pub redis_version: Option<String>,
     pub agent_version: String,
+    /// The agent config's `redis_server` as written.
+    pub redis_server_configured: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -525,10 +527,16 @@ impl AgentClient {
             .clone()
             .redis_command(self.request(request))
             .await
-            .map_err(|s| Error::Redis {
-                host: self.host.clone(),
-                instance: instance.into(),
-                message: self.status_message(&s),
+            .map_err(|s| match s.code() {
+                tonic::Code::Unauthenticated => Error::RedisAuth {
+                    host: self.host.clone(),
+                    instance: instance.into(),
+                },
+                _ => Error::Redis {
+                    host: self.host.clone(),
+                    instance: instance.into(),
+                    message: self.status_message(&s),
+                },
             })?
             .into_inner();
         Ok(r.replies.into_iter().map(reply_from_pb).collect())
@@ -716,6 +724,7 @@ fn facts_from_pb(f: pb::Facts) -> Facts {
         redis_server_path: non_empty(f.redis_server_path),
         redis_version: non_empty(f.redis_version),
         agent_version: f.agent_version,
+        redis_server_configured: f.redis_server_configured,
     }
 }
 

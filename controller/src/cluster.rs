@@ -98,8 +98,15 @@ fn parse_line(line: &str) -> Option<NodeLine> {
 }
 
 /// The member that is master of a replication deployment: the one master
-/// the others already replicate, else (nothing formed yet) None.
+/// the others already replicate, else (nothing formed yet) None. A
+/// deployment of one member (`replicas_per_master = 0`) is its master as
+/// soon as it runs as one: there is nobody to replicate it.
 pub fn replication_master(members: &[Member], observed: &[Option<Observation>]) -> Option<usize> {
+    if let [_] = members
+        && observed.first()?.as_ref()?.role_master == Some(true)
+    {
+        return Some(0);
+    }
     let masters: Vec<usize> = (0..members.len())
         .filter(|&i| observed[i].as_ref().and_then(|o| o.role_master) == Some(true))
         .collect();
@@ -695,6 +702,52 @@ mod tests {
                 .any(|p| p == "box1:7000: does not know box2:7000 (127.0.1.2:7000)"),
             "{problems:?}"
         );
+    }
+
+    fn replica_of(master: Option<(u8, u16)>) -> Option<Observation> {
+        Some(Observation {
+            nodes: Vec::new(),
+            state_ok: true,
+            link_up: master.map(|_| true),
+            role_master: Some(master.is_none()),
+            master_addr: master.map(|(n, p)| (format!("127.0.1.{n}").parse().unwrap(), p)),
+            replicas_online: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn replication_is_judged_on_who_follows_whom() {
+        let one = [member(1, 7000, 0)];
+        let two = [member(1, 7000, 0), member(2, 7000, 0)];
+        // (members, what each reports, the master, how many problems)
+        type Case<'a> = (&'a [Member], Vec<Option<Observation>>, Option<usize>, usize);
+        let cases: Vec<Case<'_>> = vec![
+            // A lone master (no replicas asked for) is the master, healthy.
+            (&one, vec![replica_of(None)], Some(0), 0),
+            // A lone member that runs as a replica of someone is not.
+            (&one, vec![replica_of(Some((2, 7000)))], None, 1),
+            (&one, vec![None], None, 1),
+            // Two masters, nobody follows: not formed yet.
+            (&two, vec![replica_of(None), replica_of(None)], None, 1),
+            (
+                &two,
+                vec![replica_of(Some((2, 7000))), replica_of(None)],
+                Some(1),
+                0,
+            ),
+        ];
+        for (members, observed, master, problems) in cases {
+            assert_eq!(
+                replication_master(members, &observed),
+                master,
+                "{observed:?}"
+            );
+            assert_eq!(
+                assess_replication(members, &observed).len(),
+                problems,
+                "{observed:?}"
+            );
+        }
     }
 
     #[test]

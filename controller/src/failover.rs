@@ -23,6 +23,8 @@ pub struct FailoverReport {
     pub from: String,
     pub to: String,
     pub took: Duration,
+    /// `--to` named the current master: nothing was done.
+    pub already_master: bool,
 }
 
 /// Which replica takes over: a shard's best replica, or a named one.
@@ -118,6 +120,7 @@ async fn failover_locked(
         .await
         .map(|(from, to)| FailoverReport {
             shard: 0,
+            already_master: from == to,
             from,
             to,
             took: started.elapsed(),
@@ -169,6 +172,19 @@ async fn failover_locked(
                 .is_some_and(|m| m.master_id.as_deref() == Some(master.id.as_str()))
         })
         .collect();
+    // Asking for the master it already is is a no-op, not an error: a
+    // script that re-runs a switchover must be able to.
+    if let Choice::Replica(label) = choice
+        && *label == from
+    {
+        return Ok(FailoverReport {
+            shard,
+            from: from.clone(),
+            to: from,
+            took: started.elapsed(),
+            already_master: true,
+        });
+    }
     let chosen = match choice {
         Choice::Replica(label) => replicas
             .iter()
@@ -233,6 +249,7 @@ async fn failover_locked(
         from,
         to: heir.label(),
         took: started.elapsed(),
+        already_master: false,
     })
 }
 
@@ -301,6 +318,10 @@ async fn replication_failover(
     }))
     .await;
     let chosen = match choice {
+        Choice::Replica(label) if *label == targets[master].label() => {
+            // Already the master: a no-op (the caller reports it).
+            return Ok((label.clone(), label.clone()));
+        }
         Choice::Replica(_) if !sentinels.targets.is_empty() => {
             return Err(Error::Unsupported(
                 "with Sentinel, the sentinels choose the replica to promote; run `paddock failover` without --replica".into(),
@@ -308,7 +329,7 @@ async fn replication_failover(
         }
         Choice::Replica(label) => targets
             .iter()
-            .position(|t| t.label() == *label && t.label() != targets[master].label())
+            .position(|t| t.label() == *label)
             .ok_or_else(|| {
                 Error::Unsupported(format!(
                     "{label} is not a replica of this deployment; `paddock status` shows the roles"

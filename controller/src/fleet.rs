@@ -266,21 +266,100 @@ pub fn limit_hosts(inventory: &Inventory, limit: &[String]) -> Result<Vec<bool>,
     Ok(picked)
 }
 
-/// What keeps the hosts from running the placement: redis-server missing, or
-/// more maxmemory placed on a host than it has memory. Pure, for testing.
-/// Hosts without facts (left alone by `--limit`, or unreachable) are not
-/// checked.
+/// The oldest Redis Paddock runs: formation sends CLUSTER ADDSLOTSRANGE
+/// and configs set `enable-*-command`, both new in 7.0.
+pub const MIN_REDIS: (u32, u32) = (7, 0);
+
+/// What a host's facts say about its redis-server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisCheck {
+    Usable,
+    /// None found and the agent config names none of its own: the agent
+    /// may install Debian's package.
+    Install,
+    /// The agent config's `redis_server` names a binary that is not there.
+    ConfiguredMissing {
+        configured: String,
+    },
+    TooOld {
+        version: String,
+        path: String,
+    },
+    /// It is there but `--version` says nothing we can read.
+    UnknownVersion {
+        path: String,
+    },
+}
+
+/// Pure: what to do about a host's redis-server.
+pub fn redis_check(f: &Facts) -> RedisCheck {
+    let Some(version) = &f.redis_version else {
+        // An old agent does not report its config: treat as the default.
+        return if f.redis_server_configured.is_empty()
+            || f.redis_server_configured == "redis-server"
+        {
+            match &f.redis_server_path {
+                Some(path) => RedisCheck::UnknownVersion { path: path.clone() },
+                None => RedisCheck::Install,
+            }
+        } else {
+            match &f.redis_server_path {
+                Some(path) => RedisCheck::UnknownVersion { path: path.clone() },
+                None => RedisCheck::ConfiguredMissing {
+                    configured: f.redis_server_configured.clone(),
+                },
+            }
+        };
+    };
+    let path = f.redis_server_path.clone().unwrap_or_default();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) if (major, minor) >= MIN_REDIS => RedisCheck::Usable,
+        (Some(Ok(_)), Some(Ok(_))) => RedisCheck::TooOld {
+            version: version.clone(),
+            path,
+        },
+        _ => RedisCheck::UnknownVersion { path },
+    }
+}
+
+impl RedisCheck {
+    /// Why this host cannot run Redis for us, and what to do; None when
+    /// it can (or when apply will install it).
+    pub fn problem(&self, host: &str) -> Option<String> {
+        match self {
+            RedisCheck::Usable | RedisCheck::Install => None,
+            RedisCheck::ConfiguredMissing { configured } => Some(format!(
+                "host {host}: the agent config's redis_server = {configured:?} does not exist; fix `redis_server` in that host's agent config (e.g. /etc/paddock/agent.toml) and restart its agent, or remove the key to use redis-server from PATH (nothing is installed over a configured path)"
+            )),
+            RedisCheck::TooOld { version, path } => Some(format!(
+                "host {host}: redis-server {version} ({path}) is too old: Paddock needs Redis {}.{} or later (CLUSTER ADDSLOTSRANGE, enable-*-command); upgrade it there, e.g. from packages.redis.io, or point the agent config's redis_server at a 7.x binary",
+                MIN_REDIS.0, MIN_REDIS.1
+            )),
+            RedisCheck::UnknownVersion { path } => Some(format!(
+                "host {host}: {path} does not say which Redis it is (`{path} --version`); Paddock needs Redis {}.{} or later",
+                MIN_REDIS.0, MIN_REDIS.1
+            )),
+        }
+    }
+}
+
+/// What keeps the hosts from running the placement: redis-server missing,
+/// misconfigured or too old, or more maxmemory placed on a host than it
+/// has memory. Pure, for testing. Hosts without facts (left alone by
+/// `--limit`, or unreachable) are not checked.
 pub fn host_problems(deployment: &Deployment, facts: &[Option<Facts>]) -> Vec<String> {
     let inv = &deployment.inventory;
     let mut problems = Vec::new();
     for (h, (host, f)) in inv.hosts.iter().zip(facts).enumerate() {
         let Some(f) = f else { continue };
-        if f.redis_version.is_none() {
-            problems.push(format!(
+        match redis_check(f) {
+            RedisCheck::Install => problems.push(format!(
                 "  - host {}: redis-server is not installed (the agent looked for {}); install it there with `apt-get install -y redis-server`",
                 host.name,
                 f.redis_server_path.as_deref().unwrap_or("redis-server in PATH")
-            ));
+            )),
+            check => problems.extend(check.problem(&host.name).map(|p| format!("  - {p}"))),
         }
         if let Some(need) = deployment.placement.maxmemory_on_host(&inv.redis, h)
             && need > f.memory_total_bytes
@@ -596,7 +675,93 @@ mod tests {
             redis_server_path: None,
             redis_version: redis.then(|| "7.0.15".into()),
             agent_version: "0.1.0".into(),
+            redis_server_configured: "redis-server".into(),
         }
+    }
+
+    #[test]
+    fn judges_the_hosts_redis_server() {
+        let f = |configured: &str, path: Option<&str>, version: Option<&str>| Facts {
+            redis_server_configured: configured.into(),
+            redis_server_path: path.map(Into::into),
+            redis_version: version.map(Into::into),
+            ..facts(4096, false)
+        };
+        let table = [
+            (
+                f(
+                    "redis-server",
+                    Some("/usr/bin/redis-server"),
+                    Some("7.0.15"),
+                ),
+                RedisCheck::Usable,
+            ),
+            (
+                f("redis-server", Some("/usr/bin/redis-server"), Some("7.2.4")),
+                RedisCheck::Usable,
+            ),
+            (
+                f(
+                    "/opt/valkey/bin/valkey-server",
+                    Some("/opt/valkey/bin/valkey-server"),
+                    Some("9.0.0"),
+                ),
+                RedisCheck::Usable,
+            ),
+            (f("redis-server", None, None), RedisCheck::Install),
+            (f("", None, None), RedisCheck::Install),
+            (
+                f("/opt/redis/bin/redis-server", None, None),
+                RedisCheck::ConfiguredMissing {
+                    configured: "/opt/redis/bin/redis-server".into(),
+                },
+            ),
+            (
+                f(
+                    "redis-server",
+                    Some("/usr/bin/redis-server"),
+                    Some("6.0.16"),
+                ),
+                RedisCheck::TooOld {
+                    version: "6.0.16".into(),
+                    path: "/usr/bin/redis-server".into(),
+                },
+            ),
+            (
+                f(
+                    "redis-server",
+                    Some("/usr/bin/redis-server"),
+                    Some("6.2.14"),
+                ),
+                RedisCheck::TooOld {
+                    version: "6.2.14".into(),
+                    path: "/usr/bin/redis-server".into(),
+                },
+            ),
+            (
+                f("redis-server", Some("/usr/bin/redis-server"), None),
+                RedisCheck::UnknownVersion {
+                    path: "/usr/bin/redis-server".into(),
+                },
+            ),
+        ];
+        for (facts, want) in table {
+            assert_eq!(redis_check(&facts), want, "{facts:?}");
+        }
+        let old = RedisCheck::TooOld {
+            version: "6.0.16".into(),
+            path: "/usr/bin/redis-server".into(),
+        };
+        assert!(old.problem("b").unwrap().contains("host b: redis-server 6.0.16 (/usr/bin/redis-server) is too old: Paddock needs Redis 7.0 or later"));
+        let missing = RedisCheck::ConfiguredMissing {
+            configured: "/opt/x".into(),
+        };
+        assert!(
+            missing
+                .problem("c")
+                .unwrap()
+                .contains("redis_server = \"/opt/x\" does not exist")
+        );
     }
 
     #[test]

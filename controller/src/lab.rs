@@ -165,8 +165,9 @@ fn ensure_redis_server(progress: bool) -> Result<(), Error> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    let installed = apt_get(&["install", "-y", "-q", "redis-server"])
-        || (apt_get(&["update", "-q"]) && apt_get(&["install", "-y", "-q", "redis-server"]));
+    // --no-upgrade: installing the missing package never upgrades one.
+    let install = ["install", "-y", "-q", "--no-upgrade", "redis-server"];
+    let installed = apt_get(&install) || (apt_get(&["update", "-q"]) && apt_get(&install));
     if !installed || !redis_server_installed() {
         return Err(Error::Lab(format!(
             "installing redis-server with apt-get failed (see its output above).\n  hint: {INSTALL_HINT}"

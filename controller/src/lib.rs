@@ -52,6 +52,11 @@ pub enum Error {
         instance: String,
         message: String,
     },
+    /// The instance refuses the password the deployment has for it.
+    #[error(
+        "host {host}, instance {instance}: refuses the deployment's password (it runs with another one)"
+    )]
+    RedisAuth { host: String, instance: String },
     #[error("{0}")]
     NotConverged(String),
     /// An agent that could not be dialled earlier; the text names it.

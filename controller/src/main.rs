@@ -646,13 +646,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &limit,
             )
             .await?;
-            println!(
-                "Shard {}: {} is master now, {} its replica ({:.3}s).",
-                r.shard,
-                r.to,
-                r.from,
-                r.took.as_secs_f64()
-            );
+            if r.already_master {
+                println!(
+                    "Shard {}: {} is already its master; nothing to do.",
+                    r.shard, r.to
+                );
+            } else {
+                println!(
+                    "Shard {}: {} is master now, {} its replica ({:.3}s).",
+                    r.shard,
+                    r.to,
+                    r.from,
+                    r.took.as_secs_f64()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::RotatePassword { inventory, finish } => {

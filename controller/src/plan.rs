@@ -145,7 +145,7 @@ pub async fn observe(
     // up is not something to repair (nor could it be).
     let vouched: Vec<bool> = (0..sentinels.len())
         .map(|i| {
-            views[i].is_none()
+            matches!(views[i], crate::sentinel::Seen::Unseen)
                 && !fleet.reachable(sentinels[i].host)
                 && crate::sentinel::vouched(sentinels, &peer_lists, i)
         })
@@ -361,6 +361,14 @@ pub enum Change {
     Orphan {
         target: String,
     },
+    /// The host has no redis-server; its agent installs Debian's package.
+    InstallRedis {
+        host: String,
+    },
+    /// Something apply refuses until the operator fixes it.
+    Refused {
+        problem: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -520,6 +528,12 @@ impl fmt::Display for Plan {
                     f,
                     "  ! cluster: serves its slots with {serving} master(s), the inventory asks for {wanted}; apply refuses: changing the number of masters moves slots, which paddock does not do yet"
                 )?,
+                Change::InstallRedis { host } => {
+                    writeln!(f, "  + {host}: install redis-server (apt-get, no upgrade)")?
+                }
+                Change::Refused { problem } => {
+                    writeln!(f, "  ! {problem}; apply refuses until it is fixed")?
+                }
                 Change::RestoreNodeTimeout { target, live, want } => writeln!(
                     f,
                     "  ~ {target}: cluster-node-timeout is {live} ms live, restore {want} ms"

@@ -18,6 +18,20 @@ pub struct SentinelView {
     pub flags: String,
     pub replicas: u32,
     pub other_sentinels: u32,
+    /// The master answers this sentinel's pings, but not with PONG: it
+    /// refuses the sentinel's credentials (auth-pass), so the sentinel
+    /// will soon call it down and cannot fail it over.
+    pub master_refuses: bool,
+}
+
+/// Sentinel pings every second; an answer that is not an acceptable one
+/// for longer than this, while answers keep coming, is a refusal.
+const REFUSED_AFTER_MS: u64 = 3000;
+
+/// Pure: from SENTINEL MASTER's `last-ping-reply` (any answer) and
+/// `last-ok-ping-reply` (PONG, LOADING or MASTERDOWN), in ms ago.
+pub fn refuses(last_reply_ms: u64, last_ok_reply_ms: u64) -> bool {
+    last_reply_ms < REFUSED_AFTER_MS && last_ok_reply_ms >= REFUSED_AFTER_MS
 }
 
 /// Parses the field/value list of SENTINEL MASTER.
@@ -40,14 +54,47 @@ pub fn parse_master(reply: &Reply) -> Option<SentinelView> {
         flags: get("flags")?,
         replicas: get("num-slaves")?.parse().ok()?,
         other_sentinels: get("num-other-sentinels")?.parse().ok()?,
+        master_refuses: match (
+            get("last-ping-reply").and_then(|v| v.parse().ok()),
+            get("last-ok-ping-reply").and_then(|v| v.parse().ok()),
+        ) {
+            (Some(reply), Some(ok)) => refuses(reply, ok),
+            _ => false,
+        },
     })
 }
 
-/// Each sentinel's view (None: not answering, or not monitoring `name`).
-pub async fn views(fleet: &Fleet, sentinels: &[Target], name: &str) -> Vec<Option<SentinelView>> {
+/// What asking one sentinel gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Guarding(SentinelView),
+    /// It answers, but refuses the deployment's password: it runs with
+    /// another one (a password rotation that did not reach it).
+    RefusesPassword,
+    /// Not answering, or not monitoring the master.
+    Unseen,
+}
+
+impl Seen {
+    pub fn view(&self) -> Option<&SentinelView> {
+        match self {
+            Seen::Guarding(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Each sentinel's view.
+pub async fn views(fleet: &Fleet, sentinels: &[Target], name: &str) -> Vec<Seen> {
     join_all(sentinels.iter().map(|s| async move {
-        let r = fleet.read(s, &[&["SENTINEL", "MASTER", name]]).await.ok()?;
-        parse_master(r.first()?)
+        match fleet.read(s, &[&["SENTINEL", "MASTER", name]]).await {
+            Ok(r) => r
+                .first()
+                .and_then(parse_master)
+                .map_or(Seen::Unseen, Seen::Guarding),
+            Err(Error::RedisAuth { .. }) => Seen::RefusesPassword,
+            Err(_) => Seen::Unseen,
+        }
     }))
     .await
 }
@@ -127,7 +174,7 @@ pub fn vouched(sentinels: &[Target], lists: &[Option<Vec<(Peer, bool)>>], i: usi
 /// replica and every other sentinel. Empty when all is well.
 pub fn problems(
     sentinels: &[Target],
-    views: &[Option<SentinelView>],
+    views: &[Seen],
     master: Option<Peer>,
     replicas: u32,
 ) -> Vec<String> {
@@ -145,7 +192,7 @@ pub fn problems(
 /// that is reported once, for the host).
 pub fn problems_except(
     sentinels: &[Target],
-    views: &[Option<SentinelView>],
+    views: &[Seen],
     master: Option<Peer>,
     replicas: u32,
     unmanaged: &[bool],
@@ -159,11 +206,20 @@ pub fn problems_except(
         .filter(|(_, u)| !**u)
     {
         let label = s.label();
-        let Some(v) = v else {
-            out.push(format!(
-                "{label}: not running, or not monitoring the master"
-            ));
-            continue;
+        let v = match v {
+            Seen::Guarding(v) => v,
+            Seen::RefusesPassword => {
+                out.push(format!(
+                    "{label}: refuses the deployment's password (it runs with another one); apply restarts it with the current one"
+                ));
+                continue;
+            }
+            Seen::Unseen => {
+                out.push(format!(
+                    "{label}: not running, or not monitoring the master"
+                ));
+                continue;
+            }
         };
         if let Some(m) = master
             && v.master != m
@@ -171,6 +227,11 @@ pub fn problems_except(
             out.push(format!(
                 "{label}: names {}:{} as master, but the replicas follow {}:{}",
                 v.master.ip, v.master.port, m.ip, m.port
+            ));
+        }
+        if v.master_refuses {
+            out.push(format!(
+                "{label}: the master refuses its credentials (auth-pass is not the deployment's password); apply sets it (SENTINEL SET auth-pass)"
             ));
         }
         if v.flags != "master" {
@@ -193,8 +254,12 @@ pub fn problems_except(
 }
 
 /// The master the sentinels name, by majority of those that answer.
-pub fn named_master(views: &[Option<SentinelView>]) -> Option<Peer> {
-    let named: Vec<Peer> = views.iter().flatten().map(|v| v.master).collect();
+pub fn named_master(views: &[Seen]) -> Option<Peer> {
+    let named: Vec<Peer> = views
+        .iter()
+        .filter_map(Seen::view)
+        .map(|v| v.master)
+        .collect();
     named
         .iter()
         .max_by_key(|m| named.iter().filter(|n| n == m).count())
@@ -213,6 +278,26 @@ pub async fn converge(
     timeout: Duration,
     progress: &Progress,
 ) -> Result<(), Error> {
+    // A sentinel that refuses the deployment's password cannot be told
+    // anything live: it is stopped, so the put below seeds its
+    // sentinel.conf afresh (current password, current master) and it is
+    // started again with the others.
+    if let Some(name) = sentinels
+        .first()
+        .and_then(|t| t.spec.sentinel.as_ref())
+        .map(|s| s.master_name.clone())
+    {
+        let seen = views(fleet, sentinels, &name).await;
+        for (t, v) in sentinels.iter().zip(&seen) {
+            if *v == Seen::RefusesPassword {
+                progress.step(format!(
+                    "{}: refuses the deployment's password; restarting it from a fresh sentinel.conf",
+                    t.label()
+                ));
+                fleet.agent(t.host)?.stop(&t.instance).await?;
+            }
+        }
+    }
     let planned = join_all(
         sentinels
             .iter()
@@ -292,6 +377,41 @@ pub async fn converge(
         Some(s) => s.master_name.clone(),
         None => return Ok(()),
     };
+    // A sentinel the master refuses (its credentials are not the current
+    // password: a rotation that did not reach it) gets them set live.
+    let seen = views(fleet, sentinels, &name).await;
+    for (t, v) in sentinels.iter().zip(&seen) {
+        if !v.view().is_some_and(|v| v.master_refuses) {
+            continue;
+        }
+        progress.step(format!(
+            "{}: the master refuses its credentials; setting auth-pass and sentinel-pass",
+            t.label()
+        ));
+        let agent = fleet.agent(t.host)?;
+        let r = agent
+            .redis_dangerous(
+                &t.instance,
+                &[
+                    &["SENTINEL", "SET", &name, "auth-pass", &t.spec.password],
+                    &[
+                        "SENTINEL",
+                        "CONFIG",
+                        "SET",
+                        "sentinel-pass",
+                        &t.spec.password,
+                    ],
+                ],
+            )
+            .await?;
+        if let Some(e) = r.iter().find_map(Reply::error) {
+            return Err(Error::Redis {
+                host: t.host_name.clone(),
+                instance: t.instance.clone(),
+                message: format!("SENTINEL SET auth-pass: {e}"),
+            });
+        }
+    }
     wait_guarding(fleet, sentinels, &name, master, replicas, Instant::now() + timeout)
         .await
         .map_err(|problems| {
@@ -345,7 +465,24 @@ mod tests {
             flags: flags.into(),
             replicas,
             other_sentinels: others,
+            master_refuses: false,
         })
+    }
+
+    #[test]
+    fn a_master_that_answers_but_never_with_pong_refuses_the_sentinel() {
+        // (last any reply, last acceptable reply) in ms ago.
+        for (reply, ok, want) in [
+            (200, 200, false),
+            (900, 900, false),
+            // Answers every second, but only with errors (NOAUTH).
+            (300, 12_000, true),
+            (0, 3000, true),
+            // Silent: down, not refusing (Sentinel reports s_down).
+            (12_000, 12_000, false),
+        ] {
+            assert_eq!(refuses(reply, ok), want, "{reply} {ok}");
+        }
     }
 
     #[test]
@@ -375,19 +512,75 @@ mod tests {
         assert_eq!(parse_master(&reply), view([127, 0, 1, 2], "master", 2, 2));
     }
 
+    fn seen(v: Option<SentinelView>) -> Seen {
+        v.map_or(Seen::Unseen, Seen::Guarding)
+    }
+
     #[test]
     fn the_majority_names_the_master() {
         let views = [
-            view([127, 0, 1, 1], "master", 2, 2),
-            view([127, 0, 1, 2], "master", 2, 2),
-            view([127, 0, 1, 2], "master", 2, 2),
-            None,
+            seen(view([127, 0, 1, 1], "master", 2, 2)),
+            seen(view([127, 0, 1, 2], "master", 2, 2)),
+            seen(view([127, 0, 1, 2], "master", 2, 2)),
+            Seen::Unseen,
+            Seen::RefusesPassword,
         ];
         assert_eq!(
             named_master(&views),
             view([127, 0, 1, 2], "master", 2, 2).map(|v| v.master)
         );
-        assert_eq!(named_master(&[None]), None);
+        assert_eq!(named_master(&[Seen::Unseen]), None);
+    }
+
+    fn sentinel_targets() -> Vec<Target> {
+        let text = "[deployment]\nname = \"lab\"\ntopology = \"sentinel\"\nreplicas_per_master = 2\n\
+             [[hosts]]\nname = \"box1\"\naddress = \"127.0.1.1\"\n[[hosts]]\nname = \"box2\"\naddress = \"127.0.1.2\"\n\
+             [[hosts]]\nname = \"box3\"\naddress = \"127.0.1.3\"\n";
+        let inventory = paddock_inventory::parse("t.toml", text).unwrap();
+        let d = crate::fleet::Deployment {
+            inventory_path: "t.toml".into(),
+            placement: paddock_inventory::place(&inventory),
+            inventory,
+            password_path: "pw".into(),
+            password: Some("0123456789abcdef0123456789abcdef".into()),
+            user_passwords: Vec::new(),
+            transport: crate::client::Transport::Plaintext,
+        };
+        d.sentinels(d.placed_master())
+    }
+
+    #[test]
+    fn credentials_that_fail_are_named_per_sentinel() {
+        let targets = sentinel_targets();
+        assert_eq!(targets.len(), 3);
+        let good = || seen(view([127, 0, 1, 1], "master", 2, 2));
+        let master = good().view().map(|v| v.master);
+        let refused_by_master = Seen::Guarding(SentinelView {
+            master_refuses: true,
+            ..good().view().unwrap().clone()
+        });
+        let cases = [
+            ([good(), good(), good()], Vec::<&str>::new()),
+            (
+                [good(), refused_by_master, good()],
+                vec!["the master refuses its credentials"],
+            ),
+            (
+                [good(), good(), Seen::RefusesPassword],
+                vec!["refuses the deployment's password"],
+            ),
+            (
+                [Seen::Unseen, good(), good()],
+                vec!["not running, or not monitoring the master"],
+            ),
+        ];
+        for (views, want) in cases {
+            let got = problems(&targets, &views, master, 2);
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, w) in got.iter().zip(want) {
+                assert!(g.contains(w), "{g} / {w}");
+            }
+        }
     }
 
     #[test]

@@ -142,7 +142,7 @@ pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
     // A sentinel behind an unreachable agent that the others see up.
     let vouched: Vec<bool> = (0..sentinels.len())
         .map(|i| {
-            views[i].is_none()
+            matches!(views[i], crate::sentinel::Seen::Unseen)
                 && lists[sentinels[i].host].is_err()
                 && crate::sentinel::vouched(&sentinels, &peer_lists, i)
         })
@@ -249,13 +249,13 @@ pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
                     InstanceView {
                         name: t.instance.clone(),
                         address: format!("{}:{}", t.ip, t.port),
-                        state: unmanaged(state, v.is_some() || vouched),
+                        state: unmanaged(state, v.view().is_some() || vouched),
                         hearsay: vouched,
                         pid: st.and_then(|s| s.pid),
                         restarts: st.map_or(0, |s| s.restarts),
                         role: Some("sentinel".into()),
                         node_id: None,
-                        master: v.as_ref().map(|v| {
+                        master: v.view().map(|v| {
                             targets
                                 .iter()
                                 .find(|t| (t.ip, t.port) == (v.master.ip, v.master.port))
@@ -266,7 +266,7 @@ pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
                         }),
                         slots: None,
                         slot_count: 0,
-                        link: v.as_ref().map(|v| v.flags.clone()),
+                        link: v.view().map(|v| v.flags.clone()),
                         cluster_state: None,
                     }
                 })

@@ -38,7 +38,7 @@ Version: $version
 Architecture: $arch
 Maintainer: Paddock developers <paddock@localhost>
 Installed-Size: $size
-Depends: redis-server (>= 5:6.2), adduser
+Depends: redis-server (>= 5:7.0), adduser
 Section: database
 Priority: optional
 Description: Paddock agent: supervises Redis and Redis Sentinel on this machine

@@ -78,6 +78,17 @@ async fn manual_failover_loses_nothing_and_apply_keeps_the_new_roles() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(role(&lab, 0, 7000, &password).await, "master");
 
+    // Naming the current master again is a no-op that says so (a re-run
+    // switchover script must not fail).
+    let out = paddock(&["failover", "-i", &inventory, "--to", "box1:redis-7000"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("box1:redis-7000 is already its master; nothing to do"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(role(&lab, 0, 7000, &password).await, "master");
+
     let bad = paddock(&["failover", "-i", &inventory, "--shard", "9"]);
     assert!(!bad.status.success());
     assert!(

@@ -58,6 +58,26 @@ fn unit_problems(verify_output: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The .deb asks for the Redis the README and the controller require
+/// (7.0: ADDSLOTSRANGE, enable-*-command).
+#[test]
+fn the_package_depends_on_the_redis_the_readme_requires() {
+    let build = std::fs::read_to_string(repo().join("packaging/deb/build.sh")).unwrap();
+    let depends = build
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends: "))
+        .expect("build.sh writes a Depends line");
+    assert!(
+        depends.contains("redis-server (>= 5:7.0)"),
+        "Depends: {depends}"
+    );
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(
+        readme.contains("Redis 7.0 or later") && readme.contains("`redis-server (>= 5:7.0)`"),
+        "README states the same requirement"
+    );
+}
+
 #[test]
 fn the_package_installs_and_provisions_the_three_box_lab_over_namespaces() {
     if let Some(why) = unavailable() {
@@ -89,6 +109,17 @@ fn the_package_installs_and_provisions_the_three_box_lab_over_namespaces() {
             "{path} not in the package:\n{contents}"
         );
     }
+    // The README's requirement (Redis 7.0 or later), said by the package too.
+    let depends = stdout(&run("dpkg-deb", &["--field", &deb, "Depends"]));
+    assert!(
+        depends.contains("redis-server (>= 5:7.0)"),
+        "Depends: {depends}"
+    );
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(
+        readme.contains("Redis 7.0 or later"),
+        "README names the requirement"
+    );
     let installed = Installed;
     let out = run("dpkg", &["-i", &deb]);
     assert!(out.status.success(), "dpkg -i: {}", stderr(&out));

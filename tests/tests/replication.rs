@@ -230,3 +230,61 @@ async fn replication_lab_serves_reads_everywhere_and_fails_over_on_a_master_kill
     assert!(conf.contains("maxmemory 100663296"), "{conf}");
     assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
 }
+
+/// `replicas_per_master = 0`: a lone master is the whole deployment. apply
+/// accepts it (it used to wait 60 s for "a master the others replicate"),
+/// status calls it healthy, and `failover --to` it is a no-op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_master_without_replicas_is_a_healthy_replication() {
+    let lab = Lab::new(86);
+    let up = lab.up(&["--no-apply", "--topology", "replication"]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    let text = std::fs::read_to_string(lab.inventory()).unwrap();
+    assert!(text.contains("replicas_per_master = 2"), "{text}");
+    std::fs::write(
+        lab.inventory(),
+        text.replace("replicas_per_master = 2", "replicas_per_master = 0"),
+    )
+    .unwrap();
+    let inventory = lab.inventory().display().to_string();
+
+    let out = paddock(&["apply", "-i", &inventory, "--timeout", "20"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+
+    let password = lab.password();
+    let mut c = connect(lab.addresses[0], 7000, &password).await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(field(&info, "role").as_deref(), Some("master"));
+    let () = redis::cmd("SET")
+        .arg("lone")
+        .arg(1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+
+    let status = paddock(&["status", "-i", &inventory]);
+    assert!(
+        status.status.success(),
+        "{}\n{}",
+        stdout(&status),
+        stderr(&status)
+    );
+    let again = paddock(&["apply", "-i", &inventory]);
+    assert!(
+        stdout(&again).contains("Nothing to do"),
+        "{}",
+        stdout(&again)
+    );
+
+    let out = paddock(&["failover", "-i", &inventory, "--to", "box1:redis-7000"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("box1:redis-7000 is already its master; nothing to do"),
+        "{}",
+        stdout(&out)
+    );
+}
