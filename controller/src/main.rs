@@ -349,6 +349,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             inv.hosts[p.host].name, p.name, p.shard, p.role
                         );
                     }
+                    for w in paddock_inventory::warnings(&inv) {
+                        println!("{}: {w}", inventory.display());
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(d) => {
