@@ -172,15 +172,7 @@ async fn failover_locked(
         "shard {shard}: {} takes over from {from} (CLUSTER FAILOVER)",
         heir.label()
     ));
-    let r = fleet.redis(heir, &[&["CLUSTER", "FAILOVER"]]).await?;
-    if let Some(e) = r[0].error() {
-        return Err(Error::Redis {
-            host: heir.host_name.clone(),
-            instance: heir.instance.clone(),
-            message: format!("CLUSTER FAILOVER: {e}"),
-        });
-    }
-    wait_promoted(fleet, &targets, chosen, Instant::now() + timeout).await?;
+    cluster_failover(fleet, &targets, chosen, Instant::now() + timeout).await?;
     wait_healthy(fleet, &targets, Instant::now() + timeout).await?;
     progress.step("cluster healthy with the new roles");
     Ok(FailoverReport {
@@ -189,6 +181,28 @@ async fn failover_locked(
         to: heir.label(),
         took: started.elapsed(),
     })
+}
+
+/// CLUSTER FAILOVER (never FORCE) at replica `heir`: its master stops
+/// taking writes until the replica has its whole replication stream, then
+/// they switch, so no acknowledged write is lost. Returns once the replica
+/// serves the slots.
+pub(crate) async fn cluster_failover(
+    fleet: &Fleet,
+    targets: &[crate::fleet::Target],
+    heir: usize,
+    deadline: Instant,
+) -> Result<(), Error> {
+    let t = &targets[heir];
+    let r = fleet.redis(t, &[&["CLUSTER", "FAILOVER"]]).await?;
+    if let Some(e) = r[0].error() {
+        return Err(Error::Redis {
+            host: t.host_name.clone(),
+            instance: t.instance.clone(),
+            message: format!("CLUSTER FAILOVER: {e}"),
+        });
+    }
+    wait_promoted(fleet, targets, heir, deadline).await
 }
 
 /// Hands a replication or sentinel master's role to its best replica the

@@ -5,7 +5,7 @@ use std::fmt;
 use futures::future::join_all;
 
 use crate::Error;
-use crate::client::{InstanceState, InstanceStatus, PutOutcome, Reply};
+use crate::client::{InstanceState, InstanceStatus, PutOutcome, RedisMode, Reply};
 use crate::cluster::{Observation, assess, parse_nodes};
 use crate::fleet::{Deployment, Fleet, Target, members};
 
@@ -237,6 +237,11 @@ pub enum Change {
     Orphan {
         target: String,
     },
+    /// Masters piled on a host: coordinated failovers spread them again.
+    Rebalance {
+        problems: Vec<crate::balance::Problem>,
+        moves: Vec<crate::balance::Move>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,6 +249,8 @@ pub struct Plan {
     pub deployment: String,
     pub summary: String,
     pub changes: Vec<Change>,
+    /// Risks no change can remove (the placement allows no better).
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -310,6 +317,17 @@ pub fn make_plan(
             problems: sentinel_problems.clone(),
         });
     }
+    let mut warnings = Vec::new();
+    if targets.iter().any(|t| t.spec.mode == RedisMode::Cluster) {
+        let balance = crate::balance::judge(&crate::balance::roles(targets, &observed));
+        if !balance.moves.is_empty() {
+            changes.push(Change::Rebalance {
+                problems: balance.fixable().into_iter().cloned().collect(),
+                moves: balance.moves.clone(),
+            });
+        }
+        warnings = balance.remaining.iter().map(ToString::to_string).collect();
+    }
     let inv = &deployment.inventory;
     Plan {
         deployment: inv.deployment.name.clone(),
@@ -323,12 +341,19 @@ pub fn make_plan(
             inv.hosts.len()
         ),
         changes,
+        warnings,
     }
 }
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Deployment {}", self.summary)?;
+        for w in &self.warnings {
+            writeln!(
+                f,
+                "  warning: {w}; no failover can avoid it with these hosts (see `paddock validate`)"
+            )?;
+        }
         if self.changes.is_empty() {
             return writeln!(
                 f,
@@ -360,6 +385,15 @@ impl fmt::Display for Plan {
                     writeln!(f, "  * sentinels: bring up or repair; now:")?;
                     for p in problems.iter().take(12) {
                         writeln!(f, "      - {p}")?;
+                    }
+                }
+                Change::Rebalance { problems, moves } => {
+                    writeln!(f, "  * masters: spread them again across the hosts; now:")?;
+                    for p in problems {
+                        writeln!(f, "      - {p}")?;
+                    }
+                    for m in moves {
+                        writeln!(f, "      -> {m}")?;
                     }
                 }
                 Change::Cluster { problems } => {

@@ -19,6 +19,9 @@ pub struct Status {
     pub topology: String,
     pub healthy: bool,
     pub problems: Vec<String>,
+    /// Risks the deployment carries however it runs (the placement allows
+    /// no better); they do not make it unhealthy.
+    pub warnings: Vec<String>,
     pub hosts: Vec<HostStatus>,
 }
 
@@ -118,6 +121,20 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
         .map(|d| d.as_ref().map(|d| d.obs.clone()))
         .collect();
     let mut problems = assess(&members(&targets), &observed);
+    let mut warnings = Vec::new();
+    if deployment.inventory.deployment.topology == paddock_inventory::Topology::Cluster {
+        let balance = crate::balance::judge(&crate::balance::roles(&targets, &observed));
+        let fixable = balance.fixable();
+        problems.extend(fixable.iter().map(|p| p.to_string()));
+        if !fixable.is_empty() {
+            problems.push(
+                "`paddock apply` moves the masters back (coordinated CLUSTER FAILOVER)".into(),
+            );
+        }
+        warnings.extend(balance.remaining.iter().map(|p| {
+            format!("{p}; no failover can avoid it with these hosts (see `paddock validate`)")
+        }));
+    }
     let sentinels = deployment.sentinels(deployment.placed_master());
     let views =
         crate::sentinel::views(&fleet, &sentinels, &deployment.inventory.deployment.name).await;
@@ -247,6 +264,7 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
         topology: deployment.inventory.deployment.topology.to_string(),
         healthy: problems.is_empty(),
         problems,
+        warnings,
         hosts,
     })
 }
@@ -285,6 +303,9 @@ impl fmt::Display for Status {
                     i.cluster_state.as_deref().unwrap_or("-"),
                 )?;
             }
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
         }
         if self.healthy && self.topology == "cluster" {
             writeln!(

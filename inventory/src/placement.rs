@@ -292,7 +292,14 @@ mod balance_tests {
 
     #[test]
     fn master_limit_is_ceil() {
-        for (masters, hosts, limit) in [(3, 3, 1), (3, 2, 2), (4, 3, 2), (3, 6, 1), (6, 3, 2), (7, 3, 3)] {
+        for (masters, hosts, limit) in [
+            (3, 3, 1),
+            (3, 2, 2),
+            (4, 3, 2),
+            (3, 6, 1),
+            (6, 3, 2),
+            (7, 3, 3),
+        ] {
             assert_eq!(master_limit(masters, hosts), limit, "{masters} on {hosts}");
         }
         assert_eq!(master_limit(3, 0), 3, "no hosts does not divide by zero");

@@ -1399,7 +1399,11 @@ mod tests {
                 .filter(|h| w.iter().any(|w| w.message.contains(&format!("`{h}`"))))
                 .collect();
             assert_eq!(named, fatal, "{masters} masters on {hosts} hosts: {w:?}");
-            assert_eq!(w.len(), fatal.len(), "{masters} masters on {hosts} hosts: {w:?}");
+            assert_eq!(
+                w.len(),
+                fatal.len(),
+                "{masters} masters on {hosts} hosts: {w:?}"
+            );
         }
         let w = warnings(&cluster(3, 1, 2));
         assert_eq!(
