@@ -474,30 +474,6 @@ async fn restore_balance(
     Ok(())
 }
 
-pub(crate) async fn wait_promoted(
-    fleet: &Fleet,
-    targets: &[Target],
-    j: usize,
-    deadline: Instant,
-) -> Result<(), Error> {
-    loop {
-        let o = crate::plan::observe_node(fleet, &targets[j]).await;
-        if o.as_ref()
-            .and_then(|(o, _)| o.myself())
-            .is_some_and(|m| m.is_master() && m.slot_count() > 0)
-        {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::NotConverged(format!(
-                "{} was asked to take over its master's slots (CLUSTER FAILOVER) but is not master yet",
-                targets[j].label()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn is_running(s: &crate::plan::TargetState) -> bool {
     s.status
         .as_ref()
