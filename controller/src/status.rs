@@ -19,6 +19,10 @@ pub struct Status {
     pub topology: String,
     pub healthy: bool,
     pub problems: Vec<String>,
+    /// Masters piled on a host (more than its share, or so many that its
+    /// loss stops the cluster), which `apply` spreads again. Kept apart from
+    /// `problems`: the cluster serves, but is not safe.
+    pub balance: Vec<String>,
     /// Risks the deployment carries however it runs (the placement allows
     /// no better); they do not make it unhealthy.
     pub warnings: Vec<String>,
@@ -122,15 +126,10 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
         .collect();
     let mut problems = assess(&members(&targets), &observed);
     let mut warnings = Vec::new();
+    let mut balance_problems = Vec::new();
     if deployment.inventory.deployment.topology == paddock_inventory::Topology::Cluster {
         let balance = crate::balance::judge(&crate::balance::roles(&targets, &observed));
-        let fixable = balance.fixable();
-        problems.extend(fixable.iter().map(|p| p.to_string()));
-        if !fixable.is_empty() {
-            problems.push(
-                "`paddock apply` moves the masters back (coordinated CLUSTER FAILOVER)".into(),
-            );
-        }
+        balance_problems.extend(balance.fixable().iter().map(ToString::to_string));
         warnings.extend(balance.remaining.iter().map(|p| {
             format!("{p}; no failover can avoid it with these hosts (see `paddock validate`)")
         }));
@@ -262,8 +261,9 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
     Ok(Status {
         deployment: deployment.inventory.deployment.name.clone(),
         topology: deployment.inventory.deployment.topology.to_string(),
-        healthy: problems.is_empty(),
+        healthy: problems.is_empty() && balance_problems.is_empty(),
         problems,
+        balance: balance_problems,
         warnings,
         hosts,
     })
@@ -326,6 +326,15 @@ impl fmt::Display for Status {
             writeln!(f, "NOT healthy:")?;
             for p in self.problems.iter().take(20) {
                 writeln!(f, "  - {p}")?;
+            }
+            for p in &self.balance {
+                writeln!(f, "  - {p}")?;
+            }
+            if !self.balance.is_empty() {
+                writeln!(
+                    f,
+                    "  `paddock apply` spreads the masters again (coordinated CLUSTER FAILOVER, one shard at a time)."
+                )?;
             }
             Ok(())
         }

@@ -122,7 +122,7 @@ async fn replica_on_box1(lab: &Lab, password: &str) -> String {
 
 fn client(seeds: Vec<String>, password: &str) -> redis::cluster::ClusterClient {
     ClusterClientBuilder::new(seeds)
-        .password(password.to_owned())
+        .password(password)
         .retries(0)
         .connection_timeout(Duration::from_millis(500))
         .response_timeout(Duration::from_millis(500))
@@ -229,6 +229,12 @@ async fn masters_spread_again_after_a_power_loss_and_survive_any_box_loss() {
     let json = paddock(&["status", "-i", &inventory, "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(json["healthy"], false);
+    assert_eq!(
+        json["problems"],
+        serde_json::json!([]),
+        "nothing else is wrong"
+    );
+    assert_eq!(json["balance"].as_array().map(Vec::len), Some(2), "{json}");
 
     let plan = stdout(&paddock(&["plan", "-i", &inventory]));
     assert!(plan.contains("masters: spread them again"), "{plan}");
