@@ -22,6 +22,9 @@ pub struct FailoverReport {
     pub from: String,
     pub to: String,
     pub took: Duration,
+    /// Where the masters run now, when that is a problem `apply` fixes
+    /// (this failover piled them on a host).
+    pub balance: Vec<String>,
 }
 
 /// Which replica takes over: a shard's best replica, or a named one.
@@ -87,6 +90,7 @@ async fn failover_locked(
             from,
             to,
             took: started.elapsed(),
+            balance: Vec::new(),
         });
     }
     let shard = match choice {
@@ -174,11 +178,14 @@ async fn failover_locked(
     cluster_failover(fleet, &targets, chosen, Instant::now() + timeout).await?;
     wait_healthy(fleet, &targets, Instant::now() + timeout).await?;
     progress.step("cluster healthy with the new roles");
+    let observed = observe_all(fleet, &targets).await;
+    let balance = crate::balance::judge(&crate::balance::roles(&targets, &observed));
     Ok(FailoverReport {
         shard,
         from,
         to: heir.label(),
         took: started.elapsed(),
+        balance: balance.fixable().iter().map(ToString::to_string).collect(),
     })
 }
 

@@ -448,6 +448,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.from,
                 r.took.as_secs_f64()
             );
+            for p in &r.balance {
+                println!("Note: {p}.");
+            }
+            if !r.balance.is_empty() {
+                println!(
+                    "`paddock status` reports this until `paddock apply` spreads the masters again (it may undo this failover)."
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::RotatePassword { inventory, finish } => {

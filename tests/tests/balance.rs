@@ -203,6 +203,11 @@ async fn masters_spread_again_after_a_power_loss_and_survive_any_box_loss() {
     let to = replica_on_box1(&lab, &password).await;
     let out = paddock(&["failover", "-i", &inventory, "--to", &to]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Note: box1 holds 2 of the 3 masters"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(
         masters_per_box(&lab, &password).await,
         [2, 1, 0],
