@@ -300,3 +300,40 @@ async fn masters_spread_again_after_a_power_loss_and_survive_any_box_loss() {
         all_keys_present(&lab, &password).await;
     }
 }
+
+#[test]
+fn validate_warns_when_one_hosts_loss_would_stop_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.toml");
+    let text = |hosts: usize| {
+        let mut t = String::from(
+            "[deployment]\nname = \"two\"\ntopology = \"cluster\"\nmasters = 3\nreplicas_per_master = 1\n",
+        );
+        for i in 1..=hosts {
+            t.push_str(&format!(
+                "[[hosts]]\nname = \"box{i}\"\naddress = \"127.0.80.{i}\"\n"
+            ));
+        }
+        t
+    };
+    std::fs::write(&inventory, text(2)).unwrap();
+    let path = inventory.display().to_string();
+    let out = paddock(&["validate", "-i", &path]);
+    assert!(out.status.success(), "valid, with a warning");
+    let s = stdout(&out);
+    assert!(
+        s.contains(
+            "warning: losing host `box1` would take out 2 of the 3 masters: the 1 left are not a majority"
+        ),
+        "{s}"
+    );
+    assert!(
+        s.contains("hint: 3 masters on 2 hosts put 2 on one host"),
+        "{s}"
+    );
+
+    std::fs::write(&inventory, text(3)).unwrap();
+    let out = paddock(&["validate", "-i", &path]);
+    assert!(out.status.success());
+    assert!(!stdout(&out).contains("warning"), "{}", stdout(&out));
+}
