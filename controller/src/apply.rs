@@ -451,10 +451,11 @@ async fn restore_balance(
         let observed = form::observe_all(fleet, targets).await;
         let balance = crate::balance::judge(&crate::balance::roles(targets, &observed));
         if balance.moves.is_empty() {
-            for p in &balance.remaining {
-                progress.step(format!(
-                    "warning: {p}; no failover can avoid it with these hosts"
-                ));
+            for w in balance.warnings() {
+                progress.step(format!("warning: {w}"));
+            }
+            for p in balance.blocked() {
+                progress.step(format!("warning: {p}; {}", crate::balance::BLOCKED));
             }
             return Ok(());
         }

@@ -106,18 +106,55 @@ pub struct Balance {
     pub problems: Vec<Problem>,
     /// The failovers that fix what can be fixed, in the order to run them.
     pub moves: Vec<Move>,
-    /// What is still wrong after them: the placement allows no better
-    /// (`paddock validate` warns about it).
+    /// What is still wrong after them.
     pub remaining: Vec<Problem>,
+    /// Whether `remaining` is the placement's doing: even with every
+    /// replica in sync no failover would do better (`paddock validate`
+    /// warns about it). Otherwise replicas that are down or behind block
+    /// the moves for now.
+    pub inherent: bool,
 }
 
+/// What follows a problem no failover can ever fix.
+pub const UNAVOIDABLE: &str = "no failover can avoid it with these hosts (see `paddock validate`)";
+/// What follows a problem failovers cannot fix yet.
+pub const BLOCKED: &str = "no in-sync replica can take over where it would help yet (down or still syncing); apply spreads the masters once one can";
+
 impl Balance {
+    /// Every problem with where the masters run now that makes the
+    /// deployment unhealthy (all but the unavoidable), as text.
+    pub fn unhealthy(&self) -> Vec<String> {
+        self.fixable()
+            .iter()
+            .map(ToString::to_string)
+            .chain(self.blocked().iter().map(|p| format!("{p}; {BLOCKED}")))
+            .collect()
+    }
+
+    /// The unavoidable problems, as warnings.
+    pub fn warnings(&self) -> Vec<String> {
+        self.unavoidable()
+            .iter()
+            .map(|p| format!("{p}; {UNAVOIDABLE}"))
+            .collect()
+    }
+
     /// Problems that the moves fix (apply's business).
     pub fn fixable(&self) -> Vec<&Problem> {
         self.problems
             .iter()
             .filter(|p| !self.remaining.contains(p))
             .collect()
+    }
+
+    /// What no failover can fix now, but will once replicas are back.
+    pub fn blocked(&self) -> &[Problem] {
+        if self.inherent { &[] } else { &self.remaining }
+    }
+
+    /// What no failover can ever fix with these hosts.
+    pub fn unavoidable(&self) -> &[Problem] {
+        if self.inherent { &self.remaining } else { &[] }
     }
 }
 
@@ -159,6 +196,26 @@ fn problems(hosts: &[String], masters_on: &[Vec<u32>], total: u32) -> Vec<Proble
 /// as long as the spread can be improved, and every chain lowers the sum of
 /// squared loads, so planning ends.
 pub fn judge(nodes: &[Node]) -> Balance {
+    let mut balance = spread(nodes);
+    if !balance.remaining.is_empty() {
+        // The same cluster with every replica in sync: the best the
+        // placement allows.
+        let ideal: Vec<Node> = nodes
+            .iter()
+            .map(|n| Node {
+                role: match n.role {
+                    NodeRole::Master => NodeRole::Master,
+                    _ => NodeRole::InSyncReplica,
+                },
+                ..n.clone()
+            })
+            .collect();
+        balance.inherent = spread(&ideal).remaining.len() >= balance.remaining.len();
+    }
+    balance
+}
+
+fn spread(nodes: &[Node]) -> Balance {
     let mut hosts: Vec<String> = Vec::new();
     for n in nodes {
         if !hosts.contains(&n.host) {
@@ -233,6 +290,7 @@ pub fn judge(nodes: &[Node]) -> Balance {
         problems: now,
         moves,
         remaining,
+        inherent: false,
     }
 }
 
@@ -462,6 +520,19 @@ mod tests {
         assert!(!b.problems.is_empty());
         assert_eq!(b.remaining, b.problems, "nothing can fix it now");
         assert!(b.fixable().is_empty());
+        assert_eq!(
+            b.blocked(),
+            b.problems,
+            "but later: not the placement's doing"
+        );
+        assert!(b.unavoidable().is_empty());
+        assert!(b.warnings().is_empty());
+        assert_eq!(
+            b.unhealthy()[0],
+            format!(
+                "box1 holds 2 of the 3 masters (at most 1 per host: 3 masters on 3 hosts); {BLOCKED}"
+            )
+        );
     }
 
     #[test]
@@ -504,6 +575,8 @@ mod tests {
             }]
         );
         assert!(b.fixable().is_empty());
+        assert!(b.blocked().is_empty());
+        assert_eq!(b.unavoidable(), b.remaining);
     }
 
     #[test]
@@ -528,6 +601,7 @@ mod tests {
         // warning, not apply's to fix.
         assert_eq!(b.remaining.len(), 1);
         assert!(matches!(b.remaining[0], Problem::FatalLoss { .. }));
+        assert!(b.inherent);
     }
 
     #[test]

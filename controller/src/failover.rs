@@ -185,7 +185,7 @@ async fn failover_locked(
         from,
         to: heir.label(),
         took: started.elapsed(),
-        balance: balance.fixable().iter().map(ToString::to_string).collect(),
+        balance: balance.unhealthy(),
     })
 }
 

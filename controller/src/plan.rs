@@ -326,7 +326,13 @@ pub fn make_plan(
                 moves: balance.moves.clone(),
             });
         }
-        warnings = balance.remaining.iter().map(ToString::to_string).collect();
+        warnings = balance.warnings();
+        warnings.extend(
+            balance
+                .blocked()
+                .iter()
+                .map(|p| format!("{p}; {}", crate::balance::BLOCKED)),
+        );
     }
     let inv = &deployment.inventory;
     Plan {
@@ -349,10 +355,7 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Deployment {}", self.summary)?;
         for w in &self.warnings {
-            writeln!(
-                f,
-                "  warning: {w}; no failover can avoid it with these hosts (see `paddock validate`)"
-            )?;
+            writeln!(f, "  warning: {w}")?;
         }
         if self.changes.is_empty() {
             return writeln!(

@@ -129,10 +129,8 @@ pub async fn status(path: &Path) -> Result<Status, Error> {
     let mut balance_problems = Vec::new();
     if deployment.inventory.deployment.topology == paddock_inventory::Topology::Cluster {
         let balance = crate::balance::judge(&crate::balance::roles(&targets, &observed));
-        balance_problems.extend(balance.fixable().iter().map(ToString::to_string));
-        warnings.extend(balance.remaining.iter().map(|p| {
-            format!("{p}; no failover can avoid it with these hosts (see `paddock validate`)")
-        }));
+        balance_problems = balance.unhealthy();
+        warnings = balance.warnings();
     }
     let sentinels = deployment.sentinels(deployment.placed_master());
     let views =
