@@ -410,6 +410,12 @@ async fn apply_locked(
         )
         .await?;
         formation = report.meet_to_converged;
+        if targets
+            .iter()
+            .any(|t| t.spec.mode == crate::client::RedisMode::Cluster)
+        {
+            restore_balance(fleet, &targets, options.converge_timeout, progress).await?;
+        }
         if !sentinels.is_empty() {
             // Seeded with the master the replicas follow now: after a
             // failover that is not the one placement chose.
@@ -537,15 +543,13 @@ pub(crate) async fn rolling_restart(
                         t.label(),
                         heir.label()
                     ));
-                    let r = fleet.redis(heir, &[&["CLUSTER", "FAILOVER"]]).await?;
-                    if let Some(e) = r[0].error() {
-                        return Err(Error::Redis {
-                            host: heir.host_name.clone(),
-                            instance: heir.instance.clone(),
-                            message: format!("CLUSTER FAILOVER: {e}"),
-                        });
-                    }
-                    wait_promoted(fleet, targets, j, Instant::now() + step_timeout).await?;
+                    crate::failover::cluster_failover(
+                        fleet,
+                        targets,
+                        j,
+                        Instant::now() + step_timeout,
+                    )
+                    .await?;
                 }
                 None => progress.step(format!(
                     "{}: no in-sync replica to hand its slots to; restarting it in place",
@@ -561,28 +565,44 @@ pub(crate) async fn rolling_restart(
     Ok(())
 }
 
-pub(crate) async fn wait_promoted(
+/// Spreads the masters again when one host holds more than its share, or
+/// so many that its loss would stop the cluster (`balance::judge`): one
+/// coordinated CLUSTER FAILOVER at a time, the cluster healthy again after
+/// each. Re-judged from what the nodes report after each round of moves.
+async fn restore_balance(
     fleet: &Fleet,
     targets: &[Target],
-    j: usize,
-    deadline: Instant,
+    step_timeout: Duration,
+    progress: &Progress,
 ) -> Result<(), Error> {
-    loop {
-        let o = crate::plan::observe_node(fleet, &targets[j]).await;
-        if o.as_ref()
-            .and_then(|(o, _)| o.myself())
-            .is_some_and(|m| m.is_master() && m.slot_count() > 0)
-        {
+    // A round's moves reach the best spread the replicas allow; a second
+    // round only runs if the cluster changed under us meanwhile.
+    for _round in 0..3 {
+        let observed = form::observe_all(fleet, targets).await;
+        let balance = crate::balance::judge(&crate::balance::roles(targets, &observed));
+        if balance.moves.is_empty() {
+            for w in balance.warnings() {
+                progress.step(format!("warning: {w}"));
+            }
+            for p in balance.blocked() {
+                progress.step(format!("warning: {p}; {}", crate::balance::BLOCKED));
+            }
             return Ok(());
         }
-        if Instant::now() >= deadline {
-            return Err(Error::NotConverged(format!(
-                "{} was asked to take over its master's slots (CLUSTER FAILOVER) but is not master yet",
-                targets[j].label()
-            )));
+        for p in balance.fixable() {
+            progress.step(format!("masters: {p}"));
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        for m in &balance.moves {
+            let Some(heir) = targets.iter().position(|t| t.label() == m.to) else {
+                continue;
+            };
+            progress.step(format!("{m}"));
+            crate::failover::cluster_failover(fleet, targets, heir, Instant::now() + step_timeout)
+                .await?;
+            form::wait_healthy(fleet, targets, Instant::now() + step_timeout).await?;
+        }
     }
+    Ok(())
 }
 
 fn is_running(s: &crate::plan::TargetState) -> bool {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use crate::Error;
-use crate::apply::wait_promoted;
 use crate::client::Reply;
 use crate::cluster::{Observation, assess, shard_master};
 use crate::fleet::{Deployment, Fleet, members};
@@ -25,6 +24,9 @@ pub struct FailoverReport {
     pub took: Duration,
     /// `--to` named the current master: nothing was done.
     pub already_master: bool,
+    /// Where the masters run now, when that is a problem `apply` fixes
+    /// (this failover piled them on a host).
+    pub balance: Vec<String>,
 }
 
 /// Which replica takes over: a shard's best replica, or a named one.
@@ -124,6 +126,7 @@ async fn failover_locked(
             from,
             to,
             took: started.elapsed(),
+            balance: Vec::new(),
         });
     }
     let shard = match choice {
@@ -183,6 +186,7 @@ async fn failover_locked(
             to: from,
             took: started.elapsed(),
             already_master: true,
+            balance: Vec::new(),
         });
     }
     let chosen = match choice {
@@ -233,24 +237,109 @@ async fn failover_locked(
         "shard {shard}: {} takes over from {from} (CLUSTER FAILOVER)",
         heir.label()
     ));
-    let r = fleet.redis(heir, &[&["CLUSTER", "FAILOVER"]]).await?;
-    if let Some(e) = r[0].error() {
-        return Err(Error::Redis {
-            host: heir.host_name.clone(),
-            instance: heir.instance.clone(),
-            message: format!("CLUSTER FAILOVER: {e}"),
-        });
-    }
-    wait_promoted(fleet, &targets, chosen, Instant::now() + timeout).await?;
+    cluster_failover(fleet, &targets, chosen, Instant::now() + timeout).await?;
     wait_healthy(fleet, &targets, Instant::now() + timeout).await?;
     progress.step("cluster healthy with the new roles");
+    let observed = observe_all(fleet, &targets).await;
+    let balance = crate::balance::judge(&crate::balance::roles(&targets, &observed));
     Ok(FailoverReport {
         shard,
         from,
         to: heir.label(),
         took: started.elapsed(),
         already_master: false,
+        balance: balance.unhealthy(),
     })
+}
+
+/// CLUSTER FAILOVER (never FORCE) at replica `heir`: its master stops
+/// taking writes until the replica has its whole replication stream, then
+/// they switch, so no acknowledged write is lost. Returns once the replica
+/// serves the slots under a config epoch newer than its master's.
+///
+/// Redis 7.0 lets a replica that ran an election less than
+/// [`election_retry_time`] ago "win" a new one at once with its old epoch:
+/// it claims the slots, is overruled by its master's newer epoch within
+/// milliseconds and is a replica again (seen after an agent's handover at
+/// start-up followed by a rebalance). So a promotion counts only under a
+/// newer epoch, and a failed one is asked again once that time is over.
+pub(crate) async fn cluster_failover(
+    fleet: &Fleet,
+    targets: &[crate::fleet::Target],
+    heir: usize,
+    deadline: Instant,
+) -> Result<(), Error> {
+    let t = &targets[heir];
+    let retry = election_retry_time(t.spec.cluster_node_timeout_ms);
+    let master_epoch = crate::plan::observe_node(fleet, t)
+        .await
+        .and_then(|(o, _)| {
+            let me = o.myself()?;
+            let master = me.master_id.as_deref()?;
+            o.nodes
+                .iter()
+                .find(|n| n.id == master)
+                .map(|n| n.config_epoch)
+        });
+    let Some(master_epoch) = master_epoch else {
+        return Err(Error::NotConverged(format!(
+            "{} is not a replica of a known master, so it cannot take over",
+            t.label()
+        )));
+    };
+    // Bounded by the deadline; three tries cover a stale election.
+    for _attempt in 0..3 {
+        let asked = Instant::now();
+        let r = fleet.redis(t, &[&["CLUSTER", "FAILOVER"]]).await?;
+        if let Some(e) = r[0].error() {
+            return Err(Error::Redis {
+                host: t.host_name.clone(),
+                instance: t.instance.clone(),
+                message: format!("CLUSTER FAILOVER: {e}"),
+            });
+        }
+        // A manual failover that does not complete is abandoned by Redis
+        // after 5 s (CLUSTER_MF_TIMEOUT), writes on the master resumed.
+        let attempt_end = deadline.min(asked + MANUAL_FAILOVER_TIMEOUT + Duration::from_secs(1));
+        loop {
+            let o = crate::plan::observe_node(fleet, t).await;
+            if o.as_ref()
+                .and_then(|(o, _)| o.myself())
+                .is_some_and(|m| promoted(m, master_epoch))
+            {
+                return Ok(());
+            }
+            if Instant::now() >= attempt_end {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let again = asked + retry;
+        if again >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(again.into()).await;
+    }
+    Err(Error::NotConverged(format!(
+        "{} was asked to take over its master's slots (CLUSTER FAILOVER) but is not master under a newer config epoch yet",
+        t.label()
+    )))
+}
+
+/// How long Redis's manual failover waits for the switch (CLUSTER_MF_TIMEOUT).
+const MANUAL_FAILOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long after an election a replica re-uses its outcome instead of
+/// running a new one (Redis's `auth_retry_time`: twice the failover auth
+/// timeout, which is twice the node timeout, at least 2 s).
+pub(crate) fn election_retry_time(node_timeout_ms: u32) -> Duration {
+    Duration::from_millis(2 * u64::from(node_timeout_ms).saturating_mul(2).max(2000))
+}
+
+/// Whether the replica took its master's slots over for real: it serves
+/// slots under a config epoch newer than the master it replaced.
+fn promoted(me: &crate::cluster::NodeLine, master_epoch: u64) -> bool {
+    me.is_master() && me.slot_count() > 0 && me.config_epoch > master_epoch
 }
 
 /// Hands a replication or sentinel master's role to its best replica the
@@ -520,5 +609,39 @@ async fn sentinel_failover(
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::parse_nodes;
+
+    #[test]
+    fn a_promotion_counts_only_under_a_newer_epoch() {
+        let line = |flags: &str, epoch: u64, slots: &str| {
+            parse_nodes(&format!(
+                "e7 127.0.1.1:7001@17001 {flags} - 0 0 {epoch} connected {slots}"
+            ))
+            .remove(0)
+        };
+        // (my line, the old master's epoch) -> promoted
+        let table = [
+            (line("myself,master", 9, "10923-16383"), 8, true),
+            // Redis 7.0's stale election: master for a moment under its old epoch.
+            (line("myself,master", 7, "10923-16383"), 8, false),
+            (line("myself,slave", 8, ""), 8, false),
+            (line("myself,master", 9, ""), 8, false),
+        ];
+        for (me, epoch, want) in table {
+            assert_eq!(promoted(&me, epoch), want, "{me:?} vs {epoch}");
+        }
+    }
+
+    #[test]
+    fn election_retry_time_follows_the_node_timeout() {
+        assert_eq!(election_retry_time(2000), Duration::from_secs(8));
+        assert_eq!(election_retry_time(5000), Duration::from_secs(20));
+        assert_eq!(election_retry_time(500), Duration::from_secs(4));
     }
 }

@@ -5,6 +5,7 @@
 //! benchmarks drive the same code.
 
 pub mod apply;
+pub mod balance;
 pub mod certs;
 pub mod client;
 pub mod cluster;

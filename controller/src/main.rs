@@ -449,6 +449,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             inv.hosts[p.host].name, p.name, p.shard, p.role
                         );
                     }
+                    for w in paddock_inventory::warnings(&inv) {
+                        println!("{}: {w}", inventory.display());
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(d) => {
@@ -658,6 +661,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     r.to,
                     r.from,
                     r.took.as_secs_f64()
+                );
+            }
+            for p in &r.balance {
+                println!("Note: {p}.");
+            }
+            if !r.balance.is_empty() {
+                println!(
+                    "`paddock status` reports this until `paddock apply` spreads the masters again (it may undo this failover)."
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -5,7 +5,7 @@ use std::fmt;
 use futures::future::join_all;
 
 use crate::Error;
-use crate::client::{InstanceState, InstanceStatus, PutOutcome, Reply};
+use crate::client::{InstanceState, InstanceStatus, PutOutcome, RedisMode, Reply};
 use crate::cluster::{Observation, assess, parse_nodes};
 use crate::fleet::{Deployment, Fleet, Target, members};
 
@@ -369,6 +369,11 @@ pub enum Change {
     Refused {
         problem: String,
     },
+    /// Masters piled on a host: coordinated failovers spread them again.
+    Rebalance {
+        problems: Vec<crate::balance::Problem>,
+        moves: Vec<crate::balance::Move>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -379,6 +384,8 @@ pub struct Plan {
     /// Hosts left alone (`--limit`, unreachable agents): nothing is
     /// planned for their instances.
     pub skipped: Vec<Skipped>,
+    /// Risks no change can remove (the placement allows no better).
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -396,6 +403,7 @@ pub fn make_plan(
     let states = &observed.targets;
     let sentinel_problems = &observed.sentinel_problems;
     let skipped = observed.skipped.clone();
+    let whole = observed.acting.iter().all(|&a| a);
     let mut changes: Vec<Change> = reshard(deployment, observed)
         .map(|r| Change::Reshard {
             serving: r.serving,
@@ -454,6 +462,24 @@ pub fn make_plan(
             problems: sentinel_problems.clone(),
         });
     }
+    let mut warnings = Vec::new();
+    // Moving masters may touch any host: only with every host in scope.
+    if targets.iter().any(|t| t.spec.mode == RedisMode::Cluster) && whole {
+        let balance = crate::balance::judge(&crate::balance::roles(targets, &observed));
+        if !balance.moves.is_empty() {
+            changes.push(Change::Rebalance {
+                problems: balance.fixable().into_iter().cloned().collect(),
+                moves: balance.moves.clone(),
+            });
+        }
+        warnings = balance.warnings();
+        warnings.extend(
+            balance
+                .blocked()
+                .iter()
+                .map(|p| format!("{p}; {}", crate::balance::BLOCKED)),
+        );
+    }
     // apply refuses before doing any of the rest: show only why.
     if changes
         .first()
@@ -475,6 +501,7 @@ pub fn make_plan(
         ),
         changes,
         skipped,
+        warnings,
     }
 }
 
@@ -494,6 +521,9 @@ impl fmt::Display for Plan {
         writeln!(f, "Deployment {}", self.summary)?;
         for s in &self.skipped {
             writeln!(f, "  - {s}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "  warning: {w}")?;
         }
         if self.changes.is_empty() && !self.skipped.is_empty() {
             return writeln!(
@@ -542,6 +572,15 @@ impl fmt::Display for Plan {
                     writeln!(f, "  * sentinels: bring up or repair; now:")?;
                     for p in problems.iter().take(12) {
                         writeln!(f, "      - {p}")?;
+                    }
+                }
+                Change::Rebalance { problems, moves } => {
+                    writeln!(f, "  * masters: spread them again across the hosts; now:")?;
+                    for p in problems {
+                        writeln!(f, "      - {p}")?;
+                    }
+                    for m in moves {
+                        writeln!(f, "      -> {m}")?;
                     }
                 }
                 Change::Cluster { problems } => {

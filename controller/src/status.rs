@@ -20,6 +20,13 @@ pub struct Status {
     pub topology: String,
     pub healthy: bool,
     pub problems: Vec<String>,
+    /// Masters piled on a host (more than its share, or so many that its
+    /// loss stops the cluster), which `apply` spreads again. Kept apart from
+    /// `problems`: the cluster serves, but is not safe.
+    pub balance: Vec<String>,
+    /// Risks the deployment carries however it runs (the placement allows
+    /// no better); they do not make it unhealthy.
+    pub warnings: Vec<String>,
     pub hosts: Vec<HostStatus>,
 }
 
@@ -186,6 +193,13 @@ pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
         })
         .collect();
     problems.extend(assess(&all, &observed));
+    let mut warnings = Vec::new();
+    let mut balance_problems = Vec::new();
+    if deployment.inventory.deployment.topology == paddock_inventory::Topology::Cluster {
+        let balance = crate::balance::judge(&crate::balance::roles(&targets, &observed));
+        balance_problems = balance.unhealthy();
+        warnings = balance.warnings();
+    }
     if !sentinels.is_empty() {
         let master = crate::fleet::followed_master(&targets, &observed);
         problems.extend(crate::sentinel::problems_except(
@@ -323,8 +337,10 @@ pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
     Ok(Status {
         deployment: deployment.inventory.deployment.name.clone(),
         topology: deployment.inventory.deployment.topology.to_string(),
-        healthy: problems.is_empty(),
+        healthy: problems.is_empty() && balance_problems.is_empty(),
         problems,
+        balance: balance_problems,
+        warnings,
         hosts,
     })
 }
@@ -370,6 +386,9 @@ impl fmt::Display for Status {
                 }
             }
         }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
         if self.healthy && self.topology == "cluster" {
             writeln!(
                 f,
@@ -389,6 +408,15 @@ impl fmt::Display for Status {
             writeln!(f, "NOT healthy:")?;
             for p in self.problems.iter().take(20) {
                 writeln!(f, "  - {p}")?;
+            }
+            for p in &self.balance {
+                writeln!(f, "  - {p}")?;
+            }
+            if !self.balance.is_empty() {
+                writeln!(
+                    f,
+                    "  `paddock apply` spreads the masters again (coordinated CLUSTER FAILOVER, one shard at a time)."
+                )?;
             }
             Ok(())
         }

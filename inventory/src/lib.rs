@@ -55,7 +55,10 @@ pub use model::{
     Deployment, Host, Inventory, MaxmemoryPolicy, RedisSettings, SentinelSettings, Supervision,
     Topology, User,
 };
-pub use placement::{PlacedInstance, Placement, Role, place};
+pub use placement::{
+    FatalHostLoss, PlacedInstance, Placement, Role, loss_is_fatal, master_limit, place,
+};
+pub use validate::{Warning, warnings};
 
 use serde::Deserialize;
 

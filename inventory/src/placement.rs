@@ -228,3 +228,96 @@ fn least_loaded(load: &[usize], start: usize, allowed: impl Fn(usize) -> bool) -
         .filter(|&h| allowed(h))
         .min_by_key(|&h| load[h])
 }
+
+/// The most masters one host should hold: ceil(masters / hosts). No
+/// assignment does better, and placement starts there.
+#[must_use]
+pub fn master_limit(masters: u32, hosts: usize) -> u32 {
+    let hosts = u32::try_from(hosts).unwrap_or(u32::MAX).max(1);
+    masters.div_ceil(hosts)
+}
+
+/// Whether losing `lost` of `total` cluster masters at once stops the
+/// cluster for good: Redis Cluster marks a master failed, and elects its
+/// replica, only with the votes of a strict majority of all masters, so the
+/// survivors must be more than half.
+#[must_use]
+pub fn loss_is_fatal(lost: u32, total: u32) -> bool {
+    total > 0 && lost > 0 && lost.saturating_mul(2) >= total
+}
+
+/// A host whose loss would leave a cluster's masters without a majority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FatalHostLoss {
+    /// Index into [`Inventory::hosts`].
+    pub host: usize,
+    /// The masters placed on it.
+    pub masters: u32,
+    pub total: u32,
+}
+
+impl Placement {
+    /// Hosts whose loss the placed masters would not survive (cluster
+    /// topology only; with one master, a failover is the sentinels' or the
+    /// agent's business). Placement already spreads masters as evenly as
+    /// possible, so what this returns no failover can avoid: it takes more
+    /// hosts (or a different number of masters).
+    #[must_use]
+    pub fn fatal_host_losses(&self, topology: Topology) -> Vec<FatalHostLoss> {
+        if topology != Topology::Cluster {
+            return Vec::new();
+        }
+        let total = u32::try_from(self.masters().count()).unwrap_or(u32::MAX);
+        let mut hosts: Vec<usize> = self.masters().map(|m| m.host).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        hosts
+            .into_iter()
+            .filter_map(|host| {
+                let masters =
+                    u32::try_from(self.masters().filter(|m| m.host == host).count()).ok()?;
+                loss_is_fatal(masters, total).then_some(FatalHostLoss {
+                    host,
+                    masters,
+                    total,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod balance_tests {
+    use super::*;
+
+    #[test]
+    fn master_limit_is_ceil() {
+        for (masters, hosts, limit) in [
+            (3, 3, 1),
+            (3, 2, 2),
+            (4, 3, 2),
+            (3, 6, 1),
+            (6, 3, 2),
+            (7, 3, 3),
+        ] {
+            assert_eq!(master_limit(masters, hosts), limit, "{masters} on {hosts}");
+        }
+        assert_eq!(master_limit(3, 0), 3, "no hosts does not divide by zero");
+    }
+
+    #[test]
+    fn loss_is_fatal_without_a_strict_majority_left() {
+        for (lost, total, fatal) in [
+            (1, 3, false),
+            (2, 3, true),
+            (2, 4, true),
+            (1, 4, false),
+            (2, 5, false),
+            (3, 5, true),
+            (0, 3, false),
+            (3, 3, true),
+        ] {
+            assert_eq!(loss_is_fatal(lost, total), fatal, "{lost} of {total}");
+        }
+    }
+}

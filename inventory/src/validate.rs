@@ -1317,9 +1317,100 @@ fn port_clashes(r: &mut Report<'_>, layout: &Layout, hosts: &[CheckedHost<'_>]) 
     }
 }
 
+// --------------------------------------------------------------- warnings
+
+/// Something valid that the operator should know before relying on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub message: String,
+    pub hint: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "warning: {}\n  hint: {}", self.message, self.hint)
+    }
+}
+
+/// What a valid inventory's placement cannot survive: a host whose loss
+/// takes out so many masters that the rest are no majority, so Redis
+/// Cluster never elects their replicas (3 masters on 2 hosts, 4 on 3).
+#[must_use]
+pub fn warnings(inv: &Inventory) -> Vec<Warning> {
+    let placement = crate::placement::place(inv);
+    placement
+        .fatal_host_losses(inv.deployment.topology)
+        .into_iter()
+        .map(|loss| {
+            let hosts = inv.hosts.len();
+            Warning {
+                message: format!(
+                    "losing host `{}` would take out {} of the {} masters: the {} left are not a majority, so Redis Cluster would elect no replica and the cluster would stay down (cluster_state:fail) until that host is back",
+                    inv.hosts.get(loss.host).map_or("?", |h| h.name.as_str()),
+                    loss.masters,
+                    loss.total,
+                    loss.total - loss.masters,
+                ),
+                hint: format!(
+                    "{} masters on {} put {} on one host; add hosts (as many as masters: one master each) or choose a number of masters no host holds half of (e.g. 5 masters on 3 hosts)",
+                    loss.total,
+                    plural(hosts, "host", "hosts"),
+                    loss.masters,
+                ),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cluster(masters: u32, replicas: u32, hosts: usize) -> Inventory {
+        let mut text = format!(
+            "[deployment]\nname = \"w\"\ntopology = \"cluster\"\nmasters = {masters}\nreplicas_per_master = {replicas}\n"
+        );
+        for i in 0..hosts {
+            text.push_str(&format!(
+                "[[hosts]]\nname = \"h{i}\"\naddress = \"10.0.0.{}\"\n",
+                i + 1
+            ));
+        }
+        crate::parse("inventory.toml", &text).expect("valid")
+    }
+
+    #[test]
+    fn placement_whose_host_loss_is_fatal_is_warned_about() {
+        // (masters, replicas, hosts) -> hosts whose loss is fatal
+        let table: [(u32, u32, usize, &[&str]); 7] = [
+            (3, 1, 3, &[]),
+            (3, 1, 6, &[]),
+            (3, 1, 2, &["h0"]),
+            (4, 1, 3, &["h0"]),
+            (4, 1, 2, &["h0", "h1"]),
+            (5, 1, 3, &[]),
+            (6, 1, 3, &[]),
+        ];
+        for (masters, replicas, hosts, fatal) in table {
+            let w = warnings(&cluster(masters, replicas, hosts));
+            let named: Vec<&str> = fatal
+                .iter()
+                .copied()
+                .filter(|h| w.iter().any(|w| w.message.contains(&format!("`{h}`"))))
+                .collect();
+            assert_eq!(named, fatal, "{masters} masters on {hosts} hosts: {w:?}");
+            assert_eq!(
+                w.len(),
+                fatal.len(),
+                "{masters} masters on {hosts} hosts: {w:?}"
+            );
+        }
+        let w = warnings(&cluster(3, 1, 2));
+        assert_eq!(
+            w[0].message,
+            "losing host `h0` would take out 2 of the 3 masters: the 1 left are not a majority, so Redis Cluster would elect no replica and the cluster would stay down (cluster_state:fail) until that host is back"
+        );
+    }
 
     #[test]
     fn sizes() {

@@ -1,5 +1,6 @@
 //! `paddock failover`: a shard's replica takes over on request, no
-//! acknowledged write is lost, and apply does not fight the new roles.
+//! acknowledged write is lost, and apply does not fight the new roles
+//! while they keep one master per box.
 
 use paddock_tests::{Lab, connect, paddock, stderr, stdout};
 use redis::AsyncCommands;
@@ -53,8 +54,22 @@ async fn manual_failover_loses_nothing_and_apply_keeps_the_new_roles() {
         assert_eq!(v, Some(i), "mf:{i} after the failover");
     }
 
-    // The desired state is a healthy cluster of the inventory's shape, not
-    // "box1 is master forever".
+    // box2 now holds two masters: status says so, plan proposes to move
+    // one. Spread again by hand (every shard to its replica, one master per
+    // box), the new roles stand: the desired state is a healthy cluster of
+    // the inventory's shape with its masters spread, not "box1 is master
+    // forever".
+    let status = paddock(&["status", "-i", &inventory]);
+    assert_eq!(status.status.code(), Some(1), "{}", stdout(&status));
+    assert!(
+        stdout(&status).contains("box2 holds 2 of the 3 masters"),
+        "{}",
+        stdout(&status)
+    );
+    for to in ["box3:redis-7001", "box1:redis-7001"] {
+        let out = paddock(&["failover", "-i", &inventory, "--to", to]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
     let again = paddock(&["apply", "-i", &inventory]);
     assert!(
         stdout(&again).contains("Nothing to do"),
