@@ -12,6 +12,7 @@ pub mod failover;
 pub mod fleet;
 pub mod form;
 pub mod lab;
+pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod recover;

@@ -7,6 +7,20 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use paddock_controller::{apply, failover, lab, status, watch};
 
+// Everything this file prints goes through `output::write`, which survives
+// a closed stdout (`paddock status | head -1`): these shadow std's macros,
+// which panic there.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        let _ = paddock_controller::output::write(format_args!("{}\n", format_args!($($arg)*)));
+    }};
+}
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        let _ = paddock_controller::output::write(format_args!($($arg)*));
+    }};
+}
+
 /// paddock: deploy and operate highly available Redis on plain machines
 /// through paddockd agents.
 #[derive(Parser)]
@@ -257,7 +271,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("paddock: error: {e:#}");
+            eprintln!("paddock: error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
@@ -551,6 +565,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The error and its causes, each once: our errors' messages already
+/// include their source, so a cause whose text is already there is skipped
+/// (anyhow's `{:#}` would print it again).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&line);
+        }
+    }
+    text
 }
 
 fn read_inventory(path: &std::path::Path) -> anyhow::Result<paddock_inventory::Inventory> {
