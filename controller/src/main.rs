@@ -256,7 +256,10 @@ enum LabCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -286,12 +289,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Into a buffer first: clap_complete panics on a closed pipe
             // (`paddock completions bash | head`).
             let mut script = Vec::new();
-            clap_complete::generate(
-                shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                "paddock",
-                &mut script,
-            );
+            clap_complete::generate(shell, &mut command(), "paddock", &mut script);
             match std::io::Write::write_all(&mut std::io::stdout(), &script) {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
                 _ => Ok(ExitCode::SUCCESS),
@@ -565,6 +563,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The CLI as clap derives it, plus what every subcommand (also one added
+/// later) should show the same way: help for the flags many share, and each
+/// `Example:` on its own line (clap joins a doc comment's lines).
+fn command() -> clap::Command {
+    fn finish(cmd: clap::Command) -> clap::Command {
+        let cmd = match cmd.get_long_about().map(ToString::to_string) {
+            Some(long) if long.contains(" Example: ") => {
+                cmd.long_about(long.replace(" Example: ", "\nExample: "))
+            }
+            _ => cmd,
+        };
+        cmd.mut_args(|arg| {
+            if arg.get_help().is_some() {
+                return arg;
+            }
+            match arg.get_id().as_str() {
+                "inventory" => arg.help("The inventory file (TOML) describing the deployment"),
+                "json" => arg.help("Print JSON instead of text"),
+                "timeout" => arg.help("Give up after this many seconds"),
+                "dir" => arg.help(
+                    "The lab's directory: its inventory, certificates, agents' data and logs",
+                ),
+                _ => arg,
+            }
+        })
+        .mut_subcommands(finish)
+    }
+    finish(<Cli as clap::CommandFactory>::command())
 }
 
 /// The error and its causes, each once: our errors' messages already
