@@ -233,9 +233,14 @@ enum LabCmd {
         no_fast_failover: bool,
         /// cluster (3 masters x 1 replica), replication (1 master and a
         /// read replica on each other box) or sentinel (the same, plus a
-        /// sentinel on each box).
-        #[arg(long, default_value = "cluster", value_parser = ["cluster", "replication", "sentinel"])]
-        topology: String,
+        /// sentinel on each box). Default: the existing lab's, else cluster.
+        #[arg(long, value_parser = ["cluster", "replication", "sentinel"])]
+        topology: Option<String>,
+        /// Stop the lab already in DIR and delete its data, inventory and
+        /// certificates first (needed to change its topology, addresses or
+        /// ports).
+        #[arg(long)]
+        reset: bool,
     },
     /// Status of the lab's deployment.
     ///
@@ -491,20 +496,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_apply,
             no_fast_failover,
             topology,
+            reset,
         }) => {
+            use paddock_inventory::Topology;
+            let topology = match topology.as_deref() {
+                Some("replication") => Topology::Replication,
+                Some("sentinel") => Topology::Sentinel,
+                Some(_) => Topology::Cluster,
+                None if reset => Topology::Cluster,
+                None => lab::existing_topology(&dir).unwrap_or(Topology::Cluster),
+            };
             let options = lab::LabOptions {
                 dir,
                 addresses,
                 redis_port: port,
                 agent_port,
-                topology: match topology.as_str() {
-                    "replication" => paddock_inventory::Topology::Replication,
-                    "sentinel" => paddock_inventory::Topology::Sentinel,
-                    _ => paddock_inventory::Topology::Cluster,
-                },
+                topology,
                 apply: !no_apply,
                 fast_failover: !no_fast_failover,
                 progress: true,
+                reset,
             };
             let up = lab::up(&options).await?;
             eprintln!(
@@ -518,12 +529,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_status(&s, false)?;
             }
             let first = options.addresses[0];
-            let cluster_flag = if topology == "cluster" { "-c " } else { "" };
+            let cluster_flag = if topology == Topology::Cluster {
+                "-c "
+            } else {
+                ""
+            };
             println!(
                 "\nConnect:  REDISCLI_AUTH=\"$(cat {})\" redis-cli {cluster_flag}-h {first} -p {port}",
                 up.password_file.display()
             );
-            if topology == "sentinel" {
+            if topology == Topology::Sentinel {
                 println!(
                     "Sentinel: REDISCLI_AUTH=\"$(cat {})\" redis-cli -h {first} -p 26379 SENTINEL GET-MASTER-ADDR-BY-NAME lab",
                     up.password_file.display()
@@ -537,7 +552,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Lab(LabCmd::Status { dir, json }) => {
-            let s = status::status(&lab::inventory_path(&dir)).await?;
+            let s = status::status(&lab::existing_inventory(&dir)?).await?;
             print_status(&s, json)?;
             Ok(if s.healthy {
                 ExitCode::SUCCESS
