@@ -41,7 +41,30 @@ fn a_taken_agent_port_is_reported_at_once_and_nothing_is_left_running() {
     // backlog) but never speaks TLS.
     let squatter = TcpListener::bind(SocketAddr::new(lab.addresses[1], 7443)).unwrap();
     let started = Instant::now();
-    let up = lab.up(&["--no-apply"]);
+    // Bounded: an agent that is never noticed to have exited would make
+    // lab up wait on the squatter for good.
+    let dir = lab.dir().display().to_string();
+    let addresses = lab.addresses_arg();
+    let mut up = Command::new(bin_dir().join("paddock"))
+        .args([
+            "lab",
+            "up",
+            "--no-apply",
+            "--dir",
+            &dir,
+            "--addresses",
+            &addresses,
+        ])
+        .env("PADDOCKD", bin_dir().join("paddockd"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while up.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = up.kill();
+    let up = up.wait_with_output().unwrap();
     let took = started.elapsed();
     assert!(!up.status.success());
     let err = stderr(&up);
