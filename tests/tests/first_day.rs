@@ -253,3 +253,83 @@ fn the_replication_example_documents_its_failover() {
     assert!(text.contains("READONLY"), "{text}");
     assert!(text.contains("sentinel"), "{text}");
 }
+
+/// A certificate and key signed by a CA of its own (not the lab's).
+fn foreign_cert(client: bool) -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.clone().self_signed(&ca_key).unwrap().pem();
+    if !client {
+        return (ca_pem, ca_key.serialize_pem());
+    }
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_failures_name_the_problem_and_the_file_and_the_agent_logs_them() {
+    let lab = Lab::new(107);
+    let up = lab.up(&["--no-apply"]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    let inventory = lab.inventory().display().to_string();
+    let certs = lab.dir().join(".paddock/lab/certs");
+    let swap = |name: &str, text: &str| {
+        let path = certs.join(name);
+        let old = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text).unwrap();
+        old
+    };
+    let all = |o: &Output| format!("{}{}", stdout(o), stderr(o));
+
+    // The controller trusts another CA than the one that issued the
+    // agents' certificates.
+    let (other_ca, _) = foreign_cert(false);
+    let ca = swap("ca.pem", &other_ca);
+    let out = paddock(&["status", "-i", &inventory]);
+    let text = all(&out);
+    assert!(
+        text.contains("presents a certificate of another CA")
+            && text.contains(&certs.join("ca.pem").display().to_string()),
+        "{text}"
+    );
+    assert!(!text.contains("BadSignature"), "{text}");
+    swap("ca.pem", &ca);
+
+    // The agents do not trust this controller's certificate.
+    let (cert, key) = foreign_cert(true);
+    let old_cert = swap("controller.pem", &cert);
+    let old_key = swap("controller.key", &key);
+    let out = paddock(&["status", "-i", &inventory]);
+    let text = all(&out);
+    assert!(
+        text.contains("refused this controller's certificate")
+            && text.contains(&certs.join("controller.pem").display().to_string()),
+        "{text}"
+    );
+    assert!(
+        !text.contains("transport error") && !text.contains("h2 protocol error"),
+        "{text}"
+    );
+    swap("controller.pem", &old_cert);
+    swap("controller.key", &old_key);
+    let log = std::fs::read_to_string(lab.dir().join("box1/agent.log")).unwrap();
+    // The agent says whom it refused and why.
+    let refused = log.lines().find(|l| {
+        l.contains("refused a TLS handshake")
+            && l.contains("not of this agent's CA")
+            && l.contains("peer=127.")
+    });
+    assert!(
+        refused.is_some(),
+        "the agent did not log the refused handshake:\n{log}"
+    );
+    let out = paddock(&["status", "-i", &inventory]);
+    assert!(!all(&out).contains("refused"), "control: {}", all(&out));
+}
