@@ -625,10 +625,10 @@ fn runs_config(pid: u32, config: &Path) -> bool {
         .split(|&b| b == 0)
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    if !args
+    let is_paddockd = args
         .first()
-        .is_some_and(|a| Path::new(a).file_name() == Some("paddockd".as_ref()))
-    {
+        .is_some_and(|a| Path::new(a).file_name() == Some("paddockd".as_ref()));
+    if !is_paddockd {
         return false;
     }
     let given = args.iter().enumerate().find_map(|(i, a)| match a.as_str() {
