@@ -222,6 +222,7 @@ enum LabCmd {
         /// First Redis port on each box.
         #[arg(long, default_value_t = 7000)]
         port: u16,
+        /// The port every box's agent listens on.
         #[arg(long, default_value_t = 7443)]
         agent_port: u16,
         /// Start the agents and write the inventory, but do not apply it.
