@@ -215,17 +215,44 @@ pub fn tls_incoming(
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => Some(tls),
                 Ok(Err(e)) => {
-                    tracing::debug!(?peer, error = %e, "TLS handshake failed");
+                    let why = e
+                        .get_ref()
+                        .and_then(|i| i.downcast_ref::<rustls::Error>())
+                        .map_or("the connection failed during the handshake", refusal);
+                    tracing::warn!(
+                        peer = %peer.map_or("?".into(), |p| p.to_string()),
+                        error = %e,
+                        "refused a TLS handshake: {why}"
+                    );
                     None
                 }
                 Err(_) => {
-                    tracing::debug!(?peer, "TLS handshake not finished in time: closed");
+                    tracing::info!(?peer, "TLS handshake not finished in time: closed");
                     None
                 }
             }
         }
     }));
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Why a client's handshake was refused, for the operator reading the log.
+fn refusal(e: &rustls::Error) -> &'static str {
+    use rustls::{CertificateError as C, Error as E};
+    match e {
+        E::InvalidCertificate(C::BadSignature | C::UnknownIssuer) => {
+            "the client's certificate is not of this agent's CA ([tls] ca): a controller of another deployment, or this agent's ca file is another deployment's"
+        }
+        E::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => "the client's certificate has expired or is not valid yet (check the clocks)",
+        E::NoCertificatesPresented => "the client sent no certificate",
+        E::InvalidMessage(_) => "the client does not speak TLS (a plaintext controller?)",
+        E::AlertReceived(_) => {
+            "the client refused this agent's certificate ([tls] cert): see the controller's message"
+        }
+        _ => "see the error",
+    }
 }
 
 /// Plaintext connections (insecure_plaintext), with the same back-off.

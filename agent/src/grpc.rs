@@ -23,6 +23,9 @@ pub struct AgentService {
     pub locks: crate::locks::Locks,
     pub data_dir: PathBuf,
     pub redis_server: PathBuf,
+    /// Cancelled at shutdown: ends the open `logs -f` and `events` streams,
+    /// which the server's graceful shutdown would otherwise wait for.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl From<Error> for Status {
@@ -342,17 +345,21 @@ impl Agent for AgentService {
             }))
             .await;
         if req.follow {
-            tokio::spawn(crate::logs::follow(
-                path,
-                offset,
-                async move |lines: Vec<String>| {
-                    if lines.is_empty() {
-                        return !tx.is_closed();
-                    }
-                    let lines = crate::redact::lines(lines, &secrets);
-                    tx.send(Ok(pb::LogLines { lines })).await.is_ok()
-                },
-            ));
+            let follow = crate::logs::follow(path, offset, async move |lines: Vec<String>| {
+                if lines.is_empty() {
+                    return !tx.is_closed();
+                }
+                let lines = crate::redact::lines(lines, &secrets);
+                tx.send(Ok(pb::LogLines { lines })).await.is_ok()
+            });
+            let shutdown = self.shutdown.clone();
+            // Dropping `follow` drops the sender: the stream ends.
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    _ = follow => {}
+                }
+            });
         }
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -365,9 +372,14 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let mut changes = self.supervisor.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
-                let item = match changes.recv().await {
+                let change = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    c = changes.recv() => c,
+                };
+                let item = match change {
                     Ok(c) => Ok(change_to_pb(c)),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         Err(Status::data_loss(format!(

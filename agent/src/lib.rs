@@ -87,6 +87,61 @@ pub async fn bind(config: &AgentConfig) -> Result<TcpListener, Error> {
         })
 }
 
+impl Error {
+    /// A listen address that is not configured on this machine yet (its
+    /// interface or DHCP lease comes later at boot): worth waiting for, as
+    /// [`run_binding`] does, rather than exiting.
+    pub fn address_not_yet_configured(&self) -> bool {
+        matches!(self, Error::Listen { source, .. } if bind_retried(source.kind()))
+    }
+}
+
+/// Which bind failures are retried: only an address that is not there yet.
+/// A taken port or a forbidden one will not fix itself.
+fn bind_retried(kind: std::io::ErrorKind) -> bool {
+    kind == std::io::ErrorKind::AddrNotAvailable
+}
+
+/// Wait before bind attempt `attempt + 1`: 250 ms doubling to 5 s.
+fn bind_retry_delay(attempt: u32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(5))
+}
+
+/// Binds the configured address once it exists, retrying while it is not
+/// configured (see [`Error::address_not_yet_configured`]).
+async fn bind_when_available(config: &AgentConfig) -> Result<TcpListener, Error> {
+    let mut attempt = 0u32;
+    loop {
+        match bind(config).await {
+            Ok(l) => {
+                if attempt > 0 {
+                    info!(listen = %config.listen, "listen address available now; serving");
+                }
+                return Ok(l);
+            }
+            Err(e) if e.address_not_yet_configured() => {
+                if attempt == 0 {
+                    tracing::warn!(
+                        "{e}: the address is not configured on this machine yet; supervising instances meanwhile and retrying (up to every 5 s)"
+                    );
+                }
+                tokio::time::sleep(bind_retry_delay(attempt)).await;
+                attempt = attempt.saturating_add(1);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Like [`run`] when the listen address is not configured yet: supervises
+/// the instances at once and serves once the address can be bound.
+pub async fn run_binding(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    serve(config, None, shutdown).await
+}
+
 /// Serves until `shutdown` resolves.
 ///
 /// Redis instances keep running when the agent stops or dies: the next agent
@@ -99,6 +154,14 @@ pub async fn bind(config: &AgentConfig) -> Result<TcpListener, Error> {
 pub async fn run(
     config: AgentConfig,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    serve(config, Some(listener), shutdown).await
+}
+
+async fn serve(
+    config: AgentConfig,
+    listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     // The Redis user may not exist yet (redis-server not installed): then
@@ -135,12 +198,26 @@ pub async fn run(
             let _ = tokio::task::spawn_blocking(move || logs::rotate_all(&dir, rotation)).await;
         }
     });
+    let streams_end = tokio_util::sync::CancellationToken::new();
+    let mut shutdown = Box::pin(shutdown);
+    let listener = match listener {
+        Some(l) => l,
+        None => tokio::select! {
+            () = &mut shutdown => {
+                rotator.abort();
+                info!("stopped before serving; Redis instances keep running");
+                return Ok(());
+            }
+            l = bind_when_available(&config) => l?,
+        },
+    };
     let service = grpc::AgentService {
         supervisor,
         connections: Default::default(),
         locks: Default::default(),
         data_dir: config.data_dir.clone(),
         redis_server: config.redis_server.clone(),
+        shutdown: streams_end.clone(),
     };
     let addr = listener.local_addr().ok();
     info!(?addr, data_dir = %config.data_dir.display(), redis_user = ?run_as.map(|u| u.uid.as_raw()), "paddockd serving");
@@ -160,6 +237,10 @@ pub async fn run(
     let shutdown = async move {
         shutdown.await;
         stopping.notify("STOPPING=1");
+        // Open streams end now, so the graceful shutdown does not wait
+        // for a watching client to go away.
+        info!("ending open event and log streams");
+        streams_end.cancel();
     };
     let acceptor = config.tls.as_ref().map(accept::tls_acceptor).transpose()?;
     if acceptor.is_none() {
@@ -277,5 +358,32 @@ fn raise_open_files_limit() {
         && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
     {
         tracing::warn!(error = %e, soft, hard, "cannot raise the open-files limit");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_address_is_waited_for() {
+        use std::io::ErrorKind::*;
+        for (kind, retried) in [
+            (AddrNotAvailable, true),
+            (AddrInUse, false),
+            (PermissionDenied, false),
+            (InvalidInput, false),
+        ] {
+            assert_eq!(bind_retried(kind), retried, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn bind_retries_back_off_to_five_seconds() {
+        let ms = |a| bind_retry_delay(a).as_millis();
+        assert_eq!(
+            [0, 1, 2, 3, 4, 5, 6, 40].map(ms),
+            [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]
+        );
     }
 }

@@ -27,7 +27,8 @@ enum Command {
 }
 
 /// Exit codes (for systemd's RestartPreventExitStatus=): 2 bad config or
-/// unusable user/data_dir, 3 the listen address is unavailable, 1 anything else.
+/// unusable user/data_dir, 3 the listen port is taken or forbidden (an
+/// address not configured yet is waited for instead), 1 anything else.
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -72,14 +73,19 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match paddock_agent::bind(&config).await {
-            Ok(l) => l,
+        // An address not configured yet (at boot) is waited for while the
+        // instances are supervised; a taken port exits 3 at once.
+        let served = match paddock_agent::bind(&config).await {
+            Ok(l) => paddock_agent::run(config, l, shutdown_signal()).await,
+            Err(e) if e.address_not_yet_configured() => {
+                paddock_agent::run_binding(config, shutdown_signal()).await
+            }
             Err(e) => {
                 eprintln!("paddockd: {e}");
                 return ExitCode::from(3);
             }
         };
-        match paddock_agent::run(config, listener, shutdown_signal()).await {
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(
                 e @ (paddock_agent::Error::Privileges(_) | paddock_agent::Error::Config { .. }),

@@ -64,6 +64,7 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<(), Error> {
             .mode(0o700)
             .create(dir)
             .map_err(Error::io(dir))?;
+        crate::secrets::ignore_in_git(dir)?;
     }
     let mut f = OpenOptions::new()
         .write(true)
@@ -87,6 +88,7 @@ fn name(common: &str) -> DistinguishedName {
 pub fn init(dir: &Path, deployment: &str) -> Result<bool, Error> {
     let ca = ca(dir);
     if ca.cert.exists() {
+        crate::secrets::ignore_in_git(dir)?;
         return Ok(false);
     }
     let ca_key = KeyPair::generate().map_err(rcgen_err("CA key"))?;

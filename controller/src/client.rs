@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use paddock_proto::v1::{self as pb, agent_client};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -39,6 +39,8 @@ pub enum Transport {
         ca: Vec<u8>,
         cert: Vec<u8>,
         key: Vec<u8>,
+        /// Where they were read from, for messages about them.
+        dir: PathBuf,
     },
     Plaintext,
 }
@@ -59,7 +61,12 @@ impl Transport {
         let read = |p: &Path| std::fs::read(p);
         crate::secrets::warn_if_exposed(&me.key);
         match (read(&ca.cert), read(&me.cert), read(&me.key)) {
-            (Ok(ca), Ok(cert), Ok(key)) => Ok(Transport::Mutual { ca, cert, key }),
+            (Ok(ca), Ok(cert), Ok(key)) => Ok(Transport::Mutual {
+                ca,
+                cert,
+                key,
+                dir: dir.to_owned(),
+            }),
             _ => Err(Error::Certs(format!(
                 "no certificates in {}.\n  hint: `paddock certs init -i {inv}`, then `paddock certs issue -i {inv} HOST` for every host \
                  and install each agent's certificate (see README); or, for a lab without TLS, pass --insecure-plaintext",
@@ -74,6 +81,8 @@ impl Transport {
 pub struct AgentClient {
     host: String,
     addr: SocketAddr,
+    /// How it was dialled: to find out why a TLS connection failed.
+    transport: Transport,
     inner: agent_client::AgentClient<Channel>,
     /// Per-call deadline, sent as grpc-timeout so the agent drops the call
     /// too; None: [`REQUEST_TIMEOUT`].
@@ -289,7 +298,14 @@ impl AgentClient {
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true)
             .tcp_nodelay(true);
-        if let Transport::Mutual { ca, cert, key } = transport {
+        let refused = |e: &(dyn std::error::Error + 'static)| match (tls_problem(e), transport) {
+            (Some(p), Transport::Mutual { dir, .. }) => Error::Agent {
+                host: host.to_owned(),
+                message: explain_tls(p, host, addr, dir),
+            },
+            _ => unreachable(source_chain(e)),
+        };
+        if let Transport::Mutual { ca, cert, key, .. } = transport {
             // The agent's certificate must name the address we dial.
             let tls = ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(ca))
@@ -309,11 +325,12 @@ impl AgentClient {
                     within.as_millis()
                 ))
             })?
-            .map_err(|e| unreachable(source_chain(&e)))?;
+            .map_err(|e| refused(&e))?;
         Ok(AgentClient {
             deadline: None,
             host: host.to_owned(),
             addr,
+            transport: transport.clone(),
             inner: agent_client::AgentClient::new(channel)
                 .max_decoding_message_size(16 << 20)
                 .max_encoding_message_size(16 << 20),
@@ -346,6 +363,20 @@ impl AgentClient {
     }
 
     fn rpc_error(&self, what: &str, status: tonic::Status) -> Error {
+        // With TLS 1.3 the agent judges our certificate after the client
+        // finished its handshake: its refusal reaches the first call only as
+        // a transport error whose TLS cause h2 has turned into text. A
+        // handshake of our own then finds the typed cause.
+        let transport_failed = std::error::Error::source(&status)
+            .is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some());
+        if let (true, Transport::Mutual { dir, .. }) = (transport_failed, &self.transport)
+            && let Some(p) = probe_tls_blocking(self.addr, &self.transport)
+        {
+            return Error::Agent {
+                host: self.host.clone(),
+                message: format!("{what}: {}", explain_tls(p, &self.host, self.addr, dir)),
+            };
+        }
         Error::Agent {
             host: self.host.clone(),
             message: format!("{what}: {}", self.status_message(&status)),
@@ -728,12 +759,171 @@ fn facts_from_pb(f: pb::Facts) -> Facts {
     }
 }
 
+/// A refused TLS handshake, as the operator can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// The agent's certificate is not signed by the deployment's CA.
+    AgentOtherCa,
+    /// The agent's certificate expired (or is not valid yet).
+    AgentExpired,
+    /// The agent's certificate does not name the address dialled.
+    AgentNameMismatch,
+    /// The agent refused this controller's certificate (another CA).
+    ControllerRefused,
+    /// The agent found this controller's certificate expired.
+    ControllerExpired,
+    /// The agent wanted a client certificate and got none.
+    NoClientCertificate,
+}
+
+/// What a rustls error means for the operator; None for the rest.
+pub fn classify_tls(e: &rustls::Error) -> Option<TlsProblem> {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    Some(match e {
+        E::InvalidCertificate(C::BadSignature | C::UnknownIssuer) => TlsProblem::AgentOtherCa,
+        E::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => TlsProblem::AgentExpired,
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            TlsProblem::AgentNameMismatch
+        }
+        E::AlertReceived(A::CertificateExpired) => TlsProblem::ControllerExpired,
+        E::AlertReceived(A::CertificateRequired) => TlsProblem::NoClientCertificate,
+        E::AlertReceived(A::UnknownCA | A::BadCertificate | A::DecryptError | A::AccessDenied) => {
+            TlsProblem::ControllerRefused
+        }
+        _ => return None,
+    })
+}
+
+/// The TLS problem somewhere in `e`'s chain (rustls errors travel inside
+/// io::Errors, whose `source()` skips them).
+pub fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<TlsProblem> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return classify_tls(t);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return classify_tls(inner);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// [`probe_tls`] from async code (a rare error path: blocking briefly is
+/// fine; on a current-thread runtime it runs in place).
+fn probe_tls_blocking(addr: SocketAddr, transport: &Transport) -> Option<TlsProblem> {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+            tokio::task::block_in_place(|| probe_tls(addr, transport))
+        }
+        _ => probe_tls(addr, transport),
+    }
+}
+
+/// One TLS handshake with the agent, read up to the first record after it,
+/// where a TLS 1.3 server's verdict on the client certificate arrives.
+/// Some(problem) when the handshake or that verdict failed; bounded by 2 s.
+pub fn probe_tls(addr: SocketAddr, transport: &Transport) -> Option<TlsProblem> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let Transport::Mutual { ca, cert, key, .. } = transport else {
+        return None;
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca) {
+        roots.add(c.ok()?).ok()?;
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let key = PrivateKeyDer::from_pem_slice(key).ok()?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .ok()?;
+    let name = ServerName::IpAddress(addr.ip().into());
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).ok()?;
+    let limit = Duration::from_secs(2);
+    let mut sock = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+    sock.set_read_timeout(Some(limit)).ok()?;
+    sock.set_write_timeout(Some(limit)).ok()?;
+    let deadline = std::time::Instant::now() + limit;
+    let mut reads_after_handshake = 0;
+    while std::time::Instant::now() < deadline && reads_after_handshake < 1 {
+        while conn.wants_write() {
+            conn.write_tls(&mut sock).ok()?;
+        }
+        let handshaking = conn.is_handshaking();
+        match conn.read_tls(&mut sock) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        if let Err(e) = conn.process_new_packets() {
+            return classify_tls(&e);
+        }
+        if !handshaking {
+            reads_after_handshake += 1;
+        }
+    }
+    None
+}
+
+/// The message for a TLS problem: what is wrong and which file to look at.
+pub fn explain_tls(p: TlsProblem, host: &str, addr: SocketAddr, dir: &Path) -> String {
+    let ca = crate::certs::ca(dir).cert;
+    let me = crate::certs::controller(dir).cert;
+    let reissue = format!(
+        "issue it again with `paddock certs issue -i INVENTORY {host}` and install the three files on {host} (agent.toml [tls])"
+    );
+    match p {
+        TlsProblem::AgentOtherCa => format!(
+            "the agent at {addr} presents a certificate of another CA than this deployment's ({}).\n  hint: {host}'s agent.toml [tls] cert was issued for another deployment or by another CA: {reissue}",
+            ca.display()
+        ),
+        TlsProblem::AgentExpired => format!(
+            "the agent at {addr} presents an expired (or not yet valid) certificate.\n  hint: check both machines' clocks; {reissue}"
+        ),
+        TlsProblem::AgentNameMismatch => format!(
+            "the agent at {addr} presents a certificate that does not name {}.\n  hint: it was issued for another host or address: {reissue}",
+            addr.ip()
+        ),
+        TlsProblem::ControllerRefused => format!(
+            "the agent at {addr} refused this controller's certificate ({}): it does not trust this deployment's CA.\n  hint: the [tls] ca of {host}'s agent.toml must be a copy of {}",
+            me.display(),
+            ca.display()
+        ),
+        TlsProblem::ControllerExpired => format!(
+            "the agent at {addr} refused this controller's certificate ({}) as expired.\n  hint: check both machines' clocks; delete {} and its key, then `paddock certs init -i INVENTORY` issues a new one",
+            me.display(),
+            me.display()
+        ),
+        TlsProblem::NoClientCertificate => format!(
+            "the agent at {addr} requires a client certificate and none was sent.\n  hint: this controller's is {}",
+            me.display()
+        ),
+    }
+}
+
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        // Many errors' messages already include their source's.
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out
@@ -841,5 +1031,89 @@ fn reply_from_pb(v: pb::RedisValue) -> Reply {
         Some(Kind::Error(e)) => Reply::Error(e),
         Some(Kind::Array(a)) => Reply::Array(a.items.into_iter().map(reply_from_pb).collect()),
         Some(Kind::Double(d)) => Reply::Double(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_failures_are_named() {
+        use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+        let cases = [
+            (
+                E::InvalidCertificate(C::BadSignature),
+                Some(TlsProblem::AgentOtherCa),
+            ),
+            (
+                E::InvalidCertificate(C::UnknownIssuer),
+                Some(TlsProblem::AgentOtherCa),
+            ),
+            (
+                E::InvalidCertificate(C::Expired),
+                Some(TlsProblem::AgentExpired),
+            ),
+            (
+                E::InvalidCertificate(C::NotValidYet),
+                Some(TlsProblem::AgentExpired),
+            ),
+            (
+                E::InvalidCertificate(C::NotValidForName),
+                Some(TlsProblem::AgentNameMismatch),
+            ),
+            (
+                E::AlertReceived(A::UnknownCA),
+                Some(TlsProblem::ControllerRefused),
+            ),
+            (
+                E::AlertReceived(A::DecryptError),
+                Some(TlsProblem::ControllerRefused),
+            ),
+            (
+                E::AlertReceived(A::CertificateExpired),
+                Some(TlsProblem::ControllerExpired),
+            ),
+            (
+                E::AlertReceived(A::CertificateRequired),
+                Some(TlsProblem::NoClientCertificate),
+            ),
+            (E::DecryptError, None),
+        ];
+        for (error, problem) in cases {
+            assert_eq!(classify_tls(&error), problem, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn a_tls_problem_is_found_inside_io_errors() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature),
+        );
+        assert_eq!(tls_problem(&io), Some(TlsProblem::AgentOtherCa));
+        let plain = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(tls_problem(&plain), None);
+    }
+
+    #[test]
+    fn every_tls_message_names_a_file_or_a_command() {
+        let dir = Path::new("/inv/.paddock/d/certs");
+        let addr: SocketAddr = "10.0.0.1:7443".parse().unwrap();
+        for p in [
+            TlsProblem::AgentOtherCa,
+            TlsProblem::AgentExpired,
+            TlsProblem::AgentNameMismatch,
+            TlsProblem::ControllerRefused,
+            TlsProblem::ControllerExpired,
+            TlsProblem::NoClientCertificate,
+        ] {
+            let m = explain_tls(p, "a", addr, dir);
+            assert!(
+                m.contains("/inv/.paddock/d/certs/") || m.contains("paddock certs issue"),
+                "{p:?}: {m}"
+            );
+            assert!(m.contains("hint:"), "{p:?}: {m}");
+        }
     }
 }

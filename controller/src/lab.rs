@@ -36,6 +36,9 @@ pub struct LabOptions {
     /// restarting a crashed master in place).
     pub fast_failover: bool,
     pub progress: bool,
+    /// Stop an existing lab in `dir` and delete what the lab wrote there
+    /// (inventory, certificates, password, boxes' data) before starting.
+    pub reset: bool,
 }
 
 impl LabOptions {
@@ -52,6 +55,7 @@ impl LabOptions {
             apply: true,
             fast_failover: true,
             progress: true,
+            reset: false,
         }
     }
 }
@@ -78,6 +82,123 @@ pub struct LabUp {
 
 pub fn inventory_path(dir: &Path) -> PathBuf {
     dir.join("inventory.toml")
+}
+
+/// The inventory of the lab in `dir`; an error saying there is no lab there
+/// (rather than "cannot read inventory.toml") when there is none.
+pub fn existing_inventory(dir: &Path) -> Result<PathBuf, Error> {
+    let path = inventory_path(dir);
+    if path.is_file() {
+        return Ok(path);
+    }
+    Err(Error::Lab(format!(
+        "there is no lab in {} (no {}).\n  hint: start one with `paddock lab up --dir {}`",
+        dir.display(),
+        path.display(),
+        dir.display()
+    )))
+}
+
+/// The topology of the lab in `dir`, if there is one: what `lab up` keeps
+/// when no topology is asked for.
+pub fn existing_topology(dir: &Path) -> Option<paddock_inventory::Topology> {
+    let bytes = fs::read(inventory_path(dir)).ok()?;
+    let inv = paddock_inventory::parse_bytes("inventory.toml", &bytes).ok()?;
+    Some(inv.deployment.topology)
+}
+
+/// How the lab `existing` describes differs from what `options` ask for
+/// (empty when they agree): `lab up` does not silently bring up another lab
+/// than the one asked for.
+pub fn differences(existing: &paddock_inventory::Inventory, options: &LabOptions) -> Vec<String> {
+    let mut out = Vec::new();
+    if existing.deployment.topology != options.topology {
+        out.push(format!(
+            "it is a {} lab, not {}",
+            existing.deployment.topology, options.topology
+        ));
+    }
+    let addresses: Vec<IpAddr> = existing.hosts.iter().map(|h| h.address).collect();
+    if addresses != options.addresses {
+        let list = |a: &[IpAddr]| {
+            a.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        out.push(format!(
+            "its boxes are at {}, not {}",
+            list(&addresses),
+            list(&options.addresses)
+        ));
+    }
+    if let Some(h) = existing
+        .hosts
+        .iter()
+        .find(|h| h.agent_port != options.agent_port)
+    {
+        out.push(format!(
+            "its agents listen on port {}, not {}",
+            h.agent_port, options.agent_port
+        ));
+    }
+    if existing.redis.port != options.redis_port {
+        out.push(format!(
+            "its Redis port is {}, not {}",
+            existing.redis.port, options.redis_port
+        ));
+    }
+    out
+}
+
+/// Refuses to bring up an existing lab other than the one `options` ask for.
+fn check_same_lab(dir: &Path, options: &LabOptions) -> Result<(), Error> {
+    let path = inventory_path(dir);
+    let Ok(bytes) = fs::read(&path) else {
+        return Ok(());
+    };
+    let existing = paddock_inventory::parse_bytes(&path.display().to_string(), &bytes)?;
+    let diff = differences(&existing, options);
+    if diff.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Lab(format!(
+        "{} already holds another lab: {}.\n  hint: add --reset to stop it and start the lab asked for from scratch (its data is deleted), use the options it was made with, or use another --dir",
+        dir.display(),
+        diff.join("; ")
+    )))
+}
+
+/// Stops the lab in `dir` and deletes what the lab wrote there, nothing else.
+async fn reset(dir: &Path) -> Result<(), Error> {
+    down(dir).await?;
+    let mut doomed = vec![inventory_path(dir), dir.join(".paddock").join("lab")];
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name
+                .strip_prefix("box")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            {
+                doomed.push(e.path());
+            }
+        }
+    }
+    for path in doomed {
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(path)(e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The lab's inventory: a 3-master, 1-replica cluster on the lab's boxes,
@@ -193,6 +314,11 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
     let dir = &options.dir;
     fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let dir = dir.canonicalize().map_err(Error::io(dir))?;
+    if options.reset {
+        reset(&dir).await?;
+    } else {
+        check_same_lab(&dir, options)?;
+    }
     let mut state = read_state(&dir)?.unwrap_or(LabState { agents: Vec::new() });
     let binary = agent_binary();
     // The lab has its own CA, like any deployment (unless plaintext was
@@ -206,27 +332,70 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
         crate::certs::init(&certs, "lab")?;
     }
     let transport = crate::client::Transport::for_deployment(&inventory_path(&dir), "lab")?;
-    let mut started = 0;
+    let mut started = Vec::new();
+    let setup = AgentSetup {
+        dir: &dir,
+        binary: &binary,
+        certs: &certs,
+        plaintext,
+        transport: &transport,
+    };
+    let outcome = start_agents(options, &setup, &mut state, &mut started).await;
+    if let Err(e) = outcome {
+        // Leave nothing of this attempt running: the agents started so far.
+        let pids: Vec<u32> = started.clone();
+        state.agents.retain(|a| !pids.contains(&a.pid));
+        let _ = write_state(&dir, &state);
+        let _ = tokio::task::spawn_blocking(move || stop_pids(&pids, "paddockd")).await;
+        return Err(e);
+    }
+    finish_up(options, dir, started.len()).await
+}
+
+/// What the lab's agents are started with.
+struct AgentSetup<'a> {
+    dir: &'a Path,
+    binary: &'a Path,
+    certs: &'a Path,
+    plaintext: bool,
+    transport: &'a crate::client::Transport,
+}
+
+/// Starts the agents that do not run yet, one at a time, each waited for;
+/// `started` collects the pids of those it started (also on an error).
+async fn start_agents(
+    options: &LabOptions,
+    setup: &AgentSetup<'_>,
+    state: &mut LabState,
+    started: &mut Vec<u32>,
+) -> Result<(), Error> {
+    let AgentSetup {
+        dir,
+        binary,
+        certs,
+        plaintext,
+        transport,
+    } = *setup;
     for (i, address) in options.addresses.iter().enumerate() {
         let host = format!("box{}", i + 1);
         let listen = SocketAddr::new(*address, options.agent_port);
+        let config = dir.join(&host).join("agent.toml");
         if let Some(a) = state.agents.iter().find(|a| a.host == host)
             && a.listen == listen
-            && process_is(a.pid, "paddockd")
+            && agent_pid(a.pid, listen, &config).is_some()
         {
             continue;
         }
         let box_dir = dir.join(&host);
         let data_dir = box_dir.join("data");
         fs::create_dir_all(&data_dir).map_err(Error::io(&data_dir))?;
-        let config = box_dir.join("agent.toml");
         let tls = if plaintext {
             "insecure_plaintext = true\n".to_owned()
         } else {
-            let files = crate::certs::issue(&certs, &host, *address)?;
+            let files = crate::certs::issue(certs, &host, *address)?;
             format!(
                 "\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-                crate::certs::ca(&certs).cert.display(),
+                crate::certs::ca(certs).cert.display(),
                 files.cert.display(),
                 files.key.display()
             )
@@ -247,7 +416,8 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
             .open(&log_path)
             .map_err(Error::io(&log_path))?;
         let log_err = log.try_clone().map_err(Error::io(&log_path))?;
-        let child = Command::new(&binary)
+        let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let child = Command::new(binary)
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
@@ -269,10 +439,14 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
             pid: child.id(),
             dir: box_dir.clone(),
         });
-        write_state(&dir, &state)?;
-        wait_for_agent(&host, listen, child, &log_path, &transport).await?;
-        started += 1;
+        started.push(child.id());
+        write_state(dir, state)?;
+        wait_for_agent(&host, listen, child, &log_path, log_start, transport).await?;
     }
+    Ok(())
+}
+
+async fn finish_up(options: &LabOptions, dir: PathBuf, started: usize) -> Result<LabUp, Error> {
     // An existing inventory is the operator's (perhaps edited): keep it.
     let inventory = inventory_path(&dir);
     if !inventory.exists() {
@@ -301,32 +475,50 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
     })
 }
 
+/// Waits until the agent answers, or says why it will not: its exit is
+/// noticed within a connection attempt (each bounded, as a port held by
+/// something else may accept and never answer), and its own error line
+/// (e.g. "cannot listen on ...: Address already in use") is quoted.
 async fn wait_for_agent(
     host: &str,
     listen: SocketAddr,
     mut child: std::process::Child,
     log: &Path,
+    log_start: u64,
     transport: &crate::client::Transport,
 ) -> Result<(), Error> {
     let deadline = Instant::now() + AGENT_START_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            let tail = fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            let text = fs::read(log).unwrap_or_default();
+            let text = String::from_utf8_lossy(text.get(log_start as usize..).unwrap_or_default());
+            let lines: Vec<&str> = text.lines().collect();
+            // The agent prints why it exits as its last "paddockd: " line.
+            let reason = lines
+                .iter()
+                .rev()
+                .find(|l| l.starts_with("paddockd: "))
+                .map(|l| format!(": {}", l.trim_start_matches("paddockd: ")))
+                .unwrap_or_default();
+            let tail = &lines[lines.len().saturating_sub(5)..];
             return Err(Error::Lab(format!(
-                "the agent of {host} exited ({status}) before serving on {listen}; last lines of {}:\n  {}",
+                "the agent of {host} exited ({status}) before serving on {listen}{reason}\n  last lines of {}:\n  {}",
                 log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+                tail.join("\n  ")
             )));
         }
-        if let Ok(agent) = AgentClient::connect(host, listen, transport).await
-            && agent.facts().await.is_ok()
-        {
+        let attempt = async {
+            let agent = AgentClient::connect(host, listen, transport).await.ok()?;
+            agent.facts().await.ok()
+        };
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), attempt).await {
             return Ok(());
         }
         if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
             return Err(Error::Lab(format!(
-                "the agent of {host} did not answer on {listen} within {}s; see {}",
+                "the agent of {host} did not answer on {listen} within {}s (stopped it); see {}",
                 AGENT_START_TIMEOUT.as_secs(),
                 log.display()
             )));
@@ -361,6 +553,101 @@ fn process_is(pid: u32, name: &str) -> bool {
     fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| String::from_utf8_lossy(&c).contains(name))
         .unwrap_or(false)
+}
+
+/// The pid of the lab agent serving `listen` with `config`: the recorded
+/// one if it still is that agent, else whichever process listens on
+/// `listen` (an agent restarted by hand), if it is a paddockd run with
+/// `config`. Nothing else is ever signalled.
+fn agent_pid(recorded: u32, listen: SocketAddr, config: &Path) -> Option<u32> {
+    if runs_config(recorded, config) {
+        return Some(recorded);
+    }
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| fs::read_to_string(t).ok())
+        .find_map(|table| listening_inode(&table, listen))?;
+    let pid = socket_owner(inode)?;
+    runs_config(pid, config).then_some(pid)
+}
+
+/// The inode of the socket listening on `addr` in a /proc/net/tcp{,6} table.
+fn listening_inode(table: &str, addr: SocketAddr) -> Option<u64> {
+    const LISTEN: &str = "0A";
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+        (*state == LISTEN && proc_net_addr(local)? == addr)
+            .then(|| inode.parse().ok())
+            .flatten()
+    })
+}
+
+/// "0101007F:1D13" (the address as the kernel's u32 words in host byte
+/// order, the port big-endian) as a socket address.
+fn proc_net_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for i in (0..ip.len()).step_by(8) {
+        let word = u32::from_str_radix(ip.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => {
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The process holding socket `inode` open.
+fn socket_owner(inode: u64) -> Option<u32> {
+    let target = PathBuf::from(format!("socket:[{inode}]"));
+    fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+        fs::read_dir(p.path().join("fd"))
+            .ok()?
+            .flatten()
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l == target))
+            .then_some(pid)
+    })
+}
+
+/// Whether `pid` is a paddockd whose `--config` is `config`.
+fn runs_config(pid: u32, config: &Path) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let is_paddockd = args
+        .first()
+        .is_some_and(|a| Path::new(a).file_name() == Some("paddockd".as_ref()));
+    if !is_paddockd {
+        return false;
+    }
+    let given = args.iter().enumerate().find_map(|(i, a)| match a.as_str() {
+        "--config" | "-c" => args.get(i + 1).cloned(),
+        _ => a.strip_prefix("--config=").map(str::to_owned),
+    });
+    let Some(given) = given else {
+        return false;
+    };
+    // A relative path is relative to the process's working directory.
+    let given = match fs::read_link(format!("/proc/{pid}/cwd")) {
+        Ok(cwd) => cwd.join(given),
+        Err(_) => PathBuf::from(given),
+    };
+    match (given.canonicalize(), config.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 fn signal(pid: u32, sig: Signal) {
@@ -399,11 +686,14 @@ pub struct LabDown {
 /// pidfile is in the lab and is still alive.
 pub async fn down(dir: &Path) -> Result<LabDown, Error> {
     let state = read_state(dir)?;
+    // An agent restarted by hand has another pid than the recorded one.
     let live: Vec<LabAgent> = state
         .iter()
         .flat_map(|s| &s.agents)
-        .filter(|a| process_is(a.pid, "paddockd"))
-        .cloned()
+        .filter_map(|a| {
+            let pid = agent_pid(a.pid, a.listen, &a.dir.join("agent.toml"))?;
+            Some(LabAgent { pid, ..a.clone() })
+        })
         .collect();
     let transport = crate::client::Transport::for_deployment(&inventory_path(dir), "lab")
         .unwrap_or(crate::client::Transport::Plaintext);
@@ -460,4 +750,53 @@ pub async fn down(dir: &Path) -> Result<LabDown, Error> {
     })
     .await
     .map_err(|e| Error::Lab(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_listening_sockets_from_proc_net_tcp() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0101007F:1D13 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 0201007F:1D13 0101007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 100 0 0 10 0
+";
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(listening_inode(v4, addr("127.0.1.1:7443")), Some(4242));
+        // Established, not listening.
+        assert_eq!(listening_inode(v4, addr("127.0.1.2:7443")), None);
+        assert_eq!(listening_inode(v4, addr("127.0.1.1:7444")), None);
+        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:1D13 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0000000000000000 100 0 0 10 0
+";
+        assert_eq!(listening_inode(v6, addr("[::1]:7443")), Some(77));
+    }
+
+    #[test]
+    fn names_how_an_existing_lab_differs() {
+        let mut options = LabOptions::new(PathBuf::from("lab"));
+        let existing =
+            paddock_inventory::parse("inventory.toml", &inventory_text(&options)).unwrap();
+        assert!(differences(&existing, &options).is_empty());
+        options.topology = paddock_inventory::Topology::Sentinel;
+        options.agent_port = 7444;
+        assert_eq!(
+            differences(&existing, &options),
+            [
+                "it is a cluster lab, not sentinel",
+                "its agents listen on port 7443, not 7444"
+            ]
+        );
+        let mut options = LabOptions::new(PathBuf::from("lab"));
+        options.addresses.pop();
+        options.redis_port = 7100;
+        assert_eq!(
+            differences(&existing, &options),
+            [
+                "its boxes are at 127.0.1.1,127.0.1.2,127.0.1.3, not 127.0.1.1,127.0.1.2",
+                "its Redis port is 7000, not 7100"
+            ]
+        );
+    }
 }

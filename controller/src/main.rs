@@ -8,6 +8,20 @@ use clap::{Parser, Subcommand};
 use paddock_controller::{apply, failover, lab, lifecycle, status, watch};
 use std::io::IsTerminal;
 
+// Everything this file prints goes through `output::write`, which survives
+// a closed stdout (`paddock status | head -1`): these shadow std's macros,
+// which panic there.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        let _ = paddock_controller::output::write(format_args!("{}\n", format_args!($($arg)*)));
+    }};
+}
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        let _ = paddock_controller::output::write(format_args!($($arg)*));
+    }};
+}
+
 /// paddock: deploy and operate highly available Redis on plain machines
 /// through paddockd agents.
 #[derive(Parser)]
@@ -292,6 +306,7 @@ enum LabCmd {
         /// First Redis port on each box.
         #[arg(long, default_value_t = 7000)]
         port: u16,
+        /// The port every box's agent listens on.
         #[arg(long, default_value_t = 7443)]
         agent_port: u16,
         /// Start the agents and write the inventory, but do not apply it.
@@ -303,9 +318,14 @@ enum LabCmd {
         no_fast_failover: bool,
         /// cluster (3 masters x 1 replica), replication (1 master and a
         /// read replica on each other box) or sentinel (the same, plus a
-        /// sentinel on each box).
-        #[arg(long, default_value = "cluster", value_parser = ["cluster", "replication", "sentinel"])]
-        topology: String,
+        /// sentinel on each box). Default: the existing lab's, else cluster.
+        #[arg(long, value_parser = ["cluster", "replication", "sentinel"])]
+        topology: Option<String>,
+        /// Stop the lab already in DIR and delete its data, inventory and
+        /// certificates first (needed to change its topology, addresses or
+        /// ports).
+        #[arg(long)]
+        reset: bool,
     },
     /// Status of the lab's deployment.
     ///
@@ -326,7 +346,10 @@ enum LabCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -341,7 +364,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("paddock: error: {e:#}");
+            eprintln!("paddock: error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
@@ -372,12 +395,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Into a buffer first: clap_complete panics on a closed pipe
             // (`paddock completions bash | head`).
             let mut script = Vec::new();
-            clap_complete::generate(
-                shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                "paddock",
-                &mut script,
-            );
+            clap_complete::generate(shell, &mut command(), "paddock", &mut script);
             match std::io::Write::write_all(&mut std::io::stdout(), &script) {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
                 _ => Ok(ExitCode::SUCCESS),
@@ -712,20 +730,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_apply,
             no_fast_failover,
             topology,
+            reset,
         }) => {
+            use paddock_inventory::Topology;
+            let topology = match topology.as_deref() {
+                Some("replication") => Topology::Replication,
+                Some("sentinel") => Topology::Sentinel,
+                Some(_) => Topology::Cluster,
+                None if reset => Topology::Cluster,
+                None => lab::existing_topology(&dir).unwrap_or(Topology::Cluster),
+            };
             let options = lab::LabOptions {
                 dir,
                 addresses,
                 redis_port: port,
                 agent_port,
-                topology: match topology.as_str() {
-                    "replication" => paddock_inventory::Topology::Replication,
-                    "sentinel" => paddock_inventory::Topology::Sentinel,
-                    _ => paddock_inventory::Topology::Cluster,
-                },
+                topology,
                 apply: !no_apply,
                 fast_failover: !no_fast_failover,
                 progress: true,
+                reset,
             };
             let up = lab::up(&options).await?;
             eprintln!(
@@ -739,12 +763,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_status(&s, false)?;
             }
             let first = options.addresses[0];
-            let cluster_flag = if topology == "cluster" { "-c " } else { "" };
+            let cluster_flag = if topology == Topology::Cluster {
+                "-c "
+            } else {
+                ""
+            };
             println!(
                 "\nConnect:  REDISCLI_AUTH=\"$(cat {})\" redis-cli {cluster_flag}-h {first} -p {port}",
                 up.password_file.display()
             );
-            if topology == "sentinel" {
+            if topology == Topology::Sentinel {
                 println!(
                     "Sentinel: REDISCLI_AUTH=\"$(cat {})\" redis-cli -h {first} -p 26379 SENTINEL GET-MASTER-ADDR-BY-NAME lab",
                     up.password_file.display()
@@ -758,7 +786,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Lab(LabCmd::Status { dir, json }) => {
-            let s = status::status(&lab::inventory_path(&dir), &limit).await?;
+            let s = status::status(&lab::existing_inventory(&dir)?, &limit).await?;
             print_status(&s, json)?;
             Ok(if s.healthy {
                 ExitCode::SUCCESS
@@ -798,6 +826,53 @@ fn print_outcomes(verb: &str, done: &[lifecycle::Outcome]) {
 fn inventory_is_cluster(path: &std::path::Path) -> bool {
     read_inventory(path)
         .is_ok_and(|i| i.deployment.topology == paddock_inventory::Topology::Cluster)
+}
+
+/// The CLI as clap derives it, plus what every subcommand (also one added
+/// later) should show the same way: help for the flags many share, and each
+/// `Example:` on its own line (clap joins a doc comment's lines).
+fn command() -> clap::Command {
+    fn finish(cmd: clap::Command) -> clap::Command {
+        let cmd = match cmd.get_long_about().map(ToString::to_string) {
+            Some(long) if long.contains(" Example: ") => {
+                cmd.long_about(long.replace(" Example: ", "\nExample: "))
+            }
+            _ => cmd,
+        };
+        cmd.mut_args(|arg| {
+            if arg.get_help().is_some() {
+                return arg;
+            }
+            match arg.get_id().as_str() {
+                "inventory" => arg.help("The inventory file (TOML) describing the deployment"),
+                "json" => arg.help("Print JSON instead of text"),
+                "timeout" => arg.help("Give up after this many seconds"),
+                "dir" => arg.help(
+                    "The lab's directory: its inventory, certificates, agents' data and logs",
+                ),
+                _ => arg,
+            }
+        })
+        .mut_subcommands(finish)
+    }
+    finish(<Cli as clap::CommandFactory>::command())
+}
+
+/// The error and its causes, each once: our errors' messages already
+/// include their source, so a cause whose text is already there is skipped
+/// (anyhow's `{:#}` would print it again).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&line);
+        }
+    }
+    text
 }
 
 fn read_inventory(path: &std::path::Path) -> anyhow::Result<paddock_inventory::Inventory> {

@@ -100,6 +100,7 @@ pub fn write_secret(path: &Path, secret: &str, new_only: bool) -> Result<(), Err
             .mode(0o700)
             .create(dir)
             .map_err(Error::io(dir))?;
+        ignore_in_git(dir)?;
     }
     let mut options = OpenOptions::new();
     options.write(true).mode(0o600);
@@ -112,6 +113,28 @@ pub fn write_secret(path: &Path, secret: &str, new_only: bool) -> Result<(), Err
     f.write_all(format!("{secret}\n").as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(Error::io(path))
+}
+
+/// Puts a `.gitignore` ignoring everything into the `.paddock` directory
+/// `dir` is in (if it is in one), so private keys and passwords are not
+/// committed with the inventory next to them. An existing one is kept.
+pub fn ignore_in_git(dir: &Path) -> Result<(), Error> {
+    let Some(paddock) = dir
+        .ancestors()
+        .find(|a| a.file_name() == Some(".paddock".as_ref()))
+    else {
+        return Ok(());
+    };
+    let path = paddock.join(".gitignore");
+    match OpenOptions::new().write(true).create_new(true).mode(0o644).open(&path) {
+        Ok(mut f) => f
+            .write_all(
+                b"# Written by paddock: private keys and passwords live here; keep them out of git.\n*\n",
+            )
+            .map_err(Error::io(&path)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io(path)(e)),
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +166,15 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(load_or_create(&path, true).unwrap().unwrap(), first);
+    }
+
+    #[test]
+    fn the_paddock_directory_is_ignored_by_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".paddock/lab/redis-password");
+        load_or_create(&path, true).unwrap();
+        let ignore = std::fs::read_to_string(dir.path().join(".paddock/.gitignore")).unwrap();
+        assert!(ignore.lines().any(|l| l == "*"), "{ignore}");
     }
 
     #[test]

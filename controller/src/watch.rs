@@ -100,12 +100,15 @@ pub async fn events(
         };
         let Some(event) = next else { break };
         let event = event?;
-        if json {
-            println!("{}", serde_json::to_string(&event).unwrap_or_default());
+        let line = if json {
+            serde_json::to_string(&event).unwrap_or_default()
         } else {
-            println!("{}", format_event(&event));
-        }
+            format_event(&event)
+        };
         seen.push(event);
+        if !crate::output::write(format_args!("{line}\n")) {
+            break; // stdout closed (e.g. piped into head)
+        }
     }
     Ok(seen)
 }
