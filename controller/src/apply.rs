@@ -102,14 +102,21 @@ pub async fn plan(path: &Path, limit: &[String]) -> Result<Plan, Error> {
     let mut plan = make_plan(&deployment, &targets, &sentinels, &observed);
     // What apply would refuse or install on each host (apply asks only
     // when it has changes to make, so a no-op apply stays fast).
+    // Only the hosts acted on: the others are skipped (and named) already.
     let facts = join_all((0..deployment.inventory.hosts.len()).map(|h| {
-        let fleet = &fleet;
-        async move { fleet.agent(h)?.facts().await }
+        let (fleet, acting) = (&fleet, &observed.acting);
+        async move {
+            if !acting[h] {
+                return Ok(None);
+            }
+            fleet.agent(h)?.facts().await.map(Some)
+        }
     }))
     .await
     .into_iter()
     .collect::<Result<Vec<_>, Error>>()?;
     for (host, f) in deployment.inventory.hosts.iter().zip(&facts) {
+        let Some(f) = f else { continue };
         let check = crate::fleet::redis_check(f);
         if check == crate::fleet::RedisCheck::Install {
             plan.changes.insert(
@@ -569,7 +576,7 @@ pub(crate) async fn rolling_restart(
 /// so many that its loss would stop the cluster (`balance::judge`): one
 /// coordinated CLUSTER FAILOVER at a time, the cluster healthy again after
 /// each. Re-judged from what the nodes report after each round of moves.
-async fn restore_balance(
+pub(crate) async fn restore_balance(
     fleet: &Fleet,
     targets: &[Target],
     step_timeout: Duration,

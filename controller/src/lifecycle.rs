@@ -359,6 +359,12 @@ pub async fn restart(
             for s in &skipped {
                 progress.step(format!("skipped: {s}"));
             }
+            // Each master handed its role to a replica on another host
+            // first: give the masters back their spread (one host's loss
+            // must not take out a majority of them).
+            if deployment.inventory.deployment.topology == paddock_inventory::Topology::Cluster {
+                crate::apply::restore_balance(fleet, &targets, step_timeout, &progress).await?;
+            }
         }
         let mut out: Vec<Outcome> = rolling
             .iter()

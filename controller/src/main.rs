@@ -118,8 +118,8 @@ enum Cmd {
         /// HOST (all of its instances) or HOST:INSTANCE; none: every
         /// instance of the deployment.
         targets: Vec<String>,
-        /// Seconds each instance may take to be back and the deployment
-        /// healthy again.
+        /// How long each instance may take to be back and the deployment
+        /// healthy again, in seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
