@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
+use crate::handover::NoHeir;
 use crate::redis_access::connect;
 use crate::spec::{Group, Peer};
 use crate::supervisor::Endpoint;
@@ -50,12 +51,6 @@ pub enum PeerRole {
 pub enum Start {
     AsConfigured,
     ReplicaOf(Peer),
-}
-
-/// Why no replica took over a crashed master.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoHeir {
-    pub error: String,
 }
 
 fn endpoint(p: &Peer, password: &str) -> Endpoint {

@@ -533,6 +533,23 @@ impl Fleet {
             .map_err(|message| Error::AgentDown(message.clone()))
     }
 
+    /// Fills in what the other nodes report about the instances of hosts
+    /// whose agent did not answer the dial (`cluster::hearsay`): a healthy
+    /// Redis behind a dead agent still serves, and counts as serving.
+    pub fn with_hearsay(
+        &self,
+        targets: &[Target],
+        own: Vec<Option<crate::cluster::Observation>>,
+    ) -> Vec<Option<crate::cluster::Observation>> {
+        let all = members(targets);
+        (0..targets.len())
+            .map(|i| match &own[i] {
+                None if !self.reachable(targets[i].host) => crate::cluster::hearsay(&all, &own, i),
+                o => o.clone(),
+            })
+            .collect()
+    }
+
     pub fn agent_error(&self, host: usize) -> Option<&str> {
         self.agents[host].as_ref().err().map(String::as_str)
     }
@@ -560,7 +577,7 @@ impl Fleet {
                 return Err(Error::Locked {
                     deployment: deployment.to_owned(),
                     holder: other.holder,
-                    since: crate::watch::format_utc(other.since_unix_ms),
+                    since: crate::utc::format_utc(other.since_unix_ms),
                     ttl_s: LOCK_TTL_MS / 1000,
                 });
             }

@@ -115,31 +115,14 @@ fn expect_ok(t: &Target, what: &str, reply: &Reply) -> Result<(), Error> {
 }
 
 /// Every target's view of the cluster; a target whose agent is unreachable
-/// is judged from the others' views ([`with_hearsay`]).
+/// is judged from the others' views ([`Fleet::with_hearsay`]).
 pub async fn observe_all(fleet: &Fleet, targets: &[Target]) -> Vec<Option<Observation>> {
     let own = join_all(targets.iter().map(|t| observe_node(fleet, t)))
         .await
         .into_iter()
         .map(|o| o.map(|(obs, _)| obs))
         .collect();
-    with_hearsay(fleet, targets, own)
-}
-
-/// Fills in what the other nodes report about the instances of hosts whose
-/// agent did not answer the dial (`cluster::hearsay`): a healthy Redis
-/// behind a dead agent still serves, and counts as serving.
-pub fn with_hearsay(
-    fleet: &Fleet,
-    targets: &[Target],
-    own: Vec<Option<Observation>>,
-) -> Vec<Option<Observation>> {
-    let all = members(targets);
-    (0..targets.len())
-        .map(|i| match &own[i] {
-            None if !fleet.reachable(targets[i].host) => crate::cluster::hearsay(&all, &own, i),
-            o => o.clone(),
-        })
-        .collect()
+    fleet.with_hearsay(targets, own)
 }
 
 /// Promotes, before anything else starts, the replica of every shard whose

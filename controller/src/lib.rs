@@ -22,6 +22,7 @@ pub mod rotate;
 pub mod secrets;
 pub mod sentinel;
 pub mod status;
+pub mod utc;
 pub mod watch;
 
 use std::net::SocketAddr;

@@ -633,7 +633,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(Some(h)) => println!(
                         "{host}: broke the lease of {} (since {})",
                         h.holder,
-                        paddock_controller::watch::format_utc(h.since_unix_ms)
+                        paddock_controller::utc::format_utc(h.since_unix_ms)
                     ),
                     Ok(None) => println!("{host}: no lease"),
                     Err(e) => {

@@ -165,7 +165,7 @@ pub async fn observe(
         .iter()
         .map(|c| c.as_ref().map(|(o, _)| o.clone()))
         .collect();
-    let judged = crate::form::with_hearsay(fleet, targets, own);
+    let judged = fleet.with_hearsay(targets, own);
     let clusters = clusters
         .into_iter()
         .zip(judged)

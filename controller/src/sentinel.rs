@@ -536,8 +536,14 @@ mod tests {
         let text = "[deployment]\nname = \"lab\"\ntopology = \"sentinel\"\nreplicas_per_master = 2\n\
              [[hosts]]\nname = \"box1\"\naddress = \"127.0.1.1\"\n[[hosts]]\nname = \"box2\"\naddress = \"127.0.1.2\"\n\
              [[hosts]]\nname = \"box3\"\naddress = \"127.0.1.3\"\n";
+        let d = deployment_from(text);
+        d.sentinels(d.placed_master())
+    }
+
+    /// A deployment of the inventory `text`, as loaded (no files read).
+    fn deployment_from(text: &str) -> crate::fleet::Deployment {
         let inventory = paddock_inventory::parse("t.toml", text).unwrap();
-        let d = crate::fleet::Deployment {
+        crate::fleet::Deployment {
             inventory_path: "t.toml".into(),
             placement: paddock_inventory::place(&inventory),
             inventory,
@@ -545,8 +551,7 @@ mod tests {
             password: Some("0123456789abcdef0123456789abcdef".into()),
             user_passwords: Vec::new(),
             transport: crate::client::Transport::Plaintext,
-        };
-        d.sentinels(d.placed_master())
+        }
     }
 
     #[test]
@@ -588,16 +593,7 @@ mod tests {
         let text = "[deployment]\nname = \"t\"\ntopology = \"sentinel\"\n\
              [[hosts]]\nname = \"a\"\naddress = \"10.0.0.1\"\n[[hosts]]\nname = \"b\"\naddress = \"10.0.0.2\"\n\
              [[hosts]]\nname = \"c\"\naddress = \"10.0.0.3\"\n";
-        let inventory = paddock_inventory::parse("t.toml", text).unwrap();
-        let d = crate::fleet::Deployment {
-            inventory_path: "t.toml".into(),
-            placement: paddock_inventory::place(&inventory),
-            inventory,
-            password_path: "pw".into(),
-            password: None,
-            user_passwords: Vec::new(),
-            transport: crate::client::Transport::Plaintext,
-        };
+        let d = deployment_from(text);
         let sentinels = d.sentinels(d.placed_master());
         assert_eq!(sentinels.len(), 3);
         let at = |n: u8| Peer {

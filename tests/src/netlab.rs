@@ -32,13 +32,22 @@ pub fn cluster_inventory(addresses: &[IpAddr], node_timeout_ms: u32) -> String {
         "[deployment]\nname = \"faults\"\ntopology = \"cluster\"\nmasters = 3\nreplicas_per_master = 1\n\n\
          [redis]\nport = {REDIS_PORT}\nmaxmemory = \"64mb\"\nappendonly = true\ncluster_node_timeout_ms = {node_timeout_ms}\n"
     );
-    for (i, a) in addresses.iter().enumerate() {
-        s.push_str(&format!(
-            "\n[[hosts]]\nname = \"box{}\"\naddress = \"{a}\"\nagent_port = {AGENT_PORT}\n",
-            i + 1
-        ));
-    }
+    s.push_str(&hosts_toml(addresses));
     s
+}
+
+/// The `[[hosts]]` tables of the boxes at `addresses`: box1, box2, ...
+pub fn hosts_toml(addresses: &[IpAddr]) -> String {
+    addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            format!(
+                "\n[[hosts]]\nname = \"box{}\"\naddress = \"{a}\"\nagent_port = {AGENT_PORT}\n",
+                i + 1
+            )
+        })
+        .collect()
 }
 
 impl NetLab {

@@ -282,12 +282,7 @@ fn dataless_replication(ips: &[IpAddr]) -> String {
         "[deployment]\nname = \"faults\"\ntopology = \"replication\"\nreplicas_per_master = 2\n\n\
          [redis]\nport = {REDIS_PORT}\nmaxmemory = \"64mb\"\nappendonly = false\nrdb_snapshots = false\n"
     );
-    for (i, a) in ips.iter().enumerate() {
-        s.push_str(&format!(
-            "\n[[hosts]]\nname = \"box{}\"\naddress = \"{a}\"\nagent_port = 7443\n",
-            i + 1
-        ));
-    }
+    s.push_str(&paddock_tests::netlab::hosts_toml(ips));
     s
 }
 

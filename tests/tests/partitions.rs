@@ -115,12 +115,7 @@ fn sentinel_inventory(ips: &[IpAddr]) -> String {
         "[deployment]\nname = \"faults\"\ntopology = \"sentinel\"\nreplicas_per_master = 2\n\n\
          [redis]\nport = {REDIS_PORT}\nmaxmemory = \"64mb\"\n\n[sentinel]\ndown_after_ms = 2000\nfailover_timeout_ms = 10000\n"
     );
-    for (i, a) in ips.iter().enumerate() {
-        s.push_str(&format!(
-            "\n[[hosts]]\nname = \"box{}\"\naddress = \"{a}\"\nagent_port = 7443\n",
-            i + 1
-        ));
-    }
+    s.push_str(&paddock_tests::netlab::hosts_toml(ips));
     s
 }
 

@@ -795,15 +795,11 @@ impl Supervisor {
             });
         };
         match action {
-            Action::Spawn => match self.preparation(name) {
+            Action::Spawn | Action::Handover => match self.preparation(name) {
                 Some(Preparation::Cluster(replicas)) => self.hand_over(name, replicas),
                 Some(Preparation::Group(group)) => self.prepare_member(name, group),
-                None => self.spawn_process(name),
-            },
-            Action::Handover => match self.preparation(name) {
-                Some(Preparation::Cluster(replicas)) => self.hand_over(name, replicas),
-                Some(Preparation::Group(group)) => self.prepare_member(name, group),
-                // Nothing to hand over any more: start it.
+                None if action == Action::Spawn => self.spawn_process(name),
+                // HELD, and nothing to hand over any more: start it.
                 None => self.feed(name, Event::HandedOver, Some(generation)),
             },
             Action::Signal(sig) => {
