@@ -68,7 +68,7 @@ pub async fn readiness(endpoint: &Endpoint, expected_pid: u32) -> Readiness {
         .await
     {
         Ok(i) => i,
-        Err(e) if e.code() == Some("LOADING") => return Readiness::Loading,
+        Err(e) if ReplyError::of(&e) == ReplyError::Loading => return Readiness::Loading,
         Err(_) => return Readiness::NotAnswering,
     };
     let field = |key: &str| {
@@ -81,6 +81,28 @@ pub async fn readiness(endpoint: &Endpoint, expected_pid: u32) -> Readiness {
         None => Readiness::NotAnswering,
         Some(_) if field("loading").as_deref() == Some("1") => Readiness::Loading,
         Some(_) => Readiness::Ready,
+    }
+}
+
+/// The Redis error replies the agent decides on, by the code word the reply
+/// starts with (never its free text, which Redis may reword).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyError {
+    /// LOADING: the data set is still being loaded.
+    Loading,
+    /// INPROG: a Sentinel failover is already in progress.
+    InProgress,
+    /// Any other error reply, or no reply at all (IO, auth, parsing).
+    Other,
+}
+
+impl ReplyError {
+    pub fn of(e: &redis::RedisError) -> ReplyError {
+        match e.code() {
+            Some("LOADING") => ReplyError::Loading,
+            Some("INPROG") => ReplyError::InProgress,
+            _ => ReplyError::Other,
+        }
     }
 }
 
@@ -258,6 +280,44 @@ impl From<Value> for Reply {
             Value::Push { data, .. } => Reply::Array(data.into_iter().map(Reply::from).collect()),
             Value::BigNumber(n) => Reply::Simple(format!("{n:?}")),
             _ => Reply::Error("unsupported reply type".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_replies_are_classified_by_their_code_word() {
+        let server = |resp: &[u8]| match redis::parse_redis_value(resp).unwrap() {
+            Value::ServerError(e) => redis::RedisError::from(e),
+            v => panic!("not an error reply: {v:?}"),
+        };
+        let io =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let table = [
+            (
+                server(b"-LOADING Redis is loading the dataset in memory\r\n"),
+                ReplyError::Loading,
+            ),
+            (
+                server(b"-INPROG Failover already in progress\r\n"),
+                ReplyError::InProgress,
+            ),
+            // The text does not decide: only the code word does.
+            (
+                server(b"-ERR INPROG LOADING is not a code here\r\n"),
+                ReplyError::Other,
+            ),
+            (
+                server(b"-NOGOODSLAVE No suitable replica\r\n"),
+                ReplyError::Other,
+            ),
+            (io, ReplyError::Other),
+        ];
+        for (e, want) in table {
+            assert_eq!(ReplyError::of(&e), want, "{e}");
         }
     }
 }

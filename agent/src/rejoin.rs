@@ -18,12 +18,13 @@
 //!   The member then starts as a replica of the new master.
 //! - nobody answers, or nothing was ever formed: start as configured.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
 use crate::handover::NoHeir;
-use crate::redis_access::connect;
+use crate::redis_access::{ReplyError, connect};
 use crate::spec::{Group, Peer};
 use crate::supervisor::Endpoint;
 
@@ -61,17 +62,42 @@ fn endpoint(p: &Peer, password: &str) -> Endpoint {
     }
 }
 
+/// A query to a peer that failed: where, and the Redis error whole, so a
+/// decision can go by its code ([`ReplyError`]).
+#[derive(Debug)]
+struct Failed {
+    peer: Peer,
+    error: redis::RedisError,
+}
+
+impl Failed {
+    fn code(&self) -> ReplyError {
+        ReplyError::of(&self.error)
+    }
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.peer, self.error)
+    }
+}
+
+impl From<Failed> for String {
+    fn from(f: Failed) -> String {
+        f.to_string()
+    }
+}
+
 async fn query<T: redis::FromRedisValue>(
     p: &Peer,
     password: &str,
     cmd: &redis::Cmd,
-) -> Result<T, String> {
+) -> Result<T, Failed> {
+    let failed = |error| Failed { peer: *p, error };
     let mut conn = connect(&endpoint(p, password), ASK_TIMEOUT)
         .await
-        .map_err(|e| format!("{p}: {e}"))?;
-    cmd.query_async(&mut conn)
-        .await
-        .map_err(|e| format!("{p}: {e}"))
+        .map_err(failed)?;
+    cmd.query_async(&mut conn).await.map_err(failed)
 }
 
 fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
@@ -300,7 +326,7 @@ async fn replicaof(p: &Peer, master: Option<&Peer>, password: &str) -> Result<()
         Some(m) => cmd.arg(m.address.to_string()).arg(m.port),
         None => cmd.arg("NO").arg("ONE"),
     };
-    query::<()>(p, password, &cmd).await
+    Ok(query::<()>(p, password, &cmd).await?)
 }
 
 /// What the member knows of itself before it starts.
@@ -440,11 +466,11 @@ async fn sentinel_failover(me: Peer, group: &Group, password: &str) -> Result<St
                 break;
             }
             // Another sentinel already runs a failover: wait for it.
-            Err(e) if e.contains("INPROG") => {
+            Err(e) if e.code() == ReplyError::InProgress => {
                 accepted = true;
                 break;
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
         }
     }
     if !accepted {

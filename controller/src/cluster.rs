@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use crate::problem::ClusterProblem;
+
 pub const SLOTS: u32 = 16384;
 
 /// One line of CLUSTER NODES.
@@ -126,18 +128,23 @@ pub fn replication_master(members: &[Member], observed: &[Option<Observation>]) 
 /// Problems keeping a replication deployment from being one master with
 /// every other member its read replica, link up. Judged on roles, not on
 /// placement: after a failover any member may be the master.
-pub fn assess_replication(members: &[Member], observed: &[Option<Observation>]) -> Vec<String> {
+pub fn assess_replication(
+    members: &[Member],
+    observed: &[Option<Observation>],
+) -> Vec<ClusterProblem> {
     let mut problems = Vec::new();
     for (m, o) in members.iter().zip(observed) {
         if o.as_ref().and_then(|o| o.role_master).is_none() {
-            problems.push(format!("{}: not running or not answering", m.label));
+            problems.push(ClusterProblem::NotAnswering {
+                node: m.label.clone(),
+            });
         }
     }
     if !problems.is_empty() {
         return problems;
     }
     let Some(master) = replication_master(members, observed) else {
-        return vec!["no member is a master that the others replicate".into()];
+        return vec![ClusterProblem::NoReplicationMaster];
     };
     let at = (members[master].ip, members[master].port);
     for (i, (m, o)) in members.iter().zip(observed).enumerate() {
@@ -146,20 +153,19 @@ pub fn assess_replication(members: &[Member], observed: &[Option<Observation>]) 
             continue;
         }
         if o.role_master == Some(true) {
-            problems.push(format!(
-                "{}: is a master too; it should replicate {}",
-                m.label, members[master].label
-            ));
+            problems.push(ClusterProblem::AlsoMaster {
+                node: m.label.clone(),
+                master: members[master].label.clone(),
+            });
         } else if o.master_addr != Some(at) {
-            problems.push(format!(
-                "{}: should replicate {}",
-                m.label, members[master].label
-            ));
+            problems.push(ClusterProblem::ShouldReplicate {
+                node: m.label.clone(),
+                master: members[master].label.clone(),
+            });
         } else if o.link_up != Some(true) {
-            problems.push(format!(
-                "{}: replication link to its master is not up yet",
-                m.label
-            ));
+            problems.push(ClusterProblem::LinkDown {
+                node: m.label.clone(),
+            });
         }
     }
     problems
@@ -355,7 +361,7 @@ pub fn hearsay(
 /// Everything that keeps the observed cluster from being a healthy cluster of
 /// the inventory's shape. Empty means healthy. Roles are judged per shard,
 /// not per host: after a failover the former replica is a fine master.
-pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<String> {
+pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<ClusterProblem> {
     if members.first().is_some_and(|m| !m.cluster) {
         return assess_replication(members, observed);
     }
@@ -365,7 +371,9 @@ pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<Strin
         match o.as_ref().and_then(Observation::myself) {
             Some(me) => ids.push(Some(me)),
             None => {
-                problems.push(format!("{}: not running or not answering", m.label));
+                problems.push(ClusterProblem::NotAnswering {
+                    node: m.label.clone(),
+                });
                 ids.push(None);
             }
         }
@@ -380,18 +388,19 @@ pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<Strin
                 continue;
             }
             match o.find(peer.ip, peer.port) {
-                None => problems.push(format!(
-                    "{}: does not know {} ({}:{})",
-                    m.label, peer.label, peer.ip, peer.port
-                )),
-                Some(n) if !n.is_settled() => problems.push(format!(
-                    "{}: sees {} ({}:{}) as {}",
-                    m.label,
-                    peer.label,
-                    peer.ip,
-                    peer.port,
-                    n.flags.join(",")
-                )),
+                None => problems.push(ClusterProblem::DoesNotKnow {
+                    node: m.label.clone(),
+                    peer: peer.label.clone(),
+                    ip: peer.ip,
+                    port: peer.port,
+                }),
+                Some(n) if !n.is_settled() => problems.push(ClusterProblem::SeesAs {
+                    node: m.label.clone(),
+                    peer: peer.label.clone(),
+                    ip: peer.ip,
+                    port: peer.port,
+                    flags: n.flags.clone(),
+                }),
                 Some(n) => {
                     // Every view must agree with the peer's own view of itself.
                     if let Some(own) = ids[j]
@@ -399,10 +408,10 @@ pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<Strin
                             || n.is_master() != own.is_master()
                             || n.master_id != own.master_id)
                     {
-                        problems.push(format!(
-                            "{}: its view of {} is not up to date yet",
-                            m.label, peer.label
-                        ));
+                        problems.push(ClusterProblem::StaleView {
+                            node: m.label.clone(),
+                            peer: peer.label.clone(),
+                        });
                     }
                 }
             }
@@ -417,35 +426,35 @@ pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<Strin
             })
             .collect();
         if !foreign.is_empty() {
-            problems.push(format!(
-                "{}: knows nodes outside the inventory: {}",
-                m.label,
-                foreign.join(", ")
-            ));
+            problems.push(ClusterProblem::ForeignNodes {
+                node: m.label.clone(),
+                nodes: foreign,
+            });
         }
         if !o.state_ok {
-            problems.push(format!("{}: cluster_state is not ok", m.label));
+            problems.push(ClusterProblem::StateNotOk {
+                node: m.label.clone(),
+            });
         }
         if o.link_up == Some(false) {
-            problems.push(format!(
-                "{}: replication link to its master is not up yet",
-                m.label
-            ));
+            problems.push(ClusterProblem::LinkDown {
+                node: m.label.clone(),
+            });
         }
     }
     for (m, me) in members.iter().zip(&ids) {
         if let Some(me) = me
             && !me.open_slots.is_empty()
         {
-            problems.push(format!(
-                "{}: open slots {} (an interrupted resharding; finish it with `redis-cli --cluster fix`)",
-                m.label,
-                me.open_slots.join(" ")
-            ));
+            problems.push(ClusterProblem::OpenSlots {
+                node: m.label.clone(),
+                slots: me.open_slots.clone(),
+            });
         }
     }
     let shards: BTreeSet<u32> = members.iter().map(|m| m.shard).collect();
     let mut covered = 0;
+    let mut masterless = false;
     for shard in shards {
         let in_shard: Vec<usize> = (0..members.len())
             .filter(|&i| members[i].shard == shard)
@@ -463,19 +472,23 @@ pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<Strin
                         && n.id != master.id
                         && n.master_id.as_deref() != Some(master.id.as_str())
                     {
-                        problems.push(format!(
-                            "{}: should replicate shard {shard}'s master",
-                            members[i].label
-                        ));
+                        problems.push(ClusterProblem::ShouldReplicateShard {
+                            node: members[i].label.clone(),
+                            shard,
+                        });
                     }
                 }
             }
-            [] => problems.push(format!("shard {shard}: no master serving slots")),
-            _ => problems.push(format!("shard {shard}: more than one master serves slots")),
+            [] => {
+                masterless = true;
+                problems.push(ClusterProblem::ShardWithoutMaster { shard });
+            }
+            _ => problems.push(ClusterProblem::ShardManyMasters { shard }),
         }
     }
-    if covered != SLOTS && !problems.iter().any(|p| p.contains("no master")) {
-        problems.push(format!("{covered} of {SLOTS} slots are served"));
+    // A shard without a master already says why its slots are not served.
+    if covered != SLOTS && !masterless {
+        problems.push(ClusterProblem::SlotsUnserved { served: covered });
     }
     problems
 }
@@ -658,7 +671,10 @@ mod tests {
 
     #[test]
     fn healthy_cluster_has_no_problems() {
-        assert_eq!(assess(&members(), &cluster(&HEALTHY)), Vec::<String>::new());
+        assert_eq!(
+            assess(&members(), &cluster(&HEALTHY)),
+            Vec::<ClusterProblem>::new()
+        );
     }
 
     #[test]
@@ -666,7 +682,10 @@ mod tests {
         let mut nodes = HEALTHY;
         nodes[0] = ("a", 1, 7000, "d", "");
         nodes[3] = ("d", 2, 7001, "-", "0-5460");
-        assert_eq!(assess(&members(), &cluster(&nodes)), Vec::<String>::new());
+        assert_eq!(
+            assess(&members(), &cluster(&nodes)),
+            Vec::<ClusterProblem>::new()
+        );
     }
 
     #[test]
@@ -678,15 +697,55 @@ mod tests {
         assert!(
             problems
                 .iter()
-                .any(|p| p == "box3:7001: should replicate shard 1's master"),
+                .any(|p| p.to_string() == "box3:7001: should replicate shard 1's master"),
             "{problems:?}"
         );
         assert!(
             problems
                 .iter()
-                .any(|p| p == "16001 of 16384 slots are served"),
+                .any(|p| p.to_string() == "16001 of 16384 slots are served"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn unserved_slots_are_reported_only_when_every_shard_has_a_master() {
+        let unserved = |p: &[ClusterProblem]| {
+            p.iter().find_map(|p| match p {
+                ClusterProblem::SlotsUnserved { served } => Some(*served),
+                _ => None,
+            })
+        };
+        let masterless = |p: &[ClusterProblem]| {
+            p.iter()
+                .filter_map(|p| match p {
+                    ClusterProblem::ShardWithoutMaster { shard } => Some(*shard),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // (change to the healthy cluster, slots served reported, shards without a master)
+        type Case = (usize, (&'static str, u8, u16, &'static str, &'static str));
+        let table: [(Option<Case>, Option<u32>, Vec<u32>); 4] = [
+            (None, None, vec![]),
+            (
+                Some((2, ("c", 3, 7000, "-", "10923-16000"))),
+                Some(16001),
+                vec![],
+            ),
+            // Shard 2's master serves nothing: that says it, not a count.
+            (Some((2, ("c", 3, 7000, "-", ""))), None, vec![2]),
+            (Some((0, ("a", 1, 7000, "-", ""))), None, vec![0]),
+        ];
+        for (change, want_unserved, want_masterless) in table {
+            let mut nodes = HEALTHY;
+            if let Some((i, n)) = change {
+                nodes[i] = n;
+            }
+            let problems = assess(&members(), &cluster(&nodes));
+            assert_eq!(unserved(&problems), want_unserved, "{problems:?}");
+            assert_eq!(masterless(&problems), want_masterless, "{problems:?}");
+        }
     }
 
     #[test]
@@ -699,7 +758,7 @@ mod tests {
         assert!(
             problems
                 .iter()
-                .any(|p| p == "box1:7000: does not know box2:7000 (127.0.1.2:7000)"),
+                .any(|p| p.to_string() == "box1:7000: does not know box2:7000 (127.0.1.2:7000)"),
             "{problems:?}"
         );
     }
@@ -756,7 +815,9 @@ mod tests {
         observed[5] = None;
         let problems = assess(&members(), &observed);
         assert!(
-            problems.contains(&"box1:7001: not running or not answering".to_owned()),
+            problems.contains(&ClusterProblem::NotAnswering {
+                node: "box1:7001".into()
+            }),
             "{problems:?}"
         );
     }
@@ -796,7 +857,7 @@ mod tests {
             );
             if let Some(o) = got {
                 observed[i] = Some(o);
-                assert_eq!(assess(&members(), &observed), Vec::<String>::new());
+                assert_eq!(assess(&members(), &observed), Vec::<ClusterProblem>::new());
             }
         }
     }

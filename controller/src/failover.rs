@@ -102,7 +102,7 @@ async fn failover_locked(
     if !problems.is_empty() {
         return Err(Error::NotConverged(format!(
             "the deployment is not healthy, so no failover was started:\n  - {}\n  hint: run `paddock apply` first",
-            problems.join("\n  - ")
+            crate::problem::join(&problems, "\n  - ")
         )));
     }
     if deployment.inventory.deployment.topology != paddock_inventory::Topology::Cluster {
@@ -548,7 +548,7 @@ async fn replication_failover(
         .map_err(|problems| {
             Error::NotConverged(format!(
                 "the switch is done, but the sentinels did not settle in time:\n  - {}",
-                problems.join("\n  - ")
+                crate::problem::join(&problems, "\n  - ")
             ))
         })?;
         progress.step("every sentinel names the new master");

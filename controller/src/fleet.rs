@@ -13,6 +13,7 @@ use crate::client::{
 };
 use crate::client::{HeldLease, LeaseId, LockOutcome};
 use crate::cluster::Member;
+use crate::problem::HostProblem;
 use crate::secrets;
 
 /// One instance the inventory wants.
@@ -326,20 +327,25 @@ pub fn redis_check(f: &Facts) -> RedisCheck {
 impl RedisCheck {
     /// Why this host cannot run Redis for us, and what to do; None when
     /// it can (or when apply will install it).
-    pub fn problem(&self, host: &str) -> Option<String> {
+    pub fn problem(&self, host: &str) -> Option<HostProblem> {
+        let host = host.to_owned();
         match self {
             RedisCheck::Usable | RedisCheck::Install => None,
-            RedisCheck::ConfiguredMissing { configured } => Some(format!(
-                "host {host}: the agent config's redis_server = {configured:?} does not exist; fix `redis_server` in that host's agent config (e.g. /etc/paddock/agent.toml) and restart its agent, or remove the key to use redis-server from PATH (nothing is installed over a configured path)"
-            )),
-            RedisCheck::TooOld { version, path } => Some(format!(
-                "host {host}: redis-server {version} ({path}) is too old: Paddock needs Redis {}.{} or later (CLUSTER ADDSLOTSRANGE, enable-*-command); upgrade it there, e.g. from packages.redis.io, or point the agent config's redis_server at a 7.x binary",
-                MIN_REDIS.0, MIN_REDIS.1
-            )),
-            RedisCheck::UnknownVersion { path } => Some(format!(
-                "host {host}: {path} does not say which Redis it is (`{path} --version`); Paddock needs Redis {}.{} or later",
-                MIN_REDIS.0, MIN_REDIS.1
-            )),
+            RedisCheck::ConfiguredMissing { configured } => {
+                Some(HostProblem::RedisConfiguredMissing {
+                    host,
+                    configured: configured.clone(),
+                })
+            }
+            RedisCheck::TooOld { version, path } => Some(HostProblem::RedisTooOld {
+                host,
+                version: version.clone(),
+                path: path.clone(),
+            }),
+            RedisCheck::UnknownVersion { path } => Some(HostProblem::RedisUnknownVersion {
+                host,
+                path: path.clone(),
+            }),
         }
     }
 }
@@ -348,18 +354,17 @@ impl RedisCheck {
 /// misconfigured or too old, or more maxmemory placed on a host than it
 /// has memory. Pure, for testing. Hosts without facts (left alone by
 /// `--limit`, or unreachable) are not checked.
-pub fn host_problems(deployment: &Deployment, facts: &[Option<Facts>]) -> Vec<String> {
+pub fn host_problems(deployment: &Deployment, facts: &[Option<Facts>]) -> Vec<HostProblem> {
     let inv = &deployment.inventory;
     let mut problems = Vec::new();
     for (h, (host, f)) in inv.hosts.iter().zip(facts).enumerate() {
         let Some(f) = f else { continue };
         match redis_check(f) {
-            RedisCheck::Install => problems.push(format!(
-                "  - host {}: redis-server is not installed (the agent looked for {}); install it there with `apt-get install -y redis-server`",
-                host.name,
-                f.redis_server_path.as_deref().unwrap_or("redis-server in PATH")
-            )),
-            check => problems.extend(check.problem(&host.name).map(|p| format!("  - {p}"))),
+            RedisCheck::Install => problems.push(HostProblem::RedisNotInstalled {
+                host: host.name.clone(),
+                looked_for: f.redis_server_path.clone(),
+            }),
+            check => problems.extend(check.problem(&host.name)),
         }
         if let Some(need) = deployment.placement.maxmemory_on_host(&inv.redis, h)
             && need > f.memory_total_bytes
@@ -369,13 +374,13 @@ pub fn host_problems(deployment: &Deployment, facts: &[Option<Facts>]) -> Vec<St
                 .on_host(h)
                 .filter(|i| i.is_redis())
                 .count();
-            problems.push(format!(
-                "  - host {}: {count} instance(s) x maxmemory {} MiB = {} MiB, but the host has {} MiB of memory; lower [redis] maxmemory or add hosts",
-                host.name,
-                inv.redis.maxmemory_bytes.unwrap_or(0) >> 20,
-                need >> 20,
-                f.memory_total_bytes >> 20
-            ));
+            problems.push(HostProblem::NotEnoughMemory {
+                host: host.name.clone(),
+                instances: count,
+                maxmemory_mib: inv.redis.maxmemory_bytes.unwrap_or(0) >> 20,
+                need_mib: need >> 20,
+                has_mib: f.memory_total_bytes >> 20,
+            });
         }
     }
     problems
@@ -769,7 +774,7 @@ mod tests {
             version: "6.0.16".into(),
             path: "/usr/bin/redis-server".into(),
         };
-        assert!(old.problem("b").unwrap().contains("host b: redis-server 6.0.16 (/usr/bin/redis-server) is too old: Paddock needs Redis 7.0 or later"));
+        assert!(old.problem("b").unwrap().to_string().contains("host b: redis-server 6.0.16 (/usr/bin/redis-server) is too old: Paddock needs Redis 7.0 or later"));
         let missing = RedisCheck::ConfiguredMissing {
             configured: "/opt/x".into(),
         };
@@ -777,6 +782,7 @@ mod tests {
             missing
                 .problem("c")
                 .unwrap()
+                .to_string()
                 .contains("redis_server = \"/opt/x\" does not exist")
         );
     }
@@ -785,10 +791,14 @@ mod tests {
     fn refuses_more_maxmemory_than_a_host_has_naming_host_and_numbers() {
         let d = deployment("1gb");
         let ok = [facts(4096, true), facts(4096, true), facts(4096, true)].map(Some);
-        assert_eq!(host_problems(&d, &ok), Vec::<String>::new());
+        assert_eq!(host_problems(&d, &ok), Vec::<HostProblem>::new());
         let small = [facts(4096, true), facts(1536, true), facts(4096, true)].map(Some);
+        let got: Vec<String> = host_problems(&d, &small)
+            .iter()
+            .map(|p| format!("  - {p}"))
+            .collect();
         assert_eq!(
-            host_problems(&d, &small),
+            got,
             vec![
                 "  - host b: 2 instance(s) x maxmemory 1024 MiB = 2048 MiB, but the host has 1536 MiB of memory; lower [redis] maxmemory or add hosts"
             ]
@@ -851,7 +861,10 @@ mod tests {
         let d = deployment("64mb");
         // b: left alone (--limit, or unreachable), so not checked.
         let f = [Some(facts(4096, true)), None, Some(facts(4096, false))];
-        let p = host_problems(&d, &f);
+        let p: Vec<String> = host_problems(&d, &f)
+            .iter()
+            .map(|p| format!("  - {p}"))
+            .collect();
         assert_eq!(p.len(), 1);
         assert!(
             p[0].starts_with("  - host c: redis-server is not installed"),

@@ -24,6 +24,7 @@ use crate::client::Reply;
 use crate::cluster::{Observation, assess, shard_master, shard_slots};
 use crate::fleet::{Fleet, Target, members};
 use crate::plan::observe_node;
+use crate::problem::ClusterProblem;
 use crate::progress::Progress;
 
 const FORMING_NODE_TIMEOUT_MS: u32 = 500;
@@ -559,7 +560,7 @@ async fn form_replication(
         if Instant::now() >= deadline {
             return Err(Error::NotConverged(format!(
                 "replication did not converge in time:\n  - {}\n  hint: replicas must reach the master's port, and the master must be up",
-                problems.join("\n  - ")
+                crate::problem::join(&problems, "\n  - ")
             )));
         }
         if let Some(i) = observed.iter().position(Option::is_none) {
@@ -628,13 +629,13 @@ fn group(steps: Vec<(usize, Vec<String>)>) -> Vec<(usize, Vec<Vec<String>>)> {
 
 fn not_converged(
     targets: &[Target],
-    problems: &[String],
+    problems: &[ClusterProblem],
     errors: &HashMap<usize, String>,
 ) -> Error {
-    let shown: Vec<&str> = problems.iter().take(8).map(String::as_str).collect();
+    let shown = &problems[..problems.len().min(8)];
     let mut text = format!(
         "the cluster did not converge in time:\n  - {}",
-        shown.join("\n  - ")
+        crate::problem::join(shown, "\n  - ")
     );
     if problems.len() > shown.len() {
         text.push_str(&format!(
@@ -650,10 +651,7 @@ fn not_converged(
             targets[*i].label()
         ));
     }
-    let unreachable = problems
-        .iter()
-        .any(|p| p.contains("does not know") || p.contains("handshake") || p.contains("fail"));
-    if unreachable {
+    if problems.iter().any(ClusterProblem::meeting_stalled) {
         let example = targets
             .first()
             .map(|t| format!(" ({} for port {})", u32::from(t.port) + 10000, t.port))

@@ -16,6 +16,7 @@ pub mod lab;
 pub mod lifecycle;
 pub mod output;
 pub mod plan;
+pub mod problem;
 pub mod progress;
 pub mod recover;
 pub mod rotate;
@@ -65,8 +66,11 @@ pub enum Error {
     /// An agent that could not be dialled earlier; the text names it.
     #[error("{0}")]
     AgentDown(String),
-    #[error("the hosts cannot run this deployment:\n{}", .0.join("\n"))]
-    HostCheck(Vec<String>),
+    #[error(
+        "the hosts cannot run this deployment:\n  - {}",
+        problem::join(.0, "\n  - ")
+    )]
+    HostCheck(Vec<problem::HostProblem>),
     #[error("{0}")]
     Unsupported(String),
     /// The inventory's `masters` differs from the shards the running

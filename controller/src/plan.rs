@@ -26,7 +26,7 @@ pub struct Observed {
     /// The sentinels' states, in [`Deployment::sentinels`] order.
     pub sentinels: Vec<TargetState>,
     /// What keeps the sentinels from guarding the replication's master.
-    pub sentinel_problems: Vec<String>,
+    pub sentinel_problems: Vec<crate::problem::SentinelProblem>,
     /// Instances of this deployment the agents run that the inventory no
     /// longer lists ("host:instance").
     pub orphans: Vec<String>,
@@ -346,10 +346,10 @@ pub enum Change {
         want: u32,
     },
     Cluster {
-        problems: Vec<String>,
+        problems: Vec<crate::problem::ClusterProblem>,
     },
     Sentinels {
-        problems: Vec<String>,
+        problems: Vec<crate::problem::SentinelProblem>,
     },
     /// The running cluster's slots are laid out for another number of
     /// masters: apply refuses (see [`crate::cluster::reshard_needed`]).
@@ -367,7 +367,7 @@ pub enum Change {
     },
     /// Something apply refuses until the operator fixes it.
     Refused {
-        problem: String,
+        problem: crate::problem::HostProblem,
     },
     /// Masters piled on a host: coordinated failovers spread them again.
     Rebalance {

@@ -9,6 +9,7 @@ use crate::Error;
 use crate::apply::start;
 use crate::client::{InstanceState, Peer, Reply};
 use crate::fleet::{Fleet, Target};
+use crate::problem::SentinelProblem;
 use crate::progress::Progress;
 
 /// What one sentinel says about the master it monitors.
@@ -177,7 +178,7 @@ pub fn problems(
     views: &[Seen],
     master: Option<Peer>,
     replicas: u32,
-) -> Vec<String> {
+) -> Vec<SentinelProblem> {
     problems_except(
         sentinels,
         views,
@@ -196,7 +197,7 @@ pub fn problems_except(
     master: Option<Peer>,
     replicas: u32,
     unmanaged: &[bool],
-) -> Vec<String> {
+) -> Vec<SentinelProblem> {
     let others = sentinels.len().saturating_sub(1) as u32;
     let mut out = Vec::new();
     for ((s, v), _) in sentinels
@@ -209,45 +210,47 @@ pub fn problems_except(
         let v = match v {
             Seen::Guarding(v) => v,
             Seen::RefusesPassword => {
-                out.push(format!(
-                    "{label}: refuses the deployment's password (it runs with another one); apply restarts it with the current one"
-                ));
+                out.push(SentinelProblem::RefusesPassword { sentinel: label });
                 continue;
             }
             Seen::Unseen => {
-                out.push(format!(
-                    "{label}: not running, or not monitoring the master"
-                ));
+                out.push(SentinelProblem::NotMonitoring { sentinel: label });
                 continue;
             }
         };
         if let Some(m) = master
             && v.master != m
         {
-            out.push(format!(
-                "{label}: names {}:{} as master, but the replicas follow {}:{}",
-                v.master.ip, v.master.port, m.ip, m.port
-            ));
+            out.push(SentinelProblem::NamesOther {
+                sentinel: label.clone(),
+                named: v.master,
+                followed: m,
+            });
         }
         if v.master_refuses {
-            out.push(format!(
-                "{label}: the master refuses its credentials (auth-pass is not the deployment's password); apply sets it (SENTINEL SET auth-pass)"
-            ));
+            out.push(SentinelProblem::CredentialsRefused {
+                sentinel: label.clone(),
+            });
         }
         if v.flags != "master" {
-            out.push(format!("{label}: sees the master as {}", v.flags));
+            out.push(SentinelProblem::SeesMasterAs {
+                sentinel: label.clone(),
+                flags: v.flags.clone(),
+            });
         }
         if v.replicas < replicas {
-            out.push(format!(
-                "{label}: knows {} of {replicas} replica(s)",
-                v.replicas
-            ));
+            out.push(SentinelProblem::MissesReplicas {
+                sentinel: label.clone(),
+                known: v.replicas,
+                wanted: replicas,
+            });
         }
         if v.other_sentinels < others {
-            out.push(format!(
-                "{label}: knows {} of the {others} other sentinel(s)",
-                v.other_sentinels
-            ));
+            out.push(SentinelProblem::MissesSentinels {
+                sentinel: label,
+                known: v.other_sentinels,
+                others,
+            });
         }
     }
     out
@@ -417,7 +420,7 @@ pub async fn converge(
         .map_err(|problems| {
             Error::NotConverged(format!(
                 "the sentinels did not agree in time:\n  - {}\n  hint: sentinels find replicas through the master and each other through it (hello messages every 2 s); they must reach the master's port",
-                problems.join("\n  - ")
+                crate::problem::join(&problems, "\n  - ")
             ))
         })?;
     progress.step(format!(
@@ -438,7 +441,7 @@ pub async fn wait_guarding(
     master: Peer,
     replicas: u32,
     deadline: Instant,
-) -> Result<(), Vec<String>> {
+) -> Result<(), Vec<SentinelProblem>> {
     loop {
         let views = views(fleet, sentinels, name).await;
         let problems = problems(sentinels, &views, Some(master), replicas);
@@ -583,7 +586,7 @@ mod tests {
             let got = problems(&targets, &views, master, 2);
             assert_eq!(got.len(), want.len(), "{got:?}");
             for (g, w) in got.iter().zip(want) {
-                assert!(g.contains(w), "{g} / {w}");
+                assert!(g.to_string().contains(w), "{g} / {w}");
             }
         }
     }

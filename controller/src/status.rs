@@ -2,24 +2,29 @@
 //! table or JSON.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use futures::future::join_all;
+use paddock_inventory::Topology;
 use serde::Serialize;
 
 use crate::Error;
-use crate::client::{InstanceState, Reply};
+use crate::client::{InstanceState, InstanceStatus, Reply};
 use crate::cluster::{Observation, assess, format_ranges, parse_nodes};
 use crate::fleet::{Deployment, Fleet, Target, members};
 use crate::plan::info_field as field;
+use crate::problem::{HostProblem, Problem};
+use crate::sentinel::Seen;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub deployment: String,
-    pub topology: String,
+    #[serde(serialize_with = "topology_name")]
+    pub topology: Topology,
     pub healthy: bool,
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
     /// Masters piled on a host (more than its share, or so many that its
     /// loss stops the cluster), which `apply` spreads again. Kept apart from
     /// `problems`: the cluster serves, but is not safe.
@@ -62,8 +67,8 @@ pub struct InstanceView {
     pub hearsay: bool,
     pub pid: Option<u32>,
     pub restarts: u32,
-    /// "master" or "replica", as the node itself reports.
-    pub role: Option<String>,
+    /// As the node itself reports (or the others, for hearsay).
+    pub role: Option<InstanceRole>,
     pub node_id: Option<String>,
     /// For a replica: the "host:instance" it replicates.
     pub master: Option<String>,
@@ -72,6 +77,26 @@ pub struct InstanceView {
     /// For a replica: master_link_status; for a master: connected replicas.
     pub link: Option<String>,
     pub cluster_state: Option<String>,
+}
+
+/// What an instance is in the deployment; JSON and the table spell it
+/// "master", "replica", "sentinel".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceRole {
+    Master,
+    Replica,
+    Sentinel,
+}
+
+impl InstanceRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceRole::Master => "master",
+            InstanceRole::Replica => "replica",
+            InstanceRole::Sentinel => "sentinel",
+        }
+    }
 }
 
 struct NodeDetails {
@@ -123,46 +148,69 @@ async fn details(fleet: &Fleet, t: &Target) -> Option<NodeDetails> {
     })
 }
 
-/// The deployment's status; `limit` (host names or addresses) restricts the
-/// hosts shown, not the judgement (that needs every node's view).
-pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
-    let deployment = Deployment::load(path, false)?;
-    let shown = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
-    let fleet = Fleet::connect_within(&deployment, DIAL_WITHIN, Some(CALL_WITHIN)).await;
-    let targets = deployment.targets();
-    let sentinels = deployment.sentinels(deployment.placed_master());
-    let lists = join_all((0..deployment.inventory.hosts.len()).map(|h| {
-        let fleet = &fleet;
-        async move {
-            match fleet.agent(h) {
-                Ok(a) => a.list().await.map_err(|e| e.to_string()),
-                Err(_) => Err(fleet.agent_error(h).unwrap_or("unreachable").to_owned()),
-            }
+/// What one agent's instance list gave: the instances, or why not.
+type Listing = Result<Vec<InstanceStatus>, String>;
+
+/// Everything status asked, with what the others say of a node whose
+/// agent did not answer filled in.
+struct Gathered {
+    /// Per host.
+    lists: Vec<Listing>,
+    /// Per target: what the node said itself.
+    own: Vec<Option<Observation>>,
+    /// Per target: what it said, or what the others say of it.
+    details: Vec<Option<NodeDetails>>,
+    /// Per sentinel.
+    views: Vec<Seen>,
+    /// Per sentinel: behind an unreachable agent, but the others see it up.
+    vouched: Vec<bool>,
+}
+
+impl Gathered {
+    /// Per target, as judged: own view or hearsay.
+    fn observed(&self) -> Vec<Option<Observation>> {
+        self.details
+            .iter()
+            .map(|d| d.as_ref().map(|d| d.obs.clone()))
+            .collect()
+    }
+}
+
+/// Asks every agent, node and sentinel at once, within status's deadlines.
+async fn gather(
+    deployment: &Deployment,
+    fleet: &Fleet,
+    targets: &[Target],
+    sentinels: &[Target],
+) -> Gathered {
+    let lists = join_all((0..deployment.inventory.hosts.len()).map(|h| async move {
+        match fleet.agent(h) {
+            Ok(a) => a.list().await.map_err(|e| e.to_string()),
+            Err(_) => Err(fleet.agent_error(h).unwrap_or("unreachable").to_owned()),
         }
     }));
-    let node_details = join_all(targets.iter().map(|t| details(&fleet, t)));
+    let node_details = join_all(targets.iter().map(|t| details(fleet, t)));
     let name = &deployment.inventory.deployment.name;
-    let views = crate::sentinel::views(&fleet, &sentinels, name);
-    let peer_lists = crate::sentinel::peer_lists(&fleet, &sentinels, name);
-    let (lists, mut node_details, views, peer_lists) =
+    let views = crate::sentinel::views(fleet, sentinels, name);
+    let peer_lists = crate::sentinel::peer_lists(fleet, sentinels, name);
+    let (lists, mut details, views, peer_lists) =
         futures::join!(lists, node_details, views, peer_lists);
-    // A sentinel behind an unreachable agent that the others see up.
     let vouched: Vec<bool> = (0..sentinels.len())
         .map(|i| {
-            matches!(views[i], crate::sentinel::Seen::Unseen)
+            matches!(views[i], Seen::Unseen)
                 && lists[sentinels[i].host].is_err()
-                && crate::sentinel::vouched(&sentinels, &peer_lists, i)
+                && crate::sentinel::vouched(sentinels, &peer_lists, i)
         })
         .collect();
     // A node whose agent did not answer is judged from what the others say
     // of it; one whose agent answers but whose Redis does not is reported
     // as not answering (the agent is there to tell).
-    let own: Vec<Option<Observation>> = node_details
+    let own: Vec<Option<Observation>> = details
         .iter()
         .map(|d| d.as_ref().map(|d| d.obs.clone()))
         .collect();
-    let all = members(&targets);
-    for (i, d) in node_details.iter_mut().enumerate() {
+    let all = members(targets);
+    for (i, d) in details.iter_mut().enumerate() {
         if d.is_none() && lists[targets[i].host].is_err() {
             *d = crate::cluster::hearsay(&all, &own, i).map(|obs| NodeDetails {
                 cluster_state: if obs.nodes.is_empty() {
@@ -175,45 +223,114 @@ pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
             });
         }
     }
-    let observed: Vec<Option<Observation>> = node_details
-        .iter()
-        .map(|d| d.as_ref().map(|d| d.obs.clone()))
-        .collect();
-    let mut problems: Vec<String> = deployment
+    Gathered {
+        lists,
+        own,
+        details,
+        views,
+        vouched,
+    }
+}
+
+/// What keeps the deployment from being healthy.
+struct Judgement {
+    problems: Vec<Problem>,
+    balance: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Pure: judges what was gathered. Unreachable agents first, then the
+/// nodes, then the sentinels; where masters run is kept apart.
+fn judge(
+    deployment: &Deployment,
+    targets: &[Target],
+    sentinels: &[Target],
+    seen: &Gathered,
+) -> Judgement {
+    let observed = seen.observed();
+    let mut problems: Vec<Problem> = deployment
         .inventory
         .hosts
         .iter()
-        .zip(&lists)
+        .zip(&seen.lists)
         .filter_map(|(host, l)| {
-            let e = l.as_ref().err()?;
-            Some(format!(
-                "host {}: agent unreachable ({e}); its instances are not managed and are shown as the other nodes see them",
-                host.name
-            ))
+            Some(Problem::Host(HostProblem::AgentUnreachable {
+                host: host.name.clone(),
+                error: l.as_ref().err()?.clone(),
+            }))
         })
         .collect();
-    problems.extend(assess(&all, &observed));
-    let mut warnings = Vec::new();
-    let mut balance_problems = Vec::new();
-    if deployment.inventory.deployment.topology == paddock_inventory::Topology::Cluster {
-        let balance = crate::balance::judge(&crate::balance::roles(&targets, &observed));
-        balance_problems = balance.unhealthy();
-        warnings = balance.warnings();
+    problems.extend(
+        assess(&members(targets), &observed)
+            .into_iter()
+            .map(Problem::Cluster),
+    );
+    let mut judgement = Judgement {
+        problems,
+        balance: Vec::new(),
+        warnings: Vec::new(),
+    };
+    if deployment.inventory.deployment.topology == Topology::Cluster {
+        let balance = crate::balance::judge(&crate::balance::roles(targets, &observed));
+        judgement.balance = balance.unhealthy();
+        judgement.warnings = balance.warnings();
     }
     if !sentinels.is_empty() {
-        let master = crate::fleet::followed_master(&targets, &observed);
-        problems.extend(crate::sentinel::problems_except(
-            &sentinels,
-            &views,
+        let master = crate::fleet::followed_master(targets, &observed);
+        let sentinel_problems = crate::sentinel::problems_except(
+            sentinels,
+            &seen.views,
             master,
             targets.len().saturating_sub(1) as u32,
-            &vouched,
-        ));
+            &seen.vouched,
+        );
+        judgement
+            .problems
+            .extend(sentinel_problems.into_iter().map(Problem::Sentinel));
     }
-    let label_of = |id: &str| -> String {
-        targets
+    judgement
+}
+
+/// One host's rows: its agent's word on each instance, and what the nodes
+/// and sentinels on it report.
+struct HostRows<'a> {
+    targets: &'a [Target],
+    sentinels: &'a [Target],
+    seen: &'a Gathered,
+    observed: &'a [Option<Observation>],
+    list: &'a Listing,
+}
+
+impl HostRows<'_> {
+    /// The agent's status of `t` and the state to show for it.
+    fn state_of(&self, t: &Target) -> (Option<&InstanceStatus>, String) {
+        let st = self
+            .list
+            .as_ref()
+            .ok()
+            .and_then(|l| l.iter().find(|s| s.name == t.instance));
+        let state = match (st, self.list.is_ok()) {
+            (Some(s), _) => s.state.as_str(),
+            (None, true) => "ABSENT",
+            (None, false) => InstanceState::Unknown.as_str(),
+        };
+        (st, state.to_owned())
+    }
+
+    /// Unreachable agent: serving as far as the others know, or unknown.
+    fn unmanaged(&self, state: String, serving: bool) -> String {
+        if self.list.is_err() && serving {
+            UNMANAGED.to_owned()
+        } else {
+            state
+        }
+    }
+
+    /// "host:instance" of the node with CLUSTER NODES id `id`.
+    fn label_of(&self, id: &str) -> String {
+        self.targets
             .iter()
-            .zip(&observed)
+            .zip(self.observed)
             .find(|(_, o)| {
                 o.as_ref()
                     .and_then(Observation::myself)
@@ -221,128 +338,133 @@ pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
             })
             .map(|(t, _)| t.label())
             .unwrap_or_else(|| id.chars().take(8).collect())
-    };
+    }
+
+    fn target_label(&self, at: (IpAddr, u16)) -> Option<String> {
+        self.targets
+            .iter()
+            .find(|t| (t.ip, t.port) == at)
+            .map(Target::label)
+    }
+
+    /// Redis node `i` of the targets.
+    fn node(&self, i: usize) -> InstanceView {
+        let t = &self.targets[i];
+        let d = self.seen.details[i].as_ref();
+        let (st, state) = self.state_of(t);
+        let me = d.and_then(|d| d.obs.myself());
+        InstanceView {
+            name: t.instance.clone(),
+            address: format!("{}:{}", t.ip, t.port),
+            state: self.unmanaged(state, d.is_some()),
+            hearsay: self.seen.own[i].is_none() && d.is_some(),
+            pid: st.and_then(|s| s.pid),
+            restarts: st.map_or(0, |s| s.restarts),
+            role: d.and_then(|d| d.obs.role_master).map(|m| {
+                if m {
+                    InstanceRole::Master
+                } else {
+                    InstanceRole::Replica
+                }
+            }),
+            node_id: me.map(|m| m.id.clone()),
+            master: me
+                .and_then(|m| m.master_id.as_deref())
+                .map(|id| self.label_of(id))
+                .or_else(|| self.target_label(d?.obs.master_addr?)),
+            slots: me
+                .filter(|m| !m.slots.is_empty())
+                .map(|m| format_ranges(&m.slots)),
+            slot_count: me.map_or(0, |m| m.slot_count()),
+            link: d.and_then(|d| d.link.clone()),
+            cluster_state: d.map(|d| d.cluster_state.clone()),
+        }
+    }
+
+    /// Sentinel `i` of the sentinels.
+    fn sentinel(&self, i: usize) -> InstanceView {
+        let t = &self.sentinels[i];
+        let (v, vouched) = (self.seen.views[i].view(), self.seen.vouched[i]);
+        let (st, state) = self.state_of(t);
+        InstanceView {
+            name: t.instance.clone(),
+            address: format!("{}:{}", t.ip, t.port),
+            state: self.unmanaged(state, v.is_some() || vouched),
+            hearsay: vouched,
+            pid: st.and_then(|s| s.pid),
+            restarts: st.map_or(0, |s| s.restarts),
+            role: Some(InstanceRole::Sentinel),
+            node_id: None,
+            master: v.map(|v| {
+                self.target_label((v.master.ip, v.master.port))
+                    .unwrap_or_else(|| format!("{}:{}", v.master.ip, v.master.port))
+            }),
+            slots: None,
+            slot_count: 0,
+            link: v.map(|v| v.flags.clone()),
+            cluster_state: None,
+        }
+    }
+
+    /// Host `h`'s Redis nodes, then its sentinels.
+    fn host(&self, h: usize, host: &paddock_inventory::Host) -> HostStatus {
+        let on_host =
+            |ts: &[Target]| -> Vec<usize> { (0..ts.len()).filter(|&i| ts[i].host == h).collect() };
+        let nodes = on_host(self.targets).into_iter().map(|i| self.node(i));
+        let sentinels = on_host(self.sentinels)
+            .into_iter()
+            .map(|i| self.sentinel(i));
+        HostStatus {
+            name: host.name.clone(),
+            address: host.address.to_string(),
+            agent_error: self.list.as_ref().err().cloned(),
+            instances: nodes.chain(sentinels).collect(),
+        }
+    }
+}
+
+/// The deployment's status; `limit` (host names or addresses) restricts the
+/// hosts shown, not the judgement (that needs every node's view).
+pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
+    let deployment = Deployment::load(path, false)?;
+    let shown = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
+    let fleet = Fleet::connect_within(&deployment, DIAL_WITHIN, Some(CALL_WITHIN)).await;
+    let targets = deployment.targets();
+    let sentinels = deployment.sentinels(deployment.placed_master());
+    let seen = gather(&deployment, &fleet, &targets, &sentinels).await;
+    let judgement = judge(&deployment, &targets, &sentinels, &seen);
+    let observed = seen.observed();
     let hosts = deployment
         .inventory
         .hosts
         .iter()
         .enumerate()
+        .filter(|&(h, _)| shown[h])
         .map(|(h, host)| {
-            let list = &lists[h];
-            let state_of = |t: &Target| {
-                let st = list
-                    .as_ref()
-                    .ok()
-                    .and_then(|l| l.iter().find(|s| s.name == t.instance));
-                let state = st
-                    .map_or(
-                        if list.is_ok() {
-                            "ABSENT"
-                        } else {
-                            InstanceState::Unknown.as_str()
-                        },
-                        |s| s.state.as_str(),
-                    )
-                    .to_owned();
-                (st, state)
-            };
-            // Unreachable agent: serving as far as the others know, or unknown.
-            let unmanaged = |state: String, serving: bool| {
-                if list.is_err() && serving {
-                    UNMANAGED.to_owned()
-                } else {
-                    state
-                }
-            };
-            let sentinel_views = sentinels
-                .iter()
-                .zip(views.iter().zip(&vouched))
-                .filter(|(t, _)| t.host == h)
-                .map(|(t, (v, &vouched))| {
-                    let (st, state) = state_of(t);
-                    InstanceView {
-                        name: t.instance.clone(),
-                        address: format!("{}:{}", t.ip, t.port),
-                        state: unmanaged(state, v.view().is_some() || vouched),
-                        hearsay: vouched,
-                        pid: st.and_then(|s| s.pid),
-                        restarts: st.map_or(0, |s| s.restarts),
-                        role: Some("sentinel".into()),
-                        node_id: None,
-                        master: v.view().map(|v| {
-                            targets
-                                .iter()
-                                .find(|t| (t.ip, t.port) == (v.master.ip, v.master.port))
-                                .map_or_else(
-                                    || format!("{}:{}", v.master.ip, v.master.port),
-                                    Target::label,
-                                )
-                        }),
-                        slots: None,
-                        slot_count: 0,
-                        link: v.view().map(|v| v.flags.clone()),
-                        cluster_state: None,
-                    }
-                })
-                .collect::<Vec<_>>();
-            let mut instances: Vec<InstanceView> = targets
-                .iter()
-                .zip(node_details.iter().zip(&own))
-                .filter(|(t, _)| t.host == h)
-                .map(|(t, (d, own))| {
-                    let (st, state) = state_of(t);
-                    let me = d.as_ref().and_then(|d| d.obs.myself());
-                    InstanceView {
-                        name: t.instance.clone(),
-                        address: format!("{}:{}", t.ip, t.port),
-                        state: unmanaged(state, d.is_some()),
-                        hearsay: own.is_none() && d.is_some(),
-                        pid: st.and_then(|s| s.pid),
-                        restarts: st.map_or(0, |s| s.restarts),
-                        role: d
-                            .as_ref()
-                            .and_then(|d| d.obs.role_master)
-                            .map(|m| if m { "master".into() } else { "replica".into() }),
-                        node_id: me.map(|m| m.id.clone()),
-                        master: me
-                            .and_then(|m| m.master_id.as_deref())
-                            .map(label_of)
-                            .or_else(|| {
-                                let at = d.as_ref()?.obs.master_addr?;
-                                targets
-                                    .iter()
-                                    .find(|t| (t.ip, t.port) == at)
-                                    .map(|t| t.label())
-                            }),
-                        slots: me
-                            .filter(|m| !m.slots.is_empty())
-                            .map(|m| format_ranges(&m.slots)),
-                        slot_count: me.map_or(0, |m| m.slot_count()),
-                        link: d.as_ref().and_then(|d| d.link.clone()),
-                        cluster_state: d.as_ref().map(|d| d.cluster_state.clone()),
-                    }
-                })
-                .collect();
-            instances.extend(sentinel_views);
-            HostStatus {
-                name: host.name.clone(),
-                address: host.address.to_string(),
-                agent_error: list.as_ref().err().cloned(),
-                instances,
+            HostRows {
+                targets: &targets,
+                sentinels: &sentinels,
+                seen: &seen,
+                observed: &observed,
+                list: &seen.lists[h],
             }
+            .host(h, host)
         })
-        .zip(&shown)
-        .filter_map(|(h, &shown)| shown.then_some(h))
         .collect();
+    let inv = &deployment.inventory.deployment;
     Ok(Status {
-        deployment: deployment.inventory.deployment.name.clone(),
-        topology: deployment.inventory.deployment.topology.to_string(),
-        healthy: problems.is_empty() && balance_problems.is_empty(),
-        problems,
-        balance: balance_problems,
-        warnings,
+        deployment: inv.name.clone(),
+        topology: inv.topology,
+        healthy: judgement.problems.is_empty() && judgement.balance.is_empty(),
+        problems: judgement.problems,
+        balance: judgement.balance,
+        warnings: judgement.warnings,
         hosts,
     })
+}
+
+fn topology_name<S: serde::Serializer>(t: &Topology, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t.as_str())
 }
 
 impl fmt::Display for Status {
@@ -358,67 +480,81 @@ impl fmt::Display for Status {
                 writeln!(f, "{:<14} agent unreachable: {e}", h.name)?;
             }
             for i in &h.instances {
-                let what = match (i.role.as_deref(), &i.slots, &i.master) {
-                    (Some("replica"), _, Some(m)) => format!("of {m}"),
-                    (Some("sentinel"), _, Some(m)) => format!("watches {m}"),
-                    (_, Some(s), _) => format!("{s} ({})", i.slot_count),
-                    _ => "-".into(),
-                };
-                writeln!(
-                    f,
-                    "{:<14} {:<14} {:<22} {:<9} {:>7} {:<8} {:<28} {:<12} {}",
-                    h.name,
-                    i.name,
-                    i.address,
-                    i.state,
-                    i.pid.map_or("-".into(), |p| p.to_string()),
-                    i.role.as_deref().unwrap_or("-"),
-                    what,
-                    i.link.as_deref().unwrap_or("-"),
-                    i.cluster_state.as_deref().unwrap_or("-"),
-                )?;
-                if i.hearsay {
-                    writeln!(
-                        f,
-                        "{:<14} {:<14} (as the other nodes see it; it did not answer itself)",
-                        "", ""
-                    )?;
-                }
+                i.row(f, &h.name)?;
             }
         }
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
         }
-        if self.healthy && self.topology == "cluster" {
-            writeln!(
+        if !self.healthy {
+            return self.unhealthy(f);
+        }
+        match self.topology {
+            Topology::Cluster => writeln!(
                 f,
                 "Cluster healthy: every node agrees, all 16384 slots served, cluster_state:ok everywhere."
-            )
-        } else if self.healthy && self.topology == "sentinel" {
-            writeln!(
+            ),
+            Topology::Sentinel => writeln!(
                 f,
                 "Healthy: one master, every replica linked to it, every sentinel watching it."
-            )
-        } else if self.healthy {
-            writeln!(
+            ),
+            Topology::Replication => writeln!(
                 f,
                 "Replication healthy: one master, every replica linked to it."
-            )
-        } else {
-            writeln!(f, "NOT healthy:")?;
-            for p in self.problems.iter().take(20) {
-                writeln!(f, "  - {p}")?;
-            }
-            for p in &self.balance {
-                writeln!(f, "  - {p}")?;
-            }
-            if !self.balance.is_empty() {
-                writeln!(
-                    f,
-                    "  `paddock apply` spreads the masters again (coordinated CLUSTER FAILOVER, one shard at a time)."
-                )?;
-            }
-            Ok(())
+            ),
         }
+    }
+}
+
+impl Status {
+    /// The closing lines of an unhealthy deployment: what is wrong.
+    fn unhealthy(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "NOT healthy:")?;
+        for p in self.problems.iter().take(20) {
+            writeln!(f, "  - {p}")?;
+        }
+        for p in &self.balance {
+            writeln!(f, "  - {p}")?;
+        }
+        if !self.balance.is_empty() {
+            writeln!(
+                f,
+                "  `paddock apply` spreads the masters again (coordinated CLUSTER FAILOVER, one shard at a time)."
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl InstanceView {
+    /// Its line of the status table (and a note when it is hearsay).
+    fn row(&self, f: &mut fmt::Formatter<'_>, host: &str) -> fmt::Result {
+        let what = match (self.role, &self.slots, &self.master) {
+            (Some(InstanceRole::Replica), _, Some(m)) => format!("of {m}"),
+            (Some(InstanceRole::Sentinel), _, Some(m)) => format!("watches {m}"),
+            (_, Some(s), _) => format!("{s} ({})", self.slot_count),
+            _ => "-".into(),
+        };
+        writeln!(
+            f,
+            "{:<14} {:<14} {:<22} {:<9} {:>7} {:<8} {:<28} {:<12} {}",
+            host,
+            self.name,
+            self.address,
+            self.state,
+            self.pid.map_or("-".into(), |p| p.to_string()),
+            self.role.map_or("-", InstanceRole::as_str),
+            what,
+            self.link.as_deref().unwrap_or("-"),
+            self.cluster_state.as_deref().unwrap_or("-"),
+        )?;
+        if self.hearsay {
+            writeln!(
+                f,
+                "{:<14} {:<14} (as the other nodes see it; it did not answer itself)",
+                "", ""
+            )?;
+        }
+        Ok(())
     }
 }
