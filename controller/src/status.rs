@@ -558,3 +558,104 @@ impl InstanceView {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str, role: InstanceRole) -> InstanceView {
+        InstanceView {
+            name: name.into(),
+            address: "127.0.1.1:7000".into(),
+            state: "RUNNING".into(),
+            hearsay: false,
+            pid: Some(42),
+            restarts: 0,
+            role: Some(role),
+            node_id: None,
+            master: None,
+            slots: None,
+            slot_count: 0,
+            link: None,
+            cluster_state: None,
+        }
+    }
+
+    fn status(healthy: bool) -> Status {
+        let master = InstanceView {
+            slots: Some("0-16383".into()),
+            slot_count: 16384,
+            cluster_state: Some("ok".into()),
+            ..view("redis-7000", InstanceRole::Master)
+        };
+        let replica = InstanceView {
+            master: Some("box1:redis-7000".into()),
+            link: Some("up".into()),
+            hearsay: true,
+            state: UNMANAGED.into(),
+            ..view("redis-7001", InstanceRole::Replica)
+        };
+        let problems = if healthy {
+            Vec::new()
+        } else {
+            vec![Problem::Host(HostProblem::AgentUnreachable {
+                host: "box2".into(),
+                error: "refused".into(),
+            })]
+        };
+        Status {
+            deployment: "lab".into(),
+            topology: Topology::Cluster,
+            healthy,
+            problems,
+            balance: Vec::new(),
+            warnings: Vec::new(),
+            hosts: vec![HostStatus {
+                name: "box1".into(),
+                address: "127.0.1.1".into(),
+                agent_error: None,
+                instances: vec![master, replica],
+            }],
+        }
+    }
+
+    #[test]
+    fn prints_one_row_per_instance_and_the_verdict() {
+        let text = status(true).to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "Deployment lab (cluster)");
+        assert!(lines[2].starts_with("box1           redis-7000     127.0.1.1:7000"));
+        assert!(
+            lines[2].contains(" master   0-16383 (16384) "),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains("UNMANAGED") && lines[3].contains(" replica  of box1:redis-7000 ")
+        );
+        assert_eq!(
+            lines[4].trim(),
+            "(as the other nodes see it; it did not answer itself)"
+        );
+        assert_eq!(
+            lines[5],
+            "Cluster healthy: every node agrees, all 16384 slots served, cluster_state:ok everywhere."
+        );
+        let text = status(false).to_string();
+        assert!(text.ends_with(
+            "NOT healthy:\n  - host box2: agent unreachable (refused); its instances are not managed and are shown as the other nodes see them\n"
+        ), "{text}");
+    }
+
+    #[test]
+    fn json_spells_topology_roles_and_problems_as_text() {
+        let json = serde_json::to_value(status(false)).unwrap();
+        assert_eq!(json["topology"], "cluster");
+        assert_eq!(json["hosts"][0]["instances"][0]["role"], "master");
+        assert_eq!(json["hosts"][0]["instances"][1]["role"], "replica");
+        assert_eq!(
+            json["problems"][0],
+            "host box2: agent unreachable (refused); its instances are not managed and are shown as the other nodes see them"
+        );
+    }
+}
