@@ -503,7 +503,7 @@ pub fn migrate_legacy(data_dir: &Path) -> Result<Vec<String>, Error> {
         if let Some(spec) = spec
             && control.stat(CONFIG_FILE).is_none()
         {
-            let config = spec.render(&dirs.redis)?;
+            let config = crate::spec::render(&spec, &dirs.redis)?;
             control.write_atomic(CONFIG_FILE, config.as_bytes(), None)?;
         }
         for file in LEGACY_AGENT_FILES

@@ -62,11 +62,15 @@ impl LeaseRequest {
         if id.holder.is_empty() || id.holder.len() > 128 || !printable(&id.holder) {
             return Err(Error::invalid("holder", "1-128 printable ASCII characters"));
         }
-        if !(16..=64).contains(&id.token.len()) || !id.token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !(16..=64).contains(&id.token.len()) || !id.token.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return Err(Error::invalid("token", "16-64 hex digits"));
         }
         if id.machine_id.len() > 64 || !id.machine_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(Error::invalid("machine_id", "at most 64 letters and digits"));
+            return Err(Error::invalid(
+                "machine_id",
+                "at most 64 letters and digits",
+            ));
         }
         Ok(())
     }

@@ -82,8 +82,12 @@ impl FromStr for MaxmemoryPolicy {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        Self::from_name(s)
-            .ok_or_else(|| Error::invalid("maxmemory_policy", format!("{s:?} is not a Redis maxmemory policy")))
+        Self::from_name(s).ok_or_else(|| {
+            Error::invalid(
+                "maxmemory_policy",
+                format!("{s:?} is not a Redis maxmemory policy"),
+            )
+        })
     }
 }
 

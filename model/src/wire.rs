@@ -12,9 +12,9 @@ use std::time::Duration;
 use paddock_proto::v1 as pb;
 
 use crate::{
-    AclUser, Error, Facts, Group, HeldLease, InstanceSpec, InstanceState, InstanceStatus,
-    LeaseId, LeaseRequest, LockReply, MAX_PIPELINE, MaxmemoryPolicy, Members, Mode, Peer,
-    PutInstance, PutOutcome, RedisCommand, Reply, SentinelSpec, StateEvent, Supervision,
+    AclUser, Error, Facts, Group, HeldLease, InstanceSpec, InstanceState, InstanceStatus, LeaseId,
+    LeaseRequest, LockReply, MAX_PIPELINE, MaxmemoryPolicy, Members, Mode, Peer, PutInstance,
+    PutOutcome, RedisCommand, Reply, SentinelSpec, StateEvent, Supervision,
 };
 
 /// Whole milliseconds, saturating at u32::MAX (about 49 days).
@@ -244,7 +244,11 @@ impl TryFrom<pb::InstanceSpec> for InstanceSpec {
                 maxmemory_policy: s.maxmemory_policy.parse::<MaxmemoryPolicy>()?,
                 sentinel: s.sentinel.map(SentinelSpec::try_from).transpose()?,
                 group: s.group.map(Group::try_from).transpose()?,
-                members: s.members.map(Members::try_from).transpose()?.unwrap_or_default(),
+                members: s
+                    .members
+                    .map(Members::try_from)
+                    .transpose()?
+                    .unwrap_or_default(),
                 name: s.name,
                 deployment: s.deployment,
                 maxmemory_bytes: s.maxmemory_bytes,
@@ -278,7 +282,9 @@ impl TryFrom<pb::PutInstanceRequest> for PutInstance {
     type Error = Error;
 
     fn try_from(p: pb::PutInstanceRequest) -> Result<Self, Error> {
-        let spec = p.spec.ok_or_else(|| Error::invalid("spec", "is required"))?;
+        let spec = p
+            .spec
+            .ok_or_else(|| Error::invalid("spec", "is required"))?;
         Ok(PutInstance {
             spec: spec.try_into()?,
             dry_run: p.dry_run,

@@ -81,7 +81,11 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
         (name(), name(), ip(), 1u16..=55535),
         (any::<u64>(), 0usize..8, any::<bool>(), any::<bool>()),
         (ms(100), any::<u32>(), any::<u32>(), "[!-~]{16,64}"),
-        (supervision(), prop::collection::vec(user(), 0..3), members()),
+        (
+            supervision(),
+            prop::collection::vec(user(), 0..3),
+            members(),
+        ),
     );
     let sentinel = (name(), peer(), 1u32.., ms(100), ms(1000)).prop_map(
         |(master_name, master, quorum, down_after, failover_timeout)| SentinelSpec {
@@ -104,7 +108,12 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
         });
     (base, 0u8..3, sentinel, prop::option::of(group)).prop_map(
         |(
-            ((name, deployment, address, port), (maxmemory, policy, aof, rdb), (timeout, mrw, lag, password), (supervision, users, members)),
+            (
+                (name, deployment, address, port),
+                (maxmemory, policy, aof, rdb),
+                (timeout, mrw, lag, password),
+                (supervision, users, members),
+            ),
             mode,
             sentinel,
             group,
@@ -342,10 +351,19 @@ fn invalid_specs_are_refused_naming_the_field() {
         (with(&|s| s.port = 60000), "port"),
         (with(&|s| s.mode = 0), "mode"),
         (with(&|s| s.mode = 9), "mode"),
-        (with(&|s| s.maxmemory_policy = "lru".into()), "maxmemory_policy"),
-        (with(&|s| s.cluster_node_timeout_ms = 99), "cluster_node_timeout_ms"),
+        (
+            with(&|s| s.maxmemory_policy = "lru".into()),
+            "maxmemory_policy",
+        ),
+        (
+            with(&|s| s.cluster_node_timeout_ms = 99),
+            "cluster_node_timeout_ms",
+        ),
         (with(&|s| s.password = "short".into()), "password"),
-        (with(&|s| s.password = "a password with spaces".into()), "password"),
+        (
+            with(&|s| s.password = "a password with spaces".into()),
+            "password",
+        ),
         (
             with(&|s| {
                 s.users = vec![pb::AclUser {
@@ -381,7 +399,10 @@ fn invalid_specs_are_refused_naming_the_field() {
             with(&|s| s.mode = pb::RedisMode::Sentinel as i32),
             "sentinel",
         ),
-        (with(&|s| s.sentinel = Some(sentinel(Some(pb_peer("127.0.1.2", 6379))))), "sentinel"),
+        (
+            with(&|s| s.sentinel = Some(sentinel(Some(pb_peer("127.0.1.2", 6379))))),
+            "sentinel",
+        ),
         (
             with(&|s| {
                 s.mode = pb::RedisMode::Sentinel as i32;
@@ -466,7 +487,10 @@ fn invalid_specs_are_refused_naming_the_field() {
         let e = InstanceSpec::try_from(s).expect_err(field);
         assert_eq!(e.field(), field, "row {i}: {e}");
         let text = e.to_string();
-        assert!(text.contains(&format!("field {field}: ")), "row {i}: {text}");
+        assert!(
+            text.contains(&format!("field {field}: ")),
+            "row {i}: {text}"
+        );
         assert!(text.starts_with("instance \""), "row {i}: {text}");
     }
 }
@@ -486,8 +510,14 @@ fn a_missing_spec_and_bad_pipelines_are_refused_naming_the_field() {
         allow_dangerous: false,
     };
     for (request, why) in [
-        (pipeline(0, vec![b"PING".to_vec()]), "1 to 256 commands, not 0"),
-        (pipeline(257, vec![b"PING".to_vec()]), "1 to 256 commands, not 257"),
+        (
+            pipeline(0, vec![b"PING".to_vec()]),
+            "1 to 256 commands, not 0",
+        ),
+        (
+            pipeline(257, vec![b"PING".to_vec()]),
+            "1 to 256 commands, not 257",
+        ),
         (pipeline(1, vec![]), "at least its name"),
     ] {
         let e = RedisCommand::try_from(request).unwrap_err();
@@ -534,7 +564,10 @@ fn lease_requests_are_checked_naming_the_field() {
     for (r, field) in table {
         let e = LeaseRequest::try_from(r.clone()).unwrap_err();
         assert_eq!(e.field(), field, "{r:?}: {e}");
-        assert!(e.to_string().starts_with(&format!("field {field}: ")), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!("field {field}: ")),
+            "{e}"
+        );
     }
 }
 
