@@ -272,9 +272,9 @@ pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
                         master: v.view().map(|v| {
                             targets
                                 .iter()
-                                .find(|t| (t.ip, t.port) == (v.master.ip, v.master.port))
+                                .find(|t| (t.ip, t.port) == (v.master.address, v.master.port))
                                 .map_or_else(
-                                    || format!("{}:{}", v.master.ip, v.master.port),
+                                    || format!("{}:{}", v.master.address, v.master.port),
                                     Target::label,
                                 )
                         }),

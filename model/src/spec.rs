@@ -463,6 +463,12 @@ impl InstanceSpec {
         Ok(())
     }
 
+    /// `cluster-node-timeout` in Redis's unit (milliseconds), as CONFIG GET
+    /// answers it.
+    pub fn cluster_node_timeout_ms(&self) -> u32 {
+        u32::try_from(self.cluster_node_timeout.as_millis()).unwrap_or(u32::MAX)
+    }
+
     /// Equal when the specs differ at most in the master a sentinel is
     /// seeded with (and the member list): Sentinel follows failovers itself,
     /// so a controller that names the new master is not asking for a change.
