@@ -25,7 +25,7 @@ fn ip() -> impl Strategy<Value = IpAddr> {
             .prop_map(|(a, [b, c, d])| IpAddr::from([a, b, c, d]))
             .prop_filter("host address", |ip| is_host_address(*ip)),
         any::<[u16; 8]>()
-            .prop_map(|s| IpAddr::from(s))
+            .prop_map(IpAddr::from)
             .prop_filter("host address", |ip| is_host_address(*ip)),
     ]
 }
