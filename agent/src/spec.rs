@@ -89,127 +89,135 @@ pub fn port_clash<'a>(
     None
 }
 
-/// Renders redis.conf (for a sentinel, the seed of the sentinel.conf that
-/// Sentinel then rewrites itself). `dir` is the instance directory.
-pub fn render(spec: &InstanceSpec, dir: &Path) -> Result<String, Error> {
-    spec.validate()?;
-    let dir = dir.to_str().ok_or_else(|| {
-        Error::InvalidSpec(format!("data directory {} is not UTF-8", dir.display()))
-    })?;
-    if dir.chars().any(char::is_control) {
-        return Err(Error::InvalidSpec(format!(
-            "data directory {dir:?} contains a control character"
-        )));
-    }
-    let mut c = String::with_capacity(1024);
-    let mut line = |s: String| {
-        c.push_str(&s);
-        c.push('\n');
-    };
-    line(format!(
-        "# Rendered by paddockd for deployment {} instance {}. Do not edit: the next apply rewrites it.",
-        spec.deployment, spec.name
-    ));
-    line(format!("bind {}", spec.address));
-    line(format!("port {}", spec.port));
-    line("protected-mode yes".into());
-    line("daemonize no".into());
-    // Redis reopens its log file for every line, so paddockd can rotate
-    // it by renaming; stdout (startup errors only) goes to stdout.log.
-    line(format!("logfile {}", quote(&format!("{dir}/redis.log"))));
-    line(format!("dir {}", quote(dir)));
-    line("pidfile redis.pid".into());
-    line(format!("requirepass {}", quote(&spec.password)));
-    if let Some(s) = &spec.sentinel {
-        // Sentinels announce themselves to each other; without this they
-        // announce whatever source address the kernel picked.
-        line(format!(
-            "sentinel announce-ip {}",
-            quote(&spec.address.to_string())
-        ));
-        line("sentinel resolve-hostnames no".into());
-        let name = &s.master_name;
-        line(format!(
-            "sentinel monitor {name} {} {} {}",
-            s.master.address, s.master.port, s.quorum
-        ));
-        line(format!(
-            "sentinel auth-pass {name} {}",
-            quote(&spec.password)
-        ));
-        line(format!(
-            "sentinel down-after-milliseconds {name} {}",
-            s.down_after.as_millis()
-        ));
-        line(format!(
-            "sentinel failover-timeout {name} {}",
-            s.failover_timeout.as_millis()
-        ));
-        line(format!("sentinel parallel-syncs {name} 1"));
-        return Ok(c);
-    }
-    line(format!("masterauth {}", quote(&spec.password)));
-    for u in &spec.users {
-        let mut l = format!(
-            "user {} on {}",
-            quote(&u.name),
-            quote(&format!(">{}", u.password))
-        );
-        for r in &u.rules {
-            l.push(' ');
-            l.push_str(&quote(r));
+/// redis.conf from the model's spec (a trait: the spec is the model
+/// crate's type, rendering is the agent's business).
+pub trait Render {
+    fn render(&self, dir: &Path) -> Result<String, Error>;
+}
+
+impl Render for InstanceSpec {
+    /// Renders redis.conf (for a sentinel, the seed of the sentinel.conf that
+    /// Sentinel then rewrites itself). `dir` is the instance directory.
+    fn render(&self, dir: &Path) -> Result<String, Error> {
+        self.validate()?;
+        let dir = dir.to_str().ok_or_else(|| {
+            Error::InvalidSpec(format!("data directory {} is not UTF-8", dir.display()))
+        })?;
+        if dir.chars().any(char::is_control) {
+            return Err(Error::InvalidSpec(format!(
+                "data directory {dir:?} contains a control character"
+            )));
         }
-        line(l);
-    }
-    line("enable-debug-command no".into());
-    line("enable-module-command no".into());
-    line("enable-protected-configs no".into());
-    if spec.maxmemory_bytes > 0 {
-        line(format!("maxmemory {}", spec.maxmemory_bytes));
-    }
-    line(format!("maxmemory-policy {}", spec.maxmemory_policy));
-    line(format!(
-        "appendonly {}",
-        if spec.appendonly { "yes" } else { "no" }
-    ));
-    line("appendfilename appendonly.aof".into());
-    line("dbfilename dump.rdb".into());
-    // Redis's default waits 5 s for more replicas before a diskless full
-    // sync starts; each master here has its few replicas known up front.
-    line("repl-diskless-sync-delay 0".into());
-    if spec.rdb_snapshots {
-        line("save 3600 1 300 100 60 10000".into());
-    } else {
-        line("save \"\"".into());
-    }
-    if spec.mode != Mode::Sentinel && spec.min_replicas_to_write > 0 {
+        let mut c = String::with_capacity(1024);
+        let mut line = |s: String| {
+            c.push_str(&s);
+            c.push('\n');
+        };
         line(format!(
-            "min-replicas-to-write {}",
-            spec.min_replicas_to_write
+            "# Rendered by paddockd for deployment {} instance {}. Do not edit: the next apply rewrites it.",
+            self.deployment, self.name
         ));
+        line(format!("bind {}", self.address));
+        line(format!("port {}", self.port));
+        line("protected-mode yes".into());
+        line("daemonize no".into());
+        // Redis reopens its log file for every line, so paddockd can rotate
+        // it by renaming; stdout (startup errors only) goes to stdout.log.
+        line(format!("logfile {}", quote(&format!("{dir}/redis.log"))));
+        line(format!("dir {}", quote(dir)));
+        line("pidfile redis.pid".into());
+        line(format!("requirepass {}", quote(&self.password)));
+        if let Some(s) = &self.sentinel {
+            // Sentinels announce themselves to each other; without this they
+            // announce whatever source address the kernel picked.
+            line(format!(
+                "sentinel announce-ip {}",
+                quote(&self.address.to_string())
+            ));
+            line("sentinel resolve-hostnames no".into());
+            let name = &s.master_name;
+            line(format!(
+                "sentinel monitor {name} {} {} {}",
+                s.master.address, s.master.port, s.quorum
+            ));
+            line(format!(
+                "sentinel auth-pass {name} {}",
+                quote(&self.password)
+            ));
+            line(format!(
+                "sentinel down-after-milliseconds {name} {}",
+                s.down_after.as_millis()
+            ));
+            line(format!(
+                "sentinel failover-timeout {name} {}",
+                s.failover_timeout.as_millis()
+            ));
+            line(format!("sentinel parallel-syncs {name} 1"));
+            return Ok(c);
+        }
+        line(format!("masterauth {}", quote(&self.password)));
+        for u in &self.users {
+            let mut l = format!(
+                "user {} on {}",
+                quote(&u.name),
+                quote(&format!(">{}", u.password))
+            );
+            for r in &u.rules {
+                l.push(' ');
+                l.push_str(&quote(r));
+            }
+            line(l);
+        }
+        line("enable-debug-command no".into());
+        line("enable-module-command no".into());
+        line("enable-protected-configs no".into());
+        if self.maxmemory_bytes > 0 {
+            line(format!("maxmemory {}", self.maxmemory_bytes));
+        }
+        line(format!("maxmemory-policy {}", self.maxmemory_policy));
         line(format!(
-            "min-replicas-max-lag {}",
-            spec.min_replicas_max_lag.as_secs()
+            "appendonly {}",
+            if self.appendonly { "yes" } else { "no" }
         ));
+        line("appendfilename appendonly.aof".into());
+        line("dbfilename dump.rdb".into());
+        // Redis's default waits 5 s for more replicas before a diskless full
+        // sync starts; each master here has its few replicas known up front.
+        line("repl-diskless-sync-delay 0".into());
+        if self.rdb_snapshots {
+            line("save 3600 1 300 100 60 10000".into());
+        } else {
+            line("save \"\"".into());
+        }
+        if self.mode != Mode::Sentinel && self.min_replicas_to_write > 0 {
+            line(format!(
+                "min-replicas-to-write {}",
+                self.min_replicas_to_write
+            ));
+            line(format!(
+                "min-replicas-max-lag {}",
+                self.min_replicas_max_lag.as_secs()
+            ));
+        }
+        if self.mode == Mode::Standalone {
+            // A master lists its replicas by the source address of their
+            // link; Sentinel and clients must see the inventory address.
+            line(format!("replica-announce-ip {}", self.address));
+        }
+        if self.mode == Mode::Cluster {
+            line("cluster-enabled yes".into());
+            line("cluster-config-file nodes.conf".into());
+            line(format!(
+                "cluster-node-timeout {}",
+                self.cluster_node_timeout.as_millis()
+            ));
+            // Redis dials the cluster bus from whatever source address the
+            // kernel picks; without announcing the inventory address, peers
+            // record the wrong one and handshakes never finish.
+            line(format!("cluster-announce-ip {}", self.address));
+        }
+        Ok(c)
     }
-    if spec.mode == Mode::Standalone {
-        // A master lists its replicas by the source address of their
-        // link; Sentinel and clients must see the inventory address.
-        line(format!("replica-announce-ip {}", spec.address));
-    }
-    if spec.mode == Mode::Cluster {
-        line("cluster-enabled yes".into());
-        line("cluster-config-file nodes.conf".into());
-        line(format!(
-            "cluster-node-timeout {}",
-            spec.cluster_node_timeout.as_millis()
-        ));
-        // Redis dials the cluster bus from whatever source address the
-        // kernel picks; without announcing the inventory address, peers
-        // record the wrong one and handshakes never finish.
-        line(format!("cluster-announce-ip {}", spec.address));
-    }
-    Ok(c)
 }
 
 /// Quotes a string the way Redis's CONFIG REWRITE does (sdscatrepr): double
@@ -285,7 +293,7 @@ mod tests {
 
     #[test]
     fn renders_a_sentinel_that_announces_its_address_and_monitors_the_master() {
-        let conf = render(&sentinel_spec(), Path::new("/d")).unwrap();
+        let conf = sentinel_spec().render(Path::new("/d")).unwrap();
         for want in [
             "port 26379\n",
             "requirepass \"0123456789abcdef0123456789abcdef\"\n",
@@ -312,7 +320,9 @@ mod tests {
 
     #[test]
     fn renders_bind_announce_and_auth() {
-        let conf = render(&spec(), Path::new("/var/lib/paddock/instances/redis-7000")).unwrap();
+        let conf = spec()
+            .render(Path::new("/var/lib/paddock/instances/redis-7000"))
+            .unwrap();
         for want in [
             "bind 127.0.1.1\n",
             "port 7000\n",
@@ -331,11 +341,11 @@ mod tests {
     fn rejects_values_that_could_inject_directives() {
         let mut s = spec();
         s.password = "aaaaaaaaaaaaaaaa\nloadmodule /tmp/x.so".into();
-        assert!(render(&s, Path::new("/d")).is_err());
+        assert!(s.render(Path::new("/d")).is_err());
         let mut s = spec();
         s.name = "../etc".into();
-        assert!(render(&s, Path::new("/d")).is_err());
-        assert!(render(&spec(), Path::new("/d\ninclude /x")).is_err());
+        assert!(s.render(Path::new("/d")).is_err());
+        assert!(spec().render(Path::new("/d\ninclude /x")).is_err());
     }
 
     #[test]
@@ -346,14 +356,14 @@ mod tests {
             password: "app-password-0123456789".into(),
             rules: vec!["~app:*".into(), "+@read".into(), "-@dangerous".into()],
         }];
-        let conf = render(&s, Path::new("/d")).unwrap();
+        let conf = s.render(Path::new("/d")).unwrap();
         assert!(
             conf.contains("user \"app\" on \">app-password-0123456789\" \"~app:*\" \"+@read\" \"-@dangerous\"\n"),
             "{conf}"
         );
         for bad in ["nopass", ">other", "#abc", "reset", "a\"b", "x y"] {
             s.users[0].rules = vec![bad.into()];
-            assert!(render(&s, Path::new("/d")).is_err(), "{bad}");
+            assert!(s.render(Path::new("/d")).is_err(), "{bad}");
         }
     }
 

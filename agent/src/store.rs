@@ -31,7 +31,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
 use crate::Error;
-use crate::spec::InstanceSpec;
+use crate::spec::{InstanceSpec, Render as _};
 
 pub const CONFIG_FILE: &str = "redis.conf";
 const PREVIOUS_CONFIG_FILE: &str = "redis.conf.prev";
@@ -503,7 +503,7 @@ pub fn migrate_legacy(data_dir: &Path) -> Result<Vec<String>, Error> {
         if let Some(spec) = spec
             && control.stat(CONFIG_FILE).is_none()
         {
-            let config = crate::spec::render(&spec, &dirs.redis)?;
+            let config = spec.render(&dirs.redis)?;
             control.write_atomic(CONFIG_FILE, config.as_bytes(), None)?;
         }
         for file in LEGACY_AGENT_FILES

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use std::time::Duration;
 
-use paddock_agent::spec::{InstanceSpec, MaxmemoryPolicy, Mode, SupervisionSpec, render};
+use paddock_agent::spec::{InstanceSpec, MaxmemoryPolicy, Mode, Render as _, SupervisionSpec};
 use proptest::prelude::*;
 
 /// Redis's sdssplitargs, for one line: None when the line is malformed
@@ -201,7 +201,7 @@ proptest! {
         maxmemory in any::<u64>(),
     ) {
         let s = spec(name, password.clone(), port, policy, cluster, timeout, maxmemory);
-        if let Ok(conf) = render(&s, Path::new(&dir)) {
+        if let Ok(conf) = s.render(Path::new(&dir)) {
             check(&conf, &password, &dir)?;
         }
     }
@@ -220,7 +220,7 @@ proptest! {
         maxmemory in any::<u64>(),
     ) {
         let s = spec(name, password.clone(), port, policy, cluster, timeout, maxmemory);
-        let conf = render(&s, Path::new(&dir));
+        let conf = s.render(Path::new(&dir));
         prop_assert!(conf.is_ok(), "{:?}", conf.err());
         check(&conf.unwrap(), &password, &dir)?;
     }

@@ -23,7 +23,7 @@ use state::{Action, Event, Machine};
 pub use state::{Settings, State};
 
 use crate::Error;
-use crate::spec::{Group, InstanceSpec, Mode, Peer};
+use crate::spec::{Group, InstanceSpec, Mode, Peer, Render as _};
 use crate::store::{self, InstanceDirs};
 
 /// What the supervisor reports: the shared model's types.
@@ -502,7 +502,7 @@ impl Supervisor {
 
     fn put(&mut self, spec: InstanceSpec, dry_run: bool, live: bool) -> Result<PutOutcome, Error> {
         let dirs = InstanceDirs::new(&self.config.data_dir, &spec.name);
-        let config = crate::spec::render(&spec, &dirs.redis)?;
+        let config = spec.render(&dirs.redis)?;
         let others = self.instances.values().map(|i| {
             (
                 i.spec.name.as_str(),
@@ -539,7 +539,7 @@ impl Supervisor {
                 // Keep the seed; take the rest (the member list) as put.
                 let mut kept = spec;
                 kept.sentinel.clone_from(&i.spec.sentinel);
-                let config = crate::spec::render(&kept, &dirs.redis)?;
+                let config = kept.render(&dirs.redis)?;
                 (kept, config)
             }
             Some(i) if i.spec.mode == Mode::Sentinel && !dry_run => {
