@@ -1,24 +1,12 @@
 //! Host facts, read through sysinfo (and statvfs for the data directory).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sysinfo::System;
 
 use crate::config::resolve_program;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Facts {
-    pub hostname: String,
-    pub os: String,
-    pub kernel: String,
-    pub cpus: u32,
-    pub memory_total_bytes: u64,
-    pub memory_available_bytes: u64,
-    pub data_dir_free_bytes: u64,
-    pub redis_server_path: Option<PathBuf>,
-    pub redis_version: Option<String>,
-    pub agent_version: String,
-}
+pub use paddock_model::Facts;
 
 pub fn gather(data_dir: &Path, redis_server: &Path) -> Facts {
     let mut system = System::new();
@@ -40,6 +28,7 @@ pub fn gather(data_dir: &Path, redis_server: &Path) -> Facts {
         redis_server_path,
         redis_version,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        redis_server_configured: redis_server.to_owned(),
     }
 }
 

@@ -1,6 +1,7 @@
-//! The tonic service: converts proto messages to domain types at the edge and
-//! hands the work to the supervisor task. The only module that imports proto
-//! types.
+//! The tonic service: converts proto messages to the shared model at the
+//! edge (through `paddock_model::wire`, the one place that knows both) and
+//! hands the work to the supervisor task. The only module of the agent that
+//! imports proto types.
 
 use std::path::PathBuf;
 
@@ -10,12 +11,9 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::facts;
 use crate::redis_access::{Connections, Reply};
-use crate::spec::{Group, InstanceSpec, Members, Mode, Peer, SentinelSpec};
-use crate::supervisor::{InstanceStatus, State, StateChange, SupervisorHandle};
-
-/// Commands in one RedisCommand: formation sends a few per node; this
-/// bounds what one request can make the agent buffer in replies.
-const MAX_PIPELINE: usize = 256;
+use crate::spec::Mode;
+use crate::supervisor::SupervisorHandle;
+use paddock_model::{LeaseRequest, LockReply, PutInstance, RedisCommand};
 
 pub struct AgentService {
     pub supervisor: SupervisorHandle,
@@ -44,168 +42,9 @@ impl From<Error> for Status {
     }
 }
 
-impl TryFrom<pb::InstanceSpec> for InstanceSpec {
-    type Error = Error;
-
-    fn try_from(s: pb::InstanceSpec) -> Result<Self, Error> {
-        let invalid =
-            |field: &str, why: String| Error::InvalidSpec(format!("field {field}: {why}"));
-        let mode = match pb::RedisMode::try_from(s.mode) {
-            Ok(pb::RedisMode::Standalone) => Mode::Standalone,
-            Ok(pb::RedisMode::Cluster) => Mode::Cluster,
-            Ok(pb::RedisMode::Sentinel) => Mode::Sentinel,
-            _ => {
-                return Err(invalid(
-                    "mode",
-                    "must be standalone, cluster or sentinel".into(),
-                ));
-            }
-        };
-        let peer = |field: &str, p: pb::Peer| -> Result<Peer, Error> {
-            Ok(Peer {
-                address: p
-                    .address
-                    .parse()
-                    .map_err(|e| invalid(field, format!("{:?}: {e}", p.address)))?,
-                port: u16::try_from(p.port)
-                    .ok()
-                    .filter(|port| *port != 0)
-                    .ok_or_else(|| invalid(field, format!("port {}", p.port)))?,
-            })
-        };
-        let sentinel = match s.sentinel {
-            Some(v) => Some(SentinelSpec {
-                master: peer(
-                    "sentinel.master",
-                    v.master
-                        .ok_or_else(|| invalid("sentinel.master", "missing".into()))?,
-                )?,
-                master_name: v.master_name,
-                quorum: v.quorum,
-                down_after_ms: v.down_after_ms,
-                failover_timeout_ms: v.failover_timeout_ms,
-            }),
-            None => None,
-        };
-        let group = match s.group {
-            Some(g) => Some(Group {
-                peers: g
-                    .peers
-                    .into_iter()
-                    .map(|p| peer("group.peers", p))
-                    .collect::<Result<_, _>>()?,
-                sentinels: g
-                    .sentinels
-                    .into_iter()
-                    .map(|p| peer("group.sentinels", p))
-                    .collect::<Result<_, _>>()?,
-                master_name: g.master_name,
-            }),
-            None => None,
-        };
-        let members = match s.members {
-            Some(m) => Members {
-                redis: m
-                    .redis
-                    .into_iter()
-                    .map(|p| peer("members.redis", p))
-                    .collect::<Result<_, _>>()?,
-                sentinels: m
-                    .sentinels
-                    .into_iter()
-                    .map(|p| peer("members.sentinels", p))
-                    .collect::<Result<_, _>>()?,
-            },
-            None => Members::default(),
-        };
-        let spec = InstanceSpec {
-            address: s
-                .address
-                .parse()
-                .map_err(|e| invalid("address", format!("{:?}: {e}", s.address)))?,
-            port: u16::try_from(s.port).map_err(|_| invalid("port", s.port.to_string()))?,
-            name: s.name,
-            deployment: s.deployment,
-            mode,
-            maxmemory_bytes: s.maxmemory_bytes,
-            maxmemory_policy: s.maxmemory_policy,
-            appendonly: s.appendonly,
-            rdb_snapshots: s.rdb_snapshots,
-            cluster_node_timeout_ms: s.cluster_node_timeout_ms,
-            min_replicas_to_write: s.min_replicas_to_write,
-            min_replicas_max_lag_s: s.min_replicas_max_lag_s,
-            password: s.password,
-            supervision: s
-                .supervision
-                .map(|v| crate::spec::SupervisionSpec {
-                    start_timeout_ms: v.start_timeout_ms,
-                    start_retries: v.start_retries,
-                    backoff_max_ms: v.backoff_max_ms,
-                    stop_timeout_ms: v.stop_timeout_ms,
-                })
-                .unwrap_or_default(),
-            users: s
-                .users
-                .into_iter()
-                .map(|u| crate::spec::AclUser {
-                    name: u.name,
-                    password: u.password,
-                    rules: u.rules,
-                })
-                .collect(),
-            sentinel,
-            group,
-            members,
-        };
-        spec.validate()?;
-        Ok(spec)
-    }
-}
-
-fn state_to_pb(state: State) -> pb::InstanceState {
-    match state {
-        State::Stopped => pb::InstanceState::Stopped,
-        State::Starting => pb::InstanceState::Starting,
-        State::Running => pb::InstanceState::Running,
-        State::Backoff => pb::InstanceState::Backoff,
-        State::Stopping => pb::InstanceState::Stopping,
-        State::Exited => pb::InstanceState::Exited,
-        State::Fatal => pb::InstanceState::Fatal,
-        State::Held => pb::InstanceState::Held,
-    }
-}
-
-impl From<InstanceStatus> for pb::InstanceStatus {
-    fn from(s: InstanceStatus) -> Self {
-        pb::InstanceStatus {
-            name: s.name,
-            port: u32::from(s.port),
-            state: state_to_pb(s.state) as i32,
-            pid: s.pid.unwrap_or(0),
-            restarts: s.restarts,
-            last_exit: s.last_exit.unwrap_or_default(),
-            config_digest: s.config_digest,
-            deployment: s.deployment,
-        }
-    }
-}
-
-impl From<Reply> for pb::RedisValue {
-    fn from(r: Reply) -> Self {
-        use pb::redis_value::Kind;
-        let kind = match r {
-            Reply::Nil => Kind::Nil(true),
-            Reply::Int(i) => Kind::Int(i),
-            Reply::Bulk(b) => Kind::Bulk(b),
-            Reply::Simple(s) => Kind::Simple(s),
-            Reply::Error(e) => Kind::Error(e),
-            Reply::Array(items) => Kind::Array(pb::RedisArray {
-                items: items.into_iter().map(pb::RedisValue::from).collect(),
-            }),
-            Reply::Double(d) => Kind::Double(d),
-        };
-        pb::RedisValue { kind: Some(kind) }
-    }
+/// A request the model refuses: INVALID_ARGUMENT, naming the field.
+fn invalid(e: paddock_model::Error) -> Status {
+    Status::invalid_argument(e.to_string())
 }
 
 impl AgentService {
@@ -215,67 +54,11 @@ impl AgentService {
         let f = tokio::task::spawn_blocking(move || facts::gather(&data_dir, &redis_server))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(pb::Facts {
-            hostname: f.hostname,
-            os: f.os,
-            kernel: f.kernel,
-            cpus: f.cpus,
-            memory_total_bytes: f.memory_total_bytes,
-            memory_available_bytes: f.memory_available_bytes,
-            data_dir_free_bytes: f.data_dir_free_bytes,
-            redis_server_path: f
-                .redis_server_path
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            redis_version: f.redis_version.unwrap_or_default(),
-            agent_version: f.agent_version,
-            redis_server_configured: self.redis_server.display().to_string(),
-        }))
+        Ok(Response::new(f.into()))
     }
-}
-
-fn held_to_pb(granted: bool, h: Option<crate::locks::HeldBy>) -> pb::LockResponse {
-    let Some(h) = h else {
-        return pb::LockResponse {
-            granted,
-            ..Default::default()
-        };
-    };
-    pb::LockResponse {
-        granted,
-        holder: h.holder,
-        since_unix_ms: h.since_unix_ms,
-        machine_id: h.machine_id,
-        pid_namespace: h.pid_namespace,
-        pid: h.pid,
-    }
-}
-
-/// The lease request, checked (bounded strings) at the edge.
-fn lease_request(r: pb::LockRequest) -> Result<(String, crate::locks::Owner), Status> {
-    let owner = crate::locks::Owner {
-        token: r.token,
-        holder: r.holder,
-        machine_id: r.machine_id,
-        pid_namespace: r.pid_namespace,
-        pid: r.pid,
-    };
-    crate::locks::check_request(&r.deployment, &owner).map_err(Status::invalid_argument)?;
-    Ok((r.deployment, owner))
 }
 
 type RpcStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
-
-fn change_to_pb(c: StateChange) -> pb::StateEvent {
-    pb::StateEvent {
-        unix_ms: c.unix_ms,
-        instance: c.instance,
-        from: state_to_pb(c.from) as i32,
-        to: state_to_pb(c.to) as i32,
-        pid: c.pid.unwrap_or(0),
-        detail: c.detail.unwrap_or_default(),
-    }
-}
 
 #[tonic::async_trait]
 impl Agent for AgentService {
@@ -283,38 +66,37 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
-        let r = request.into_inner();
-        let ttl = std::time::Duration::from_millis(u64::from(r.ttl_ms));
-        let (deployment, owner) = lease_request(r)?;
+        let r = LeaseRequest::try_from(request.into_inner()).map_err(invalid)?;
         let outcome = self
             .locks
-            .lock(&deployment, owner, ttl, std::time::Instant::now());
-        Ok(Response::new(match outcome {
-            crate::locks::Outcome::Granted => held_to_pb(true, None),
-            crate::locks::Outcome::Held(h) => held_to_pb(false, Some(h)),
-            crate::locks::Outcome::Full => {
-                return Err(Status::resource_exhausted(format!(
-                    "this agent holds {} leases already; wait for them to expire",
-                    crate::locks::MAX_LEASES
-                )));
-            }
-        }))
+            .lock(&r.deployment, r.id, r.ttl, std::time::Instant::now());
+        let reply = |granted, held| Ok(Response::new(LockReply { granted, held }.into()));
+        match outcome {
+            crate::locks::Outcome::Granted => reply(true, None),
+            crate::locks::Outcome::Held(h) => reply(false, Some(h)),
+            crate::locks::Outcome::Full => Err(Status::resource_exhausted(format!(
+                "this agent holds {} leases already; wait for them to expire",
+                crate::locks::MAX_LEASES
+            ))),
+        }
     }
 
     async fn unlock(
         &self,
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
-        let r = request.into_inner();
-        let force = r.force;
-        let (deployment, owner) = lease_request(r)?;
-        let released =
-            self.locks
-                .unlock(&deployment, &owner.token, force, std::time::Instant::now());
-        Ok(Response::new(match released {
-            Ok(broken) => held_to_pb(true, broken),
-            Err(held) => held_to_pb(false, Some(held)),
-        }))
+        let r = LeaseRequest::try_from(request.into_inner()).map_err(invalid)?;
+        let released = self.locks.unlock(
+            &r.deployment,
+            &r.id.token,
+            r.force,
+            std::time::Instant::now(),
+        );
+        let (granted, held) = match released {
+            Ok(broken) => (true, broken),
+            Err(held) => (false, Some(held)),
+        };
+        Ok(Response::new(LockReply { granted, held }.into()))
     }
 
     type TailLogStream = RpcStream<pb::LogLines>;
@@ -380,7 +162,8 @@ impl Agent for AgentService {
                     c = changes.recv() => c,
                 };
                 let item = match change {
-                    Ok(c) => Ok(change_to_pb(c)),
+                    // Not pb::StateEvent::from: prost names the getter of field `from` so.
+                    Ok(c) => Ok(<pb::StateEvent as From<_>>::from(c)),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         Err(Status::data_loss(format!(
                             "{n} events were dropped: the watcher was too slow"
@@ -422,22 +205,19 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::PutInstanceRequest>,
     ) -> Result<Response<pb::PutInstanceResponse>, Status> {
-        let req = request.into_inner();
-        let spec = req
-            .spec
-            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
-        let spec = InstanceSpec::try_from(spec)?;
+        let PutInstance {
+            spec,
+            dry_run,
+            live,
+        } = PutInstance::try_from(request.into_inner()).map_err(invalid)?;
         if !crate::spec::is_local_address(spec.address) {
             return Err(Status::invalid_argument(format!(
                 "instance {:?}: field address: {} is not an address of this machine; the inventory must give each host its own address",
                 spec.name, spec.address
             )));
         }
-        let outcome = self.supervisor.put(spec, req.dry_run, req.live).await?;
-        Ok(Response::new(pb::PutInstanceResponse {
-            changed: outcome.changed,
-            restart_needed: outcome.restart_needed,
-        }))
+        let outcome = self.supervisor.put(spec, dry_run, live).await?;
+        Ok(Response::new(outcome.into()))
     }
 
     async fn start_instance(
@@ -497,20 +277,12 @@ impl Agent for AgentService {
         &self,
         request: Request<pb::RedisCommandRequest>,
     ) -> Result<Response<pb::RedisCommandResponse>, Status> {
-        let req = request.into_inner();
-        if req.commands.is_empty() || req.commands.len() > MAX_PIPELINE {
-            return Err(Status::invalid_argument(format!(
-                "a pipeline has 1 to {MAX_PIPELINE} commands, not {}; split it",
-                req.commands.len()
-            )));
-        }
-        let commands: Vec<Vec<Vec<u8>>> = req.commands.into_iter().map(|c| c.args).collect();
-        if commands.iter().any(Vec::is_empty) {
-            return Err(Status::invalid_argument(
-                "a command needs at least its name",
-            ));
-        }
-        let target = self.supervisor.target(req.instance.clone()).await?;
+        let RedisCommand {
+            instance,
+            commands,
+            allow_dangerous,
+        } = RedisCommand::try_from(request.into_inner()).map_err(invalid)?;
+        let target = self.supervisor.target(instance.clone()).await?;
         // A node named by id is checked by the address the local node lists
         // it at: read CLUSTER NODES first (a read, safe on any connection).
         let nodes = if target.spec.mode == Mode::Cluster
@@ -519,7 +291,7 @@ impl Agent for AgentService {
             let nodes = [vec![b"CLUSTER".to_vec(), b"NODES".to_vec()]];
             match self
                 .connections
-                .run(&req.instance, &target.endpoint, target.pid, &nodes)
+                .run(&instance, &target.endpoint, target.pid, &nodes)
                 .await?
                 .first()
             {
@@ -529,7 +301,7 @@ impl Agent for AgentService {
                 _ => {
                     return Err(Status::unavailable(format!(
                         "instance {}: CLUSTER NODES did not answer, so the node named cannot be checked",
-                        req.instance
+                        instance
                     )));
                 }
             }
@@ -538,12 +310,12 @@ impl Agent for AgentService {
         };
         let scope = crate::guard::Scope::of(&target.spec, &nodes);
         for c in &commands {
-            crate::guard::check(c, &scope, req.allow_dangerous)
+            crate::guard::check(c, &scope, allow_dangerous)
                 .map_err(|r| Status::permission_denied(r.to_string()))?;
         }
         let replies = self
             .connections
-            .run(&req.instance, &target.endpoint, target.pid, &commands)
+            .run(&instance, &target.endpoint, target.pid, &commands)
             .await?;
         Ok(Response::new(pb::RedisCommandResponse {
             replies: replies.into_iter().map(Into::into).collect(),

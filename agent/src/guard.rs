@@ -151,8 +151,9 @@ impl<'a> Scope<'a> {
             },
             members: &spec.members,
             maxmemory_bytes: spec.maxmemory_bytes,
-            maxmemory_policy: &spec.maxmemory_policy,
-            cluster_node_timeout_ms: spec.cluster_node_timeout_ms,
+            maxmemory_policy: spec.maxmemory_policy.as_str(),
+            cluster_node_timeout_ms: u32::try_from(spec.cluster_node_timeout.as_millis())
+                .unwrap_or(u32::MAX),
             nodes,
         }
     }

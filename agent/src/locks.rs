@@ -13,24 +13,9 @@ pub const MAX_LEASES: usize = 1024;
 pub const MIN_TTL: Duration = Duration::from_secs(1);
 pub const MAX_TTL: Duration = Duration::from_secs(600);
 
-/// Who holds a lease, as its holder described itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    pub token: String,
-    pub holder: String,
-    pub machine_id: String,
-    pub pid_namespace: u64,
-    pub pid: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldBy {
-    pub holder: String,
-    pub machine_id: String,
-    pub pid_namespace: u64,
-    pub pid: u32,
-    pub since_unix_ms: i64,
-}
+/// Who asks for a lease, as its holder described itself, and who holds
+/// one: the shared model's types.
+pub use paddock_model::{HeldLease as HeldBy, LeaseId as Owner};
 
 struct Lease {
     owner: Owner,
@@ -68,26 +53,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Checks the strings of a lease request: what is wrong, naming the field.
-pub fn check_request(deployment: &str, owner: &Owner) -> Result<(), String> {
-    if !crate::spec::valid_name(deployment) {
-        return Err("deployment: use 1-63 of a-z, 0-9 and '-'".into());
-    }
-    let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
-    if owner.holder.is_empty() || owner.holder.len() > 128 || !printable(&owner.holder) {
-        return Err("holder: 1-128 printable ASCII characters".into());
-    }
-    if !(16..=64).contains(&owner.token.len())
-        || !owner.token.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        return Err("token: 16-64 hex digits".into());
-    }
-    if owner.machine_id.len() > 64 || !owner.machine_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err("machine_id: at most 64 letters and digits".into());
-    }
-    Ok(())
 }
 
 impl Locks {
@@ -224,34 +189,5 @@ mod tests {
             Outcome::Granted
         );
         assert_eq!(locks.len(), 1, "the expired ones are gone");
-    }
-
-    #[test]
-    fn requests_are_checked_and_bounded() {
-        let ok = owner("a");
-        assert_eq!(check_request("lab", &ok), Ok(()));
-        let with = |f: &dyn Fn(&mut Owner)| {
-            let mut o = owner("a");
-            f(&mut o);
-            o
-        };
-        let table: Vec<(&str, Owner, &str)> = vec![
-            ("", ok.clone(), "deployment"),
-            ("Lab/../x", ok.clone(), "deployment"),
-            ("x", with(&|o| o.holder = String::new()), "holder"),
-            ("lab", with(&|o| o.holder = "h".repeat(129)), "holder"),
-            ("lab", with(&|o| o.holder = "a\nb".into()), "holder"),
-            ("lab", with(&|o| o.token = "abc".into()), "token"),
-            ("lab", with(&|o| o.token = "z".repeat(16)), "token"),
-            (
-                "lab",
-                with(&|o| o.machine_id = "m".repeat(65)),
-                "machine_id",
-            ),
-        ];
-        for (deployment, o, field) in table {
-            let why = check_request(deployment, &o).unwrap_err();
-            assert!(why.starts_with(field), "{deployment:?} {o:?}: {why}");
-        }
     }
 }

@@ -131,16 +131,7 @@ impl Default for Connections {
 }
 
 /// A reply the way the wire carries it. Redis errors are values, not failures.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    Nil,
-    Int(i64),
-    Bulk(Vec<u8>),
-    Simple(String),
-    Error(String),
-    Array(Vec<Reply>),
-    Double(f64),
-}
+pub use paddock_model::Reply;
 
 /// Whether a reply shows the connection may not be in its plain state any
 /// more: a Redis error (a command half-applied to the connection), an
@@ -192,7 +183,7 @@ impl Connections {
                 if values.iter().any(unsettling) {
                     self.inner.lock().await.remove(instance);
                 }
-                Ok(values.into_iter().map(Reply::from).collect())
+                Ok(values.into_iter().map(reply).collect())
             }
             Err(e) => {
                 self.inner.lock().await.remove(instance);
@@ -252,35 +243,35 @@ impl Connections {
     }
 }
 
-impl From<Value> for Reply {
-    fn from(v: Value) -> Self {
-        match v {
-            Value::Nil => Reply::Nil,
-            Value::Int(i) => Reply::Int(i),
-            Value::BulkString(b) => Reply::Bulk(b),
-            Value::Array(items) | Value::Set(items) => {
-                Reply::Array(items.into_iter().map(Reply::from).collect())
-            }
-            Value::SimpleString(s) => Reply::Simple(s),
-            Value::Okay => Reply::Simple("OK".into()),
-            Value::Map(pairs) => Reply::Array(
-                pairs
-                    .into_iter()
-                    .flat_map(|(k, v)| [Reply::from(k), Reply::from(v)])
-                    .collect(),
-            ),
-            Value::Double(d) => Reply::Double(d),
-            Value::Boolean(b) => Reply::Int(i64::from(b)),
-            Value::VerbatimString { text, .. } => Reply::Bulk(text.into_bytes()),
-            Value::ServerError(e) => Reply::Error(match e.details() {
-                Some(d) => format!("{} {d}", e.code()),
-                None => e.code().to_owned(),
-            }),
-            Value::Attribute { data, .. } => Reply::from(*data),
-            Value::Push { data, .. } => Reply::Array(data.into_iter().map(Reply::from).collect()),
-            Value::BigNumber(n) => Reply::Simple(format!("{n:?}")),
-            _ => Reply::Error("unsupported reply type".into()),
+/// A redis-rs value as the wire carries it (RESP3 maps flattened, booleans
+/// as integers).
+pub(crate) fn reply(v: Value) -> Reply {
+    match v {
+        Value::Nil => Reply::Nil,
+        Value::Int(i) => Reply::Int(i),
+        Value::BulkString(b) => Reply::Bulk(b),
+        Value::Array(items) | Value::Set(items) => {
+            Reply::Array(items.into_iter().map(reply).collect())
         }
+        Value::SimpleString(s) => Reply::Simple(s),
+        Value::Okay => Reply::Simple("OK".into()),
+        Value::Map(pairs) => Reply::Array(
+            pairs
+                .into_iter()
+                .flat_map(|(k, v)| [reply(k), reply(v)])
+                .collect(),
+        ),
+        Value::Double(d) => Reply::Double(d),
+        Value::Boolean(b) => Reply::Int(i64::from(b)),
+        Value::VerbatimString { text, .. } => Reply::Bulk(text.into_bytes()),
+        Value::ServerError(e) => Reply::Error(match e.details() {
+            Some(d) => format!("{} {d}", e.code()),
+            None => e.code().to_owned(),
+        }),
+        Value::Attribute { data, .. } => reply(*data),
+        Value::Push { data, .. } => Reply::Array(data.into_iter().map(reply).collect()),
+        Value::BigNumber(n) => Reply::Simple(format!("{n:?}")),
+        _ => Reply::Error("unsupported reply type".into()),
     }
 }
 

@@ -1,197 +1,41 @@
 //! Instance specs as the agent understands them, and redis.conf rendering.
 //!
-//! Redis reads its config line by line, so every value we write is typed and
-//! either a bare token we produced ourselves or quoted the way Redis's own
-//! CONFIG REWRITE quotes strings. Anything that could smuggle a directive in
-//! (newline, NUL, other control characters) is rejected before rendering.
+//! The spec itself is the shared model ([`paddock_model::InstanceSpec`]);
+//! this module renders it. Redis reads its config line by line, so every
+//! value we write is typed and either a bare token we produced ourselves or
+//! quoted the way Redis's own CONFIG REWRITE quotes strings. Anything that
+//! could smuggle a directive in (newline, NUL, other control characters) is
+//! rejected before rendering.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+/// The model's name for it is `Supervision`.
+pub use paddock_model::Supervision as SupervisionSpec;
+pub use paddock_model::{
+    AclUser, Group, InstanceSpec, MaxmemoryPolicy, Members, Mode, Peer, SentinelSpec,
+    is_host_address, valid_acl_rule, valid_name,
+};
 
 use crate::Error;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Standalone,
-    Cluster,
-    Sentinel,
-}
-
-/// A host and port another instance listens on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Peer {
-    pub address: IpAddr,
-    pub port: u16,
-}
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.address, self.port)
+impl From<paddock_model::Error> for Error {
+    fn from(e: paddock_model::Error) -> Self {
+        Error::InvalidSpec(e.to_string())
     }
 }
 
-/// A Sentinel's settings (mode Sentinel only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SentinelSpec {
-    pub master_name: String,
-    /// Where the master is when sentinel.conf is first written; Sentinel
-    /// tracks it itself after that.
-    pub master: Peer,
-    pub quorum: u32,
-    pub down_after_ms: u32,
-    pub failover_timeout_ms: u32,
-}
-
-/// The replication group of a standalone instance.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Group {
-    pub peers: Vec<Peer>,
-    pub sentinels: Vec<Peer>,
-    pub master_name: String,
-}
-
-/// Every instance of the deployment, this one included: the only addresses
-/// the guard lets a command point Redis at.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Members {
-    pub redis: Vec<Peer>,
-    pub sentinels: Vec<Peer>,
-}
-
-fn default_min_replicas_max_lag_s() -> u32 {
-    10
-}
-
-pub const MAXMEMORY_POLICIES: [&str; 8] = [
-    "noeviction",
-    "allkeys-lru",
-    "volatile-lru",
-    "allkeys-lfu",
-    "volatile-lfu",
-    "allkeys-random",
-    "volatile-random",
-    "volatile-ttl",
-];
-
-/// What the controller asked for. Stored next to the rendered config (0600:
-/// it holds the password).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InstanceSpec {
-    pub name: String,
-    pub deployment: String,
-    pub address: IpAddr,
-    pub port: u16,
-    pub mode: Mode,
-    pub maxmemory_bytes: u64,
-    pub maxmemory_policy: String,
-    pub appendonly: bool,
-    pub rdb_snapshots: bool,
-    pub cluster_node_timeout_ms: u32,
-    /// `min-replicas-to-write`; 0 (off) in specs stored before it existed.
-    #[serde(default)]
-    pub min_replicas_to_write: u32,
-    #[serde(default = "default_min_replicas_max_lag_s")]
-    pub min_replicas_max_lag_s: u32,
-    pub password: String,
-    #[serde(default)]
-    pub supervision: SupervisionSpec,
-    /// ACL users besides "default".
-    #[serde(default)]
-    pub users: Vec<AclUser>,
-    #[serde(default)]
-    pub sentinel: Option<SentinelSpec>,
-    #[serde(default)]
-    pub group: Option<Group>,
-    /// Absent in specs stored by older agents: then nothing may be re-pointed
-    /// until the controller puts the spec again.
-    #[serde(default)]
-    pub members: Members,
-}
-
-/// An ACL user the instance is configured with. Not `Debug`: it holds a password.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AclUser {
-    pub name: String,
-    pub password: String,
-    pub rules: Vec<String>,
-}
-
-/// An ACL rule we write: printable, no quotes or backslashes, and nothing that
-/// sets, drops or bypasses a password (passwords are ours to manage).
-pub fn valid_acl_rule(rule: &str) -> bool {
-    !rule.is_empty()
-        && rule.len() <= 256
-        && rule
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\'' && b != b'\\')
-        && !rule.starts_with(['>', '<', '#', '!'])
-        && !["nopass", "resetpass", "reset"].contains(&rule.to_ascii_lowercase().as_str())
-}
-
-/// Per-instance supervision settings as the controller sends them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SupervisionSpec {
-    pub start_timeout_ms: u32,
-    pub start_retries: u32,
-    pub backoff_max_ms: u32,
-    pub stop_timeout_ms: u32,
-}
-
-impl Default for SupervisionSpec {
-    fn default() -> Self {
-        let s = crate::supervisor::Settings::default();
-        SupervisionSpec {
-            start_timeout_ms: s.start_timeout.as_millis() as u32,
-            start_retries: s.start_retries,
-            backoff_max_ms: s.backoff_max.as_millis() as u32,
-            stop_timeout_ms: s.stop_timeout.as_millis() as u32,
-        }
-    }
-}
-
-impl SupervisionSpec {
-    pub fn settings(&self) -> crate::supervisor::Settings {
-        use std::time::Duration;
+impl From<SupervisionSpec> for crate::supervisor::Settings {
+    fn from(s: SupervisionSpec) -> Self {
         crate::supervisor::Settings {
-            start_timeout: Duration::from_millis(u64::from(self.start_timeout_ms)),
-            start_retries: self.start_retries,
-            backoff_max: Duration::from_millis(u64::from(self.backoff_max_ms)),
-            stop_timeout: Duration::from_millis(u64::from(self.stop_timeout_ms)),
+            start_timeout: s.start_timeout,
+            start_retries: s.start_retries,
+            backoff_max: s.backoff_max,
+            stop_timeout: s.stop_timeout,
             ..crate::supervisor::Settings::default()
         }
     }
-}
-
-// Hand-written so the password can never reach a log line through `{:?}`.
-impl std::fmt::Debug for InstanceSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InstanceSpec")
-            .field("name", &self.name)
-            .field("deployment", &self.deployment)
-            .field("address", &self.address)
-            .field("port", &self.port)
-            .field("mode", &self.mode)
-            .field("password", &"<redacted>")
-            .finish_non_exhaustive()
-    }
-}
-
-/// An address one machine can own: not unspecified (0.0.0.0, ::: every
-/// address), multicast or the IPv4 broadcast address.
-pub fn is_host_address(ip: IpAddr) -> bool {
-    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
-    !(ip.is_unspecified() || ip.is_multicast() || broadcast)
 }
 
 /// Whether `ip` is assigned to this machine: binding a socket to it works
@@ -245,159 +89,16 @@ pub fn port_clash<'a>(
     None
 }
 
-/// Names become directory names: keep them to a charset that cannot escape.
-pub fn valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+/// redis.conf from the model's spec (a trait: the spec is the model
+/// crate's type, rendering is the agent's business).
+pub trait Render {
+    fn render(&self, dir: &Path) -> Result<String, Error>;
 }
 
-impl InstanceSpec {
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |field: &str, why: &str| {
-            Err(Error::InvalidSpec(format!(
-                "instance {:?}: field {field}: {why}",
-                self.name
-            )))
-        };
-        if !valid_name(&self.name) {
-            return bad(
-                "name",
-                "use 1-63 of a-z, 0-9 and '-', starting with a letter or digit",
-            );
-        }
-        if !valid_name(&self.deployment) {
-            return bad("deployment", "use 1-63 of a-z, 0-9 and '-'");
-        }
-        if !is_host_address(self.address) {
-            return bad(
-                "address",
-                "must be this host's own unicast address (not 0.0.0.0, ::, broadcast or multicast)",
-            );
-        }
-        let peers = self.sentinel.iter().map(|s| &s.master).chain(
-            self.group
-                .iter()
-                .flat_map(|g| g.peers.iter().chain(&g.sentinels)),
-        );
-        if peers.into_iter().any(|p| !is_host_address(p.address)) {
-            return bad(
-                "peers",
-                "a member's address must be unicast (not 0.0.0.0, ::, broadcast or multicast)",
-            );
-        }
-        if self.port == 0 || self.port > 55535 {
-            return bad(
-                "port",
-                "must be 1..=55535 so that the cluster bus port (port + 10000) exists",
-            );
-        }
-        if !MAXMEMORY_POLICIES.contains(&self.maxmemory_policy.as_str()) {
-            return bad("maxmemory_policy", "not a Redis maxmemory policy");
-        }
-        if self.cluster_node_timeout_ms < 100 {
-            return bad("cluster_node_timeout_ms", "must be at least 100");
-        }
-        if self.password.len() < 16 || self.password.len() > 512 {
-            return bad("password", "must be 16 to 512 bytes long");
-        }
-        if !self.password.bytes().all(|b| b.is_ascii_graphic()) {
-            return bad(
-                "password",
-                "only printable ASCII without spaces is accepted",
-            );
-        }
-        for u in &self.users {
-            let name_ok = u.name != "default"
-                && !u.name.is_empty()
-                && u.name.len() <= 32
-                && u.name.starts_with(|c: char| c.is_ascii_lowercase())
-                && u.name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-                });
-            if !name_ok {
-                return bad(
-                    "users",
-                    "a user name is 1-32 of a-z, 0-9, '_' and '-', starting with a letter, not \"default\"",
-                );
-            }
-            if u.password.len() < 16 || !u.password.bytes().all(|b| b.is_ascii_graphic()) {
-                return bad(
-                    "users",
-                    "a user's password must be at least 16 printable characters without spaces",
-                );
-            }
-            if !u.rules.iter().all(|r| valid_acl_rule(r)) {
-                return bad(
-                    "users",
-                    "an ACL rule is empty, has quotes, backslashes or non-printable characters, or sets a password",
-                );
-            }
-        }
-        match (&self.mode, &self.sentinel) {
-            (Mode::Sentinel, Some(s)) => {
-                if !valid_name(&s.master_name) {
-                    return bad("sentinel.master_name", "use 1-63 of a-z, 0-9 and '-'");
-                }
-                if s.quorum == 0 || s.down_after_ms < 100 || s.failover_timeout_ms < 1000 {
-                    return bad(
-                        "sentinel",
-                        "quorum must be at least 1, down_after_ms at least 100, failover_timeout_ms at least 1000",
-                    );
-                }
-            }
-            (Mode::Sentinel, None) => return bad("sentinel", "required in sentinel mode"),
-            (_, Some(_)) => return bad("sentinel", "only allowed in sentinel mode"),
-            _ => {}
-        }
-        if let Some(g) = &self.group {
-            if self.mode != Mode::Standalone {
-                return bad(
-                    "group",
-                    "only standalone instances belong to a replication group",
-                );
-            }
-            if !g.sentinels.is_empty() && !valid_name(&g.master_name) {
-                return bad("group.master_name", "use 1-63 of a-z, 0-9 and '-'");
-            }
-        }
-        let s = &self.supervision;
-        if s.start_timeout_ms < 100 || s.stop_timeout_ms < 100 || s.backoff_max_ms < 50 {
-            return bad(
-                "supervision",
-                "start and stop timeouts must be at least 100 ms, the back-off cap at least 50 ms",
-            );
-        }
-        Ok(())
-    }
-
-    /// Equal when the specs differ at most in the master a sentinel is
-    /// seeded with (and the member list): Sentinel follows failovers itself, so a controller that
-    /// names the new master is not asking for a change.
-    pub fn same_but_seed(&self, other: &InstanceSpec) -> bool {
-        let unseeded = |s: &InstanceSpec| {
-            let mut s = s.clone();
-            // Not a setting of the sentinel: a new member list is stored
-            // without touching its seed.
-            s.members = Members::default();
-            if let Some(sentinel) = &mut s.sentinel {
-                sentinel.master = Peer {
-                    address: IpAddr::from([0, 0, 0, 0]),
-                    port: 0,
-                };
-            }
-            s
-        };
-        unseeded(self) == unseeded(other)
-    }
-
+impl Render for InstanceSpec {
     /// Renders redis.conf (for a sentinel, the seed of the sentinel.conf that
     /// Sentinel then rewrites itself). `dir` is the instance directory.
-    pub fn render(&self, dir: &Path) -> Result<String, Error> {
+    fn render(&self, dir: &Path) -> Result<String, Error> {
         self.validate()?;
         let dir = dir.to_str().ok_or_else(|| {
             Error::InvalidSpec(format!("data directory {} is not UTF-8", dir.display()))
@@ -445,11 +146,11 @@ impl InstanceSpec {
             ));
             line(format!(
                 "sentinel down-after-milliseconds {name} {}",
-                s.down_after_ms
+                s.down_after.as_millis()
             ));
             line(format!(
                 "sentinel failover-timeout {name} {}",
-                s.failover_timeout_ms
+                s.failover_timeout.as_millis()
             ));
             line(format!("sentinel parallel-syncs {name} 1"));
             return Ok(c);
@@ -495,7 +196,7 @@ impl InstanceSpec {
             ));
             line(format!(
                 "min-replicas-max-lag {}",
-                self.min_replicas_max_lag_s
+                self.min_replicas_max_lag.as_secs()
             ));
         }
         if self.mode == Mode::Standalone {
@@ -508,7 +209,7 @@ impl InstanceSpec {
             line("cluster-config-file nodes.conf".into());
             line(format!(
                 "cluster-node-timeout {}",
-                self.cluster_node_timeout_ms
+                self.cluster_node_timeout.as_millis()
             ));
             // Redis dials the cluster bus from whatever source address the
             // kernel picks; without announcing the inventory address, peers
@@ -546,6 +247,7 @@ pub fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn spec() -> InstanceSpec {
         InstanceSpec {
@@ -555,12 +257,12 @@ mod tests {
             port: 7000,
             mode: Mode::Cluster,
             maxmemory_bytes: 256 << 20,
-            maxmemory_policy: "allkeys-lru".into(),
+            maxmemory_policy: MaxmemoryPolicy::AllkeysLru,
             appendonly: true,
             rdb_snapshots: true,
-            cluster_node_timeout_ms: 5000,
+            cluster_node_timeout: Duration::from_secs(5),
             min_replicas_to_write: 0,
-            min_replicas_max_lag_s: 10,
+            min_replicas_max_lag: Duration::from_secs(10),
             password: "0123456789abcdef0123456789abcdef".into(),
             supervision: SupervisionSpec::default(),
             users: Vec::new(),
@@ -582,8 +284,8 @@ mod tests {
                     port: 6379,
                 },
                 quorum: 2,
-                down_after_ms: 1000,
-                failover_timeout_ms: 5000,
+                down_after: Duration::from_secs(1),
+                failover_timeout: Duration::from_secs(5),
             }),
             ..spec()
         }
@@ -612,7 +314,7 @@ mod tests {
         let mut b = a.clone();
         b.sentinel.as_mut().unwrap().master.address = "127.0.1.3".parse().unwrap();
         assert!(a.same_but_seed(&b));
-        b.sentinel.as_mut().unwrap().down_after_ms = 2000;
+        b.sentinel.as_mut().unwrap().down_after = Duration::from_secs(2);
         assert!(!a.same_but_seed(&b));
     }
 
@@ -663,6 +365,14 @@ mod tests {
             s.users[0].rules = vec![bad.into()];
             assert!(s.render(Path::new("/d")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_spec_without_supervision_settings_gets_the_supervisors_defaults() {
+        assert_eq!(
+            crate::supervisor::Settings::from(SupervisionSpec::default()),
+            crate::supervisor::Settings::default()
+        );
     }
 
     #[test]

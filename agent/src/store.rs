@@ -31,7 +31,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
 use crate::Error;
-use crate::spec::InstanceSpec;
+use crate::spec::{InstanceSpec, Render as _};
 
 pub const CONFIG_FILE: &str = "redis.conf";
 const PREVIOUS_CONFIG_FILE: &str = "redis.conf.prev";

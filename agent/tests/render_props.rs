@@ -7,7 +7,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use paddock_agent::spec::{InstanceSpec, MAXMEMORY_POLICIES, Mode, SupervisionSpec};
+use std::time::Duration;
+
+use paddock_agent::spec::{InstanceSpec, MaxmemoryPolicy, Mode, Render as _, SupervisionSpec};
 use proptest::prelude::*;
 
 /// Redis's sdssplitargs, for one line: None when the line is malformed
@@ -139,12 +141,12 @@ fn spec(
             Mode::Standalone
         },
         maxmemory_bytes: maxmemory,
-        maxmemory_policy: MAXMEMORY_POLICIES[policy % MAXMEMORY_POLICIES.len()].into(),
+        maxmemory_policy: MaxmemoryPolicy::ALL[policy % MaxmemoryPolicy::ALL.len()],
         appendonly: cluster,
         rdb_snapshots: !cluster,
-        cluster_node_timeout_ms: timeout,
+        cluster_node_timeout: Duration::from_millis(u64::from(timeout)),
         min_replicas_to_write: timeout % 3,
-        min_replicas_max_lag_s: 10,
+        min_replicas_max_lag: Duration::from_secs(10),
         password,
         supervision: SupervisionSpec::default(),
         users: Vec::new(),

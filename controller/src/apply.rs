@@ -391,7 +391,7 @@ async fn apply_locked(
     {
         progress.step("restoring cluster-node-timeout left short by an interrupted formation");
         let acted: Vec<Target> = targets.iter().filter(|t| acts_on(t)).cloned().collect();
-        form::set_node_timeout(fleet, &acted, |t| t.spec.cluster_node_timeout_ms).await?;
+        form::set_node_timeout(fleet, &acted, |t| t.spec.cluster_node_timeout_ms()).await?;
     }
 
     let mut formation = None;

@@ -1,8 +1,9 @@
 //! The controller's side of the agent API. The transport (mutual TLS, or
 //! plaintext only when asked for by name) is configured here and only here;
-//! proto types are converted to domain types before they leave this module.
+//! messages are converted to the shared model (`paddock_model`, through its
+//! `wire` module) before they leave this module.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use paddock_proto::v1::{self as pb, agent_client};
@@ -89,178 +90,14 @@ pub struct AgentClient {
     deadline: Option<Duration>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Facts {
-    pub hostname: String,
-    pub os: String,
-    pub kernel: String,
-    pub cpus: u32,
-    pub memory_total_bytes: u64,
-    pub memory_available_bytes: u64,
-    pub data_dir_free_bytes: u64,
-    pub redis_server_path: Option<String>,
-    pub redis_version: Option<String>,
-    pub agent_version: String,
-    /// The agent config's `redis_server` as written.
-    pub redis_server_configured: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum InstanceState {
-    Unknown,
-    Stopped,
-    Starting,
-    Running,
-    Backoff,
-    Stopping,
-    Exited,
-    Fatal,
-    Held,
-}
-
-impl InstanceState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstanceState::Unknown => "UNKNOWN",
-            InstanceState::Stopped => "STOPPED",
-            InstanceState::Starting => "STARTING",
-            InstanceState::Running => "RUNNING",
-            InstanceState::Backoff => "BACKOFF",
-            InstanceState::Stopping => "STOPPING",
-            InstanceState::Exited => "EXITED",
-            InstanceState::Fatal => "FATAL",
-            InstanceState::Held => "HELD",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct InstanceStatus {
-    pub name: String,
-    pub deployment: String,
-    pub port: u16,
-    pub state: InstanceState,
-    pub pid: Option<u32>,
-    pub restarts: u32,
-    pub last_exit: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedisMode {
-    Standalone,
-    Cluster,
-    Sentinel,
-}
-
-/// A host and port of another instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    pub ip: IpAddr,
-    pub port: u16,
-}
-
-/// A sentinel's settings; `master` only seeds a new sentinel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentinelSpec {
-    pub master_name: String,
-    pub master: Peer,
-    pub quorum: u32,
-    pub down_after_ms: u32,
-    pub failover_timeout_ms: u32,
-}
-
-/// The replication group of a standalone member.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
-    pub peers: Vec<Peer>,
-    pub sentinels: Vec<Peer>,
-    pub master_name: String,
-}
-
-/// Every instance of a deployment: where the agent lets commands point Redis.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Members {
-    pub redis: Vec<Peer>,
-    pub sentinels: Vec<Peer>,
-}
-
-/// The typed spec the controller sends for one instance. Not `Debug`: it
-/// carries the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct InstanceSpec {
-    pub name: String,
-    pub deployment: String,
-    pub address: String,
-    pub port: u16,
-    pub mode: RedisMode,
-    pub maxmemory_bytes: u64,
-    pub maxmemory_policy: String,
-    pub appendonly: bool,
-    pub rdb_snapshots: bool,
-    pub cluster_node_timeout_ms: u32,
-    pub min_replicas_to_write: u32,
-    pub min_replicas_max_lag_s: u32,
-    pub password: String,
-    pub supervision: Supervision,
-    pub users: Vec<AclUser>,
-    pub sentinel: Option<SentinelSpec>,
-    pub group: Option<Group>,
-    pub members: Members,
-}
-
-/// An ACL user with its generated password. Not `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AclUser {
-    pub name: String,
-    pub password: String,
-    pub rules: Vec<String>,
-}
-
-/// How the agent supervises an instance (the inventory's `[supervision]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Supervision {
-    pub start_timeout_ms: u32,
-    pub start_retries: u32,
-    pub backoff_max_ms: u32,
-    pub stop_timeout_ms: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PutOutcome {
-    pub changed: bool,
-    pub restart_needed: bool,
-}
-
-/// A Redis reply as the agent relays it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    Nil,
-    Int(i64),
-    Bulk(Vec<u8>),
-    Simple(String),
-    Error(String),
-    Array(Vec<Reply>),
-    Double(f64),
-}
-
-impl Reply {
-    /// The reply as text, for bulk and simple strings.
-    pub fn text(&self) -> Option<String> {
-        match self {
-            Reply::Bulk(b) => Some(String::from_utf8_lossy(b).into_owned()),
-            Reply::Simple(s) => Some(s.clone()),
-            _ => None,
-        }
-    }
-
-    pub fn error(&self) -> Option<&str> {
-        match self {
-            Reply::Error(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// The model's name for it is `Mode`.
+pub use paddock_model::Mode as RedisMode;
+/// What crosses the wire: the model shared with the agent.
+pub use paddock_model::{
+    AclUser, Facts, Group, HeldLease, InstanceSpec, InstanceState, InstanceStatus, LeaseId,
+    MaxmemoryPolicy, Members, Peer, PutOutcome, Reply, SentinelSpec, Supervision,
+};
+use paddock_model::{LeaseRequest, LockReply, PutInstance, RedisCommand};
 
 impl AgentClient {
     /// Dials the agent of `host` at `addr`.
@@ -393,6 +230,14 @@ impl AgentClient {
         }
     }
 
+    /// An instance status as the agent reported it.
+    fn status(&self, s: pb::InstanceStatus) -> Result<InstanceStatus, Error> {
+        InstanceStatus::try_from(s).map_err(|e| Error::Agent {
+            host: self.host.clone(),
+            message: e.to_string(),
+        })
+    }
+
     pub async fn facts(&self) -> Result<Facts, Error> {
         let f = self
             .inner
@@ -401,7 +246,7 @@ impl AgentClient {
             .await
             .map_err(|s| self.rpc_error("facts", s))?
             .into_inner();
-        Ok(facts_from_pb(f))
+        Ok(f.into())
     }
 
     /// Has the agent install redis-server if it is missing; the facts after.
@@ -413,7 +258,7 @@ impl AgentClient {
             .await
             .map_err(|s| self.rpc_error("install redis-server", s))?
             .into_inner();
-        Ok(facts_from_pb(f))
+        Ok(f.into())
     }
 
     pub async fn put_instance(
@@ -438,18 +283,20 @@ impl AgentClient {
         let r = self
             .inner
             .clone()
-            .put_instance(self.request(pb::PutInstanceRequest {
-                spec: Some(spec_to_pb(spec)),
-                dry_run,
-                live,
-            }))
+            .put_instance(
+                self.request(
+                    PutInstance {
+                        spec: spec.clone(),
+                        dry_run,
+                        live,
+                    }
+                    .into(),
+                ),
+            )
             .await
             .map_err(|s| self.rpc_error(&format!("put {}", spec.name), s))?
             .into_inner();
-        Ok(PutOutcome {
-            changed: r.changed,
-            restart_needed: r.restart_needed,
-        })
+        Ok(r.into())
     }
 
     pub async fn start(&self, name: &str) -> Result<InstanceStatus, Error> {
@@ -460,7 +307,7 @@ impl AgentClient {
             .await
             .map_err(|s| self.rpc_error(&format!("start {name}"), s))?
             .into_inner();
-        Ok(status_from_pb(s))
+        self.status(s)
     }
 
     /// Starts a HELD instance empty: the operator accepted the data loss.
@@ -475,7 +322,7 @@ impl AgentClient {
             .await
             .map_err(|s| self.rpc_error(&format!("recover {name}"), s))?
             .into_inner();
-        Ok(status_from_pb(s))
+        self.status(s)
     }
 
     pub async fn stop(&self, name: &str) -> Result<InstanceStatus, Error> {
@@ -486,7 +333,7 @@ impl AgentClient {
             .await
             .map_err(|s| self.rpc_error(&format!("stop {name}"), s))?
             .into_inner();
-        Ok(status_from_pb(s))
+        self.status(s)
     }
 
     /// Forgets a stopped instance of `deployment` on its agent (false: the
@@ -519,7 +366,7 @@ impl AgentClient {
             .await
             .map_err(|s| self.rpc_error("list instances", s))?
             .into_inner();
-        Ok(r.instances.into_iter().map(status_from_pb).collect())
+        r.instances.into_iter().map(|s| self.status(s)).collect()
     }
 
     /// Runs a pipeline of commands on one instance; one reply per command.
@@ -543,16 +390,15 @@ impl AgentClient {
         commands: &[&[&str]],
         allow_dangerous: bool,
     ) -> Result<Vec<Reply>, Error> {
-        let request = pb::RedisCommandRequest {
+        let request: pb::RedisCommandRequest = RedisCommand {
             instance: instance.into(),
             commands: commands
                 .iter()
-                .map(|c| pb::RedisArgs {
-                    args: c.iter().map(|a| a.as_bytes().to_vec()).collect(),
-                })
+                .map(|c| c.iter().map(|a| a.as_bytes().to_vec()).collect())
                 .collect(),
             allow_dangerous,
-        };
+        }
+        .into();
         let r = self
             .inner
             .clone()
@@ -570,30 +416,8 @@ impl AgentClient {
                 },
             })?
             .into_inner();
-        Ok(r.replies.into_iter().map(reply_from_pb).collect())
+        Ok(r.replies.into_iter().map(Reply::from).collect())
     }
-}
-
-/// A controller's lease: its random token, and where it runs (so another
-/// controller can tell a dead process of its own machine and PID namespace).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseId {
-    pub token: String,
-    /// For people: user@host pid N.
-    pub holder: String,
-    pub machine_id: String,
-    pub pid_namespace: u64,
-    pub pid: u32,
-}
-
-/// Who holds a lease, as the agent reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldLease {
-    pub holder: String,
-    pub since_unix_ms: i64,
-    pub machine_id: String,
-    pub pid_namespace: u64,
-    pub pid: u32,
 }
 
 /// Whether a deployment lease was granted, and to whom it belongs if not.
@@ -604,26 +428,13 @@ pub enum LockOutcome {
 }
 
 fn lease_pb(deployment: &str, id: &LeaseId, ttl_ms: u32, force: bool) -> pb::LockRequest {
-    pb::LockRequest {
+    LeaseRequest {
         deployment: deployment.into(),
-        holder: id.holder.clone(),
-        ttl_ms,
-        token: id.token.clone(),
-        machine_id: id.machine_id.clone(),
-        pid_namespace: id.pid_namespace,
-        pid: id.pid,
+        id: id.clone(),
+        ttl: Duration::from_millis(u64::from(ttl_ms)),
         force,
     }
-}
-
-fn held_from_pb(r: pb::LockResponse) -> Option<HeldLease> {
-    (!r.holder.is_empty()).then_some(HeldLease {
-        holder: r.holder,
-        since_unix_ms: r.since_unix_ms,
-        machine_id: r.machine_id,
-        pid_namespace: r.pid_namespace,
-        pid: r.pid,
-    })
+    .into()
 }
 
 impl AgentClient {
@@ -640,10 +451,11 @@ impl AgentClient {
             .await
             .map_err(|s| self.rpc_error("lock", s))?
             .into_inner();
+        let r = LockReply::from(r);
         if r.granted {
             return Ok(LockOutcome::Granted);
         }
-        Ok(LockOutcome::Held(held_from_pb(r).unwrap_or(HeldLease {
+        Ok(LockOutcome::Held(r.held.unwrap_or(HeldLease {
             holder: "(unknown)".into(),
             since_unix_ms: 0,
             machine_id: String::new(),
@@ -667,11 +479,12 @@ impl AgentClient {
             .await
             .map_err(|s| self.rpc_error("unlock", s))?
             .into_inner();
-        Ok((r.granted, held_from_pb(r)))
+        let r = LockReply::from(r);
+        Ok((r.granted, r.held))
     }
 }
 
-/// One instance state transition reported by an agent.
+/// One instance state transition reported by the agent of `host`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StateEvent {
     pub unix_ms: i64,
@@ -681,6 +494,28 @@ pub struct StateEvent {
     pub to: InstanceState,
     pub pid: Option<u32>,
     pub detail: Option<String>,
+}
+
+impl StateEvent {
+    fn at(host: String, e: paddock_model::StateEvent) -> StateEvent {
+        let paddock_model::StateEvent {
+            unix_ms,
+            instance,
+            from,
+            to,
+            pid,
+            detail,
+        } = e;
+        StateEvent {
+            unix_ms,
+            host,
+            instance,
+            from,
+            to,
+            pid,
+            detail,
+        }
+    }
 }
 
 impl AgentClient {
@@ -725,37 +560,12 @@ impl AgentClient {
             .into_inner();
         let host = self.host.clone();
         Ok(futures::StreamExt::map(stream, move |item| match item {
-            Ok(e) => Ok(StateEvent {
-                unix_ms: e.unix_ms,
-                host: host.clone(),
-                instance: e.instance,
-                from: state_from_pb(e.from),
-                to: state_from_pb(e.to),
-                pid: (e.pid != 0).then_some(e.pid),
-                detail: (!e.detail.is_empty()).then_some(e.detail),
-            }),
+            Ok(e) => Ok(StateEvent::at(host.clone(), e.into())),
             Err(s) => Err(Error::Agent {
                 host: host.clone(),
                 message: s.message().to_owned(),
             }),
         }))
-    }
-}
-
-fn facts_from_pb(f: pb::Facts) -> Facts {
-    let non_empty = |s: String| (!s.is_empty()).then_some(s);
-    Facts {
-        hostname: f.hostname,
-        os: f.os,
-        kernel: f.kernel,
-        cpus: f.cpus,
-        memory_total_bytes: f.memory_total_bytes,
-        memory_available_bytes: f.memory_available_bytes,
-        data_dir_free_bytes: f.data_dir_free_bytes,
-        redis_server_path: non_empty(f.redis_server_path),
-        redis_version: non_empty(f.redis_version),
-        agent_version: f.agent_version,
-        redis_server_configured: f.redis_server_configured,
     }
 }
 
@@ -927,111 +737,6 @@ fn source_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-fn spec_to_pb(s: &InstanceSpec) -> pb::InstanceSpec {
-    pb::InstanceSpec {
-        name: s.name.clone(),
-        deployment: s.deployment.clone(),
-        address: s.address.clone(),
-        port: u32::from(s.port),
-        mode: match s.mode {
-            RedisMode::Standalone => pb::RedisMode::Standalone,
-            RedisMode::Cluster => pb::RedisMode::Cluster,
-            RedisMode::Sentinel => pb::RedisMode::Sentinel,
-        } as i32,
-        maxmemory_bytes: s.maxmemory_bytes,
-        maxmemory_policy: s.maxmemory_policy.clone(),
-        appendonly: s.appendonly,
-        rdb_snapshots: s.rdb_snapshots,
-        cluster_node_timeout_ms: s.cluster_node_timeout_ms,
-        min_replicas_to_write: s.min_replicas_to_write,
-        min_replicas_max_lag_s: s.min_replicas_max_lag_s,
-        password: s.password.clone(),
-        supervision: Some(pb::Supervision {
-            start_timeout_ms: s.supervision.start_timeout_ms,
-            start_retries: s.supervision.start_retries,
-            backoff_max_ms: s.supervision.backoff_max_ms,
-            stop_timeout_ms: s.supervision.stop_timeout_ms,
-        }),
-        users: s
-            .users
-            .iter()
-            .map(|u| pb::AclUser {
-                name: u.name.clone(),
-                password: u.password.clone(),
-                rules: u.rules.clone(),
-            })
-            .collect(),
-        sentinel: s.sentinel.as_ref().map(|v| pb::SentinelSpec {
-            master_name: v.master_name.clone(),
-            master: Some(peer_to_pb(v.master)),
-            quorum: v.quorum,
-            down_after_ms: v.down_after_ms,
-            failover_timeout_ms: v.failover_timeout_ms,
-        }),
-        group: s.group.as_ref().map(|g| pb::Group {
-            peers: g.peers.iter().copied().map(peer_to_pb).collect(),
-            sentinels: g.sentinels.iter().copied().map(peer_to_pb).collect(),
-            master_name: g.master_name.clone(),
-        }),
-        members: Some(pb::Members {
-            redis: s.members.redis.iter().copied().map(peer_to_pb).collect(),
-            sentinels: s
-                .members
-                .sentinels
-                .iter()
-                .copied()
-                .map(peer_to_pb)
-                .collect(),
-        }),
-    }
-}
-
-fn peer_to_pb(p: Peer) -> pb::Peer {
-    pb::Peer {
-        address: p.ip.to_string(),
-        port: u32::from(p.port),
-    }
-}
-
-fn state_from_pb(state: i32) -> InstanceState {
-    match pb::InstanceState::try_from(state) {
-        Ok(pb::InstanceState::Stopped) => InstanceState::Stopped,
-        Ok(pb::InstanceState::Starting) => InstanceState::Starting,
-        Ok(pb::InstanceState::Running) => InstanceState::Running,
-        Ok(pb::InstanceState::Backoff) => InstanceState::Backoff,
-        Ok(pb::InstanceState::Stopping) => InstanceState::Stopping,
-        Ok(pb::InstanceState::Exited) => InstanceState::Exited,
-        Ok(pb::InstanceState::Fatal) => InstanceState::Fatal,
-        Ok(pb::InstanceState::Held) => InstanceState::Held,
-        _ => InstanceState::Unknown,
-    }
-}
-
-fn status_from_pb(s: pb::InstanceStatus) -> InstanceStatus {
-    InstanceStatus {
-        name: s.name,
-        deployment: s.deployment,
-        port: u16::try_from(s.port).unwrap_or(0),
-        state: state_from_pb(s.state),
-        pid: (s.pid != 0).then_some(s.pid),
-        restarts: s.restarts,
-        last_exit: (!s.last_exit.is_empty()).then_some(s.last_exit),
-    }
-}
-
-fn reply_from_pb(v: pb::RedisValue) -> Reply {
-    use pb::redis_value::Kind;
-    match v.kind {
-        None | Some(Kind::Nil(_)) => Reply::Nil,
-        Some(Kind::Int(i)) => Reply::Int(i),
-        Some(Kind::Bulk(b)) => Reply::Bulk(b),
-        Some(Kind::Simple(s)) => Reply::Simple(s),
-        Some(Kind::Error(e)) => Reply::Error(e),
-        Some(Kind::Array(a)) => Reply::Array(a.items.into_iter().map(reply_from_pb).collect()),
-        Some(Kind::Double(d)) => Reply::Double(d),
-    }
 }
 
 #[cfg(test)]

@@ -270,7 +270,7 @@ pub(crate) async fn cluster_failover(
     deadline: Instant,
 ) -> Result<(), Error> {
     let t = &targets[heir];
-    let retry = election_retry_time(t.spec.cluster_node_timeout_ms);
+    let retry = election_retry_time(t.spec.cluster_node_timeout_ms());
     let master_epoch = crate::plan::observe_node(fleet, t)
         .await
         .and_then(|(o, _)| {
@@ -532,7 +532,7 @@ async fn replication_failover(
         // Done when the sentinels have finished their side too, so that a
         // failover right after this one is not refused as in progress.
         let new = crate::client::Peer {
-            ip: targets[chosen].ip,
+            address: targets[chosen].ip,
             port: targets[chosen].port,
         };
         let replicas = targets.len().saturating_sub(1) as u32;
@@ -596,10 +596,10 @@ async fn sentinel_failover(
     loop {
         let views = crate::sentinel::views(fleet, sentinels.targets, sentinels.master_name).await;
         if let Some(m) = crate::sentinel::named_master(&views)
-            && (m.ip, m.port) != old
+            && (m.address, m.port) != old
             && let Some(i) = targets
                 .iter()
-                .position(|t| (t.ip, t.port) == (m.ip, m.port))
+                .position(|t| (t.ip, t.port) == (m.address, m.port))
         {
             return Ok(i);
         }

@@ -3,13 +3,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures::future::join_all;
 use paddock_inventory::{Inventory, Placement, Role, Topology};
 
 use crate::Error;
 use crate::client::{
-    AgentClient, Facts, Group, InstanceSpec, Peer, RedisMode, Reply, SentinelSpec,
+    AclUser, AgentClient, Facts, Group, InstanceSpec, Members, Peer, RedisMode, Reply,
+    SentinelSpec, Supervision,
 };
 use crate::client::{HeldLease, LeaseId, LockOutcome};
 use crate::cluster::Member;
@@ -110,7 +112,7 @@ impl Deployment {
 
     fn peer(&self, p: &paddock_inventory::PlacedInstance) -> Peer {
         Peer {
-            ip: self.inventory.hosts[p.host].address,
+            address: self.inventory.hosts[p.host].address,
             port: p.port,
         }
     }
@@ -121,9 +123,7 @@ impl Deployment {
         master: Option<Peer>,
     ) -> Vec<Target> {
         let inv = &self.inventory;
-        let topology = inv.deployment.topology;
-        let sentinel_peers: Vec<Peer> = self.placement.sentinels().map(|p| self.peer(p)).collect();
-        let members = crate::client::Members {
+        let members = Members {
             redis: self
                 .placement
                 .instances
@@ -131,11 +131,8 @@ impl Deployment {
                 .filter(|p| p.is_redis())
                 .map(|p| self.peer(p))
                 .collect(),
-            sentinels: sentinel_peers.clone(),
+            sentinels: self.placement.sentinels().map(|p| self.peer(p)).collect(),
         };
-        // Before the first apply there is no password yet; a placeholder lets
-        // plan compare specs (every instance then shows as changing anyway).
-        let password = self.password.clone().unwrap_or_else(|| "0".repeat(64));
         self.placement
             .instances
             .iter()
@@ -150,68 +147,83 @@ impl Deployment {
                     port: p.port,
                     shard: p.shard,
                     placed_role: p.role,
-                    spec: InstanceSpec {
-                        name: p.name.clone(),
-                        deployment: inv.deployment.name.clone(),
-                        address: host.address.to_string(),
-                        port: p.port,
-                        mode: match (topology, p.role) {
-                            (_, Role::Sentinel) => RedisMode::Sentinel,
-                            (Topology::Cluster, _) => RedisMode::Cluster,
-                            _ => RedisMode::Standalone,
-                        },
-                        maxmemory_bytes: inv.redis.maxmemory_bytes.unwrap_or(0),
-                        maxmemory_policy: inv.redis.maxmemory_policy.as_str().to_owned(),
-                        appendonly: inv.redis.appendonly,
-                        rdb_snapshots: inv.redis.rdb_snapshots,
-                        cluster_node_timeout_ms: inv.redis.cluster_node_timeout_ms,
-                        min_replicas_to_write: inv.redis.min_replicas_to_write,
-                        min_replicas_max_lag_s: inv.redis.min_replicas_max_lag_s,
-                        password: password.clone(),
-                        supervision: crate::client::Supervision {
-                            start_timeout_ms: inv.supervision.start_timeout_ms,
-                            start_retries: inv.supervision.start_retries,
-                            backoff_max_ms: inv.supervision.backoff_max_ms,
-                            stop_timeout_ms: inv.supervision.stop_timeout_ms,
-                        },
-                        users: inv
-                            .users
-                            .iter()
-                            .zip(&self.user_passwords)
-                            .map(|(u, p)| crate::client::AclUser {
-                                name: u.name.clone(),
-                                password: p.clone().unwrap_or_else(|| "0".repeat(64)),
-                                rules: user_rules(&u.rules, inv.deployment.topology),
-                            })
-                            .collect(),
-                        sentinel: match (&inv.sentinel, master) {
-                            (Some(s), Some(master)) if p.role == Role::Sentinel => {
-                                Some(SentinelSpec {
-                                    master_name: inv.deployment.name.clone(),
-                                    master,
-                                    quorum: s.quorum,
-                                    down_after_ms: s.down_after_ms,
-                                    failover_timeout_ms: s.failover_timeout_ms,
-                                })
-                            }
-                            _ => None,
-                        },
-                        group: (topology != Topology::Cluster && p.is_redis()).then(|| Group {
-                            peers: self
-                                .placement
-                                .instances
-                                .iter()
-                                .filter(|o| o.is_redis() && (o.host, &o.name) != (p.host, &p.name))
-                                .map(|o| self.peer(o))
-                                .collect(),
-                            sentinels: sentinel_peers.clone(),
-                            master_name: inv.deployment.name.clone(),
-                        }),
-                        members: members.clone(),
-                    },
+                    spec: self.spec(p, master, &members),
                 }
             })
             .collect()
+    }
+
+    /// The inventory's wishes for one placed instance, as the spec its agent
+    /// gets: the one place inventory settings become spec fields.
+    fn spec(
+        &self,
+        p: &paddock_inventory::PlacedInstance,
+        master: Option<Peer>,
+        members: &Members,
+    ) -> InstanceSpec {
+        let inv = &self.inventory;
+        let topology = inv.deployment.topology;
+        // Before the first apply there is no password yet; a placeholder lets
+        // plan compare specs (every instance then shows as changing anyway).
+        let placeholder = || "0".repeat(64);
+        let ms = |v: u32| Duration::from_millis(u64::from(v));
+        InstanceSpec {
+            name: p.name.clone(),
+            deployment: inv.deployment.name.clone(),
+            address: inv.hosts[p.host].address,
+            port: p.port,
+            mode: match (topology, p.role) {
+                (_, Role::Sentinel) => RedisMode::Sentinel,
+                (Topology::Cluster, _) => RedisMode::Cluster,
+                _ => RedisMode::Standalone,
+            },
+            maxmemory_bytes: inv.redis.maxmemory_bytes.unwrap_or(0),
+            maxmemory_policy: inv.redis.maxmemory_policy,
+            appendonly: inv.redis.appendonly,
+            rdb_snapshots: inv.redis.rdb_snapshots,
+            cluster_node_timeout: ms(inv.redis.cluster_node_timeout_ms),
+            min_replicas_to_write: inv.redis.min_replicas_to_write,
+            min_replicas_max_lag: Duration::from_secs(u64::from(inv.redis.min_replicas_max_lag_s)),
+            password: self.password.clone().unwrap_or_else(placeholder),
+            supervision: Supervision {
+                start_timeout: ms(inv.supervision.start_timeout_ms),
+                start_retries: inv.supervision.start_retries,
+                backoff_max: ms(inv.supervision.backoff_max_ms),
+                stop_timeout: ms(inv.supervision.stop_timeout_ms),
+            },
+            users: inv
+                .users
+                .iter()
+                .zip(&self.user_passwords)
+                .map(|(u, password)| AclUser {
+                    name: u.name.clone(),
+                    password: password.clone().unwrap_or_else(placeholder),
+                    rules: user_rules(&u.rules, topology),
+                })
+                .collect(),
+            sentinel: match (&inv.sentinel, master) {
+                (Some(s), Some(master)) if p.role == Role::Sentinel => Some(SentinelSpec {
+                    master_name: inv.deployment.name.clone(),
+                    master,
+                    quorum: s.quorum,
+                    down_after: ms(s.down_after_ms),
+                    failover_timeout: ms(s.failover_timeout_ms),
+                }),
+                _ => None,
+            },
+            group: (topology != Topology::Cluster && p.is_redis()).then(|| Group {
+                peers: self
+                    .placement
+                    .instances
+                    .iter()
+                    .filter(|o| o.is_redis() && (o.host, &o.name) != (p.host, &p.name))
+                    .map(|o| self.peer(o))
+                    .collect(),
+                sentinels: members.sentinels.clone(),
+                master_name: inv.deployment.name.clone(),
+            }),
+            members: members.clone(),
+        }
     }
 }
 
@@ -296,23 +308,30 @@ pub enum RedisCheck {
 pub fn redis_check(f: &Facts) -> RedisCheck {
     let Some(version) = &f.redis_version else {
         // An old agent does not report its config: treat as the default.
-        return if f.redis_server_configured.is_empty()
-            || f.redis_server_configured == "redis-server"
-        {
+        let configured = &f.redis_server_configured;
+        return if configured.as_os_str().is_empty() || configured == Path::new("redis-server") {
             match &f.redis_server_path {
-                Some(path) => RedisCheck::UnknownVersion { path: path.clone() },
+                Some(path) => RedisCheck::UnknownVersion {
+                    path: path.display().to_string(),
+                },
                 None => RedisCheck::Install,
             }
         } else {
             match &f.redis_server_path {
-                Some(path) => RedisCheck::UnknownVersion { path: path.clone() },
+                Some(path) => RedisCheck::UnknownVersion {
+                    path: path.display().to_string(),
+                },
                 None => RedisCheck::ConfiguredMissing {
-                    configured: f.redis_server_configured.clone(),
+                    configured: configured.display().to_string(),
                 },
             }
         };
     };
-    let path = f.redis_server_path.clone().unwrap_or_default();
+    let path = f
+        .redis_server_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let mut parts = version.split('.').map(|p| p.parse::<u32>());
     match (parts.next(), parts.next()) {
         (Some(Ok(major)), Some(Ok(minor))) if (major, minor) >= MIN_REDIS => RedisCheck::Usable,
@@ -362,7 +381,10 @@ pub fn host_problems(deployment: &Deployment, facts: &[Option<Facts>]) -> Vec<Ho
         match redis_check(f) {
             RedisCheck::Install => problems.push(HostProblem::RedisNotInstalled {
                 host: host.name.clone(),
-                looked_for: f.redis_server_path.clone(),
+                looked_for: f
+                    .redis_server_path
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
             }),
             check => problems.extend(check.problem(&host.name)),
         }
@@ -393,7 +415,7 @@ pub fn followed_master(
     observed: &[Option<crate::cluster::Observation>],
 ) -> Option<Peer> {
     crate::cluster::replication_master(&members(targets), observed).map(|i| Peer {
-        ip: targets[i].ip,
+        address: targets[i].ip,
         port: targets[i].port,
     })
 }

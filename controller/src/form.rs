@@ -64,13 +64,13 @@ pub async fn form(
         .count();
     let shorten = unserved > 0;
     if shorten && let Err(e) = set_node_timeout(fleet, targets, |_| FORMING_NODE_TIMEOUT_MS).await {
-        let _ = set_node_timeout(fleet, targets, |t| t.spec.cluster_node_timeout_ms).await;
+        let _ = set_node_timeout(fleet, targets, |t| t.spec.cluster_node_timeout_ms()).await;
         return Err(e);
     }
     let result = form_inner(fleet, targets, masters, started + deadline, progress).await;
     if shorten {
         // Restore even when formation failed: a short node timeout must not stay.
-        let restored = set_node_timeout(fleet, targets, |t| t.spec.cluster_node_timeout_ms).await;
+        let restored = set_node_timeout(fleet, targets, |t| t.spec.cluster_node_timeout_ms()).await;
         let meet_to_converged = result?;
         restored?;
         return Ok(FormReport {
@@ -93,7 +93,7 @@ pub async fn set_node_timeout(
     value: impl Fn(&Target) -> u32,
 ) -> Result<(), Error> {
     let calls = targets.iter().map(|t| {
-        let v = value(t).min(t.spec.cluster_node_timeout_ms).to_string();
+        let v = value(t).min(t.spec.cluster_node_timeout_ms()).to_string();
         async move {
             let r = fleet
                 .redis(t, &[&["CONFIG", "SET", "cluster-node-timeout", &v]])

@@ -185,7 +185,7 @@ pub async fn observe(
         let (cluster, drift) = match cluster.flatten() {
             Some((obs, timeout)) if running => (
                 Some(obs),
-                timeout.filter(|&v| v != t.spec.cluster_node_timeout_ms),
+                timeout.filter(|&v| v != t.spec.cluster_node_timeout_ms()),
             ),
             _ => (None, None),
         };
@@ -447,7 +447,7 @@ pub fn make_plan(
             changes.push(Change::RestoreNodeTimeout {
                 target,
                 live,
-                want: t.spec.cluster_node_timeout_ms,
+                want: t.spec.cluster_node_timeout_ms(),
             });
         }
     }

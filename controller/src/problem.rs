@@ -276,7 +276,7 @@ impl fmt::Display for SentinelProblem {
             } => write!(
                 f,
                 "{sentinel}: names {}:{} as master, but the replicas follow {}:{}",
-                named.ip, named.port, followed.ip, followed.port
+                named.address, named.port, followed.address, followed.port
             ),
             P::CredentialsRefused { sentinel } => write!(
                 f,

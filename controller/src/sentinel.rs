@@ -49,7 +49,7 @@ pub fn parse_master(reply: &Reply) -> Option<SentinelView> {
     };
     Some(SentinelView {
         master: Peer {
-            ip: get("ip")?.parse().ok()?,
+            address: get("ip")?.parse().ok()?,
             port: get("port")?.parse().ok()?,
         },
         flags: get("flags")?,
@@ -123,7 +123,7 @@ pub fn parse_sentinels(reply: &Reply) -> Option<Vec<(Peer, bool)>> {
                 .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"));
             Some((
                 Peer {
-                    ip: get("ip")?.parse().ok()?,
+                    address: get("ip")?.parse().ok()?,
                     port: get("port")?.parse().ok()?,
                 },
                 !down,
@@ -152,7 +152,7 @@ pub async fn peer_lists(
 /// many of those that list it see it up as see it down, and one does).
 pub fn vouched(sentinels: &[Target], lists: &[Option<Vec<(Peer, bool)>>], i: usize) -> bool {
     let me = Peer {
-        ip: sentinels[i].ip,
+        address: sentinels[i].ip,
         port: sentinels[i].port,
     };
     let seen: Vec<bool> = lists
@@ -319,8 +319,8 @@ pub async fn converge(
                 ));
                 let (quorum, down_after, failover_timeout) = (
                     s.quorum.to_string(),
-                    s.down_after_ms.to_string(),
-                    s.failover_timeout_ms.to_string(),
+                    s.down_after.as_millis().to_string(),
+                    s.failover_timeout.as_millis().to_string(),
                 );
                 let r = agent
                     .redis_dangerous(
@@ -426,7 +426,7 @@ pub async fn converge(
     progress.step(format!(
         "{} sentinel(s) guard master {}:{}",
         sentinels.len(),
-        master.ip,
+        master.address,
         master.port
     ));
     Ok(())
@@ -462,7 +462,7 @@ mod tests {
     fn view(ip: [u8; 4], flags: &str, replicas: u32, others: u32) -> Option<SentinelView> {
         Some(SentinelView {
             master: Peer {
-                ip: ip.into(),
+                address: ip.into(),
                 port: 6379,
             },
             flags: flags.into(),
@@ -600,7 +600,7 @@ mod tests {
         let sentinels = d.sentinels(d.placed_master());
         assert_eq!(sentinels.len(), 3);
         let at = |n: u8| Peer {
-            ip: sentinels[usize::from(n) - 1].ip,
+            address: sentinels[usize::from(n) - 1].ip,
             port: sentinels[usize::from(n) - 1].port,
         };
         // (what sentinels 2 and 3 say of sentinel 1, vouched?)

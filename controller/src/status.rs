@@ -396,8 +396,8 @@ impl HostRows<'_> {
             role: Some(InstanceRole::Sentinel),
             node_id: None,
             master: v.map(|v| {
-                self.target_label((v.master.ip, v.master.port))
-                    .unwrap_or_else(|| format!("{}:{}", v.master.ip, v.master.port))
+                self.target_label((v.master.address, v.master.port))
+                    .unwrap_or_else(|| format!("{}:{}", v.master.address, v.master.port))
             }),
             slots: None,
             slot_count: 0,

@@ -97,56 +97,9 @@ pub struct RedisSettings {
     pub min_replicas_max_lag_s: u32,
 }
 
-/// Redis's `maxmemory-policy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum MaxmemoryPolicy {
-    #[default]
-    NoEviction,
-    AllkeysLru,
-    VolatileLru,
-    AllkeysLfu,
-    VolatileLfu,
-    AllkeysRandom,
-    VolatileRandom,
-    VolatileTtl,
-}
-
-impl MaxmemoryPolicy {
-    pub const ALL: [MaxmemoryPolicy; 8] = [
-        MaxmemoryPolicy::NoEviction,
-        MaxmemoryPolicy::AllkeysLru,
-        MaxmemoryPolicy::VolatileLru,
-        MaxmemoryPolicy::AllkeysLfu,
-        MaxmemoryPolicy::VolatileLfu,
-        MaxmemoryPolicy::AllkeysRandom,
-        MaxmemoryPolicy::VolatileRandom,
-        MaxmemoryPolicy::VolatileTtl,
-    ];
-
-    /// Redis's own spelling, e.g. `"allkeys-lru"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MaxmemoryPolicy::NoEviction => "noeviction",
-            MaxmemoryPolicy::AllkeysLru => "allkeys-lru",
-            MaxmemoryPolicy::VolatileLru => "volatile-lru",
-            MaxmemoryPolicy::AllkeysLfu => "allkeys-lfu",
-            MaxmemoryPolicy::VolatileLfu => "volatile-lfu",
-            MaxmemoryPolicy::AllkeysRandom => "allkeys-random",
-            MaxmemoryPolicy::VolatileRandom => "volatile-random",
-            MaxmemoryPolicy::VolatileTtl => "volatile-ttl",
-        }
-    }
-
-    pub(crate) fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == name)
-    }
-}
-
-impl fmt::Display for MaxmemoryPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Redis's `maxmemory-policy`: the wire model's type, so a spec takes the
+/// inventory's value as it is.
+pub use paddock_model::MaxmemoryPolicy;
 
 /// The `[sentinel]` table (sentinel topology only), with defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]

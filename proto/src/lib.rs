@@ -1,7 +1,8 @@
 //! The wire API shared by `paddock` (controller) and `paddockd` (agent).
 //!
-//! Both sides convert these messages into their own domain types at the edge;
-//! generated types do not travel further into either program.
+//! Both sides convert these messages into the shared model (the
+//! `paddock-model` crate, whose `wire` module holds every conversion) at the
+//! edge; generated types do not travel further into either program.
 
 #[allow(clippy::all, rust_2018_idioms)]
 pub mod agent {

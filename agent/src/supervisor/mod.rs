@@ -23,38 +23,11 @@ use state::{Action, Event, Machine};
 pub use state::{Settings, State};
 
 use crate::Error;
-use crate::spec::{Group, InstanceSpec, Mode, Peer};
+use crate::spec::{Group, InstanceSpec, Mode, Peer, Render as _};
 use crate::store::{self, InstanceDirs};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceStatus {
-    pub name: String,
-    pub port: u16,
-    pub state: State,
-    pub pid: Option<u32>,
-    pub restarts: u32,
-    /// How the last process ended, or why the instance is FATAL.
-    pub last_exit: Option<String>,
-    pub config_digest: String,
-    pub deployment: String,
-}
-
-/// One state transition, as the WatchEvents RPC streams it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateChange {
-    pub unix_ms: i64,
-    pub instance: String,
-    pub from: State,
-    pub to: State,
-    pub pid: Option<u32>,
-    pub detail: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PutOutcome {
-    pub changed: bool,
-    pub restart_needed: bool,
-}
+/// What the supervisor reports: the shared model's types.
+pub use paddock_model::{InstanceStatus, PutOutcome, StateEvent as StateChange};
 
 /// Where and how to reach an instance's Redis. Not `Debug`: it holds the password.
 #[derive(Clone)]
@@ -269,7 +242,7 @@ impl Instance {
         InstanceStatus {
             name: self.spec.name.clone(),
             port: self.spec.port,
-            state: m.state,
+            state: m.state.into(),
             pid: m.pid,
             restarts: m.restarts,
             last_exit: m.fatal_reason.clone().or_else(|| m.last_exit.clone()),
@@ -741,7 +714,7 @@ impl Supervisor {
             report.log_tail = crate::redact::lines(tail, &instance.secrets());
         }
         let before = instance.machine.state;
-        let settings = instance.spec.supervision.settings();
+        let settings = Settings::from(instance.spec.supervision);
         let generation = generation.unwrap_or(instance.machine.generation);
         let actions = instance.machine.next(
             event,
@@ -759,8 +732,8 @@ impl Supervisor {
                     .map(|d| d.as_millis() as i64)
                     .unwrap_or(0),
                 instance: name.to_owned(),
-                from: before,
-                to: after,
+                from: before.into(),
+                to: after.into(),
                 pid: s.pid,
                 detail: s.last_exit.clone(),
             });
@@ -987,7 +960,7 @@ impl Supervisor {
             return;
         };
         let endpoint = instance.endpoint();
-        let timeout = instance.spec.supervision.settings().start_timeout;
+        let timeout = Settings::from(instance.spec.supervision).start_timeout;
         let events = self.events.clone();
         let name = name.to_owned();
         tokio::spawn(async move {

@@ -30,6 +30,23 @@ pub enum State {
     Held,
 }
 
+/// The state as the wire model names it.
+impl From<State> for paddock_model::InstanceState {
+    fn from(s: State) -> Self {
+        use paddock_model::InstanceState as I;
+        match s {
+            State::Stopped => I::Stopped,
+            State::Starting => I::Starting,
+            State::Running => I::Running,
+            State::Backoff => I::Backoff,
+            State::Stopping => I::Stopping,
+            State::Exited => I::Exited,
+            State::Fatal => I::Fatal,
+            State::Held => I::Held,
+        }
+    }
+}
+
 impl State {
     /// Whether a process may exist in this state.
     pub fn has_process(self) -> bool {
