@@ -21,6 +21,7 @@ fn host(name: &str, address: &str) -> Host {
         name: name.into(),
         address: ip(address),
         agent_port: 7443,
+        zone: None,
     }
 }
 
@@ -265,6 +266,7 @@ hosts = [{ name = "only.host_1", address = "fd00::11", agent_port = 9443 }]
             name: "only.host_1".into(),
             address: ip("fd00::11"),
             agent_port: 9443,
+            zone: None,
         }]
     );
 }
