@@ -417,7 +417,10 @@ impl Placement {
             let mut distinct = on.clone();
             distinct.sort_unstable();
             distinct.dedup();
-            let name = zone.iter().position(|&x| x == z).and_then(|h| hosts[h].zone.clone());
+            let name = zone
+                .iter()
+                .position(|&x| x == z)
+                .and_then(|h| hosts[h].zone.clone());
             out.push(FatalZoneLoss {
                 zone: name.unwrap_or_default(),
                 masters,
@@ -447,7 +450,10 @@ impl Placement {
                 let one_zone = members.iter().all(|&h| zone.get(h) == zone.get(first));
                 (members.len() > 1 && one_zone).then(|| ShardInOneZone {
                     shard,
-                    zone: hosts.get(first).and_then(|h| h.zone.clone()).unwrap_or_default(),
+                    zone: hosts
+                        .get(first)
+                        .and_then(|h| h.zone.clone())
+                        .unwrap_or_default(),
                 })
             })
             .collect()
