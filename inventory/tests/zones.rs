@@ -66,6 +66,8 @@ fn without_zones_placement_is_unchanged() {
     for example in [
         include_str!("../examples/vagrant-lab.toml"),
         include_str!("../examples/six-hosts.toml"),
+        include_str!("../examples/replication.toml"),
+        include_str!("../examples/sentinel.toml"),
     ] {
         let inv = parse("e.toml", example).expect("valid");
         let mut zoned = inv.clone();
