@@ -25,6 +25,7 @@ pub mod sentinel;
 pub mod status;
 pub mod utc;
 pub mod watch;
+pub mod zones;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

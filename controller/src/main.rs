@@ -462,9 +462,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         inv.hosts.len()
                     );
                     for p in &placement.instances {
+                        let host = &inv.hosts[p.host];
+                        let zone = host
+                            .zone
+                            .as_ref()
+                            .map(|z| format!(" (zone {z})"))
+                            .unwrap_or_default();
                         println!(
-                            "  {:<14} {:<16} shard {} {}",
-                            inv.hosts[p.host].name, p.name, p.shard, p.role
+                            "  {:<14} {:<16} shard {} {}{zone}",
+                            host.name, p.name, p.shard, p.role
                         );
                     }
                     for w in paddock_inventory::warnings(&inv) {

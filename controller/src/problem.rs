@@ -89,6 +89,20 @@ pub enum ClusterProblem {
     SlotsUnserved {
         served: u32,
     },
+    /// The shard's master and in-sync replicas (`nodes`, two or more) all
+    /// sit in `zone`: losing it loses the shard. See [`crate::zones`].
+    ShardInOneZone {
+        shard: u32,
+        zone: String,
+        nodes: Vec<String>,
+    },
+    /// Losing `zone` would take out the masters of `shards`, of `total`:
+    /// the rest are no majority. See [`crate::zones`].
+    FatalZoneLoss {
+        zone: String,
+        shards: Vec<u32>,
+        total: u32,
+    },
 }
 
 /// What keeps one sentinel (a "host:instance" label) from guarding the
@@ -253,6 +267,25 @@ impl fmt::Display for ClusterProblem {
             }
             P::SlotsUnserved { served } => {
                 write!(f, "{served} of {} slots are served", crate::cluster::SLOTS)
+            }
+            P::ShardInOneZone { shard, zone, nodes } => write!(
+                f,
+                "shard {shard}: its master and in-sync replicas ({}) are all in zone {zone}, so losing that zone loses the shard; bring back its replicas in other zones",
+                nodes.join(", ")
+            ),
+            P::FatalZoneLoss {
+                zone,
+                shards,
+                total,
+            } => {
+                let lost = shards.len() as u32;
+                let shards: Vec<String> = shards.iter().map(u32::to_string).collect();
+                write!(
+                    f,
+                    "losing zone {zone} would take out {lost} of the {total} masters (shard {}): the {} left are not a majority, so no replica would be elected and the cluster would stay down (cluster_state:fail)",
+                    shards.join(", "),
+                    total - lost
+                )
             }
         }
     }

@@ -271,9 +271,15 @@ fn judge(
         warnings: Vec::new(),
     };
     if deployment.inventory.deployment.topology == Topology::Cluster {
-        let balance = crate::balance::judge(&crate::balance::roles(targets, &observed));
+        let roles = crate::balance::roles(targets, &observed);
+        let balance = crate::balance::judge(&roles);
         judgement.balance = balance.unhealthy();
         judgement.warnings = balance.warnings();
+        let zones = crate::zones::judge(&roles, &host_zones(&deployment.inventory));
+        judgement.warnings.extend(zones.warnings());
+        judgement
+            .problems
+            .extend(zones.problems.into_iter().map(Problem::Cluster));
     }
     if !sentinels.is_empty() {
         let master = crate::fleet::followed_master(targets, &observed);
@@ -289,6 +295,14 @@ fn judge(
             .extend(sentinel_problems.into_iter().map(Problem::Sentinel));
     }
     judgement
+}
+
+/// Each host's zone, as (host name, zone); empty without zones.
+fn host_zones(inv: &paddock_inventory::Inventory) -> Vec<(String, String)> {
+    inv.hosts
+        .iter()
+        .filter_map(|h| Some((h.name.clone(), h.zone.clone()?)))
+        .collect()
 }
 
 /// One host's rows: its agent's word on each instance, and what the nodes

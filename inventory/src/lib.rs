@@ -56,7 +56,8 @@ pub use model::{
     Topology, User,
 };
 pub use placement::{
-    FatalHostLoss, PlacedInstance, Placement, Role, loss_is_fatal, master_limit, place,
+    FatalHostLoss, FatalZoneLoss, PlacedInstance, Placement, Role, ShardInOneZone, loss_is_fatal,
+    master_limit, place,
 };
 pub use validate::{Warning, warnings};
 

@@ -155,6 +155,10 @@ pub struct Host {
     pub address: IpAddr,
     /// Default 7443.
     pub agent_port: u16,
+    /// The failure domain (rack, room, data centre) the host is in; every
+    /// host has one or none does. Same pattern as `name`. Placement spreads
+    /// masters and each shard's instances across zones first.
+    pub zone: Option<String>,
 }
 
 /// One `[[users]]` entry: a Redis ACL user the deployment should have. The

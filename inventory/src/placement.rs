@@ -1,6 +1,6 @@
 //! Which instance runs on which host, on which port.
 
-use crate::model::{Inventory, RedisSettings, Topology};
+use crate::model::{Host, Inventory, RedisSettings, Topology};
 
 /// Every instance of a deployment and where it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +116,10 @@ impl Placement {
 ///    with Redis instances (the classic layout) and, when there are more
 ///    sentinels than hosts, with each other.
 ///
+/// **Zones** (`zone` on hosts): with two zones or more, steps 1 and 2
+/// spread across zones first, then hosts (see [`assign_in_zones`]). With
+/// no zones, or every host in one zone, placement is exactly the above.
+///
 /// Ports: on each host, Redis instances take `redis.port`, `+1`, ... in the
 /// order they were assigned (named `redis-<port>`), and sentinels take
 /// `sentinel.port`, `+1`, ... (named `sentinel-<port>`).
@@ -134,8 +138,8 @@ pub fn place(inv: &Inventory) -> Placement {
     let hosts = inv.hosts.len();
     let mut next_redis_port = vec![inv.redis.port; hosts];
     let mut instances = Vec::new();
-    for slot in assign(
-        hosts,
+    for slot in assign_in_zones(
+        &zone_indices(&inv.hosts),
         inv.deployment.masters,
         inv.deployment.replicas_per_master,
     ) {
@@ -198,6 +202,89 @@ pub(crate) fn assign(hosts: usize, masters: u32, replicas_per_master: u32) -> Ve
         for (shard, taken) in (0..masters).zip(shard_hosts.iter_mut()) {
             let start = (taken[0] + 1) % hosts;
             let host = least_loaded(&load, start, |h| !taken.contains(&h))
+                .or_else(|| least_loaded(&load, start, |_| true))
+                .unwrap_or(0);
+            load[host] += 1;
+            taken.push(host);
+            slots.push(Slot {
+                host,
+                shard,
+                role: Role::Replica,
+            });
+        }
+    }
+    slots
+}
+
+/// Each host's zone as an index (zones numbered in order of first
+/// appearance). A host without a zone is in a zone of its own kind, shared
+/// with the other hosts without one: validation allows only all or none.
+pub(crate) fn zone_indices(hosts: &[Host]) -> Vec<usize> {
+    index_zones(hosts.iter().map(|h| h.zone.as_deref()))
+}
+
+pub(crate) fn index_zones<'a>(zones: impl Iterator<Item = Option<&'a str>>) -> Vec<usize> {
+    let mut seen: Vec<Option<&str>> = Vec::new();
+    zones
+        .map(|z| {
+            seen.iter().position(|s| *s == z).unwrap_or_else(|| {
+                seen.push(z);
+                seen.len() - 1
+            })
+        })
+        .collect()
+}
+
+/// Steps 1 and 2 of [`place`] with each host's zone (`zone[h]`, an
+/// index). With fewer than two zones this is [`assign`], unchanged, so an
+/// inventory without zones keeps the placement it always had.
+///
+/// With zones, the same greedy steps rank hosts by zone first:
+///
+/// 1. **Masters**: master `i` goes to a host of the zone holding the fewest
+///    masters so far; among those, the host with the fewest Redis
+///    instances, ties broken by host order. So no zone holds more than
+///    ceil(masters / zones) masters, the least any layout achieves.
+/// 2. **Replicas**, rank by rank: among the hosts holding no instance of
+///    the shard, those in the zone holding the fewest of the shard's
+///    instances; among those, the least-loaded, ties broken in rotating
+///    order from the host after the master. So a shard's first replica is
+///    always in another zone than its master.
+///
+/// Zones come before hosts: with uneven zones a host in a small zone may
+/// carry more than hosts in a big one, as surviving a zone is the point.
+pub(crate) fn assign_in_zones(zone: &[usize], masters: u32, replicas_per_master: u32) -> Vec<Slot> {
+    let hosts = zone.len();
+    let zones = zone.iter().max().map_or(0, |z| z + 1);
+    if zones < 2 {
+        return assign(hosts, masters, replicas_per_master);
+    }
+    let mut load = vec![0usize; hosts];
+    let mut zone_masters = vec![0usize; zones];
+    let mut slots = Vec::new();
+    let mut shard_hosts: Vec<Vec<usize>> = Vec::new();
+    for shard in 0..masters {
+        // `min_by_key` keeps the first of equals: host order breaks ties.
+        let host = (0..hosts)
+            .min_by_key(|&h| (zone_masters[zone[h]], load[h]))
+            .unwrap_or(0);
+        load[host] += 1;
+        zone_masters[zone[host]] += 1;
+        shard_hosts.push(vec![host]);
+        slots.push(Slot {
+            host,
+            shard,
+            role: Role::Master,
+        });
+    }
+    for _rank in 0..replicas_per_master {
+        for (shard, taken) in (0..masters).zip(shard_hosts.iter_mut()) {
+            let start = (taken[0] + 1) % hosts;
+            let in_zone = |h: usize| taken.iter().filter(|&&t| zone[t] == zone[h]).count();
+            let host = (0..hosts)
+                .map(|i| (start + i) % hosts)
+                .filter(|h| !taken.contains(h))
+                .min_by_key(|&h| (in_zone(h), load[h]))
                 .or_else(|| least_loaded(&load, start, |_| true))
                 .unwrap_or(0);
             load[host] += 1;
@@ -280,6 +367,93 @@ impl Placement {
                     host,
                     masters,
                     total,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A zone whose loss would leave a cluster's masters without a majority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FatalZoneLoss {
+    pub zone: String,
+    /// The masters placed in it, and on how many hosts.
+    pub masters: u32,
+    pub hosts: u32,
+    pub total: u32,
+}
+
+/// A shard with a replica whose every instance is in one zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInOneZone {
+    pub shard: u32,
+    pub zone: String,
+}
+
+impl Placement {
+    /// Zones whose loss the placed masters would not survive (cluster
+    /// topology, two zones or more: with one zone, losing it loses
+    /// everything whatever the placement). `hosts` are the inventory's.
+    /// Placement spreads masters over zones as evenly as possible, so what
+    /// this returns takes more zones (or another number of masters).
+    #[must_use]
+    pub fn fatal_zone_losses(&self, topology: Topology, hosts: &[Host]) -> Vec<FatalZoneLoss> {
+        let zone = zone_indices(hosts);
+        if topology != Topology::Cluster || zone.iter().all(|&z| z == 0) {
+            return Vec::new();
+        }
+        let total = u32::try_from(self.masters().count()).unwrap_or(u32::MAX);
+        let mut out = Vec::new();
+        for z in 0..zone.iter().max().map_or(0, |z| z + 1) {
+            let on: Vec<usize> = self
+                .masters()
+                .map(|m| m.host)
+                .filter(|&h| zone.get(h) == Some(&z))
+                .collect();
+            let masters = u32::try_from(on.len()).unwrap_or(u32::MAX);
+            if !loss_is_fatal(masters, total) {
+                continue;
+            }
+            let mut distinct = on.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let name = zone
+                .iter()
+                .position(|&x| x == z)
+                .and_then(|h| hosts[h].zone.clone());
+            out.push(FatalZoneLoss {
+                zone: name.unwrap_or_default(),
+                masters,
+                hosts: u32::try_from(distinct.len()).unwrap_or(u32::MAX),
+                total,
+            });
+        }
+        out
+    }
+
+    /// Shards with a replica whose instances all sit in one zone, when the
+    /// inventory has two zones or more.
+    #[must_use]
+    pub fn shards_in_one_zone(&self, hosts: &[Host]) -> Vec<ShardInOneZone> {
+        let zone = zone_indices(hosts);
+        if zone.iter().all(|&z| z == 0) {
+            return Vec::new();
+        }
+        let mut shards: Vec<u32> = self.redis().map(|i| i.shard).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        shards
+            .into_iter()
+            .filter_map(|shard| {
+                let members: Vec<usize> = self.shard_members(shard).map(|i| i.host).collect();
+                let first = *members.first()?;
+                let one_zone = members.iter().all(|&h| zone.get(h) == zone.get(first));
+                (members.len() > 1 && one_zone).then(|| ShardInOneZone {
+                    shard,
+                    zone: hosts
+                        .get(first)
+                        .and_then(|h| h.zone.clone())
+                        .unwrap_or_default(),
                 })
             })
             .collect()

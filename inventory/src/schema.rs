@@ -77,6 +77,7 @@ pub(crate) struct RawHost {
     pub name: Spanned<String>,
     pub address: Spanned<String>,
     pub agent_port: Option<Spanned<i64>>,
+    pub zone: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -376,6 +377,7 @@ pub(crate) const HOST: TableSchema = TableSchema {
             false,
             "for example: agent_port = 7443",
         ),
+        field("zone", Kind::Str, false, "for example: zone = \"rack-a\""),
     ],
 };
 

@@ -18,7 +18,7 @@ use crate::model::{
     Deployment, Host, Inventory, MaxmemoryPolicy, RedisSettings, SentinelSettings, Supervision,
     Topology, User,
 };
-use crate::placement::{assign, sentinel_hosts};
+use crate::placement::{assign_in_zones, index_zones, sentinel_hosts};
 use crate::schema::{
     RawDeployment, RawHost, RawInventory, RawRedis, RawSentinel, RawSize, RawSupervision, RawUser,
 };
@@ -735,6 +735,10 @@ struct CheckedHost<'a> {
     name: Option<String>,
     address: Option<IpAddr>,
     agent_port: Option<u16>,
+    /// The zone as written (for placement while checking ports), and
+    /// checked.
+    raw_zone: Option<&'a str>,
+    zone: Option<Option<String>>,
 }
 
 impl CheckedHost<'_> {
@@ -743,6 +747,7 @@ impl CheckedHost<'_> {
             name: self.name?,
             address: self.address?,
             agent_port: self.agent_port?,
+            zone: self.zone?,
         })
     }
 }
@@ -822,9 +827,62 @@ fn hosts<'a>(r: &mut Report<'_>, raw: &'a [Spanned<RawHost>]) -> Vec<CheckedHost
             name,
             address,
             agent_port,
+            raw_zone: h.zone.as_ref().map(|z| z.get_ref().as_str()),
+            zone: zone(r, h.zone.as_ref()),
         });
     }
+    zones_everywhere_or_nowhere(r, raw, &mut out);
     out
+}
+
+/// `zone`: optional; when present, like a host name.
+fn zone(r: &mut Report<'_>, value: Option<&Spanned<String>>) -> Option<Option<String>> {
+    let Some(value) = value else {
+        return Some(None);
+    };
+    let z = spanned_text(r, value, "zone", HOSTS)?;
+    if !is_host_name(z) {
+        r.error(
+            value.span().start,
+            format!("invalid zone `{z}`"),
+            "use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. zone = \"rack-a\"",
+        );
+        return None;
+    }
+    Some(Some(z.to_owned()))
+}
+
+/// Placement can spread across zones only if it knows every host's: a
+/// host left out would silently count as a zone of its own. So every host
+/// has a zone or none does; each host without one is reported.
+fn zones_everywhere_or_nowhere(
+    r: &mut Report<'_>,
+    raw: &[Spanned<RawHost>],
+    hosts: &mut [CheckedHost<'_>],
+) {
+    let Some(first) = raw.iter().find_map(|h| h.get_ref().zone.as_ref()) else {
+        return;
+    };
+    let (first_host, first_at) = raw
+        .iter()
+        .find(|h| h.get_ref().zone.is_some())
+        .map(|h| (h.get_ref().name.get_ref().as_str(), first.span().start))
+        .unwrap_or_default();
+    for (h, checked) in raw.iter().zip(hosts.iter_mut()) {
+        if h.get_ref().zone.is_some() {
+            continue;
+        }
+        r.error(
+            checked.header,
+            format!(
+                "host `{}` has no zone, but host `{first_host}` has one (line {})",
+                checked.raw_name,
+                r.line_of(first_at)
+            ),
+            "give every host a `zone` (placement spreads across zones only when it knows every host's), or remove `zone` from all of them",
+        );
+        checked.zone = None;
+    }
 }
 
 /// An address one machine can own: not unspecified, multicast or the
@@ -1209,7 +1267,8 @@ struct Clash<'a> {
 /// host (a shared setting) are reported once, naming every host.
 fn port_clashes(r: &mut Report<'_>, layout: &Layout, hosts: &[CheckedHost<'_>]) {
     let mut redis_count = vec![0u32; hosts.len()];
-    for slot in assign(hosts.len(), layout.masters, layout.replicas) {
+    let zones = index_zones(hosts.iter().map(|h| h.raw_zone));
+    for slot in assign_in_zones(&zones, layout.masters, layout.replicas) {
         redis_count[slot.host] += 1;
     }
     let mut sentinel_count = vec![0u32; hosts.len()];
@@ -1335,9 +1394,55 @@ impl std::fmt::Display for Warning {
 /// What a valid inventory's placement cannot survive: a host whose loss
 /// takes out so many masters that the rest are no majority, so Redis
 /// Cluster never elects their replicas (3 masters on 2 hosts, 4 on 3).
+/// With zones, the same for a zone, and a shard whose instances all sit in
+/// one zone.
 #[must_use]
 pub fn warnings(inv: &Inventory) -> Vec<Warning> {
     let placement = crate::placement::place(inv);
+    let mut out = host_warnings(inv, &placement);
+    out.extend(zone_warnings(inv, &placement));
+    out
+}
+
+fn zone_warnings(inv: &Inventory, placement: &crate::placement::Placement) -> Vec<Warning> {
+    let zones = {
+        let mut z: Vec<&str> = inv.hosts.iter().filter_map(|h| h.zone.as_deref()).collect();
+        z.sort_unstable();
+        z.dedup();
+        z.len()
+    };
+    let shards = placement
+        .shards_in_one_zone(&inv.hosts)
+        .into_iter()
+        .map(|s| Warning {
+            message: format!(
+                "every instance of shard {} is in zone `{}`: losing that zone loses the shard",
+                s.shard, s.zone
+            ),
+            hint: "add hosts in other zones".to_owned(),
+        });
+    let losses = placement
+        .fatal_zone_losses(inv.deployment.topology, &inv.hosts)
+        .into_iter()
+        // One host holding them all is already the host warning's subject.
+        .filter(|loss| loss.hosts > 1)
+        .map(move |loss| Warning {
+            message: format!(
+                "losing zone `{}` would take out {} of the {} masters: the {} left are not a majority, so Redis Cluster would elect no replica and the cluster would stay down (cluster_state:fail) until that zone is back",
+                loss.zone,
+                loss.masters,
+                loss.total,
+                loss.total - loss.masters,
+            ),
+            hint: format!(
+                "{} masters in {} zones put {} in one zone; use three zones or more (no zone then holds half of the masters when there are as many zones as masters, or e.g. 5 masters in 3 zones)",
+                loss.total, zones, loss.masters,
+            ),
+        });
+    shards.chain(losses).collect()
+}
+
+fn host_warnings(inv: &Inventory, placement: &crate::placement::Placement) -> Vec<Warning> {
     placement
         .fatal_host_losses(inv.deployment.topology)
         .into_iter()

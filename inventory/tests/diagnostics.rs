@@ -128,7 +128,7 @@ inventory.toml:6:8: error: `port` in [redis] must be an integer, found a string
 inventory.toml:7:1: error: missing required key `name` in [[hosts]]
   hint: for example: name = "redis1"
 inventory.toml:8:1: error: unknown key `nam` in [[hosts]]
-  hint: expected one of: name, address, agent_port
+  hint: expected one of: name, address, agent_port, zone
 inventory.toml:9:11: error: `address` in [[hosts]] must be a string, found an integer
   hint: for example: address = "192.168.56.11"
 inventory.toml:10:1: error: missing required key `name` in [[hosts]]

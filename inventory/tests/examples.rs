@@ -21,6 +21,7 @@ fn host(name: &str, address: &str) -> Host {
         name: name.into(),
         address: ip(address),
         agent_port: 7443,
+        zone: None,
     }
 }
 
@@ -265,6 +266,7 @@ hosts = [{ name = "only.host_1", address = "fd00::11", agent_port = 9443 }]
             name: "only.host_1".into(),
             address: ip("fd00::11"),
             agent_port: 9443,
+            zone: None,
         }]
     );
 }
@@ -301,15 +303,20 @@ stop_timeout_ms = 600000
 name = "a"
 address = "127.0.1.1"
 agent_port = 1
+zone = "z1"
 [[hosts]]
 name = "b"
 address = "127.0.1.2"
 agent_port = 65535
+zone = "z2"
 [[hosts]]
 name = "c"
 address = "127.0.1.3"
+zone = "z1"
 "#);
     assert_eq!(inv.deployment.password_file.as_deref(), Some("pw"));
+    let zones: Vec<_> = inv.hosts.iter().map(|h| h.zone.as_deref()).collect();
+    assert_eq!(zones, [Some("z1"), Some("z2"), Some("z1")]);
     assert_eq!(inv.redis.cluster_node_timeout_ms, 600_000);
     assert_eq!(
         inv.supervision,

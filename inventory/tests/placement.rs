@@ -157,6 +157,7 @@ fn inventory(
                 name: format!("h{i}"),
                 address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8 + 1)),
                 agent_port: 7443,
+                zone: None,
             })
             .collect(),
         users: Vec::new(),
