@@ -17,8 +17,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
 
-use crate::Error;
 use crate::config::TlsFiles;
+use crate::error::Error;
 
 /// How long a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +94,7 @@ pub fn tls_acceptor(tls: &TlsFiles) -> Result<TlsAcceptor, Error> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let read = |p: &std::path::Path, what: &str| {
-        let pem = std::fs::read(p).map_err(|source| Error::Io {
+        let pem = std::fs::read(p).map_err(|source| Error::Unreadable {
             path: p.to_owned(),
             source,
         })?;

@@ -6,6 +6,8 @@
 
 mod accept;
 pub mod config;
+mod endpoint;
+pub mod error;
 pub mod facts;
 mod grpc;
 pub mod guard;
@@ -22,7 +24,6 @@ mod store;
 pub mod supervisor;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use paddock_proto::v1::agent_server::AgentServer;
@@ -30,51 +31,13 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 pub use config::AgentConfig;
+pub use error::Error;
 
 /// Largest request: the biggest spec or pipeline the controller sends is
 /// far smaller, and tonic buffers a whole message before decoding it.
 const MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Largest reply: a big CLUSTER NODES or pipeline reply fits.
 const MAX_REPLY_BYTES: usize = 16 << 20;
-
-/// The agent's one error type. Variants carry what the operator needs to act.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{path}: {message}")]
-    Config { path: PathBuf, message: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid instance spec: {0}")]
-    InvalidSpec(String),
-    #[error("no instance named {0:?} on this agent; apply the inventory first")]
-    UnknownInstance(String),
-    #[error("instance {instance}: {message}")]
-    Redis { instance: String, message: String },
-    /// The instance answers but refuses the password in its spec: it runs
-    /// with another one (a password rotation that did not reach it).
-    #[error(
-        "instance {instance} refuses the password in its spec: it runs with another one (a password rotation that did not reach it?)"
-    )]
-    RedisAuth { instance: String },
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("gRPC server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
-    #[error("the agent is shutting down")]
-    ShuttingDown,
-    #[error("instance {instance}: {message}")]
-    Precondition { instance: String, message: String },
-    #[error("{0}")]
-    Privileges(String),
-}
 
 /// Binds the configured address. Split from [`run`] so callers learn about a
 /// busy port before anything else starts.
@@ -164,6 +127,9 @@ async fn serve(
     listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // The TLS files first: a missing one stops the agent before anything
+    // starts (exit 2).
+    let acceptor = config.tls.as_ref().map(accept::tls_acceptor).transpose()?;
     // The Redis user may not exist yet (redis-server not installed): then
     // the check waits for the first start.
     let run_as = match supervisor::resolve_run_as(&config.user) {
@@ -173,6 +139,9 @@ async fn serve(
             None
         }
     };
+    // data_dir next, before the Redis user's view of it is judged: one
+    // that cannot be created exits 2 naming it.
+    store::create_layout(&config.data_dir).map_err(|e| e.in_data_dir(&config.data_dir))?;
     supervisor::check_reachable(&config.data_dir.join("instances").join("x"), run_as)?;
     raise_open_files_limit();
     for warning in exposed_secrets(&config) {
@@ -242,7 +211,6 @@ async fn serve(
         info!("ending open event and log streams");
         streams_end.cancel();
     };
-    let acceptor = config.tls.as_ref().map(accept::tls_acceptor).transpose()?;
     if acceptor.is_none() {
         tracing::warn!(
             "serving PLAINTEXT gRPC (insecure_plaintext = true): anyone who reaches this port can run Redis commands"

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
+use crate::endpoint::Endpoint;
 use crate::handover::NoHeir;
 use crate::redis_access::connect;
 use crate::spec::{Group, Peer};
-use crate::supervisor::Endpoint;
 
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the sentinels get to promote a replica after we asked.

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::error::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -150,7 +150,7 @@ pub struct SupervisionSpec {
 
 impl Default for SupervisionSpec {
     fn default() -> Self {
-        let s = crate::supervisor::Settings::default();
+        let s = crate::supervisor::state::Settings::default();
         SupervisionSpec {
             start_timeout_ms: s.start_timeout.as_millis() as u32,
             start_retries: s.start_retries,
@@ -161,14 +161,14 @@ impl Default for SupervisionSpec {
 }
 
 impl SupervisionSpec {
-    pub fn settings(&self) -> crate::supervisor::Settings {
+    pub fn settings(&self) -> crate::supervisor::state::Settings {
         use std::time::Duration;
-        crate::supervisor::Settings {
+        crate::supervisor::state::Settings {
             start_timeout: Duration::from_millis(u64::from(self.start_timeout_ms)),
             start_retries: self.start_retries,
             backoff_max: Duration::from_millis(u64::from(self.backoff_max_ms)),
             stop_timeout: Duration::from_millis(u64::from(self.stop_timeout_ms)),
-            ..crate::supervisor::Settings::default()
+            ..crate::supervisor::state::Settings::default()
         }
     }
 }

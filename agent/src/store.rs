@@ -30,7 +30,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
-use crate::Error;
+use crate::error::Error;
 use crate::spec::InstanceSpec;
 
 pub const CONFIG_FILE: &str = "redis.conf";

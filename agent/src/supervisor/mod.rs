@@ -7,7 +7,6 @@ mod process;
 pub mod state;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +21,8 @@ pub use process::RunAs;
 use state::{Action, Event, Machine};
 pub use state::{Settings, State};
 
-use crate::Error;
+pub use crate::endpoint::Endpoint;
+use crate::error::Error;
 use crate::spec::{Group, InstanceSpec, Mode, Peer};
 use crate::store::{self, InstanceDirs};
 
@@ -54,14 +54,6 @@ pub struct StateChange {
 pub struct PutOutcome {
     pub changed: bool,
     pub restart_needed: bool,
-}
-
-/// Where and how to reach an instance's Redis. Not `Debug`: it holds the password.
-#[derive(Clone)]
-pub struct Endpoint {
-    pub address: IpAddr,
-    pub port: u16,
-    pub password: String,
 }
 
 /// How often running replication-group members are looked at.
@@ -329,11 +321,13 @@ struct Supervisor {
 /// running (same pid and start time: ours), starts those that should run and
 /// do not, and spawns the task that owns them all.
 pub fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, Error> {
-    store::create_layout(&config.data_dir)?;
+    let data_dir = config.data_dir.clone();
+    let unusable = |e: Error| e.in_data_dir(&data_dir);
+    store::create_layout(&config.data_dir).map_err(unusable)?;
     if let Ok(Some(user)) = resolve_run_as(&config.user) {
         store::check_not_redis_writable(&config.data_dir, user.uid, user.gid)?;
     }
-    for name in store::migrate_legacy(&config.data_dir)? {
+    for name in store::migrate_legacy(&config.data_dir).map_err(unusable)? {
         info!(instance = %name, "moved the agent's files out of Redis's directory into control/");
     }
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -348,7 +342,8 @@ pub fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, Error> {
         .ok()
         .flatten()
         .map(|u| (u.uid, u.gid));
-    for (spec, config_text) in store::load_all(&supervisor.config.data_dir.join("control"))? {
+    let stored = store::load_all(&supervisor.config.data_dir.join("control")).map_err(unusable)?;
+    for (spec, config_text) in stored {
         let dirs = InstanceDirs::new(&supervisor.config.data_dir, &spec.name);
         let name = spec.name.clone();
         supervisor.insert(spec, dirs.clone(), &config_text);

@@ -13,8 +13,8 @@ use nix::unistd::{Gid, Pid, Uid};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use super::Endpoint;
 use super::state::ExitReport;
+use crate::endpoint::Endpoint;
 use crate::redis_access;
 use crate::store::{self, InstanceDirs};
 
