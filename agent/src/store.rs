@@ -244,11 +244,8 @@ impl Dir {
     fn create_temp(&self, name: &str) -> Result<(String, File), Error> {
         let mut last = None;
         for attempt in 0..16u32 {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            let tmp = format!(".{name}.{}.{nanos:x}{attempt}.tmp", std::process::id());
+            let nonce: u64 = rand::random();
+            let tmp = format!(".{name}.{}.{nonce:x}{attempt}.tmp", std::process::id());
             match self.create_new(&tmp) {
                 Ok(f) => return Ok((tmp, f)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),

@@ -1019,14 +1019,9 @@ fn start_args(instance: &mut Instance, run_as: Option<RunAs>) -> Result<Vec<Stri
     Ok(args)
 }
 
-/// A fraction in [0, 1) from the clock's low bits: enough to spread restarts
-/// of several instances apart, no RNG dependency.
+/// A fraction in [0, 1) that spreads restarts of several instances apart.
 fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1000) / 1000.0
+    rand::random::<f64>()
 }
 
 /// Resolves the user redis-server runs as. When the agent is root that is
