@@ -8,17 +8,19 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::TlsFiles;
 use crate::error::Error;
+use crate::lifecycle::{Lifecycle, Step};
 
 /// How long a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -206,33 +208,37 @@ async fn accept_loop<IO, F, Fut>(
 pub fn tls_incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    life: &Lifecycle,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(accept_loop(listener, tx, move |tcp| {
-        let acceptor = acceptor.clone();
-        async move {
-            let peer = tcp.peer_addr().ok();
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => Some(tls),
-                Ok(Err(e)) => {
-                    let why = e
-                        .get_ref()
-                        .and_then(|i| i.downcast_ref::<rustls::Error>())
-                        .map_or("the connection failed during the handshake", refusal);
-                    tracing::warn!(
-                        peer = %peer.map_or("?".into(), |p| p.to_string()),
-                        error = %e,
-                        "refused a TLS handshake: {why}"
-                    );
-                    None
-                }
-                Err(_) => {
-                    tracing::info!(?peer, "TLS handshake not finished in time: closed");
-                    None
+    life.spawn(
+        Step::Accepting,
+        accept_loop(listener, tx, move |tcp| {
+            let acceptor = acceptor.clone();
+            async move {
+                let peer = tcp.peer_addr().ok();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => Some(tls),
+                    Ok(Err(e)) => {
+                        let why = e
+                            .get_ref()
+                            .and_then(|i| i.downcast_ref::<rustls::Error>())
+                            .map_or("the connection failed during the handshake", refusal);
+                        tracing::warn!(
+                            peer = %peer.map_or("?".into(), |p| p.to_string()),
+                            error = %e,
+                            "refused a TLS handshake: {why}"
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        tracing::info!(?peer, "TLS handshake not finished in time: closed");
+                        None
+                    }
                 }
             }
-        }
-    }));
+        }),
+    );
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
@@ -258,9 +264,13 @@ fn refusal(e: &rustls::Error) -> &'static str {
 /// Plaintext connections (insecure_plaintext), with the same back-off.
 pub fn plain_incoming(
     listener: TcpListener,
+    life: &Lifecycle,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<TcpStream>> {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(accept_loop(listener, tx, |tcp| async move { Some(tcp) }));
+    life.spawn(
+        Step::Accepting,
+        accept_loop(listener, tx, |tcp| async move { Some(tcp) }),
+    );
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 

@@ -23,9 +23,10 @@ pub struct AgentService {
     pub locks: crate::locks::Locks,
     pub data_dir: PathBuf,
     pub redis_server: PathBuf,
-    /// Cancelled at shutdown: ends the open `logs -f` and `events` streams,
-    /// which the server's graceful shutdown would otherwise wait for.
-    pub shutdown: tokio_util::sync::CancellationToken,
+    /// The open `logs -f` and `events` streams run on it and end at its
+    /// shutdown step 2, which the server's graceful shutdown would
+    /// otherwise wait for.
+    pub lifecycle: crate::lifecycle::Lifecycle,
 }
 
 impl From<Error> for Status {
@@ -352,14 +353,9 @@ impl Agent for AgentService {
                 let lines = crate::redact::lines(lines, &secrets);
                 tx.send(Ok(pb::LogLines { lines })).await.is_ok()
             });
-            let shutdown = self.shutdown.clone();
             // Dropping `follow` drops the sender: the stream ends.
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    _ = follow => {}
-                }
-            });
+            self.lifecycle
+                .spawn(crate::lifecycle::Step::Streams, follow);
         }
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -372,27 +368,23 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let mut changes = self.supervisor.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let change = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    c = changes.recv() => c,
-                };
-                let item = match change {
-                    Ok(c) => Ok(change_to_pb(c)),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        Err(Status::data_loss(format!(
-                            "{n} events were dropped: the watcher was too slow"
-                        )))
+        self.lifecycle
+            .spawn(crate::lifecycle::Step::Streams, async move {
+                loop {
+                    let item = match changes.recv().await {
+                        Ok(c) => Ok(change_to_pb(c)),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            Err(Status::data_loss(format!(
+                                "{n} events were dropped: the watcher was too slow"
+                            )))
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    if tx.send(item).await.is_err() {
+                        return;
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
-                if tx.send(item).await.is_err() {
-                    return;
                 }
-            }
-        });
+            });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -13,6 +13,7 @@ mod grpc;
 pub mod guard;
 mod handover;
 mod install;
+mod lifecycle;
 mod locks;
 pub mod logs;
 mod notify;
@@ -29,6 +30,8 @@ use std::time::Duration;
 use paddock_proto::v1::agent_server::AgentServer;
 use tokio::net::TcpListener;
 use tracing::info;
+
+use lifecycle::{Lifecycle, Step};
 
 pub use config::AgentConfig;
 pub use error::Error;
@@ -130,8 +133,53 @@ async fn serve(
     // The TLS files first: a missing one stops the agent before anything
     // starts (exit 2).
     let acceptor = config.tls.as_ref().map(accept::tls_acceptor).transpose()?;
-    // The Redis user may not exist yet (redis-server not installed): then
-    // the check waits for the first start.
+    let run_as = prepare(&config)?;
+    let life = Lifecycle::new();
+    let supervisor = supervisor::spawn(
+        supervisor::SupervisorConfig {
+            redis_server: config.redis_server.clone(),
+            data_dir: config.data_dir.clone(),
+            user: config.user.clone(),
+            fast_failover: config.fast_failover,
+            listen: config.listen,
+        },
+        life.clone(),
+    )?;
+    rotate_logs(&config, &life);
+    let mut shutdown = Box::pin(shutdown);
+    let listener = match listener {
+        Some(l) => Ok(l),
+        None => tokio::select! {
+            () = &mut shutdown => {
+                life.stop_serving();
+                life.finish(lifecycle::FINISH_WITHIN).await;
+                info!("stopped before serving; Redis instances keep running");
+                return Ok(());
+            }
+            l = bind_when_available(&config) => l,
+        },
+    };
+    let served = match listener {
+        Ok(listener) => {
+            let addr = listener.local_addr().ok();
+            info!(?addr, data_dir = %config.data_dir.display(), redis_user = ?run_as.map(|u| u.uid.as_raw()), "paddockd serving");
+            serve_grpc(&config, listener, acceptor, supervisor, &life, shutdown).await
+        }
+        Err(e) => Err(e),
+    };
+    // Whatever ended serving, supervision ends in order too.
+    life.stop_serving();
+    life.finish(lifecycle::FINISH_WITHIN).await;
+    served?;
+    info!("stopped serving; Redis instances keep running");
+    Ok(())
+}
+
+/// Before anything is supervised: the Redis user (it may not exist yet,
+/// before redis-server is installed: then it is looked up again at the
+/// first start), data_dir, the open-files limit children inherit, and
+/// warnings about exposed secrets.
+fn prepare(config: &AgentConfig) -> Result<Option<supervisor::RunAs>, Error> {
     let run_as = match supervisor::resolve_run_as(&config.user) {
         Ok(r) => r,
         Err(e) => {
@@ -139,27 +187,26 @@ async fn serve(
             None
         }
     };
-    // data_dir next, before the Redis user's view of it is judged: one
-    // that cannot be created exits 2 naming it.
+    // data_dir before the Redis user's view of it is judged: one that
+    // cannot be created exits 2 naming it.
     store::create_layout(&config.data_dir).map_err(|e| e.in_data_dir(&config.data_dir))?;
     supervisor::check_reachable(&config.data_dir.join("instances").join("x"), run_as)?;
     raise_open_files_limit();
-    for warning in exposed_secrets(&config) {
+    for warning in exposed_secrets(config) {
         tracing::warn!("{warning}");
     }
-    let supervisor = supervisor::spawn(supervisor::SupervisorConfig {
-        redis_server: config.redis_server.clone(),
-        data_dir: config.data_dir.clone(),
-        user: config.user.clone(),
-        fast_failover: config.fast_failover,
-        listen: config.listen,
-    })?;
+    Ok(run_as)
+}
+
+/// Rotates the instances' logs every 5 s, off the runtime's threads,
+/// until supervision stops.
+fn rotate_logs(config: &AgentConfig, life: &Lifecycle) {
     let log_root = config.data_dir.clone();
     let rotation = logs::Rotation {
         max_bytes: config.log_max_bytes,
         backups: config.log_backups,
     };
-    let rotator = tokio::spawn(async move {
+    life.spawn(Step::Supervision, async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
@@ -167,49 +214,44 @@ async fn serve(
             let _ = tokio::task::spawn_blocking(move || logs::rotate_all(&dir, rotation)).await;
         }
     });
-    let streams_end = tokio_util::sync::CancellationToken::new();
-    let mut shutdown = Box::pin(shutdown);
-    let listener = match listener {
-        Some(l) => l,
-        None => tokio::select! {
-            () = &mut shutdown => {
-                rotator.abort();
-                info!("stopped before serving; Redis instances keep running");
-                return Ok(());
-            }
-            l = bind_when_available(&config) => l?,
-        },
-    };
+}
+
+/// Serves gRPC on `listener` until `shutdown` resolves, then takes the
+/// first shutdown steps (see [`lifecycle`]) and lets tonic finish the
+/// RPCs under way.
+async fn serve_grpc(
+    config: &AgentConfig,
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    supervisor: supervisor::SupervisorHandle,
+    life: &Lifecycle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let service = grpc::AgentService {
         supervisor,
         connections: Default::default(),
         locks: Default::default(),
         data_dir: config.data_dir.clone(),
         redis_server: config.redis_server.clone(),
-        shutdown: streams_end.clone(),
+        lifecycle: life.clone(),
     };
-    let addr = listener.local_addr().ok();
-    info!(?addr, data_dir = %config.data_dir.display(), redis_user = ?run_as.map(|u| u.uid.as_raw()), "paddockd serving");
     let notifier = std::sync::Arc::new(notify::Notifier::from_env());
     notifier.notify("READY=1");
-    let watchdog = notify::Notifier::watchdog_interval().map(|every| {
+    if let Some(every) = notify::Notifier::watchdog_interval() {
         let notifier = notifier.clone();
-        tokio::spawn(async move {
+        life.spawn(Step::Supervision, async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 notifier.notify("WATCHDOG=1");
             }
-        })
-    });
-    let stopping = notifier.clone();
+        });
+    }
+    let stopping = life.clone();
     let shutdown = async move {
         shutdown.await;
-        stopping.notify("STOPPING=1");
-        // Open streams end now, so the graceful shutdown does not wait
-        // for a watching client to go away.
-        info!("ending open event and log streams");
-        streams_end.cancel();
+        notifier.notify("STOPPING=1");
+        stopping.stop_serving();
     };
     if acceptor.is_none() {
         tracing::warn!(
@@ -226,22 +268,19 @@ async fn serve(
     let served = match acceptor {
         Some(acceptor) => {
             router
-                .serve_with_incoming_shutdown(accept::tls_incoming(listener, acceptor), shutdown)
+                .serve_with_incoming_shutdown(
+                    accept::tls_incoming(listener, acceptor, life),
+                    shutdown,
+                )
                 .await
         }
         None => {
             router
-                .serve_with_incoming_shutdown(accept::plain_incoming(listener), shutdown)
+                .serve_with_incoming_shutdown(accept::plain_incoming(listener, life), shutdown)
                 .await
         }
     };
-    if let Some(w) = watchdog {
-        w.abort();
-    }
-    rotator.abort();
-    served?;
-    info!("stopped serving; Redis instances keep running");
-    Ok(())
+    Ok(served?)
 }
 
 /// HTTP/2 limits of every connection. TLS is set up in `accept`.

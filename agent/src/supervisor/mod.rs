@@ -23,6 +23,7 @@ pub use state::{Settings, State};
 
 pub use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::lifecycle::{Lifecycle, Step};
 use crate::spec::{Group, InstanceSpec, Mode, Peer};
 use crate::store::{self, InstanceDirs};
 
@@ -315,12 +316,15 @@ struct Supervisor {
     instances: BTreeMap<String, Instance>,
     events: mpsc::UnboundedSender<Tagged>,
     changes: broadcast::Sender<StateChange>,
+    /// Every task the supervisor starts runs on it and ends when
+    /// supervision stops (shutdown step 3).
+    life: Lifecycle,
 }
 
 /// Loads the stored instances, re-adopts those whose redis-server is still
 /// running (same pid and start time: ours), starts those that should run and
 /// do not, and spawns the task that owns them all.
-pub fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, Error> {
+pub fn spawn(config: SupervisorConfig, life: Lifecycle) -> Result<SupervisorHandle, Error> {
     let data_dir = config.data_dir.clone();
     let unusable = |e: Error| e.in_data_dir(&data_dir);
     store::create_layout(&config.data_dir).map_err(unusable)?;
@@ -337,6 +341,7 @@ pub fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, Error> {
         instances: BTreeMap::new(),
         events: events_tx,
         changes: changes.clone(),
+        life,
     };
     let owner = resolve_run_as(&supervisor.config.user)
         .ok()
@@ -360,7 +365,8 @@ pub fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, Error> {
         }
     }
     let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(supervisor.run(rx, events_rx));
+    let life = supervisor.life.clone();
+    life.spawn(Step::Supervision, supervisor.run(rx, events_rx));
     Ok(SupervisorHandle { tx, changes })
 }
 
@@ -410,7 +416,7 @@ impl Supervisor {
             let name = instance.spec.name.clone();
             let watching = instance.watching.clone();
             let named_me_at = instance.named_me_at.clone();
-            tokio::spawn(async move {
+            self.life.spawn(Step::Supervision, async move {
                 let mine = match named_me_at.load(Ordering::Acquire) {
                     u64::MAX => None,
                     e => Some(e),
@@ -714,7 +720,7 @@ impl Supervisor {
         let events = self.events.clone();
         let exit_name = name.to_owned();
         let exit_token = token.clone();
-        tokio::spawn(async move {
+        self.life.spawn(Step::Supervision, async move {
             let report = process::wait_adopted(pid, &dirs, &secrets).await;
             exit_token.cancel();
             let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
@@ -777,17 +783,13 @@ impl Supervisor {
     }
 
     fn act(&mut self, name: &str, action: Action) {
-        let events = self.events.clone();
         let Some(instance) = self.instances.get_mut(name) else {
             return;
         };
         let generation = instance.machine.generation;
         let later = |event: Event, delay| {
-            let name = name.to_owned();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = events.send(Tagged::new(name, generation, event));
-            });
+            let timer = Tagged::new(name.to_owned(), generation, event);
+            schedule(&self.life, &self.events, timer, delay);
         };
         match action {
             Action::Spawn | Action::Handover => match self.preparation(name) {
@@ -854,7 +856,7 @@ impl Supervisor {
                 let secrets = instance.secrets();
                 let exit_name = name.to_owned();
                 let exit_token = token.clone();
-                tokio::spawn(async move {
+                self.life.spawn(Step::Supervision, async move {
                     let report = process::wait(child, &dirs, &secrets).await;
                     exit_token.cancel();
                     let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
@@ -912,8 +914,8 @@ impl Supervisor {
         let password = spec.password.clone();
         let events = self.events.clone();
         let name = name.to_owned();
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
+        self.life.spawn(Step::Supervision, async move {
+            let started = Instant::now();
             let tagged = match crate::rejoin::prepare(me, &group, &password).await {
                 Ok(crate::rejoin::Start::ReplicaOf(master)) => {
                     info!(instance = %name, %master, took_ms = started.elapsed().as_millis() as u64, "starting as a replica of the current master");
@@ -955,7 +957,7 @@ impl Supervisor {
         let password = instance.spec.password.clone();
         let events = self.events.clone();
         let name = name.to_owned();
-        tokio::spawn(async move {
+        self.life.spawn(Step::Supervision, async move {
             let event = match crate::handover::hand_over(&replicas, &password).await {
                 Ok(new_master) => {
                     info!(instance = %name, %new_master, "replica took over; restarting as its replica");
@@ -985,7 +987,7 @@ impl Supervisor {
         let timeout = instance.spec.supervision.settings().start_timeout;
         let events = self.events.clone();
         let name = name.to_owned();
-        tokio::spawn(async move {
+        self.life.spawn(Step::Supervision, async move {
             let event = match process::wait_ready(&endpoint, pid, timeout, &token).await {
                 Some(true) => Event::Ready,
                 Some(false) => Event::StartTimedOut,
@@ -1017,6 +1019,22 @@ fn start_args(instance: &mut Instance, run_as: Option<RunAs>) -> Result<Vec<Stri
         ]);
     }
     Ok(args)
+}
+
+/// A timer of the state machine (back-off, stop timeout, HELD retry) on
+/// tokio's clock: `timer` comes back on `events` after `delay`, unless
+/// supervision stops first.
+fn schedule(
+    life: &Lifecycle,
+    events: &mpsc::UnboundedSender<Tagged>,
+    timer: Tagged,
+    delay: Duration,
+) {
+    let events = events.clone();
+    life.spawn(Step::Supervision, async move {
+        tokio::time::sleep(delay).await;
+        let _ = events.send(timer);
+    });
 }
 
 /// A fraction in [0, 1) that spreads restarts of several instances apart.
