@@ -289,7 +289,7 @@ impl Agent for AgentService {
         let (deployment, owner) = lease_request(r)?;
         let outcome = self
             .locks
-            .lock(&deployment, owner, ttl, std::time::Instant::now());
+            .lock(&deployment, owner, ttl, tokio::time::Instant::now());
         Ok(Response::new(match outcome {
             crate::locks::Outcome::Granted => held_to_pb(true, None),
             crate::locks::Outcome::Held(h) => held_to_pb(false, Some(h)),
@@ -309,9 +309,12 @@ impl Agent for AgentService {
         let r = request.into_inner();
         let force = r.force;
         let (deployment, owner) = lease_request(r)?;
-        let released =
-            self.locks
-                .unlock(&deployment, &owner.token, force, std::time::Instant::now());
+        let released = self.locks.unlock(
+            &deployment,
+            &owner.token,
+            force,
+            tokio::time::Instant::now(),
+        );
         Ok(Response::new(match released {
             Ok(broken) => held_to_pb(true, broken),
             Err(held) => held_to_pb(false, Some(held)),

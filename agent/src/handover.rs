@@ -18,7 +18,9 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::endpoint::Endpoint;
 use crate::redis_access::connect;

@@ -18,7 +18,9 @@
 //!   The member then starts as a replica of the new master.
 //! - nobody answers, or nothing was ever formed: start as configured.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::future::join_all;
 

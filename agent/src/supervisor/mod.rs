@@ -744,13 +744,9 @@ impl Supervisor {
         let before = instance.machine.state;
         let settings = instance.spec.supervision.settings();
         let generation = generation.unwrap_or(instance.machine.generation);
-        let actions = instance.machine.next(
-            event,
-            generation,
-            Instant::now().into_std(),
-            &settings,
-            jitter,
-        );
+        let actions = instance
+            .machine
+            .next(event, generation, machine_now(), &settings, jitter);
         let after = instance.machine.state;
         if before != after {
             let s = instance.status();
@@ -1021,6 +1017,12 @@ fn start_args(instance: &mut Instance, run_as: Option<RunAs>) -> Result<Vec<Stri
     Ok(args)
 }
 
+/// The time the state machine is told: tokio's clock (so paused-time
+/// tests move it), as the std `Instant` the pure machine takes.
+fn machine_now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
 /// A timer of the state machine (back-off, stop timeout, HELD retry) on
 /// tokio's clock: `timer` comes back on `events` after `delay`, unless
 /// supervision stops first.
@@ -1096,4 +1098,137 @@ pub fn check_reachable(dir: &Path, run_as: Option<RunAs>) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use state::ExitReport;
+
+    fn crash() -> Event {
+        Event::Exited(ExitReport {
+            description: "exited with status 1".into(),
+            clean: false,
+            log_tail: vec![],
+        })
+    }
+
+    /// Carries out a machine's actions the way `Supervisor::act` does for
+    /// timers (through [`schedule`], on tokio's clock); `on_spawn` and
+    /// `on_handover` stand in for the process side and answer at once.
+    /// Returns when the machine settles with no timer pending.
+    async fn drive(
+        machine: &mut Machine,
+        first: Event,
+        settings: &Settings,
+        mut answer: impl FnMut(&Action, &Machine) -> Vec<Event>,
+        rounds: usize,
+    ) {
+        let life = Lifecycle::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut queue = vec![(first, machine.generation)];
+        for _ in 0..rounds {
+            while let Some((event, generation)) = queue.pop() {
+                for action in machine.next(event, generation, machine_now(), settings, 0.0) {
+                    match action {
+                        Action::RetryAfter(delay) => {
+                            let timer =
+                                Tagged::new("x".into(), machine.generation, Event::RetryDue);
+                            schedule(&life, &tx, timer, delay);
+                        }
+                        Action::Settled => {}
+                        ref a => {
+                            let g = machine.generation;
+                            queue.extend(answer(a, machine).into_iter().rev().map(|e| (e, g)));
+                        }
+                    }
+                }
+            }
+            match tokio::time::timeout(Duration::from_secs(3600), rx.recv()).await {
+                Ok(Some(t)) => queue.push((t.event, t.generation)),
+                _ => return,
+            }
+        }
+    }
+
+    /// A process that exits at once is respawned after exactly the delays
+    /// the machine chose (0, then 50 ms doubling to 5 s), measured on the
+    /// paused clock the supervisor's timers run on, until FATAL.
+    #[tokio::test(start_paused = true)]
+    async fn a_crashing_process_is_respawned_after_the_machines_backoff() {
+        let settings = Settings::default();
+        let t0 = Instant::now();
+        let mut spawned_at = Vec::new();
+        let mut machine = Machine::default();
+        drive(
+            &mut machine,
+            Event::Start,
+            &settings,
+            |action, _| {
+                assert_eq!(action, &Action::Spawn);
+                spawned_at.push(t0.elapsed().as_millis());
+                vec![Event::Spawned { pid: 42 }, crash()]
+            },
+            100,
+        )
+        .await;
+        let gaps: Vec<u128> = spawned_at.windows(2).map(|w| w[1] - w[0]).collect();
+        let expected: Vec<u128> = (1..=settings.start_retries)
+            .map(|failures| state::backoff_delay(failures, 0.0, &settings).as_millis())
+            .collect();
+        assert_eq!(gaps, expected);
+        assert_eq!(gaps[..6], [0, 50, 100, 200, 400, 800]);
+        assert_eq!(machine.state, State::Fatal);
+    }
+
+    /// A HELD master's handover is tried again on the HELD schedule (0.25 s
+    /// doubling to 2 s) while no replica takes over, and it starts as soon
+    /// as one does.
+    #[tokio::test(start_paused = true)]
+    async fn a_held_master_retries_the_handover_on_its_schedule() {
+        let settings = Settings::default();
+        let t0 = Instant::now();
+        let mut tried_at = Vec::new();
+        let mut machine = Machine::default();
+        let mut started = None;
+        drive(
+            &mut machine,
+            Event::Start,
+            &settings,
+            |action, m| match action {
+                // The first spawn is prepared by a handover that fails.
+                Action::Spawn
+                    if m.hold_attempts == 0 && started.is_none() && tried_at.is_empty() =>
+                {
+                    tried_at.push(t0.elapsed().as_millis());
+                    vec![Event::HandoverFailed {
+                        error: "no replica answers".into(),
+                        hold: true,
+                    }]
+                }
+                Action::Handover if tried_at.len() < 7 => {
+                    tried_at.push(t0.elapsed().as_millis());
+                    vec![Event::HandoverFailed {
+                        error: "no replica answers".into(),
+                        hold: true,
+                    }]
+                }
+                Action::Handover => {
+                    tried_at.push(t0.elapsed().as_millis());
+                    vec![Event::HandedOver]
+                }
+                Action::Spawn => {
+                    started = Some(t0.elapsed().as_millis());
+                    vec![Event::Spawned { pid: 42 }, Event::Ready]
+                }
+                other => panic!("{other:?}"),
+            },
+            100,
+        )
+        .await;
+        let gaps: Vec<u128> = tried_at.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(gaps, [250, 500, 1000, 2000, 2000, 2000, 2000]);
+        assert_eq!(started, tried_at.last().copied(), "started at the handover");
+        assert_eq!(machine.state, State::Running);
+    }
 }
