@@ -305,6 +305,53 @@ mod tests {
         }
     }
 
+    /// A client that connects and never starts its handshake is closed
+    /// once [`HANDSHAKE_TIMEOUT`] has passed on tokio's clock (paused here:
+    /// the test does not wait 10 s), and not before.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_closed_at_the_handshake_deadline() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.125.3".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let files = TlsFiles {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("agent.pem"),
+            key: dir.path().join("agent.key"),
+        };
+        std::fs::write(&files.ca, cert.pem()).unwrap();
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        let listener = TcpListener::bind("127.0.125.3:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let life = Lifecycle::new();
+        let _incoming = tls_incoming(listener, tls_acceptor(&files).unwrap(), &life);
+        let started = Instant::now();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        // Bounded, so a missing deadline fails instead of hanging.
+        let read = tokio::time::timeout(HANDSHAKE_TIMEOUT * 6, client.read(&mut buf))
+            .await
+            .expect("still open a minute later");
+        assert!(
+            matches!(read, Ok(0)) || read.is_err(),
+            "closed without a byte: {read:?}"
+        );
+        assert!(
+            started.elapsed() >= HANDSHAKE_TIMEOUT,
+            "closed after {:?}",
+            started.elapsed()
+        );
+        life.stop_serving();
+        assert!(
+            life.finish(Duration::from_secs(1)).await,
+            "the accept loop ended"
+        );
+    }
+
     #[tokio::test]
     async fn a_full_set_of_handshakes_drops_the_oldest() {
         let mut pending = Pending::default();
