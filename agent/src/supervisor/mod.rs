@@ -6,7 +6,7 @@
 mod process;
 pub mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -319,6 +319,8 @@ struct Supervisor {
     /// Every task the supervisor starts runs on it and ends when
     /// supervision stops (shutdown step 3).
     life: Lifecycle,
+    /// Actions the machines asked for and not yet carried out, next first.
+    pending: VecDeque<(String, Action)>,
 }
 
 /// Loads the stored instances, re-adopts those whose redis-server is still
@@ -342,6 +344,7 @@ pub fn spawn(config: SupervisorConfig, life: Lifecycle) -> Result<SupervisorHand
         events: events_tx,
         changes: changes.clone(),
         life,
+        pending: VecDeque::new(),
     };
     let owner = resolve_run_as(&supervisor.config.user)
         .ok()
@@ -431,7 +434,7 @@ impl Supervisor {
                             named_me_at.store(e, Ordering::Release);
                         }
                         if seen.formed
-                            && let Err(e) = store::mark_formed(&dir)
+                            && let Err(e) = blocking(move || store::mark_formed(&dir)).await
                         {
                             warn!(instance = %name, error = %e, "cannot record that the group is formed");
                         }
@@ -453,27 +456,46 @@ impl Supervisor {
     ) {
         let mut watch_tick = tokio::time::interval(GROUP_WATCH_EVERY);
         watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // What the stored instances asked for at start-up.
+        self.carry_out().await;
         loop {
             tokio::select! {
-                Some(command) = commands.recv() => self.handle_command(command),
+                Some(command) = commands.recv() => self.handle_command(command).await,
                 _ = watch_tick.tick() => self.watch_groups(),
-                Some(t) = events.recv() => {
-                // After a handover (or one that may start it anyway) the next
-                // spawn is a spawn; a held instance tries the handover again.
-                if matches!(t.event, Event::HandedOver | Event::HandoverFailed { hold: false, .. })
-                    && let Some(i) = self.instances.get_mut(&t.name)
-                {
-                    i.handed_over = true;
-                    i.replica_of = t.replica_of;
-                }
-                self.feed(&t.name, t.event, Some(t.generation))
-            }
+                Some(t) = events.recv() => self.handle_event(t),
                 else => break,
             }
+            self.carry_out().await;
         }
     }
 
-    fn handle_command(&mut self, command: Command) {
+    fn handle_event(&mut self, t: Tagged) {
+        // After a handover (or one that may start it anyway) the next
+        // spawn is a spawn; a held instance tries the handover again.
+        if matches!(
+            t.event,
+            Event::HandedOver | Event::HandoverFailed { hold: false, .. }
+        ) && let Some(i) = self.instances.get_mut(&t.name)
+        {
+            i.handed_over = true;
+            i.replica_of = t.replica_of;
+        }
+        self.feed(&t.name, t.event, Some(t.generation))
+    }
+
+    /// Carries out the actions the machines asked for, in order: the
+    /// actions of an event that an action fed come before the rest, as if
+    /// each action were carried out where it was asked for. File IO is
+    /// awaited on the blocking pool, so nothing else of the supervisor
+    /// runs in between. Ends: every chain of actions reaches one that
+    /// feeds nothing (a spawn, a timer, a signal, a reply).
+    async fn carry_out(&mut self) {
+        while let Some((name, action)) = self.pending.pop_front() {
+            self.act(&name, action).await;
+        }
+    }
+
+    async fn handle_command(&mut self, command: Command) {
         match command {
             Command::Put {
                 spec,
@@ -481,18 +503,18 @@ impl Supervisor {
                 live,
                 reply,
             } => {
-                let _ = reply.send(self.put(*spec, dry_run, live));
+                let _ = reply.send(self.put(*spec, dry_run, live).await);
             }
-            Command::Start { name, reply } => self.request(&name, Event::Start, reply),
-            Command::Stop { name, reply } => self.request(&name, Event::Stop, reply),
-            Command::Recover { name, reply } => self.recover(&name, reply),
+            Command::Start { name, reply } => self.request(&name, Event::Start, reply).await,
+            Command::Stop { name, reply } => self.request(&name, Event::Stop, reply).await,
+            Command::Recover { name, reply } => self.recover(&name, reply).await,
             Command::Remove {
                 name,
                 deployment,
                 purge_data,
                 reply,
             } => {
-                let _ = reply.send(self.remove(&name, &deployment, purge_data));
+                let _ = reply.send(self.remove(&name, &deployment, purge_data).await);
             }
             Command::List { reply } => {
                 let _ = reply.send(self.instances.values().map(Instance::status).collect());
@@ -528,8 +550,62 @@ impl Supervisor {
         }
     }
 
-    fn put(&mut self, spec: InstanceSpec, dry_run: bool, live: bool) -> Result<PutOutcome, Error> {
+    async fn put(
+        &mut self,
+        spec: InstanceSpec,
+        dry_run: bool,
+        live: bool,
+    ) -> Result<PutOutcome, Error> {
         let dirs = InstanceDirs::new(&self.config.data_dir, &spec.name);
+        let (spec, config, fresh_seed) = self.accept_spec(spec, &dirs)?;
+        if fresh_seed && !dry_run {
+            let control = dirs.control.clone();
+            blocking(move || store::forget_sentinel_seed(&control)).await?;
+        }
+        let control = dirs.control.clone();
+        let stored = blocking(move || Ok(store::read_config(&control))).await?;
+        let current = self.instances.get(&spec.name);
+        let changed = match current {
+            Some(i) => i.spec != spec || stored.as_deref() != Some(&config),
+            None => true,
+        };
+        let restart_needed = current.is_some_and(|i| {
+            i.machine.state.has_process() && i.running_config.as_deref() != Some(config.as_str())
+        });
+        if dry_run || !changed {
+            return Ok(PutOutcome {
+                changed,
+                restart_needed,
+            });
+        }
+        let owner = resolve_run_as(&self.config.user)
+            .ok()
+            .flatten()
+            .map(|u| (u.uid, u.gid));
+        let (d, stored_spec, c) = (dirs.clone(), spec.clone(), config.clone());
+        blocking(move || store::write_instance(&d, &stored_spec, &c, owner)).await?;
+        info!(instance = %spec.name, port = spec.port, "stored new spec and config");
+        let restart_needed = self
+            .take_spec(spec, dirs, config, live, restart_needed)
+            .await?;
+        Ok(PutOutcome {
+            changed,
+            restart_needed,
+        })
+    }
+
+    /// Checks a put spec against the other instances and renders it. A
+    /// running sentinel keeps the master it was seeded with: it follows
+    /// failovers itself, and a restart must not undo them. One that is not
+    /// running starts afresh from what the controller says now (after a
+    /// sentinel-less stretch its own memory may be stale), and learns any
+    /// newer failover from the other sentinels' hello messages: the third
+    /// value says its seed is to be forgotten.
+    fn accept_spec(
+        &self,
+        spec: InstanceSpec,
+        dirs: &InstanceDirs,
+    ) -> Result<(InstanceSpec, String, bool), Error> {
         let config = spec.render(&dirs.redis)?;
         let others = self.instances.values().map(|i| {
             (
@@ -553,12 +629,7 @@ impl Supervisor {
                 spec.name, i.spec.deployment, spec.deployment
             )));
         }
-        // A running sentinel keeps the master it was seeded with: it follows
-        // failovers itself, and a restart must not undo them. One that is not
-        // running starts afresh from what the controller says now (after a
-        // sentinel-less stretch its own memory may be stale), and learns any
-        // newer failover from the other sentinels' hello messages.
-        let (spec, config) = match current {
+        match current {
             Some(i)
                 if i.spec.mode == Mode::Sentinel
                     && i.machine.state.has_process()
@@ -568,72 +639,63 @@ impl Supervisor {
                 let mut kept = spec;
                 kept.sentinel.clone_from(&i.spec.sentinel);
                 let config = kept.render(&dirs.redis)?;
-                (kept, config)
+                Ok((kept, config, false))
             }
-            Some(i) if i.spec.mode == Mode::Sentinel && !dry_run => {
-                store::forget_sentinel_seed(&i.dirs.control)?;
-                (spec, config)
-            }
-            _ => (spec, config),
-        };
-        let changed = match current {
-            Some(i) => {
-                i.spec != spec || store::read_config(&dirs.control).as_deref() != Some(&config)
-            }
-            None => true,
-        };
-        let restart_needed = current.is_some_and(|i| {
-            i.machine.state.has_process() && i.running_config.as_deref() != Some(config.as_str())
-        });
-        if dry_run || !changed {
-            return Ok(PutOutcome {
-                changed,
-                restart_needed,
-            });
+            Some(i) if i.spec.mode == Mode::Sentinel => Ok((spec, config, true)),
+            _ => Ok((spec, config, false)),
         }
-        let owner = resolve_run_as(&self.config.user)
-            .ok()
-            .flatten()
-            .map(|u| (u.uid, u.gid));
-        store::write_instance(&dirs, &spec, &config, owner)?;
-        info!(instance = %spec.name, port = spec.port, "stored new spec and config");
-        let mut restart_needed = restart_needed;
-        match self.instances.get_mut(&spec.name) {
-            Some(i) => {
-                if live && i.machine.state.has_process() {
-                    i.running_config = Some(config.clone());
-                    i.running_spec = Some(spec.clone());
-                    restart_needed = false;
-                    // The sentinel already runs these settings (SENTINEL SET
-                    // rewrote its sentinel.conf): keep that file and what
-                    // it learned across its next restart.
-                    if spec.mode == Mode::Sentinel {
-                        store::mark_sentinel_seeded(&i.dirs.control, &config)?;
-                    }
-                }
-                i.spec = spec;
-                i.config_digest = store::digest(&config);
+    }
+
+    /// The table takes a stored spec. `live`: the running process already
+    /// has its settings, so no restart is needed (returned: whether one is).
+    async fn take_spec(
+        &mut self,
+        spec: InstanceSpec,
+        dirs: InstanceDirs,
+        config: String,
+        live: bool,
+        mut restart_needed: bool,
+    ) -> Result<bool, Error> {
+        let Some(i) = self.instances.get_mut(&spec.name) else {
+            self.insert(spec, dirs, &config);
+            return Ok(restart_needed);
+        };
+        if live && i.machine.state.has_process() {
+            i.running_config = Some(config.clone());
+            i.running_spec = Some(spec.clone());
+            restart_needed = false;
+            // The sentinel already runs these settings (SENTINEL SET
+            // rewrote its sentinel.conf): keep that file and what it
+            // learned across its next restart.
+            if spec.mode == Mode::Sentinel {
+                let (control, rendered) = (i.dirs.control.clone(), config.clone());
+                blocking(move || store::mark_sentinel_seeded(&control, &rendered)).await?;
             }
-            None => self.insert(spec, dirs, &config),
         }
-        Ok(PutOutcome {
-            changed,
-            restart_needed,
-        })
+        if let Some(i) = self.instances.get_mut(&spec.name) {
+            i.config_digest = store::digest(&config);
+            i.spec = spec;
+        }
+        Ok(restart_needed)
     }
 
     /// An operator's start or stop: remembered on disk (so a restarted agent
     /// knows), fed to the machine, answered when the state settles.
-    fn request(&mut self, name: &str, event: Event, reply: Reply<InstanceStatus>) {
-        let Some(instance) = self.instances.get_mut(name) else {
+    async fn request(&mut self, name: &str, event: Event, reply: Reply<InstanceStatus>) {
+        let Some(instance) = self.instances.get(name) else {
             let _ = reply.send(Err(Error::UnknownInstance(name.to_owned())));
             return;
         };
         let running = event == Event::Start;
-        if let Err(e) = store::set_wants_running(&instance.dirs.control, running) {
+        let control = instance.dirs.control.clone();
+        if let Err(e) = blocking(move || store::set_wants_running(&control, running)).await {
             let _ = reply.send(Err(e));
             return;
         }
+        let Some(instance) = self.instances.get_mut(name) else {
+            let _ = reply.send(Err(Error::UnknownInstance(name.to_owned())));
+            return;
+        };
         let settled = matches!(
             (running, instance.machine.state),
             (true, State::Running) | (false, State::Stopped)
@@ -646,7 +708,12 @@ impl Supervisor {
         self.feed(name, event, None);
     }
 
-    fn remove(&mut self, name: &str, deployment: &str, purge_data: bool) -> Result<bool, Error> {
+    async fn remove(
+        &mut self,
+        name: &str,
+        deployment: &str,
+        purge_data: bool,
+    ) -> Result<bool, Error> {
         let Some(instance) = self.instances.get(name) else {
             return Ok(false);
         };
@@ -670,7 +737,8 @@ impl Supervisor {
         ) {
             return refuse(format!("is {:?}: stop it first", instance.machine.state));
         }
-        store::remove_instance(&instance.dirs, purge_data)?;
+        let dirs = instance.dirs.clone();
+        blocking(move || store::remove_instance(&dirs, purge_data)).await?;
         if let Some(i) = self.instances.remove(name) {
             i.process_token.cancel();
         }
@@ -678,7 +746,7 @@ impl Supervisor {
         Ok(true)
     }
 
-    fn recover(&mut self, name: &str, reply: Reply<InstanceStatus>) {
+    async fn recover(&mut self, name: &str, reply: Reply<InstanceStatus>) {
         let Some(instance) = self.instances.get_mut(name) else {
             let _ = reply.send(Err(Error::UnknownInstance(name.to_owned())));
             return;
@@ -699,7 +767,7 @@ impl Supervisor {
         );
         // The next spawn skips the handover.
         instance.handed_over = true;
-        self.request(name, Event::Start, reply);
+        self.request(name, Event::Start, reply).await;
     }
 
     fn adopt(&mut self, name: &str, pid: u32, config: String) {
@@ -728,8 +796,9 @@ impl Supervisor {
         self.probe(name, generation, token);
     }
 
-    /// Feeds an event to an instance's machine and carries out the actions.
-    /// `generation` None means "current" (commands, not process events).
+    /// Feeds an event to an instance's machine and queues its actions for
+    /// `carry_out`. `generation` None means "current" (commands, not
+    /// process events).
     fn feed(&mut self, name: &str, mut event: Event, generation: Option<u64>) {
         let jitter = jitter();
         let Some(instance) = self.instances.get_mut(name) else {
@@ -773,12 +842,13 @@ impl Supervisor {
                 }
             }
         }
-        for action in actions {
-            self.act(name, action);
+        // Before whatever was pending: see `carry_out`.
+        for action in actions.into_iter().rev() {
+            self.pending.push_front((name.to_owned(), action));
         }
     }
 
-    fn act(&mut self, name: &str, action: Action) {
+    async fn act(&mut self, name: &str, action: Action) {
         let Some(instance) = self.instances.get_mut(name) else {
             return;
         };
@@ -788,10 +858,10 @@ impl Supervisor {
             schedule(&self.life, &self.events, timer, delay);
         };
         match action {
-            Action::Spawn | Action::Handover => match self.preparation(name) {
+            Action::Spawn | Action::Handover => match self.preparation(name).await {
                 Some(Preparation::Cluster(replicas)) => self.hand_over(name, replicas),
                 Some(Preparation::Group(group)) => self.prepare_member(name, group),
-                None if action == Action::Spawn => self.spawn_process(name),
+                None if action == Action::Spawn => self.spawn_process(name).await,
                 // HELD, and nothing to hand over any more: start it.
                 None => self.feed(name, Event::HandedOver, Some(generation)),
             },
@@ -816,64 +886,60 @@ impl Supervisor {
         }
     }
 
-    fn spawn_process(&mut self, name: &str) {
-        let events = self.events.clone();
-        let redis_server = self.config.redis_server.clone();
-        let run_as = resolve_run_as(&self.config.user);
+    /// Prepares the files of the next process and spawns it, on the
+    /// blocking pool (see [`blocking`]); then waits for its exit and probes
+    /// its readiness in tasks of their own.
+    async fn spawn_process(&mut self, name: &str) {
         let Some(instance) = self.instances.get_mut(name) else {
             return;
         };
         let generation = instance.machine.generation;
-        let prepared = run_as.and_then(|run_as| {
-            let config = store::read_config(&instance.dirs.control)
-                .ok_or_else(|| Error::InvalidSpec("redis.conf is missing; re-run apply".into()))?;
-            let args = start_args(instance, run_as)?;
-            Ok((run_as, config, args))
-        });
-        let (run_as, config, args) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                let error = match e {
-                    Error::InvalidSpec(m) => m,
-                    e => e.to_string(),
-                };
+        let start = Start {
+            redis_server: self.config.redis_server.clone(),
+            user: self.config.user.clone(),
+            dirs: instance.dirs.clone(),
+            sentinel: instance.spec.mode == Mode::Sentinel,
+            replica_of: instance.replica_of.take(),
+        };
+        let started = match blocking(move || Ok(start.run())).await {
+            Ok(started) => started,
+            Err(e) => Err((e.to_string(), None)),
+        };
+        let Some(instance) = self.instances.get_mut(name) else {
+            return;
+        };
+        let (config, child) = match started {
+            Ok(started) => started,
+            Err((error, replica_of)) => {
+                // Not started: the next start is still as that replica.
+                instance.replica_of = replica_of;
                 self.feed(name, Event::SpawnFailed { error }, Some(generation));
                 return;
             }
         };
-        match process::spawn(&redis_server, &instance.dirs, &args, run_as) {
-            Ok(child) => {
-                let pid = child.id().unwrap_or(0);
-                instance.running_config = Some(config);
-                instance.running_spec = Some(instance.spec.clone());
-                let token = CancellationToken::new();
-                instance.process_token = token.clone();
-                let dirs = instance.dirs.clone();
-                let secrets = instance.secrets();
-                let exit_name = name.to_owned();
-                let exit_token = token.clone();
-                self.life.spawn(Step::Supervision, async move {
-                    let report = process::wait(child, &dirs, &secrets).await;
-                    exit_token.cancel();
-                    let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
-                });
-                self.feed(name, Event::Spawned { pid }, Some(generation));
-                self.probe(name, generation, token);
-            }
-            Err(e) => self.feed(
-                name,
-                Event::SpawnFailed {
-                    error: format!("{}: {e}", redis_server.display()),
-                },
-                Some(generation),
-            ),
-        }
+        let pid = child.id().unwrap_or(0);
+        instance.running_config = Some(config);
+        instance.running_spec = Some(instance.spec.clone());
+        let token = CancellationToken::new();
+        instance.process_token = token.clone();
+        let dirs = instance.dirs.clone();
+        let secrets = instance.secrets();
+        let events = self.events.clone();
+        let exit_name = name.to_owned();
+        let exit_token = token.clone();
+        self.life.spawn(Step::Supervision, async move {
+            let report = process::wait(child, &dirs, &secrets).await;
+            exit_token.cancel();
+            let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
+        });
+        self.feed(name, Event::Spawned { pid }, Some(generation));
+        self.probe(name, generation, token);
     }
 
     /// A cluster master that keeps nothing on disk and has replicas must not
     /// come back as an empty master: its replicas would copy the emptiness.
     /// A member of a replication group must come back in its current role.
-    fn preparation(&mut self, name: &str) -> Option<Preparation> {
+    async fn preparation(&mut self, name: &str) -> Option<Preparation> {
         let instance = self.instances.get_mut(name)?;
         if std::mem::take(&mut instance.handed_over) {
             return None;
@@ -886,7 +952,12 @@ impl Supervisor {
         if spec.mode != Mode::Cluster || !(dataless || self.config.fast_failover) {
             return None;
         }
-        crate::handover::replicas_if_master(&instance.dirs.redis)
+        let redis = instance.dirs.redis.clone();
+        // nodes.conf is read on the blocking pool.
+        blocking(move || Ok(crate::handover::replicas_if_master(&redis)))
+            .await
+            .ok()
+            .flatten()
             .filter(|r| !r.is_empty())
             .map(Preparation::Cluster)
     }
@@ -904,14 +975,19 @@ impl Supervisor {
             },
             promote: dataless || self.config.fast_failover,
             dataless,
-            formed: store::was_formed(&instance.dirs.control),
+            formed: false,
         };
+        let control = instance.dirs.control.clone();
         let generation = instance.machine.generation;
         let password = spec.password.clone();
         let events = self.events.clone();
         let name = name.to_owned();
         self.life.spawn(Step::Supervision, async move {
             let started = Instant::now();
+            let mut me = me;
+            me.formed = blocking(move || Ok(store::was_formed(&control)))
+                .await
+                .unwrap_or(false);
             let tagged = match crate::rejoin::prepare(me, &group, &password).await {
                 Ok(crate::rejoin::Start::ReplicaOf(master)) => {
                     info!(instance = %name, %master, took_ms = started.elapsed().as_millis() as u64, "starting as a replica of the current master");
@@ -994,27 +1070,75 @@ impl Supervisor {
     }
 }
 
-/// The command line of an instance's next process. A sentinel runs its own
-/// copy of the rendered config (Sentinel rewrites the file it runs with),
-/// made afresh only when the rendered config changed.
-fn start_args(instance: &mut Instance, run_as: Option<RunAs>) -> Result<Vec<String>, Error> {
-    let dirs = &instance.dirs;
-    let path = |file: &str| dirs.redis.join(file).to_string_lossy().into_owned();
-    let owner = run_as.map(|u| (u.uid, u.gid));
-    if instance.spec.mode == Mode::Sentinel {
-        store::copy_run_config(dirs, store::SENTINEL_CONFIG_FILE, true, owner)?;
-        return Ok(vec![path(store::SENTINEL_CONFIG_FILE), "--sentinel".into()]);
+/// What starting an instance's next process needs, taken from the
+/// supervisor so that it can run on the blocking pool.
+struct Start {
+    redis_server: PathBuf,
+    user: String,
+    dirs: InstanceDirs,
+    sentinel: bool,
+    /// Start as a replica of this master.
+    replica_of: Option<Peer>,
+}
+
+impl Start {
+    /// The config the process starts with, and the process. Err: why it
+    /// could not start, and `replica_of` back when no process was tried.
+    fn run(mut self) -> Result<(String, tokio::process::Child), (String, Option<Peer>)> {
+        let prepared = resolve_run_as(&self.user).and_then(|run_as| {
+            let config = store::read_config(&self.dirs.control)
+                .ok_or_else(|| Error::InvalidSpec("redis.conf is missing; re-run apply".into()))?;
+            Ok((run_as, config))
+        });
+        let (run_as, config) = match prepared {
+            Ok(p) => p,
+            Err(Error::InvalidSpec(m)) => return Err((m, self.replica_of)),
+            Err(e) => return Err((e.to_string(), self.replica_of)),
+        };
+        let args = self.args(run_as).map_err(|e| match e {
+            Error::InvalidSpec(m) => (m, None),
+            e => (e.to_string(), None),
+        })?;
+        process::spawn(&self.redis_server, &self.dirs, &args, run_as)
+            .map(|child| (config, child))
+            .map_err(|e| (format!("{}: {e}", self.redis_server.display()), None))
     }
-    store::copy_run_config(dirs, store::RUNNING_CONFIG_FILE, false, owner)?;
-    let mut args = vec![path(store::RUNNING_CONFIG_FILE)];
-    if let Some(master) = instance.replica_of.take() {
-        args.extend([
-            "--replicaof".into(),
-            master.address.to_string(),
-            master.port.to_string(),
-        ]);
+
+    /// The command line of the next process. A sentinel runs its own copy
+    /// of the rendered config (Sentinel rewrites the file it runs with),
+    /// made afresh only when the rendered config changed.
+    fn args(&mut self, run_as: Option<RunAs>) -> Result<Vec<String>, Error> {
+        let dirs = &self.dirs;
+        let path = |file: &str| dirs.redis.join(file).to_string_lossy().into_owned();
+        let owner = run_as.map(|u| (u.uid, u.gid));
+        if self.sentinel {
+            store::copy_run_config(dirs, store::SENTINEL_CONFIG_FILE, true, owner)?;
+            return Ok(vec![path(store::SENTINEL_CONFIG_FILE), "--sentinel".into()]);
+        }
+        store::copy_run_config(dirs, store::RUNNING_CONFIG_FILE, false, owner)?;
+        let mut args = vec![path(store::RUNNING_CONFIG_FILE)];
+        if let Some(master) = self.replica_of.take() {
+            args.extend([
+                "--replicaof".into(),
+                master.address.to_string(),
+                master.port.to_string(),
+            ]);
+        }
+        Ok(args)
     }
-    Ok(args)
+}
+
+/// Runs blocking file IO (writes, fsync, renames, reads of nodes.conf) on
+/// tokio's blocking pool. The supervisor awaits it, so commands and events
+/// are still handled one at a time, in the order they came.
+async fn blocking<T: Send + 'static>(
+    io: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(io).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(Error::ShuttingDown),
+    }
 }
 
 /// The time the state machine is told: tokio's clock (so paused-time
