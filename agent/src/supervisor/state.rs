@@ -222,16 +222,7 @@ impl Machine {
             (Starting | Held, Event::HandoverFailed { hold: false, .. }) if current => {
                 vec![self.spawn()]
             }
-            (Starting | Held, Event::HandoverFailed { error, .. }) if current => {
-                self.state = Held;
-                self.hold_attempts += 1;
-                let delay = hold_retry_delay(self.hold_attempts);
-                self.fatal_reason = Some(format!(
-                    "held: a master that keeps no data on disk is not started empty while a replica may still hold its data ({error}); retrying the handover every {} ms until a replica takes over; `paddock recover --accept-data-loss` starts it empty",
-                    delay.as_millis()
-                ));
-                vec![Action::RetryAfter(delay), Action::Settled]
-            }
+            (Starting | Held, Event::HandoverFailed { error, .. }) if current => self.hold(&error),
             (Starting, Event::SpawnFailed { error }) if current => {
                 self.state = Fatal;
                 self.fatal_reason = Some(format!("cannot start redis-server: {error}"));
@@ -286,6 +277,19 @@ impl Machine {
             (Stopping, Event::StopTimedOut) if current => vec![Action::Signal(Signal::Kill)],
             _ => vec![],
         }
+    }
+
+    /// No replica took over and starting would risk wiping them: HELD,
+    /// the handover retried later.
+    fn hold(&mut self, error: &str) -> Vec<Action> {
+        self.state = State::Held;
+        self.hold_attempts += 1;
+        let delay = hold_retry_delay(self.hold_attempts);
+        self.fatal_reason = Some(format!(
+            "held: a master that keeps no data on disk is not started empty while a replica may still hold its data ({error}); retrying the handover every {} ms until a replica takes over; `paddock recover --accept-data-loss` starts it empty",
+            delay.as_millis()
+        ));
+        vec![Action::RetryAfter(delay), Action::Settled]
     }
 
     fn exited(
