@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use paddock_proto::v1::{self as pb, agent_server::Agent};
 use tonic::{Request, Response, Status};
 
-use crate::Error;
+use crate::error::Error;
 use crate::facts;
 use crate::redis_access::{Connections, Reply};
 use crate::spec::{Group, InstanceSpec, Members, Mode, Peer, SentinelSpec};

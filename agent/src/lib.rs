@@ -22,6 +22,7 @@ pub mod redis_access;
 mod rejoin;
 pub mod spec;
 mod store;
+mod supervision;
 pub mod supervisor;
 
 use std::future::Future;

@@ -150,7 +150,7 @@ pub struct SupervisionSpec {
 
 impl Default for SupervisionSpec {
     fn default() -> Self {
-        let s = crate::supervisor::state::Settings::default();
+        let s = crate::supervision::Settings::default();
         SupervisionSpec {
             start_timeout_ms: s.start_timeout.as_millis() as u32,
             start_retries: s.start_retries,
@@ -161,14 +161,14 @@ impl Default for SupervisionSpec {
 }
 
 impl SupervisionSpec {
-    pub fn settings(&self) -> crate::supervisor::state::Settings {
+    pub fn settings(&self) -> crate::supervision::Settings {
         use std::time::Duration;
-        crate::supervisor::state::Settings {
+        crate::supervision::Settings {
             start_timeout: Duration::from_millis(u64::from(self.start_timeout_ms)),
             start_retries: self.start_retries,
             backoff_max: Duration::from_millis(u64::from(self.backoff_max_ms)),
             stop_timeout: Duration::from_millis(u64::from(self.stop_timeout_ms)),
-            ..crate::supervisor::state::Settings::default()
+            ..crate::supervision::Settings::default()
         }
     }
 }
