@@ -53,6 +53,26 @@ fn sigterm_ends_open_event_streams_instead_of_waiting_for_them() {
         took < Duration::from_secs(5),
         "the agent took {took:?} to stop on SIGTERM with an events client"
     );
+    // It stopped in the documented order, each step logged, and left
+    // Redis running.
+    let log = std::fs::read_to_string(
+        std::path::Path::new(state["agents"][0]["dir"].as_str().unwrap()).join("agent.log"),
+    )
+    .unwrap();
+    let at = |step: &str| {
+        log.find(step)
+            .unwrap_or_else(|| panic!("{step:?} not logged:\n{log}"))
+    };
+    let steps = [
+        "shutdown 1/4: no longer accepting connections",
+        "shutdown 2/4: ending open event and log streams",
+        "shutdown 3/4: stopping supervision",
+        "shutdown 4/4: waiting for the agent's tasks",
+        "stopped serving; Redis instances keep running",
+    ]
+    .map(at);
+    assert!(steps.is_sorted(), "steps out of order:\n{log}");
+    assert!(!log.contains("tasks still running"), "{log}");
 }
 
 /// Stops the namespace's processes and removes it, also on a failed test.
