@@ -131,21 +131,15 @@ async fn serve(
     listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    // The TLS files first: a missing one stops the agent before anything
-    // starts (exit 2).
-    let acceptor = config.tls.as_ref().map(accept::tls_acceptor).transpose()?;
-    let run_as = prepare(&config)?;
     let life = Lifecycle::new();
-    let supervisor = supervisor::spawn(
-        supervisor::SupervisorConfig {
-            redis_server: config.redis_server.clone(),
-            data_dir: config.data_dir.clone(),
-            user: config.user.clone(),
-            fast_failover: config.fast_failover,
-            listen: config.listen,
-        },
-        life.clone(),
-    )?;
+    // Start-up reads and writes files (TLS, data_dir, the stored
+    // instances): on the blocking pool, before anything is served.
+    let (acceptor, run_as, supervisor) = {
+        let (config, life) = (config.clone(), life.clone());
+        tokio::task::spawn_blocking(move || start_up(&config, life))
+            .await
+            .map_err(|_| Error::ShuttingDown)??
+    };
     rotate_logs(&config, &life);
     let mut shutdown = Box::pin(shutdown);
     let listener = match listener {
@@ -174,6 +168,35 @@ async fn serve(
     served?;
     info!("stopped serving; Redis instances keep running");
     Ok(())
+}
+
+/// The TLS files first (a missing one stops the agent before anything
+/// starts, exit 2), then [`prepare`], then the supervisor: the stored
+/// instances loaded, running ones re-adopted.
+fn start_up(
+    config: &AgentConfig,
+    life: Lifecycle,
+) -> Result<
+    (
+        Option<tokio_rustls::TlsAcceptor>,
+        Option<supervisor::RunAs>,
+        supervisor::SupervisorHandle,
+    ),
+    Error,
+> {
+    let acceptor = config.tls.as_ref().map(accept::tls_acceptor).transpose()?;
+    let run_as = prepare(config)?;
+    let supervisor = supervisor::spawn(
+        supervisor::SupervisorConfig {
+            redis_server: config.redis_server.clone(),
+            data_dir: config.data_dir.clone(),
+            user: config.user.clone(),
+            fast_failover: config.fast_failover,
+            listen: config.listen,
+        },
+        life,
+    )?;
+    Ok((acceptor, run_as, supervisor))
 }
 
 /// Before anything is supervised: the Redis user (it may not exist yet,
