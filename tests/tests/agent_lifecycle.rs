@@ -265,3 +265,27 @@ fn a_missing_tls_file_or_an_unusable_data_dir_exits_2_naming_it() {
         "the message names data_dir: {text}"
     );
 }
+
+/// A listen port another process holds will not free itself: exit 3
+/// (also in RestartPreventExitStatus=), naming the address.
+#[test]
+fn a_taken_listen_port_exits_3_naming_it() {
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .tempdir()
+        .unwrap();
+    let holder = std::net::TcpListener::bind("127.0.125.4:0").unwrap();
+    let taken = holder.local_addr().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{taken}\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let (code, text) = paddockd_exit(&config);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains(&taken.to_string()), "{text}");
+}
