@@ -27,7 +27,7 @@ pub const FINISH_WITHIN: Duration = Duration::from_secs(5);
 
 /// Handed to everything that starts tasks. Clones share the tokens and
 /// the tracker.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Lifecycle {
     root: CancellationToken,
     accepting: CancellationToken,
@@ -44,7 +44,14 @@ pub enum Step {
     Supervision,
 }
 
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Lifecycle {
+    /// The steps' tokens are children of one root token.
     pub fn new() -> Self {
         let root = CancellationToken::new();
         Lifecycle {
