@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::Error;
 use crate::facts;
+use crate::lifecycle::Step;
 use crate::redis_access::{Connections, Reply};
 use crate::spec::{Group, InstanceSpec, Members, Mode, Peer, SentinelSpec};
 use crate::supervisor::{InstanceStatus, State, StateChange, SupervisorHandle};
@@ -356,9 +357,14 @@ impl Agent for AgentService {
                 let lines = crate::redact::lines(lines, &secrets);
                 tx.send(Ok(pb::LogLines { lines })).await.is_ok()
             });
+            let shutdown = self.lifecycle.token(Step::Streams).clone();
             // Dropping `follow` drops the sender: the stream ends.
-            self.lifecycle
-                .spawn(crate::lifecycle::Step::Streams, follow);
+            self.lifecycle.track(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    _ = follow => {}
+                }
+            });
         }
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -371,23 +377,27 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let mut changes = self.supervisor.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        self.lifecycle
-            .spawn(crate::lifecycle::Step::Streams, async move {
-                loop {
-                    let item = match changes.recv().await {
-                        Ok(c) => Ok(change_to_pb(c)),
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            Err(Status::data_loss(format!(
-                                "{n} events were dropped: the watcher was too slow"
-                            )))
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    };
-                    if tx.send(item).await.is_err() {
-                        return;
+        let shutdown = self.lifecycle.token(Step::Streams).clone();
+        self.lifecycle.track(async move {
+            loop {
+                let change = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    c = changes.recv() => c,
+                };
+                let item = match change {
+                    Ok(c) => Ok(change_to_pb(c)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        Err(Status::data_loss(format!(
+                            "{n} events were dropped: the watcher was too slow"
+                        )))
                     }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(item).await.is_err() {
+                    return;
                 }
-            });
+            }
+        });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

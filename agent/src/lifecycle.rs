@@ -87,6 +87,15 @@ impl Lifecycle {
         });
     }
 
+    /// Spawns `task` on the tracker; it watches its own token (see
+    /// [`Lifecycle::token`]) to end at its step.
+    pub fn track<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
+    }
+
     /// Steps 1 and 2: no new connections, open streams end.
     pub fn stop_serving(&self) {
         info!("shutdown 1/4: no longer accepting connections");
