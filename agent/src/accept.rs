@@ -8,17 +8,19 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
 
-use crate::Error;
 use crate::config::TlsFiles;
+use crate::error::Error;
+use crate::lifecycle::{Lifecycle, Step};
 
 /// How long a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +96,7 @@ pub fn tls_acceptor(tls: &TlsFiles) -> Result<TlsAcceptor, Error> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let read = |p: &std::path::Path, what: &str| {
-        let pem = std::fs::read(p).map_err(|source| Error::Io {
+        let pem = std::fs::read(p).map_err(|source| Error::Unreadable {
             path: p.to_owned(),
             source,
         })?;
@@ -206,33 +208,37 @@ async fn accept_loop<IO, F, Fut>(
 pub fn tls_incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    life: &Lifecycle,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(accept_loop(listener, tx, move |tcp| {
-        let acceptor = acceptor.clone();
-        async move {
-            let peer = tcp.peer_addr().ok();
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => Some(tls),
-                Ok(Err(e)) => {
-                    let why = e
-                        .get_ref()
-                        .and_then(|i| i.downcast_ref::<rustls::Error>())
-                        .map_or("the connection failed during the handshake", refusal);
-                    tracing::warn!(
-                        peer = %peer.map_or("?".into(), |p| p.to_string()),
-                        error = %e,
-                        "refused a TLS handshake: {why}"
-                    );
-                    None
-                }
-                Err(_) => {
-                    tracing::info!(?peer, "TLS handshake not finished in time: closed");
-                    None
+    life.spawn(
+        Step::Accepting,
+        accept_loop(listener, tx, move |tcp| {
+            let acceptor = acceptor.clone();
+            async move {
+                let peer = tcp.peer_addr().ok();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => Some(tls),
+                    Ok(Err(e)) => {
+                        let why = e
+                            .get_ref()
+                            .and_then(|i| i.downcast_ref::<rustls::Error>())
+                            .map_or("the connection failed during the handshake", refusal);
+                        tracing::warn!(
+                            peer = %peer.map_or("?".into(), |p| p.to_string()),
+                            error = %e,
+                            "refused a TLS handshake: {why}"
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        tracing::info!(?peer, "TLS handshake not finished in time: closed");
+                        None
+                    }
                 }
             }
-        }
-    }));
+        }),
+    );
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
@@ -258,9 +264,13 @@ fn refusal(e: &rustls::Error) -> &'static str {
 /// Plaintext connections (insecure_plaintext), with the same back-off.
 pub fn plain_incoming(
     listener: TcpListener,
+    life: &Lifecycle,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<TcpStream>> {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(accept_loop(listener, tx, |tcp| async move { Some(tcp) }));
+    life.spawn(
+        Step::Accepting,
+        accept_loop(listener, tx, |tcp| async move { Some(tcp) }),
+    );
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
@@ -293,6 +303,53 @@ mod tests {
         for (errno, pending, want) in table {
             assert_eq!(on_accept_error(errno, pending), want, "{errno:?} {pending}");
         }
+    }
+
+    /// A client that connects and never starts its handshake is closed
+    /// once [`HANDSHAKE_TIMEOUT`] has passed on tokio's clock (paused here:
+    /// the test does not wait 10 s), and not before.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_closed_at_the_handshake_deadline() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.125.3".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let files = TlsFiles {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("agent.pem"),
+            key: dir.path().join("agent.key"),
+        };
+        std::fs::write(&files.ca, cert.pem()).unwrap();
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        let listener = TcpListener::bind("127.0.125.3:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let life = Lifecycle::new();
+        let _incoming = tls_incoming(listener, tls_acceptor(&files).unwrap(), &life);
+        let started = Instant::now();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        // Bounded, so a missing deadline fails instead of hanging.
+        let read = tokio::time::timeout(HANDSHAKE_TIMEOUT * 6, client.read(&mut buf))
+            .await
+            .expect("still open a minute later");
+        assert!(
+            matches!(read, Ok(0)) || read.is_err(),
+            "closed without a byte: {read:?}"
+        );
+        assert!(
+            started.elapsed() >= HANDSHAKE_TIMEOUT,
+            "closed after {:?}",
+            started.elapsed()
+        );
+        life.stop_serving();
+        assert!(
+            life.finish(Duration::from_secs(1)).await,
+            "the accept loop ended"
+        );
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::Error;
+use crate::error::Error;
 
 /// `agent.toml`. Every key but `listen` and `data_dir` has a default.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -76,7 +76,7 @@ fn default_redis_server() -> PathBuf {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Unreadable {
             path: path.to_owned(),
             source,
         })?;

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use paddock_proto::v1::{self as pb, agent_server::Agent};
 use tonic::{Request, Response, Status};
 
-use crate::Error;
+use crate::error::Error;
 use crate::facts;
+use crate::lifecycle::Step;
 use crate::redis_access::{Connections, Reply};
 use crate::spec::Mode;
 use crate::supervisor::SupervisorHandle;
@@ -21,9 +22,10 @@ pub struct AgentService {
     pub locks: crate::locks::Locks,
     pub data_dir: PathBuf,
     pub redis_server: PathBuf,
-    /// Cancelled at shutdown: ends the open `logs -f` and `events` streams,
-    /// which the server's graceful shutdown would otherwise wait for.
-    pub shutdown: tokio_util::sync::CancellationToken,
+    /// The open `logs -f` and `events` streams run on it and end at its
+    /// shutdown step 2, which the server's graceful shutdown would
+    /// otherwise wait for.
+    pub lifecycle: crate::lifecycle::Lifecycle,
 }
 
 impl From<Error> for Status {
@@ -69,7 +71,7 @@ impl Agent for AgentService {
         let r = LeaseRequest::try_from(request.into_inner()).map_err(invalid)?;
         let outcome = self
             .locks
-            .lock(&r.deployment, r.id, r.ttl, std::time::Instant::now());
+            .lock(&r.deployment, r.id, r.ttl, tokio::time::Instant::now());
         let reply = |granted, held| Ok(Response::new(LockReply { granted, held }.into()));
         match outcome {
             crate::locks::Outcome::Granted => reply(true, None),
@@ -90,7 +92,7 @@ impl Agent for AgentService {
             &r.deployment,
             &r.id.token,
             r.force,
-            std::time::Instant::now(),
+            tokio::time::Instant::now(),
         );
         let (granted, held) = match released {
             Ok(broken) => (true, broken),
@@ -134,9 +136,9 @@ impl Agent for AgentService {
                 let lines = crate::redact::lines(lines, &secrets);
                 tx.send(Ok(pb::LogLines { lines })).await.is_ok()
             });
-            let shutdown = self.shutdown.clone();
+            let shutdown = self.lifecycle.token(Step::Streams).clone();
             // Dropping `follow` drops the sender: the stream ends.
-            tokio::spawn(async move {
+            self.lifecycle.track(async move {
                 tokio::select! {
                     () = shutdown.cancelled() => {}
                     _ = follow => {}
@@ -154,8 +156,8 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let mut changes = self.supervisor.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
+        let shutdown = self.lifecycle.token(Step::Streams).clone();
+        self.lifecycle.track(async move {
             loop {
                 let change = tokio::select! {
                     () = shutdown.cancelled() => return,

@@ -18,10 +18,12 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tokio::time::Instant;
+
+use crate::endpoint::Endpoint;
 use crate::redis_access::connect;
-use crate::supervisor::Endpoint;
 
 const NODES_FILE: &str = "nodes.conf";
 

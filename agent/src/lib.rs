@@ -6,11 +6,14 @@
 
 mod accept;
 pub mod config;
+mod endpoint;
+pub mod error;
 pub mod facts;
 mod grpc;
 pub mod guard;
 mod handover;
 mod install;
+mod lifecycle;
 mod locks;
 pub mod logs;
 mod notify;
@@ -19,62 +22,26 @@ pub mod redis_access;
 mod rejoin;
 pub mod spec;
 mod store;
+mod supervision;
 pub mod supervisor;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use paddock_proto::v1::agent_server::AgentServer;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use lifecycle::{Lifecycle, Step};
+
 pub use config::AgentConfig;
+pub use error::Error;
 
 /// Largest request: the biggest spec or pipeline the controller sends is
 /// far smaller, and tonic buffers a whole message before decoding it.
 const MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Largest reply: a big CLUSTER NODES or pipeline reply fits.
 const MAX_REPLY_BYTES: usize = 16 << 20;
-
-/// The agent's one error type. Variants carry what the operator needs to act.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{path}: {message}")]
-    Config { path: PathBuf, message: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid instance spec: {0}")]
-    InvalidSpec(String),
-    #[error("no instance named {0:?} on this agent; apply the inventory first")]
-    UnknownInstance(String),
-    #[error("instance {instance}: {message}")]
-    Redis { instance: String, message: String },
-    /// The instance answers but refuses the password in its spec: it runs
-    /// with another one (a password rotation that did not reach it).
-    #[error(
-        "instance {instance} refuses the password in its spec: it runs with another one (a password rotation that did not reach it?)"
-    )]
-    RedisAuth { instance: String },
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("gRPC server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
-    #[error("the agent is shutting down")]
-    ShuttingDown,
-    #[error("instance {instance}: {message}")]
-    Precondition { instance: String, message: String },
-    #[error("{0}")]
-    Privileges(String),
-}
 
 /// Binds the configured address. Split from [`run`] so callers learn about a
 /// busy port before anything else starts.
@@ -164,8 +131,79 @@ async fn serve(
     listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    // The Redis user may not exist yet (redis-server not installed): then
-    // the check waits for the first start.
+    let life = Lifecycle::new();
+    // Start-up reads and writes files (TLS, data_dir, the stored
+    // instances): on the blocking pool, before anything is served.
+    let (acceptor, run_as, supervisor) = {
+        let (config, life) = (config.clone(), life.clone());
+        tokio::task::spawn_blocking(move || start_up(&config, life))
+            .await
+            .map_err(|_| Error::ShuttingDown)??
+    };
+    rotate_logs(&config, &life);
+    let mut shutdown = Box::pin(shutdown);
+    let listener = match listener {
+        Some(l) => Ok(l),
+        None => tokio::select! {
+            () = &mut shutdown => {
+                life.stop_serving();
+                life.finish(lifecycle::FINISH_WITHIN).await;
+                info!("stopped before serving; Redis instances keep running");
+                return Ok(());
+            }
+            l = bind_when_available(&config) => l,
+        },
+    };
+    let served = match listener {
+        Ok(listener) => {
+            let addr = listener.local_addr().ok();
+            info!(?addr, data_dir = %config.data_dir.display(), redis_user = ?run_as.map(|u| u.uid.as_raw()), "paddockd serving");
+            serve_grpc(&config, listener, acceptor, supervisor, &life, shutdown).await
+        }
+        Err(e) => Err(e),
+    };
+    // Whatever ended serving, supervision ends in order too.
+    life.stop_serving();
+    life.finish(lifecycle::FINISH_WITHIN).await;
+    served?;
+    info!("stopped serving; Redis instances keep running");
+    Ok(())
+}
+
+/// The TLS files first (a missing one stops the agent before anything
+/// starts, exit 2), then [`prepare`], then the supervisor: the stored
+/// instances loaded, running ones re-adopted.
+fn start_up(
+    config: &AgentConfig,
+    life: Lifecycle,
+) -> Result<
+    (
+        Option<tokio_rustls::TlsAcceptor>,
+        Option<supervisor::RunAs>,
+        supervisor::SupervisorHandle,
+    ),
+    Error,
+> {
+    let acceptor = config.tls.as_ref().map(accept::tls_acceptor).transpose()?;
+    let run_as = prepare(config)?;
+    let supervisor = supervisor::spawn(
+        supervisor::SupervisorConfig {
+            redis_server: config.redis_server.clone(),
+            data_dir: config.data_dir.clone(),
+            user: config.user.clone(),
+            fast_failover: config.fast_failover,
+            listen: config.listen,
+        },
+        life,
+    )?;
+    Ok((acceptor, run_as, supervisor))
+}
+
+/// Before anything is supervised: the Redis user (it may not exist yet,
+/// before redis-server is installed: then it is looked up again at the
+/// first start), data_dir, the open-files limit children inherit, and
+/// warnings about exposed secrets.
+fn prepare(config: &AgentConfig) -> Result<Option<supervisor::RunAs>, Error> {
     let run_as = match supervisor::resolve_run_as(&config.user) {
         Ok(r) => r,
         Err(e) => {
@@ -173,24 +211,26 @@ async fn serve(
             None
         }
     };
+    // data_dir before the Redis user's view of it is judged: one that
+    // cannot be created exits 2 naming it.
+    store::create_layout(&config.data_dir).map_err(|e| e.in_data_dir(&config.data_dir))?;
     supervisor::check_reachable(&config.data_dir.join("instances").join("x"), run_as)?;
     raise_open_files_limit();
-    for warning in exposed_secrets(&config) {
+    for warning in exposed_secrets(config) {
         tracing::warn!("{warning}");
     }
-    let supervisor = supervisor::spawn(supervisor::SupervisorConfig {
-        redis_server: config.redis_server.clone(),
-        data_dir: config.data_dir.clone(),
-        user: config.user.clone(),
-        fast_failover: config.fast_failover,
-        listen: config.listen,
-    })?;
+    Ok(run_as)
+}
+
+/// Rotates the instances' logs every 5 s, off the runtime's threads,
+/// until supervision stops.
+fn rotate_logs(config: &AgentConfig, life: &Lifecycle) {
     let log_root = config.data_dir.clone();
     let rotation = logs::Rotation {
         max_bytes: config.log_max_bytes,
         backups: config.log_backups,
     };
-    let rotator = tokio::spawn(async move {
+    life.spawn(Step::Supervision, async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
@@ -198,51 +238,45 @@ async fn serve(
             let _ = tokio::task::spawn_blocking(move || logs::rotate_all(&dir, rotation)).await;
         }
     });
-    let streams_end = tokio_util::sync::CancellationToken::new();
-    let mut shutdown = Box::pin(shutdown);
-    let listener = match listener {
-        Some(l) => l,
-        None => tokio::select! {
-            () = &mut shutdown => {
-                rotator.abort();
-                info!("stopped before serving; Redis instances keep running");
-                return Ok(());
-            }
-            l = bind_when_available(&config) => l?,
-        },
-    };
+}
+
+/// Serves gRPC on `listener` until `shutdown` resolves, then takes the
+/// first shutdown steps (see [`lifecycle`]) and lets tonic finish the
+/// RPCs under way.
+async fn serve_grpc(
+    config: &AgentConfig,
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    supervisor: supervisor::SupervisorHandle,
+    life: &Lifecycle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let service = grpc::AgentService {
         supervisor,
         connections: Default::default(),
         locks: Default::default(),
         data_dir: config.data_dir.clone(),
         redis_server: config.redis_server.clone(),
-        shutdown: streams_end.clone(),
+        lifecycle: life.clone(),
     };
-    let addr = listener.local_addr().ok();
-    info!(?addr, data_dir = %config.data_dir.display(), redis_user = ?run_as.map(|u| u.uid.as_raw()), "paddockd serving");
     let notifier = std::sync::Arc::new(notify::Notifier::from_env());
     notifier.notify("READY=1");
-    let watchdog = notify::Notifier::watchdog_interval().map(|every| {
+    if let Some(every) = notify::Notifier::watchdog_interval() {
         let notifier = notifier.clone();
-        tokio::spawn(async move {
+        life.spawn(Step::Supervision, async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 notifier.notify("WATCHDOG=1");
             }
-        })
-    });
-    let stopping = notifier.clone();
+        });
+    }
+    let stopping = life.clone();
     let shutdown = async move {
         shutdown.await;
-        stopping.notify("STOPPING=1");
-        // Open streams end now, so the graceful shutdown does not wait
-        // for a watching client to go away.
-        info!("ending open event and log streams");
-        streams_end.cancel();
+        notifier.notify("STOPPING=1");
+        stopping.stop_serving();
     };
-    let acceptor = config.tls.as_ref().map(accept::tls_acceptor).transpose()?;
     if acceptor.is_none() {
         tracing::warn!(
             "serving PLAINTEXT gRPC (insecure_plaintext = true): anyone who reaches this port can run Redis commands"
@@ -258,22 +292,19 @@ async fn serve(
     let served = match acceptor {
         Some(acceptor) => {
             router
-                .serve_with_incoming_shutdown(accept::tls_incoming(listener, acceptor), shutdown)
+                .serve_with_incoming_shutdown(
+                    accept::tls_incoming(listener, acceptor, life),
+                    shutdown,
+                )
                 .await
         }
         None => {
             router
-                .serve_with_incoming_shutdown(accept::plain_incoming(listener), shutdown)
+                .serve_with_incoming_shutdown(accept::plain_incoming(listener, life), shutdown)
                 .await
         }
     };
-    if let Some(w) = watchdog {
-        w.abort();
-    }
-    rotator.abort();
-    served?;
-    info!("stopped serving; Redis instances keep running");
-    Ok(())
+    Ok(served?)
 }
 
 /// HTTP/2 limits of every connection. TLS is set up in `accept`.

@@ -6,7 +6,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+// Expiry on tokio's clock, so paused-time tests can move it.
+use tokio::time::Instant;
 
 /// Leases kept at once (all deployments); past it, new ones are refused.
 pub const MAX_LEASES: usize = 1024;
@@ -156,6 +159,48 @@ mod tests {
             Outcome::Granted,
             "expired"
         );
+    }
+
+    /// Expiry and renewal on tokio's clock, the one the service reads
+    /// `now` from: a lease renewed before its TTL runs out stays held; one
+    /// left alone past it is taken over.
+    #[tokio::test(start_paused = true)]
+    async fn lease_deadlines_follow_tokio_time() {
+        let locks = Locks::default();
+        let ttl = Duration::from_secs(10);
+        assert_eq!(
+            locks.lock("lab", owner("a"), ttl, Instant::now()),
+            Outcome::Granted
+        );
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(matches!(
+            locks.lock("lab", owner("b"), ttl, Instant::now()),
+            Outcome::Held(_)
+        ));
+        // Renewed at 9 s: it now runs to 19 s.
+        assert_eq!(
+            locks.lock("lab", owner("a"), ttl, Instant::now()),
+            Outcome::Granted
+        );
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(
+            matches!(
+                locks.lock("lab", owner("b"), ttl, Instant::now()),
+                Outcome::Held(_)
+            ),
+            "18 s: still held after the renewal"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            locks.lock("lab", owner("b"), ttl, Instant::now()),
+            Outcome::Granted,
+            "19 s: expired, taken over"
+        );
+        let since = match locks.lock("lab", owner("c"), ttl, Instant::now()) {
+            Outcome::Held(h) => h,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(since.holder, "b@ws pid 1");
     }
 
     #[test]

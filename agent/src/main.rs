@@ -26,9 +26,10 @@ enum Command {
     CheckConfig,
 }
 
-/// Exit codes (for systemd's RestartPreventExitStatus=): 2 bad config or
-/// unusable user/data_dir, 3 the listen port is taken or forbidden (an
-/// address not configured yet is waited for instead), 1 anything else.
+/// Exit codes (for systemd's RestartPreventExitStatus=), decided by
+/// `Error::exit_code`: 2 bad config, unreadable TLS files, unusable
+/// user or data_dir; 3 the listen port is taken or forbidden (an address
+/// not configured yet is waited for instead); 1 anything else.
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -41,10 +42,7 @@ fn main() -> ExitCode {
         .init();
     let config = match paddock_agent::AgentConfig::load(&args.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("paddockd: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return failed(&e),
     };
     if let Some(Command::CheckConfig) = args.command {
         return match paddock_agent::check_config(&config) {
@@ -55,9 +53,10 @@ fn main() -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
+            // Whatever stops the agent from starting is a setup problem here.
             Err(e) => {
                 eprintln!("paddockd: {e}");
-                ExitCode::from(2)
+                ExitCode::from(paddock_agent::error::EXIT_SETUP)
             }
         };
     }
@@ -80,25 +79,19 @@ fn main() -> ExitCode {
             Err(e) if e.address_not_yet_configured() => {
                 paddock_agent::run_binding(config, shutdown_signal()).await
             }
-            Err(e) => {
-                eprintln!("paddockd: {e}");
-                return ExitCode::from(3);
-            }
+            Err(e) => return failed(&e),
         };
         match served {
             Ok(()) => ExitCode::SUCCESS,
-            Err(
-                e @ (paddock_agent::Error::Privileges(_) | paddock_agent::Error::Config { .. }),
-            ) => {
-                eprintln!("paddockd: {e}");
-                ExitCode::from(2)
-            }
-            Err(e) => {
-                eprintln!("paddockd: {e:#}");
-                ExitCode::FAILURE
-            }
+            Err(e) => failed(&e),
         }
     })
+}
+
+/// Says why the agent stops, and exits with the status that error means.
+fn failed(e: &paddock_agent::Error) -> ExitCode {
+    eprintln!("paddockd: {e}");
+    ExitCode::from(e.exit_code())
 }
 
 async fn shutdown_signal() {

@@ -11,8 +11,8 @@ use redis::{
 };
 use tokio::sync::Mutex;
 
-use crate::Error;
-use crate::supervisor::Endpoint;
+use crate::endpoint::Endpoint;
+use crate::error::Error;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);

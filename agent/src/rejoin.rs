@@ -19,14 +19,16 @@
 //! - nobody answers, or nothing was ever formed: start as configured.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::future::join_all;
 
+use crate::endpoint::Endpoint;
 use crate::handover::NoHeir;
 use crate::redis_access::{ReplyError, connect};
 use crate::spec::{Group, Peer};
-use crate::supervisor::Endpoint;
 
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the sentinels get to promote a replica after we asked.

@@ -18,7 +18,7 @@ pub use paddock_model::{
     is_host_address, valid_acl_rule, valid_name,
 };
 
-use crate::Error;
+use crate::error::Error;
 
 impl From<paddock_model::Error> for Error {
     fn from(e: paddock_model::Error) -> Self {
@@ -26,14 +26,14 @@ impl From<paddock_model::Error> for Error {
     }
 }
 
-impl From<SupervisionSpec> for crate::supervisor::Settings {
+impl From<SupervisionSpec> for crate::supervision::Settings {
     fn from(s: SupervisionSpec) -> Self {
-        crate::supervisor::Settings {
+        crate::supervision::Settings {
             start_timeout: s.start_timeout,
             start_retries: s.start_retries,
             backoff_max: s.backoff_max,
             stop_timeout: s.stop_timeout,
-            ..crate::supervisor::Settings::default()
+            ..crate::supervision::Settings::default()
         }
     }
 }
@@ -370,8 +370,8 @@ mod tests {
     #[test]
     fn a_spec_without_supervision_settings_gets_the_supervisors_defaults() {
         assert_eq!(
-            crate::supervisor::Settings::from(SupervisionSpec::default()),
-            crate::supervisor::Settings::default()
+            crate::supervision::Settings::from(SupervisionSpec::default()),
+            crate::supervision::Settings::default()
         );
     }
 

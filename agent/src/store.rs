@@ -30,7 +30,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
-use crate::Error;
+use crate::error::Error;
 use crate::spec::{InstanceSpec, Render as _};
 
 pub const CONFIG_FILE: &str = "redis.conf";
@@ -244,11 +244,8 @@ impl Dir {
     fn create_temp(&self, name: &str) -> Result<(String, File), Error> {
         let mut last = None;
         for attempt in 0..16u32 {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            let tmp = format!(".{name}.{}.{nanos:x}{attempt}.tmp", std::process::id());
+            let nonce: u64 = rand::random();
+            let tmp = format!(".{name}.{}.{nonce:x}{attempt}.tmp", std::process::id());
             match self.create_new(&tmp) {
                 Ok(f) => return Ok((tmp, f)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),

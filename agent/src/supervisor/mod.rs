@@ -6,8 +6,7 @@
 mod process;
 pub mod state;
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,20 +21,14 @@ pub use process::RunAs;
 use state::{Action, Event, Machine};
 pub use state::{Settings, State};
 
-use crate::Error;
+pub use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::lifecycle::{Lifecycle, Step};
 use crate::spec::{Group, InstanceSpec, Mode, Peer, Render as _};
 use crate::store::{self, InstanceDirs};
 
 /// What the supervisor reports: the shared model's types.
 pub use paddock_model::{InstanceStatus, PutOutcome, StateEvent as StateChange};
-
-/// Where and how to reach an instance's Redis. Not `Debug`: it holds the password.
-#[derive(Clone)]
-pub struct Endpoint {
-    pub address: IpAddr,
-    pub port: u16,
-    pub password: String,
-}
 
 /// How often running replication-group members are looked at.
 const GROUP_WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -296,17 +289,24 @@ struct Supervisor {
     instances: BTreeMap<String, Instance>,
     events: mpsc::UnboundedSender<Tagged>,
     changes: broadcast::Sender<StateChange>,
+    /// Every task the supervisor starts runs on it and ends when
+    /// supervision stops (shutdown step 3).
+    life: Lifecycle,
+    /// Actions the machines asked for and not yet carried out, next first.
+    pending: VecDeque<(String, Action)>,
 }
 
 /// Loads the stored instances, re-adopts those whose redis-server is still
 /// running (same pid and start time: ours), starts those that should run and
 /// do not, and spawns the task that owns them all.
-pub fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, Error> {
-    store::create_layout(&config.data_dir)?;
+pub fn spawn(config: SupervisorConfig, life: Lifecycle) -> Result<SupervisorHandle, Error> {
+    let data_dir = config.data_dir.clone();
+    let unusable = |e: Error| e.in_data_dir(&data_dir);
+    store::create_layout(&config.data_dir).map_err(unusable)?;
     if let Ok(Some(user)) = resolve_run_as(&config.user) {
         store::check_not_redis_writable(&config.data_dir, user.uid, user.gid)?;
     }
-    for name in store::migrate_legacy(&config.data_dir)? {
+    for name in store::migrate_legacy(&config.data_dir).map_err(unusable)? {
         info!(instance = %name, "moved the agent's files out of Redis's directory into control/");
     }
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -316,12 +316,15 @@ pub fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, Error> {
         instances: BTreeMap::new(),
         events: events_tx,
         changes: changes.clone(),
+        life,
+        pending: VecDeque::new(),
     };
     let owner = resolve_run_as(&supervisor.config.user)
         .ok()
         .flatten()
         .map(|u| (u.uid, u.gid));
-    for (spec, config_text) in store::load_all(&supervisor.config.data_dir.join("control"))? {
+    let stored = store::load_all(&supervisor.config.data_dir.join("control")).map_err(unusable)?;
+    for (spec, config_text) in stored {
         let dirs = InstanceDirs::new(&supervisor.config.data_dir, &spec.name);
         let name = spec.name.clone();
         supervisor.insert(spec, dirs.clone(), &config_text);
@@ -338,7 +341,8 @@ pub fn spawn(config: SupervisorConfig) -> Result<SupervisorHandle, Error> {
         }
     }
     let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(supervisor.run(rx, events_rx));
+    let life = supervisor.life.clone();
+    life.spawn(Step::Supervision, supervisor.run(rx, events_rx));
     Ok(SupervisorHandle { tx, changes })
 }
 
@@ -388,7 +392,7 @@ impl Supervisor {
             let name = instance.spec.name.clone();
             let watching = instance.watching.clone();
             let named_me_at = instance.named_me_at.clone();
-            tokio::spawn(async move {
+            self.life.spawn(Step::Supervision, async move {
                 let mine = match named_me_at.load(Ordering::Acquire) {
                     u64::MAX => None,
                     e => Some(e),
@@ -403,7 +407,7 @@ impl Supervisor {
                             named_me_at.store(e, Ordering::Release);
                         }
                         if seen.formed
-                            && let Err(e) = store::mark_formed(&dir)
+                            && let Err(e) = blocking(move || store::mark_formed(&dir)).await
                         {
                             warn!(instance = %name, error = %e, "cannot record that the group is formed");
                         }
@@ -425,27 +429,46 @@ impl Supervisor {
     ) {
         let mut watch_tick = tokio::time::interval(GROUP_WATCH_EVERY);
         watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // What the stored instances asked for at start-up.
+        self.carry_out().await;
         loop {
             tokio::select! {
-                Some(command) = commands.recv() => self.handle_command(command),
+                Some(command) = commands.recv() => self.handle_command(command).await,
                 _ = watch_tick.tick() => self.watch_groups(),
-                Some(t) = events.recv() => {
-                // After a handover (or one that may start it anyway) the next
-                // spawn is a spawn; a held instance tries the handover again.
-                if matches!(t.event, Event::HandedOver | Event::HandoverFailed { hold: false, .. })
-                    && let Some(i) = self.instances.get_mut(&t.name)
-                {
-                    i.handed_over = true;
-                    i.replica_of = t.replica_of;
-                }
-                self.feed(&t.name, t.event, Some(t.generation))
-            }
+                Some(t) = events.recv() => self.handle_event(t),
                 else => break,
             }
+            self.carry_out().await;
         }
     }
 
-    fn handle_command(&mut self, command: Command) {
+    fn handle_event(&mut self, t: Tagged) {
+        // After a handover (or one that may start it anyway) the next
+        // spawn is a spawn; a held instance tries the handover again.
+        if matches!(
+            t.event,
+            Event::HandedOver | Event::HandoverFailed { hold: false, .. }
+        ) && let Some(i) = self.instances.get_mut(&t.name)
+        {
+            i.handed_over = true;
+            i.replica_of = t.replica_of;
+        }
+        self.feed(&t.name, t.event, Some(t.generation))
+    }
+
+    /// Carries out the actions the machines asked for, in order: the
+    /// actions of an event that an action fed come before the rest, as if
+    /// each action were carried out where it was asked for. File IO is
+    /// awaited on the blocking pool, so nothing else of the supervisor
+    /// runs in between. Ends: every chain of actions reaches one that
+    /// feeds nothing (a spawn, a timer, a signal, a reply).
+    async fn carry_out(&mut self) {
+        while let Some((name, action)) = self.pending.pop_front() {
+            self.act(&name, action).await;
+        }
+    }
+
+    async fn handle_command(&mut self, command: Command) {
         match command {
             Command::Put {
                 spec,
@@ -453,18 +476,18 @@ impl Supervisor {
                 live,
                 reply,
             } => {
-                let _ = reply.send(self.put(*spec, dry_run, live));
+                let _ = reply.send(self.put(*spec, dry_run, live).await);
             }
-            Command::Start { name, reply } => self.request(&name, Event::Start, reply),
-            Command::Stop { name, reply } => self.request(&name, Event::Stop, reply),
-            Command::Recover { name, reply } => self.recover(&name, reply),
+            Command::Start { name, reply } => self.request(&name, Event::Start, reply).await,
+            Command::Stop { name, reply } => self.request(&name, Event::Stop, reply).await,
+            Command::Recover { name, reply } => self.recover(&name, reply).await,
             Command::Remove {
                 name,
                 deployment,
                 purge_data,
                 reply,
             } => {
-                let _ = reply.send(self.remove(&name, &deployment, purge_data));
+                let _ = reply.send(self.remove(&name, &deployment, purge_data).await);
             }
             Command::List { reply } => {
                 let _ = reply.send(self.instances.values().map(Instance::status).collect());
@@ -500,8 +523,62 @@ impl Supervisor {
         }
     }
 
-    fn put(&mut self, spec: InstanceSpec, dry_run: bool, live: bool) -> Result<PutOutcome, Error> {
+    async fn put(
+        &mut self,
+        spec: InstanceSpec,
+        dry_run: bool,
+        live: bool,
+    ) -> Result<PutOutcome, Error> {
         let dirs = InstanceDirs::new(&self.config.data_dir, &spec.name);
+        let (spec, config, fresh_seed) = self.accept_spec(spec, &dirs)?;
+        if fresh_seed && !dry_run {
+            let control = dirs.control.clone();
+            blocking(move || store::forget_sentinel_seed(&control)).await?;
+        }
+        let control = dirs.control.clone();
+        let stored = blocking(move || Ok(store::read_config(&control))).await?;
+        let current = self.instances.get(&spec.name);
+        let changed = match current {
+            Some(i) => i.spec != spec || stored.as_deref() != Some(&config),
+            None => true,
+        };
+        let restart_needed = current.is_some_and(|i| {
+            i.machine.state.has_process() && i.running_config.as_deref() != Some(config.as_str())
+        });
+        if dry_run || !changed {
+            return Ok(PutOutcome {
+                changed,
+                restart_needed,
+            });
+        }
+        let owner = resolve_run_as(&self.config.user)
+            .ok()
+            .flatten()
+            .map(|u| (u.uid, u.gid));
+        let (d, stored_spec, c) = (dirs.clone(), spec.clone(), config.clone());
+        blocking(move || store::write_instance(&d, &stored_spec, &c, owner)).await?;
+        info!(instance = %spec.name, port = spec.port, "stored new spec and config");
+        let restart_needed = self
+            .take_spec(spec, dirs, config, live, restart_needed)
+            .await?;
+        Ok(PutOutcome {
+            changed,
+            restart_needed,
+        })
+    }
+
+    /// Checks a put spec against the other instances and renders it. A
+    /// running sentinel keeps the master it was seeded with: it follows
+    /// failovers itself, and a restart must not undo them. One that is not
+    /// running starts afresh from what the controller says now (after a
+    /// sentinel-less stretch its own memory may be stale), and learns any
+    /// newer failover from the other sentinels' hello messages: the third
+    /// value says its seed is to be forgotten.
+    fn accept_spec(
+        &self,
+        spec: InstanceSpec,
+        dirs: &InstanceDirs,
+    ) -> Result<(InstanceSpec, String, bool), Error> {
         let config = spec.render(&dirs.redis)?;
         let others = self.instances.values().map(|i| {
             (
@@ -525,12 +602,7 @@ impl Supervisor {
                 spec.name, i.spec.deployment, spec.deployment
             )));
         }
-        // A running sentinel keeps the master it was seeded with: it follows
-        // failovers itself, and a restart must not undo them. One that is not
-        // running starts afresh from what the controller says now (after a
-        // sentinel-less stretch its own memory may be stale), and learns any
-        // newer failover from the other sentinels' hello messages.
-        let (spec, config) = match current {
+        match current {
             Some(i)
                 if i.spec.mode == Mode::Sentinel
                     && i.machine.state.has_process()
@@ -540,72 +612,63 @@ impl Supervisor {
                 let mut kept = spec;
                 kept.sentinel.clone_from(&i.spec.sentinel);
                 let config = kept.render(&dirs.redis)?;
-                (kept, config)
+                Ok((kept, config, false))
             }
-            Some(i) if i.spec.mode == Mode::Sentinel && !dry_run => {
-                store::forget_sentinel_seed(&i.dirs.control)?;
-                (spec, config)
-            }
-            _ => (spec, config),
-        };
-        let changed = match current {
-            Some(i) => {
-                i.spec != spec || store::read_config(&dirs.control).as_deref() != Some(&config)
-            }
-            None => true,
-        };
-        let restart_needed = current.is_some_and(|i| {
-            i.machine.state.has_process() && i.running_config.as_deref() != Some(config.as_str())
-        });
-        if dry_run || !changed {
-            return Ok(PutOutcome {
-                changed,
-                restart_needed,
-            });
+            Some(i) if i.spec.mode == Mode::Sentinel => Ok((spec, config, true)),
+            _ => Ok((spec, config, false)),
         }
-        let owner = resolve_run_as(&self.config.user)
-            .ok()
-            .flatten()
-            .map(|u| (u.uid, u.gid));
-        store::write_instance(&dirs, &spec, &config, owner)?;
-        info!(instance = %spec.name, port = spec.port, "stored new spec and config");
-        let mut restart_needed = restart_needed;
-        match self.instances.get_mut(&spec.name) {
-            Some(i) => {
-                if live && i.machine.state.has_process() {
-                    i.running_config = Some(config.clone());
-                    i.running_spec = Some(spec.clone());
-                    restart_needed = false;
-                    // The sentinel already runs these settings (SENTINEL SET
-                    // rewrote its sentinel.conf): keep that file and what
-                    // it learned across its next restart.
-                    if spec.mode == Mode::Sentinel {
-                        store::mark_sentinel_seeded(&i.dirs.control, &config)?;
-                    }
-                }
-                i.spec = spec;
-                i.config_digest = store::digest(&config);
+    }
+
+    /// The table takes a stored spec. `live`: the running process already
+    /// has its settings, so no restart is needed (returned: whether one is).
+    async fn take_spec(
+        &mut self,
+        spec: InstanceSpec,
+        dirs: InstanceDirs,
+        config: String,
+        live: bool,
+        mut restart_needed: bool,
+    ) -> Result<bool, Error> {
+        let Some(i) = self.instances.get_mut(&spec.name) else {
+            self.insert(spec, dirs, &config);
+            return Ok(restart_needed);
+        };
+        if live && i.machine.state.has_process() {
+            i.running_config = Some(config.clone());
+            i.running_spec = Some(spec.clone());
+            restart_needed = false;
+            // The sentinel already runs these settings (SENTINEL SET
+            // rewrote its sentinel.conf): keep that file and what it
+            // learned across its next restart.
+            if spec.mode == Mode::Sentinel {
+                let (control, rendered) = (i.dirs.control.clone(), config.clone());
+                blocking(move || store::mark_sentinel_seeded(&control, &rendered)).await?;
             }
-            None => self.insert(spec, dirs, &config),
         }
-        Ok(PutOutcome {
-            changed,
-            restart_needed,
-        })
+        if let Some(i) = self.instances.get_mut(&spec.name) {
+            i.config_digest = store::digest(&config);
+            i.spec = spec;
+        }
+        Ok(restart_needed)
     }
 
     /// An operator's start or stop: remembered on disk (so a restarted agent
     /// knows), fed to the machine, answered when the state settles.
-    fn request(&mut self, name: &str, event: Event, reply: Reply<InstanceStatus>) {
-        let Some(instance) = self.instances.get_mut(name) else {
+    async fn request(&mut self, name: &str, event: Event, reply: Reply<InstanceStatus>) {
+        let Some(instance) = self.instances.get(name) else {
             let _ = reply.send(Err(Error::UnknownInstance(name.to_owned())));
             return;
         };
         let running = event == Event::Start;
-        if let Err(e) = store::set_wants_running(&instance.dirs.control, running) {
+        let control = instance.dirs.control.clone();
+        if let Err(e) = blocking(move || store::set_wants_running(&control, running)).await {
             let _ = reply.send(Err(e));
             return;
         }
+        let Some(instance) = self.instances.get_mut(name) else {
+            let _ = reply.send(Err(Error::UnknownInstance(name.to_owned())));
+            return;
+        };
         let settled = matches!(
             (running, instance.machine.state),
             (true, State::Running) | (false, State::Stopped)
@@ -618,7 +681,12 @@ impl Supervisor {
         self.feed(name, event, None);
     }
 
-    fn remove(&mut self, name: &str, deployment: &str, purge_data: bool) -> Result<bool, Error> {
+    async fn remove(
+        &mut self,
+        name: &str,
+        deployment: &str,
+        purge_data: bool,
+    ) -> Result<bool, Error> {
         let Some(instance) = self.instances.get(name) else {
             return Ok(false);
         };
@@ -642,7 +710,8 @@ impl Supervisor {
         ) {
             return refuse(format!("is {:?}: stop it first", instance.machine.state));
         }
-        store::remove_instance(&instance.dirs, purge_data)?;
+        let dirs = instance.dirs.clone();
+        blocking(move || store::remove_instance(&dirs, purge_data)).await?;
         if let Some(i) = self.instances.remove(name) {
             i.process_token.cancel();
         }
@@ -650,7 +719,7 @@ impl Supervisor {
         Ok(true)
     }
 
-    fn recover(&mut self, name: &str, reply: Reply<InstanceStatus>) {
+    async fn recover(&mut self, name: &str, reply: Reply<InstanceStatus>) {
         let Some(instance) = self.instances.get_mut(name) else {
             let _ = reply.send(Err(Error::UnknownInstance(name.to_owned())));
             return;
@@ -671,7 +740,7 @@ impl Supervisor {
         );
         // The next spawn skips the handover.
         instance.handed_over = true;
-        self.request(name, Event::Start, reply);
+        self.request(name, Event::Start, reply).await;
     }
 
     fn adopt(&mut self, name: &str, pid: u32, config: String) {
@@ -692,7 +761,7 @@ impl Supervisor {
         let events = self.events.clone();
         let exit_name = name.to_owned();
         let exit_token = token.clone();
-        tokio::spawn(async move {
+        self.life.spawn(Step::Supervision, async move {
             let report = process::wait_adopted(pid, &dirs, &secrets).await;
             exit_token.cancel();
             let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
@@ -700,8 +769,9 @@ impl Supervisor {
         self.probe(name, generation, token);
     }
 
-    /// Feeds an event to an instance's machine and carries out the actions.
-    /// `generation` None means "current" (commands, not process events).
+    /// Feeds an event to an instance's machine and queues its actions for
+    /// `carry_out`. `generation` None means "current" (commands, not
+    /// process events).
     fn feed(&mut self, name: &str, mut event: Event, generation: Option<u64>) {
         let jitter = jitter();
         let Some(instance) = self.instances.get_mut(name) else {
@@ -716,13 +786,9 @@ impl Supervisor {
         let before = instance.machine.state;
         let settings = Settings::from(instance.spec.supervision);
         let generation = generation.unwrap_or(instance.machine.generation);
-        let actions = instance.machine.next(
-            event,
-            generation,
-            Instant::now().into_std(),
-            &settings,
-            jitter,
-        );
+        let actions = instance
+            .machine
+            .next(event, generation, machine_now(), &settings, jitter);
         let after = instance.machine.state;
         if before != after {
             let s = instance.status();
@@ -749,29 +815,26 @@ impl Supervisor {
                 }
             }
         }
-        for action in actions {
-            self.act(name, action);
+        // Before whatever was pending: see `carry_out`.
+        for action in actions.into_iter().rev() {
+            self.pending.push_front((name.to_owned(), action));
         }
     }
 
-    fn act(&mut self, name: &str, action: Action) {
-        let events = self.events.clone();
+    async fn act(&mut self, name: &str, action: Action) {
         let Some(instance) = self.instances.get_mut(name) else {
             return;
         };
         let generation = instance.machine.generation;
         let later = |event: Event, delay| {
-            let name = name.to_owned();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = events.send(Tagged::new(name, generation, event));
-            });
+            let timer = Tagged::new(name.to_owned(), generation, event);
+            schedule(&self.life, &self.events, timer, delay);
         };
         match action {
-            Action::Spawn | Action::Handover => match self.preparation(name) {
+            Action::Spawn | Action::Handover => match self.preparation(name).await {
                 Some(Preparation::Cluster(replicas)) => self.hand_over(name, replicas),
                 Some(Preparation::Group(group)) => self.prepare_member(name, group),
-                None if action == Action::Spawn => self.spawn_process(name),
+                None if action == Action::Spawn => self.spawn_process(name).await,
                 // HELD, and nothing to hand over any more: start it.
                 None => self.feed(name, Event::HandedOver, Some(generation)),
             },
@@ -796,64 +859,60 @@ impl Supervisor {
         }
     }
 
-    fn spawn_process(&mut self, name: &str) {
-        let events = self.events.clone();
-        let redis_server = self.config.redis_server.clone();
-        let run_as = resolve_run_as(&self.config.user);
+    /// Prepares the files of the next process and spawns it, on the
+    /// blocking pool (see [`blocking`]); then waits for its exit and probes
+    /// its readiness in tasks of their own.
+    async fn spawn_process(&mut self, name: &str) {
         let Some(instance) = self.instances.get_mut(name) else {
             return;
         };
         let generation = instance.machine.generation;
-        let prepared = run_as.and_then(|run_as| {
-            let config = store::read_config(&instance.dirs.control)
-                .ok_or_else(|| Error::InvalidSpec("redis.conf is missing; re-run apply".into()))?;
-            let args = start_args(instance, run_as)?;
-            Ok((run_as, config, args))
-        });
-        let (run_as, config, args) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                let error = match e {
-                    Error::InvalidSpec(m) => m,
-                    e => e.to_string(),
-                };
+        let start = Start {
+            redis_server: self.config.redis_server.clone(),
+            user: self.config.user.clone(),
+            dirs: instance.dirs.clone(),
+            sentinel: instance.spec.mode == Mode::Sentinel,
+            replica_of: instance.replica_of.take(),
+        };
+        let started = match blocking(move || Ok(start.run())).await {
+            Ok(started) => started,
+            Err(e) => Err((e.to_string(), None)),
+        };
+        let Some(instance) = self.instances.get_mut(name) else {
+            return;
+        };
+        let (config, child) = match started {
+            Ok(started) => started,
+            Err((error, replica_of)) => {
+                // Not started: the next start is still as that replica.
+                instance.replica_of = replica_of;
                 self.feed(name, Event::SpawnFailed { error }, Some(generation));
                 return;
             }
         };
-        match process::spawn(&redis_server, &instance.dirs, &args, run_as) {
-            Ok(child) => {
-                let pid = child.id().unwrap_or(0);
-                instance.running_config = Some(config);
-                instance.running_spec = Some(instance.spec.clone());
-                let token = CancellationToken::new();
-                instance.process_token = token.clone();
-                let dirs = instance.dirs.clone();
-                let secrets = instance.secrets();
-                let exit_name = name.to_owned();
-                let exit_token = token.clone();
-                tokio::spawn(async move {
-                    let report = process::wait(child, &dirs, &secrets).await;
-                    exit_token.cancel();
-                    let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
-                });
-                self.feed(name, Event::Spawned { pid }, Some(generation));
-                self.probe(name, generation, token);
-            }
-            Err(e) => self.feed(
-                name,
-                Event::SpawnFailed {
-                    error: format!("{}: {e}", redis_server.display()),
-                },
-                Some(generation),
-            ),
-        }
+        let pid = child.id().unwrap_or(0);
+        instance.running_config = Some(config);
+        instance.running_spec = Some(instance.spec.clone());
+        let token = CancellationToken::new();
+        instance.process_token = token.clone();
+        let dirs = instance.dirs.clone();
+        let secrets = instance.secrets();
+        let events = self.events.clone();
+        let exit_name = name.to_owned();
+        let exit_token = token.clone();
+        self.life.spawn(Step::Supervision, async move {
+            let report = process::wait(child, &dirs, &secrets).await;
+            exit_token.cancel();
+            let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
+        });
+        self.feed(name, Event::Spawned { pid }, Some(generation));
+        self.probe(name, generation, token);
     }
 
     /// A cluster master that keeps nothing on disk and has replicas must not
     /// come back as an empty master: its replicas would copy the emptiness.
     /// A member of a replication group must come back in its current role.
-    fn preparation(&mut self, name: &str) -> Option<Preparation> {
+    async fn preparation(&mut self, name: &str) -> Option<Preparation> {
         let instance = self.instances.get_mut(name)?;
         if std::mem::take(&mut instance.handed_over) {
             return None;
@@ -866,7 +925,12 @@ impl Supervisor {
         if spec.mode != Mode::Cluster || !(dataless || self.config.fast_failover) {
             return None;
         }
-        crate::handover::replicas_if_master(&instance.dirs.redis)
+        let redis = instance.dirs.redis.clone();
+        // nodes.conf is read on the blocking pool.
+        blocking(move || Ok(crate::handover::replicas_if_master(&redis)))
+            .await
+            .ok()
+            .flatten()
             .filter(|r| !r.is_empty())
             .map(Preparation::Cluster)
     }
@@ -884,14 +948,19 @@ impl Supervisor {
             },
             promote: dataless || self.config.fast_failover,
             dataless,
-            formed: store::was_formed(&instance.dirs.control),
+            formed: false,
         };
+        let control = instance.dirs.control.clone();
         let generation = instance.machine.generation;
         let password = spec.password.clone();
         let events = self.events.clone();
         let name = name.to_owned();
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
+        self.life.spawn(Step::Supervision, async move {
+            let started = Instant::now();
+            let mut me = me;
+            me.formed = blocking(move || Ok(store::was_formed(&control)))
+                .await
+                .unwrap_or(false);
             let tagged = match crate::rejoin::prepare(me, &group, &password).await {
                 Ok(crate::rejoin::Start::ReplicaOf(master)) => {
                     info!(instance = %name, %master, took_ms = started.elapsed().as_millis() as u64, "starting as a replica of the current master");
@@ -933,7 +1002,7 @@ impl Supervisor {
         let password = instance.spec.password.clone();
         let events = self.events.clone();
         let name = name.to_owned();
-        tokio::spawn(async move {
+        self.life.spawn(Step::Supervision, async move {
             let event = match crate::handover::hand_over(&replicas, &password).await {
                 Ok(new_master) => {
                     info!(instance = %name, %new_master, "replica took over; restarting as its replica");
@@ -963,7 +1032,7 @@ impl Supervisor {
         let timeout = Settings::from(instance.spec.supervision).start_timeout;
         let events = self.events.clone();
         let name = name.to_owned();
-        tokio::spawn(async move {
+        self.life.spawn(Step::Supervision, async move {
             let event = match process::wait_ready(&endpoint, pid, timeout, &token).await {
                 Some(true) => Event::Ready,
                 Some(false) => Event::StartTimedOut,
@@ -974,37 +1043,102 @@ impl Supervisor {
     }
 }
 
-/// The command line of an instance's next process. A sentinel runs its own
-/// copy of the rendered config (Sentinel rewrites the file it runs with),
-/// made afresh only when the rendered config changed.
-fn start_args(instance: &mut Instance, run_as: Option<RunAs>) -> Result<Vec<String>, Error> {
-    let dirs = &instance.dirs;
-    let path = |file: &str| dirs.redis.join(file).to_string_lossy().into_owned();
-    let owner = run_as.map(|u| (u.uid, u.gid));
-    if instance.spec.mode == Mode::Sentinel {
-        store::copy_run_config(dirs, store::SENTINEL_CONFIG_FILE, true, owner)?;
-        return Ok(vec![path(store::SENTINEL_CONFIG_FILE), "--sentinel".into()]);
-    }
-    store::copy_run_config(dirs, store::RUNNING_CONFIG_FILE, false, owner)?;
-    let mut args = vec![path(store::RUNNING_CONFIG_FILE)];
-    if let Some(master) = instance.replica_of.take() {
-        args.extend([
-            "--replicaof".into(),
-            master.address.to_string(),
-            master.port.to_string(),
-        ]);
-    }
-    Ok(args)
+/// What starting an instance's next process needs, taken from the
+/// supervisor so that it can run on the blocking pool.
+struct Start {
+    redis_server: PathBuf,
+    user: String,
+    dirs: InstanceDirs,
+    sentinel: bool,
+    /// Start as a replica of this master.
+    replica_of: Option<Peer>,
 }
 
-/// A fraction in [0, 1) from the clock's low bits: enough to spread restarts
-/// of several instances apart, no RNG dependency.
+impl Start {
+    /// The config the process starts with, and the process. Err: why it
+    /// could not start, and `replica_of` back when no process was tried.
+    fn run(mut self) -> Result<(String, tokio::process::Child), (String, Option<Peer>)> {
+        let prepared = resolve_run_as(&self.user).and_then(|run_as| {
+            let config = store::read_config(&self.dirs.control)
+                .ok_or_else(|| Error::InvalidSpec("redis.conf is missing; re-run apply".into()))?;
+            Ok((run_as, config))
+        });
+        let (run_as, config) = match prepared {
+            Ok(p) => p,
+            Err(Error::InvalidSpec(m)) => return Err((m, self.replica_of)),
+            Err(e) => return Err((e.to_string(), self.replica_of)),
+        };
+        let args = self.args(run_as).map_err(|e| match e {
+            Error::InvalidSpec(m) => (m, None),
+            e => (e.to_string(), None),
+        })?;
+        process::spawn(&self.redis_server, &self.dirs, &args, run_as)
+            .map(|child| (config, child))
+            .map_err(|e| (format!("{}: {e}", self.redis_server.display()), None))
+    }
+
+    /// The command line of the next process. A sentinel runs its own copy
+    /// of the rendered config (Sentinel rewrites the file it runs with),
+    /// made afresh only when the rendered config changed.
+    fn args(&mut self, run_as: Option<RunAs>) -> Result<Vec<String>, Error> {
+        let dirs = &self.dirs;
+        let path = |file: &str| dirs.redis.join(file).to_string_lossy().into_owned();
+        let owner = run_as.map(|u| (u.uid, u.gid));
+        if self.sentinel {
+            store::copy_run_config(dirs, store::SENTINEL_CONFIG_FILE, true, owner)?;
+            return Ok(vec![path(store::SENTINEL_CONFIG_FILE), "--sentinel".into()]);
+        }
+        store::copy_run_config(dirs, store::RUNNING_CONFIG_FILE, false, owner)?;
+        let mut args = vec![path(store::RUNNING_CONFIG_FILE)];
+        if let Some(master) = self.replica_of.take() {
+            args.extend([
+                "--replicaof".into(),
+                master.address.to_string(),
+                master.port.to_string(),
+            ]);
+        }
+        Ok(args)
+    }
+}
+
+/// Runs blocking file IO (writes, fsync, renames, reads of nodes.conf) on
+/// tokio's blocking pool. The supervisor awaits it, so commands and events
+/// are still handled one at a time, in the order they came.
+async fn blocking<T: Send + 'static>(
+    io: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(io).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(Error::ShuttingDown),
+    }
+}
+
+/// The time the state machine is told: tokio's clock (so paused-time
+/// tests move it), as the std `Instant` the pure machine takes.
+fn machine_now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// A timer of the state machine (back-off, stop timeout, HELD retry) on
+/// tokio's clock: `timer` comes back on `events` after `delay`, unless
+/// supervision stops first.
+fn schedule(
+    life: &Lifecycle,
+    events: &mpsc::UnboundedSender<Tagged>,
+    timer: Tagged,
+    delay: Duration,
+) {
+    let events = events.clone();
+    life.spawn(Step::Supervision, async move {
+        tokio::time::sleep(delay).await;
+        let _ = events.send(timer);
+    });
+}
+
+/// A fraction in [0, 1) that spreads restarts of several instances apart.
 fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1000) / 1000.0
+    rand::random::<f64>()
 }
 
 /// Resolves the user redis-server runs as. When the agent is root that is
@@ -1061,4 +1195,137 @@ pub fn check_reachable(dir: &Path, run_as: Option<RunAs>) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use state::ExitReport;
+
+    fn crash() -> Event {
+        Event::Exited(ExitReport {
+            description: "exited with status 1".into(),
+            clean: false,
+            log_tail: vec![],
+        })
+    }
+
+    /// Carries out a machine's actions the way `Supervisor::act` does for
+    /// timers (through [`schedule`], on tokio's clock); `on_spawn` and
+    /// `on_handover` stand in for the process side and answer at once.
+    /// Returns when the machine settles with no timer pending.
+    async fn drive(
+        machine: &mut Machine,
+        first: Event,
+        settings: &Settings,
+        mut answer: impl FnMut(&Action, &Machine) -> Vec<Event>,
+        rounds: usize,
+    ) {
+        let life = Lifecycle::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut queue = vec![(first, machine.generation)];
+        for _ in 0..rounds {
+            while let Some((event, generation)) = queue.pop() {
+                for action in machine.next(event, generation, machine_now(), settings, 0.0) {
+                    match action {
+                        Action::RetryAfter(delay) => {
+                            let timer =
+                                Tagged::new("x".into(), machine.generation, Event::RetryDue);
+                            schedule(&life, &tx, timer, delay);
+                        }
+                        Action::Settled => {}
+                        ref a => {
+                            let g = machine.generation;
+                            queue.extend(answer(a, machine).into_iter().rev().map(|e| (e, g)));
+                        }
+                    }
+                }
+            }
+            match tokio::time::timeout(Duration::from_secs(3600), rx.recv()).await {
+                Ok(Some(t)) => queue.push((t.event, t.generation)),
+                _ => return,
+            }
+        }
+    }
+
+    /// A process that exits at once is respawned after exactly the delays
+    /// the machine chose (0, then 50 ms doubling to 5 s), measured on the
+    /// paused clock the supervisor's timers run on, until FATAL.
+    #[tokio::test(start_paused = true)]
+    async fn a_crashing_process_is_respawned_after_the_machines_backoff() {
+        let settings = Settings::default();
+        let t0 = Instant::now();
+        let mut spawned_at = Vec::new();
+        let mut machine = Machine::default();
+        drive(
+            &mut machine,
+            Event::Start,
+            &settings,
+            |action, _| {
+                assert_eq!(action, &Action::Spawn);
+                spawned_at.push(t0.elapsed().as_millis());
+                vec![Event::Spawned { pid: 42 }, crash()]
+            },
+            100,
+        )
+        .await;
+        let gaps: Vec<u128> = spawned_at.windows(2).map(|w| w[1] - w[0]).collect();
+        let expected: Vec<u128> = (1..=settings.start_retries)
+            .map(|failures| state::backoff_delay(failures, 0.0, &settings).as_millis())
+            .collect();
+        assert_eq!(gaps, expected);
+        assert_eq!(gaps[..6], [0, 50, 100, 200, 400, 800]);
+        assert_eq!(machine.state, State::Fatal);
+    }
+
+    /// A HELD master's handover is tried again on the HELD schedule (0.25 s
+    /// doubling to 2 s) while no replica takes over, and it starts as soon
+    /// as one does.
+    #[tokio::test(start_paused = true)]
+    async fn a_held_master_retries_the_handover_on_its_schedule() {
+        let settings = Settings::default();
+        let t0 = Instant::now();
+        let mut tried_at = Vec::new();
+        let mut machine = Machine::default();
+        let mut started = None;
+        drive(
+            &mut machine,
+            Event::Start,
+            &settings,
+            |action, m| match action {
+                // The first spawn is prepared by a handover that fails.
+                Action::Spawn
+                    if m.hold_attempts == 0 && started.is_none() && tried_at.is_empty() =>
+                {
+                    tried_at.push(t0.elapsed().as_millis());
+                    vec![Event::HandoverFailed {
+                        error: "no replica answers".into(),
+                        hold: true,
+                    }]
+                }
+                Action::Handover if tried_at.len() < 7 => {
+                    tried_at.push(t0.elapsed().as_millis());
+                    vec![Event::HandoverFailed {
+                        error: "no replica answers".into(),
+                        hold: true,
+                    }]
+                }
+                Action::Handover => {
+                    tried_at.push(t0.elapsed().as_millis());
+                    vec![Event::HandedOver]
+                }
+                Action::Spawn => {
+                    started = Some(t0.elapsed().as_millis());
+                    vec![Event::Spawned { pid: 42 }, Event::Ready]
+                }
+                other => panic!("{other:?}"),
+            },
+            100,
+        )
+        .await;
+        let gaps: Vec<u128> = tried_at.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(gaps, [250, 500, 1000, 2000, 2000, 2000, 2000]);
+        assert_eq!(started, tried_at.last().copied(), "started at the handover");
+        assert_eq!(machine.state, State::Running);
+    }
 }

@@ -13,8 +13,8 @@ use nix::unistd::{Gid, Pid, Uid};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use super::Endpoint;
 use super::state::ExitReport;
+use crate::endpoint::Endpoint;
 use crate::redis_access;
 use crate::store::{self, InstanceDirs};
 
@@ -133,7 +133,7 @@ pub async fn wait(mut child: Child, dirs: &InstanceDirs, secrets: &[String]) -> 
     ExitReport {
         description,
         clean,
-        log_tail: log_tail(dirs, secrets),
+        log_tail: log_tail_off_thread(dirs, secrets).await,
     }
 }
 
@@ -171,8 +171,17 @@ pub async fn wait_adopted(pid: u32, dirs: &InstanceDirs, secrets: &[String]) -> 
     ExitReport {
         description: "exited (status unknown: it was adopted after an agent restart)".into(),
         clean: false,
-        log_tail: log_tail(dirs, secrets),
+        log_tail: log_tail_off_thread(dirs, secrets).await,
     }
+}
+
+/// [`log_tail`] on the blocking pool: file reads stay off the runtime's
+/// threads.
+async fn log_tail_off_thread(dirs: &InstanceDirs, secrets: &[String]) -> Vec<String> {
+    let (dirs, secrets) = (dirs.clone(), secrets.to_vec());
+    tokio::task::spawn_blocking(move || log_tail(&dirs, &secrets))
+        .await
+        .unwrap_or_default()
 }
 
 fn is_alive(pid: u32) -> bool {

@@ -54,38 +54,7 @@ impl State {
     }
 }
 
-/// Per-instance supervision settings. The defaults suit Redis: a crash is
-/// restarted at once, a crash loop backs off to one try every 5 s and gives
-/// up after 10 quick failures.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// How long a start may take to answer PING (loading a large data set
-    /// answers -LOADING, which still counts as starting).
-    pub start_timeout: Duration,
-    /// Consecutive failed starts before FATAL.
-    pub start_retries: u32,
-    /// Delay before the second restart of a row; doubles each time after.
-    pub backoff_first: Duration,
-    pub backoff_max: Duration,
-    /// A process that lived this long resets the failure count, so its next
-    /// crash is restarted at once (supervisord's `startsecs`, 1 s too).
-    pub stable_after: Duration,
-    /// SIGTERM, then SIGKILL to the process group after this long.
-    pub stop_timeout: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            start_timeout: Duration::from_secs(60),
-            start_retries: 10,
-            backoff_first: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(5),
-            stable_after: Duration::from_secs(1),
-            stop_timeout: Duration::from_secs(10),
-        }
-    }
-}
+pub use crate::supervision::Settings;
 
 /// How a process ended, as the process side saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,16 +208,7 @@ impl Machine {
             (Starting | Held, Event::HandoverFailed { hold: false, .. }) if current => {
                 vec![self.spawn()]
             }
-            (Starting | Held, Event::HandoverFailed { error, .. }) if current => {
-                self.state = Held;
-                self.hold_attempts += 1;
-                let delay = hold_retry_delay(self.hold_attempts);
-                self.fatal_reason = Some(format!(
-                    "held: a master that keeps no data on disk is not started empty while a replica may still hold its data ({error}); retrying the handover every {} ms until a replica takes over; `paddock recover --accept-data-loss` starts it empty",
-                    delay.as_millis()
-                ));
-                vec![Action::RetryAfter(delay), Action::Settled]
-            }
+            (Starting | Held, Event::HandoverFailed { error, .. }) if current => self.hold(&error),
             (Starting, Event::SpawnFailed { error }) if current => {
                 self.state = Fatal;
                 self.fatal_reason = Some(format!("cannot start redis-server: {error}"));
@@ -303,6 +263,19 @@ impl Machine {
             (Stopping, Event::StopTimedOut) if current => vec![Action::Signal(Signal::Kill)],
             _ => vec![],
         }
+    }
+
+    /// No replica took over and starting would risk wiping them: HELD,
+    /// the handover retried later.
+    fn hold(&mut self, error: &str) -> Vec<Action> {
+        self.state = State::Held;
+        self.hold_attempts += 1;
+        let delay = hold_retry_delay(self.hold_attempts);
+        self.fatal_reason = Some(format!(
+            "held: a master that keeps no data on disk is not started empty while a replica may still hold its data ({error}); retrying the handover every {} ms until a replica takes over; `paddock recover --accept-data-loss` starts it empty",
+            delay.as_millis()
+        ));
+        vec![Action::RetryAfter(delay), Action::Settled]
     }
 
     fn exited(
