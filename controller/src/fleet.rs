@@ -49,8 +49,15 @@ pub struct Deployment {
 
 impl Deployment {
     /// Reads and validates the inventory. `create_password` on apply only.
-    pub fn load(path: &Path, create_password: bool) -> Result<Self, Error> {
-        let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    pub fn load(
+        path: &Path,
+        create_password: bool,
+        security: crate::client::Security,
+    ) -> Result<Self, Error> {
+        let bytes = std::fs::read(path).map_err(|source| Error::InventoryFile {
+            path: path.to_owned(),
+            source,
+        })?;
         let inventory = paddock_inventory::parse_bytes(&path.display().to_string(), &bytes)?;
         let placement = paddock_inventory::place(&inventory);
         let password_path = secrets::password_path(
@@ -60,7 +67,8 @@ impl Deployment {
         );
         let password = secrets::load_or_create(&password_path, create_password)?;
         let user_passwords = user_passwords(path, &inventory, create_password)?;
-        let transport = crate::client::Transport::for_deployment(path, &inventory.deployment.name)?;
+        let transport =
+            crate::client::Transport::for_deployment(path, &inventory.deployment.name, security)?;
         Ok(Deployment {
             user_passwords,
             transport,
@@ -251,7 +259,7 @@ pub fn limit_hosts(inventory: &Inventory, limit: &[String]) -> Result<Vec<bool>,
         {
             Some(h) => picked[h] = true,
             None => {
-                return Err(Error::Unsupported(format!(
+                return Err(Error::Usage(format!(
                     "--limit: no host {want:?} in the inventory; its hosts are {}",
                     inventory
                         .hosts

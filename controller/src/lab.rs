@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::apply::{ApplyOptions, ApplyReport, apply};
-use crate::client::AgentClient;
+use crate::client::{AgentClient, Security};
 
 pub const DEFAULT_ADDRESSES: [&str; 3] = ["127.0.1.1", "127.0.1.2", "127.0.1.3"];
 const STATE_FILE: &str = "lab.json";
@@ -39,6 +39,8 @@ pub struct LabOptions {
     /// Stop an existing lab in `dir` and delete what the lab wrote there
     /// (inventory, certificates, password, boxes' data) before starting.
     pub reset: bool,
+    /// Mutual TLS with the lab's own CA, or plaintext agents.
+    pub security: Security,
 }
 
 impl LabOptions {
@@ -56,6 +58,7 @@ impl LabOptions {
             fast_failover: true,
             progress: true,
             reset: false,
+            security: Security::default(),
         }
     }
 }
@@ -78,6 +81,50 @@ pub struct LabUp {
     pub password_file: PathBuf,
     pub started_agents: usize,
     pub apply: Option<ApplyReport>,
+}
+
+impl LabUp {
+    /// How to reach the lab, see it and stop it.
+    pub fn render_how_to(&self, options: &LabOptions) -> String {
+        use paddock_inventory::Topology;
+        let first = options.addresses[0];
+        let port = options.redis_port;
+        let password = self.password_file.display();
+        let cluster_flag = if options.topology == Topology::Cluster {
+            "-c "
+        } else {
+            ""
+        };
+        let mut out = format!(
+            "\nConnect:  REDISCLI_AUTH=\"$(cat {password})\" redis-cli {cluster_flag}-h {first} -p {port}\n"
+        );
+        if options.topology == Topology::Sentinel {
+            out.push_str(&format!(
+                "Sentinel: REDISCLI_AUTH=\"$(cat {password})\" redis-cli -h {first} -p 26379 SENTINEL GET-MASTER-ADDR-BY-NAME lab\n"
+            ));
+        }
+        let dir = options.dir.display();
+        out.push_str(&format!("Status:   paddock lab status --dir {dir}\n"));
+        out.push_str(&format!("Stop:     paddock lab down --dir {dir}\n"));
+        out
+    }
+}
+
+/// The topology `lab up` brings up: the one asked for, else the existing
+/// lab's (unless it is reset), else a cluster.
+pub fn topology_choice(
+    dir: &Path,
+    asked: Option<&str>,
+    reset: bool,
+) -> paddock_inventory::Topology {
+    use paddock_inventory::Topology;
+    match asked {
+        Some("replication") => Topology::Replication,
+        Some("sentinel") => Topology::Sentinel,
+        Some(_) => Topology::Cluster,
+        None if reset => Topology::Cluster,
+        None => existing_topology(dir).unwrap_or(Topology::Cluster),
+    }
 }
 
 pub fn inventory_path(dir: &Path) -> PathBuf {
@@ -170,8 +217,8 @@ fn check_same_lab(dir: &Path, options: &LabOptions) -> Result<(), Error> {
 }
 
 /// Stops the lab in `dir` and deletes what the lab wrote there, nothing else.
-async fn reset(dir: &Path) -> Result<(), Error> {
-    down(dir).await?;
+async fn reset(dir: &Path, security: Security) -> Result<(), Error> {
+    down(dir, security).await?;
     let mut doomed = vec![inventory_path(dir), dir.join(".paddock").join("lab")];
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -315,7 +362,7 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
     fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let dir = dir.canonicalize().map_err(Error::io(dir))?;
     if options.reset {
-        reset(&dir).await?;
+        reset(&dir, options.security).await?;
     } else {
         check_same_lab(&dir, options)?;
     }
@@ -324,14 +371,12 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
     // The lab has its own CA, like any deployment (unless plaintext was
     // asked for by name).
     let certs = crate::certs::certs_dir(&inventory_path(&dir), "lab");
-    let plaintext = matches!(
-        crate::client::Transport::for_deployment(&inventory_path(&dir), "lab"),
-        Ok(crate::client::Transport::Plaintext)
-    );
+    let plaintext = options.security == Security::InsecurePlaintext;
     if !plaintext {
         crate::certs::init(&certs, "lab")?;
     }
-    let transport = crate::client::Transport::for_deployment(&inventory_path(&dir), "lab")?;
+    let transport =
+        crate::client::Transport::for_deployment(&inventory_path(&dir), "lab", options.security)?;
     let mut started = Vec::new();
     let setup = AgentSetup {
         dir: &dir,
@@ -459,6 +504,7 @@ async fn finish_up(options: &LabOptions, dir: PathBuf, started: usize) -> Result
                 &inventory,
                 &ApplyOptions {
                     progress: options.progress,
+                    security: options.security,
                     ..ApplyOptions::default()
                 },
             )
@@ -681,10 +727,28 @@ pub struct LabDown {
     pub leftover_redis: usize,
 }
 
+impl std::fmt::Display for LabDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "lab stopped: {} instance(s) and {} agent(s)",
+            self.instances, self.agents
+        )?;
+        if self.leftover_redis > 0 {
+            write!(
+                f,
+                ", plus {} leftover redis-server process(es)",
+                self.leftover_redis
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Stops every instance through its agent (agents leave Redis running when
 /// they exit, by design), then the agents, then any redis-server whose
 /// pidfile is in the lab and is still alive.
-pub async fn down(dir: &Path) -> Result<LabDown, Error> {
+pub async fn down(dir: &Path, security: Security) -> Result<LabDown, Error> {
     let state = read_state(dir)?;
     // An agent restarted by hand has another pid than the recorded one.
     let live: Vec<LabAgent> = state
@@ -695,7 +759,7 @@ pub async fn down(dir: &Path) -> Result<LabDown, Error> {
             Some(LabAgent { pid, ..a.clone() })
         })
         .collect();
-    let transport = crate::client::Transport::for_deployment(&inventory_path(dir), "lab")
+    let transport = crate::client::Transport::for_deployment(&inventory_path(dir), "lab", security)
         .unwrap_or(crate::client::Transport::Plaintext);
     let transport = &transport;
     let stops = live.iter().map(|a| async move {

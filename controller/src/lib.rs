@@ -9,6 +9,8 @@ pub mod balance;
 pub mod certs;
 pub mod client;
 pub mod cluster;
+pub mod commands;
+pub mod exit;
 pub mod failover;
 pub mod fleet;
 pub mod form;
@@ -33,6 +35,17 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("{0}")]
     Inventory(#[from] paddock_inventory::Diagnostics),
+    /// The inventory file itself cannot be read.
+    #[error("cannot read {path}: {source}")]
+    InventoryFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command line asks for something that cannot be done as asked
+    /// (a flag without the flag it needs, a name the inventory lacks).
+    #[error("{0}")]
+    Usage(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

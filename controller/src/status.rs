@@ -9,7 +9,7 @@ use futures::future::join_all;
 use serde::Serialize;
 
 use crate::Error;
-use crate::client::{InstanceState, Reply};
+use crate::client::{InstanceState, Reply, Security};
 use crate::cluster::{Observation, assess, format_ranges, parse_nodes};
 use crate::fleet::{Deployment, Fleet, Target, members};
 use crate::plan::info_field as field;
@@ -125,8 +125,8 @@ async fn details(fleet: &Fleet, t: &Target) -> Option<NodeDetails> {
 
 /// The deployment's status; `limit` (host names or addresses) restricts the
 /// hosts shown, not the judgement (that needs every node's view).
-pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
-    let deployment = Deployment::load(path, false)?;
+pub async fn status(path: &Path, limit: &[String], security: Security) -> Result<Status, Error> {
+    let deployment = Deployment::load(path, false, security)?;
     let shown = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
     let fleet = Fleet::connect_within(&deployment, DIAL_WITHIN, Some(CALL_WITHIN)).await;
     let targets = deployment.targets();
