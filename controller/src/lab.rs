@@ -250,39 +250,145 @@ async fn reset(dir: &Path, security: Security) -> Result<(), Error> {
 
 /// The lab's inventory: a 3-master, 1-replica cluster on the lab's boxes,
 /// or one master with a read replica on every other box (and, for the
-/// sentinel topology, a sentinel on every box).
+/// sentinel topology, a sentinel on every box). Written with the toml
+/// crate, as every TOML file the lab writes.
 pub fn inventory_text(options: &LabOptions) -> String {
+    #[derive(Serialize)]
+    struct Deployment {
+        name: &'static str,
+        topology: String,
+        masters: usize,
+        replicas_per_master: usize,
+    }
+    #[derive(Serialize)]
+    struct Redis {
+        port: u16,
+        maxmemory: &'static str,
+        maxmemory_policy: &'static str,
+        appendonly: bool,
+        cluster_node_timeout_ms: u32,
+    }
+    #[derive(Serialize)]
+    struct Sentinel {
+        count: usize,
+        port: u16,
+    }
     let (masters, replicas) = match options.topology {
         paddock_inventory::Topology::Cluster => (3, 1),
         _ => (1, options.addresses.len().saturating_sub(1)),
     };
-    let mut s = format!(
+    let mut s = String::from(
         "# The local lab, written by `paddock lab up`: each host is a paddockd agent\n\
-         # on its own loopback address, standing in for a machine.\n\
-         [deployment]\nname = \"lab\"\ntopology = \"{}\"\nmasters = {masters}\nreplicas_per_master = {replicas}\n\n\
-         [redis]\n",
-        options.topology
+         # on its own loopback address, standing in for a machine.\n",
     );
-    s.push_str(&format!(
-        "port = {}\nmaxmemory = \"128mb\"\nmaxmemory_policy = \"noeviction\"\n\
-         # Persistence on: a master restarted by its agent reloads its data.\nappendonly = true\n\
-         cluster_node_timeout_ms = 5000\n",
-        options.redis_port
-    ));
+    #[derive(Serialize)]
+    struct DeploymentTable {
+        deployment: Deployment,
+    }
+    #[derive(Serialize)]
+    struct RedisTable {
+        redis: Redis,
+    }
+    #[derive(Serialize)]
+    struct SentinelTable {
+        sentinel: Sentinel,
+    }
+    s.push_str(&to_toml(&DeploymentTable {
+        deployment: Deployment {
+            name: "lab",
+            topology: options.topology.to_string(),
+            masters,
+            replicas_per_master: replicas,
+        },
+    }));
+    s.push_str("\n# Persistence on: a master restarted by its agent reloads its data.\n");
+    s.push_str(&to_toml(&RedisTable {
+        redis: Redis {
+            port: options.redis_port,
+            maxmemory: "128mb",
+            maxmemory_policy: "noeviction",
+            appendonly: true,
+            cluster_node_timeout_ms: 5000,
+        },
+    }));
     if options.topology == paddock_inventory::Topology::Sentinel {
-        s.push_str(&format!(
-            "\n# One sentinel per box; a majority must agree the master is down.\n             [sentinel]\ncount = {}\nport = 26379\n",
-            options.addresses.len()
-        ));
+        s.push_str("\n# One sentinel per box; a majority must agree the master is down.\n");
+        s.push_str(&to_toml(&SentinelTable {
+            sentinel: Sentinel {
+                count: options.addresses.len(),
+                port: 26379,
+            },
+        }));
     }
-    for (i, a) in options.addresses.iter().enumerate() {
-        s.push_str(&format!(
-            "\n[[hosts]]\nname = \"box{}\"\naddress = \"{a}\"\nagent_port = {}\n",
-            i + 1,
-            options.agent_port
-        ));
-    }
+    s.push_str(&hosts_toml(&options.addresses, options.agent_port));
     s
+}
+
+/// `[[hosts]]` tables naming the boxes at `addresses` box1, box2, ...,
+/// their agents on `agent_port`: the lab's, and other labs' of boxes.
+pub fn hosts_toml(addresses: &[IpAddr], agent_port: u16) -> String {
+    #[derive(Serialize)]
+    struct Host {
+        name: String,
+        address: IpAddr,
+        agent_port: u16,
+    }
+    #[derive(Serialize)]
+    struct Hosts {
+        hosts: Vec<Host>,
+    }
+    let hosts = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, &address)| Host {
+            name: format!("box{}", i + 1),
+            address,
+            agent_port,
+        })
+        .collect();
+    format!("\n{}", to_toml(&Hosts { hosts }))
+}
+
+/// Plain values (no paths, no maps): serializing them cannot fail.
+fn to_toml(value: &impl Serialize) -> String {
+    toml::to_string(value).unwrap_or_default()
+}
+
+/// A paddockd config file (agent.toml) as the lab and the end-to-end tests
+/// write it. Serialized by the toml crate: a path with a quote or a
+/// backslash is written as TOML needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentConfigFile {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// None: the agent's default (on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast_failover: Option<bool>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_plaintext: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<AgentTlsFiles>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentTlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl AgentConfigFile {
+    /// The file's text, after a `# comment` line when one is given. Fails
+    /// only for a path that is not UTF-8 (TOML strings are).
+    pub fn to_toml(&self, comment: Option<&str>) -> Result<String, Error> {
+        // A path that is not UTF-8 cannot be a TOML string.
+        let body = toml::to_string(self)
+            .map_err(|e| Error::Lab(format!("cannot write the agent's config: {e}")))?;
+        Ok(match comment {
+            Some(c) => format!("# {c}\n{body}"),
+            None => body,
+        })
+    }
 }
 
 /// The paddockd binary: $PADDOCKD, else next to this executable, else PATH.
@@ -435,25 +541,24 @@ async fn start_agents(
         let data_dir = box_dir.join("data");
         fs::create_dir_all(&data_dir).map_err(Error::io(&data_dir))?;
         let tls = if plaintext {
-            "insecure_plaintext = true\n".to_owned()
+            None
         } else {
             let files = crate::certs::issue(certs, &host, *address)?;
-            format!(
-                "\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-                crate::certs::ca(certs).cert.display(),
-                files.cert.display(),
-                files.key.display()
-            )
+            Some(AgentTlsFiles {
+                ca: crate::certs::ca(certs).cert,
+                cert: files.cert,
+                key: files.key,
+            })
         };
-        fs::write(
-            &config,
-            format!(
-                "# paddockd config for lab host {host}\nlisten = \"{listen}\"\ndata_dir = \"{}\"\nfast_failover = {}\n{tls}",
-                data_dir.display(),
-                options.fast_failover
-            ),
-        )
-        .map_err(Error::io(&config))?;
+        let text = AgentConfigFile {
+            listen,
+            data_dir: data_dir.clone(),
+            fast_failover: Some(options.fast_failover),
+            insecure_plaintext: plaintext,
+            tls,
+        }
+        .to_toml(Some(&format!("paddockd config for lab host {host}")))?;
+        fs::write(&config, text).map_err(Error::io(&config))?;
         let log_path = box_dir.join("agent.log");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -835,6 +940,60 @@ mod tests {
    0: 00000000000000000000000001000000:1D13 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0000000000000000 100 0 0 10 0
 ";
         assert_eq!(listening_inode(v6, addr("[::1]:7443")), Some(77));
+    }
+
+    #[test]
+    fn agent_configs_quote_paths_with_quotes_and_backslashes() {
+        let odd = PathBuf::from("/tmp/it's \"the\" lab\\box1");
+        let text = AgentConfigFile {
+            listen: "127.0.0.1:7443".parse().unwrap(),
+            data_dir: odd.join("data"),
+            fast_failover: Some(false),
+            insecure_plaintext: false,
+            tls: Some(AgentTlsFiles {
+                ca: odd.join("ca.pem"),
+                cert: odd.join("box1.pem"),
+                key: odd.join("box1.key"),
+            }),
+        }
+        .to_toml(Some("paddockd config for lab host box1"))
+        .unwrap();
+        let back: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(
+            back["data_dir"].as_str(),
+            Some("/tmp/it's \"the\" lab\\box1/data")
+        );
+        assert_eq!(
+            back["tls"]["key"].as_str(),
+            Some("/tmp/it's \"the\" lab\\box1/box1.key")
+        );
+        assert_eq!(back["listen"].as_str(), Some("127.0.0.1:7443"));
+        assert_eq!(back["fast_failover"].as_bool(), Some(false));
+        assert!(!back.contains_key("insecure_plaintext"));
+        assert!(text.starts_with("# paddockd config for lab host box1\n"));
+    }
+
+    #[test]
+    fn every_lab_inventory_parses_as_the_lab_asked() {
+        for topology in [
+            paddock_inventory::Topology::Cluster,
+            paddock_inventory::Topology::Replication,
+            paddock_inventory::Topology::Sentinel,
+        ] {
+            let mut options = LabOptions::new(PathBuf::from("lab"));
+            options.topology = topology;
+            options.agent_port = 7444;
+            let text = inventory_text(&options);
+            let inv = paddock_inventory::parse("inventory.toml", &text)
+                .unwrap_or_else(|d| panic!("{d}\n{text}"));
+            assert_eq!(inv.deployment.topology, topology);
+            assert!(differences(&inv, &options).is_empty(), "{text}");
+            assert_eq!(inv.hosts[2].name, "box3");
+            assert_eq!(
+                inv.sentinel.is_some(),
+                topology == paddock_inventory::Topology::Sentinel
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,10 @@ use paddock_tests::{Lab, agent_client, paddock, process_is, stderr, stdout};
 
 fn code(args: &[&str]) -> (Option<i32>, String) {
     let out = paddock(args);
-    (out.status.code(), format!("{}{}", stdout(&out), stderr(&out)))
+    (
+        out.status.code(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
 }
 
 #[test]
@@ -108,5 +111,8 @@ async fn done_unhealthy_locked_and_unreachable_have_their_codes() {
     assert!(text.contains("box3: skipped (agent unreachable"), "{text}");
     let (exit, text) = code(&["stop", "-i", &inv, "box1:redis-7001"]);
     assert_eq!(exit, Some(3), "stop without box3: {text}");
-    assert!(text.contains("cannot reach the agent of host box3"), "{text}");
+    assert!(
+        text.contains("cannot reach the agent of host box3"),
+        "{text}"
+    );
 }

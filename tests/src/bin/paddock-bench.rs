@@ -448,14 +448,16 @@ async fn agent_bench(rounds: usize) -> String {
         .tempdir()
         .unwrap();
     let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"{ADDR}:7443\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n",
-            dir.path().join("data").display()
-        ),
-    )
+    let text = paddock_controller::lab::AgentConfigFile {
+        listen: format!("{ADDR}:7443").parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        fast_failover: None,
+        insecure_plaintext: true,
+        tls: None,
+    }
+    .to_toml(None)
     .unwrap();
+    std::fs::write(&config, text).unwrap();
     let mut agent = std::process::Command::new(paddock_tests::bin_dir().join("paddockd"))
         .arg("--config")
         .arg(&config)
