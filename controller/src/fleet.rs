@@ -451,12 +451,6 @@ pub fn abandoned(held: &HeldLease, me: &LeaseId, holder_alive: bool) -> bool {
         && !holder_alive
 }
 
-/// Whether a controller process with this pid runs in our PID namespace.
-fn controller_alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("paddock"))
-}
-
 /// This controller's lease identity: a fresh random token, user@host pid N
 /// for people, the machine id and the PID namespace's inode.
 pub fn lock_holder() -> LeaseId {
@@ -572,7 +566,7 @@ impl Fleet {
         for h in (0..self.agents.len()).filter(|&h| self.reachable(h)) {
             let mut outcome = self.agent(h)?.lock(deployment, me, LOCK_TTL_MS).await?;
             if let LockOutcome::Held(other) = &outcome
-                && abandoned(other, me, controller_alive(other.pid))
+                && abandoned(other, me, crate::process::process_is(other.pid, "paddock"))
             {
                 // A controller of this machine and namespace died
                 // mid-operation (killed, or its terminal closed): its lease

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::apply::{ApplyOptions, ApplyReport, apply};
 use crate::client::{AgentClient, Security};
+use crate::process::process_is;
 
 pub const DEFAULT_ADDRESSES: [&str; 3] = ["127.0.1.1", "127.0.1.2", "127.0.1.3"];
 const STATE_FILE: &str = "lab.json";
@@ -405,62 +406,10 @@ pub fn agent_binary() -> PathBuf {
     PathBuf::from("paddockd")
 }
 
-fn redis_server_installed() -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("redis-server").is_file()))
-}
-
-const INSTALL_HINT: &str = "install it with `sudo apt-get update && sudo apt-get install -y redis-server`, \
-     then `sudo systemctl disable --now redis-server` so the distribution's own instance does not run beside the lab";
-
-/// Installs redis-server through apt-get when it is missing and we are root
-/// on a Debian-like system; otherwise says exactly how to install it.
-fn ensure_redis_server(progress: bool) -> Result<(), Error> {
-    if redis_server_installed() {
-        return Ok(());
-    }
-    let root = nix::unistd::Uid::effective().is_root();
-    let apt = Path::new("/usr/bin/apt-get").is_file();
-    if !(root && apt) {
-        return Err(Error::Lab(format!(
-            "redis-server is not installed on this machine.\n  hint: {INSTALL_HINT}"
-        )));
-    }
-    if progress {
-        eprintln!(
-            "redis-server is not installed: installing it with apt-get (Debian's redis-server package)"
-        );
-    }
-    let apt_get = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    // --no-upgrade: installing the missing package never upgrades one.
-    let install = ["install", "-y", "-q", "--no-upgrade", "redis-server"];
-    let installed = apt_get(&install) || (apt_get(&["update", "-q"]) && apt_get(&install));
-    if !installed || !redis_server_installed() {
-        return Err(Error::Lab(format!(
-            "installing redis-server with apt-get failed (see its output above).\n  hint: {INSTALL_HINT}"
-        )));
-    }
-    // The package starts its own instance on 6379; the lab does not need it.
-    let _ = Command::new("systemctl")
-        .args(["disable", "--now", "redis-server"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    Ok(())
-}
-
+/// Starts the lab's agents and applies its inventory. A missing
+/// redis-server is installed by the agents when apply asks them to, as on
+/// any host (the one installer, `paddockd`'s).
 pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
-    let progress = options.progress;
-    tokio::task::spawn_blocking(move || ensure_redis_server(progress))
-        .await
-        .map_err(|e| Error::Lab(e.to_string()))??;
     if options.addresses.is_empty() {
         return Err(Error::Lab("the lab needs at least one address".into()));
     }
@@ -698,14 +647,6 @@ fn write_state(dir: &Path, state: &LabState) -> Result<(), Error> {
     fs::write(&path, text).map_err(Error::io(path))
 }
 
-/// Whether `pid` is alive and its command line mentions `name`: a recycled
-/// pid belonging to something else is never signalled.
-fn process_is(pid: u32, name: &str) -> bool {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains(name))
-        .unwrap_or(false)
-}
-
 /// The pid of the lab agent serving `listen` with `config`: the recorded
 /// one if it still is that agent, else whichever process listens on
 /// `listen` (an agent restarted by hand), if it is a paddockd run with
@@ -770,13 +711,9 @@ fn socket_owner(inode: u64) -> Option<u32> {
 
 /// Whether `pid` is a paddockd whose `--config` is `config`.
 fn runs_config(pid: u32, config: &Path) -> bool {
-    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+    let Some(args) = crate::process::cmdline(pid) else {
         return false;
     };
-    let args: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
     let is_paddockd = args
         .first()
         .is_some_and(|a| Path::new(a).file_name() == Some("paddockd".as_ref()));

@@ -18,6 +18,7 @@ pub mod lab;
 pub mod lifecycle;
 pub mod output;
 pub mod plan;
+pub mod process;
 pub mod progress;
 pub mod recover;
 pub mod rotate;
