@@ -1,8 +1,9 @@
 //! `paddock`, the Paddock controller: reads an inventory, plans the difference
 //! between it and what the agents report, applies it, and shows status.
 //!
-//! `main.rs` parses flags and prints; everything else lives here so tests and
-//! benchmarks drive the same code.
+//! `main.rs` parses flags and calls [`commands`], which runs each command,
+//! prints its report and returns its [`exit::Exit`]; everything lives here so
+//! tests and benchmarks drive the same code.
 
 pub mod apply;
 pub mod balance;
