@@ -2,88 +2,36 @@
 //! gRPC on its own loopback address (127.0.22.x).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use paddock_proto::v1::{self as pb, agent_client::AgentClient};
+use paddock_tests::agent::Agent;
 use tonic::transport::Channel;
 
 const ADDRESS: &str = "127.0.22.1";
 
-struct Agent {
-    child: Child,
-    dir: tempfile::TempDir,
+/// The shared harness (paddock-tests), with this package's own binary.
+const PADDOCKD: &str = env!("CARGO_BIN_EXE_paddockd");
+
+fn start_agent() -> Agent {
+    Agent::start(Path::new(PADDOCKD), ADDRESS)
 }
 
-impl Agent {
-    fn start() -> Agent {
-        // 0755: as root, redis-server runs as the redis user and must reach it.
-        let dir = tempfile::Builder::new()
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .tempdir()
-            .unwrap();
-        let child = spawn_agent(dir.path(), ADDRESS);
-        Agent { child, dir }
-    }
-
-    fn pidfile(&self, name: &str) -> PathBuf {
-        self.dir
-            .path()
-            .join("data/instances")
-            .join(name)
-            .join("redis.pid")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // The agent may not have stopped its Redis if the test failed midway.
-        let instances = self.dir.path().join("data/instances");
-        for entry in std::fs::read_dir(instances).into_iter().flatten().flatten() {
-            if let Some(pid) = read_pid(&self.pidfile(&entry.file_name().to_string_lossy()))
-                && alive(pid)
-            {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
-        }
-    }
-}
-
-/// Starts the real binary on `address`:7443 with its data under `dir`.
 fn spawn_agent(dir: &Path, address: &str) -> Child {
-    agent_command(dir, address, "").spawn().unwrap()
+    paddock_tests::agent::spawn(Path::new(PADDOCKD), dir, address)
 }
 
-/// Writes the agent's config (plaintext on `address`:7443, data under
-/// `dir`, plus `extra` lines) and returns the command that runs it.
 fn agent_command(dir: &Path, address: &str, extra: &str) -> Command {
-    let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"{address}:7443\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n{extra}",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_paddockd"));
-    command.arg("--config").arg(&config).stdin(Stdio::null());
-    command
-}
-
-fn read_pid(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    paddock_tests::agent::command(Path::new(PADDOCKD), dir, address, extra)
 }
 
 fn alive(pid: u32) -> bool {
     // A sentinel is redis-server too: "redis-server ADDR:PORT [sentinel]".
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("redis-server"))
-        .unwrap_or(false)
+    paddock_tests::process_is(pid, "redis-server")
 }
 
 async fn client() -> AgentClient<Channel> {
@@ -91,14 +39,12 @@ async fn client() -> AgentClient<Channel> {
 }
 
 async fn client_at(address: &str) -> AgentClient<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(c) = AgentClient::connect(format!("http://{address}:7443")).await {
-            return c;
-        }
-        assert!(Instant::now() < deadline, "agent did not come up");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let url = format!("http://{address}:7443");
+    paddock_tests::wait_for(Duration::from_secs(10), Duration::from_millis(10), || {
+        AgentClient::connect(url.clone()).map(Result::ok)
+    })
+    .await
+    .expect("agent did not come up")
 }
 
 fn spec(maxmemory: u64) -> pb::InstanceSpec {
@@ -157,7 +103,7 @@ fn pong() -> Option<pb::redis_value::Kind> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_writes_configs_supervises_and_restarts_redis() {
-    let mut agent = Agent::start();
+    let mut agent = start_agent();
     let mut c = client().await;
 
     let facts = c
@@ -426,16 +372,17 @@ async fn redis_keeps_serving_while_the_agent_is_killed_and_restarted() {
 
     // The adopted process is still supervised: killed, it is restarted.
     kill(Pid::from_raw(first.pid as i32), Signal::SIGKILL).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(pid) = running_pid(&mut c).await
-            && pid != first.pid
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "adopted instance not restarted");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let restarted =
+        paddock_tests::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+            let mut c = c.clone();
+            async move {
+                running_pid(&mut c)
+                    .await
+                    .is_some_and(|pid| pid != first.pid)
+            }
+        })
+        .await;
+    assert!(restarted, "adopted instance not restarted");
     c.stop_instance(pb::InstanceRef {
         name: "redis-7000".into(),
     })
@@ -839,11 +786,12 @@ async fn links_the_redis_user_plants_are_never_followed() {
     // Log rotation (log_max_bytes = 1, every 5 s): redis.log is rotated
     // past the planted redis.log.1 and .2 (renamed, removed, not followed).
     let rotated_log = data.join("instances/redis-7000/redis.log.1");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::symlink_metadata(&rotated_log).is_ok_and(|m| m.is_file()) {
-        assert!(Instant::now() < deadline, "redis.log was not rotated");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let rotated =
+        paddock_tests::wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+            std::future::ready(std::fs::symlink_metadata(&rotated_log).is_ok_and(|m| m.is_file()))
+        })
+        .await;
+    assert!(rotated, "redis.log was not rotated");
 
     // redis.log itself a link: tail and the log tail in last_exit read
     // nothing through it.
@@ -896,11 +844,13 @@ async fn links_the_redis_user_plants_are_never_followed() {
         .spawn()
         .unwrap();
     c = client_at(ADDR).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while running_pid_of(&mut c, "redis-7000").await != Some(restarted) {
-        assert!(Instant::now() < deadline, "not re-adopted");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let adopted =
+        paddock_tests::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+            let mut c = c.clone();
+            async move { running_pid_of(&mut c, "redis-7000").await == Some(restarted) }
+        })
+        .await;
+    assert!(adopted, "not re-adopted");
 
     for (i, victim) in victims.iter().enumerate() {
         assert_eq!(
@@ -987,14 +937,13 @@ async fn the_old_layout_is_migrated_while_redis_runs() {
 
     agent.child = spawn_agent(&root, ADDR);
     c = client_at(ADDR).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while running_pid_of(&mut c, "redis-7000").await != Some(st.pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the running Redis was not re-adopted"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let adopted =
+        paddock_tests::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+            let mut c = c.clone();
+            async move { running_pid_of(&mut c, "redis-7000").await == Some(st.pid) }
+        })
+        .await;
+    assert!(adopted, "the running Redis was not re-adopted");
     for name in ["spec.toml", "desired", "process", "redis.conf"] {
         assert_eq!(
             owner_mode(&control.join(name)),

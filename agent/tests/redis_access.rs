@@ -4,8 +4,9 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures::FutureExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use paddock_agent::redis_access::{Connections, Reply};
@@ -73,15 +74,15 @@ fn cmd(words: &str) -> Vec<Vec<u8>> {
 }
 
 async fn until_answers(conns: &Connections, r: &Redis) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while conns
-        .run("r", &r.endpoint(), Some(r.pid()), &[cmd("PING")])
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (endpoint, pid, ping) = (r.endpoint(), r.pid(), [cmd("PING")]);
+    let answers =
+        paddock_tests::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+            conns
+                .run("r", &endpoint, Some(pid), &ping)
+                .map(|r| r.is_ok())
+        })
+        .await;
+    assert!(answers, "redis-server did not start");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use crate::Error;
-use crate::client::InstanceState;
+use crate::client::{InstanceState, Security};
 use crate::cluster::Observation;
 use crate::fleet::{Deployment, Fleet, Target, host_problems};
 use crate::form;
@@ -24,6 +24,8 @@ pub struct ApplyOptions {
     pub converge_timeout: Duration,
     /// `--limit`: the hosts to change (names or addresses; empty: all).
     pub limit: Vec<String>,
+    /// How the agents are reached (`--insecure-plaintext`).
+    pub security: Security,
 }
 
 impl Default for ApplyOptions {
@@ -33,6 +35,7 @@ impl Default for ApplyOptions {
             progress: true,
             converge_timeout: Duration::from_secs(60),
             limit: Vec::new(),
+            security: Security::default(),
         }
     }
 }
@@ -51,6 +54,59 @@ pub struct ApplyReport {
     /// agent did not answer, a repair or a restart that needed one.
     /// (Hosts left out by `--limit` alone are not.)
     pub incomplete: bool,
+}
+
+impl ApplyReport {
+    /// 3 when a host's agent did not answer (done where it could be, as
+    /// ansible-playbook for unreachable hosts); 1 when a repair or restart
+    /// the deployment needs was skipped for another reason (`--limit`).
+    pub fn exit(&self) -> crate::exit::Exit {
+        use crate::exit::Exit;
+        let unreachable = self
+            .plan
+            .skipped
+            .iter()
+            .any(|s| matches!(s.reason, crate::plan::SkipReason::Unreachable(_)));
+        match (unreachable, self.incomplete) {
+            (true, _) => Exit::Unreachable,
+            (false, true) => Exit::Failed,
+            (false, false) => Exit::Done,
+        }
+    }
+}
+
+impl std::fmt::Display for ApplyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for s in &self.skipped {
+            writeln!(f, "{s}")?;
+        }
+        if self.changed {
+            writeln!(
+                f,
+                "Applied {} change(s) in {:.3}s{}.",
+                self.plan.changes.len(),
+                self.total.as_secs_f64(),
+                self.formation
+                    .map(|t| format!(
+                        " (cluster formed in {:.3}s from the first MEET)",
+                        t.as_secs_f64()
+                    ))
+                    .unwrap_or_default()
+            )
+        } else {
+            writeln!(
+                f,
+                "Nothing to do: {} is as the inventory says{} ({:.3}s).",
+                self.plan.summary,
+                if self.skipped.is_empty() {
+                    ""
+                } else {
+                    " on the hosts acted on"
+                },
+                self.total.as_secs_f64()
+            )
+        }
+    }
 }
 
 async fn observe_deployment(
@@ -92,8 +148,8 @@ async fn connect_limited(deployment: &Deployment, in_limit: &[bool]) -> Result<F
 
 /// Computes the plan without changing anything; `limit` (host names or
 /// addresses) restricts it to those hosts' instances.
-pub async fn plan(path: &Path, limit: &[String]) -> Result<Plan, Error> {
-    let deployment = Deployment::load(path, false)?;
+pub async fn plan(path: &Path, limit: &[String], security: Security) -> Result<Plan, Error> {
+    let deployment = Deployment::load(path, false, security)?;
     let in_limit = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
     let fleet = connect_limited(&deployment, &in_limit).await?;
     let targets = deployment.targets();
@@ -141,7 +197,7 @@ pub async fn plan(path: &Path, limit: &[String]) -> Result<Plan, Error> {
 }
 
 pub async fn apply(path: &Path, options: &ApplyOptions) -> Result<ApplyReport, Error> {
-    let deployment = Deployment::load(path, false)?;
+    let deployment = Deployment::load(path, false, options.security)?;
     let in_limit = crate::fleet::limit_hosts(&deployment.inventory, &options.limit)?;
     let fleet = connect_limited(&deployment, &in_limit).await?;
     let name = deployment.inventory.deployment.name.clone();

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use paddock_proto::v1::{self as pb, agent_client};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -23,12 +22,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 /// answering agent gives these in milliseconds.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-static INSECURE_PLAINTEXT: AtomicBool = AtomicBool::new(false);
-
-/// Talk to agents without TLS (`--insecure-plaintext`): the agents must run
-/// with `insecure_plaintext = true`. For throwaway labs only.
-pub fn use_insecure_plaintext() {
-    INSECURE_PLAINTEXT.store(true, Ordering::Relaxed);
+/// What the command line asks for: mutual TLS (the default), or plaintext
+/// only when asked for by name (`--insecure-plaintext`; the agents must run
+/// with `insecure_plaintext = true`; for throwaway labs only). Passed
+/// explicitly from the flags to every [`Transport`] built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Security {
+    #[default]
+    MutualTls,
+    InsecurePlaintext,
 }
 
 /// How the controller reaches agents.
@@ -49,8 +51,12 @@ pub enum Transport {
 impl Transport {
     /// The deployment's certificates (`paddock certs init`), or plaintext
     /// when asked for explicitly.
-    pub fn for_deployment(inventory: &Path, deployment: &str) -> Result<Transport, Error> {
-        if INSECURE_PLAINTEXT.load(Ordering::Relaxed) {
+    pub fn for_deployment(
+        inventory: &Path,
+        deployment: &str,
+        security: Security,
+    ) -> Result<Transport, Error> {
+        if security == Security::InsecurePlaintext {
             return Ok(Transport::Plaintext);
         }
         Transport::from_dir(&crate::certs::certs_dir(inventory, deployment), inventory)

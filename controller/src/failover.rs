@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use crate::Error;
-use crate::client::Reply;
+use crate::client::{Reply, Security};
 use crate::cluster::{Observation, assess, shard_master};
 use crate::fleet::{Deployment, Fleet, members};
 use crate::form::{observe_all, wait_healthy};
@@ -27,6 +27,37 @@ pub struct FailoverReport {
     /// Where the masters run now, when that is a problem `apply` fixes
     /// (this failover piled them on a host).
     pub balance: Vec<String>,
+}
+
+impl std::fmt::Display for FailoverReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.already_master {
+            writeln!(
+                f,
+                "Shard {}: {} is already its master; nothing to do.",
+                self.shard, self.to
+            )?;
+        } else {
+            writeln!(
+                f,
+                "Shard {}: {} is master now, {} its replica ({:.3}s).",
+                self.shard,
+                self.to,
+                self.from,
+                self.took.as_secs_f64()
+            )?;
+        }
+        for p in &self.balance {
+            writeln!(f, "Note: {p}.")?;
+        }
+        if !self.balance.is_empty() {
+            writeln!(
+                f,
+                "`paddock status` reports this until `paddock apply` spreads the masters again (it may undo this failover)."
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Which replica takes over: a shard's best replica, or a named one.
@@ -49,10 +80,11 @@ pub async fn failover(
     timeout: Duration,
     progress: bool,
     limit: &[String],
+    security: Security,
 ) -> Result<FailoverReport, Error> {
     let started = Instant::now();
     let progress = Progress::new(progress);
-    let deployment = Deployment::load(path, false)?;
+    let deployment = Deployment::load(path, false, security)?;
     let in_limit = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
     let fleet = Fleet::connect(&deployment).await;
     for (h, host) in deployment.inventory.hosts.iter().enumerate() {
@@ -131,13 +163,13 @@ async fn failover_locked(
     }
     let shard = match choice {
         Choice::Default => {
-            return Err(Error::Unsupported(
+            return Err(Error::Usage(
                 "a cluster has several shards: name one with --shard N, or the replica with --to HOST:INSTANCE".into(),
             ));
         }
         Choice::Shard(s) if *s < deployment.inventory.deployment.masters => *s,
         Choice::Shard(s) => {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Usage(format!(
                 "there is no shard {s}: the deployment has {} (0 to {})",
                 deployment.inventory.deployment.masters,
                 deployment.inventory.deployment.masters - 1
@@ -412,7 +444,7 @@ async fn replication_failover(
             return Ok((label.clone(), label.clone()));
         }
         Choice::Replica(_) if !sentinels.targets.is_empty() => {
-            return Err(Error::Unsupported(
+            return Err(Error::Usage(
                 "with Sentinel, the sentinels choose the replica to promote; run `paddock failover` without --replica".into(),
             ));
         }
@@ -434,7 +466,7 @@ async fn replication_failover(
             })
             .ok_or_else(|| Error::NotConverged("there is no replica to take over".into()))?,
         Choice::Shard(s) => {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Usage(format!(
                 "there is no shard {s}: a replication deployment has one (0)"
             )));
         }

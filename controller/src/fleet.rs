@@ -52,8 +52,15 @@ pub struct Deployment {
 
 impl Deployment {
     /// Reads and validates the inventory. `create_password` on apply only.
-    pub fn load(path: &Path, create_password: bool) -> Result<Self, Error> {
-        let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    pub fn load(
+        path: &Path,
+        create_password: bool,
+        security: crate::client::Security,
+    ) -> Result<Self, Error> {
+        let bytes = std::fs::read(path).map_err(|source| Error::InventoryFile {
+            path: path.to_owned(),
+            source,
+        })?;
         let inventory = paddock_inventory::parse_bytes(&path.display().to_string(), &bytes)?;
         let placement = paddock_inventory::place(&inventory);
         let password_path = secrets::password_path(
@@ -63,7 +70,8 @@ impl Deployment {
         );
         let password = secrets::load_or_create(&password_path, create_password)?;
         let user_passwords = user_passwords(path, &inventory, create_password)?;
-        let transport = crate::client::Transport::for_deployment(path, &inventory.deployment.name)?;
+        let transport =
+            crate::client::Transport::for_deployment(path, &inventory.deployment.name, security)?;
         Ok(Deployment {
             user_passwords,
             transport,
@@ -264,7 +272,7 @@ pub fn limit_hosts(inventory: &Inventory, limit: &[String]) -> Result<Vec<bool>,
         {
             Some(h) => picked[h] = true,
             None => {
-                return Err(Error::Unsupported(format!(
+                return Err(Error::Usage(format!(
                     "--limit: no host {want:?} in the inventory; its hosts are {}",
                     inventory
                         .hosts
@@ -470,12 +478,6 @@ pub fn abandoned(held: &HeldLease, me: &LeaseId, holder_alive: bool) -> bool {
         && !holder_alive
 }
 
-/// Whether a controller process with this pid runs in our PID namespace.
-fn controller_alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("paddock"))
-}
-
 /// This controller's lease identity: a fresh random token, user@host pid N
 /// for people, the machine id and the PID namespace's inode.
 pub fn lock_holder() -> LeaseId {
@@ -591,7 +593,7 @@ impl Fleet {
         for h in (0..self.agents.len()).filter(|&h| self.reachable(h)) {
             let mut outcome = self.agent(h)?.lock(deployment, me, LOCK_TTL_MS).await?;
             if let LockOutcome::Held(other) = &outcome
-                && abandoned(other, me, controller_alive(other.pid))
+                && abandoned(other, me, crate::process::process_is(other.pid, "paddock"))
             {
                 // A controller of this machine and namespace died
                 // mid-operation (killed, or its terminal closed): its lease

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::apply::{ApplyOptions, ApplyReport, apply};
-use crate::client::AgentClient;
+use crate::client::{AgentClient, Security};
+use crate::process::process_is;
 
 pub const DEFAULT_ADDRESSES: [&str; 3] = ["127.0.1.1", "127.0.1.2", "127.0.1.3"];
 const STATE_FILE: &str = "lab.json";
@@ -39,6 +40,8 @@ pub struct LabOptions {
     /// Stop an existing lab in `dir` and delete what the lab wrote there
     /// (inventory, certificates, password, boxes' data) before starting.
     pub reset: bool,
+    /// Mutual TLS with the lab's own CA, or plaintext agents.
+    pub security: Security,
 }
 
 impl LabOptions {
@@ -56,6 +59,7 @@ impl LabOptions {
             fast_failover: true,
             progress: true,
             reset: false,
+            security: Security::default(),
         }
     }
 }
@@ -78,6 +82,50 @@ pub struct LabUp {
     pub password_file: PathBuf,
     pub started_agents: usize,
     pub apply: Option<ApplyReport>,
+}
+
+impl LabUp {
+    /// How to reach the lab, see it and stop it.
+    pub fn render_how_to(&self, options: &LabOptions) -> String {
+        use paddock_inventory::Topology;
+        let first = options.addresses[0];
+        let port = options.redis_port;
+        let password = self.password_file.display();
+        let cluster_flag = if options.topology == Topology::Cluster {
+            "-c "
+        } else {
+            ""
+        };
+        let mut out = format!(
+            "\nConnect:  REDISCLI_AUTH=\"$(cat {password})\" redis-cli {cluster_flag}-h {first} -p {port}\n"
+        );
+        if options.topology == Topology::Sentinel {
+            out.push_str(&format!(
+                "Sentinel: REDISCLI_AUTH=\"$(cat {password})\" redis-cli -h {first} -p 26379 SENTINEL GET-MASTER-ADDR-BY-NAME lab\n"
+            ));
+        }
+        let dir = options.dir.display();
+        out.push_str(&format!("Status:   paddock lab status --dir {dir}\n"));
+        out.push_str(&format!("Stop:     paddock lab down --dir {dir}\n"));
+        out
+    }
+}
+
+/// The topology `lab up` brings up: the one asked for, else the existing
+/// lab's (unless it is reset), else a cluster.
+pub fn topology_choice(
+    dir: &Path,
+    asked: Option<&str>,
+    reset: bool,
+) -> paddock_inventory::Topology {
+    use paddock_inventory::Topology;
+    match asked {
+        Some("replication") => Topology::Replication,
+        Some("sentinel") => Topology::Sentinel,
+        Some(_) => Topology::Cluster,
+        None if reset => Topology::Cluster,
+        None => existing_topology(dir).unwrap_or(Topology::Cluster),
+    }
 }
 
 pub fn inventory_path(dir: &Path) -> PathBuf {
@@ -170,8 +218,8 @@ fn check_same_lab(dir: &Path, options: &LabOptions) -> Result<(), Error> {
 }
 
 /// Stops the lab in `dir` and deletes what the lab wrote there, nothing else.
-async fn reset(dir: &Path) -> Result<(), Error> {
-    down(dir).await?;
+async fn reset(dir: &Path, security: Security) -> Result<(), Error> {
+    down(dir, security).await?;
     let mut doomed = vec![inventory_path(dir), dir.join(".paddock").join("lab")];
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -203,39 +251,145 @@ async fn reset(dir: &Path) -> Result<(), Error> {
 
 /// The lab's inventory: a 3-master, 1-replica cluster on the lab's boxes,
 /// or one master with a read replica on every other box (and, for the
-/// sentinel topology, a sentinel on every box).
+/// sentinel topology, a sentinel on every box). Written with the toml
+/// crate, as every TOML file the lab writes.
 pub fn inventory_text(options: &LabOptions) -> String {
+    #[derive(Serialize)]
+    struct Deployment {
+        name: &'static str,
+        topology: String,
+        masters: usize,
+        replicas_per_master: usize,
+    }
+    #[derive(Serialize)]
+    struct Redis {
+        port: u16,
+        maxmemory: &'static str,
+        maxmemory_policy: &'static str,
+        appendonly: bool,
+        cluster_node_timeout_ms: u32,
+    }
+    #[derive(Serialize)]
+    struct Sentinel {
+        count: usize,
+        port: u16,
+    }
     let (masters, replicas) = match options.topology {
         paddock_inventory::Topology::Cluster => (3, 1),
         _ => (1, options.addresses.len().saturating_sub(1)),
     };
-    let mut s = format!(
+    let mut s = String::from(
         "# The local lab, written by `paddock lab up`: each host is a paddockd agent\n\
-         # on its own loopback address, standing in for a machine.\n\
-         [deployment]\nname = \"lab\"\ntopology = \"{}\"\nmasters = {masters}\nreplicas_per_master = {replicas}\n\n\
-         [redis]\n",
-        options.topology
+         # on its own loopback address, standing in for a machine.\n",
     );
-    s.push_str(&format!(
-        "port = {}\nmaxmemory = \"128mb\"\nmaxmemory_policy = \"noeviction\"\n\
-         # Persistence on: a master restarted by its agent reloads its data.\nappendonly = true\n\
-         cluster_node_timeout_ms = 5000\n",
-        options.redis_port
-    ));
+    #[derive(Serialize)]
+    struct DeploymentTable {
+        deployment: Deployment,
+    }
+    #[derive(Serialize)]
+    struct RedisTable {
+        redis: Redis,
+    }
+    #[derive(Serialize)]
+    struct SentinelTable {
+        sentinel: Sentinel,
+    }
+    s.push_str(&to_toml(&DeploymentTable {
+        deployment: Deployment {
+            name: "lab",
+            topology: options.topology.to_string(),
+            masters,
+            replicas_per_master: replicas,
+        },
+    }));
+    s.push_str("\n# Persistence on: a master restarted by its agent reloads its data.\n");
+    s.push_str(&to_toml(&RedisTable {
+        redis: Redis {
+            port: options.redis_port,
+            maxmemory: "128mb",
+            maxmemory_policy: "noeviction",
+            appendonly: true,
+            cluster_node_timeout_ms: 5000,
+        },
+    }));
     if options.topology == paddock_inventory::Topology::Sentinel {
-        s.push_str(&format!(
-            "\n# One sentinel per box; a majority must agree the master is down.\n             [sentinel]\ncount = {}\nport = 26379\n",
-            options.addresses.len()
-        ));
+        s.push_str("\n# One sentinel per box; a majority must agree the master is down.\n");
+        s.push_str(&to_toml(&SentinelTable {
+            sentinel: Sentinel {
+                count: options.addresses.len(),
+                port: 26379,
+            },
+        }));
     }
-    for (i, a) in options.addresses.iter().enumerate() {
-        s.push_str(&format!(
-            "\n[[hosts]]\nname = \"box{}\"\naddress = \"{a}\"\nagent_port = {}\n",
-            i + 1,
-            options.agent_port
-        ));
-    }
+    s.push_str(&hosts_toml(&options.addresses, options.agent_port));
     s
+}
+
+/// `[[hosts]]` tables naming the boxes at `addresses` box1, box2, ...,
+/// their agents on `agent_port`: the lab's, and other labs' of boxes.
+pub fn hosts_toml(addresses: &[IpAddr], agent_port: u16) -> String {
+    #[derive(Serialize)]
+    struct Host {
+        name: String,
+        address: IpAddr,
+        agent_port: u16,
+    }
+    #[derive(Serialize)]
+    struct Hosts {
+        hosts: Vec<Host>,
+    }
+    let hosts = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, &address)| Host {
+            name: format!("box{}", i + 1),
+            address,
+            agent_port,
+        })
+        .collect();
+    format!("\n{}", to_toml(&Hosts { hosts }))
+}
+
+/// Plain values (no paths, no maps): serializing them cannot fail.
+fn to_toml(value: &impl Serialize) -> String {
+    toml::to_string(value).unwrap_or_default()
+}
+
+/// A paddockd config file (agent.toml) as the lab and the end-to-end tests
+/// write it. Serialized by the toml crate: a path with a quote or a
+/// backslash is written as TOML needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentConfigFile {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// None: the agent's default (on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast_failover: Option<bool>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_plaintext: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<AgentTlsFiles>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentTlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl AgentConfigFile {
+    /// The file's text, after a `# comment` line when one is given. Fails
+    /// only for a path that is not UTF-8 (TOML strings are).
+    pub fn to_toml(&self, comment: Option<&str>) -> Result<String, Error> {
+        // A path that is not UTF-8 cannot be a TOML string.
+        let body = toml::to_string(self)
+            .map_err(|e| Error::Lab(format!("cannot write the agent's config: {e}")))?;
+        Ok(match comment {
+            Some(c) => format!("# {c}\n{body}"),
+            None => body,
+        })
+    }
 }
 
 /// The paddockd binary: $PADDOCKD, else next to this executable, else PATH.
@@ -252,62 +406,10 @@ pub fn agent_binary() -> PathBuf {
     PathBuf::from("paddockd")
 }
 
-fn redis_server_installed() -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("redis-server").is_file()))
-}
-
-const INSTALL_HINT: &str = "install it with `sudo apt-get update && sudo apt-get install -y redis-server`, \
-     then `sudo systemctl disable --now redis-server` so the distribution's own instance does not run beside the lab";
-
-/// Installs redis-server through apt-get when it is missing and we are root
-/// on a Debian-like system; otherwise says exactly how to install it.
-fn ensure_redis_server(progress: bool) -> Result<(), Error> {
-    if redis_server_installed() {
-        return Ok(());
-    }
-    let root = nix::unistd::Uid::effective().is_root();
-    let apt = Path::new("/usr/bin/apt-get").is_file();
-    if !(root && apt) {
-        return Err(Error::Lab(format!(
-            "redis-server is not installed on this machine.\n  hint: {INSTALL_HINT}"
-        )));
-    }
-    if progress {
-        eprintln!(
-            "redis-server is not installed: installing it with apt-get (Debian's redis-server package)"
-        );
-    }
-    let apt_get = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    // --no-upgrade: installing the missing package never upgrades one.
-    let install = ["install", "-y", "-q", "--no-upgrade", "redis-server"];
-    let installed = apt_get(&install) || (apt_get(&["update", "-q"]) && apt_get(&install));
-    if !installed || !redis_server_installed() {
-        return Err(Error::Lab(format!(
-            "installing redis-server with apt-get failed (see its output above).\n  hint: {INSTALL_HINT}"
-        )));
-    }
-    // The package starts its own instance on 6379; the lab does not need it.
-    let _ = Command::new("systemctl")
-        .args(["disable", "--now", "redis-server"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    Ok(())
-}
-
+/// Starts the lab's agents and applies its inventory. A missing
+/// redis-server is installed by the agents when apply asks them to, as on
+/// any host (the one installer, `paddockd`'s).
 pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
-    let progress = options.progress;
-    tokio::task::spawn_blocking(move || ensure_redis_server(progress))
-        .await
-        .map_err(|e| Error::Lab(e.to_string()))??;
     if options.addresses.is_empty() {
         return Err(Error::Lab("the lab needs at least one address".into()));
     }
@@ -315,7 +417,7 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
     fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let dir = dir.canonicalize().map_err(Error::io(dir))?;
     if options.reset {
-        reset(&dir).await?;
+        reset(&dir, options.security).await?;
     } else {
         check_same_lab(&dir, options)?;
     }
@@ -324,14 +426,12 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
     // The lab has its own CA, like any deployment (unless plaintext was
     // asked for by name).
     let certs = crate::certs::certs_dir(&inventory_path(&dir), "lab");
-    let plaintext = matches!(
-        crate::client::Transport::for_deployment(&inventory_path(&dir), "lab"),
-        Ok(crate::client::Transport::Plaintext)
-    );
+    let plaintext = options.security == Security::InsecurePlaintext;
     if !plaintext {
         crate::certs::init(&certs, "lab")?;
     }
-    let transport = crate::client::Transport::for_deployment(&inventory_path(&dir), "lab")?;
+    let transport =
+        crate::client::Transport::for_deployment(&inventory_path(&dir), "lab", options.security)?;
     let mut started = Vec::new();
     let setup = AgentSetup {
         dir: &dir,
@@ -390,25 +490,24 @@ async fn start_agents(
         let data_dir = box_dir.join("data");
         fs::create_dir_all(&data_dir).map_err(Error::io(&data_dir))?;
         let tls = if plaintext {
-            "insecure_plaintext = true\n".to_owned()
+            None
         } else {
             let files = crate::certs::issue(certs, &host, *address)?;
-            format!(
-                "\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-                crate::certs::ca(certs).cert.display(),
-                files.cert.display(),
-                files.key.display()
-            )
+            Some(AgentTlsFiles {
+                ca: crate::certs::ca(certs).cert,
+                cert: files.cert,
+                key: files.key,
+            })
         };
-        fs::write(
-            &config,
-            format!(
-                "# paddockd config for lab host {host}\nlisten = \"{listen}\"\ndata_dir = \"{}\"\nfast_failover = {}\n{tls}",
-                data_dir.display(),
-                options.fast_failover
-            ),
-        )
-        .map_err(Error::io(&config))?;
+        let text = AgentConfigFile {
+            listen,
+            data_dir: data_dir.clone(),
+            fast_failover: Some(options.fast_failover),
+            insecure_plaintext: plaintext,
+            tls,
+        }
+        .to_toml(Some(&format!("paddockd config for lab host {host}")))?;
+        fs::write(&config, text).map_err(Error::io(&config))?;
         let log_path = box_dir.join("agent.log");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -459,6 +558,7 @@ async fn finish_up(options: &LabOptions, dir: PathBuf, started: usize) -> Result
                 &inventory,
                 &ApplyOptions {
                     progress: options.progress,
+                    security: options.security,
                     ..ApplyOptions::default()
                 },
             )
@@ -547,14 +647,6 @@ fn write_state(dir: &Path, state: &LabState) -> Result<(), Error> {
     fs::write(&path, text).map_err(Error::io(path))
 }
 
-/// Whether `pid` is alive and its command line mentions `name`: a recycled
-/// pid belonging to something else is never signalled.
-fn process_is(pid: u32, name: &str) -> bool {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains(name))
-        .unwrap_or(false)
-}
-
 /// The pid of the lab agent serving `listen` with `config`: the recorded
 /// one if it still is that agent, else whichever process listens on
 /// `listen` (an agent restarted by hand), if it is a paddockd run with
@@ -619,13 +711,9 @@ fn socket_owner(inode: u64) -> Option<u32> {
 
 /// Whether `pid` is a paddockd whose `--config` is `config`.
 fn runs_config(pid: u32, config: &Path) -> bool {
-    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+    let Some(args) = crate::process::cmdline(pid) else {
         return false;
     };
-    let args: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
     let is_paddockd = args
         .first()
         .is_some_and(|a| Path::new(a).file_name() == Some("paddockd".as_ref()));
@@ -681,10 +769,28 @@ pub struct LabDown {
     pub leftover_redis: usize,
 }
 
+impl std::fmt::Display for LabDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "lab stopped: {} instance(s) and {} agent(s)",
+            self.instances, self.agents
+        )?;
+        if self.leftover_redis > 0 {
+            write!(
+                f,
+                ", plus {} leftover redis-server process(es)",
+                self.leftover_redis
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Stops every instance through its agent (agents leave Redis running when
 /// they exit, by design), then the agents, then any redis-server whose
 /// pidfile is in the lab and is still alive.
-pub async fn down(dir: &Path) -> Result<LabDown, Error> {
+pub async fn down(dir: &Path, security: Security) -> Result<LabDown, Error> {
     let state = read_state(dir)?;
     // An agent restarted by hand has another pid than the recorded one.
     let live: Vec<LabAgent> = state
@@ -695,7 +801,7 @@ pub async fn down(dir: &Path) -> Result<LabDown, Error> {
             Some(LabAgent { pid, ..a.clone() })
         })
         .collect();
-    let transport = crate::client::Transport::for_deployment(&inventory_path(dir), "lab")
+    let transport = crate::client::Transport::for_deployment(&inventory_path(dir), "lab", security)
         .unwrap_or(crate::client::Transport::Plaintext);
     let transport = &transport;
     let stops = live.iter().map(|a| async move {
@@ -771,6 +877,60 @@ mod tests {
    0: 00000000000000000000000001000000:1D13 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0000000000000000 100 0 0 10 0
 ";
         assert_eq!(listening_inode(v6, addr("[::1]:7443")), Some(77));
+    }
+
+    #[test]
+    fn agent_configs_quote_paths_with_quotes_and_backslashes() {
+        let odd = PathBuf::from("/tmp/it's \"the\" lab\\box1");
+        let text = AgentConfigFile {
+            listen: "127.0.0.1:7443".parse().unwrap(),
+            data_dir: odd.join("data"),
+            fast_failover: Some(false),
+            insecure_plaintext: false,
+            tls: Some(AgentTlsFiles {
+                ca: odd.join("ca.pem"),
+                cert: odd.join("box1.pem"),
+                key: odd.join("box1.key"),
+            }),
+        }
+        .to_toml(Some("paddockd config for lab host box1"))
+        .unwrap();
+        let back: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(
+            back["data_dir"].as_str(),
+            Some("/tmp/it's \"the\" lab\\box1/data")
+        );
+        assert_eq!(
+            back["tls"]["key"].as_str(),
+            Some("/tmp/it's \"the\" lab\\box1/box1.key")
+        );
+        assert_eq!(back["listen"].as_str(), Some("127.0.0.1:7443"));
+        assert_eq!(back["fast_failover"].as_bool(), Some(false));
+        assert!(!back.contains_key("insecure_plaintext"));
+        assert!(text.starts_with("# paddockd config for lab host box1\n"));
+    }
+
+    #[test]
+    fn every_lab_inventory_parses_as_the_lab_asked() {
+        for topology in [
+            paddock_inventory::Topology::Cluster,
+            paddock_inventory::Topology::Replication,
+            paddock_inventory::Topology::Sentinel,
+        ] {
+            let mut options = LabOptions::new(PathBuf::from("lab"));
+            options.topology = topology;
+            options.agent_port = 7444;
+            let text = inventory_text(&options);
+            let inv = paddock_inventory::parse("inventory.toml", &text)
+                .unwrap_or_else(|d| panic!("{d}\n{text}"));
+            assert_eq!(inv.deployment.topology, topology);
+            assert!(differences(&inv, &options).is_empty(), "{text}");
+            assert_eq!(inv.hosts[2].name, "box3");
+            assert_eq!(
+                inv.sentinel.is_some(),
+                topology == paddock_inventory::Topology::Sentinel
+            );
+        }
     }
 
     #[test]

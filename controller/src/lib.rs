@@ -1,14 +1,17 @@
 //! `paddock`, the Paddock controller: reads an inventory, plans the difference
 //! between it and what the agents report, applies it, and shows status.
 //!
-//! `main.rs` parses flags and prints; everything else lives here so tests and
-//! benchmarks drive the same code.
+//! `main.rs` parses flags and calls [`commands`], which runs each command,
+//! prints its report and returns its [`exit::Exit`]; everything lives here so
+//! tests and benchmarks drive the same code.
 
 pub mod apply;
 pub mod balance;
 pub mod certs;
 pub mod client;
 pub mod cluster;
+pub mod commands;
+pub mod exit;
 pub mod failover;
 pub mod fleet;
 pub mod form;
@@ -17,6 +20,7 @@ pub mod lifecycle;
 pub mod output;
 pub mod plan;
 pub mod problem;
+pub mod process;
 pub mod progress;
 pub mod recover;
 pub mod rotate;
@@ -35,6 +39,17 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("{0}")]
     Inventory(#[from] paddock_inventory::Diagnostics),
+    /// The inventory file itself cannot be read.
+    #[error("cannot read {path}: {source}")]
+    InventoryFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command line asks for something that cannot be done as asked
+    /// (a flag without the flag it needs, a name the inventory lacks).
+    #[error("{0}")]
+    Usage(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use crate::Error;
-use crate::client::{InstanceState, Reply};
+use crate::client::{InstanceState, Reply, Security};
 use crate::cluster::{Observation, format_ranges, parse_nodes};
 use crate::fleet::{Deployment, Fleet, Target};
 use crate::progress::Progress;
@@ -164,9 +164,10 @@ async fn list_deployment(deployment: &Deployment, fleet: &Fleet) -> Result<Vec<I
 /// Runs `body` holding the deployment's lease on every agent.
 async fn leased<T>(
     path: &Path,
+    security: Security,
     body: impl AsyncFnOnce(&Deployment, &Fleet) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let deployment = Deployment::load(path, false)?;
+    let deployment = Deployment::load(path, false, security)?;
     let fleet = Fleet::connect_all(&deployment).await?;
     let name = deployment.inventory.deployment.name.clone();
     let holder = crate::fleet::lock_holder();
@@ -250,9 +251,14 @@ async fn stop_ordered(
 /// `paddock stop`: stops the named instances (all of the deployment's when
 /// none is named). They stay stopped, across agent restarts too, until
 /// `paddock start` or `paddock apply`.
-pub async fn stop(path: &Path, wanted: &[String], progress: bool) -> Result<Vec<Outcome>, Error> {
+pub async fn stop(
+    path: &Path,
+    wanted: &[String],
+    progress: bool,
+    security: Security,
+) -> Result<Vec<Outcome>, Error> {
     let progress = Progress::new(progress);
-    leased(path, async |deployment, fleet| {
+    leased(path, security, async |deployment, fleet| {
         let listed = list_deployment(deployment, fleet).await?;
         let chosen = select(&host_names(deployment), &listed, wanted)?;
         stop_ordered(deployment, fleet, &chosen, &progress).await
@@ -284,9 +290,14 @@ async fn start_one(fleet: &Fleet, i: &Instance) -> Result<Outcome, Error> {
 /// `paddock start`: starts the named instances (all when none is named),
 /// together; each answers once its Redis does. A replication member
 /// rejoins the current master (the agent asks the group first).
-pub async fn start(path: &Path, wanted: &[String], progress: bool) -> Result<Vec<Outcome>, Error> {
+pub async fn start(
+    path: &Path,
+    wanted: &[String],
+    progress: bool,
+    security: Security,
+) -> Result<Vec<Outcome>, Error> {
     let progress = Progress::new(progress);
-    leased(path, async |deployment, fleet| {
+    leased(path, security, async |deployment, fleet| {
         let listed = list_deployment(deployment, fleet).await?;
         let chosen = select(&host_names(deployment), &listed, wanted)?;
         progress.step(format!("starting {} instance(s)", chosen.len()));
@@ -310,9 +321,10 @@ pub async fn restart(
     wanted: &[String],
     step_timeout: Duration,
     progress: bool,
+    security: Security,
 ) -> Result<Vec<Outcome>, Error> {
     let progress = Progress::new(progress);
-    leased(path, async |deployment, fleet| {
+    leased(path, security, async |deployment, fleet| {
         let listed = list_deployment(deployment, fleet).await?;
         let chosen = select(&host_names(deployment), &listed, wanted)?;
         let targets = deployment.targets();
@@ -425,6 +437,47 @@ pub struct PruneReport {
     pub kept: Vec<(String, String)>,
 }
 
+impl PruneReport {
+    /// What `paddock prune` prints; `cluster_inventory`: the inventory, when
+    /// it is a cluster's (whose nodes `apply` then makes forget the removed).
+    pub fn render(&self, purge_data: bool, cluster_inventory: Option<&Path>) -> String {
+        let mut out = String::new();
+        if self.removed.is_empty() && self.kept.is_empty() {
+            out.push_str(
+                "Nothing to prune: every instance of the deployment is in the inventory.\n",
+            );
+        }
+        for r in &self.removed {
+            let data = if purge_data {
+                " and its data"
+            } else {
+                " (its data stays on disk)"
+            };
+            out.push_str(&format!("removed {r}{data}\n"));
+        }
+        for (k, why) in &self.kept {
+            out.push_str(&format!("kept {k}: {why}\n"));
+        }
+        if let (false, Some(inventory)) = (self.removed.is_empty(), cluster_inventory) {
+            out.push_str(&format!(
+                "`paddock apply -i {}` makes the cluster forget the removed nodes.\n",
+                inventory.display()
+            ));
+        }
+        out
+    }
+}
+
+/// What stop, start and restart print: each instance with its state now.
+pub fn render_outcomes(verb: &str, done: &[Outcome]) -> String {
+    if done.is_empty() {
+        return format!("{verb} nothing: the deployment has no instances on its agents.\n");
+    }
+    done.iter()
+        .map(|o| format!("{verb} {} (now {})\n", o.label, o.state.as_str()))
+        .collect()
+}
+
 /// One instance's own view: CLUSTER NODES (cluster topology) and INFO
 /// replication. None when it does not answer.
 async fn observe_instance(fleet: &Fleet, i: &Instance, cluster: bool) -> Option<Observation> {
@@ -453,9 +506,14 @@ async fn observe_instance(fleet: &Fleet, i: &Instance, cluster: bool) -> Option<
 /// `paddock prune`: stops and removes the instances of the deployment that
 /// the inventory no longer lists, once they serve no slots and hold no
 /// master role; their data stays on disk unless `purge_data`.
-pub async fn prune(path: &Path, purge_data: bool, progress: bool) -> Result<PruneReport, Error> {
+pub async fn prune(
+    path: &Path,
+    purge_data: bool,
+    progress: bool,
+    security: Security,
+) -> Result<PruneReport, Error> {
     let progress = Progress::new(progress);
-    leased(path, async |deployment, fleet| {
+    leased(path, security, async |deployment, fleet| {
         let listed = list_deployment(deployment, fleet).await?;
         let targets = deployment.targets();
         let sentinels = deployment.sentinels(deployment.placed_master());
@@ -517,9 +575,14 @@ pub async fn prune(path: &Path, purge_data: bool, progress: bool) -> Result<Prun
 /// `paddock destroy`: stops and removes every instance of the deployment
 /// on every agent (the inventory's and any it no longer lists); their data
 /// stays on disk unless `purge_data`. The caller has confirmed.
-pub async fn destroy(path: &Path, purge_data: bool, progress: bool) -> Result<Vec<String>, Error> {
+pub async fn destroy(
+    path: &Path,
+    purge_data: bool,
+    progress: bool,
+    security: Security,
+) -> Result<Vec<String>, Error> {
     let progress = Progress::new(progress);
-    leased(path, async |deployment, fleet| {
+    leased(path, security, async |deployment, fleet| {
         let listed = list_deployment(deployment, fleet).await?;
         stop_ordered(deployment, fleet, &listed, &progress).await?;
         let name = &deployment.inventory.deployment.name;

@@ -3,24 +3,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use paddock_controller::{apply, failover, lab, lifecycle, status, watch};
-use std::io::IsTerminal;
-
-// Everything this file prints goes through `output::write`, which survives
-// a closed stdout (`paddock status | head -1`): these shadow std's macros,
-// which panic there.
-macro_rules! println {
-    ($($arg:tt)*) => {{
-        let _ = paddock_controller::output::write(format_args!("{}\n", format_args!($($arg)*)));
-    }};
-}
-macro_rules! print {
-    ($($arg:tt)*) => {{
-        let _ = paddock_controller::output::write(format_args!($($arg)*));
-    }};
-}
+use paddock_controller::client::Security;
+use paddock_controller::commands::{self, Context};
+use paddock_controller::exit::{Exit, error_text};
+use paddock_controller::lab;
 
 /// paddock: deploy and operate highly available Redis on plain machines
 /// through paddockd agents.
@@ -358,24 +345,28 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("paddock: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(code) => code,
+        Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("paddock: error: {}", error_text(&e));
-            ExitCode::FAILURE
+            e.exit().into()
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if cli.insecure_plaintext {
-        paddock_controller::client::use_insecure_plaintext();
-    }
-    let limit = cli.limit;
-    let limited = matches!(
+async fn run(cli: Cli) -> Result<Exit, paddock_controller::Error> {
+    let ctx = Context {
+        limit: cli.limit,
+        security: if cli.insecure_plaintext {
+            Security::InsecurePlaintext
+        } else {
+            Security::MutualTls
+        },
+    };
+    ctx.check_limit(matches!(
         cli.command,
         Cmd::Status { .. }
             | Cmd::Plan { .. }
@@ -383,324 +374,51 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Cmd::Failover { .. }
             | Cmd::Events { .. }
             | Cmd::Lab(LabCmd::Status { .. })
-    );
-    if !limit.is_empty() && !limited {
-        // Silently acting on every host would be the opposite of asked.
-        anyhow::bail!(
-            "--limit is supported by status, plan, apply, failover and events; this command acts on the hosts it names"
-        );
-    }
+    ))?;
     match cli.command {
-        Cmd::Completions { shell } => {
-            // Into a buffer first: clap_complete panics on a closed pipe
-            // (`paddock completions bash | head`).
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut command(), "paddock", &mut script);
-            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                _ => Ok(ExitCode::SUCCESS),
-            }
-        }
-        Cmd::Certs(CertsCmd::Init { inventory }) => {
-            let inv = read_inventory(&inventory)?;
-            let dir = paddock_controller::certs::certs_dir(&inventory, &inv.deployment.name);
-            let created = paddock_controller::certs::init(&dir, &inv.deployment.name)?;
-            println!(
-                "{} CA and controller certificate in {}",
-                if created {
-                    "Created"
-                } else {
-                    "Kept the existing"
-                },
-                dir.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Completions { shell } => completions(shell),
+        Cmd::Certs(CertsCmd::Init { inventory }) => commands::certs_init(&inventory),
         Cmd::Certs(CertsCmd::Issue {
             inventory,
             host,
             out,
-        }) => {
-            let inv = read_inventory(&inventory)?;
-            let Some(h) = inv.hosts.iter().find(|h| h.name == host) else {
-                let names: Vec<&str> = inv.hosts.iter().map(|h| h.name.as_str()).collect();
-                anyhow::bail!(
-                    "no host named {host:?} in {}; its hosts are: {}",
-                    inventory.display(),
-                    names.join(", ")
-                );
-            };
-            let dir = paddock_controller::certs::certs_dir(&inventory, &inv.deployment.name);
-            let files = paddock_controller::certs::issue(&dir, &h.name, h.address)?;
-            println!(
-                "Issued {host}'s certificate (names {host} and {}). Install on the host, referenced from agent.toml [tls]:\n  ca   = {}\n  cert = {}\n  key  = {}  (keep it 0600)",
-                h.address,
-                paddock_controller::certs::ca(&dir).cert.display(),
-                files.cert.display(),
-                files.key.display()
-            );
-            if let Some(out) = out {
-                paddock_controller::certs::export(&dir, &files, &out)?;
-                println!(
-                    "Copied them to {} as ca.pem, agent.pem, agent.key",
-                    out.display()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Validate { inventory } => {
-            let bytes = std::fs::read(&inventory)
-                .with_context(|| format!("cannot read {}", inventory.display()))?;
-            match paddock_inventory::parse_bytes(&inventory.display().to_string(), &bytes) {
-                Ok(inv) => {
-                    let placement = paddock_inventory::place(&inv);
-                    println!(
-                        "{}: ok ({} topology, {} instances on {} hosts)",
-                        inventory.display(),
-                        inv.deployment.topology,
-                        placement.instances.len(),
-                        inv.hosts.len()
-                    );
-                    for p in &placement.instances {
-                        let host = &inv.hosts[p.host];
-                        let zone = host
-                            .zone
-                            .as_ref()
-                            .map(|z| format!(" (zone {z})"))
-                            .unwrap_or_default();
-                        println!(
-                            "  {:<14} {:<16} shard {} {}{zone}",
-                            host.name, p.name, p.shard, p.role
-                        );
-                    }
-                    for w in paddock_inventory::warnings(&inv) {
-                        println!("{}: {w}", inventory.display());
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(d) => {
-                    eprintln!("{d}");
-                    eprintln!("{} problem(s) found", d.0.len());
-                    Ok(ExitCode::from(2))
-                }
-            }
-        }
-        Cmd::Plan { inventory } => {
-            let plan = apply::plan(&inventory, &limit).await?;
-            print!("{plan}");
-            Ok(ExitCode::SUCCESS)
-        }
+        }) => commands::certs_issue(&inventory, &host, out.as_deref()),
+        Cmd::Validate { inventory } => commands::validate(&inventory),
+        Cmd::Plan { inventory } => commands::plan(&inventory, &ctx).await,
         Cmd::Apply { inventory, timeout } => {
-            let report = apply::apply(
-                &inventory,
-                &apply::ApplyOptions {
-                    converge_timeout: Duration::from_secs(timeout),
-                    limit: limit.clone(),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            print_apply(&report);
-            // As ansible-playbook for unreachable hosts: done where it
-            // could be, but not everywhere the deployment needs.
-            Ok(if report.incomplete {
-                ExitCode::from(4)
-            } else {
-                ExitCode::SUCCESS
-            })
+            commands::apply(&inventory, Duration::from_secs(timeout), &ctx).await
         }
-        Cmd::Status { inventory, json } => {
-            let s = status::status(&inventory, &limit).await?;
-            print_status(&s, json)?;
-            Ok(if s.healthy {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Cmd::Status { inventory, json } => commands::status(&inventory, json, &ctx).await,
         Cmd::Recover {
             inventory,
             instance,
             accept_data_loss,
-        } => {
-            let loss =
-                paddock_controller::recover::recover(&inventory, &instance, accept_data_loss)
-                    .await?;
-            println!("{loss}");
-            println!("{instance} started empty; `paddock apply` re-forms its shard.");
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Stop { inventory, targets } => {
-            let done = lifecycle::stop(&inventory, &targets, true).await?;
-            print_outcomes("Stopped", &done);
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Start { inventory, targets } => {
-            let done = lifecycle::start(&inventory, &targets, true).await?;
-            print_outcomes("Started", &done);
-            Ok(ExitCode::SUCCESS)
-        }
+        } => commands::recover(&inventory, &instance, accept_data_loss, &ctx).await,
+        Cmd::Stop { inventory, targets } => commands::stop(&inventory, &targets, &ctx).await,
+        Cmd::Start { inventory, targets } => commands::start(&inventory, &targets, &ctx).await,
         Cmd::Restart {
             inventory,
             targets,
             timeout,
-        } => {
-            let done = lifecycle::restart(&inventory, &targets, Duration::from_secs(timeout), true)
-                .await?;
-            print_outcomes("Restarted", &done);
-            Ok(ExitCode::SUCCESS)
-        }
+        } => commands::restart(&inventory, &targets, Duration::from_secs(timeout), &ctx).await,
         Cmd::Prune {
             inventory,
             purge_data,
-        } => {
-            let report = lifecycle::prune(&inventory, purge_data, true).await?;
-            if report.removed.is_empty() && report.kept.is_empty() {
-                println!("Nothing to prune: every instance of the deployment is in the inventory.");
-            }
-            for r in &report.removed {
-                println!(
-                    "removed {r}{}",
-                    if purge_data {
-                        " and its data"
-                    } else {
-                        " (its data stays on disk)"
-                    }
-                );
-            }
-            for (k, why) in &report.kept {
-                println!("kept {k}: {why}");
-            }
-            if !report.removed.is_empty() && inventory_is_cluster(&inventory) {
-                println!(
-                    "`paddock apply -i {}` makes the cluster forget the removed nodes.",
-                    inventory.display()
-                );
-            }
-            Ok(if report.kept.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        } => commands::prune(&inventory, purge_data, &ctx).await,
         Cmd::Destroy {
             inventory,
             yes,
             purge_data,
-        } => {
-            let name = read_inventory(&inventory)?.deployment.name;
-            let typed = if yes {
-                None
-            } else if std::io::stdin().is_terminal() {
-                eprint!(
-                    "This stops and removes every instance of deployment {name}{}. Type its name to confirm: ",
-                    if purge_data {
-                        " and deletes their data"
-                    } else {
-                        ""
-                    }
-                );
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line)?;
-                Some(line)
-            } else {
-                anyhow::bail!(
-                    "destroy stops and removes every instance of deployment {name}; stdin is not a terminal, so it cannot ask for the name: add --yes"
-                );
-            };
-            if !lifecycle::destroy_confirmed(yes, typed.as_deref(), &name) {
-                anyhow::bail!(
-                    "not confirmed (the name typed is not {name:?}): nothing was changed"
-                );
-            }
-            let removed = lifecycle::destroy(&inventory, purge_data, true).await?;
-            println!(
-                "Destroyed {name}: removed {} instance(s){}",
-                removed.len(),
-                if purge_data {
-                    " and their data"
-                } else {
-                    "; their data stays on disk"
-                }
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Unlock { inventory, force } => {
-            if !force {
-                anyhow::bail!(
-                    "unlock breaks another controller's lease: add --force once you know it no longer runs"
-                );
-            }
-            let deployment = paddock_controller::fleet::Deployment::load(&inventory, false)?;
-            let fleet = paddock_controller::fleet::Fleet::connect(&deployment).await;
-            let mut failed = false;
-            for (host, outcome) in fleet.break_lease(&deployment).await {
-                match outcome {
-                    Ok(Some(h)) => println!(
-                        "{host}: broke the lease of {} (since {})",
-                        h.holder,
-                        paddock_controller::utc::format_utc(h.since_unix_ms)
-                    ),
-                    Ok(None) => println!("{host}: no lease"),
-                    Err(e) => {
-                        failed = true;
-                        println!("{host}: {e}");
-                    }
-                }
-            }
-            Ok(if failed {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        } => commands::destroy(&inventory, yes, purge_data, &ctx).await,
+        Cmd::Unlock { inventory, force } => commands::unlock(&inventory, force, &ctx).await,
         Cmd::Failover {
             inventory,
             shard,
             to,
             timeout,
-        } => {
-            let choice = match (shard, to) {
-                (Some(s), _) => failover::Choice::Shard(s),
-                (None, Some(t)) => failover::Choice::Replica(t),
-                (None, None) => failover::Choice::Default,
-            };
-            let r = failover::failover(
-                &inventory,
-                &choice,
-                Duration::from_secs(timeout),
-                true,
-                &limit,
-            )
-            .await?;
-            if r.already_master {
-                println!(
-                    "Shard {}: {} is already its master; nothing to do.",
-                    r.shard, r.to
-                );
-            } else {
-                println!(
-                    "Shard {}: {} is master now, {} its replica ({:.3}s).",
-                    r.shard,
-                    r.to,
-                    r.from,
-                    r.took.as_secs_f64()
-                );
-            }
-            for p in &r.balance {
-                println!("Note: {p}.");
-            }
-            if !r.balance.is_empty() {
-                println!(
-                    "`paddock status` reports this until `paddock apply` spreads the masters again (it may undo this failover)."
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => commands::failover(&inventory, shard, to, Duration::from_secs(timeout), &ctx).await,
         Cmd::RotatePassword { inventory, finish } => {
-            let message = paddock_controller::rotate::rotate(&inventory, finish, true).await?;
-            println!("{message}");
-            Ok(ExitCode::SUCCESS)
+            commands::rotate_password(&inventory, finish, &ctx).await
         }
         Cmd::Logs {
             inventory,
@@ -708,26 +426,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             instance,
             lines,
             follow,
-        } => {
-            watch::logs(&inventory, &host, &instance, lines, follow).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => commands::logs(&inventory, &host, &instance, lines, follow, &ctx).await,
         Cmd::Events {
             inventory,
             count,
             seconds,
             json,
-        } => {
-            watch::events(
-                &inventory,
-                count,
-                seconds.map(Duration::from_secs),
-                json,
-                &limit,
-            )
-            .await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => commands::events(&inventory, count, seconds, json, &ctx).await,
         Cmd::Lab(LabCmd::Up {
             dir,
             addresses,
@@ -738,100 +443,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             topology,
             reset,
         }) => {
-            use paddock_inventory::Topology;
-            let topology = match topology.as_deref() {
-                Some("replication") => Topology::Replication,
-                Some("sentinel") => Topology::Sentinel,
-                Some(_) => Topology::Cluster,
-                None if reset => Topology::Cluster,
-                None => lab::existing_topology(&dir).unwrap_or(Topology::Cluster),
-            };
-            let options = lab::LabOptions {
+            let args = commands::LabUp {
                 dir,
                 addresses,
-                redis_port: port,
+                port,
                 agent_port,
+                no_apply,
+                no_fast_failover,
                 topology,
-                apply: !no_apply,
-                fast_failover: !no_fast_failover,
-                progress: true,
                 reset,
             };
-            let up = lab::up(&options).await?;
-            eprintln!(
-                "lab: {} agent(s) started, inventory at {}",
-                up.started_agents,
-                up.inventory.display()
-            );
-            if let Some(report) = &up.apply {
-                print_apply(report);
-                let s = status::status(&up.inventory, &[]).await?;
-                print_status(&s, false)?;
-            }
-            let first = options.addresses[0];
-            let cluster_flag = if topology == Topology::Cluster {
-                "-c "
-            } else {
-                ""
-            };
-            println!(
-                "\nConnect:  REDISCLI_AUTH=\"$(cat {})\" redis-cli {cluster_flag}-h {first} -p {port}",
-                up.password_file.display()
-            );
-            if topology == Topology::Sentinel {
-                println!(
-                    "Sentinel: REDISCLI_AUTH=\"$(cat {})\" redis-cli -h {first} -p 26379 SENTINEL GET-MASTER-ADDR-BY-NAME lab",
-                    up.password_file.display()
-                );
-            }
-            println!(
-                "Status:   paddock lab status --dir {}",
-                options.dir.display()
-            );
-            println!("Stop:     paddock lab down --dir {}", options.dir.display());
-            Ok(ExitCode::SUCCESS)
+            commands::lab_up(args, &ctx).await
         }
-        Cmd::Lab(LabCmd::Status { dir, json }) => {
-            let s = status::status(&lab::existing_inventory(&dir)?, &limit).await?;
-            print_status(&s, json)?;
-            Ok(if s.healthy {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
-        Cmd::Lab(LabCmd::Down { dir }) => {
-            let down = lab::down(&dir).await?;
-            println!(
-                "lab stopped: {} instance(s) and {} agent(s){}",
-                down.instances,
-                down.agents,
-                if down.leftover_redis > 0 {
-                    format!(
-                        ", plus {} leftover redis-server process(es)",
-                        down.leftover_redis
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Lab(LabCmd::Status { dir, json }) => commands::lab_status(&dir, json, &ctx).await,
+        Cmd::Lab(LabCmd::Down { dir }) => commands::lab_down(&dir, &ctx).await,
     }
 }
 
-fn print_outcomes(verb: &str, done: &[lifecycle::Outcome]) {
-    if done.is_empty() {
-        println!("{verb} nothing: the deployment has no instances on its agents.");
-    }
-    for o in done {
-        println!("{verb} {} (now {})", o.label, o.state.as_str());
-    }
-}
-
-fn inventory_is_cluster(path: &std::path::Path) -> bool {
-    read_inventory(path)
-        .is_ok_and(|i| i.deployment.topology == paddock_inventory::Topology::Cluster)
+/// The completion script: into a buffer first, as clap_complete panics on
+/// a closed pipe (`paddock completions bash | head`).
+fn completions(shell: clap_complete::Shell) -> Result<Exit, paddock_controller::Error> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command(), "paddock", &mut script);
+    let _ = paddock_controller::output::write(format_args!("{}", String::from_utf8_lossy(&script)));
+    Ok(Exit::Done)
 }
 
 /// The CLI as clap derives it, plus what every subcommand (also one added
@@ -862,67 +497,4 @@ fn command() -> clap::Command {
         .mut_subcommands(finish)
     }
     finish(<Cli as clap::CommandFactory>::command())
-}
-
-/// The error and its causes, each once: our errors' messages already
-/// include their source, so a cause whose text is already there is skipped
-/// (anyhow's `{:#}` would print it again).
-fn error_text(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&line);
-        }
-    }
-    text
-}
-
-fn read_inventory(path: &std::path::Path) -> anyhow::Result<paddock_inventory::Inventory> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    paddock_inventory::parse_bytes(&path.display().to_string(), &bytes)
-        .map_err(|d| anyhow::anyhow!("{d}"))
-}
-
-fn print_apply(report: &apply::ApplyReport) {
-    for s in &report.skipped {
-        println!("{s}");
-    }
-    if report.changed {
-        println!(
-            "Applied {} change(s) in {:.3}s{}.",
-            report.plan.changes.len(),
-            report.total.as_secs_f64(),
-            report
-                .formation
-                .map(|f| format!(
-                    " (cluster formed in {:.3}s from the first MEET)",
-                    f.as_secs_f64()
-                ))
-                .unwrap_or_default()
-        );
-    } else {
-        println!(
-            "Nothing to do: {} is as the inventory says{} ({:.3}s).",
-            report.plan.summary,
-            if report.skipped.is_empty() {
-                ""
-            } else {
-                " on the hosts acted on"
-            },
-            report.total.as_secs_f64()
-        );
-    }
-}
-
-fn print_status(s: &status::Status, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(s)?);
-    } else {
-        print!("{s}");
-    }
-    Ok(())
 }

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::Error;
-use crate::client::InstanceState;
+use crate::client::{InstanceState, Security};
 use crate::fleet::{Deployment, Fleet, Target};
 
 /// What recovering `label` discards, for the operator to read first.
@@ -37,8 +37,13 @@ impl std::fmt::Display for Loss {
 
 /// Looks up `label` (HOST:INSTANCE); when `accept_data_loss`, starts it
 /// empty. Either way the loss is returned for printing.
-pub async fn recover(path: &Path, label: &str, accept_data_loss: bool) -> Result<Loss, Error> {
-    let deployment = Deployment::load(path, false)?;
+pub async fn recover(
+    path: &Path,
+    label: &str,
+    accept_data_loss: bool,
+    security: Security,
+) -> Result<Loss, Error> {
+    let deployment = Deployment::load(path, false, security)?;
     let targets = deployment.targets();
     let target = find(&targets, label)?;
     // Only the held instance's agent is needed: its replicas' boxes may be

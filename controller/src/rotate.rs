@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use futures::future::join_all;
 
 use crate::Error;
+use crate::client::Security;
 use crate::fleet::{Deployment, Fleet, Target};
 use crate::progress::Progress;
 use crate::secrets;
@@ -51,9 +52,14 @@ async fn on_all(
     join_all(calls).await.into_iter().collect()
 }
 
-pub async fn rotate(path: &Path, finish: bool, progress: bool) -> Result<String, Error> {
+pub async fn rotate(
+    path: &Path,
+    finish: bool,
+    progress: bool,
+    security: Security,
+) -> Result<String, Error> {
     let progress = Progress::new(progress);
-    let mut deployment = Deployment::load(path, false)?;
+    let mut deployment = Deployment::load(path, false, security)?;
     let Some(old) = deployment.password.clone() else {
         return Err(Error::Unsupported(format!(
             "{} has no password yet: apply it first",

@@ -11,7 +11,7 @@ use paddock_inventory::Topology;
 use serde::Serialize;
 
 use crate::Error;
-use crate::client::{InstanceState, InstanceStatus, Reply};
+use crate::client::{InstanceState, InstanceStatus, Reply, Security};
 use crate::cluster::{Observation, assess, format_ranges, parse_nodes};
 use crate::fleet::{Deployment, Fleet, Target, members};
 use crate::plan::info_field as field;
@@ -439,8 +439,8 @@ impl HostRows<'_> {
 
 /// The deployment's status; `limit` (host names or addresses) restricts the
 /// hosts shown, not the judgement (that needs every node's view).
-pub async fn status(path: &Path, limit: &[String]) -> Result<Status, Error> {
-    let deployment = Deployment::load(path, false)?;
+pub async fn status(path: &Path, limit: &[String], security: Security) -> Result<Status, Error> {
+    let deployment = Deployment::load(path, false, security)?;
     let shown = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
     let fleet = Fleet::connect_within(&deployment, DIAL_WITHIN, Some(CALL_WITHIN)).await;
     let targets = deployment.targets();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::Error;
-use crate::client::{AgentClient, StateEvent};
+use crate::client::{AgentClient, Security, StateEvent};
 use crate::fleet::{Deployment, Fleet};
 use crate::utc::format_utc;
 
@@ -19,12 +19,13 @@ pub async fn logs(
     instance: &str,
     lines: u32,
     follow: bool,
+    security: Security,
 ) -> Result<(), Error> {
-    let deployment = Deployment::load(inventory, false)?;
+    let deployment = Deployment::load(inventory, false, security)?;
     let hosts = &deployment.inventory.hosts;
     let Some(index) = hosts.iter().position(|h| h.name == host) else {
         let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Usage(format!(
             "no host named {host:?} in {}; its hosts are: {}",
             inventory.display(),
             names.join(", ")
@@ -55,8 +56,9 @@ pub async fn events(
     duration: Option<Duration>,
     json: bool,
     limit: &[String],
+    security: Security,
 ) -> Result<Vec<StateEvent>, Error> {
-    let deployment = Deployment::load(inventory, false)?;
+    let deployment = Deployment::load(inventory, false, security)?;
     let in_limit = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
     let fleet = Fleet::connect(&deployment).await;
     let mut streams = Vec::new();

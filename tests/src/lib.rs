@@ -5,6 +5,7 @@
 //! Every lab gets addresses no other test uses, and its `Drop` runs
 //! `paddock lab down`, so a failing test leaves nothing running.
 
+pub mod agent;
 pub mod consistency;
 pub mod delay;
 pub mod ha;
@@ -181,29 +182,42 @@ pub fn field(info: &str, key: &str) -> Option<String> {
 }
 
 /// Polls `check` every `every` until it returns true or `timeout` passes.
+/// The one polling loop of the end-to-end tests and the agent's tests.
 pub async fn wait_until<F, Fut>(timeout: Duration, every: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    wait_for(timeout, every, || {
+        let done = check();
+        async move { done.await.then_some(()) }
+    })
+    .await
+    .is_some()
+}
+
+/// Polls `check` every `every` until it returns Some (that value) or
+/// `timeout` passes (None).
+pub async fn wait_for<T, F, Fut>(timeout: Duration, every: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let deadline = Instant::now() + timeout;
     loop {
-        if check().await {
-            return true;
+        if let Some(value) = check().await {
+            return Some(value);
         }
         if Instant::now() >= deadline {
-            return false;
+            return None;
         }
         tokio::time::sleep(every).await;
     }
 }
 
-/// Whether a process with this pid exists and its command line mentions `name`.
-pub fn process_is(pid: u32, name: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains(name))
-        .unwrap_or(false)
-}
+/// Whether a process with this pid exists and its command line mentions
+/// `name`: the controller's own check.
+pub use paddock_controller::process::process_is;
 
 /// A gRPC client of box `box_index`'s agent holding the controller's
 /// certificate: whatever it may send, anyone with the controller's key may.

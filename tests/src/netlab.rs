@@ -38,16 +38,7 @@ pub fn cluster_inventory(addresses: &[IpAddr], node_timeout_ms: u32) -> String {
 
 /// The `[[hosts]]` tables of the boxes at `addresses`: box1, box2, ...
 pub fn hosts_toml(addresses: &[IpAddr]) -> String {
-    addresses
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            format!(
-                "\n[[hosts]]\nname = \"box{}\"\naddress = \"{a}\"\nagent_port = {AGENT_PORT}\n",
-                i + 1
-            )
-        })
-        .collect()
+    paddock_controller::lab::hosts_toml(addresses, AGENT_PORT)
 }
 
 impl NetLab {
@@ -90,18 +81,18 @@ impl NetLab {
             let files = paddock_controller::certs::issue(&certs, &host, *ip).expect("cert");
             let box_dir = lab.box_dir(i);
             std::fs::create_dir_all(box_dir.join("data")).unwrap();
-            std::fs::write(
-                box_dir.join("agent.toml"),
-                format!(
-                    "listen = \"{}:{AGENT_PORT}\"\ndata_dir = \"{}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-                    ip,
-                    box_dir.join("data").display(),
-                    paddock_controller::certs::ca(&certs).cert.display(),
-                    files.cert.display(),
-                    files.key.display()
-                ),
-            )
-            .unwrap();
+            let config = paddock_controller::lab::AgentConfigFile {
+                listen: std::net::SocketAddr::new(*ip, AGENT_PORT),
+                data_dir: box_dir.join("data"),
+                fast_failover: None,
+                insecure_plaintext: false,
+                tls: Some(paddock_controller::lab::AgentTlsFiles {
+                    ca: paddock_controller::certs::ca(&certs).cert,
+                    cert: files.cert,
+                    key: files.key,
+                }),
+            };
+            std::fs::write(box_dir.join("agent.toml"), config.to_toml(None).unwrap()).unwrap();
             lab.agents.push(None);
             lab.start_agent(i);
         }

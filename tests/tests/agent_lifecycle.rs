@@ -125,14 +125,16 @@ fn an_agent_whose_address_is_not_configured_yet_waits_for_it() {
         .tempdir()
         .unwrap();
     let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"[::1]:7443\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n",
-            dir.path().join("data").display()
-        ),
-    )
+    let text = paddock_controller::lab::AgentConfigFile {
+        listen: "[::1]:7443".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        fast_failover: None,
+        insecure_plaintext: true,
+        tls: None,
+    }
+    .to_toml(None)
     .unwrap();
+    std::fs::write(&config, text).unwrap();
     let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
     let agent = Command::new("ip")
         .args(["netns", "exec", &ns.name])

@@ -157,3 +157,22 @@ fn lab_down_stops_an_agent_restarted_by_hand() {
         "lab down left the agent restarted by hand running"
     );
 }
+
+#[test]
+fn a_lab_in_a_directory_with_quotes_and_a_backslash_comes_up() {
+    // The lab writes its agents' configs (paths) and its inventory with the
+    // toml crate: a hand-written `data_dir = "..."` broke on these.
+    let mut lab = Lab::new(124);
+    lab.dir = tempfile::Builder::new()
+        .prefix("paddock-lab-it's \"odd\" \\ dir-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .tempdir()
+        .unwrap();
+    let up = lab.up(&[]);
+    assert!(up.status.success(), "lab up: {}", stderr(&up));
+    let status = paddock(&["status", "-i", &lab.inventory().display().to_string()]);
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    // Each box's Redis keeps its data under the odd directory.
+    let pid = std::fs::read_to_string(lab.pidfile(0, "redis-7000")).unwrap();
+    assert!(process_is(pid.trim().parse().unwrap(), "redis-server"));
+}

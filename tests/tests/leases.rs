@@ -119,6 +119,7 @@ async fn a_lease_from_another_pid_namespace_is_not_taken() {
     }
     let out = paddock(&["apply", "-i", &inventory]);
     assert!(!out.status.success(), "apply must wait for the live lease");
+    assert_eq!(out.status.code(), Some(4), "locked: {}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!("deployment lab is locked by {holder} since ")),
         "{}",
@@ -128,6 +129,7 @@ async fn a_lease_from_another_pid_namespace_is_not_taken() {
     // unlock says whose lease it breaks, and wants --force.
     let out = paddock(&["unlock", "-i", &inventory]);
     assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "usage: {}", stderr(&out));
     assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
     let out = paddock(&["unlock", "-i", &inventory, "--force"]);
     assert!(out.status.success());

@@ -443,25 +443,16 @@ async fn agent_bench(rounds: usize) -> String {
     let mut out = String::new();
     use paddock_controller::client::{AgentClient, InstanceSpec, RedisMode};
     const ADDR: &str = "127.0.32.1";
-    let dir = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .tempdir()
-        .unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"{ADDR}:7443\"\ndata_dir = \"{}\"\ninsecure_plaintext = true\n",
-            dir.path().join("data").display()
-        ),
+    let dir = paddock_tests::agent::temp_dir();
+    let mut agent = paddock_tests::agent::command(
+        &paddock_tests::bin_dir().join("paddockd"),
+        dir.path(),
+        ADDR,
+        "",
     )
+    .stderr(std::process::Stdio::null())
+    .spawn()
     .unwrap();
-    let mut agent = std::process::Command::new(paddock_tests::bin_dir().join("paddockd"))
-        .arg("--config")
-        .arg(&config)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     let addr = format!("{ADDR}:7443").parse().unwrap();
     let client = loop {
         if let Ok(c) = AgentClient::connect(
