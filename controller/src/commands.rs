@@ -400,6 +400,7 @@ pub async fn lab_up(args: LabUp, ctx: &Context) -> Result<Exit, Error> {
         up.started_agents,
         up.inventory.display()
     );
+    eprint!("{}", up.render_growth());
     if let Some(report) = &up.apply {
         print!("{report}");
         let s = status::status(&up.inventory, &[], ctx.security).await?;

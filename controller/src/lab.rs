@@ -82,9 +82,31 @@ pub struct LabUp {
     pub password_file: PathBuf,
     pub started_agents: usize,
     pub apply: Option<ApplyReport>,
+    /// The boxes this run added to an existing lab.
+    pub added: Vec<String>,
+    /// The running instances applying the grown inventory would move
+    /// ("host:instance"): when there are any, apply is not run.
+    pub held_back: Vec<String>,
 }
 
 impl LabUp {
+    /// What growing an existing lab did: the boxes added, and why the
+    /// inventory was not applied when it would move running instances.
+    pub fn render_growth(&self) -> String {
+        if self.added.is_empty() {
+            return String::new();
+        }
+        let mut out = format!("lab: added {}\n", self.added.join(", "));
+        if !self.held_back.is_empty() {
+            out.push_str(&format!(
+                "lab: the inventory was not applied: with the added boxes, placement would move {}.\n  \
+                 The added boxes' agents run and carry no instances; the running deployment is unchanged.\n",
+                self.held_back.join(", ")
+            ));
+        }
+        out
+    }
+
     /// How to reach the lab, see it and stop it.
     pub fn render_how_to(&self, options: &LabOptions) -> String {
         use paddock_inventory::Topology;
@@ -167,7 +189,12 @@ pub fn differences(existing: &paddock_inventory::Inventory, options: &LabOptions
         ));
     }
     let addresses: Vec<IpAddr> = existing.hosts.iter().map(|h| h.address).collect();
-    if addresses != options.addresses {
+    // A longer list adds boxes; every existing box keeps its address.
+    let kept = addresses
+        .iter()
+        .zip(&options.addresses)
+        .all(|(old, new)| old == new);
+    if !kept || options.addresses.len() < addresses.len() {
         let list = |a: &[IpAddr]| {
             a.iter()
                 .map(ToString::to_string)
@@ -175,9 +202,10 @@ pub fn differences(existing: &paddock_inventory::Inventory, options: &LabOptions
                 .join(",")
         };
         out.push(format!(
-            "its boxes are at {}, not {}",
+            "its boxes are at {}, not {}: {}",
             list(&addresses),
-            list(&options.addresses)
+            list(&options.addresses),
+            box_changes(&addresses, &options.addresses).join(", ")
         ));
     }
     if let Some(h) = existing
@@ -199,22 +227,109 @@ pub fn differences(existing: &paddock_inventory::Inventory, options: &LabOptions
     out
 }
 
-/// Refuses to bring up an existing lab other than the one `options` ask for.
-fn check_same_lab(dir: &Path, options: &LabOptions) -> Result<(), Error> {
+/// The existing boxes (box1, box2, ... at `old`) that `new` drops or
+/// moves, each named with what happens to it.
+fn box_changes(old: &[IpAddr], new: &[IpAddr]) -> Vec<String> {
+    old.iter()
+        .enumerate()
+        .filter_map(|(i, address)| match new.get(i) {
+            None => Some(format!(
+                "box{} ({address}) would be removed, and lab up does not remove boxes",
+                i + 1
+            )),
+            Some(other) if other != address => {
+                Some(format!("box{} would move from {address} to {other}", i + 1))
+            }
+            Some(_) => None,
+        })
+        .collect()
+}
+
+/// `--addresses` as `lab up` takes it: three boxes or more (a cluster lab
+/// has three masters on three boxes), each address once.
+pub fn check_addresses(addresses: &[IpAddr]) -> Result<(), Error> {
+    if addresses.len() < 3 {
+        return Err(Error::Usage(format!(
+            "--addresses needs three or more addresses (one per box), not {}",
+            addresses.len()
+        )));
+    }
+    for (i, a) in addresses.iter().enumerate() {
+        if addresses[..i].contains(a) {
+            return Err(Error::Usage(format!(
+                "--addresses lists {a} twice: each box needs its own address"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to bring up an existing lab other than the one `options` ask
+/// for (the same one with more boxes is fine); returns its inventory.
+fn check_same_lab(
+    dir: &Path,
+    options: &LabOptions,
+) -> Result<Option<paddock_inventory::Inventory>, Error> {
     let path = inventory_path(dir);
     let Ok(bytes) = fs::read(&path) else {
-        return Ok(());
+        return Ok(None);
     };
     let existing = paddock_inventory::parse_bytes(&path.display().to_string(), &bytes)?;
     let diff = differences(&existing, options);
     if diff.is_empty() {
-        return Ok(());
+        return Ok(Some(existing));
     }
-    Err(Error::Lab(format!(
-        "{} already holds another lab: {}.\n  hint: add --reset to stop it and start the lab asked for from scratch (its data is deleted), use the options it was made with, or use another --dir",
+    Err(Error::Usage(format!(
+        "{} already holds another lab: {}.\n  hint: `lab up` keeps a lab's boxes and can add boxes at the end of --addresses; to remove a box or change the lab, add --reset to stop it and start the lab asked for from scratch (its data is deleted), use the options it was made with, or use another --dir",
         dir.display(),
         diff.join("; ")
     )))
+}
+
+/// The lab's inventory text `existing` (perhaps edited by the operator)
+/// with `[[hosts]]` tables for the boxes `options` add after its first
+/// `existing_hosts`; nothing else in it changes.
+pub fn grown_inventory_text(existing: &str, existing_hosts: usize, options: &LabOptions) -> String {
+    let added = options.addresses.get(existing_hosts..).unwrap_or_default();
+    let mut text = existing.to_owned();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&numbered_hosts_toml(
+        existing_hosts + 1,
+        added,
+        options.agent_port,
+    ));
+    text
+}
+
+/// The instances placed for `old` that `new` places elsewhere or
+/// otherwise ("host:instance"): applying `new` over a deployment of `old`
+/// would move them.
+pub fn moved_instances(
+    old: &paddock_inventory::Inventory,
+    new: &paddock_inventory::Inventory,
+) -> Vec<String> {
+    let named = |inv: &paddock_inventory::Inventory| {
+        paddock_inventory::place(inv)
+            .instances
+            .into_iter()
+            .map(|i| {
+                let host = inv.hosts.get(i.host).map(|h| h.name.clone());
+                (host.unwrap_or_default(), i)
+            })
+            .collect::<Vec<_>>()
+    };
+    let after = named(new);
+    named(old)
+        .into_iter()
+        .filter(|(host, i)| {
+            !after.iter().any(|(h, j)| {
+                h == host && j.name == i.name && j.shard == i.shard && j.role == i.role
+            })
+        })
+        .map(|(host, i)| format!("{host}:{}", i.name))
+        .collect()
 }
 
 /// Stops the lab in `dir` and deletes what the lab wrote there, nothing else.
@@ -328,6 +443,12 @@ pub fn inventory_text(options: &LabOptions) -> String {
 /// `[[hosts]]` tables naming the boxes at `addresses` box1, box2, ...,
 /// their agents on `agent_port`: the lab's, and other labs' of boxes.
 pub fn hosts_toml(addresses: &[IpAddr], agent_port: u16) -> String {
+    numbered_hosts_toml(1, addresses, agent_port)
+}
+
+/// `[[hosts]]` tables naming the boxes at `addresses` box`first`,
+/// box`first + 1`, ...
+fn numbered_hosts_toml(first: usize, addresses: &[IpAddr], agent_port: u16) -> String {
     #[derive(Serialize)]
     struct Host {
         name: String,
@@ -342,7 +463,7 @@ pub fn hosts_toml(addresses: &[IpAddr], agent_port: u16) -> String {
         .iter()
         .enumerate()
         .map(|(i, &address)| Host {
-            name: format!("box{}", i + 1),
+            name: format!("box{}", i + first),
             address,
             agent_port,
         })
@@ -410,17 +531,16 @@ pub fn agent_binary() -> PathBuf {
 /// redis-server is installed by the agents when apply asks them to, as on
 /// any host (the one installer, `paddockd`'s).
 pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
-    if options.addresses.is_empty() {
-        return Err(Error::Lab("the lab needs at least one address".into()));
-    }
+    check_addresses(&options.addresses)?;
     let dir = &options.dir;
     fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let dir = dir.canonicalize().map_err(Error::io(dir))?;
-    if options.reset {
+    let existing = if options.reset {
         reset(&dir, options.security).await?;
+        None
     } else {
-        check_same_lab(&dir, options)?;
-    }
+        check_same_lab(&dir, options)?
+    };
     let mut state = read_state(&dir)?.unwrap_or(LabState { agents: Vec::new() });
     let binary = agent_binary();
     // The lab has its own CA, like any deployment (unless plaintext was
@@ -449,7 +569,7 @@ pub async fn up(options: &LabOptions) -> Result<LabUp, Error> {
         let _ = tokio::task::spawn_blocking(move || stop_pids(&pids, "paddockd")).await;
         return Err(e);
     }
-    finish_up(options, dir, started.len()).await
+    finish_up(options, dir, existing, started.len()).await
 }
 
 /// What the lab's agents are started with.
@@ -545,14 +665,39 @@ async fn start_agents(
     Ok(())
 }
 
-async fn finish_up(options: &LabOptions, dir: PathBuf, started: usize) -> Result<LabUp, Error> {
-    // An existing inventory is the operator's (perhaps edited): keep it.
+/// Writes the inventory (a new lab's, or the existing one with the added
+/// boxes' hosts) and applies it, unless the added boxes would move
+/// instances of the running deployment.
+async fn finish_up(
+    options: &LabOptions,
+    dir: PathBuf,
+    existing: Option<paddock_inventory::Inventory>,
+    started: usize,
+) -> Result<LabUp, Error> {
     let inventory = inventory_path(&dir);
-    if !inventory.exists() {
-        let text = inventory_text(options);
-        fs::write(&inventory, text).map_err(Error::io(&inventory))?;
+    let mut added = Vec::new();
+    let mut held_back = Vec::new();
+    match &existing {
+        None => {
+            let text = inventory_text(options);
+            fs::write(&inventory, text).map_err(Error::io(&inventory))?;
+        }
+        // An existing inventory is the operator's (perhaps edited): kept,
+        // only the added boxes' hosts appended.
+        Some(old) if options.addresses.len() > old.hosts.len() => {
+            let text = fs::read_to_string(&inventory).map_err(Error::io(&inventory))?;
+            let grown = grown_inventory_text(&text, old.hosts.len(), options);
+            let new = paddock_inventory::parse(&inventory.display().to_string(), &grown)?;
+            fs::write(&inventory, grown).map_err(Error::io(&inventory))?;
+            added = new.hosts[old.hosts.len()..]
+                .iter()
+                .map(|h| h.name.clone())
+                .collect();
+            held_back = moved_instances(old, &new);
+        }
+        Some(_) => {}
     }
-    let apply_report = if options.apply {
+    let apply_report = if options.apply && held_back.is_empty() {
         Some(
             apply(
                 &inventory,
@@ -572,6 +717,8 @@ async fn finish_up(options: &LabOptions, dir: PathBuf, started: usize) -> Result
         inventory,
         started_agents: started,
         apply: apply_report,
+        added,
+        held_back,
     })
 }
 
@@ -954,9 +1101,150 @@ mod tests {
         assert_eq!(
             differences(&existing, &options),
             [
-                "its boxes are at 127.0.1.1,127.0.1.2,127.0.1.3, not 127.0.1.1,127.0.1.2",
+                "its boxes are at 127.0.1.1,127.0.1.2,127.0.1.3, not 127.0.1.1,127.0.1.2: box3 (127.0.1.3) would be removed, and lab up does not remove boxes",
                 "its Redis port is 7000, not 7100"
             ]
         );
+    }
+
+    fn ips(list: &str) -> Vec<IpAddr> {
+        list.split(',').map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_longer_list_adds_boxes_and_any_other_is_refused_naming_the_box() {
+        let mut options = LabOptions::new(PathBuf::from("lab"));
+        options.addresses = ips("127.0.1.1,127.0.1.2,127.0.1.3,127.0.1.4");
+        let four = paddock_inventory::parse("inventory.toml", &inventory_text(&options)).unwrap();
+        let cases: [(&str, &str, &[&str]); 6] = [
+            ("the same", "127.0.1.1,127.0.1.2,127.0.1.3,127.0.1.4", &[]),
+            (
+                "one more",
+                "127.0.1.1,127.0.1.2,127.0.1.3,127.0.1.4,127.0.1.5",
+                &[],
+            ),
+            (
+                "three more",
+                "127.0.1.1,127.0.1.2,127.0.1.3,127.0.1.4,127.0.1.5,127.0.1.6,127.0.1.7",
+                &[],
+            ),
+            (
+                "one fewer",
+                "127.0.1.1,127.0.1.2,127.0.1.3",
+                &["box4 (127.0.1.4) would be removed, and lab up does not remove boxes"],
+            ),
+            (
+                "one changed",
+                "127.0.1.1,127.0.1.9,127.0.1.3,127.0.1.4",
+                &["box2 would move from 127.0.1.2 to 127.0.1.9"],
+            ),
+            (
+                "reordered and longer",
+                "127.0.1.2,127.0.1.1,127.0.1.3,127.0.1.4,127.0.1.5",
+                &[
+                    "box1 would move from 127.0.1.1 to 127.0.1.2",
+                    "box2 would move from 127.0.1.2 to 127.0.1.1",
+                ],
+            ),
+        ];
+        for (name, asked, named) in cases {
+            let mut options = options.clone();
+            options.addresses = ips(asked);
+            let diff = differences(&four, &options);
+            if named.is_empty() {
+                assert!(diff.is_empty(), "{name}: {diff:?}");
+            } else {
+                assert_eq!(diff.len(), 1, "{name}: {diff:?}");
+                assert!(diff[0].ends_with(&named.join(", ")), "{name}: {}", diff[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn addresses_are_three_or_more_distinct_ones() {
+        let cases = [
+            ("127.0.1.1", Some("--addresses needs three or more")),
+            (
+                "127.0.1.1,127.0.1.2",
+                Some("--addresses needs three or more"),
+            ),
+            (
+                "127.0.1.1,127.0.1.2,127.0.1.1",
+                Some("--addresses lists 127.0.1.1 twice"),
+            ),
+            ("127.0.1.1,127.0.1.2,127.0.1.3", None),
+            ("127.0.1.1,127.0.1.2,127.0.1.3,127.0.1.4", None),
+        ];
+        for (list, refused) in cases {
+            match (check_addresses(&ips(list)), refused) {
+                (Ok(()), None) => {}
+                (Err(e), Some(text)) => {
+                    assert_eq!(e.exit(), crate::exit::Exit::Usage, "{list}");
+                    assert!(e.to_string().contains(text), "{list}: {e}");
+                }
+                (got, _) => panic!("{list}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_grown_inventory_keeps_the_existing_text_and_shape() {
+        use paddock_inventory::Topology;
+        for topology in [Topology::Cluster, Topology::Replication, Topology::Sentinel] {
+            let mut options = LabOptions::new(PathBuf::from("lab"));
+            options.topology = topology;
+            // An operator's edit, kept.
+            let text =
+                inventory_text(&options).replace("maxmemory = \"128mb\"", "maxmemory = \"64mb\"");
+            let old = paddock_inventory::parse("inventory.toml", &text).unwrap();
+            options.addresses = ips("127.0.1.1,127.0.1.2,127.0.1.3,127.0.1.4,127.0.1.5");
+            let grown = grown_inventory_text(&text, 3, &options);
+            assert!(grown.starts_with(&text), "{grown}");
+            let new = paddock_inventory::parse("inventory.toml", &grown)
+                .unwrap_or_else(|d| panic!("{d}\n{grown}"));
+            let names: Vec<&str> = new.hosts.iter().map(|h| h.name.as_str()).collect();
+            assert_eq!(names, ["box1", "box2", "box3", "box4", "box5"]);
+            assert_eq!(new.hosts[4].address, options.addresses[4]);
+            assert_eq!(new.hosts[4].agent_port, 7443);
+            assert_eq!(new.deployment.masters, old.deployment.masters);
+            assert_eq!(
+                new.deployment.replicas_per_master,
+                old.deployment.replicas_per_master
+            );
+            assert_eq!(
+                new.sentinel.as_ref().map(|s| s.count),
+                old.sentinel.as_ref().map(|s| s.count)
+            );
+            assert!(differences(&new, &options).is_empty());
+        }
+    }
+
+    #[test]
+    fn names_the_instances_added_boxes_would_move() {
+        use paddock_inventory::Topology;
+        let cases = [
+            // 3 masters x 1 replica: the fourth box is the least loaded,
+            // so placement puts replicas there instead of box2 and box1.
+            (
+                Topology::Cluster,
+                &["box2:redis-7001", "box1:redis-7001"][..],
+            ),
+            (Topology::Replication, &[][..]),
+            (Topology::Sentinel, &[][..]),
+        ];
+        for (topology, moved) in cases {
+            let mut options = LabOptions::new(PathBuf::from("lab"));
+            options.topology = topology;
+            let text = inventory_text(&options);
+            let old = paddock_inventory::parse("inventory.toml", &text).unwrap();
+            assert!(moved_instances(&old, &old).is_empty(), "{topology}");
+            options.addresses = ips("127.0.1.1,127.0.1.2,127.0.1.3,127.0.1.4");
+            let new = paddock_inventory::parse(
+                "inventory.toml",
+                &grown_inventory_text(&text, 3, &options),
+            )
+            .unwrap();
+            assert_eq!(moved_instances(&old, &new), moved, "{topology}");
+        }
     }
 }

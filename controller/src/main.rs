@@ -287,7 +287,9 @@ enum LabCmd {
     Up {
         #[arg(long, default_value = "paddock-lab")]
         dir: PathBuf,
-        /// The boxes' addresses, comma separated.
+        /// The boxes' addresses (box1, box2, ...), three or more, comma
+        /// separated. On an existing lab, addresses added at the end start
+        /// new boxes; the running ones are kept.
         #[arg(long, value_delimiter = ',', default_values_t = lab::DEFAULT_ADDRESSES.map(|a| a.parse::<IpAddr>().expect("literal")))]
         addresses: Vec<IpAddr>,
         /// First Redis port on each box.
