@@ -281,7 +281,7 @@ enum CertsCmd {
 
 #[derive(Subcommand)]
 enum LabCmd {
-    /// Start three agents, apply the lab's cluster inventory, print status.
+    /// Start the lab's agents (three boxes by default), apply its inventory, print status.
     ///
     /// Example: paddock lab up --dir ./paddock-lab
     Up {
