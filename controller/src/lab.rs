@@ -100,7 +100,8 @@ impl LabUp {
         if !self.held_back.is_empty() {
             out.push_str(&format!(
                 "lab: the inventory was not applied: with the added boxes, placement would move {}.\n  \
-                 The added boxes' agents run and carry no instances; the running deployment is unchanged.\n",
+                 The added boxes' agents run and carry no instances; the running deployment is unchanged.\n  \
+                 hint: `apply` (and `lab up` without --no-apply) refuses this inventory, naming those instances, until paddock can move them\n",
                 self.held_back.join(", ")
             ));
         }
