@@ -915,3 +915,290 @@ fn cost(keys: u64, avg_bytes_per_key: u64, keys_per_sec: u64) -> Estimate {
         duration,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(a: Slot, b: Slot) -> SlotRange {
+        SlotRange::new(a, b)
+    }
+
+    fn rs(list: &[(Slot, Slot)]) -> Ranges {
+        Ranges::from_ranges(list.iter().map(|(a, b)| r(*a, *b)))
+    }
+
+    fn map(list: &[(&str, &[(Slot, Slot)])]) -> SlotMap {
+        let mut m = SlotMap::new();
+        for (node, ranges) in list {
+            m.assign(node, rs(ranges));
+        }
+        m
+    }
+
+    fn wanted(list: &[(&str, u32)]) -> Vec<Wanted> {
+        list.iter()
+            .map(|(n, w)| Wanted {
+                node: n.to_string(),
+                weight: *w,
+            })
+            .collect()
+    }
+
+    fn mv(from: &str, to: &str, ranges: &[(Slot, Slot)]) -> Move {
+        Move {
+            from: from.into(),
+            to: to.into(),
+            ranges: rs(ranges),
+        }
+    }
+
+    /// Three masters as redis-cli --cluster create lays them out.
+    fn three() -> SlotMap {
+        map(&[("a", &[(0, 5460)]), ("b", &[(5461, 10922)]), ("c", &[(10923, 16383)])])
+    }
+
+    fn moves(b: Balance) -> Vec<Move> {
+        match b {
+            Balance::Moves(m) => m,
+            other => panic!("expected moves, got {other:?}"),
+        }
+    }
+
+    /// Carries the moves out, checking that no slot moves twice and that
+    /// each move takes only what its donor holds.
+    fn carry_out(start: &SlotMap, moves: &[Move]) -> SlotMap {
+        let mut m = start.clone();
+        let mut moved = Ranges::new();
+        for mv in moves {
+            assert!(!mv.ranges.is_empty(), "empty move {mv:?}");
+            for s in mv.ranges.slots() {
+                assert!(!moved.contains(s), "slot {s} moves twice");
+                assert_eq!(m.owner_of(s), Some(&mv.from), "slot {s} not held by {}", mv.from);
+            }
+            moved = moved.union(&mv.ranges);
+            m.apply(mv);
+        }
+        m
+    }
+
+    #[test]
+    fn ranges_merge_sort_and_count() {
+        let cases: &[(&[(Slot, Slot)], &[(Slot, Slot)], u32)] = &[
+            (&[], &[], 0),
+            (&[(5, 9), (0, 4)], &[(0, 9)], 10),
+            (&[(0, 3), (2, 8), (10, 10)], &[(0, 8), (10, 10)], 10),
+            (&[(9, 3)], &[(3, 9)], 7),
+            (&[(16383, 16383), (0, 0)], &[(0, 0), (16383, 16383)], 2),
+        ];
+        for (input, want, count) in cases {
+            let got = rs(input);
+            assert_eq!(got.ranges(), rs(want).ranges(), "{input:?}");
+            assert_eq!(got.ranges().len(), want.len(), "{input:?}");
+            assert_eq!(got.count(), *count, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn ranges_split_after_n_slots() {
+        let set = rs(&[(0, 9), (20, 29)]);
+        let cases: &[(u32, &[(Slot, Slot)], &[(Slot, Slot)])] = &[
+            (0, &[], &[(0, 9), (20, 29)]),
+            (4, &[(0, 3)], &[(4, 9), (20, 29)]),
+            (10, &[(0, 9)], &[(20, 29)]),
+            (15, &[(0, 9), (20, 24)], &[(25, 29)]),
+            (99, &[(0, 9), (20, 29)], &[]),
+        ];
+        for (n, first, rest) in cases {
+            let (a, b) = set.split(*n);
+            assert_eq!((a, b), (rs(first), rs(rest)), "split({n})");
+        }
+    }
+
+    #[test]
+    fn ranges_take_last_gives_from_the_end() {
+        let cases: &[(u32, &[(Slot, Slot)], &[(Slot, Slot)])] = &[
+            (3, &[(0, 9), (20, 26)], &[(27, 29)]),
+            (12, &[(0, 7)], &[(8, 9), (20, 29)]),
+            (40, &[], &[(0, 9), (20, 29)]),
+        ];
+        for (n, kept, taken) in cases {
+            let mut set = rs(&[(0, 9), (20, 29)]);
+            let got = set.take_last(*n);
+            assert_eq!(got, rs(taken), "take_last({n})");
+            assert_eq!(set, rs(kept), "kept after take_last({n})");
+        }
+    }
+
+    #[test]
+    fn ranges_display_like_cluster_nodes() {
+        assert_eq!(rs(&[(0, 5460), (7000, 7000)]).to_string(), "0-5460,7000");
+        assert_eq!(Ranges::new().to_string(), "");
+    }
+
+    #[test]
+    fn slot_map_uncovered_and_owner() {
+        let m = map(&[("a", &[(1, 100)]), ("b", &[(200, 16382)])]);
+        assert_eq!(m.uncovered(), rs(&[(0, 0), (101, 199), (16383, 16383)]));
+        assert_eq!(m.owner_of(150), None);
+        assert_eq!(m.owner_of(300).map(String::as_str), Some("b"));
+        assert!(three().uncovered().is_empty());
+    }
+
+    #[test]
+    fn slot_map_apply_moves_slots() {
+        let mut m = three();
+        m.apply(&mv("a", "c", &[(5000, 5460)]));
+        assert_eq!(m.slots_of("a"), Some(&rs(&[(0, 4999)])));
+        assert_eq!(m.slots_of("c"), Some(&rs(&[(5000, 5460), (10923, 16383)])));
+    }
+
+    #[test]
+    fn scale_out_three_to_four_moves_a_quarter_from_the_ends() {
+        let mut current = three();
+        current.assign("d", Ranges::new());
+        let got = moves(plan_moves(
+            &current,
+            &wanted(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)]),
+            DEFAULT_THRESHOLD_PCT,
+        ));
+        assert_eq!(
+            got,
+            vec![
+                mv("b", "d", &[(9557, 10922)]),
+                mv("a", "d", &[(4096, 5460)]),
+                mv("c", "d", &[(15019, 16383)]),
+            ]
+        );
+        assert_eq!(got.iter().map(Move::count).sum::<u32>(), 4096);
+        let after = carry_out(&current, &got);
+        for n in ["a", "b", "c", "d"] {
+            assert_eq!(after.count(n), 4096, "{n}");
+        }
+        assert!(after.uncovered().is_empty());
+    }
+
+    #[test]
+    fn scale_in_four_to_three_drains_the_leaver_evenly() {
+        let current = map(&[
+            ("a", &[(0, 4095)]),
+            ("b", &[(4096, 8191)]),
+            ("c", &[(8192, 12287)]),
+            ("d", &[(12288, 16383)]),
+        ]);
+        // Leaving either by absence from `wanted` or by weight 0.
+        for w in [wanted(&[("a", 1), ("b", 1), ("c", 1)]), wanted(&[("a", 1), ("b", 1), ("c", 1), ("d", 0)])] {
+            let got = moves(plan_moves(&current, &w, DEFAULT_THRESHOLD_PCT));
+            assert!(got.iter().all(|m| m.from == "d"), "{got:?}");
+            let after = carry_out(&current, &got);
+            assert_eq!(after.count("d"), 0);
+            let mut counts: Vec<u32> = ["a", "b", "c"].iter().map(|n| after.count(n)).collect();
+            counts.sort();
+            assert_eq!(counts, vec![5461, 5461, 5462]);
+            assert_eq!(got.iter().map(Move::count).sum::<u32>(), 4096);
+        }
+    }
+
+    #[test]
+    fn threshold_decides_whether_anything_moves() {
+        // a holds 100 slots too many: 100 / 5561 = 1.8 % off its target.
+        let current = map(&[("a", &[(0, 5560)]), ("b", &[(5561, 10972)]), ("c", &[(10973, 16383)])]);
+        let w = wanted(&[("a", 1), ("b", 1), ("c", 1)]);
+        let cases: &[(f64, bool)] = &[(2.0, false), (1.0, true), (0.0, true), (50.0, false)];
+        for (threshold, moves_expected) in cases {
+            let got = plan_moves(&current, &w, *threshold);
+            assert_eq!(matches!(got, Balance::Moves(_)), *moves_expected, "threshold {threshold}: {got:?}");
+        }
+        // A balanced cluster never moves, whatever the threshold.
+        assert_eq!(plan_moves(&three(), &w, 0.0), Balance::Within);
+    }
+
+    #[test]
+    fn an_empty_or_draining_master_is_always_over_the_threshold() {
+        let mut current = three();
+        current.assign("d", Ranges::new());
+        let w = wanted(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)]);
+        assert!(matches!(plan_moves(&current, &w, 99.0), Balance::Moves(_)));
+        let drain = wanted(&[("a", 1), ("b", 1), ("c", 0)]);
+        assert!(matches!(plan_moves(&three(), &drain, 99.0), Balance::Moves(_)));
+    }
+
+    #[test]
+    fn weights_give_weighted_shares() {
+        let w = wanted(&[("a", 2), ("b", 1), ("c", 1)]);
+        let got = moves(plan_moves(&three(), &w, 0.0));
+        let after = carry_out(&three(), &got);
+        assert_eq!((after.count("a"), after.count("b"), after.count("c")), (8192, 4096, 4096));
+        // Moved: exactly the surpluses of b and c.
+        assert_eq!(got.iter().map(Move::count).sum::<u32>(), 1365 + 1366);
+    }
+
+    #[test]
+    fn plans_are_deterministic_whatever_the_input_order() {
+        let mut current = three();
+        current.assign("d", Ranges::new());
+        current.assign("e", Ranges::new());
+        let w1 = wanted(&[("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)]);
+        let w2 = wanted(&[("e", 1), ("d", 1), ("c", 1), ("b", 1), ("a", 1)]);
+        let first = plan_moves(&current, &w1, 2.0);
+        assert_eq!(first, plan_moves(&current, &w2, 2.0));
+        assert_eq!(first, plan_moves(&current, &w1, 2.0));
+    }
+
+    #[test]
+    fn nothing_to_receive_or_nothing_to_move() {
+        assert_eq!(plan_moves(&three(), &wanted(&[("a", 0)]), 2.0), Balance::NoRecipient);
+        assert_eq!(plan_moves(&three(), &[], 2.0), Balance::NoRecipient);
+        assert_eq!(plan_moves(&SlotMap::new(), &wanted(&[("a", 1)]), 2.0), Balance::Within);
+    }
+
+    #[test]
+    fn the_remainder_stays_with_masters_already_holding_it() {
+        // 5462/5461/5461 is an even share of 16384: zero moves even at 0 %,
+        // whichever master holds the extra slot.
+        for big in ["a", "b", "c"] {
+            let mut current = SlotMap::new();
+            let mut start: Slot = 0;
+            for n in ["a", "b", "c"] {
+                let len: Slot = if n == big { 5462 } else { 5461 };
+                current.assign(n, rs(&[(start, start + len - 1)]));
+                start += len;
+            }
+            assert_eq!(plan_moves(&current, &wanted(&[("a", 1), ("b", 1), ("c", 1)]), 0.0), Balance::Within);
+        }
+    }
+
+    #[test]
+    fn moves_are_minimal_and_reach_the_share_for_many_shapes() {
+        type Shape = (&'static [(&'static str, &'static [(Slot, Slot)])], &'static [(&'static str, u32)]);
+        let shapes: &[Shape] = &[
+            (&[("a", &[(0, 16383)])], &[("a", 1), ("b", 1), ("c", 1)]),
+            (&[("a", &[(0, 100), (9000, 16383)]), ("b", &[(101, 8999)])], &[("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)]),
+            (&[("a", &[(0, 8191)]), ("b", &[(8192, 16383)])], &[("c", 1), ("d", 3)]),
+            (&[("a", &[(0, 1)]), ("b", &[(2, 16383)])], &[("a", 7), ("b", 1), ("c", 0)]),
+        ];
+        for (slots, w) in shapes {
+            let current = map(slots);
+            let w = wanted(w);
+            let got = moves(plan_moves(&current, &w, 0.0));
+            let after = carry_out(&current, &got);
+            let total_w: u64 = w.iter().map(|x| u64::from(x.weight)).sum();
+            let mut needed = 0u64;
+            for x in &w {
+                let quota = 16384.0 * f64::from(x.weight) / total_w as f64;
+                let got = f64::from(after.count(&x.node));
+                assert!((got - quota).abs() < 1.0, "{}: {got} vs {quota}", x.node);
+                needed += u64::from(current.count(&x.node)).saturating_sub(u64::from(after.count(&x.node)));
+            }
+            for (n, _) in current.nodes() {
+                if !w.iter().any(|x| &x.node == n) {
+                    assert_eq!(after.count(n), 0, "{n} not drained");
+                    needed += u64::from(current.count(n));
+                }
+            }
+            let moved: u64 = got.iter().map(|m| u64::from(m.count())).sum();
+            assert_eq!(moved, needed, "{slots:?}: moved more than the surpluses");
+            assert!(after.uncovered().is_empty());
+        }
+    }
+}
