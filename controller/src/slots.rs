@@ -314,7 +314,7 @@ fn targets<'a>(
         let exact = total * w;
         let floor = exact / sum;
         targets.insert(node, floor);
-        if exact % sum > 0 {
+        if !exact.is_multiple_of(sum) {
             let holds_more = u64::from(current.count(node)) > floor;
             remainders.push((holds_more, exact % sum, node));
         }
@@ -920,6 +920,9 @@ fn cost(keys: u64, avg_bytes_per_key: u64, keys_per_sec: u64) -> Estimate {
 mod tests {
     use super::*;
 
+    /// Slot ranges as (start, end) pairs.
+    type Pairs = &'static [(Slot, Slot)];
+
     fn r(a: Slot, b: Slot) -> SlotRange {
         SlotRange::new(a, b)
     }
@@ -955,7 +958,11 @@ mod tests {
 
     /// Three masters as redis-cli --cluster create lays them out.
     fn three() -> SlotMap {
-        map(&[("a", &[(0, 5460)]), ("b", &[(5461, 10922)]), ("c", &[(10923, 16383)])])
+        map(&[
+            ("a", &[(0, 5460)]),
+            ("b", &[(5461, 10922)]),
+            ("c", &[(10923, 16383)]),
+        ])
     }
 
     fn moves(b: Balance) -> Vec<Move> {
@@ -974,7 +981,12 @@ mod tests {
             assert!(!mv.ranges.is_empty(), "empty move {mv:?}");
             for s in mv.ranges.slots() {
                 assert!(!moved.contains(s), "slot {s} moves twice");
-                assert_eq!(m.owner_of(s), Some(&mv.from), "slot {s} not held by {}", mv.from);
+                assert_eq!(
+                    m.owner_of(s),
+                    Some(&mv.from),
+                    "slot {s} not held by {}",
+                    mv.from
+                );
             }
             moved = moved.union(&mv.ranges);
             m.apply(mv);
@@ -984,7 +996,7 @@ mod tests {
 
     #[test]
     fn ranges_merge_sort_and_count() {
-        let cases: &[(&[(Slot, Slot)], &[(Slot, Slot)], u32)] = &[
+        let cases: &[(Pairs, Pairs, u32)] = &[
             (&[], &[], 0),
             (&[(5, 9), (0, 4)], &[(0, 9)], 10),
             (&[(0, 3), (2, 8), (10, 10)], &[(0, 8), (10, 10)], 10),
@@ -1002,7 +1014,7 @@ mod tests {
     #[test]
     fn ranges_split_after_n_slots() {
         let set = rs(&[(0, 9), (20, 29)]);
-        let cases: &[(u32, &[(Slot, Slot)], &[(Slot, Slot)])] = &[
+        let cases: &[(u32, Pairs, Pairs)] = &[
             (0, &[], &[(0, 9), (20, 29)]),
             (4, &[(0, 3)], &[(4, 9), (20, 29)]),
             (10, &[(0, 9)], &[(20, 29)]),
@@ -1017,7 +1029,7 @@ mod tests {
 
     #[test]
     fn ranges_take_last_gives_from_the_end() {
-        let cases: &[(u32, &[(Slot, Slot)], &[(Slot, Slot)])] = &[
+        let cases: &[(u32, Pairs, Pairs)] = &[
             (3, &[(0, 9), (20, 26)], &[(27, 29)]),
             (12, &[(0, 7)], &[(8, 9), (20, 29)]),
             (40, &[], &[(0, 9), (20, 29)]),
@@ -1087,7 +1099,10 @@ mod tests {
             ("d", &[(12288, 16383)]),
         ]);
         // Leaving either by absence from `wanted` or by weight 0.
-        for w in [wanted(&[("a", 1), ("b", 1), ("c", 1)]), wanted(&[("a", 1), ("b", 1), ("c", 1), ("d", 0)])] {
+        for w in [
+            wanted(&[("a", 1), ("b", 1), ("c", 1)]),
+            wanted(&[("a", 1), ("b", 1), ("c", 1), ("d", 0)]),
+        ] {
             let got = moves(plan_moves(&current, &w, DEFAULT_THRESHOLD_PCT));
             assert!(got.iter().all(|m| m.from == "d"), "{got:?}");
             let after = carry_out(&current, &got);
@@ -1102,12 +1117,20 @@ mod tests {
     #[test]
     fn threshold_decides_whether_anything_moves() {
         // a holds 100 slots too many: 100 / 5561 = 1.8 % off its target.
-        let current = map(&[("a", &[(0, 5560)]), ("b", &[(5561, 10972)]), ("c", &[(10973, 16383)])]);
+        let current = map(&[
+            ("a", &[(0, 5560)]),
+            ("b", &[(5561, 10972)]),
+            ("c", &[(10973, 16383)]),
+        ]);
         let w = wanted(&[("a", 1), ("b", 1), ("c", 1)]);
         let cases: &[(f64, bool)] = &[(2.0, false), (1.0, true), (0.0, true), (50.0, false)];
         for (threshold, moves_expected) in cases {
             let got = plan_moves(&current, &w, *threshold);
-            assert_eq!(matches!(got, Balance::Moves(_)), *moves_expected, "threshold {threshold}: {got:?}");
+            assert_eq!(
+                matches!(got, Balance::Moves(_)),
+                *moves_expected,
+                "threshold {threshold}: {got:?}"
+            );
         }
         // A balanced cluster never moves, whatever the threshold.
         assert_eq!(plan_moves(&three(), &w, 0.0), Balance::Within);
@@ -1120,7 +1143,10 @@ mod tests {
         let w = wanted(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)]);
         assert!(matches!(plan_moves(&current, &w, 99.0), Balance::Moves(_)));
         let drain = wanted(&[("a", 1), ("b", 1), ("c", 0)]);
-        assert!(matches!(plan_moves(&three(), &drain, 99.0), Balance::Moves(_)));
+        assert!(matches!(
+            plan_moves(&three(), &drain, 99.0),
+            Balance::Moves(_)
+        ));
     }
 
     #[test]
@@ -1128,7 +1154,10 @@ mod tests {
         let w = wanted(&[("a", 2), ("b", 1), ("c", 1)]);
         let got = moves(plan_moves(&three(), &w, 0.0));
         let after = carry_out(&three(), &got);
-        assert_eq!((after.count("a"), after.count("b"), after.count("c")), (8192, 4096, 4096));
+        assert_eq!(
+            (after.count("a"), after.count("b"), after.count("c")),
+            (8192, 4096, 4096)
+        );
         // Moved: exactly the surpluses of b and c.
         assert_eq!(got.iter().map(Move::count).sum::<u32>(), 1365 + 1366);
     }
@@ -1147,9 +1176,15 @@ mod tests {
 
     #[test]
     fn nothing_to_receive_or_nothing_to_move() {
-        assert_eq!(plan_moves(&three(), &wanted(&[("a", 0)]), 2.0), Balance::NoRecipient);
+        assert_eq!(
+            plan_moves(&three(), &wanted(&[("a", 0)]), 2.0),
+            Balance::NoRecipient
+        );
         assert_eq!(plan_moves(&three(), &[], 2.0), Balance::NoRecipient);
-        assert_eq!(plan_moves(&SlotMap::new(), &wanted(&[("a", 1)]), 2.0), Balance::Within);
+        assert_eq!(
+            plan_moves(&SlotMap::new(), &wanted(&[("a", 1)]), 2.0),
+            Balance::Within
+        );
     }
 
     #[test]
@@ -1164,18 +1199,33 @@ mod tests {
                 current.assign(n, rs(&[(start, start + len - 1)]));
                 start += len;
             }
-            assert_eq!(plan_moves(&current, &wanted(&[("a", 1), ("b", 1), ("c", 1)]), 0.0), Balance::Within);
+            assert_eq!(
+                plan_moves(&current, &wanted(&[("a", 1), ("b", 1), ("c", 1)]), 0.0),
+                Balance::Within
+            );
         }
     }
 
     #[test]
     fn moves_are_minimal_and_reach_the_share_for_many_shapes() {
-        type Shape = (&'static [(&'static str, &'static [(Slot, Slot)])], &'static [(&'static str, u32)]);
+        type Shape = (
+            &'static [(&'static str, &'static [(Slot, Slot)])],
+            &'static [(&'static str, u32)],
+        );
         let shapes: &[Shape] = &[
             (&[("a", &[(0, 16383)])], &[("a", 1), ("b", 1), ("c", 1)]),
-            (&[("a", &[(0, 100), (9000, 16383)]), ("b", &[(101, 8999)])], &[("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)]),
-            (&[("a", &[(0, 8191)]), ("b", &[(8192, 16383)])], &[("c", 1), ("d", 3)]),
-            (&[("a", &[(0, 1)]), ("b", &[(2, 16383)])], &[("a", 7), ("b", 1), ("c", 0)]),
+            (
+                &[("a", &[(0, 100), (9000, 16383)]), ("b", &[(101, 8999)])],
+                &[("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)],
+            ),
+            (
+                &[("a", &[(0, 8191)]), ("b", &[(8192, 16383)])],
+                &[("c", 1), ("d", 3)],
+            ),
+            (
+                &[("a", &[(0, 1)]), ("b", &[(2, 16383)])],
+                &[("a", 7), ("b", 1), ("c", 0)],
+            ),
         ];
         for (slots, w) in shapes {
             let current = map(slots);
@@ -1188,7 +1238,8 @@ mod tests {
                 let quota = 16384.0 * f64::from(x.weight) / total_w as f64;
                 let got = f64::from(after.count(&x.node));
                 assert!((got - quota).abs() < 1.0, "{}: {got} vs {quota}", x.node);
-                needed += u64::from(current.count(&x.node)).saturating_sub(u64::from(after.count(&x.node)));
+                needed += u64::from(current.count(&x.node))
+                    .saturating_sub(u64::from(after.count(&x.node)));
             }
             for (n, _) in current.nodes() {
                 if !w.iter().any(|x| &x.node == n) {
@@ -1200,5 +1251,495 @@ mod tests {
             assert_eq!(moved, needed, "{slots:?}: moved more than the surpluses");
             assert!(after.uncovered().is_empty());
         }
+    }
+
+    /// A master's view: (name, owns, migrating to, importing from, keys, slots served).
+    fn view(
+        node: &str,
+        owns: bool,
+        mig: Option<&str>,
+        imp: Option<&str>,
+        keys: u64,
+        served: u32,
+    ) -> SlotView {
+        SlotView {
+            node: node.into(),
+            owns,
+            migrating_to: mig.map(Into::into),
+            importing_from: imp.map(Into::into),
+            keys,
+            slots_served: served,
+        }
+    }
+
+    fn stable(n: &str) -> FixStep {
+        FixStep::Stable { node: n.into() }
+    }
+    fn add(n: &str) -> FixStep {
+        FixStep::AddSlot { node: n.into() }
+    }
+    fn del(n: &str) -> FixStep {
+        FixStep::DelSlot { node: n.into() }
+    }
+    fn importing(n: &str, from: &str) -> FixStep {
+        FixStep::Importing {
+            node: n.into(),
+            from: from.into(),
+        }
+    }
+    fn keys(from: &str, to: &str) -> FixStep {
+        FixStep::MigrateKeys {
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+    fn node(n: &str, owner: &str) -> FixStep {
+        FixStep::SetNode {
+            node: n.into(),
+            owner: owner.into(),
+        }
+    }
+    fn finish(from: &str, to: &str) -> FixKind {
+        FixKind::Finish {
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+    fn back(o: &str) -> FixKind {
+        FixKind::RollBack { owner: o.into() }
+    }
+
+    #[test]
+    fn open_slots_are_finished_or_rolled_back_by_rule() {
+        type Case = (&'static str, Vec<SlotView>, FixKind, Vec<FixStep>);
+        let cases: Vec<Case> = vec![
+            (
+                "migrating and importing pair: finish, target then source then all",
+                vec![
+                    view("a", true, Some("b"), None, 40, 5461),
+                    view("b", false, None, Some("a"), 60, 5461),
+                    view("c", false, None, None, 0, 5462),
+                ],
+                finish("a", "b"),
+                vec![
+                    keys("a", "b"),
+                    node("b", "b"),
+                    node("a", "b"),
+                    node("c", "b"),
+                ],
+            ),
+            (
+                "pair with the source already empty: still finish (idempotent key move)",
+                vec![
+                    view("a", true, Some("b"), None, 0, 1),
+                    view("b", false, None, Some("a"), 9, 1),
+                ],
+                finish("a", "b"),
+                vec![keys("a", "b"), node("b", "b"), node("a", "b")],
+            ),
+            (
+                "migrating only, target holds nothing: close it on the source",
+                vec![
+                    view("a", true, Some("b"), None, 40, 1),
+                    view("b", false, None, None, 0, 1),
+                ],
+                back("a"),
+                vec![stable("a")],
+            ),
+            (
+                "migrating only, target already holds keys: reopen importing, finish",
+                vec![
+                    view("a", true, Some("b"), None, 40, 1),
+                    view("b", false, None, None, 3, 1),
+                ],
+                finish("a", "b"),
+                vec![
+                    importing("b", "a"),
+                    keys("a", "b"),
+                    node("b", "b"),
+                    node("a", "b"),
+                ],
+            ),
+            (
+                "migrating to a node that is not a master any more: close it",
+                vec![
+                    view("a", true, Some("gone"), None, 40, 1),
+                    view("b", false, None, None, 0, 1),
+                ],
+                back("a"),
+                vec![stable("a")],
+            ),
+            (
+                "importing only, no keys moved yet: close it on the target",
+                vec![
+                    view("a", true, None, None, 40, 1),
+                    view("b", false, None, Some("a"), 0, 1),
+                ],
+                back("a"),
+                vec![stable("b")],
+            ),
+            (
+                "importing only with keys: they go back to the owner",
+                vec![
+                    view("a", true, None, None, 40, 1),
+                    view("b", false, None, Some("a"), 2, 1),
+                ],
+                back("a"),
+                vec![importing("b", "a"), keys("b", "a"), stable("b")],
+            ),
+            (
+                "migrating, several importing, one is the target: finish, close the rest",
+                vec![
+                    view("a", true, Some("c"), None, 40, 1),
+                    view("b", false, None, Some("a"), 0, 1),
+                    view("c", false, None, Some("a"), 0, 1),
+                ],
+                finish("a", "c"),
+                vec![
+                    keys("a", "c"),
+                    node("c", "c"),
+                    node("a", "c"),
+                    stable("b"),
+                    node("b", "c"),
+                ],
+            ),
+            (
+                "migrating, several importing, one stray holds keys: they follow to the target",
+                vec![
+                    view("a", true, Some("c"), None, 40, 1),
+                    view("b", false, None, Some("a"), 5, 1),
+                    view("c", false, None, Some("a"), 0, 1),
+                ],
+                finish("a", "c"),
+                vec![
+                    keys("a", "c"),
+                    node("c", "c"),
+                    node("a", "c"),
+                    importing("b", "c"),
+                    keys("b", "c"),
+                    stable("b"),
+                    node("b", "c"),
+                ],
+            ),
+            (
+                "keys on a node that neither owns nor imports: moved to the owner",
+                vec![
+                    view("a", true, None, None, 40, 1),
+                    view("b", false, None, None, 7, 1),
+                ],
+                back("a"),
+                vec![importing("b", "a"), keys("b", "a"), stable("b")],
+            ),
+        ];
+        for (what, views, kind, steps) in cases {
+            assert_eq!(fix_slot(&views), SlotFix::Steps { kind, steps }, "{what}");
+        }
+    }
+
+    #[test]
+    fn several_claimants_keep_the_one_with_most_keys() {
+        let views = vec![
+            view("a", true, None, None, 10, 1),
+            view("b", true, None, None, 30, 1),
+            view("c", true, None, None, 30, 1),
+            view("d", false, None, None, 0, 1),
+        ];
+        let want = SlotFix::Steps {
+            kind: FixKind::Conflict { owner: "b".into() },
+            steps: vec![
+                del("a"),
+                del("c"),
+                importing("a", "b"),
+                keys("a", "b"),
+                stable("a"),
+                importing("c", "b"),
+                keys("c", "b"),
+                stable("c"),
+                node("a", "b"),
+                node("c", "b"),
+                node("d", "b"),
+            ],
+        };
+        assert_eq!(fix_slot(&views), want);
+    }
+
+    #[test]
+    fn uncovered_slots_go_to_the_keys_or_the_least_loaded_master() {
+        type Case = (&'static str, Vec<SlotView>, &'static str, Vec<FixStep>);
+        let cases: Vec<Case> = vec![
+            (
+                "no keys anywhere: the master serving fewest slots",
+                vec![
+                    view("a", false, None, None, 0, 5000),
+                    view("b", false, None, None, 0, 4000),
+                    view("c", false, None, None, 0, 4000),
+                ],
+                "b",
+                vec![add("b"), node("a", "b"), node("c", "b")],
+            ),
+            (
+                "keys on one node: it takes the slot",
+                vec![
+                    view("a", false, None, None, 0, 1),
+                    view("b", false, None, None, 12, 9),
+                ],
+                "b",
+                vec![add("b"), node("a", "b")],
+            ),
+            (
+                "keys on two nodes: the bigger takes it, the other's keys follow",
+                vec![
+                    view("a", false, None, Some("b"), 3, 1),
+                    view("b", false, None, None, 12, 9),
+                ],
+                "b",
+                vec![
+                    add("b"),
+                    importing("a", "b"),
+                    keys("a", "b"),
+                    stable("a"),
+                    node("a", "b"),
+                ],
+            ),
+            (
+                "the new owner was left importing: stable first, then ADDSLOTS",
+                vec![
+                    view("a", false, None, Some("x"), 5, 1),
+                    view("b", false, None, None, 0, 0),
+                ],
+                "a",
+                vec![stable("a"), add("a"), node("b", "a")],
+            ),
+        ];
+        for (what, views, owner, steps) in cases {
+            let kind = FixKind::Cover {
+                owner: owner.into(),
+            };
+            assert_eq!(fix_slot(&views), SlotFix::Steps { kind, steps }, "{what}");
+        }
+    }
+
+    #[test]
+    fn healthy_slots_and_no_masters() {
+        let healthy = vec![
+            view("a", true, None, None, 40, 1),
+            view("b", false, None, None, 0, 1),
+        ];
+        assert_eq!(fix_slot(&healthy), SlotFix::Healthy);
+        assert_eq!(fix_slot(&[]), SlotFix::NoMaster);
+    }
+
+    #[test]
+    fn fix_does_not_depend_on_report_order() {
+        let mut views = vec![
+            view("c", false, None, Some("a"), 0, 1),
+            view("a", true, Some("c"), None, 40, 1),
+            view("b", false, None, Some("a"), 5, 1),
+        ];
+        let first = fix_slot(&views);
+        views.reverse();
+        assert_eq!(fix_slot(&views), first);
+    }
+
+    #[test]
+    fn batch_size_and_timeout_follow_the_key_size() {
+        let cases: &[(u64, u32, u64)] = &[
+            (0, 1000, BASE_TIMEOUT_MS),
+            (100, 1000, BASE_TIMEOUT_MS),
+            (1024, 256, BASE_TIMEOUT_MS),
+            (1_000_000, 1, BASE_TIMEOUT_MS),
+            (100_000_000, 1, 100_000),
+            (1_000_000_000, 1, MAX_TIMEOUT_MS),
+        ];
+        for (bytes, keys, timeout_ms) in cases {
+            assert_eq!(
+                batch_for(*bytes),
+                Batch {
+                    keys: *keys,
+                    timeout_ms: *timeout_ms
+                },
+                "{bytes} bytes per key"
+            );
+        }
+    }
+
+    #[test]
+    fn migrate_errors_are_classified_by_code_word() {
+        let cases: &[(&str, MigrateError)] = &[
+            ("IOERR", MigrateError::IoErr),
+            ("BUSYKEY", MigrateError::BusyKey),
+            ("MOVED", MigrateError::Moved),
+            ("ASK", MigrateError::Ask),
+            ("TRYAGAIN", MigrateError::TryAgain),
+            ("LOADING", MigrateError::Loading),
+            ("CLUSTERDOWN", MigrateError::ClusterDown),
+            ("BUSY", MigrateError::Busy),
+            ("NOAUTH", MigrateError::Auth),
+            ("WRONGPASS", MigrateError::Auth),
+            ("NOPERM", MigrateError::Auth),
+            ("ERR", MigrateError::Other("ERR".into())),
+        ];
+        for (code, want) in cases {
+            assert_eq!(&MigrateError::from_code(code), want, "{code}");
+        }
+    }
+
+    #[test]
+    fn migrate_errors_map_to_actions() {
+        let b = Batch {
+            keys: 100,
+            timeout_ms: BASE_TIMEOUT_MS,
+        };
+        let doubled = OnError::Retry(Batch {
+            keys: 100,
+            timeout_ms: 2 * BASE_TIMEOUT_MS,
+        });
+        let at_max = Batch {
+            keys: 100,
+            timeout_ms: MAX_TIMEOUT_MS,
+        };
+        let cases: Vec<(MigrateError, Batch, u32, OnError)> = vec![
+            (MigrateError::IoErr, b, 1, doubled.clone()),
+            (MigrateError::ClientTimeout, b, 1, doubled),
+            (
+                MigrateError::IoErr,
+                at_max,
+                5,
+                OnError::Stop(StopReason::TargetUnresponsive),
+            ),
+            (MigrateError::BusyKey, b, 1, OnError::CompareDigests),
+            (MigrateError::Moved, b, 1, OnError::Reobserve),
+            (MigrateError::Ask, b, 1, OnError::Reobserve),
+            (MigrateError::TryAgain, b, 1, OnError::Wait { ms: 100 }),
+            (MigrateError::Loading, b, 3, OnError::Wait { ms: 400 }),
+            (MigrateError::ClusterDown, b, 9, OnError::Wait { ms: 3200 }),
+            (
+                MigrateError::Busy,
+                b,
+                MAX_WAITS,
+                OnError::Stop(StopReason::StillRefused),
+            ),
+            (MigrateError::Auth, b, 1, OnError::Stop(StopReason::Auth)),
+            (
+                MigrateError::Other("ERR".into()),
+                b,
+                1,
+                OnError::Stop(StopReason::Unexpected("ERR".into())),
+            ),
+        ];
+        for (err, batch, attempt, want) in cases {
+            assert_eq!(
+                on_error(&err, batch, attempt),
+                want,
+                "{err:?} attempt {attempt}"
+            );
+        }
+    }
+
+    #[test]
+    fn timeouts_retry_the_same_keys_a_bounded_number_of_times() {
+        let mut batch = batch_for(100);
+        let mut timeouts = vec![batch.timeout_ms];
+        for attempt in 1..=20 {
+            match on_error(&MigrateError::IoErr, batch, attempt) {
+                OnError::Retry(next) => {
+                    assert_eq!(next.keys, batch.keys, "never fewer keys: none is dropped");
+                    batch = next;
+                    timeouts.push(batch.timeout_ms);
+                }
+                OnError::Stop(StopReason::TargetUnresponsive) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(timeouts, vec![10_000, 20_000, 40_000, 80_000, 160_000]);
+    }
+
+    #[test]
+    fn busy_keys_are_replaced_only_when_equal() {
+        let x: Digest = b"aaaa".to_vec();
+        let y: Digest = b"bbbb".to_vec();
+        let conflict = BusyKey::Stop(StopReason::Conflict {
+            slot: 42,
+            key: b"user:1".to_vec(),
+        });
+        let cases: Vec<(Option<&Digest>, Option<&Digest>, BusyKey)> = vec![
+            (Some(&x), Some(&x), BusyKey::Replace),
+            (Some(&x), Some(&y), conflict),
+            (None, Some(&y), BusyKey::Skip),
+            (None, None, BusyKey::Skip),
+            (Some(&x), None, BusyKey::Retry),
+        ];
+        for (source, target, want) in cases {
+            assert_eq!(
+                on_busy_key(42, b"user:1", source, target),
+                want,
+                "{source:?} {target:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn estimates_count_keys_bytes_and_time() {
+        let per_slot: BTreeMap<Slot, u64> = [(10, 1000), (11, 500), (20, 7), (16383, 3)].into();
+        type Case = (Move, u64, u64, Estimate);
+        let cases: Vec<Case> = vec![
+            (
+                mv("a", "b", &[(10, 11)]),
+                100,
+                1000,
+                Estimate {
+                    keys: 1500,
+                    bytes: 150_000,
+                    duration: Some(Duration::from_millis(1500)),
+                },
+            ),
+            (
+                mv("a", "b", &[(0, 9), (12, 19)]),
+                100,
+                1000,
+                Estimate {
+                    keys: 0,
+                    bytes: 0,
+                    duration: Some(Duration::ZERO),
+                },
+            ),
+            (
+                mv("a", "b", &[(20, 20), (16000, 16383)]),
+                10,
+                3,
+                Estimate {
+                    keys: 10,
+                    bytes: 100,
+                    duration: Some(Duration::from_millis(3334)),
+                },
+            ),
+            (
+                mv("a", "b", &[(0, 16383)]),
+                1,
+                0,
+                Estimate {
+                    keys: 1510,
+                    bytes: 1510,
+                    duration: None,
+                },
+            ),
+        ];
+        for (m, bytes, rate, want) in cases {
+            assert_eq!(estimate(&m, &per_slot, bytes, rate), want, "{}", m.ranges);
+        }
+        let all = estimate_all(
+            &[mv("a", "b", &[(10, 10)]), mv("c", "b", &[(11, 20)])],
+            &per_slot,
+            100,
+            500,
+        );
+        assert_eq!(
+            all,
+            Estimate {
+                keys: 1507,
+                bytes: 150_700,
+                duration: Some(Duration::from_millis(3014)),
+            }
+        );
     }
 }
