@@ -6,6 +6,20 @@
 //! COUNTKEYSINSLOT, MIGRATE replies), turns what they report into these types,
 //! calls these functions and carries out the typed steps they return.
 //!
+//! The engine's procedure for a change of shape:
+//! 1. observe every master; for each slot that is open or uncovered (and for
+//!    every slot before planning), [`fix_slot`] and carry out its steps;
+//! 2. [`plan_moves`] over the now-stable [`SlotMap`]; show each move with
+//!    [`estimate`] (key counts from CLUSTER COUNTKEYSINSLOT);
+//! 3. for each slot of each move, [`move_steps`]: IMPORTING on the target,
+//!    MIGRATING on the source, then batches of CLUSTER GETKEYSINSLOT +
+//!    MIGRATE sized by [`batch_for`] (COUNTKEYSINSLOT on both before and
+//!    after each batch), failures handled by [`on_error`] and, on BUSYKEY,
+//!    [`on_busy_key`] per key; then SETSLOT NODE on the target, the source,
+//!    then every other master;
+//! 4. a run cut short anywhere leaves marks that step 1 of the next run
+//!    finishes or rolls back.
+//!
 //! Learnt from redis-cli (`clusterManagerCommandRebalance`,
 //! `clusterManagerFixOpenSlot`, `clusterManagerFixSlotsCoverage`,
 //! `clusterManagerMigrateKeysInSlot`); where it falls short (moves chosen
@@ -421,11 +435,54 @@ pub enum FixStep {
     /// does not own the slot run MIGRATE on its keys (MIGRATE is an
     /// ASKING command).
     Importing { node: NodeId, from: NodeId },
+    /// `CLUSTER SETSLOT slot MIGRATING to`.
+    Migrating { node: NodeId, to: NodeId },
     /// Every key of the slot from `from` to `to`: GETKEYSINSLOT and MIGRATE
     /// batches (see [`batch_for`]) until COUNTKEYSINSLOT on `from` is 0.
     MigrateKeys { from: NodeId, to: NodeId },
     /// `CLUSTER SETSLOT slot NODE owner` sent to `node`.
     SetNode { node: NodeId, owner: NodeId },
+}
+
+/// The steps that move one slot from `from` to `to`, in Redis's documented
+/// order, with `masters` every master (the others are told last).
+///
+/// IMPORTING on the target before MIGRATING on the source, so the source
+/// never sends an ASK the target would refuse; SETSLOT NODE on the target
+/// first (it then serves the slot without ASKING), then on the source (which
+/// stops redirecting with ASK and answers MOVED), then on every other master
+/// so none keeps pointing clients at the source while gossip catches up.
+pub fn move_steps(from: &str, to: &str, masters: &[NodeId]) -> Vec<FixStep> {
+    let mut steps = vec![
+        FixStep::Importing {
+            node: to.into(),
+            from: from.into(),
+        },
+        FixStep::Migrating {
+            node: from.into(),
+            to: to.into(),
+        },
+        FixStep::MigrateKeys {
+            from: from.into(),
+            to: to.into(),
+        },
+        FixStep::SetNode {
+            node: to.into(),
+            owner: to.into(),
+        },
+        FixStep::SetNode {
+            node: from.into(),
+            owner: to.into(),
+        },
+    ];
+    let mut others: Vec<&NodeId> = masters.iter().filter(|n| *n != from && *n != to).collect();
+    others.sort();
+    others.dedup();
+    steps.extend(others.into_iter().map(|n| FixStep::SetNode {
+        node: n.clone(),
+        owner: to.into(),
+    }));
+    steps
 }
 
 /// Why the slot is being repaired, and who serves it afterwards.
@@ -1517,6 +1574,35 @@ mod tests {
             };
             assert_eq!(fix_slot(&views), SlotFix::Steps { kind, steps }, "{what}");
         }
+    }
+
+    #[test]
+    fn a_move_opens_target_then_source_and_closes_target_source_then_all() {
+        let masters: Vec<NodeId> = ["c", "a", "d", "b"].iter().map(|n| n.to_string()).collect();
+        let want = vec![
+            importing("b", "a"),
+            FixStep::Migrating {
+                node: "a".into(),
+                to: "b".into(),
+            },
+            keys("a", "b"),
+            node("b", "b"),
+            node("a", "b"),
+            node("c", "b"),
+            node("d", "b"),
+        ];
+        assert_eq!(move_steps("a", "b", &masters), want);
+        // An interrupted move, reported back, is finished with the same tail.
+        let views = vec![
+            view("a", true, Some("b"), None, 7, 1),
+            view("b", false, None, Some("a"), 3, 1),
+            view("c", false, None, None, 0, 1),
+            view("d", false, None, None, 0, 1),
+        ];
+        let SlotFix::Steps { steps, .. } = fix_slot(&views) else {
+            panic!("expected steps")
+        };
+        assert_eq!(steps, want[2..].to_vec());
     }
 
     #[test]
