@@ -26,6 +26,7 @@ pub mod recover;
 pub mod rotate;
 pub mod secrets;
 pub mod sentinel;
+pub mod slots;
 pub mod status;
 pub mod utc;
 pub mod watch;
