@@ -23,7 +23,7 @@ use crate::Error;
 use crate::client::Reply;
 use crate::cluster::{Observation, assess, shard_master, shard_slots};
 use crate::fleet::{Fleet, Target, members};
-use crate::plan::observe_node;
+use crate::engine::observe::observe_node;
 use crate::progress::Progress;
 
 const FORMING_NODE_TIMEOUT_MS: u32 = 500;
@@ -491,7 +491,7 @@ async fn form_inner(
 /// A member of `shard` that replicates a master no target is any more (its
 /// machine was replaced or its data lost): the one to promote so the shard
 /// keeps its data.
-fn heir_of_lost_master(
+pub fn heir_of_lost_master(
     targets: &[Target],
     observed: &[Option<Observation>],
     shard: u32,

@@ -9,6 +9,7 @@ pub mod balance;
 pub mod certs;
 pub mod client;
 pub mod cluster;
+pub mod engine;
 pub mod failover;
 pub mod fleet;
 pub mod form;

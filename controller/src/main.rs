@@ -57,16 +57,32 @@ enum Cmd {
     Plan {
         #[arg(short, long)]
         inventory: PathBuf,
+        /// Print the typed steps as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit 0 when there is nothing to change, 2 when changes are
+        /// pending, 1 on error (as terraform plan does).
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Save the plan to FILE for `paddock apply FILE`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Push configs, start instances and form the topology. Idempotent.
     ///
     /// Example: paddock apply -i inventory.toml
     Apply {
-        #[arg(short, long)]
-        inventory: PathBuf,
+        #[arg(short, long, required_unless_present = "plan_file")]
+        inventory: Option<PathBuf>,
+        /// A plan saved by `paddock plan --out FILE`: apply carries it out,
+        /// or refuses it when what it was planned from changed.
+        plan_file: Option<PathBuf>,
         /// Give up forming the cluster after this many seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Print the steps carried out as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Hosts, instances, roles, slots and links.
     ///
@@ -479,14 +495,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Cmd::Plan { inventory } => {
-            let plan = apply::plan(&inventory, &limit).await?;
-            print!("{plan}");
-            Ok(ExitCode::SUCCESS)
+        Cmd::Plan {
+            inventory,
+            json,
+            detailed_exitcode,
+            out,
+        } => {
+            let code =
+                apply::plan_command(&inventory, &limit, json, detailed_exitcode, out.as_deref())
+                    .await?;
+            Ok(ExitCode::from(code))
         }
-        Cmd::Apply { inventory, timeout } => {
-            let report = apply::apply(
-                &inventory,
+        Cmd::Apply {
+            inventory,
+            plan_file,
+            timeout,
+            json,
+        } => {
+            let report = apply::apply_command(
+                inventory.as_deref(),
+                plan_file.as_deref(),
                 &apply::ApplyOptions {
                     converge_timeout: Duration::from_secs(timeout),
                     limit: limit.clone(),
@@ -494,7 +522,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             )
             .await?;
-            print_apply(&report);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.json())?);
+            } else {
+                print_apply(&report);
+            }
             // As ansible-playbook for unreachable hosts: done where it
             // could be, but not everywhere the deployment needs.
             Ok(if report.incomplete {
@@ -888,7 +920,7 @@ fn print_apply(report: &apply::ApplyReport) {
     if report.changed {
         println!(
             "Applied {} change(s) in {:.3}s{}.",
-            report.plan.changes.len(),
+            report.steps().count(),
             report.total.as_secs_f64(),
             report
                 .formation

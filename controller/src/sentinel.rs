@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use crate::Error;
-use crate::apply::start;
+use crate::engine::execute::start;
 use crate::client::{InstanceState, Peer, Reply};
 use crate::fleet::{Fleet, Target};
 use crate::progress::Progress;
