@@ -55,6 +55,10 @@ pub fn make_plan(input: &Input<'_>) -> Plan {
     plan.refusals.extend(password_refusal(input));
     plan.refusals.extend(orphans(input.observed));
     plan.refusals.extend(host_refusals(input));
+    if !plan.refusals.is_empty() {
+        // apply refuses before doing anything: show only why.
+        return plan;
+    }
     plan.steps.extend(prelude(input));
     plan.steps.extend(promotions(input));
     let (restarts, held) = restarts(input);
