@@ -79,6 +79,41 @@ pub struct AppliedJson {
     /// The steps carried out, per round of observe, plan, execute.
     pub rounds: Vec<Vec<Step>>,
     pub skipped: Vec<String>,
+    /// What apply prints without `--json`.
+    pub summary: String,
+}
+
+impl std::fmt::Display for ApplyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for s in &self.skipped {
+            writeln!(f, "{s}")?;
+        }
+        if self.changed {
+            return writeln!(
+                f,
+                "Applied {} change(s) in {:.3}s{}.",
+                self.steps().count(),
+                self.total.as_secs_f64(),
+                self.formation
+                    .map(|t| format!(
+                        " (cluster formed in {:.3}s from the first MEET)",
+                        t.as_secs_f64()
+                    ))
+                    .unwrap_or_default()
+            );
+        }
+        writeln!(
+            f,
+            "Nothing to do: {} is as the inventory says{} ({:.3}s).",
+            self.plan.summary,
+            if self.skipped.is_empty() {
+                ""
+            } else {
+                " on the hosts acted on"
+            },
+            self.total.as_secs_f64()
+        )
+    }
 }
 
 impl ApplyReport {
@@ -93,6 +128,7 @@ impl ApplyReport {
             incomplete: self.incomplete,
             rounds: self.rounds.clone(),
             skipped: self.skipped.clone(),
+            summary: self.to_string(),
         }
     }
 }
@@ -122,12 +158,14 @@ impl Observing<'_> {
 
     /// Each acted-on host's facts (None for the others).
     async fn facts(&self, acting: &[bool]) -> Result<Vec<Option<Facts>>, Error> {
-        join_all((0..self.deployment.inventory.hosts.len()).map(|h| async move {
-            if !acting[h] {
-                return Ok(None);
-            }
-            self.fleet.agent(h)?.facts().await.map(Some)
-        }))
+        join_all(
+            (0..self.deployment.inventory.hosts.len()).map(|h| async move {
+                if !acting[h] {
+                    return Ok(None);
+                }
+                self.fleet.agent(h)?.facts().await.map(Some)
+            }),
+        )
         .await
         .into_iter()
         .collect()
@@ -199,11 +237,19 @@ pub fn fingerprint(deployment: &Deployment, observed: &Observed) -> Result<Strin
     bytes.hash(&mut h);
     // A password file created since decides too (plan creates it or not).
     deployment.password.is_some().hash(&mut h);
-    deployment.user_passwords.iter().map(Option::is_some).collect::<Vec<_>>().hash(&mut h);
+    deployment
+        .user_passwords
+        .iter()
+        .map(Option::is_some)
+        .collect::<Vec<_>>()
+        .hash(&mut h);
     let inventory = h.finish();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     observed.decisive().hash(&mut h);
-    Ok(format!("inventory:{inventory:016x} observed:{:016x}", h.finish()))
+    Ok(format!(
+        "inventory:{inventory:016x} observed:{:016x}",
+        h.finish()
+    ))
 }
 
 pub async fn apply(path: &Path, options: &ApplyOptions) -> Result<ApplyReport, Error> {
@@ -246,7 +292,10 @@ pub async fn plan_command(
 ) -> Result<u8, Error> {
     let planned = plan_with_fingerprint(inventory, limit).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&planned.plan).expect("plan serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&planned.plan).expect("plan serializes")
+        );
     } else {
         print!("{}", planned.plan);
     }
@@ -260,10 +309,18 @@ pub async fn plan_command(
         let text = serde_json::to_string_pretty(&saved).expect("plan serializes");
         std::fs::write(out, text + "\n").map_err(Error::io(out))?;
         if !json {
-            println!("Saved the plan to {}: `paddock apply {}` carries it out.", out.display(), out.display());
+            println!(
+                "Saved the plan to {}: `paddock apply {}` carries it out.",
+                out.display(),
+                out.display()
+            );
         }
     }
-    Ok(if detailed_exitcode && !planned.plan.is_empty() { 2 } else { 0 })
+    Ok(if detailed_exitcode && !planned.plan.is_empty() {
+        2
+    } else {
+        0
+    })
 }
 
 /// `paddock apply [FILE]`: a saved plan (refused when stale) or the
@@ -460,11 +517,7 @@ fn stale(expected: &str, now: &str) -> Result<(), Error> {
     if expected == now {
         return Ok(());
     }
-    let part = |s: &str, key: &str| {
-        s.split(' ')
-            .find(|p| p.starts_with(key))
-            .map(str::to_owned)
-    };
+    let part = |s: &str, key: &str| s.split(' ').find(|p| p.starts_with(key)).map(str::to_owned);
     let why = if part(expected, "inventory:") != part(now, "inventory:") {
         "the inventory changed since it was planned"
     } else {

@@ -22,8 +22,8 @@ use futures::future::join_all;
 use crate::Error;
 use crate::client::Reply;
 use crate::cluster::{Observation, assess, shard_master, shard_slots};
-use crate::fleet::{Fleet, Target, members};
 use crate::engine::observe::observe_node;
+use crate::fleet::{Fleet, Target, members};
 use crate::progress::Progress;
 
 const FORMING_NODE_TIMEOUT_MS: u32 = 500;

@@ -914,34 +914,7 @@ fn read_inventory(path: &std::path::Path) -> anyhow::Result<paddock_inventory::I
 }
 
 fn print_apply(report: &apply::ApplyReport) {
-    for s in &report.skipped {
-        println!("{s}");
-    }
-    if report.changed {
-        println!(
-            "Applied {} change(s) in {:.3}s{}.",
-            report.steps().count(),
-            report.total.as_secs_f64(),
-            report
-                .formation
-                .map(|f| format!(
-                    " (cluster formed in {:.3}s from the first MEET)",
-                    f.as_secs_f64()
-                ))
-                .unwrap_or_default()
-        );
-    } else {
-        println!(
-            "Nothing to do: {} is as the inventory says{} ({:.3}s).",
-            report.plan.summary,
-            if report.skipped.is_empty() {
-                ""
-            } else {
-                " on the hosts acted on"
-            },
-            report.total.as_secs_f64()
-        );
-    }
+    print!("{report}");
 }
 
 fn print_status(s: &status::Status, json: bool) -> anyhow::Result<()> {

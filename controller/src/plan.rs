@@ -59,4 +59,3 @@ pub fn info_field(info: &str, key: &str) -> Option<String> {
         .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix(':'))
         .map(str::to_owned)
 }
-

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use crate::Error;
-use crate::engine::execute::start;
 use crate::client::{InstanceState, Peer, Reply};
+use crate::engine::execute::start;
 use crate::fleet::{Fleet, Target};
 use crate::progress::Progress;
 

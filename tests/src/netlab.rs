@@ -227,8 +227,10 @@ impl NetLab {
         )
     }
 
+    /// `paddock apply`, checked against the plan printed just before
+    /// ([`crate::agree`]).
     pub fn apply(&self) -> Output {
-        self.paddock(&["apply"])
+        crate::agree(&[], |args| self.paddock(args))
     }
 
     /// `paddock status` finds nothing broken within `within`. Masters piled

@@ -102,7 +102,10 @@ async fn install(
         let Step::InstallRedis { host } = s else {
             unreachable!()
         };
-        let h = hosts.iter().position(|x| x.name == *host).expect("planned host");
+        let h = hosts
+            .iter()
+            .position(|x| x.name == *host)
+            .expect("planned host");
         let agent = scene.fleet.agent(h)?;
         scene.progress.step(format!(
             "{}: redis-server is missing; its agent installs it",
@@ -136,9 +139,10 @@ async fn promote(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<
 }
 
 async fn put_configs(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<(), Error> {
-    let steps = of(plan, |s| {
-        matches!(s, Step::PutConfig { target, .. } if scene.target(target).is_some())
-    });
+    let steps = of(
+        plan,
+        |s| matches!(s, Step::PutConfig { target, .. } if scene.target(target).is_some()),
+    );
     if steps.is_empty() {
         return Ok(());
     }
@@ -147,7 +151,11 @@ async fn put_configs(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Res
             unreachable!()
         };
         let t = scene.target(target).expect("filtered");
-        scene.fleet.agent(t.host)?.put_instance(&t.spec, false).await
+        scene
+            .fleet
+            .agent(t.host)?
+            .put_instance(&t.spec, false)
+            .await
     });
     let outcomes = join_all(puts)
         .await
@@ -226,9 +234,10 @@ async fn start_instances(
     together: &[String],
     done: &mut Executed,
 ) -> Result<(), Error> {
-    let steps = of(plan, |s| {
-        matches!(s, Step::Start { target, .. } if scene.target(target).is_some())
-    });
+    let steps = of(
+        plan,
+        |s| matches!(s, Step::Start { target, .. } if scene.target(target).is_some()),
+    );
     let mut labels: Vec<&str> = together.iter().map(String::as_str).collect();
     for s in &steps {
         if let Step::Start { target, .. } = s {
@@ -325,8 +334,8 @@ async fn sentinels(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Resul
     }
     let observed = crate::form::observe_all(scene.fleet, scene.targets).await;
     let d = scene.deployment;
-    let master =
-        crate::fleet::followed_master(scene.targets, &observed).unwrap_or_else(|| d.placed_master());
+    let master = crate::fleet::followed_master(scene.targets, &observed)
+        .unwrap_or_else(|| d.placed_master());
     crate::sentinel::converge(
         scene.fleet,
         &d.sentinels(master),

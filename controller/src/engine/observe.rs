@@ -49,13 +49,20 @@ impl Observed {
         let state = |s: &TargetState| {
             format!(
                 "{:?} {:?} {:?} {:?}",
-                s.status.as_ref().map(|st| (&st.name, &st.deployment, st.port, st.state)),
+                s.status
+                    .as_ref()
+                    .map(|st| (&st.name, &st.deployment, st.port, st.state)),
                 s.put,
                 s.cluster,
                 s.node_timeout_drift
             )
         };
-        let mut out: Vec<String> = self.targets.iter().chain(&self.sentinels).map(state).collect();
+        let mut out: Vec<String> = self
+            .targets
+            .iter()
+            .chain(&self.sentinels)
+            .map(state)
+            .collect();
         out.push(format!(
             "{:?} {:?} {:?} {:?}",
             self.sentinel_problems, self.orphans, self.acting, self.skipped

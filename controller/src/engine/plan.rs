@@ -62,10 +62,12 @@ pub fn make_plan(input: &Input<'_>) -> Plan {
     plan.steps.extend(prelude(input));
     plan.steps.extend(promotions(input));
     let (restarts, held) = restarts(input);
-    plan.steps.extend(instances(input, |s| matches!(s, Step::PutConfig { .. })));
+    plan.steps
+        .extend(instances(input, |s| matches!(s, Step::PutConfig { .. })));
     plan.steps.extend(restarts);
     plan.held_back.extend(held);
-    plan.steps.extend(instances(input, |s| !matches!(s, Step::PutConfig { .. })));
+    plan.steps
+        .extend(instances(input, |s| !matches!(s, Step::PutConfig { .. })));
     topology(input, &mut plan);
     plan
 }
@@ -82,7 +84,10 @@ pub fn reshard(deployment: &Deployment, observed: &Observed) -> Option<crate::cl
 }
 
 fn orphans(observed: &Observed) -> impl Iterator<Item = Refusal> + '_ {
-    observed.orphans.iter().map(|o| Refusal::Orphan { target: o.clone() })
+    observed
+        .orphans
+        .iter()
+        .map(|o| Refusal::Orphan { target: o.clone() })
 }
 
 /// A new password pushed to running instances would lock every client
@@ -150,7 +155,9 @@ fn prelude(input: &Input<'_>) -> Vec<Step> {
     }
     if let Some(facts) = input.facts {
         for (host, f) in d.inventory.hosts.iter().zip(facts) {
-            if f.as_ref().is_some_and(|f| redis_check(f) == RedisCheck::Install) {
+            if f.as_ref()
+                .is_some_and(|f| redis_check(f) == RedisCheck::Install)
+            {
                 steps.push(Step::InstallRedis {
                     host: host.name.clone(),
                 });
@@ -213,7 +220,10 @@ fn instances(input: &Input<'_>, keep: impl Fn(&Step) -> bool) -> Vec<Step> {
             });
         }
         if !is_running(s) {
-            let state = s.status.as_ref().map_or(InstanceState::Stopped, |s| s.state);
+            let state = s
+                .status
+                .as_ref()
+                .map_or(InstanceState::Stopped, |s| s.state);
             steps.push(Step::Start {
                 target: target.clone(),
                 state: state.as_str().to_owned(),
@@ -330,7 +340,10 @@ fn handover(input: &Input<'_>, observed: &[Option<Observation>], i: usize) -> Op
         })
         .collect();
     let heir = replicas.iter().copied().find(|&j| {
-        reachable(targets[j].host) && observed[j].as_ref().is_some_and(|o| o.link_up == Some(true))
+        reachable(targets[j].host)
+            && observed[j]
+                .as_ref()
+                .is_some_and(|o| o.link_up == Some(true))
     });
     match heir {
         Some(j) => Some(Handover::ClusterFailover {
@@ -347,7 +360,10 @@ fn topology(input: &Input<'_>, plan: &mut Plan) {
     let observed = views(o);
     let problems = assess(&members(input.targets), &observed);
     let whole = whole(o);
-    let cluster = input.targets.iter().any(|t| t.spec.mode == RedisMode::Cluster);
+    let cluster = input
+        .targets
+        .iter()
+        .any(|t| t.spec.mode == RedisMode::Cluster);
     if !whole {
         // The cluster as it is may be fine without the hosts left alone
         // (their Redis serves on); forming or repairing it is not.
@@ -406,7 +422,10 @@ fn sentinels(input: &Input<'_>, plan: &mut Plan) {
             Some(_) => {}
         }
         if !is_running(s) {
-            let state = s.status.as_ref().map_or(InstanceState::Stopped, |s| s.state);
+            let state = s
+                .status
+                .as_ref()
+                .map_or(InstanceState::Stopped, |s| s.state);
             steps.push(Step::Start {
                 target,
                 state: state.as_str().to_owned(),

@@ -13,14 +13,23 @@ pub use crate::engine::observe::{SkipReason, Skipped};
 pub enum Step {
     /// The deployment's Redis password file does not exist yet (nothing
     /// runs anywhere): apply generates it.
-    CreatePassword { path: String },
+    CreatePassword {
+        path: String,
+    },
     /// ACL users declared without a password file yet.
-    CreateUserPasswords { users: Vec<String> },
+    CreateUserPasswords {
+        users: Vec<String>,
+    },
     /// The host has no redis-server; its agent installs Debian's package.
-    InstallRedis { host: String },
+    InstallRedis {
+        host: String,
+    },
     /// A shard whose master is gone for good: its replica takes over before
     /// anything starts at the old master's address.
-    PromoteHeir { shard: u32, target: String },
+    PromoteHeir {
+        shard: u32,
+        target: String,
+    },
     /// Write the instance's config (`create`: the instance is new).
     PutConfig {
         target: String,
@@ -29,10 +38,18 @@ pub enum Step {
     },
     /// Settings the running process takes without a restart (SENTINEL SET),
     /// stored with the config.
-    SetLive { target: String },
+    SetLive {
+        target: String,
+    },
     /// Restart a running instance for its new config.
-    Restart { target: String, handover: Handover },
-    Start { target: String, state: String },
+    Restart {
+        target: String,
+        handover: Handover,
+    },
+    Start {
+        target: String,
+        state: String,
+    },
     RestoreNodeTimeout {
         target: String,
         live: u32,
@@ -40,14 +57,18 @@ pub enum Step {
     },
     /// Form or repair the cluster (or replication) from what the nodes
     /// report: slots, MEET, REPLICATE, FORGET.
-    FormCluster { problems: Vec<String> },
+    FormCluster {
+        problems: Vec<String>,
+    },
     /// Coordinated CLUSTER FAILOVERs that spread the masters again.
     Rebalance {
         problems: Vec<String>,
         moves: Vec<String>,
     },
     /// Bring the sentinels to guard the master (seed, start, credentials).
-    RepairSentinels { problems: Vec<String> },
+    RepairSentinels {
+        problems: Vec<String>,
+    },
 }
 
 /// What restarting an instance implies for its role.
@@ -113,7 +134,10 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::CreatePassword { path } => {
-                write!(f, "  + password file {path}: create instance and write its config")
+                write!(
+                    f,
+                    "  + password file {path}: create instance and write its config"
+                )
             }
             Step::CreateUserPasswords { users } => write!(
                 f,

@@ -19,7 +19,11 @@ fn deployment(head: &str) -> Deployment {
     Deployment {
         inventory_path: "t.toml".into(),
         placement: paddock_inventory::place(&inventory),
-        user_passwords: inventory.users.iter().map(|_| Some("u".repeat(64))).collect(),
+        user_passwords: inventory
+            .users
+            .iter()
+            .map(|_| Some("u".repeat(64)))
+            .collect(),
         inventory,
         password_path: "pw".into(),
         password: Some("0123456789abcdef0123456789abcdef".into()),
@@ -123,13 +127,24 @@ fn id(i: usize) -> String {
 
 /// Every node's view of a healthy cluster with the roles `master_of`
 /// gives (Some(m): replica of target m; None: master of its shard).
-fn cluster_views(targets: &[Target], masters: u32, master_of: &[Option<usize>]) -> Vec<Observation> {
+fn cluster_views(
+    targets: &[Target],
+    masters: u32,
+    master_of: &[Option<usize>],
+) -> Vec<Observation> {
     let lines: Vec<NodeLine> = (targets.iter().enumerate())
         .map(|(i, t)| NodeLine {
             id: id(i),
             ip: Some(t.ip),
             port: t.port,
-            flags: vec![if master_of[i].is_none() { "master" } else { "slave" }.into()],
+            flags: vec![
+                if master_of[i].is_none() {
+                    "master"
+                } else {
+                    "slave"
+                }
+                .into(),
+            ],
             master_id: master_of[i].map(id),
             config_epoch: i as u64 + 1,
             connected: true,
@@ -228,7 +243,12 @@ fn healthy_sentinel() -> Case {
 
 fn fresh(mut c: Case) -> Case {
     c.d.password = None;
-    for s in c.observed.targets.iter_mut().chain(&mut c.observed.sentinels) {
+    for s in c
+        .observed
+        .targets
+        .iter_mut()
+        .chain(&mut c.observed.sentinels)
+    {
         *s = state(None, None);
         s.put = PutOutcome {
             changed: true,
@@ -310,7 +330,10 @@ fn a_missing_password_with_instances_running_is_refused_and_nothing_else_shown()
         plan.refusals,
         vec![Refusal::PasswordMissing { path: "pw".into() }]
     );
-    assert!(plan.steps.is_empty(), "no password creation, no restarts: {plan}");
+    assert!(
+        plan.steps.is_empty(),
+        "no password creation, no restarts: {plan}"
+    );
 }
 
 #[test]
@@ -344,7 +367,12 @@ fn a_replaced_box_promotes_the_heir_first_then_creates_and_forms() {
         changed: true,
         restart_needed: true,
     };
-    for s in c.observed.targets.iter_mut().flat_map(|s| s.cluster.as_mut()) {
+    for s in c
+        .observed
+        .targets
+        .iter_mut()
+        .flat_map(|s| s.cluster.as_mut())
+    {
         for n in s.nodes.iter_mut().filter(|n| n.id == id(m)) {
             n.flags.push("fail".into());
         }
@@ -392,7 +420,10 @@ fn open_slots_are_a_cluster_repair_naming_them() {
     let Step::FormCluster { problems } = &plan.steps[0] else {
         unreachable!()
     };
-    assert!(problems.iter().any(|p| p.contains("open slots")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("open slots")),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -490,14 +521,19 @@ fn limit_plans_only_the_hosts_acted_on_and_no_formation() {
     // held back, since repairing needs every host.
     assert_eq!(count(&plan, "restart"), 0, "{plan}");
     assert_eq!(count(&plan, "put_restart"), on_a.len());
-    assert!(plan.held_back.iter().any(|h| h.contains("cluster repair: skipped")));
+    assert!(
+        plan.held_back
+            .iter()
+            .any(|h| h.contains("cluster repair: skipped"))
+    );
     assert!(plan.to_string().contains("b: skipped (not in --limit)"));
 }
 
 #[test]
 fn a_master_whose_only_replica_is_unreachable_is_not_restarted() {
     let mut c = healthy_cluster();
-    let m = c.on_host(0)
+    let m = c
+        .on_host(0)
         .into_iter()
         .find(|&i| c.targets[i].placed_role == Role::Master)
         .unwrap();
@@ -509,10 +545,15 @@ fn a_master_whose_only_replica_is_unreachable_is_not_restarted() {
     let plan = c.plan();
     assert_eq!(count(&plan, "restart"), 0, "{plan}");
     assert!(
-        plan.held_back.iter().any(|h| h.contains("cannot hand its slots over")),
+        plan.held_back
+            .iter()
+            .any(|h| h.contains("cannot hand its slots over")),
         "{plan}"
     );
-    assert!(plan.to_string().contains("skipped (agent unreachable: refused)"));
+    assert!(
+        plan.to_string()
+            .contains("skipped (agent unreachable: refused)")
+    );
 }
 
 #[test]
@@ -553,7 +594,12 @@ fn a_configured_redis_server_that_is_missing_is_refused() {
 #[test]
 fn slots_laid_out_for_other_masters_refuse_a_reshard() {
     let mut c = healthy_cluster();
-    for s in c.observed.targets.iter_mut().flat_map(|s| s.cluster.as_mut()) {
+    for s in c
+        .observed
+        .targets
+        .iter_mut()
+        .flat_map(|s| s.cluster.as_mut())
+    {
         for n in &mut s.nodes {
             if n.slots == vec![shard_slots(0, 3)] {
                 n.slots = vec![(0, 8191)];
@@ -631,10 +677,14 @@ fn sentinel_setting_drift_is_set_live_not_restarted() {
 #[test]
 fn a_rotation_that_missed_a_sentinel_repairs_the_sentinels() {
     let mut c = healthy_sentinel();
-    c.observed.sentinel_problems = vec!["b:sentinel-26379: the master refuses its credentials".into()];
+    c.observed.sentinel_problems =
+        vec!["b:sentinel-26379: the master refuses its credentials".into()];
     let plan = c.plan();
     assert_eq!(kinds(&plan), vec!["repair_sentinels"]);
-    assert!(plan.to_string().contains("the master refuses its credentials"));
+    assert!(
+        plan.to_string()
+            .contains("the master refuses its credentials")
+    );
 }
 
 #[test]
