@@ -406,22 +406,19 @@ fn refused(deployment: &Deployment, plan: &Plan) -> Option<Error> {
 
 /// Creates the passwords the plan says are missing; the targets' specs
 /// carry them from then on.
-fn create_passwords(deployment: &mut Deployment, plan: &Plan) -> Result<bool, Error> {
-    let mut created = false;
+fn create_passwords(deployment: &mut Deployment, plan: &Plan) -> Result<Vec<Step>, Error> {
+    let mut done = Vec::new();
     for s in &plan.steps {
         match s {
             Step::CreatePassword { .. } => {
                 deployment.password = secrets::load_or_create(&deployment.password_path, true)?;
-                created = true;
             }
-            Step::CreateUserPasswords { .. } => {
-                deployment.create_user_passwords()?;
-                created = true;
-            }
-            _ => {}
+            Step::CreateUserPasswords { .. } => deployment.create_user_passwords()?,
+            _ => continue,
         }
+        done.push(s.clone());
     }
-    Ok(created)
+    Ok(done)
 }
 
 async fn apply_locked(
@@ -492,7 +489,7 @@ async fn apply_locked(
         plan.summary,
         plan.len()
     ));
-    create_passwords(&mut deployment, &plan)?;
+    let created = create_passwords(&mut deployment, &plan)?;
     let run = Run {
         deployment: &deployment,
         fleet,
@@ -500,7 +497,8 @@ async fn apply_locked(
         in_limit,
         progress: &progress,
     };
-    let (rounds, formation, more) = run.rounds(&plan, &mut facts, &mut skipped).await?;
+    let (mut rounds, formation, more) = run.rounds(&plan, &mut facts, &mut skipped).await?;
+    rounds[0].splice(0..0, created);
     Ok(ApplyReport {
         incomplete: unreachable || skipped.len() > hosts_skipped || more,
         plan,
