@@ -7,7 +7,7 @@ use futures::future::join_all;
 
 use crate::Error;
 use crate::client::{InstanceState, Peer, Reply};
-use crate::engine::execute::start;
+use crate::fleet::start_instance as start;
 use crate::fleet::{Fleet, Target};
 use crate::progress::Progress;
 

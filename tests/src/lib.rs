@@ -72,7 +72,7 @@ pub fn paddock(args: &[&str]) -> Output {
 /// could not know them. A plan that refuses must make apply fail having
 /// carried out nothing.
 pub fn apply_agreeing(args: &[&str]) -> Output {
-    agree(args, |a| paddock(a))
+    agree(args, paddock)
 }
 
 /// [`apply_agreeing`] through any way of running `paddock` (a network

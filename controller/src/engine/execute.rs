@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use crate::Error;
-use crate::client::{Facts, InstanceState};
+use crate::client::Facts;
 use crate::engine::step::{Handover, Plan, Step};
 use crate::fleet::{Deployment, Fleet, Target, host_problems};
 use crate::progress::Progress;
@@ -42,25 +42,7 @@ impl Scene<'_> {
     }
 }
 
-pub(crate) async fn start(fleet: &Fleet, t: &Target) -> Result<(), Error> {
-    let status = fleet.agent(t.host)?.start(&t.instance).await?;
-    if status.state != InstanceState::Running {
-        return Err(Error::Agent {
-            host: t.host_name.clone(),
-            message: format!(
-                "{} did not start: {} ({}); see `paddock logs -i INVENTORY {} {}`",
-                t.instance,
-                status.state.as_str(),
-                status
-                    .last_exit
-                    .unwrap_or_else(|| "no exit recorded".into()),
-                t.host_name,
-                t.instance
-            ),
-        });
-    }
-    Ok(())
-}
+pub(crate) use crate::fleet::start_instance as start;
 
 /// Carries out `plan` (passwords already created by the caller). `facts`
 /// are the hosts' as asked before planning; the hosts must be able to run
@@ -208,7 +190,7 @@ async fn restart(
         }));
     }
     if !rolling.is_empty() {
-        let steps = crate::apply::rolling_restart(
+        let steps = crate::engine::rolling::rolling_restart(
             scene.fleet,
             scene.targets,
             scene.sentinels,
@@ -299,7 +281,7 @@ async fn form(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<(),
                 done.formation = report.meet_to_converged;
             }
             Step::Rebalance { .. } => {
-                crate::apply::restore_balance(
+                crate::engine::rolling::restore_balance(
                     scene.fleet,
                     scene.targets,
                     scene.timeout,

@@ -5,6 +5,7 @@
 pub mod execute;
 pub mod observe;
 pub mod plan;
+pub mod rolling;
 pub mod step;
 
 #[cfg(test)]
