@@ -437,6 +437,16 @@ impl Agent for AgentService {
         Ok(Response::new(pb::PutInstanceResponse {
             changed: outcome.changed,
             restart_needed: outcome.restart_needed,
+            changes: outcome
+                .changes
+                .into_iter()
+                .map(|c| pb::ConfigChange {
+                    key: c.key,
+                    old: c.old,
+                    new: c.new,
+                    live: c.live,
+                })
+                .collect(),
         }))
     }
 

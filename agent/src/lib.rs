@@ -6,6 +6,7 @@
 
 mod accept;
 pub mod config;
+pub mod diff;
 pub mod facts;
 mod grpc;
 pub mod guard;

@@ -226,10 +226,23 @@ pub struct Supervision {
     pub stop_timeout_ms: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutOutcome {
     pub changed: bool,
     pub restart_needed: bool,
+    /// What the config changes, key by key (the agent decides which the
+    /// running process takes live); secrets masked.
+    pub changes: Vec<KeyChange>,
+}
+
+/// One changed config setting, as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyChange {
+    pub key: String,
+    pub old: String,
+    pub new: String,
+    /// Redis takes it at runtime (CONFIG SET, ACL SETUSER, SENTINEL SET).
+    pub live: bool,
 }
 
 /// A Redis reply as the agent relays it.
@@ -449,6 +462,16 @@ impl AgentClient {
         Ok(PutOutcome {
             changed: r.changed,
             restart_needed: r.restart_needed,
+            changes: r
+                .changes
+                .into_iter()
+                .map(|c| KeyChange {
+                    key: c.key,
+                    old: c.old,
+                    new: c.new,
+                    live: c.live,
+                })
+                .collect(),
         })
     }
 

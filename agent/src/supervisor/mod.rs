@@ -50,10 +50,13 @@ pub struct StateChange {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutOutcome {
     pub changed: bool,
     pub restart_needed: bool,
+    /// What the config changes from the one the process runs (or, not
+    /// running, the one stored), key by key.
+    pub changes: Vec<crate::diff::KeyChange>,
 }
 
 /// Where and how to reach an instance's Redis. Not `Debug`: it holds the password.
@@ -584,10 +587,17 @@ impl Supervisor {
         let restart_needed = current.is_some_and(|i| {
             i.machine.state.has_process() && i.running_config.as_deref() != Some(config.as_str())
         });
+        let base = match current {
+            Some(i) if i.machine.state.has_process() => i.running_config.clone(),
+            Some(_) => store::read_config(&dirs.control),
+            None => None,
+        };
+        let changes = crate::diff::config_changes(base.as_deref().unwrap_or_default(), &config);
         if dry_run || !changed {
             return Ok(PutOutcome {
                 changed,
                 restart_needed,
+                changes,
             });
         }
         let owner = resolve_run_as(&self.config.user)
@@ -618,6 +628,7 @@ impl Supervisor {
         Ok(PutOutcome {
             changed,
             restart_needed,
+            changes,
         })
     }
 

@@ -299,9 +299,9 @@ async fn form(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<(),
 fn is_sentinel_step(scene: &Scene<'_>, s: &Step) -> bool {
     let sentinel = |l: &str| scene.sentinels.iter().any(|t| t.label() == l);
     match s {
-        Step::PutConfig { target, .. } | Step::SetLive { target } | Step::Start { target, .. } => {
-            sentinel(target)
-        }
+        Step::PutConfig { target, .. }
+        | Step::SetLive { target, .. }
+        | Step::Start { target, .. } => sentinel(target),
         Step::RepairSentinels { .. } => true,
         _ => false,
     }

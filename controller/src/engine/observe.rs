@@ -158,10 +158,7 @@ pub async fn observe(
     }));
     let puts = join_all(all.iter().map(|t| async move {
         if !acting[t.host] {
-            return Ok(PutOutcome {
-                changed: false,
-                restart_needed: false,
-            });
+            return Ok(PutOutcome::default());
         }
         read(t.host)?.put_instance(&t.spec, true).await
     }));

@@ -217,6 +217,7 @@ fn instances(input: &Input<'_>, keep: impl Fn(&Step) -> bool) -> Vec<Step> {
                 target: target.clone(),
                 create: s.status.is_none(),
                 restart: is_running(s) && s.put.restart_needed,
+                keys: s.put.changes.clone(),
             });
         }
         if !is_running(s) {
@@ -409,15 +410,18 @@ fn sentinels(input: &Input<'_>, plan: &mut Plan) {
                 target: target.clone(),
                 create: true,
                 restart: false,
+                keys: Vec::new(),
             }),
             // Sentinel settings are set live: SENTINEL SET.
             Some(_) if s.put.restart_needed => steps.push(Step::SetLive {
                 target: target.clone(),
+                keys: s.put.changes.clone(),
             }),
             Some(_) if s.put.changed => steps.push(Step::PutConfig {
                 target: target.clone(),
                 create: false,
                 restart: false,
+                keys: s.put.changes.clone(),
             }),
             Some(_) => {}
         }

@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::client::KeyChange;
+
 pub use crate::engine::observe::{SkipReason, Skipped};
 
 /// One thing apply does. Targets are named "host:instance".
@@ -35,11 +37,16 @@ pub enum Step {
         target: String,
         create: bool,
         restart: bool,
+        /// What changes, key by key (empty for a new instance).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keys: Vec<KeyChange>,
     },
     /// Settings the running process takes without a restart (SENTINEL SET),
     /// stored with the config.
     SetLive {
         target: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keys: Vec<KeyChange>,
     },
     /// Restart a running instance for its new config.
     Restart {
@@ -157,16 +164,25 @@ impl fmt::Display for Step {
                 ..
             } => write!(f, "  + {target}: create instance and write its config"),
             Step::PutConfig {
-                target, restart, ..
-            } => write!(
-                f,
-                "  ~ {target}: update config{}",
-                if *restart { " (restart needed)" } else { "" }
-            ),
-            Step::SetLive { target } => write!(
-                f,
-                "  ~ {target}: update config, set live (SENTINEL SET, no restart)"
-            ),
+                target,
+                restart,
+                keys,
+                ..
+            } => {
+                write!(
+                    f,
+                    "  ~ {target}: update config{}",
+                    if *restart { " (restart needed)" } else { "" }
+                )?;
+                key_list(f, keys)
+            }
+            Step::SetLive { target, keys } => {
+                write!(
+                    f,
+                    "  ~ {target}: update config, set live (SENTINEL SET, no restart)"
+                )?;
+                key_list(f, keys)
+            }
             Step::Restart { target, handover } => {
                 write!(f, "  ~ {target}: restart for its new config")?;
                 match handover {
@@ -212,6 +228,32 @@ impl fmt::Display for Step {
             }
         }
     }
+}
+
+/// `key: old -> new (live)`, one per line; secrets come masked.
+fn key_list(f: &mut fmt::Formatter<'_>, keys: &[KeyChange]) -> fmt::Result {
+    let shown = |v: &str| {
+        if v.is_empty() {
+            "(unset)".to_owned()
+        } else {
+            v.to_owned()
+        }
+    };
+    for k in keys {
+        write!(
+            f,
+            "\n      {}: {} -> {} ({})",
+            k.key,
+            shown(&k.old),
+            shown(&k.new),
+            if k.live {
+                "set live"
+            } else {
+                "needs a restart"
+            }
+        )?;
+    }
+    Ok(())
 }
 
 fn list(f: &mut fmt::Formatter<'_>, problems: &[String]) -> fmt::Result {

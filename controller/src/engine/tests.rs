@@ -77,6 +77,7 @@ impl Case {
         self.observed.targets[i].put = PutOutcome {
             changed,
             restart_needed,
+            changes: Vec::new(),
         };
     }
     fn stop(&mut self, i: usize) {
@@ -115,6 +116,7 @@ fn state(status: Option<InstanceStatus>, cluster: Option<Observation>) -> Target
         put: PutOutcome {
             changed: false,
             restart_needed: false,
+            changes: Vec::new(),
         },
         cluster,
         node_timeout_drift: None,
@@ -253,6 +255,7 @@ fn fresh(mut c: Case) -> Case {
         s.put = PutOutcome {
             changed: true,
             restart_needed: true,
+            changes: Vec::new(),
         };
     }
     c
@@ -366,6 +369,7 @@ fn a_replaced_box_promotes_the_heir_first_then_creates_and_forms() {
     c.observed.targets[m].put = PutOutcome {
         changed: true,
         restart_needed: true,
+        changes: Vec::new(),
     };
     for s in c
         .observed
@@ -480,7 +484,8 @@ fn a_live_settable_config_change_writes_without_a_restart() {
         vec![Step::PutConfig {
             target: c.label(2),
             create: false,
-            restart: false
+            restart: false,
+            keys: Vec::new()
         }]
     );
 }
@@ -661,13 +666,17 @@ fn sentinel_setting_drift_is_set_live_not_restarted() {
         s.put = PutOutcome {
             changed: true,
             restart_needed: true,
+            changes: Vec::new(),
         };
     }
     let plan = c.plan();
     let labels: Vec<String> = c.sentinels.iter().map(Target::label).collect();
     let want: Vec<Step> = labels
         .into_iter()
-        .map(|target| Step::SetLive { target })
+        .map(|target| Step::SetLive {
+            target,
+            keys: Vec::new(),
+        })
         .collect();
     assert_eq!(plan.steps, want, "{plan}");
     assert!(!plan.to_string().contains("restart needed"));
@@ -761,4 +770,35 @@ fn the_planner_is_a_function_of_its_inputs() {
     let mut other_pid = healthy_cluster();
     other_pid.observed.targets[0].status.as_mut().unwrap().pid = Some(7);
     assert_eq!(c.observed.decisive(), other_pid.observed.decisive());
+}
+
+#[test]
+fn a_config_change_shows_each_key_old_and_new_and_whether_it_is_set_live() {
+    let mut c = healthy_cluster();
+    c.set_put(0, true, true);
+    c.observed.targets[0].put.changes = vec![
+        crate::client::KeyChange {
+            key: "maxmemory".into(),
+            old: "100mb".into(),
+            new: "200mb".into(),
+            live: true,
+        },
+        crate::client::KeyChange {
+            key: "appendonly".into(),
+            old: "no".into(),
+            new: "yes".into(),
+            live: false,
+        },
+    ];
+    let text = c.plan().to_string();
+    assert!(
+        text.contains("maxmemory: 100mb -> 200mb (set live)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("appendonly: no -> yes (needs a restart)"),
+        "{text}"
+    );
+    let json = serde_json::to_string(&c.plan()).unwrap();
+    assert!(json.contains("\"key\":\"maxmemory\""), "{json}");
 }
