@@ -15,27 +15,18 @@ pub struct KeyChange {
     pub live: bool,
 }
 
-/// Settings a running redis-server (or sentinel) accepts without a restart.
+/// Settings the controller sets on the running process (SENTINEL SET)
+/// instead of restarting it. A redis-server's live-settable settings
+/// (maxmemory, maxmemory-policy, ACL users...) still restart it: apply does
+/// not set those live yet, and the plan must say what apply does.
 pub fn live_settable(key: &str) -> bool {
     const LIVE: &[&str] = &[
-        "maxmemory",
-        "maxmemory-policy",
-        "maxmemory-samples",
-        "timeout",
-        "tcp-keepalive",
-        "min-replicas-to-write",
-        "min-replicas-max-lag",
-        "slowlog-log-slower-than",
-        "slowlog-max-len",
-        "latency-monitor-threshold",
-        "repl-backlog-size",
-        "cluster-node-timeout",
         "sentinel down-after-milliseconds",
         "sentinel failover-timeout",
         "sentinel parallel-syncs",
-        "sentinel auth-pass",
+        "sentinel quorum",
     ];
-    LIVE.contains(&key) || key.starts_with("user ")
+    LIVE.contains(&key)
 }
 
 /// The key of a config line: the directive, with the user's name for
@@ -110,11 +101,22 @@ pub fn config_changes(old: &str, new: &str) -> Vec<KeyChange> {
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    let change = |key: &str, was: String, now: String| KeyChange {
-        old: masked(key, &was),
-        new: masked(key, &now),
-        live: live_settable(key),
-        key: key.to_owned(),
+    let change = |key: &str, was: String, now: String| {
+        // `sentinel monitor NAME IP PORT QUORUM` where only the quorum
+        // moved: SENTINEL SET quorum.
+        let (key, was, now) = match (key, was.rsplit_once(' '), now.rsplit_once(' ')) {
+            ("sentinel monitor", Some((a, q0)), Some((b, q1))) if a == b => {
+                let name = a.split(' ').next().unwrap_or_default();
+                ("sentinel quorum", format!("{name} {q0}"), format!("{name} {q1}"))
+            }
+            _ => (key, was, now),
+        };
+        KeyChange {
+            old: masked(key, &was),
+            new: masked(key, &now),
+            live: live_settable(key),
+            key: key.to_owned(),
+        }
     };
     let mut out: Vec<KeyChange> = new
         .iter()
@@ -148,16 +150,16 @@ mod tests {
             table,
             vec![
                 ("requirepass", "********", "********", false),
-                ("maxmemory", "100mb", "200mb", true),
+                ("maxmemory", "100mb", "200mb", false),
                 ("save", "900 1; 300 10", "900 1", false),
                 (
                     "user \"app\"",
                     "on \">********\" \"~app:*\"",
                     "on \">********\" \"~app:*\" \"+@read\"",
-                    true
+                    false
                 ),
                 ("appendonly", "no", "yes", false),
-                ("user \"ops\"", "", "on \">********\"", true),
+                ("user \"ops\"", "", "on \">********\"", false),
             ]
         );
         for c in &got {
@@ -171,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn sentinel_settings_are_live_its_monitor_is_not() {
+    fn sentinel_timing_is_set_live_its_monitor_and_password_are_not() {
         let old = "sentinel monitor m 10.0.0.1 6379 2\nsentinel down-after-milliseconds m 5000\nsentinel auth-pass m \"a\"\n";
         let new = "sentinel monitor m 10.0.0.2 6379 2\nsentinel down-after-milliseconds m 3000\nsentinel auth-pass m \"b\"\n";
         let got = config_changes(old, new);
@@ -179,12 +181,20 @@ mod tests {
             .iter()
             .map(|c| (c.key.as_str(), c.new.as_str(), c.live))
             .collect();
+        let quorum = config_changes(
+            "sentinel monitor m 10.0.0.1 6379 2\n",
+            "sentinel monitor m 10.0.0.1 6379 3\n",
+        );
+        assert_eq!(
+            (quorum[0].key.as_str(), quorum[0].new.as_str(), quorum[0].live),
+            ("sentinel quorum", "m 3", true)
+        );
         assert_eq!(
             table,
             vec![
                 ("sentinel monitor", "m 10.0.0.2 6379 2", false),
                 ("sentinel down-after-milliseconds", "m 3000", true),
-                ("sentinel auth-pass", "m ********", true),
+                ("sentinel auth-pass", "m ********", false),
             ]
         );
     }

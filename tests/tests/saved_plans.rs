@@ -61,6 +61,17 @@ fn plans_are_json_exit_codes_and_saved_files_refused_when_stale() {
     ]);
     assert_eq!(plan.status.code(), Some(2), "{}", stderr(&plan));
     assert!(stdout(&plan).contains("update config"), "{}", stdout(&plan));
+    // Key by key, old and new, and what it takes.
+    assert_eq!(
+        stdout(&plan)
+            .matches("maxmemory-policy: noeviction -> allkeys-lru (needs a restart)")
+            .count(),
+        6,
+        "{}",
+        stdout(&plan)
+    );
+    assert!(stdout(&plan).contains("hands its slots to"), "{}", stdout(&plan));
+    assert!(!stdout(&plan).contains(&lab.password()), "no password shown");
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let steps = saved["plan"]["steps"].as_array().unwrap();
