@@ -107,7 +107,11 @@ pub fn config_changes(old: &str, new: &str) -> Vec<KeyChange> {
         let (key, was, now) = match (key, was.rsplit_once(' '), now.rsplit_once(' ')) {
             ("sentinel monitor", Some((a, q0)), Some((b, q1))) if a == b => {
                 let name = a.split(' ').next().unwrap_or_default();
-                ("sentinel quorum", format!("{name} {q0}"), format!("{name} {q1}"))
+                (
+                    "sentinel quorum",
+                    format!("{name} {q0}"),
+                    format!("{name} {q1}"),
+                )
             }
             _ => (key, was, now),
         };
@@ -186,7 +190,11 @@ mod tests {
             "sentinel monitor m 10.0.0.1 6379 3\n",
         );
         assert_eq!(
-            (quorum[0].key.as_str(), quorum[0].new.as_str(), quorum[0].live),
+            (
+                quorum[0].key.as_str(),
+                quorum[0].new.as_str(),
+                quorum[0].live
+            ),
             ("sentinel quorum", "m 3", true)
         );
         assert_eq!(

@@ -70,8 +70,15 @@ fn plans_are_json_exit_codes_and_saved_files_refused_when_stale() {
         "{}",
         stdout(&plan)
     );
-    assert!(stdout(&plan).contains("hands its slots to"), "{}", stdout(&plan));
-    assert!(!stdout(&plan).contains(&lab.password()), "no password shown");
+    assert!(
+        stdout(&plan).contains("hands its slots to"),
+        "{}",
+        stdout(&plan)
+    );
+    assert!(
+        !stdout(&plan).contains(&lab.password()),
+        "no password shown"
+    );
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let steps = saved["plan"]["steps"].as_array().unwrap();

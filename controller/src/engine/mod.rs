@@ -3,6 +3,7 @@
 //! commands (`apply`, `plan`) sit above it.
 
 pub mod execute;
+pub mod formation;
 pub mod observe;
 pub mod plan;
 pub mod rolling;

@@ -802,3 +802,114 @@ fn a_config_change_shows_each_key_old_and_new_and_whether_it_is_set_live() {
     let json = serde_json::to_string(&c.plan()).unwrap();
     assert!(json.contains("\"key\":\"maxmemory\""), "{json}");
 }
+
+mod formation {
+    use super::*;
+    use crate::engine::formation::{FormStep, formation_steps};
+
+    fn views(c: &Case) -> Vec<Option<Observation>> {
+        c.observed
+            .targets
+            .iter()
+            .map(|s| s.cluster.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_healthy_cluster_needs_no_formation_step() {
+        let c = healthy_cluster();
+        assert!(formation_steps(&c.targets, 3, &views(&c)).is_empty());
+    }
+
+    #[test]
+    fn nodes_that_know_only_themselves_meet_each_later_one_once() {
+        let c = healthy_cluster();
+        let alone: Vec<Option<Observation>> = views(&c)
+            .into_iter()
+            .map(|o| {
+                let mut o = o.unwrap();
+                o.nodes.retain(NodeLine::is_myself);
+                Some(o)
+            })
+            .collect();
+        let steps = formation_steps(&c.targets, 3, &alone);
+        let meets: Vec<(usize, usize)> = steps
+            .iter()
+            .filter_map(|s| match s {
+                FormStep::Meet { from, to } => Some((*from, *to)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(meets.len(), 15, "each pair once: {steps:?}");
+        assert!(meets.iter().all(|(a, b)| a < b));
+        assert_eq!(
+            steps[0].argv(&c.targets),
+            vec![
+                "CLUSTER".to_owned(),
+                "MEET".into(),
+                c.targets[1].ip.to_string(),
+                c.targets[1].port.to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_replaced_master_is_forgotten_its_heir_promoted_and_the_newcomer_met() {
+        let mut c = healthy_cluster();
+        let m = c.placed(0, Role::Master);
+        let heir = c.placed(0, Role::Replica);
+        // The box came back empty with a new id, knowing only itself; the
+        // others still list its old id, failed. Its replica still follows it.
+        let mut views = views(&c);
+        for o in views.iter_mut().flatten() {
+            for n in o.nodes.iter_mut().filter(|n| n.id == id(m)) {
+                n.flags.push("fail".into());
+                n.slots.clear();
+            }
+        }
+        let mut fresh = views[m].clone().unwrap();
+        fresh.nodes.retain(NodeLine::is_myself);
+        fresh.nodes[0].id = "f".repeat(40);
+        fresh.nodes[0].slots.clear();
+        views[m] = Some(fresh);
+        let steps = formation_steps(&c.targets, 3, &views);
+        assert!(
+            steps.contains(&FormStep::Promote { shard: 0, heir }),
+            "{steps:?}"
+        );
+        // Still followed by its replica: not forgotten yet.
+        assert!(
+            !steps.iter().any(|s| matches!(s, FormStep::Forget { .. })),
+            "{steps:?}"
+        );
+        assert!(
+            steps
+                .iter()
+                .any(|s| matches!(s, FormStep::Meet { to, .. } if *to == m)
+                    || matches!(s, FormStep::Meet { from, .. } if *from == m))
+        );
+    }
+
+    #[test]
+    fn a_replica_following_no_one_replicates_its_shards_master() {
+        let c = healthy_cluster();
+        let r = c.placed(1, Role::Replica);
+        let m = c.placed(1, Role::Master);
+        let mut views = views(&c);
+        for o in views.iter_mut().flatten() {
+            for n in o.nodes.iter_mut().filter(|n| n.id == id(r)) {
+                n.flags.retain(|f| f != "slave");
+                n.flags.push("master".into());
+                n.master_id = None;
+            }
+        }
+        let steps = formation_steps(&c.targets, 3, &views);
+        assert_eq!(
+            steps,
+            vec![FormStep::Replicate {
+                replica: r,
+                master_id: id(m)
+            }]
+        );
+    }
+}
