@@ -855,7 +855,7 @@ mod formation {
 
     #[test]
     fn a_replaced_master_is_forgotten_its_heir_promoted_and_the_newcomer_met() {
-        let mut c = healthy_cluster();
+        let c = healthy_cluster();
         let m = c.placed(0, Role::Master);
         let heir = c.placed(0, Role::Replica);
         // The box came back empty with a new id, knowing only itself; the
