@@ -196,11 +196,17 @@ pub async fn wait_healthy(
         if problems.is_empty() {
             return Ok(());
         }
-        if Instant::now() >= deadline {
+        if past(deadline) {
             return Err(not_converged(targets, &problems, &HashMap::new()));
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Whether `deadline` has passed, on tokio's clock: the same as the
+/// system's, except in paused-time tests.
+fn past(deadline: Instant) -> bool {
+    tokio::time::Instant::now() >= tokio::time::Instant::from_std(deadline)
 }
 
 /// Every node answers and no slot is open (an interrupted resharding is
@@ -349,7 +355,7 @@ async fn form_inner(
             return Ok(introduced.then(|| first_step.elapsed()));
         }
         agents_still_answer(fleet, targets, &observed).await?;
-        if Instant::now() >= deadline {
+        if past(deadline) {
             return Err(not_converged(targets, &problems, &last_error));
         }
         let (steps, introducing) = paced(
@@ -623,5 +629,32 @@ mod tests {
             grouped,
             vec![(0, vec![s("A 1"), s("A 2")]), (1, vec![s("B 1")])]
         );
+    }
+
+    /// The wait for a healthy cluster ends with NotConverged at its
+    /// deadline, on tokio's clock: 60 s pass in paused time, not on the wall.
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_healthy_cluster_ends_at_the_deadline() {
+        let text = "[deployment]\nname = \"t\"\ntopology = \"cluster\"\n\
+             [[hosts]]\nname = \"a\"\naddress = \"127.0.112.1\"\n[[hosts]]\nname = \"b\"\naddress = \"127.0.112.2\"\n\
+             [[hosts]]\nname = \"c\"\naddress = \"127.0.112.3\"\n";
+        let inventory = paddock_inventory::parse("t.toml", text).unwrap();
+        let d = crate::fleet::Deployment {
+            inventory_path: "t.toml".into(),
+            placement: paddock_inventory::place(&inventory),
+            inventory,
+            password_path: "pw".into(),
+            password: Some("0123456789abcdef0123456789abcdef".into()),
+            user_passwords: Vec::new(),
+            transport: crate::client::Transport::Plaintext,
+        };
+        // Nothing listens there: no node ever answers.
+        let fleet = Fleet::connect(&d).await;
+        let targets = d.targets();
+        let started = tokio::time::Instant::now();
+        let r = wait_healthy(&fleet, &targets, Instant::now() + Duration::from_secs(60)).await;
+        assert!(matches!(r, Err(Error::NotConverged(_))), "{r:?}");
+        assert!(started.elapsed() >= Duration::from_secs(60));
+        assert!(started.elapsed() < Duration::from_secs(61));
     }
 }
