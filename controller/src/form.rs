@@ -359,7 +359,9 @@ async fn form_inner(
             return Err(not_converged(targets, &problems, &last_error));
         }
         let (steps, introducing) = paced(
-            crate::engine::formation::formation_steps(targets, masters, &observed),
+            crate::engine::formation::formation_steps(targets, masters, &observed, |s| {
+                heir_of_lost_master(targets, &observed, s)
+            }),
             &mut last_try,
             targets,
             &mut announced,

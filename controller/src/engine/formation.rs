@@ -68,17 +68,20 @@ impl FormStep {
 
 /// Pure: every step the views call for now (before pacing), per node in
 /// target order: its MEETs and FORGETs, then promotions, then REPLICATEs.
+/// `heir_of` names the replica to promote in a shard whose master is gone
+/// for good ([`crate::form::heir_of_lost_master`]).
 pub fn formation_steps(
     targets: &[Target],
     masters: u32,
     observed: &[Option<Observation>],
+    heir_of: impl Fn(u32) -> Option<usize>,
 ) -> Vec<FormStep> {
     let mut steps = introductions(targets, observed);
     let members = members(targets);
     // A shard whose master is gone for good (replaced machine, lost data):
     // its replica takes over, with the majority's agreement.
     for shard in (0..masters).filter(|&s| shard_master(&members, observed, s).is_none()) {
-        if let Some(heir) = crate::form::heir_of_lost_master(targets, observed, shard) {
+        if let Some(heir) = heir_of(shard) {
             steps.push(FormStep::Promote { shard, heir });
         }
     }

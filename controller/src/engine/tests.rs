@@ -807,6 +807,10 @@ mod formation {
     use super::*;
     use crate::engine::formation::{FormStep, formation_steps};
 
+    fn heir_in(c: &Case, views: &[Option<Observation>], shard: u32) -> Option<usize> {
+        crate::form::heir_of_lost_master(&c.targets, views, shard)
+    }
+
     fn views(c: &Case) -> Vec<Option<Observation>> {
         c.observed
             .targets
@@ -818,7 +822,9 @@ mod formation {
     #[test]
     fn a_healthy_cluster_needs_no_formation_step() {
         let c = healthy_cluster();
-        assert!(formation_steps(&c.targets, 3, &views(&c)).is_empty());
+        assert!(
+            formation_steps(&c.targets, 3, &views(&c), |s| heir_in(&c, &views(&c), s)).is_empty()
+        );
     }
 
     #[test]
@@ -832,7 +838,7 @@ mod formation {
                 Some(o)
             })
             .collect();
-        let steps = formation_steps(&c.targets, 3, &alone);
+        let steps = formation_steps(&c.targets, 3, &alone, |s| heir_in(&c, &alone, s));
         let meets: Vec<(usize, usize)> = steps
             .iter()
             .filter_map(|s| match s {
@@ -872,7 +878,7 @@ mod formation {
         fresh.nodes[0].id = "f".repeat(40);
         fresh.nodes[0].slots.clear();
         views[m] = Some(fresh);
-        let steps = formation_steps(&c.targets, 3, &views);
+        let steps = formation_steps(&c.targets, 3, &views, |s| heir_in(&c, &views, s));
         assert!(
             steps.contains(&FormStep::Promote { shard: 0, heir }),
             "{steps:?}"
@@ -903,7 +909,7 @@ mod formation {
                 n.master_id = None;
             }
         }
-        let steps = formation_steps(&c.targets, 3, &views);
+        let steps = formation_steps(&c.targets, 3, &views, |s| heir_in(&c, &views, s));
         assert_eq!(
             steps,
             vec![FormStep::Replicate {
