@@ -6,6 +6,7 @@
 
 mod accept;
 pub mod config;
+pub mod diff;
 mod endpoint;
 pub mod error;
 pub mod facts;

@@ -1,19 +1,30 @@
-//! `paddock apply`: push specs, start instances, form the cluster. A second
-//! run on a healthy deployment changes nothing.
+//! `paddock plan` and `paddock apply`: observe, plan, execute exactly the
+//! plan's steps, then observe again and re-plan until nothing is left (or
+//! a bound is reached). A second run on a healthy deployment changes
+//! nothing.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::client::{InstanceState, Security};
-use crate::cluster::Observation;
-use crate::fleet::{Deployment, Fleet, Target, host_problems};
-use crate::form;
-use crate::plan::{Change, Observed, Plan, make_plan, observe};
+use crate::client::{Facts, Security};
+use crate::engine::execute::{Scene, execute};
+use crate::engine::plan::{Input, make_plan};
+use crate::engine::step::{Plan, Refusal, Step};
+use crate::fleet::{Deployment, Fleet, Target};
+use crate::plan::{Observed, observe};
 use crate::progress::Progress;
 use crate::secrets;
+
+pub(crate) use crate::engine::rolling::{restore_balance, rolling_restart};
+
+/// Rounds of observe, plan, execute after the first: the steps a phase's
+/// outcome makes necessary (formation after starts, sentinels and the
+/// masters' spread after a restart).
+const MAX_ROUNDS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -42,7 +53,11 @@ impl Default for ApplyOptions {
 
 #[derive(Debug, Clone)]
 pub struct ApplyReport {
+    /// The plan of the first round, computed from the observations apply
+    /// started from.
     pub plan: Plan,
+    /// The steps carried out, per round: the first is `plan`'s.
+    pub rounds: Vec<Vec<Step>>,
     pub changed: bool,
     pub total: Duration,
     /// From the first CLUSTER MEET to a converged cluster, when formation ran.
@@ -54,6 +69,52 @@ pub struct ApplyReport {
     /// agent did not answer, a repair or a restart that needed one.
     /// (Hosts left out by `--limit` alone are not.)
     pub incomplete: bool,
+}
+
+/// What `apply --json` prints.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AppliedJson {
+    pub deployment: String,
+    pub changed: bool,
+    pub incomplete: bool,
+    /// The steps carried out, per round of observe, plan, execute.
+    pub rounds: Vec<Vec<Step>>,
+    pub skipped: Vec<String>,
+    /// What apply prints without `--json`.
+    pub summary: String,
+}
+
+impl std::fmt::Display for ApplyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for s in &self.skipped {
+            writeln!(f, "{s}")?;
+        }
+        if self.changed {
+            return writeln!(
+                f,
+                "Applied {} change(s) in {:.3}s{}.",
+                self.steps().count(),
+                self.total.as_secs_f64(),
+                self.formation
+                    .map(|t| format!(
+                        " (cluster formed in {:.3}s from the first MEET)",
+                        t.as_secs_f64()
+                    ))
+                    .unwrap_or_default()
+            );
+        }
+        writeln!(
+            f,
+            "Nothing to do: {} is as the inventory says{} ({:.3}s).",
+            self.plan.summary,
+            if self.skipped.is_empty() {
+                ""
+            } else {
+                " on the hosts acted on"
+            },
+            self.total.as_secs_f64()
+        )
+    }
 }
 
 impl ApplyReport {
@@ -73,64 +134,60 @@ impl ApplyReport {
             (false, false) => Exit::Done,
         }
     }
-}
 
-impl std::fmt::Display for ApplyReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for s in &self.skipped {
-            writeln!(f, "{s}")?;
-        }
-        if self.changed {
-            writeln!(
-                f,
-                "Applied {} change(s) in {:.3}s{}.",
-                self.plan.changes.len(),
-                self.total.as_secs_f64(),
-                self.formation
-                    .map(|t| format!(
-                        " (cluster formed in {:.3}s from the first MEET)",
-                        t.as_secs_f64()
-                    ))
-                    .unwrap_or_default()
-            )
-        } else {
-            writeln!(
-                f,
-                "Nothing to do: {} is as the inventory says{} ({:.3}s).",
-                self.plan.summary,
-                if self.skipped.is_empty() {
-                    ""
-                } else {
-                    " on the hosts acted on"
-                },
-                self.total.as_secs_f64()
-            )
+    /// Every step carried out, in order.
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.rounds.iter().flatten()
+    }
+    pub fn json(&self) -> AppliedJson {
+        AppliedJson {
+            deployment: self.plan.deployment.clone(),
+            changed: self.changed,
+            incomplete: self.incomplete,
+            rounds: self.rounds.clone(),
+            skipped: self.skipped.clone(),
+            summary: self.to_string(),
         }
     }
 }
 
-async fn observe_deployment(
-    deployment: &Deployment,
-    fleet: &Fleet,
-    targets: &[Target],
-    sentinels: &[Target],
-    in_limit: &[bool],
-) -> Result<Observed, Error> {
-    let names: Vec<String> = deployment
-        .inventory
-        .hosts
-        .iter()
-        .map(|h| h.name.clone())
-        .collect();
-    observe(
-        fleet,
-        targets,
-        sentinels,
-        &deployment.inventory.deployment.name,
-        &names,
-        in_limit,
-    )
-    .await
+/// The deployment loaded, its agents dialled, and what they report.
+struct Observing<'a> {
+    deployment: &'a Deployment,
+    fleet: &'a Fleet,
+    in_limit: &'a [bool],
+}
+
+impl Observing<'_> {
+    async fn observe(&self, targets: &[Target], sentinels: &[Target]) -> Result<Observed, Error> {
+        let names: Vec<String> = (self.deployment.inventory.hosts.iter())
+            .map(|h| h.name.clone())
+            .collect();
+        observe(
+            self.fleet,
+            targets,
+            sentinels,
+            &self.deployment.inventory.deployment.name,
+            &names,
+            self.in_limit,
+        )
+        .await
+    }
+
+    /// Each acted-on host's facts (None for the others).
+    async fn facts(&self, acting: &[bool]) -> Result<Vec<Option<Facts>>, Error> {
+        join_all(
+            (0..self.deployment.inventory.hosts.len()).map(|h| async move {
+                if !acting[h] {
+                    return Ok(None);
+                }
+                self.fleet.agent(h)?.facts().await.map(Some)
+            }),
+        )
+        .await
+        .into_iter()
+        .collect()
+    }
 }
 
 /// Dials every agent; fails when none of the hosts in the limit answers.
@@ -146,66 +203,238 @@ async fn connect_limited(deployment: &Deployment, in_limit: &[bool]) -> Result<F
     Ok(fleet)
 }
 
+/// A plan with what it was computed from, to check it is still current.
+pub struct Planned {
+    pub plan: Plan,
+    /// A digest of the inventory and of everything observed.
+    pub fingerprint: String,
+}
+
 /// Computes the plan without changing anything; `limit` (host names or
 /// addresses) restricts it to those hosts' instances.
 pub async fn plan(path: &Path, limit: &[String], security: Security) -> Result<Plan, Error> {
+    Ok(plan_with_fingerprint(path, limit, security).await?.plan)
+}
+
+pub async fn plan_with_fingerprint(
+    path: &Path,
+    limit: &[String],
+    security: Security,
+) -> Result<Planned, Error> {
     let deployment = Deployment::load(path, false, security)?;
     let in_limit = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
     let fleet = connect_limited(&deployment, &in_limit).await?;
+    let scope = Observing {
+        deployment: &deployment,
+        fleet: &fleet,
+        in_limit: &in_limit,
+    };
     let targets = deployment.targets();
     let sentinels = deployment.sentinels(deployment.placed_master());
-    let observed = observe_deployment(&deployment, &fleet, &targets, &sentinels, &in_limit).await?;
-    let mut plan = make_plan(&deployment, &targets, &sentinels, &observed);
+    let observed = scope.observe(&targets, &sentinels).await?;
     // What apply would refuse or install on each host (apply asks only
     // when it has changes to make, so a no-op apply stays fast).
-    // Only the hosts acted on: the others are skipped (and named) already.
-    let facts = join_all((0..deployment.inventory.hosts.len()).map(|h| {
-        let (fleet, acting) = (&fleet, &observed.acting);
-        async move {
-            if !acting[h] {
-                return Ok(None);
-            }
-            fleet.agent(h)?.facts().await.map(Some)
-        }
-    }))
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>, Error>>()?;
-    for (host, f) in deployment.inventory.hosts.iter().zip(&facts) {
-        let Some(f) = f else { continue };
-        let check = crate::fleet::redis_check(f);
-        if check == crate::fleet::RedisCheck::Install {
-            plan.changes.insert(
-                0,
-                Change::InstallRedis {
-                    host: host.name.clone(),
-                },
-            );
-        } else if let Some(problem) = check.problem(&host.name) {
-            plan.changes.insert(0, Change::Refused { problem });
-        }
-    }
-    if deployment.password.is_none() {
-        plan.changes.insert(
-            0,
-            Change::Create {
-                target: format!("password file {}", deployment.password_path.display()),
-            },
-        );
-    }
-    Ok(plan)
+    let facts = scope.facts(&observed.acting).await?;
+    let plan = make_plan(&Input {
+        deployment: &deployment,
+        targets: &targets,
+        sentinels: &sentinels,
+        observed: &observed,
+        facts: Some(&facts),
+        form: true,
+    });
+    Ok(Planned {
+        plan,
+        fingerprint: fingerprint(&deployment, &observed)?,
+    })
+}
+
+/// A digest of the inventory file and of what was observed: anything that
+/// differs means a saved plan is stale.
+pub fn fingerprint(deployment: &Deployment, observed: &Observed) -> Result<String, Error> {
+    use std::hash::{Hash, Hasher};
+    let path = &deployment.inventory_path;
+    let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    // A password file created since decides too (plan creates it or not).
+    deployment.password.is_some().hash(&mut h);
+    deployment
+        .user_passwords
+        .iter()
+        .map(Option::is_some)
+        .collect::<Vec<_>>()
+        .hash(&mut h);
+    let inventory = h.finish();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    observed.decisive().hash(&mut h);
+    Ok(format!(
+        "inventory:{inventory:016x} observed:{:016x}",
+        h.finish()
+    ))
 }
 
 pub async fn apply(path: &Path, options: &ApplyOptions) -> Result<ApplyReport, Error> {
+    apply_checked(path, options, None).await
+}
+
+/// A plan saved by `paddock plan --out FILE`, for `paddock apply FILE`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedPlan {
+    /// The inventory it was planned from (absolute).
+    pub inventory: std::path::PathBuf,
+    pub limit: Vec<String>,
+    /// A digest of the inventory, the password files' presence and
+    /// everything observed.
+    pub fingerprint: String,
+    pub plan: Plan,
+}
+
+impl SavedPlan {
+    pub fn load(file: &Path) -> Result<SavedPlan, Error> {
+        let text = std::fs::read_to_string(file).map_err(Error::io(file))?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::Unsupported(format!(
+                "{}: not a plan saved by `paddock plan --out`: {e}",
+                file.display()
+            ))
+        })
+    }
+}
+
+/// `paddock plan`: prints the plan (text or `--json`), saves it with
+/// `--out`; returns whether changes are pending.
+pub async fn plan_command(
+    inventory: &Path,
+    limit: &[String],
+    security: Security,
+    json: bool,
+    out: Option<&Path>,
+) -> Result<bool, Error> {
+    let planned = plan_with_fingerprint(inventory, limit, security).await?;
+    // Through `output`: a closed stdout (`| head`) is not a failure.
+    if json {
+        let text = serde_json::to_string_pretty(&planned.plan).expect("plan serializes");
+        crate::output::write(format_args!("{text}\n"));
+    } else {
+        crate::output::write(format_args!("{}", planned.plan));
+    }
+    if let Some(out) = out {
+        let saved = SavedPlan {
+            inventory: std::path::absolute(inventory).map_err(Error::io(inventory))?,
+            limit: limit.to_vec(),
+            fingerprint: planned.fingerprint,
+            plan: planned.plan.clone(),
+        };
+        let text = serde_json::to_string_pretty(&saved).expect("plan serializes");
+        std::fs::write(out, text + "\n").map_err(Error::io(out))?;
+        if !json {
+            crate::output::write(format_args!(
+                "Saved the plan to {}: `paddock apply {}` carries it out.\n",
+                out.display(),
+                out.display()
+            ));
+        }
+    }
+    Ok(!planned.plan.is_empty())
+}
+
+/// `paddock apply [FILE]`: a saved plan (refused when stale) or the
+/// inventory's.
+pub async fn apply_command(
+    inventory: Option<&Path>,
+    saved: Option<&Path>,
+    options: &ApplyOptions,
+) -> Result<ApplyReport, Error> {
+    match (saved, inventory) {
+        (Some(file), _) => {
+            let saved = SavedPlan::load(file)?;
+            let options = ApplyOptions {
+                limit: saved.limit.clone(),
+                ..options.clone()
+            };
+            apply_checked(&saved.inventory, &options, Some(&saved)).await
+        }
+        (None, Some(inventory)) => apply(inventory, options).await,
+        (None, None) => Err(Error::Unsupported(
+            "apply needs -i INVENTORY or a plan file saved by `paddock plan --out`".into(),
+        )),
+    }
+}
+
+/// Applies, after checking (under the lock) that what is observed now is
+/// what `expected` (a saved plan) was computed from.
+pub async fn apply_checked(
+    path: &Path,
+    options: &ApplyOptions,
+    expected: Option<&SavedPlan>,
+) -> Result<ApplyReport, Error> {
     let deployment = Deployment::load(path, false, options.security)?;
     let in_limit = crate::fleet::limit_hosts(&deployment.inventory, &options.limit)?;
     let fleet = connect_limited(&deployment, &in_limit).await?;
     let name = deployment.inventory.deployment.name.clone();
     let holder = crate::fleet::lock_holder();
     fleet.lock(&name, &holder).await?;
-    let result = apply_locked(deployment, &fleet, options, &in_limit).await;
+    let result = apply_locked(deployment, &fleet, options, &in_limit, expected).await;
     fleet.unlock(&name, &holder).await;
     result
+}
+
+/// The refusal apply stops at, as the error it returns; host problems
+/// are returned by execution (after installing redis-server).
+fn refused(deployment: &Deployment, plan: &Plan) -> Option<Error> {
+    let name = &deployment.inventory.deployment.name;
+    for r in &plan.refusals {
+        match r {
+            Refusal::Reshard { serving, wanted } => {
+                return Some(Error::Reshard {
+                    deployment: name.clone(),
+                    serving: *serving,
+                    wanted: *wanted,
+                });
+            }
+            Refusal::PasswordMissing { path } => {
+                return Some(Error::Unsupported(format!(
+                    "the agents already run deployment {name:?}, but its Redis password file {path} is missing.\n  \
+                     hint: copy it from the workstation that applied this deployment; \
+                     creating a new one would change the password under every running client"
+                )));
+            }
+            _ => {}
+        }
+    }
+    let orphans: Vec<&str> = (plan.refusals.iter())
+        .filter_map(|r| match r {
+            Refusal::Orphan { target } => Some(target.as_str()),
+            _ => None,
+        })
+        .collect();
+    (!orphans.is_empty()).then(|| {
+        Error::Unsupported(format!(
+            "the agents have instances of deployment {name:?} that the inventory does not list: {}\n  \
+             hint: they may hold its data (a changed [redis] port renames every instance); \
+             put the inventory back, or remove them with `paddock prune -i INVENTORY` \
+             (it keeps any that still serve slots or hold the master role), then apply again",
+            orphans.join(", ")
+        ))
+    })
+}
+
+/// Creates the passwords the plan says are missing; the targets' specs
+/// carry them from then on.
+fn create_passwords(deployment: &mut Deployment, plan: &Plan) -> Result<Vec<Step>, Error> {
+    let mut done = Vec::new();
+    for s in &plan.steps {
+        match s {
+            Step::CreatePassword { .. } => {
+                deployment.password = secrets::load_or_create(&deployment.password_path, true)?;
+            }
+            Step::CreateUserPasswords { .. } => deployment.create_user_passwords()?,
+            _ => continue,
+        }
+        done.push(s.clone());
+    }
+    Ok(done)
 }
 
 async fn apply_locked(
@@ -213,463 +442,174 @@ async fn apply_locked(
     fleet: &Fleet,
     options: &ApplyOptions,
     in_limit: &[bool],
+    expected: Option<&SavedPlan>,
 ) -> Result<ApplyReport, Error> {
     let started = Instant::now();
     let progress = Progress::new(options.progress);
-    let mut targets = deployment.targets();
-    let mut sentinels = deployment.sentinels(deployment.placed_master());
-    let observed = observe_deployment(&deployment, fleet, &targets, &sentinels, in_limit).await?;
-    // Refused before anything is written or started: new instances of a
-    // changed `masters` would otherwise be left as empty masters.
-    if let Some(r) = crate::plan::reshard(&deployment, &observed) {
-        return Err(Error::Reshard {
-            deployment: deployment.inventory.deployment.name.clone(),
-            serving: r.serving,
-            wanted: r.wanted,
-        });
+    let targets = deployment.targets();
+    let sentinels = deployment.sentinels(deployment.placed_master());
+    let scope = Observing {
+        deployment: &deployment,
+        fleet,
+        in_limit,
+    };
+    let observed = scope.observe(&targets, &sentinels).await?;
+    if let Some(expected) = expected {
+        stale(&expected.fingerprint, &fingerprint(&deployment, &observed)?)?;
     }
-    let acting = observed.acting.clone();
-    let acts_on = |t: &Target| acting[t.host];
-    // Formation and repair may touch any node: only with every host.
-    let whole = acting.iter().all(|&a| a);
+    let mut input = Input {
+        deployment: &deployment,
+        targets: &targets,
+        sentinels: &sentinels,
+        observed: &observed,
+        facts: None,
+        form: options.form,
+    };
     let mut skipped: Vec<String> = observed.skipped.iter().map(ToString::to_string).collect();
-    let unreachable = observed
-        .skipped
-        .iter()
+    let unreachable = (observed.skipped.iter())
         .any(|s| matches!(s.reason, crate::plan::SkipReason::Unreachable(_)));
     let hosts_skipped = skipped.len();
-    for s in &skipped {
-        progress.step(s.clone());
-    }
-    if deployment.password.is_none() {
-        // A new password pushed to running instances would lock every
-        // client out: only a deployment that runs nowhere gets one.
-        if observed
-            .targets
-            .iter()
-            .chain(&observed.sentinels)
-            .any(|s| s.status.is_some())
-        {
-            return Err(Error::Unsupported(format!(
-                "the agents already run deployment {:?}, but its Redis password file {} is missing.\n  \
-                 hint: copy it from the workstation that applied this deployment; \
-                 creating a new one would change the password under every running client",
-                deployment.inventory.deployment.name,
-                deployment.password_path.display()
-            )));
-        }
-        deployment.password = secrets::load_or_create(&deployment.password_path, true)?;
-        targets = deployment.targets();
-        sentinels = deployment.sentinels(deployment.placed_master());
-    }
-    // ACL users get their passwords on the apply that first declares them.
-    if deployment.user_passwords.iter().any(Option::is_none) {
-        deployment.create_user_passwords()?;
-        targets = deployment.targets();
-        sentinels = deployment.sentinels(deployment.placed_master());
-    }
-    let plan = make_plan(&deployment, &targets, &sentinels, &observed);
-    let states = &observed.targets;
-    if plan.is_empty() {
+    let quick = make_plan(&input);
+    if quick.is_empty() {
+        skipped.extend(quick.held_back.iter().cloned());
         return Ok(ApplyReport {
-            plan,
+            incomplete: unreachable || skipped.len() > hosts_skipped,
+            plan: quick,
+            rounds: Vec::new(),
             changed: false,
             total: started.elapsed(),
             formation: None,
             skipped,
-            incomplete: unreachable,
         });
     }
-    let orphans: Vec<&str> = plan
-        .changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::Orphan { target } => Some(target.as_str()),
-            _ => None,
-        })
-        .collect();
-    if !orphans.is_empty() {
-        return Err(Error::Unsupported(format!(
-            "the agents have instances of deployment {:?} that the inventory does not list: {}\n  \
-             hint: they may hold its data (a changed [redis] port renames every instance); \
-             put the inventory back, or remove them with `paddock prune -i INVENTORY` \
-             (it keeps any that still serve slots or hold the master role), then apply again",
-            deployment.inventory.deployment.name,
-            orphans.join(", ")
-        )));
+    for s in &skipped {
+        progress.step(s.clone());
+    }
+    if let Some(e) = refused(&deployment, &quick) {
+        return Err(e);
+    }
+    let mut facts = scope.facts(&observed.acting).await?;
+    input.facts = Some(&facts);
+    let plan = make_plan(&input);
+    if let Some(e) = refused(&deployment, &plan) {
+        return Err(e);
+    }
+    if expected.is_some_and(|e| e.plan.steps != plan.steps) {
+        return Err(Error::Unsupported(
+            "the saved plan is stale: the hosts report other facts than when it was planned; nothing was changed.\n  hint: run `paddock plan --out FILE` again and review it".into(),
+        ));
     }
     progress.step(format!(
         "deployment {}: {} change(s) planned",
         plan.summary,
-        plan.changes.len()
+        plan.len()
     ));
-
-    // The hosts must be able to run what is placed on them; a host without
-    // redis-server (and no path of its own configured) gets it installed by
-    // its agent.
-    let progress = &progress;
-    let acting_hosts = &acting;
-    let facts = join_all((0..deployment.inventory.hosts.len()).map(|h| async move {
-        if !acting_hosts[h] {
-            return Ok(None);
-        }
-        let agent = fleet.agent(h)?;
-        let facts = agent.facts().await?;
-        if crate::fleet::redis_check(&facts) != crate::fleet::RedisCheck::Install {
-            return Ok(Some(facts));
-        }
-        progress.step(format!(
-            "{}: redis-server is missing; its agent installs it",
-            agent.host()
-        ));
-        agent.ensure_redis().await.map(Some)
-    }))
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>, Error>>()?;
-    let problems = host_problems(&deployment, &facts);
-    if !problems.is_empty() {
-        return Err(Error::HostCheck(problems));
-    }
-
-    // A shard whose master is gone for good gets its replica promoted before
-    // anything starts at the old master's address.
-    if whole && observed.targets.iter().any(|s| s.cluster.is_some()) {
-        form::promote_heirs(
-            fleet,
-            &targets,
-            deployment.inventory.deployment.masters,
-            Instant::now() + options.converge_timeout,
-            progress,
-        )
-        .await?;
-    }
-
-    // Specs first, all agents in parallel.
-    let to_put: Vec<&Target> = targets
-        .iter()
-        .zip(states)
-        .filter(|(t, s)| acts_on(t) && (s.status.is_none() || s.put.changed))
-        .map(|(t, _)| t)
-        .collect();
-    if !to_put.is_empty() {
-        let puts = to_put
-            .iter()
-            .map(|t| async move { fleet.agent(t.host)?.put_instance(&t.spec, false).await });
-        let outcomes = join_all(puts)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, Error>>()?;
-        let written = outcomes.iter().filter(|o| o.changed).count();
-        progress.step(format!("wrote {written} config(s)"));
-    }
-
-    // Running instances whose config changed restart to pick it up; also
-    // those whose config an earlier, interrupted apply already wrote.
-    let cluster_was_healthy = !plan
-        .changes
-        .iter()
-        .any(|c| matches!(c, Change::Cluster { .. }));
-    let restarts: Vec<usize> = states
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| acts_on(&targets[*i]) && is_running(s) && s.put.restart_needed)
-        .map(|(i, _)| i)
-        .collect();
-    if !restarts.is_empty() {
-        if cluster_was_healthy {
-            rolling_restart(
-                fleet,
-                &targets,
-                &sentinels,
-                &deployment.inventory.deployment.name,
-                &restarts,
-                "for its new config",
-                options.converge_timeout,
-                progress,
-                &mut skipped,
-            )
-            .await?;
-        } else if !whole {
-            // Restarting together is only safe when formation follows,
-            // and it does not without every host.
-            for &i in &restarts {
-                let s = format!(
-                    "{}: restart for its new config skipped: the cluster is not healthy and repairing it needs every host",
-                    targets[i].label()
-                );
-                progress.step(s.clone());
-                skipped.push(s);
-            }
-        } else {
-            // Nothing healthy to protect: restart them together.
-            progress.step(format!(
-                "restarting {} instance(s) for their new config",
-                restarts.len()
-            ));
-            let targets = &targets;
-            let stops = restarts.iter().map(|&i| async move {
-                fleet
-                    .agent(targets[i].host)?
-                    .stop(&targets[i].instance)
-                    .await
-            });
-            join_all(stops)
-                .await
-                .into_iter()
-                .collect::<Result<Vec<_>, Error>>()?;
-        }
-    }
-
-    // Start everything not running, masters and replicas at once: a fresh
-    // master's 2 s writable delay starts with its process, so formation runs
-    // inside it.
-    let current = observe_deployment(&deployment, fleet, &targets, &[], in_limit).await?;
-    let to_start: Vec<&Target> = targets
-        .iter()
-        .zip(&current.targets)
-        .filter(|(t, s)| acts_on(t) && !is_running(s))
-        .map(|(t, _)| t)
-        .collect();
-    if !to_start.is_empty() {
-        progress.step(format!("starting {} instance(s)", to_start.len()));
-        join_all(to_start.iter().map(|t| start(fleet, t)))
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, Error>>()?;
-        progress.step("all instances answer");
-    }
-
-    if plan
-        .changes
-        .iter()
-        .any(|c| matches!(c, Change::RestoreNodeTimeout { .. }))
-    {
-        progress.step("restoring cluster-node-timeout left short by an interrupted formation");
-        let acted: Vec<Target> = targets.iter().filter(|t| acts_on(t)).cloned().collect();
-        form::set_node_timeout(fleet, &acted, |t| t.spec.cluster_node_timeout_ms()).await?;
-    }
-
-    let mut formation = None;
-    let repair = plan
-        .changes
-        .iter()
-        .any(|c| matches!(c, Change::Cluster { .. } | Change::Sentinels { .. }));
-    if options.form && !whole {
-        // The cluster as it is may be fine without the hosts left alone
-        // (their Redis serves on); forming or repairing it is not.
-        if repair {
-            let s = "cluster repair: skipped, it needs every host (run apply without --limit once all agents answer)".to_owned();
-            progress.step(s.clone());
-            skipped.push(s);
-        }
-    } else if options.form {
-        let report = form::form(
-            fleet,
-            &targets,
-            deployment.inventory.deployment.masters,
-            options.converge_timeout,
-            progress,
-        )
-        .await?;
-        formation = report.meet_to_converged;
-        if targets
-            .iter()
-            .any(|t| t.spec.mode == crate::client::RedisMode::Cluster)
-        {
-            restore_balance(fleet, &targets, options.converge_timeout, progress).await?;
-        }
-        if !sentinels.is_empty() {
-            // Seeded with the master the replicas follow now: after a
-            // failover that is not the one placement chose.
-            let observed = form::observe_all(fleet, &targets).await;
-            let master = crate::fleet::followed_master(&targets, &observed)
-                .unwrap_or_else(|| deployment.placed_master());
-            crate::sentinel::converge(
-                fleet,
-                &deployment.sentinels(master),
-                master,
-                targets.len().saturating_sub(1) as u32,
-                options.converge_timeout,
-                progress,
-            )
-            .await?;
-        }
-    }
+    let created = create_passwords(&mut deployment, &plan)?;
+    let run = Run {
+        deployment: &deployment,
+        fleet,
+        options,
+        in_limit,
+        progress: &progress,
+    };
+    let (mut rounds, formation, more) = run.rounds(&plan, &mut facts, &mut skipped).await?;
+    rounds[0].splice(0..0, created);
     Ok(ApplyReport {
+        incomplete: unreachable || skipped.len() > hosts_skipped || more,
         plan,
+        rounds,
         changed: true,
         total: started.elapsed(),
         formation,
-        incomplete: unreachable || skipped.len() > hosts_skipped,
         skipped,
     })
 }
 
-pub(crate) async fn start(fleet: &Fleet, t: &Target) -> Result<(), Error> {
-    let status = fleet.agent(t.host)?.start(&t.instance).await?;
-    if status.state != InstanceState::Running {
-        return Err(Error::Agent {
-            host: t.host_name.clone(),
-            message: format!(
-                "{} did not start: {} ({}); see `paddock logs -i INVENTORY {} {}`",
-                t.instance,
-                status.state.as_str(),
-                status
-                    .last_exit
-                    .unwrap_or_else(|| "no exit recorded".into()),
-                t.host_name,
-                t.instance
-            ),
-        });
+/// Refuses a saved plan whose observations are stale, naming why.
+fn stale(expected: &str, now: &str) -> Result<(), Error> {
+    if expected == now {
+        return Ok(());
     }
-    Ok(())
-}
-
-/// Restarts instances one at a time so the cluster keeps serving: replicas
-/// first; a master hands its shard to an in-sync replica (CLUSTER FAILOVER,
-/// which loses no acknowledged write) before it restarts, and comes back as
-/// that replica's replica. After each restart the cluster must be healthy
-/// again before the next one.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn rolling_restart(
-    fleet: &Fleet,
-    targets: &[Target],
-    sentinels: &[Target],
-    master_name: &str,
-    which: &[usize],
-    why: &str,
-    step_timeout: Duration,
-    progress: &Progress,
-    skipped: &mut Vec<String>,
-) -> Result<(), Error> {
-    let observed = form::observe_all(fleet, targets).await;
-    let is_master = |i: usize| {
-        observed[i].as_ref().is_some_and(|o| match o.myself() {
-            Some(m) => m.is_master() && m.slot_count() > 0,
-            // Replication and sentinel topologies: the master by role.
-            None => o.role_master == Some(true),
-        })
+    let part = |s: &str, key: &str| s.split(' ').find(|p| p.starts_with(key)).map(str::to_owned);
+    let why = if part(expected, "inventory:") != part(now, "inventory:") {
+        "the inventory changed since it was planned"
+    } else {
+        "what the agents report differs from what the plan was computed from"
     };
-    let mut order: Vec<usize> = which.iter().copied().filter(|&i| !is_master(i)).collect();
-    order.extend(which.iter().copied().filter(|&i| is_master(i)));
-    for i in order {
-        let t = &targets[i];
-        let observed = form::observe_all(fleet, targets).await;
-        if t.spec.mode != crate::client::RedisMode::Cluster
-            && observed[i].as_ref().and_then(|o| o.role_master) == Some(true)
-            && targets.len() > 1
-        {
-            // The same coordinated switch as `paddock failover`: writes
-            // paused until a replica has everything, so none is lost.
-            crate::failover::hand_over_master(
-                fleet,
-                targets,
-                sentinels,
-                master_name,
-                step_timeout,
-                progress,
-            )
-            .await?;
-        }
-        let me = observed[i].as_ref().and_then(Observation::myself).cloned();
-        if let Some(me) = me.filter(|m| m.is_master() && m.slot_count() > 0) {
-            let replicas: Vec<usize> = (0..targets.len())
-                .filter(|&j| {
-                    observed[j].as_ref().is_some_and(|o| {
-                        o.myself().and_then(|m| m.master_id.as_deref()) == Some(me.id.as_str())
-                    })
-                })
-                .collect();
-            // Only an agent that answers can be told to take over.
-            let heir = replicas.iter().map(|&j| (j, &targets[j])).find(|(j, h)| {
-                fleet.reachable(h.host)
-                    && observed[*j]
-                        .as_ref()
-                        .is_some_and(|o| o.link_up == Some(true))
+    Err(Error::Unsupported(format!(
+        "the saved plan is stale: {why}; nothing was changed.\n  hint: run `paddock plan --out FILE` again and review it"
+    )))
+}
+
+/// One apply's rounds of execute, observe, re-plan.
+struct Run<'a> {
+    deployment: &'a Deployment,
+    fleet: &'a Fleet,
+    options: &'a ApplyOptions,
+    in_limit: &'a [bool],
+    progress: &'a Progress,
+}
+
+impl Run<'_> {
+    /// Executes `first`, then re-plans from what the nodes report until
+    /// nothing is left, for at most [`MAX_ROUNDS`] more rounds and four
+    /// times the converge timeout. Returns the steps per round, the
+    /// formation time, and whether steps were left when the bound was hit.
+    async fn rounds(
+        &self,
+        first: &Plan,
+        facts: &mut [Option<Facts>],
+        skipped: &mut Vec<String>,
+    ) -> Result<(Vec<Vec<Step>>, Option<Duration>, bool), Error> {
+        let d = self.deployment;
+        let targets = d.targets();
+        let sentinels = d.sentinels(d.placed_master());
+        let scene = Scene {
+            deployment: d,
+            fleet: self.fleet,
+            targets: &targets,
+            sentinels: &sentinels,
+            timeout: self.options.converge_timeout,
+            progress: self.progress,
+        };
+        let bound = Instant::now() + self.options.converge_timeout * 4;
+        let mut done = execute(&scene, first, facts).await?;
+        skipped.extend(first.held_back.iter().cloned());
+        skipped.append(&mut done.skipped);
+        let mut rounds = vec![done.steps];
+        let mut formation = done.formation;
+        let scope = Observing {
+            deployment: d,
+            fleet: self.fleet,
+            in_limit: self.in_limit,
+        };
+        for _ in 0..MAX_ROUNDS {
+            let observed = scope.observe(&targets, &sentinels).await?;
+            let plan = make_plan(&Input {
+                deployment: d,
+                targets: &targets,
+                sentinels: &sentinels,
+                observed: &observed,
+                facts: None,
+                form: self.options.form,
             });
-            if heir.is_none() && replicas.iter().any(|&j| !fleet.reachable(targets[j].host)) {
-                // Its replica serves behind an unreachable agent: a restart
-                // in place would take the shard down for nothing.
-                let s = format!(
-                    "{}: restart for its new config skipped: its only replica's agent is unreachable, so it cannot hand its slots over",
-                    t.label()
-                );
-                progress.step(s.clone());
-                skipped.push(s);
-                continue;
+            if plan.steps.is_empty() {
+                return Ok((rounds, formation, false));
             }
-            match heir {
-                Some((j, heir)) => {
-                    progress.step(format!(
-                        "{}: handing its slots to {} (CLUSTER FAILOVER) before restarting",
-                        t.label(),
-                        heir.label()
-                    ));
-                    crate::failover::cluster_failover(
-                        fleet,
-                        targets,
-                        j,
-                        Instant::now() + step_timeout,
-                    )
-                    .await?;
-                }
-                None => progress.step(format!(
-                    "{}: no in-sync replica to hand its slots to; restarting it in place",
-                    t.label()
-                )),
+            if let Some(e) = refused(d, &plan) {
+                return Err(e);
             }
+            if Instant::now() >= bound {
+                break;
+            }
+            let mut done = execute(&scene, &plan, facts).await?;
+            skipped.append(&mut done.skipped);
+            formation = formation.or(done.formation);
+            rounds.push(done.steps);
         }
-        progress.step(format!("{}: restarting {why}", t.label()));
-        fleet.agent(t.host)?.stop(&t.instance).await?;
-        start(fleet, t).await?;
-        form::wait_healthy(fleet, targets, Instant::now() + step_timeout).await?;
+        let s = "apply stopped re-planning at its bound with changes left; run `paddock plan` to see them".to_owned();
+        self.progress.step(s.clone());
+        skipped.push(s);
+        Ok((rounds, formation, true))
     }
-    Ok(())
-}
-
-/// Spreads the masters again when one host holds more than its share, or
-/// so many that its loss would stop the cluster (`balance::judge`): one
-/// coordinated CLUSTER FAILOVER at a time, the cluster healthy again after
-/// each. Re-judged from what the nodes report after each round of moves.
-pub(crate) async fn restore_balance(
-    fleet: &Fleet,
-    targets: &[Target],
-    step_timeout: Duration,
-    progress: &Progress,
-) -> Result<(), Error> {
-    // A round's moves reach the best spread the replicas allow; a second
-    // round only runs if the cluster changed under us meanwhile.
-    for _round in 0..3 {
-        let observed = form::observe_all(fleet, targets).await;
-        let balance = crate::balance::judge(&crate::balance::roles(targets, &observed));
-        if balance.moves.is_empty() {
-            for w in balance.warnings() {
-                progress.step(format!("warning: {w}"));
-            }
-            for p in balance.blocked() {
-                progress.step(format!("warning: {p}; {}", crate::balance::BLOCKED));
-            }
-            return Ok(());
-        }
-        for p in balance.fixable() {
-            progress.step(format!("masters: {p}"));
-        }
-        for m in &balance.moves {
-            let Some(heir) = targets.iter().position(|t| t.label() == m.to) else {
-                continue;
-            };
-            progress.step(format!("{m}"));
-            crate::failover::cluster_failover(fleet, targets, heir, Instant::now() + step_timeout)
-                .await?;
-            form::wait_healthy(fleet, targets, Instant::now() + step_timeout).await?;
-        }
-    }
-    Ok(())
-}
-
-fn is_running(s: &crate::plan::TargetState) -> bool {
-    s.status
-        .as_ref()
-        .is_some_and(|st| st.state == InstanceState::Running)
 }

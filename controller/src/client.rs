@@ -100,8 +100,8 @@ pub struct AgentClient {
 pub use paddock_model::Mode as RedisMode;
 /// What crosses the wire: the model shared with the agent.
 pub use paddock_model::{
-    AclUser, Facts, Group, HeldLease, InstanceSpec, InstanceState, InstanceStatus, LeaseId,
-    MaxmemoryPolicy, Members, Peer, PutOutcome, Reply, SentinelSpec, Supervision,
+    AclUser, Facts, Group, HeldLease, InstanceSpec, InstanceState, InstanceStatus, KeyChange,
+    LeaseId, MaxmemoryPolicy, Members, Peer, PutOutcome, Reply, SentinelSpec, Supervision,
 };
 use paddock_model::{LeaseRequest, LockReply, PutInstance, RedisCommand};
 

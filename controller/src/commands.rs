@@ -155,15 +155,35 @@ pub fn validate(inventory: &Path) -> Result<Exit, Error> {
     Ok(Exit::Done)
 }
 
-pub async fn plan(inventory: &Path, ctx: &Context) -> Result<Exit, Error> {
-    let plan = apply::plan(inventory, &ctx.limit, ctx.security).await?;
-    print!("{plan}");
-    Ok(Exit::Done)
+/// `paddock plan`: prints the plan (text or `--json`), saves it with
+/// `--out`; with `--detailed-exitcode`, pending changes exit 2.
+pub async fn plan(
+    inventory: &Path,
+    json: bool,
+    detailed_exitcode: bool,
+    out: Option<&Path>,
+    ctx: &Context,
+) -> Result<Exit, Error> {
+    let pending = apply::plan_command(inventory, &ctx.limit, ctx.security, json, out).await?;
+    Ok(if detailed_exitcode && pending {
+        Exit::ChangesPending
+    } else {
+        Exit::Done
+    })
 }
 
-pub async fn apply(inventory: &Path, timeout: Duration, ctx: &Context) -> Result<Exit, Error> {
-    let report = apply::apply(
+/// `paddock apply [-i INVENTORY | FILE]`: a saved plan (refused when
+/// stale) or the inventory's; `--json` prints the steps carried out.
+pub async fn apply(
+    inventory: Option<&Path>,
+    plan_file: Option<&Path>,
+    timeout: Duration,
+    json: bool,
+    ctx: &Context,
+) -> Result<Exit, Error> {
+    let report = apply::apply_command(
         inventory,
+        plan_file,
         &apply::ApplyOptions {
             converge_timeout: timeout,
             limit: ctx.limit.clone(),
@@ -172,7 +192,12 @@ pub async fn apply(inventory: &Path, timeout: Duration, ctx: &Context) -> Result
         },
     )
     .await?;
-    print!("{report}");
+    if json {
+        let text = serde_json::to_string_pretty(&report.json()).expect("a report serializes");
+        println!("{text}");
+    } else {
+        print!("{report}");
+    }
     Ok(report.exit())
 }
 

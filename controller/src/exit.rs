@@ -17,6 +17,9 @@ pub enum Exit {
     Unreachable,
     /// 4: another controller holds the deployment's lease.
     Locked,
+    /// 2, from `plan --detailed-exitcode` only: changes are pending (as
+    /// terraform's; that flag's callers know 2 is not a usage error there).
+    ChangesPending,
 }
 
 impl Exit {
@@ -27,6 +30,7 @@ impl Exit {
             Exit::Usage => 2,
             Exit::Unreachable => 3,
             Exit::Locked => 4,
+            Exit::ChangesPending => 2,
         }
     }
 }

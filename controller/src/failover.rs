@@ -303,7 +303,7 @@ pub(crate) async fn cluster_failover(
 ) -> Result<(), Error> {
     let t = &targets[heir];
     let retry = election_retry_time(t.spec.cluster_node_timeout_ms());
-    let master_epoch = crate::plan::observe_node(fleet, t)
+    let master_epoch = crate::engine::observe::observe_node(fleet, t)
         .await
         .and_then(|(o, _)| {
             let me = o.myself()?;
@@ -334,7 +334,7 @@ pub(crate) async fn cluster_failover(
         // after 5 s (CLUSTER_MF_TIMEOUT), writes on the master resumed.
         let attempt_end = deadline.min(asked + MANUAL_FAILOVER_TIMEOUT + Duration::from_secs(1));
         loop {
-            let o = crate::plan::observe_node(fleet, t).await;
+            let o = crate::engine::observe::observe_node(fleet, t).await;
             if o.as_ref()
                 .and_then(|(o, _)| o.myself())
                 .is_some_and(|m| promoted(m, master_epoch))

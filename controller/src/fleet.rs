@@ -687,6 +687,27 @@ impl Fleet {
     }
 }
 
+/// Starts one instance; an error names why it did not stay up.
+pub async fn start_instance(fleet: &Fleet, t: &Target) -> Result<(), Error> {
+    let status = fleet.agent(t.host)?.start(&t.instance).await?;
+    if status.state != crate::client::InstanceState::Running {
+        return Err(Error::Agent {
+            host: t.host_name.clone(),
+            message: format!(
+                "{} did not start: {} ({}); see `paddock logs -i INVENTORY {} {}`",
+                t.instance,
+                status.state.as_str(),
+                status
+                    .last_exit
+                    .unwrap_or_else(|| "no exit recorded".into()),
+                t.host_name,
+                t.instance
+            ),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,8 +22,9 @@ use futures::future::join_all;
 use crate::Error;
 use crate::client::Reply;
 use crate::cluster::{Observation, assess, shard_master, shard_slots};
+use crate::engine::formation::FormStep;
+use crate::engine::observe::observe_node;
 use crate::fleet::{Fleet, Target, members};
-use crate::plan::observe_node;
 use crate::problem::ClusterProblem;
 use crate::progress::Progress;
 
@@ -196,22 +197,22 @@ pub async fn wait_healthy(
         if problems.is_empty() {
             return Ok(());
         }
-        if Instant::now() >= deadline {
+        if past(deadline) {
             return Err(not_converged(targets, &problems, &HashMap::new()));
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
-async fn form_inner(
-    fleet: &Fleet,
-    targets: &[Target],
-    masters: u32,
-    deadline: Instant,
-    progress: &Progress,
-) -> Result<Option<Duration>, Error> {
-    let members = members(targets);
-    let observed = observe_all(fleet, targets).await;
+/// Whether `deadline` has passed, on tokio's clock: the same as the
+/// system's, except in paused-time tests.
+fn past(deadline: Instant) -> bool {
+    tokio::time::Instant::now() >= tokio::time::Instant::from_std(deadline)
+}
+
+/// Every node answers and no slot is open (an interrupted resharding is
+/// not ours to guess about). Pure.
+fn preflight(targets: &[Target], observed: &[Option<Observation>]) -> Result<(), Error> {
     if let Some(i) = observed.iter().position(Option::is_none) {
         return Err(Error::NotConverged(format!(
             "{} ({}:{}) does not answer; cannot form the cluster without it",
@@ -223,7 +224,7 @@ async fn form_inner(
     // Open slots are an interrupted resharding: not ours to guess about.
     let open: Vec<String> = targets
         .iter()
-        .zip(&observed)
+        .zip(observed)
         .filter_map(|(t, o)| {
             let me = o.as_ref()?.myself()?;
             (!me.open_slots.is_empty())
@@ -236,11 +237,18 @@ async fn form_inner(
             open.join("\n  - ")
         )));
     }
+    Ok(())
+}
 
-    // Distinct config epochs up front spare Redis its collision resolution.
+/// Distinct config epochs up front spare Redis its collision resolution.
+async fn set_epochs(
+    fleet: &Fleet,
+    targets: &[Target],
+    observed: &[Option<Observation>],
+) -> Result<(), Error> {
     let epochs = targets
         .iter()
-        .zip(&observed)
+        .zip(observed)
         .enumerate()
         .filter_map(|(i, (t, o))| {
             let o = o.as_ref()?;
@@ -256,11 +264,19 @@ async fn form_inner(
     join_all(epochs)
         .await
         .into_iter()
-        .collect::<Result<(), Error>>()?;
+        .collect::<Result<(), Error>>()
+}
 
-    // Slots: a shard without a serving master gets its even range on the
-    // member placement made master, unless any node, in any view, already
-    // serves part of it (another cluster must never be formed beside it).
+/// Slots: a shard without a serving master gets its even range on the
+/// member placement made master (index, first, last slot), unless any
+/// node, in any view, already serves part of it (another cluster must
+/// never be formed beside it). Pure.
+fn slot_assignments(
+    targets: &[Target],
+    masters: u32,
+    observed: &[Option<Observation>],
+) -> Result<Vec<(usize, u32, u32)>, Error> {
+    let members = members(targets);
     let held: Vec<(u32, u32)> = observed
         .iter()
         .flatten()
@@ -269,8 +285,8 @@ async fn form_inner(
         .collect();
     let mut assign = Vec::new();
     for shard in 0..masters {
-        if shard_master(&members, &observed, shard).is_some()
-            || heir_of_lost_master(targets, &observed, shard).is_some()
+        if shard_master(&members, observed, shard).is_some()
+            || heir_of_lost_master(targets, observed, shard).is_some()
         {
             continue;
         }
@@ -283,11 +299,29 @@ async fn form_inner(
         }
         let placed = targets
             .iter()
-            .find(|t| t.shard == shard && t.placed_role == paddock_inventory::Role::Master);
-        if let Some(t) = placed {
-            assign.push((t, a, b));
+            .position(|t| t.shard == shard && t.placed_role == paddock_inventory::Role::Master);
+        if let Some(i) = placed {
+            assign.push((i, a, b));
         }
     }
+    Ok(assign)
+}
+
+async fn form_inner(
+    fleet: &Fleet,
+    targets: &[Target],
+    masters: u32,
+    deadline: Instant,
+    progress: &Progress,
+) -> Result<Option<Duration>, Error> {
+    let members = members(targets);
+    let observed = observe_all(fleet, targets).await;
+    preflight(targets, &observed)?;
+    set_epochs(fleet, targets, &observed).await?;
+    let assign: Vec<(&Target, u32, u32)> = slot_assignments(targets, masters, &observed)?
+        .into_iter()
+        .map(|(i, a, b)| (&targets[i], a, b))
+        .collect();
     let first_step = Instant::now();
     if !assign.is_empty() {
         progress.step(format!("assigning slots to {} master(s)", assign.len()));
@@ -322,150 +356,19 @@ async fn form_inner(
             return Ok(introduced.then(|| first_step.elapsed()));
         }
         agents_still_answer(fleet, targets, &observed).await?;
-        if Instant::now() >= deadline {
+        if past(deadline) {
             return Err(not_converged(targets, &problems, &last_error));
         }
-        let due = |key: &(usize, String), last: &HashMap<(usize, String), Instant>| {
-            last.get(key).is_none_or(|t| t.elapsed() >= RETRY_EVERY)
-        };
-        let ids: Vec<Option<String>> = observed
-            .iter()
-            .map(|o| {
-                o.as_ref()
-                    .and_then(Observation::myself)
-                    .map(|m| m.id.clone())
-            })
-            .collect();
-
-        let all_answered = ids.iter().all(Option::is_some);
-        // MEET, by identity: a peer counts as known only under the id it has
-        // now, so a node that came back with a new id is introduced again.
-        let mut steps: Vec<(usize, Vec<String>)> = Vec::new();
-        let mut meets = 0;
-        let mut forgets = 0;
-        for i in 0..targets.len() {
-            let Some(o) = &observed[i] else { continue };
-            for j in (i + 1)..targets.len() {
-                let Some(peer_id) = &ids[j] else { continue };
-                let knows = |a: &Observation, id: &str| a.nodes.iter().any(|n| n.id == id);
-                let back = observed[j]
-                    .as_ref()
-                    .is_some_and(|p| ids[i].as_ref().is_some_and(|id| knows(p, id)));
-                let handshaking = o
-                    .find(targets[j].ip, targets[j].port)
-                    .is_some_and(|n| n.has_flag("handshake"));
-                let key = (i, format!("meet {j}"));
-                if !knows(o, peer_id) && !back && !handshaking && due(&key, &last_try) {
-                    last_try.insert(key, Instant::now());
-                    steps.push((
-                        i,
-                        vec![
-                            "CLUSTER".into(),
-                            "MEET".into(),
-                            targets[j].ip.to_string(),
-                            targets[j].port.to_string(),
-                        ],
-                    ));
-                    meets += 1;
-                }
-            }
-            // FORGET identities no target has any more (a replaced node's old
-            // id), once they have lost their address or are failed, and no
-            // longer matter: a master still serving slots or still followed
-            // by a replica must stay known until its replica took over, or
-            // the other masters could not vote for that replica.
-            let followed: Vec<&str> = observed
-                .iter()
-                .flatten()
-                .filter_map(|p| p.myself()?.master_id.as_deref())
-                .collect();
-            for n in &o.nodes {
-                // Only when every target answered: a node whose agent is
-                // unreachable right now still has its id, and forgetting
-                // it would ban it from the cluster for 60 s.
-                let gone = all_answered
-                    && !ids.iter().flatten().any(|id| *id == n.id)
-                    && n.slot_count() == 0
-                    && !followed.contains(&n.id.as_str());
-                let stale = n.has_flag("noaddr")
-                    || n.has_flag("fail")
-                    || members.iter().any(|m| n.addr_is(m.ip, m.port));
-                let key = (i, format!("forget {}", n.id));
-                if gone
-                    && stale
-                    && !n.is_myself()
-                    && !n.has_flag("handshake")
-                    && due(&key, &last_try)
-                {
-                    last_try.insert(key, Instant::now());
-                    steps.push((i, vec!["CLUSTER".into(), "FORGET".into(), n.id.clone()]));
-                    forgets += 1;
-                }
-            }
-        }
-        if meets > 0 {
-            introduced = true;
-            progress.step(format!("introducing nodes ({meets} CLUSTER MEET)"));
-        }
-        if forgets > 0 && announced.insert("forget") {
-            progress.step("forgetting node identities no host has any more (CLUSTER FORGET)");
-        }
-
-        // A shard whose master is gone for good (replaced machine, lost
-        // data): its replica takes over, with the majority's agreement.
-        for shard in 0..masters {
-            if shard_master(&members, &observed, shard).is_some() {
-                continue;
-            }
-            if let Some(i) = heir_of_lost_master(targets, &observed, shard) {
-                let key = (i, "failover".to_owned());
-                if last_try
-                    .get(&key)
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(2))
-                {
-                    last_try.insert(key, Instant::now());
-                    progress.step(format!(
-                        "shard {shard}: its master is gone; promoting {} (CLUSTER FAILOVER FORCE)",
-                        targets[i].label()
-                    ));
-                    steps.push((i, vec!["CLUSTER".into(), "FAILOVER".into(), "FORCE".into()]));
-                }
-            }
-        }
-
-        // REPLICATE as soon as the replica itself knows its shard's master
-        // (earlier it answers "ERR Unknown node").
-        for (i, t) in targets.iter().enumerate() {
-            let Some(me) = observed[i].as_ref().and_then(Observation::myself) else {
-                continue;
-            };
-            let Some(master) = shard_master(&members, &observed, t.shard) else {
-                continue;
-            };
-            if me.id == master.id
-                || me.master_id.as_deref() == Some(master.id.as_str())
-                || me.slot_count() > 0
-            {
-                // A second claimant of the shard's slots is an old master
-                // that has not heard of the failover yet: Redis demotes it.
-                continue;
-            }
-            let knows_master = observed[i]
-                .as_ref()
-                .and_then(|o| o.nodes.iter().find(|n| n.id == master.id))
-                .is_some_and(|n| n.is_settled());
-            let key = (i, format!("replicate {}", master.id));
-            if knows_master && due(&key, &last_try) {
-                last_try.insert(key, Instant::now());
-                steps.push((
-                    i,
-                    vec!["CLUSTER".into(), "REPLICATE".into(), master.id.clone()],
-                ));
-                if announced.insert("replicate") {
-                    progress.step("attaching replicas (CLUSTER REPLICATE)");
-                }
-            }
-        }
+        let (steps, introducing) = paced(
+            crate::engine::formation::formation_steps(targets, masters, &observed, |s| {
+                heir_of_lost_master(targets, &observed, s)
+            }),
+            &mut last_try,
+            targets,
+            &mut announced,
+            progress,
+        );
+        introduced |= introducing;
 
         let calls = group(steps).into_iter().map(|(i, commands)| async move {
             let refs: Vec<Vec<&str>> = commands
@@ -489,10 +392,59 @@ async fn form_inner(
     }
 }
 
+/// The steps due now (a step is repeated at most every
+/// [`FormStep::retry_every`]), as commands per node, with their progress
+/// lines; true when a MEET is among them.
+fn paced(
+    due: Vec<FormStep>,
+    last_try: &mut HashMap<(usize, String), Instant>,
+    targets: &[Target],
+    announced: &mut HashSet<&'static str>,
+    progress: &Progress,
+) -> (Vec<(usize, Vec<String>)>, bool) {
+    let mut steps = Vec::new();
+    let (mut meets, mut forgets) = (0, 0);
+    let mut later = Vec::new();
+    for s in due {
+        let key = s.key();
+        if last_try
+            .get(&key)
+            .is_some_and(|t| t.elapsed() < s.retry_every(RETRY_EVERY))
+        {
+            continue;
+        }
+        last_try.insert(key, Instant::now());
+        match &s {
+            FormStep::Meet { .. } => meets += 1,
+            FormStep::Forget { .. } => forgets += 1,
+            FormStep::Promote { shard, heir } => later.push(format!(
+                "shard {shard}: its master is gone; promoting {} (CLUSTER FAILOVER FORCE)",
+                targets[*heir].label()
+            )),
+            FormStep::Replicate { .. } => {
+                if announced.insert("replicate") {
+                    later.push("attaching replicas (CLUSTER REPLICATE)".to_owned());
+                }
+            }
+        }
+        steps.push((s.node(), s.argv(targets)));
+    }
+    if meets > 0 {
+        progress.step(format!("introducing nodes ({meets} CLUSTER MEET)"));
+    }
+    if forgets > 0 && announced.insert("forget") {
+        progress.step("forgetting node identities no host has any more (CLUSTER FORGET)");
+    }
+    for line in later {
+        progress.step(line);
+    }
+    (steps, meets > 0)
+}
+
 /// A member of `shard` that replicates a master no target is any more (its
 /// machine was replaced or its data lost): the one to promote so the shard
 /// keeps its data.
-fn heir_of_lost_master(
+pub fn heir_of_lost_master(
     targets: &[Target],
     observed: &[Option<Observation>],
     shard: u32,
@@ -677,5 +629,32 @@ mod tests {
             grouped,
             vec![(0, vec![s("A 1"), s("A 2")]), (1, vec![s("B 1")])]
         );
+    }
+
+    /// The wait for a healthy cluster ends with NotConverged at its
+    /// deadline, on tokio's clock: 60 s pass in paused time, not on the wall.
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_healthy_cluster_ends_at_the_deadline() {
+        let text = "[deployment]\nname = \"t\"\ntopology = \"cluster\"\n\
+             [[hosts]]\nname = \"a\"\naddress = \"127.0.112.1\"\n[[hosts]]\nname = \"b\"\naddress = \"127.0.112.2\"\n\
+             [[hosts]]\nname = \"c\"\naddress = \"127.0.112.3\"\n";
+        let inventory = paddock_inventory::parse("t.toml", text).unwrap();
+        let d = crate::fleet::Deployment {
+            inventory_path: "t.toml".into(),
+            placement: paddock_inventory::place(&inventory),
+            inventory,
+            password_path: "pw".into(),
+            password: Some("0123456789abcdef0123456789abcdef".into()),
+            user_passwords: Vec::new(),
+            transport: crate::client::Transport::Plaintext,
+        };
+        // Nothing listens there: no node ever answers.
+        let fleet = Fleet::connect(&d).await;
+        let targets = d.targets();
+        let started = tokio::time::Instant::now();
+        let r = wait_healthy(&fleet, &targets, Instant::now() + Duration::from_secs(60)).await;
+        assert!(matches!(r, Err(Error::NotConverged(_))), "{r:?}");
+        assert!(started.elapsed() >= Duration::from_secs(60));
+        assert!(started.elapsed() < Duration::from_secs(61));
     }
 }

@@ -11,6 +11,7 @@ pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod commands;
+pub mod engine;
 pub mod exit;
 pub mod failover;
 pub mod fleet;

@@ -44,16 +44,32 @@ enum Cmd {
     Plan {
         #[arg(short, long)]
         inventory: PathBuf,
+        /// Print the typed steps as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit 0 when there is nothing to change, 2 when changes are
+        /// pending, 1 on error (as terraform plan does).
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Save the plan to FILE for `paddock apply FILE`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Push configs, start instances and form the topology. Idempotent.
     ///
     /// Example: paddock apply -i inventory.toml
     Apply {
-        #[arg(short, long)]
-        inventory: PathBuf,
+        #[arg(short, long, required_unless_present = "plan_file")]
+        inventory: Option<PathBuf>,
+        /// A plan saved by `paddock plan --out FILE`: apply carries it out,
+        /// or refuses it when what it was planned from changed.
+        plan_file: Option<PathBuf>,
         /// Give up forming the cluster after this many seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Print the steps carried out as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Hosts, instances, roles, slots and links.
     ///
@@ -386,9 +402,27 @@ async fn run(cli: Cli) -> Result<Exit, paddock_controller::Error> {
             out,
         }) => commands::certs_issue(&inventory, &host, out.as_deref()),
         Cmd::Validate { inventory } => commands::validate(&inventory),
-        Cmd::Plan { inventory } => commands::plan(&inventory, &ctx).await,
-        Cmd::Apply { inventory, timeout } => {
-            commands::apply(&inventory, Duration::from_secs(timeout), &ctx).await
+        Cmd::Plan {
+            inventory,
+            json,
+            detailed_exitcode,
+            out,
+        } => commands::plan(&inventory, json, detailed_exitcode, out.as_deref(), &ctx).await,
+        Cmd::Apply {
+            inventory,
+            plan_file,
+            timeout,
+            json,
+        } => {
+            let timeout = Duration::from_secs(timeout);
+            commands::apply(
+                inventory.as_deref(),
+                plan_file.as_deref(),
+                timeout,
+                json,
+                &ctx,
+            )
+            .await
         }
         Cmd::Status { inventory, json } => commands::status(&inventory, json, &ctx).await,
         Cmd::Recover {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use crate::Error;
-use crate::apply::start;
 use crate::client::{InstanceState, Peer, Reply};
+use crate::fleet::start_instance as start;
 use crate::fleet::{Fleet, Target};
 use crate::problem::SentinelProblem;
 use crate::progress::Progress;

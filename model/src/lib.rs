@@ -19,8 +19,8 @@ pub use spec::{
     is_host_address, valid_acl_rule, valid_name,
 };
 pub use status::{
-    Facts, InstanceState, InstanceStatus, MAX_PIPELINE, PutInstance, PutOutcome, RedisCommand,
-    Reply, StateEvent,
+    Facts, InstanceState, InstanceStatus, KeyChange, MAX_PIPELINE, PutInstance, PutOutcome,
+    RedisCommand, Reply, StateEvent,
 };
 
 /// A value that is not a valid model value: which field, and why.

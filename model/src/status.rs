@@ -103,11 +103,27 @@ pub struct PutInstance {
 }
 
 /// What storing a spec did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PutOutcome {
     pub changed: bool,
     /// The instance is running with a config older than the one just written.
     pub restart_needed: bool,
+    /// What the config changes from the one the process runs (or, not
+    /// running, the one stored), key by key; secrets masked.
+    pub changes: Vec<KeyChange>,
+}
+
+/// One changed config setting, as the agent reports it. Secrets are masked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct KeyChange {
+    /// The directive: `maxmemory`, `user app`, `sentinel quorum`...
+    pub key: String,
+    /// Empty when the setting is new.
+    pub old: String,
+    /// Empty when the setting is gone.
+    pub new: String,
+    /// Redis takes it at runtime (CONFIG SET, ACL SETUSER, SENTINEL SET).
+    pub live: bool,
 }
 
 /// Commands in one RedisCommand: bounds what one request can make the

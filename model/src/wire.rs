@@ -12,9 +12,9 @@ use std::time::Duration;
 use paddock_proto::v1 as pb;
 
 use crate::{
-    AclUser, Error, Facts, Group, HeldLease, InstanceSpec, InstanceState, InstanceStatus, LeaseId,
-    LeaseRequest, LockReply, MAX_PIPELINE, MaxmemoryPolicy, Members, Mode, Peer, PutInstance,
-    PutOutcome, RedisCommand, Reply, SentinelSpec, StateEvent, Supervision,
+    AclUser, Error, Facts, Group, HeldLease, InstanceSpec, InstanceState, InstanceStatus,
+    KeyChange, LeaseId, LeaseRequest, LockReply, MAX_PIPELINE, MaxmemoryPolicy, Members, Mode,
+    Peer, PutInstance, PutOutcome, RedisCommand, Reply, SentinelSpec, StateEvent, Supervision,
 };
 
 /// Whole milliseconds, saturating at u32::MAX (about 49 days).
@@ -298,6 +298,16 @@ impl From<PutOutcome> for pb::PutInstanceResponse {
         pb::PutInstanceResponse {
             changed: o.changed,
             restart_needed: o.restart_needed,
+            changes: o
+                .changes
+                .into_iter()
+                .map(|c| pb::ConfigChange {
+                    key: c.key,
+                    old: c.old,
+                    new: c.new,
+                    live: c.live,
+                })
+                .collect(),
         }
     }
 }
@@ -307,6 +317,16 @@ impl From<pb::PutInstanceResponse> for PutOutcome {
         PutOutcome {
             changed: o.changed,
             restart_needed: o.restart_needed,
+            changes: o
+                .changes
+                .into_iter()
+                .map(|c| KeyChange {
+                    key: c.key,
+                    old: c.old,
+                    new: c.new,
+                    live: c.live,
+                })
+                .collect(),
         }
     }
 }

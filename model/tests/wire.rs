@@ -211,9 +211,21 @@ proptest! {
     }
 
     #[test]
-    fn put_outcomes_round_trip(changed in any::<bool>(), restart_needed in any::<bool>()) {
-        let o = PutOutcome { changed, restart_needed };
-        prop_assert_eq!(through_pb::<_, pb::PutInstanceResponse>(o), o);
+    fn put_outcomes_round_trip(
+        changed in any::<bool>(), restart_needed in any::<bool>(),
+        changes in prop::collection::vec((name(), some_text(), some_text(), any::<bool>()), 0..4),
+    ) {
+        let changes = changes
+            .into_iter()
+            .map(|(key, old, new, live)| KeyChange {
+                key,
+                old: old.unwrap_or_default(),
+                new: new.unwrap_or_default(),
+                live,
+            })
+            .collect();
+        let o = PutOutcome { changed, restart_needed, changes };
+        prop_assert_eq!(through_pb::<_, pb::PutInstanceResponse>(o.clone()), o);
     }
 
     #[test]

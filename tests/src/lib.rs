@@ -58,6 +58,87 @@ pub fn paddock(args: &[&str]) -> Output {
     out
 }
 
+/// `paddock apply ARGS` checked against the plan: runs `paddock plan --json`
+/// with the same inventory and `--limit`, then `paddock apply --json ARGS`,
+/// and asserts that the steps apply carried out are the steps plan printed
+/// just before. Returns apply's output with its text summary as stdout,
+/// as `paddock apply` without `--json` prints it.
+///
+/// The rule: apply plans from the same observations, so its first round
+/// must be exactly plan's steps (kinds, targets, handovers, keys), compared
+/// without the free-text lists (the problems the nodes report and the
+/// moves' wording, which may move on between the two observations). Later
+/// rounds are what apply found after executing the first (formation once
+/// nodes run, sentinels and the masters' spread after a restart): plan
+/// could not know them. A plan that refuses must make apply fail having
+/// carried out nothing.
+pub fn apply_agreeing(args: &[&str]) -> Output {
+    agree(args, paddock)
+}
+
+/// [`apply_agreeing`] through any way of running `paddock` (a network
+/// namespace's workstation).
+pub fn agree(args: &[&str], run: impl Fn(&[&str]) -> Output) -> Output {
+    // The flags plan takes too: the inventory and --limit.
+    let mut plan_args = vec!["plan", "--json"];
+    let mut i = 0;
+    while i < args.len() {
+        if matches!(args[i], "-i" | "--inventory" | "--limit") && i + 1 < args.len() {
+            plan_args.extend([args[i], args[i + 1]]);
+            i += 1;
+        }
+        i += 1;
+    }
+    let plan = run(&plan_args);
+    // A plan that cannot observe (no agent answers) has nothing to compare:
+    // apply must then fail too.
+    let plan: Option<serde_json::Value> = plan
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&plan.stdout).expect("plan --json"));
+    let mut apply_args = vec!["apply", "--json"];
+    apply_args.extend_from_slice(args);
+    let mut out = run(&apply_args);
+    if !out.status.success() {
+        return out;
+    }
+    let plan = plan.expect("plan failed where apply succeeded");
+    let refused = plan["refusals"].as_array().is_some_and(|r| !r.is_empty());
+    assert!(!refused, "plan refused but apply succeeded: {plan}");
+    let applied: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("apply --json prints JSON");
+    let planned = steps_compared(&plan["steps"]);
+    let first = steps_compared(&applied["rounds"][0]);
+    assert_eq!(
+        first, planned,
+        "the steps apply carried out first are the steps plan printed just before"
+    );
+    out.stdout = applied["summary"]
+        .as_str()
+        .expect("summary")
+        .as_bytes()
+        .to_vec();
+    out
+}
+
+/// Steps without their free-text lists (see [`apply_agreeing`]).
+fn steps_compared(steps: &serde_json::Value) -> Vec<serde_json::Value> {
+    let Some(steps) = steps.as_array() else {
+        return Vec::new();
+    };
+    steps
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            if let Some(o) = s.as_object_mut() {
+                o.remove("problems");
+                o.remove("moves");
+            }
+            s
+        })
+        .collect()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

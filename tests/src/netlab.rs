@@ -222,6 +222,14 @@ impl NetLab {
         self.paddock(&["apply"])
     }
 
+    /// `paddock apply`, checked against the plan printed just before
+    /// ([`crate::agree`]). For the deterministic applies (a fresh lab):
+    /// after a fault Redis may fail over by itself between the two, and
+    /// a timed apply must not count the plan.
+    pub fn apply_agreeing(&self) -> Output {
+        crate::agree(&[], |args| self.paddock(args))
+    }
+
     /// `paddock status` finds nothing broken within `within`. Masters piled
     /// on one box by a failover (status's `balance`: unhealthy, and apply's
     /// to fix) are allowed: Redis and the agents fail over by themselves,

@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use paddock_tests::{Lab, paddock, stderr, stdout};
+use paddock_tests::{Lab, apply_agreeing, paddock, stderr, stdout};
 use redis::AsyncCommands;
 use redis::cluster::ClusterClientBuilder;
 
@@ -23,7 +23,7 @@ async fn an_application_user_gets_exactly_its_rules() {
         "{}",
         stdout(&plan)
     );
-    let out = paddock(&["apply", "-i", &inventory]);
+    let out = apply_agreeing(&["-i", &inventory]);
     assert!(out.status.success(), "{}", stderr(&out));
     let pw_path = lab.dir().join(".paddock/lab/users/app.password");
     let mode = std::fs::metadata(&pw_path).unwrap().permissions().mode() & 0o777;
@@ -77,5 +77,5 @@ async fn an_application_user_gets_exactly_its_rules() {
         "dangerous commands refused"
     );
 
-    assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
+    assert!(stdout(&apply_agreeing(&["-i", &inventory])).contains("Nothing to do"));
 }

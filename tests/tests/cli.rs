@@ -1,7 +1,7 @@
 //! The controller's commands as an operator runs them: validate, plan, an
 //! apply that cannot converge in time, and the apply that finishes the job.
 
-use paddock_tests::{Lab, connect, paddock, stderr, stdout};
+use paddock_tests::{Lab, apply_agreeing, connect, paddock, stderr, stdout};
 
 fn example(name: &str) -> String {
     format!(
@@ -73,7 +73,7 @@ async fn plan_then_an_interrupted_formation_then_apply_finishes_it() {
     );
 
     // No time to converge: apply gives up naming nodes and the bus port.
-    let out = paddock(&["apply", "-i", &inventory, "--timeout", "0"]);
+    let out = apply_agreeing(&["-i", &inventory, "--timeout", "0"]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("did not converge"), "{err}");
@@ -94,7 +94,7 @@ async fn plan_then_an_interrupted_formation_then_apply_finishes_it() {
     }
 
     // The next apply finishes the formation; the one after has nothing to do.
-    let out = paddock(&["apply", "-i", &inventory]);
+    let out = apply_agreeing(&["-i", &inventory]);
     assert!(out.status.success(), "{}", stderr(&out));
     let status = paddock(&["status", "-i", &inventory, "--json"]);
     assert!(status.status.success());
@@ -109,7 +109,7 @@ async fn plan_then_an_interrupted_formation_then_apply_finishes_it() {
         .collect();
     assert_eq!(roles.iter().filter(|r| **r == "master").count(), 3);
     assert_eq!(roles.iter().filter(|r| **r == "replica").count(), 3);
-    let again = paddock(&["apply", "-i", &inventory]);
+    let again = apply_agreeing(&["-i", &inventory]);
     assert!(stdout(&again).contains("Nothing to do"));
 }
 

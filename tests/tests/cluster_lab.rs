@@ -116,7 +116,7 @@ async fn lab_forms_a_healthy_cluster_that_survives_a_master_kill() {
     let conf = lab.dir().join("box1/data/control/redis-7000/redis.conf");
     let mtime = std::fs::metadata(&conf).unwrap().modified().unwrap();
     let pid_before = pid_of(&lab, 0, "redis-7000");
-    let again = paddock_tests::paddock(&["apply", "-i", &lab.inventory().display().to_string()]);
+    let again = paddock_tests::apply_agreeing(&["-i", &lab.inventory().display().to_string()]);
     assert!(again.status.success());
     assert!(
         stdout(&again).contains("Nothing to do"),

@@ -32,7 +32,7 @@ fn dataless_cluster(ips: &[IpAddr]) -> String {
 
 fn lab(tag: &str, octet: u8) -> Option<NetLab> {
     let lab = NetLab::with_inventory(tag, octet, dataless_cluster)?;
-    let out = lab.apply();
+    let out = lab.apply_agreeing();
     assert!(out.status.success(), "apply: {}", stderr(&out));
     Some(lab)
 }
@@ -295,7 +295,7 @@ fn dataless_replication_master_killed_while_its_replicas_are_frozen() {
     let Some(lab) = NetLab::with_inventory("rfrz", 78, dataless_replication) else {
         return;
     };
-    let out = lab.apply();
+    let out = lab.apply_agreeing();
     assert!(out.status.success(), "apply: {}", stderr(&out));
     let members: Vec<(IpAddr, u16)> = lab.addresses().iter().map(|a| (*a, REDIS_PORT)).collect();
     let (master_ip, password) = (lab.addresses()[0], lab.password());

@@ -2,7 +2,7 @@
 //! acknowledged write is lost, and apply does not fight the new roles
 //! while they keep one master per box.
 
-use paddock_tests::{Lab, connect, paddock, stderr, stdout};
+use paddock_tests::{Lab, apply_agreeing, connect, paddock, stderr, stdout};
 use redis::AsyncCommands;
 use redis::cluster::ClusterClientBuilder;
 
@@ -70,7 +70,7 @@ async fn manual_failover_loses_nothing_and_apply_keeps_the_new_roles() {
         let out = paddock(&["failover", "-i", &inventory, "--to", to]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    let again = paddock(&["apply", "-i", &inventory]);
+    let again = apply_agreeing(&["-i", &inventory]);
     assert!(
         stdout(&again).contains("Nothing to do"),
         "{}",

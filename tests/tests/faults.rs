@@ -30,7 +30,7 @@ const REDIS_DETECTED: Duration = Duration::from_millis(NODE_TIMEOUT_MS as u64 * 
 
 fn lab(tag: &str, octet: u8) -> Option<NetLab> {
     let lab = NetLab::new(tag, octet, NODE_TIMEOUT_MS)?;
-    let out = lab.apply();
+    let out = lab.apply_agreeing();
     assert!(out.status.success(), "apply: {}", stderr(&out));
     Some(lab)
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use paddock_tests::{Lab, paddock, process_is, stderr, stdout};
+use paddock_tests::{Lab, apply_agreeing, paddock, process_is, stderr, stdout};
 
 /// What status must answer within, whatever the agents do. The design
 /// bound is about 3 s (1.2 s dial + 1.5 s per call); twice that leaves room
@@ -172,13 +172,7 @@ fn status_answers_and_sees_through_a_frozen_or_dead_agent() {
     // master hands its slots to its replica on box2 first); the others,
     // out of the limit by choice, are named, and the exit status is 0.
     set_policy(&inventory, "noeviction", "allkeys-random");
-    let apply = paddock(&[
-        "apply",
-        "-i",
-        &inventory.display().to_string(),
-        "--limit",
-        "box1",
-    ]);
+    let apply = apply_agreeing(&["-i", &inventory.display().to_string(), "--limit", "box1"]);
     assert_eq!(apply.status.code(), Some(0), "apply --limit box1");
     let out = stdout(&apply);
     assert!(out.contains("box3: skipped (not in --limit)"), "{out}");
@@ -194,7 +188,7 @@ fn status_answers_and_sees_through_a_frozen_or_dead_agent() {
     // moving one back touches other hosts, so only a whole apply does it.
     let (_, s) = timed_status(&inventory, &[]);
     assert_eq!(s["healthy"], false, "two masters on box2 are reported: {s}");
-    let whole = paddock(&["apply", "-i", &inventory.display().to_string()]);
+    let whole = apply_agreeing(&["-i", &inventory.display().to_string()]);
     assert!(whole.status.success(), "apply: {}", stderr(&whole));
     let (_, s) = timed_status(&inventory, &[]);
     assert_eq!(s["healthy"], true, "{s}");
@@ -345,7 +339,7 @@ fn status_answers_and_sees_through_a_frozen_or_dead_agent() {
     // named, and so is a master whose only replica is behind box2's agent
     // (it cannot hand its slots over, so it is not restarted).
     set_policy(&inventory, "allkeys-random", "allkeys-lru");
-    let apply = paddock(&["apply", "-i", &inventory.display().to_string()]);
+    let apply = apply_agreeing(&["-i", &inventory.display().to_string()]);
     // Exit 3 (an agent unreachable; 4 is "locked"): done where it could be.
     assert_eq!(apply.status.code(), Some(3), "apply without box2");
     let out = stdout(&apply);

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use paddock_proto::v1::{LockRequest, agent_client::AgentClient};
-use paddock_tests::{Lab, paddock, stderr, stdout};
+use paddock_tests::{Lab, apply_agreeing, paddock, stderr, stdout};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// A process in a PID namespace of its own; killed on drop.
@@ -117,7 +117,7 @@ async fn a_lease_from_another_pid_namespace_is_not_taken() {
     for c in &mut clients {
         assert!(c.lock(theirs.clone()).await.unwrap().into_inner().granted);
     }
-    let out = paddock(&["apply", "-i", &inventory]);
+    let out = apply_agreeing(&["-i", &inventory]);
     assert!(!out.status.success(), "apply must wait for the live lease");
     assert_eq!(out.status.code(), Some(4), "locked: {}", stderr(&out));
     assert!(
@@ -140,7 +140,7 @@ async fn a_lease_from_another_pid_namespace_is_not_taken() {
             stdout(&out)
         );
     }
-    let out = paddock(&["apply", "-i", &inventory]);
+    let out = apply_agreeing(&["-i", &inventory]);
     assert!(stdout(&out).contains("Nothing to do"), "{}", stdout(&out));
 
     // Control: a dead controller of this machine and namespace (no pid
@@ -155,7 +155,7 @@ async fn a_lease_from_another_pid_namespace_is_not_taken() {
     for c in &mut clients {
         assert!(c.lock(dead.clone()).await.unwrap().into_inner().granted);
     }
-    let out = paddock(&["apply", "-i", &inventory]);
+    let out = apply_agreeing(&["-i", &inventory]);
     assert!(stdout(&out).contains("Nothing to do"), "{}", stdout(&out));
     let out = paddock(&["unlock", "-i", &inventory, "--force"]);
     assert!(

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use paddock_tests::{Lab, bin_dir, connect, paddock, process_is, stderr, stdout};
+use paddock_tests::{Lab, apply_agreeing, bin_dir, connect, paddock, process_is, stderr, stdout};
 use redis::AsyncCommands;
 use redis::cluster::ClusterClientBuilder;
 
@@ -235,7 +235,7 @@ async fn prune_removes_what_the_inventory_no_longer_lists() {
 
     // No more replicas in the inventory: the three redis-7001 are orphans.
     edit_inventory(&lab, "replicas_per_master = 1", "replicas_per_master = 0");
-    let out = paddock(&["apply", "-i", &inv]);
+    let out = apply_agreeing(&["-i", &inv]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("box1:redis-7001 (STOPPED)"),
@@ -268,7 +268,7 @@ async fn prune_removes_what_the_inventory_no_longer_lists() {
             .is_file(),
         "data kept without --purge-data"
     );
-    let out = paddock(&["apply", "-i", &inv]);
+    let out = apply_agreeing(&["-i", &inv]);
     assert!(!out.status.success(), "still blocked by the kept one");
     assert!(stderr(&out).contains("box2:redis-7001"));
 
@@ -312,7 +312,7 @@ async fn prune_removes_what_the_inventory_no_longer_lists() {
 
     // Nothing blocks apply any more: the cluster forgets the removed
     // nodes, and a second run has nothing to do.
-    let out = paddock(&["apply", "-i", &inv]);
+    let out = apply_agreeing(&["-i", &inv]);
     assert!(out.status.success(), "{}", stderr(&out));
     let plan = paddock(&["plan", "-i", &inv]);
     assert!(stdout(&plan).contains("No changes"), "{}", stdout(&plan));
@@ -382,7 +382,7 @@ async fn destroy_asks_and_keeps_data_unless_told() {
     assert_eq!(stdout(&plan).matches("create instance").count(), 6);
 
     // The kept data brings the same cluster back with every key.
-    let out = paddock(&["apply", "-i", &inv]);
+    let out = apply_agreeing(&["-i", &inv]);
     assert!(out.status.success(), "{}", stderr(&out));
     all_keys_present(&lab).await;
 
@@ -409,7 +409,7 @@ async fn destroy_asks_and_keeps_data_unless_told() {
         "\n[[hosts]]\nname = \"box1\"",
         "\n[sentinel]\ncount = 3\nport = 26379\n\n[[hosts]]\nname = \"box1\"",
     );
-    let out = paddock(&["apply", "-i", &inv]);
+    let out = apply_agreeing(&["-i", &inv]);
     assert!(out.status.success(), "{}", stderr(&out));
     let master = || {
         (1..=3)
@@ -468,7 +468,7 @@ async fn a_changed_masters_count_is_refused_before_anything_starts() {
         "plan shows the refusal, not what apply will not do: {}",
         stdout(&plan)
     );
-    let out = paddock(&["apply", "-i", &inv]);
+    let out = apply_agreeing(&["-i", &inv]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("serves its slots with 3 master(s), the inventory asks for 4"),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use paddock_tests::{Lab, connect, field, paddock, stderr, wait_until};
+use paddock_tests::{Lab, apply_agreeing, connect, field, paddock, stderr, wait_until};
 use redis::AsyncCommands;
 use redis::cluster::ClusterClientBuilder;
 
@@ -22,7 +22,7 @@ async fn a_dataless_master_that_dies_does_not_wipe_its_replica() {
     );
     std::fs::write(lab.inventory(), text).unwrap();
     let inventory = lab.inventory().display().to_string();
-    let out = paddock(&["apply", "-i", &inventory]);
+    let out = apply_agreeing(&["-i", &inventory]);
     assert!(out.status.success(), "{}", stderr(&out));
     let password = lab.password();
 
@@ -116,7 +116,7 @@ async fn a_dataless_master_that_dies_does_not_wipe_its_replica() {
     let status = paddock(&["status", "-i", &inventory, "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(s["problems"], serde_json::json!([]), "{s}");
-    assert!(paddock(&["apply", "-i", &inventory]).status.success());
+    assert!(apply_agreeing(&["-i", &inventory]).status.success());
     let status = paddock(&["status", "-i", &inventory]);
     assert!(status.status.success(), "status healthy");
 }
@@ -140,7 +140,7 @@ async fn dataless_group_master_dies(octet: u8, topology: &str) {
     );
     std::fs::write(lab.inventory(), text).unwrap();
     let inventory = lab.inventory().display().to_string();
-    let out = paddock(&["apply", "-i", &inventory]);
+    let out = apply_agreeing(&["-i", &inventory]);
     assert!(out.status.success(), "{}", stderr(&out));
     let password = lab.password();
     let follow = if topology == "sentinel" {

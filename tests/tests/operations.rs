@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use paddock_tests::{Lab, connect, field, paddock, process_is, stderr, stdout};
+use paddock_tests::{Lab, apply_agreeing, connect, field, paddock, process_is, stderr, stdout};
 use redis::AsyncCommands;
 use redis::cluster::ClusterClientBuilder;
 
@@ -61,7 +61,7 @@ async fn config_change_password_guard_and_a_replaced_box() {
     let aside = lab.dir().join("password.aside");
     std::fs::rename(&pw_file, &aside).unwrap();
     let before = pids(&lab, 0);
-    let out = paddock(&["apply", "-i", &inventory]);
+    let out = apply_agreeing(&["-i", &inventory]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("password file"), "{}", stderr(&out));
     assert!(!pw_file.exists(), "no new password was made");
@@ -81,7 +81,7 @@ async fn config_change_password_guard_and_a_replaced_box() {
         "{}",
         stdout(&plan)
     );
-    let out = paddock(&["apply", "-i", &inventory]);
+    let out = apply_agreeing(&["-i", &inventory]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("CLUSTER FAILOVER"),
@@ -98,7 +98,7 @@ async fn config_change_password_guard_and_a_replaced_box() {
         assert_eq!(v[1], (96u64 << 20).to_string(), "{ip}:{port}");
     }
     all_keys_present(&lab, &password).await;
-    assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
+    assert!(stdout(&apply_agreeing(&["-i", &inventory])).contains("Nothing to do"));
 
     // box2 loses everything: agent, Redis processes and data directory.
     let state: serde_json::Value =

@@ -127,7 +127,7 @@ fn sentinel_master_cut_off_from_its_replicas_but_not_its_clients() {
     let Some(lab) = NetLab::with_inventory("spart", 75, sentinel_inventory) else {
         return;
     };
-    let out = lab.apply();
+    let out = lab.apply_agreeing();
     assert!(out.status.success(), "apply: {}", stderr(&out));
     lab.net.client_path(0);
     let old = (lab.addresses()[0], REDIS_PORT);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use paddock_tests::{Lab, bin_dir, paddock, stderr, stdout, wait_until};
+use paddock_tests::{Lab, apply_agreeing, bin_dir, paddock, stderr, stdout, wait_until};
 
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -108,7 +108,7 @@ async fn a_missing_configured_redis_server_or_an_old_redis_is_refused_by_name() 
         "{text}\n{}",
         stderr(&plan)
     );
-    let apply = paddock(&["apply", "-i", &inventory]);
+    let apply = apply_agreeing(&["-i", &inventory]);
     assert!(!apply.status.success());
     let err = stderr(&apply);
     assert!(
@@ -138,7 +138,7 @@ async fn a_missing_configured_redis_server_or_an_old_redis_is_refused_by_name() 
         "host box3: redis-server 6.0.16 ({old}) is too old: Paddock needs Redis 7.0 or later"
     );
     assert!(text.contains(&want), "{text}\n{}", stderr(&plan));
-    let apply = paddock(&["apply", "-i", &inventory]);
+    let apply = apply_agreeing(&["-i", &inventory]);
     assert!(!apply.status.success());
     assert!(stderr(&apply).contains(&want), "{}", stderr(&apply));
     let mut agent = agent;

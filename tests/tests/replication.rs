@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use paddock_tests::ha::{Follow, Follower, kill9, missing, write_through};
-use paddock_tests::{Lab, connect, field, paddock, stderr, stdout, wait_until};
+use paddock_tests::{Lab, apply_agreeing, connect, field, paddock, stderr, stdout, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replication_lab_serves_reads_everywhere_and_fails_over_on_a_master_kill() {
@@ -55,7 +55,7 @@ async fn replication_lab_serves_reads_everywhere_and_fails_over_on_a_master_kill
             "replicas are read-only: {denied}"
         );
     }
-    assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
+    assert!(stdout(&apply_agreeing(&["-i", &inventory])).contains("Nothing to do"));
 
     // The master's process dies: its agent promotes the most up-to-date
     // replica and re-points the other before starting it again as a replica
@@ -123,7 +123,7 @@ async fn replication_lab_serves_reads_everywhere_and_fails_over_on_a_master_kill
         linked,
         "the old master and the other replica follow the new master"
     );
-    assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
+    assert!(stdout(&apply_agreeing(&["-i", &inventory])).contains("Nothing to do"));
 
     // An operator promotes box2 by hand: apply keeps the new master.
     let mut r2 = connect(b, 7000, &password).await.unwrap();
@@ -151,7 +151,7 @@ async fn replication_lab_serves_reads_everywhere_and_fails_over_on_a_master_kill
     )
     .await;
     assert!(settled, "the hand-made topology is healthy");
-    let again = paddock(&["apply", "-i", &inventory]);
+    let again = apply_agreeing(&["-i", &inventory]);
     assert!(
         stdout(&again).contains("Nothing to do"),
         "{}",
@@ -194,7 +194,7 @@ async fn replication_lab_serves_reads_everywhere_and_fails_over_on_a_master_kill
             .unwrap();
         assert_eq!(v, Some(i), "f:{i} on the new master");
     }
-    assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
+    assert!(stdout(&apply_agreeing(&["-i", &inventory])).contains("Nothing to do"));
 
     // A config change restarts every member; the master first hands its
     // role over the way `paddock failover` does, so nothing is lost.
@@ -204,7 +204,7 @@ async fn replication_lab_serves_reads_everywhere_and_fails_over_on_a_master_kill
         text.replace("maxmemory = \"128mb\"", "maxmemory = \"96mb\""),
     )
     .unwrap();
-    let changed = paddock(&["apply", "-i", &inventory]);
+    let changed = apply_agreeing(&["-i", &inventory]);
     assert!(changed.status.success(), "{}", stderr(&changed));
     assert!(
         stderr(&changed).contains("takes over from box3:redis-7000"),
@@ -228,7 +228,7 @@ async fn replication_lab_serves_reads_everywhere_and_fails_over_on_a_master_kill
     let conf =
         std::fs::read_to_string(lab.dir().join("box3/data/control/redis-7000/redis.conf")).unwrap();
     assert!(conf.contains("maxmemory 100663296"), "{conf}");
-    assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
+    assert!(stdout(&apply_agreeing(&["-i", &inventory])).contains("Nothing to do"));
 }
 
 /// `replicas_per_master = 0`: a lone master is the whole deployment. apply
@@ -248,7 +248,7 @@ async fn a_lone_master_without_replicas_is_a_healthy_replication() {
     .unwrap();
     let inventory = lab.inventory().display().to_string();
 
-    let out = paddock(&["apply", "-i", &inventory, "--timeout", "20"]);
+    let out = apply_agreeing(&["-i", &inventory, "--timeout", "20"]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
 
     let password = lab.password();
@@ -273,7 +273,7 @@ async fn a_lone_master_without_replicas_is_a_healthy_replication() {
         stdout(&status),
         stderr(&status)
     );
-    let again = paddock(&["apply", "-i", &inventory]);
+    let again = apply_agreeing(&["-i", &inventory]);
     assert!(
         stdout(&again).contains("Nothing to do"),
         "{}",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use paddock_tests::{Lab, connect, field, paddock, stderr, stdout};
+use paddock_tests::{Lab, apply_agreeing, connect, field, paddock, stderr, stdout};
 
 async fn sync_full_total(lab: &Lab, password: &str) -> i64 {
     let mut total = 0;
@@ -112,7 +112,7 @@ async fn rotating_the_password_fails_no_request_and_breaks_no_link() {
             "old password still on {ip}:{port}"
         );
     }
-    let again = paddock(&["apply", "-i", &inventory]);
+    let again = apply_agreeing(&["-i", &inventory]);
     assert!(
         stdout(&again).contains("Nothing to do"),
         "no restart pending: {}",
@@ -294,7 +294,7 @@ async fn rotating_the_password_keeps_the_sentinels_able_to_fail_over() {
         "{}",
         stdout(&plan)
     );
-    let apply = paddock(&["apply", "-i", &inventory]);
+    let apply = apply_agreeing(&["-i", &inventory]);
     assert!(
         apply.status.success(),
         "apply repairs them: {}",

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use paddock_tests::ha::{Follow, Follower, kill9, missing, write_through};
-use paddock_tests::{Lab, connect, field, paddock, stderr, stdout, wait_until};
+use paddock_tests::{Lab, apply_agreeing, connect, field, paddock, stderr, stdout, wait_until};
 
 fn pid_of(lab: &Lab, box_index: usize) -> u32 {
     std::fs::read_to_string(lab.pidfile(box_index, "redis-7000"))
@@ -80,7 +80,7 @@ async fn sentinel_lab_fails_over_on_a_master_kill_and_loses_no_acknowledged_writ
             .unwrap();
         assert_eq!(v, Some(1), "read on the replica {ip}");
     }
-    assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
+    assert!(stdout(&apply_agreeing(&["-i", &inventory])).contains("Nothing to do"));
 
     // SIGKILL of the master's process: its agent has the sentinels fail over
     // at once; the Sentinel-following client writes again, and the old
@@ -137,7 +137,7 @@ async fn sentinel_lab_fails_over_on_a_master_kill_and_loses_no_acknowledged_writ
     );
     assert_eq!(box1[1]["role"], "sentinel");
     // apply does not fight the new roles.
-    let again = paddock(&["apply", "-i", &inventory]);
+    let again = apply_agreeing(&["-i", &inventory]);
     assert!(
         stdout(&again).contains("Nothing to do"),
         "{}",
@@ -170,7 +170,7 @@ async fn sentinel_lab_fails_over_on_a_master_kill_and_loses_no_acknowledged_writ
     let settled = wait_until(
         Duration::from_secs(20),
         Duration::from_millis(100),
-        || async { stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do") },
+        || async { stdout(&apply_agreeing(&["-i", &inventory])).contains("Nothing to do") },
     )
     .await;
     assert!(settled, "apply converges to nothing to do");
@@ -194,7 +194,7 @@ async fn sentinel_lab_fails_over_on_a_master_kill_and_loses_no_acknowledged_writ
         text.replace("port = 26379\n", "port = 26379\ndown_after_ms = 4000\n"),
     )
     .unwrap();
-    let changed = paddock(&["apply", "-i", &inventory]);
+    let changed = apply_agreeing(&["-i", &inventory]);
     assert!(changed.status.success(), "{}", stderr(&changed));
     assert!(
         stderr(&changed).contains("SENTINEL SET"),
@@ -216,5 +216,5 @@ async fn sentinel_lab_fails_over_on_a_master_kill_and_loses_no_acknowledged_writ
             .unwrap();
         assert_eq!(view[at + 1], "4000", "{ip}:{port}");
     }
-    assert!(stdout(&paddock(&["apply", "-i", &inventory])).contains("Nothing to do"));
+    assert!(stdout(&apply_agreeing(&["-i", &inventory])).contains("Nothing to do"));
 }

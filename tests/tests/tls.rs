@@ -156,7 +156,7 @@ async fn a_second_controller_is_told_who_holds_the_deployment() {
     for c in &mut clients {
         assert!(c.lock(request(60_000)).await.unwrap().into_inner().granted);
     }
-    let out = paddock_tests::paddock(&["apply", "-i", &inventory]);
+    let out = paddock_tests::apply_agreeing(&["-i", &inventory]);
     assert!(!out.status.success());
     let err = paddock_tests::stderr(&out);
     assert!(
@@ -166,6 +166,6 @@ async fn a_second_controller_is_told_who_holds_the_deployment() {
     for c in &mut clients {
         c.unlock(request(0)).await.unwrap();
     }
-    let out = paddock_tests::paddock(&["apply", "-i", &inventory]);
+    let out = paddock_tests::apply_agreeing(&["-i", &inventory]);
     assert!(stdout(&out).contains("Nothing to do"), "{}", stdout(&out));
 }

@@ -545,10 +545,17 @@ impl Supervisor {
         let restart_needed = current.is_some_and(|i| {
             i.machine.state.has_process() && i.running_config.as_deref() != Some(config.as_str())
         });
+        let base = match current {
+            Some(i) if i.machine.state.has_process() => i.running_config.clone(),
+            Some(_) => stored.clone(),
+            None => None,
+        };
+        let changes = crate::diff::config_changes(base.as_deref().unwrap_or_default(), &config);
         if dry_run || !changed {
             return Ok(PutOutcome {
                 changed,
                 restart_needed,
+                changes,
             });
         }
         let owner = resolve_run_as(&self.config.user)
@@ -564,6 +571,7 @@ impl Supervisor {
         Ok(PutOutcome {
             changed,
             restart_needed,
+            changes,
         })
     }
 

@@ -1,0 +1,13 @@
+//! The engine: observe what the agents run, plan (a pure function from
+//! those observations to typed steps), execute exactly those steps. The
+//! commands (`apply`, `plan`) sit above it.
+
+pub mod execute;
+pub mod formation;
+pub mod observe;
+pub mod plan;
+pub mod rolling;
+pub mod step;
+
+#[cfg(test)]
+mod tests;

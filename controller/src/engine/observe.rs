@@ -1,0 +1,344 @@
+//! Observing what the agents run: the typed observations the planner
+//! decides from.
+
+use std::fmt;
+
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::client::{InstanceState, InstanceStatus, PutOutcome, Reply};
+use crate::cluster::{Observation, parse_nodes};
+use crate::fleet::{Fleet, Target};
+use crate::plan::parse_replication;
+
+/// What one target looks like right now.
+#[derive(Debug, Clone)]
+pub struct TargetState {
+    pub status: Option<InstanceStatus>,
+    /// What sending the spec would do (a dry run: nothing is written).
+    pub put: PutOutcome,
+    pub cluster: Option<Observation>,
+    /// The live cluster-node-timeout, when it differs from the spec (left
+    /// short by an interrupted formation).
+    pub node_timeout_drift: Option<u32>,
+}
+
+/// What the agents report, against the inventory.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub targets: Vec<TargetState>,
+    /// The sentinels' states, in [`Deployment::sentinels`] order.
+    pub sentinels: Vec<TargetState>,
+    /// What keeps the sentinels from guarding the replication's master.
+    pub sentinel_problems: Vec<crate::problem::SentinelProblem>,
+    /// Instances of this deployment the agents run that the inventory no
+    /// longer lists ("host:instance").
+    pub orphans: Vec<String>,
+    /// Per host: whether this run acts on it (in `--limit` and its agent
+    /// answered). Instances of other hosts are observed, not planned for.
+    pub acting: Vec<bool>,
+    /// The hosts not acted on, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+impl Observed {
+    /// Everything decisions are made from, as text: what a saved plan's
+    /// staleness is judged by (a pid or a restart count is not).
+    pub fn decisive(&self) -> String {
+        let state = |s: &TargetState| {
+            format!(
+                "{:?} {:?} {:?} {:?}",
+                s.status
+                    .as_ref()
+                    .map(|st| (&st.name, &st.deployment, st.port, st.state)),
+                s.put,
+                s.cluster,
+                s.node_timeout_drift
+            )
+        };
+        let mut out: Vec<String> = self
+            .targets
+            .iter()
+            .chain(&self.sentinels)
+            .map(state)
+            .collect();
+        out.push(format!(
+            "{:?} {:?} {:?} {:?}",
+            self.sentinel_problems, self.orphans, self.acting, self.skipped
+        ));
+        out.join("\n")
+    }
+}
+
+/// A host a command leaves alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub host: String,
+    pub reason: SkipReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SkipReason {
+    NotInLimit,
+    /// The agent's dial error.
+    Unreachable(String),
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reason {
+            SkipReason::NotInLimit => write!(f, "{}: skipped (not in --limit)", self.host),
+            SkipReason::Unreachable(e) => {
+                write!(f, "{}: skipped (agent unreachable: {e})", self.host)
+            }
+        }
+    }
+}
+
+/// Pure: the hosts acted on (in the limit and reachable) and the others
+/// with their reason.
+pub fn scope(
+    host_names: &[String],
+    in_limit: &[bool],
+    dial_errors: &[Option<String>],
+) -> (Vec<bool>, Vec<Skipped>) {
+    let mut skipped = Vec::new();
+    let acting = host_names
+        .iter()
+        .zip(in_limit.iter().zip(dial_errors))
+        .map(|(host, (&picked, error))| {
+            let reason = match (picked, error) {
+                (false, _) => SkipReason::NotInLimit,
+                (true, Some(e)) => SkipReason::Unreachable(e.clone()),
+                (true, None) => return true,
+            };
+            skipped.push(Skipped {
+                host: host.clone(),
+                reason,
+            });
+            false
+        })
+        .collect();
+    (acting, skipped)
+}
+
+/// Asks the agents of the hosts in `in_limit`, in parallel, for their
+/// instances and what the specs would change, and every running node's
+/// view of the cluster (the view of a node whose agent is unreachable is
+/// pieced together from the others').
+pub async fn observe(
+    fleet: &Fleet,
+    targets: &[Target],
+    sentinels: &[Target],
+    deployment: &str,
+    host_names: &[String],
+    in_limit: &[bool],
+) -> Result<Observed, Error> {
+    let dial_errors: Vec<Option<String>> = (0..host_names.len())
+        .map(|h| fleet.agent_error(h).map(str::to_owned))
+        .collect();
+    let (acting, skipped) = scope(host_names, in_limit, &dial_errors);
+    let all: Vec<&Target> = targets.iter().chain(sentinels).collect();
+    let hosts: Vec<usize> = {
+        let mut h: Vec<usize> = all.iter().map(|t| t.host).filter(|&h| acting[h]).collect();
+        h.sort_unstable();
+        h.dedup();
+        h
+    };
+    let acting = &acting;
+    let read = |h: usize| {
+        fleet
+            .agent(h)
+            .map(|a| a.with_deadline(crate::client::READ_TIMEOUT))
+    };
+    let lists = join_all(hosts.iter().map(|&h| async move {
+        let list = read(h)?.list().await?;
+        Ok::<_, Error>((h, list))
+    }));
+    let puts = join_all(all.iter().map(|t| async move {
+        if !acting[t.host] {
+            return Ok(PutOutcome::default());
+        }
+        read(t.host)?.put_instance(&t.spec, true).await
+    }));
+    let clusters = join_all(targets.iter().map(|t| observe_node(fleet, t)));
+    let master_name = sentinels
+        .first()
+        .and_then(|s| s.spec.sentinel.as_ref())
+        .map(|s| s.master_name.clone())
+        .unwrap_or_default();
+    let views = crate::sentinel::views(fleet, sentinels, &master_name);
+    let peer_lists = crate::sentinel::peer_lists(fleet, sentinels, &master_name);
+    let (lists, puts, clusters, views, peer_lists) =
+        futures::join!(lists, puts, clusters, views, peer_lists);
+    // A sentinel behind an unreachable agent that the other sentinels see
+    // up is not something to repair (nor could it be).
+    let vouched: Vec<bool> = (0..sentinels.len())
+        .map(|i| {
+            matches!(views[i], crate::sentinel::Seen::Unseen)
+                && !fleet.reachable(sentinels[i].host)
+                && crate::sentinel::vouched(sentinels, &peer_lists, i)
+        })
+        .collect();
+    let lists = lists.into_iter().collect::<Result<Vec<_>, Error>>()?;
+    let orphans = lists
+        .iter()
+        .flat_map(|(h, list)| {
+            list.iter()
+                .filter(|s| s.deployment == deployment)
+                .filter(|s| !all.iter().any(|t| t.host == *h && t.instance == s.name))
+                .map(|s| format!("{}:{} ({})", host_names[*h], s.name, s.state.as_str()))
+        })
+        .collect();
+    let mut out = Vec::with_capacity(all.len());
+    let own: Vec<Option<Observation>> = clusters
+        .iter()
+        .map(|c| c.as_ref().map(|(o, _)| o.clone()))
+        .collect();
+    let judged = fleet.with_hearsay(targets, own);
+    let clusters = clusters
+        .into_iter()
+        .zip(judged)
+        .map(|(c, j)| Some(c.or(j.map(|o| (o, None)))))
+        .chain(sentinels.iter().map(|_| None));
+    for ((t, put), cluster) in all.iter().zip(puts).zip(clusters) {
+        let status = lists
+            .iter()
+            .find(|(h, _)| *h == t.host)
+            .and_then(|(_, l)| l.iter().find(|s| s.name == t.instance))
+            .cloned();
+        // A host not acted on has no list: take its nodes as they answer.
+        let running = !acting[t.host]
+            || status
+                .as_ref()
+                .is_some_and(|s| s.state == InstanceState::Running);
+        let (cluster, drift) = match cluster.flatten() {
+            Some((obs, timeout)) if running => (
+                Some(obs),
+                timeout.filter(|&v| v != t.spec.cluster_node_timeout_ms()),
+            ),
+            _ => (None, None),
+        };
+        out.push(TargetState {
+            status,
+            put: put?,
+            cluster,
+            node_timeout_drift: drift,
+        });
+    }
+    let sentinel_states = out.split_off(targets.len());
+    let observed: Vec<Option<Observation>> = out.iter().map(|s| s.cluster.clone()).collect();
+    let master = crate::fleet::followed_master(targets, &observed);
+    let sentinel_problems = if sentinels.is_empty() {
+        Vec::new()
+    } else {
+        crate::sentinel::problems_except(
+            sentinels,
+            &views,
+            master,
+            targets.len().saturating_sub(1) as u32,
+            &vouched,
+        )
+    };
+    Ok(Observed {
+        targets: out,
+        sentinels: sentinel_states,
+        sentinel_problems,
+        orphans,
+        acting: acting.clone(),
+        skipped,
+    })
+}
+
+/// One node's view: for a cluster, CLUSTER NODES, CLUSTER INFO and the live
+/// node timeout; for both modes, INFO replication. None when it does not
+/// answer.
+pub async fn observe_node(fleet: &Fleet, t: &Target) -> Option<(Observation, Option<u32>)> {
+    if t.spec.mode == crate::client::RedisMode::Standalone {
+        let replies = fleet.read(t, &[&["INFO", "replication"]]).await.ok()?;
+        let repl = parse_replication(&replies.first()?.text()?);
+        return Some((
+            Observation {
+                nodes: Vec::new(),
+                state_ok: true,
+                link_up: repl.link_up,
+                role_master: repl.role_master,
+                master_addr: repl.master_addr,
+                replicas_online: repl.replicas_online,
+            },
+            None,
+        ));
+    }
+    let replies = fleet
+        .read(
+            t,
+            &[
+                &["CLUSTER", "NODES"],
+                &["CLUSTER", "INFO"],
+                &["CONFIG", "GET", "cluster-node-timeout"],
+                &["INFO", "replication"],
+            ],
+        )
+        .await
+        .ok()?;
+    let nodes = parse_nodes(&replies.first()?.text()?);
+    let state_ok = replies
+        .get(1)
+        .and_then(Reply::text)
+        .is_some_and(|info| info.lines().any(|l| l.trim() == "cluster_state:ok"));
+    let timeout = match replies.get(2) {
+        Some(Reply::Array(kv)) => kv.get(1).and_then(Reply::text).and_then(|v| v.parse().ok()),
+        _ => None,
+    };
+    let repl = parse_replication(&replies.get(3).and_then(Reply::text).unwrap_or_default());
+    Some((
+        Observation {
+            nodes,
+            state_ok,
+            link_up: repl.link_up,
+            role_master: repl.role_master,
+            master_addr: repl.master_addr,
+            replicas_online: repl.replicas_online,
+        },
+        timeout,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_acts_on_limited_reachable_hosts_and_names_the_others() {
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let down = Some("refused".to_owned());
+        // (in limit, dial errors, acting, skipped as printed)
+        let table = [
+            (
+                [true, true, true],
+                [None, None, None],
+                [true, true, true],
+                vec![],
+            ),
+            (
+                [true, true, true],
+                [None, down.clone(), None],
+                [true, false, true],
+                vec!["b: skipped (agent unreachable: refused)"],
+            ),
+            (
+                [true, false, false],
+                [None, None, down.clone()],
+                [true, false, false],
+                vec!["b: skipped (not in --limit)", "c: skipped (not in --limit)"],
+            ),
+        ];
+        for (limit, errors, acting, skipped) in table {
+            let (a, s) = scope(&names, &limit, &errors);
+            assert_eq!(a, acting);
+            let s: Vec<String> = s.iter().map(ToString::to_string).collect();
+            assert_eq!(s, skipped);
+        }
+    }
+}
