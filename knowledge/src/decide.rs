@@ -1,0 +1,302 @@
+//! The high-availability decisions, as pure functions over typed
+//! observations. IO is the callers' (see [`crate::procedure`]).
+
+use std::time::Duration;
+
+use crate::info::{InfoRole, Replication};
+use crate::Addr;
+
+/// The most up-to-date candidate: the highest replication offset among
+/// those whose offset is known (the last one on a tie).
+pub fn heir_by_offset<K: Copy>(candidates: &[(K, Option<i64>)]) -> Option<K> {
+    candidates
+        .iter()
+        .filter_map(|(k, o)| o.map(|o| (*k, o)))
+        .max_by_key(|(_, o)| *o)
+        .map(|(k, _)| k)
+}
+
+// ---- The replication group's rejoin decision -------------------------
+
+/// What a member of a replication group said about its role. `A` is the
+/// caller's address type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerRole<A = Addr> {
+    Master {
+        /// It has served replicas since it started (or is serving them).
+        formed: bool,
+        offset: i64,
+    },
+    Replica {
+        master: Option<A>,
+        offset: i64,
+    },
+}
+
+impl PeerRole<Addr> {
+    /// From INFO replication; None when it names no role.
+    pub fn from_info(r: &Replication) -> Option<Self> {
+        match r.role? {
+            InfoRole::Master => Some(PeerRole::Master {
+                formed: r.connected_replicas.unwrap_or(0) > 0
+                    || r.master_repl_offset.unwrap_or(0) > 0,
+                offset: r.master_repl_offset.unwrap_or(0),
+            }),
+            InfoRole::Replica => Some(PeerRole::Replica {
+                master: r.master,
+                offset: r.replica_offset.or(r.master_repl_offset).unwrap_or(0),
+            }),
+        }
+    }
+}
+
+impl<A> PeerRole<A> {
+    /// The same role with the master's address converted.
+    pub fn map<B>(self, f: impl FnOnce(A) -> B) -> PeerRole<B> {
+        match self {
+            PeerRole::Master { formed, offset } => PeerRole::Master { formed, offset },
+            PeerRole::Replica { master, offset } => PeerRole::Replica {
+                master: master.map(f),
+                offset,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<A = Addr> {
+    /// Another member is the master; `repoint` still replicate this one.
+    Follow { master: A, repoint: Vec<A> },
+    /// Replicas still point at this member: it was the master.
+    WasMaster { heir: A, others: Vec<A> },
+    /// Nothing formed yet, or nobody answers.
+    Nothing,
+}
+
+/// Decides, from the peers' roles alone, whom a member about to start
+/// (`me`) replicates and, when it was the master, which replica should take
+/// over (the most up-to-date one).
+pub fn decide<A: Copy + Eq>(me: A, peers: &[A], roles: &[Option<PeerRole<A>>]) -> Decision<A> {
+    let best_master = peers
+        .iter()
+        .zip(roles)
+        .filter_map(|(p, r)| match r {
+            Some(PeerRole::Master {
+                formed: true,
+                offset,
+            }) => Some((*p, *offset)),
+            _ => None,
+        })
+        .max_by_key(|(_, offset)| *offset)
+        .map(|(p, _)| p);
+    let mine: Vec<(A, Option<i64>)> = peers
+        .iter()
+        .zip(roles)
+        .filter_map(|(p, r)| match r {
+            Some(PeerRole::Replica {
+                master: Some(m),
+                offset,
+            }) if *m == me => Some((*p, Some(*offset))),
+            _ => None,
+        })
+        .collect();
+    match best_master {
+        Some(m) => Decision::Follow {
+            master: m,
+            repoint: mine.iter().map(|(p, _)| *p).collect(),
+        },
+        None => match heir_by_offset(&mine) {
+            Some(heir) => Decision::WasMaster {
+                heir,
+                others: mine
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .filter(|p| *p != heir)
+                    .collect(),
+            },
+            None => Decision::Nothing,
+        },
+    }
+}
+
+/// Whether a member that keeps no data, found no master to follow and no
+/// replica pointing at it, must still not start empty: it has been part of
+/// a formed group and some peer did not answer, so that peer may be its
+/// replica, holding the data set an empty master would have it copy.
+pub fn unsafe_to_start_empty<A>(formed: bool, roles: &[Option<PeerRole<A>>]) -> bool {
+    formed && roles.iter().any(Option::is_none)
+}
+
+/// Whether a member's own role shows it is part of a formed group.
+pub fn is_formed<A>(role: &PeerRole<A>) -> bool {
+    match role {
+        PeerRole::Master { formed, .. } => *formed,
+        PeerRole::Replica { master, offset } => master.is_some() && *offset > 0,
+    }
+}
+
+/// The master a majority of all the group's sentinels names, with the
+/// config epoch they name it under.
+pub fn majority_named<A: Copy + Eq>(named: &[Option<(A, u64)>]) -> Option<(A, u64)> {
+    let majority = named.len() / 2 + 1;
+    named
+        .iter()
+        .flatten()
+        .find(|(m, _)| named.iter().flatten().filter(|(n, _)| n == m).count() >= majority)
+        .map(|(m, _)| {
+            let epoch = named
+                .iter()
+                .flatten()
+                .filter(|(n, _)| n == m)
+                .map(|(_, e)| *e)
+                .max();
+            (*m, epoch.unwrap_or(0))
+        })
+}
+
+/// The master most of the answering sentinels name.
+pub fn most_named<A: Copy + Eq>(named: &[Option<A>]) -> Option<A> {
+    let answers: Vec<A> = named.iter().flatten().copied().collect();
+    answers
+        .iter()
+        .max_by_key(|a| answers.iter().filter(|b| b == a).count())
+        .copied()
+}
+
+/// The master this running member should follow instead of serving as a
+/// master itself: a majority of the group's sentinels names another member
+/// under a newer config epoch than the one they last named this member
+/// under (`mine`). Sentinel reconfigures a stale master by itself only
+/// seconds after a partition heals; in the meantime it would take writes
+/// the new master never sees. A member the sentinels never named (a replica
+/// they are promoting right now) is left alone.
+pub fn demotion<A: Copy + Eq>(
+    me: A,
+    local: &PeerRole<A>,
+    named: &[Option<(A, u64)>],
+    mine: Option<u64>,
+) -> Option<A> {
+    if !matches!(local, PeerRole::Master { .. }) {
+        return None;
+    }
+    let (master, epoch) = majority_named(named)?;
+    (master != me && mine.is_some_and(|m| epoch > m)).then_some(master)
+}
+
+// ---- CLUSTER FAILOVER escalation --------------------------------------
+
+/// The CLUSTER FAILOVER variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailoverMode {
+    /// No option: the master hands over once the replica has everything.
+    Coordinated,
+    /// Without the master, with the majority's votes.
+    Force,
+    /// Without anyone's agreement: only when the master is known gone.
+    Takeover,
+}
+
+impl FailoverMode {
+    /// The command's arguments.
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            FailoverMode::Coordinated => &["CLUSTER", "FAILOVER"],
+            FailoverMode::Force => &["CLUSTER", "FAILOVER", "FORCE"],
+            FailoverMode::Takeover => &["CLUSTER", "FAILOVER", "TAKEOVER"],
+        }
+    }
+}
+
+/// How a replica is asked to take over: the modes to send in order, each
+/// given `retry_after` to show a promotion before the next is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Escalation {
+    pub modes: &'static [FailoverMode],
+    /// Once the list is used up, keep sending its last mode (until the
+    /// caller's deadline) rather than give up.
+    pub repeat_last: bool,
+    pub retry_after: Duration,
+}
+
+/// What to do next about one replica taking over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailoverNext {
+    Done,
+    Wait,
+    Send(FailoverMode),
+    GiveUp,
+}
+
+/// Given whether the replica is promoted, how many requests were sent and
+/// how long ago the last one was.
+pub fn next_failover(
+    e: &Escalation,
+    promoted: bool,
+    sent: usize,
+    since_last: Option<Duration>,
+) -> FailoverNext {
+    if promoted {
+        return FailoverNext::Done;
+    }
+    if since_last.is_some_and(|s| s < e.retry_after) {
+        return FailoverNext::Wait;
+    }
+    match e.modes.get(sent) {
+        Some(m) => FailoverNext::Send(*m),
+        None if e.repeat_last => e
+            .modes
+            .last()
+            .map_or(FailoverNext::GiveUp, |m| FailoverNext::Send(*m)),
+        None => FailoverNext::GiveUp,
+    }
+}
+
+/// Whether a replica took its master's slots over for real: it serves
+/// slots under a config epoch newer than the master it replaced (Redis
+/// 7.0 may let a replica "win" a stale election under its old epoch, then
+/// be overruled within milliseconds).
+pub fn promoted(me: &crate::nodes::ClusterNode, master_epoch: u64) -> bool {
+    me.is_master() && me.slot_count() > 0 && me.config_epoch > master_epoch
+}
+
+// ---- Switchover -------------------------------------------------------
+
+/// One step of a lossless replication switchover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchStep<A = Addr> {
+    /// CLIENT PAUSE WRITE on the old master.
+    PauseWrites(A),
+    /// Until the replica's offset reaches the paused master's.
+    WaitCaughtUp(A),
+    /// REPLICAOF NO ONE.
+    Promote(A),
+    /// SENTINEL FAILOVER, then wait for the sentinels to name the new
+    /// master (they choose it).
+    SentinelFailover,
+    /// Every other member (the old master too) replicates the new master.
+    RepointOthers,
+    /// CLIENT UNPAUSE on the old master, whatever happened before.
+    Unpause(A),
+}
+
+/// The steps of a switchover away from `master`: to `heir` (plain
+/// replication), or to whichever replica the sentinels choose, in which
+/// case every replica must catch up first.
+pub fn switchover_steps<A: Copy + Eq>(
+    master: A,
+    heir: A,
+    replicas: &[A],
+    sentinels: bool,
+) -> Vec<SwitchStep<A>> {
+    let mut steps = vec![SwitchStep::PauseWrites(master)];
+    if sentinels {
+        steps.extend(replicas.iter().map(|r| SwitchStep::WaitCaughtUp(*r)));
+        steps.push(SwitchStep::SentinelFailover);
+    } else {
+        steps.push(SwitchStep::WaitCaughtUp(heir));
+        steps.push(SwitchStep::Promote(heir));
+    }
+    steps.push(SwitchStep::RepointOthers);
+    steps.push(SwitchStep::Unpause(master));
+    steps
+}
