@@ -12,7 +12,7 @@ use crate::Error;
 use crate::client::{InstanceState, Reply};
 use crate::cluster::{Observation, assess, format_ranges, parse_nodes};
 use crate::fleet::{Deployment, Fleet, Target, members};
-use crate::plan::info_field as field;
+use paddock_knowledge::info::field;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {

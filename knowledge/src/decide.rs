@@ -300,3 +300,145 @@ pub fn switchover_steps<A: Copy + Eq>(
     steps.push(SwitchStep::Unpause(master));
     steps
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(last: u8) -> Addr {
+        Addr::new([127, 0, 1, last].into(), 6379)
+    }
+
+    fn replica_of(m: Addr, offset: i64) -> Option<PeerRole> {
+        Some(PeerRole::Replica {
+            master: Some(m),
+            offset,
+        })
+    }
+
+    #[test]
+    fn a_restarted_replica_follows_the_master_that_served_replicas() {
+        let fresh = Some(PeerRole::Master {
+            formed: false,
+            offset: 0,
+        });
+        let served = Some(PeerRole::Master {
+            formed: true,
+            offset: 10,
+        });
+        // First start: nothing formed, every member a bare master.
+        assert_eq!(
+            decide(p(3), &[p(1), p(2)], &[fresh.clone(), fresh]),
+            Decision::Nothing
+        );
+        assert_eq!(
+            decide(p(3), &[p(1), p(2)], &[served, replica_of(p(1), 10)]),
+            Decision::Follow {
+                master: p(1),
+                repoint: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn a_crashed_master_hands_over_to_its_most_up_to_date_replica() {
+        assert_eq!(
+            decide(
+                p(1),
+                &[p(2), p(3)],
+                &[replica_of(p(1), 7), replica_of(p(1), 9)]
+            ),
+            Decision::WasMaster {
+                heir: p(3),
+                others: vec![p(2)]
+            }
+        );
+        // A replica already took over (a failover ran first): follow it and
+        // re-point whoever still points at the dead master.
+        let promoted = Some(PeerRole::Master {
+            formed: true,
+            offset: 9,
+        });
+        assert_eq!(
+            decide(p(1), &[p(2), p(3)], &[replica_of(p(1), 7), promoted]),
+            Decision::Follow {
+                master: p(3),
+                repoint: vec![p(2)]
+            }
+        );
+        assert_eq!(decide(p(1), &[p(2)], &[None]), Decision::Nothing);
+    }
+
+    #[test]
+    fn a_dataless_member_that_was_formed_waits_for_silent_peers() {
+        let replica = replica_of(p(1), 9);
+        // First start: nothing formed yet, peers still starting.
+        assert!(!unsafe_to_start_empty(false, &[None::<PeerRole>, None]));
+        // Formed before, and a peer is silent: it may be our replica.
+        assert!(unsafe_to_start_empty(true, &[None, replica.clone()]));
+        // Everyone answered and none follows us: nothing to wipe.
+        assert!(!unsafe_to_start_empty(true, &[replica.clone(), replica]));
+    }
+
+    #[test]
+    fn a_master_follows_the_one_a_majority_of_sentinels_names_under_a_newer_epoch() {
+        let master = PeerRole::Master {
+            formed: true,
+            offset: 5,
+        };
+        let replica = PeerRole::Replica {
+            master: Some(p(2)),
+            offset: 5,
+        };
+        let named = |v: &[Option<(u8, u64)>]| {
+            v.iter()
+                .map(|o| o.map(|(last, e)| (p(last), e)))
+                .collect::<Vec<_>>()
+        };
+        // Cut off: only the local sentinel answers, and it still names us.
+        assert_eq!(
+            demotion(p(1), &master, &named(&[Some((1, 0)), None, None]), Some(0)),
+            None
+        );
+        // One sentinel alone is no majority of three.
+        assert_eq!(
+            demotion(p(1), &master, &named(&[Some((2, 1)), None, None]), Some(0)),
+            None
+        );
+        // Healed: two of three name the promoted replica under epoch 1.
+        let healed = named(&[Some((1, 0)), Some((2, 1)), Some((2, 1))]);
+        assert_eq!(demotion(p(1), &master, &healed, Some(0)), Some(p(2)));
+        // A replica being promoted right now: the sentinels still name the
+        // old master under the old epoch, and never named it: left alone.
+        let promoting = named(&[None, Some((1, 0)), Some((1, 0))]);
+        assert_eq!(demotion(p(3), &master, &promoting, None), None);
+        assert_eq!(demotion(p(3), &master, &promoting, Some(0)), None);
+        // Already a replica: nothing to do.
+        assert_eq!(demotion(p(1), &replica, &healed, Some(0)), None);
+        // The sentinels name us: we stay.
+        let us = named(&[Some((1, 3)), Some((1, 3)), None]);
+        assert_eq!(demotion(p(1), &master, &us, Some(3)), None);
+        assert_eq!(majority_named(&us), Some((p(1), 3)));
+    }
+
+    #[test]
+    fn formed_means_served_or_followed() {
+        assert!(!is_formed(&PeerRole::<Addr>::Master {
+            formed: false,
+            offset: 0
+        }));
+        assert!(is_formed(&PeerRole::<Addr>::Master {
+            formed: true,
+            offset: 0
+        }));
+        assert!(is_formed(&PeerRole::Replica {
+            master: Some(p(1)),
+            offset: 3
+        }));
+        assert!(!is_formed(&PeerRole::Replica {
+            master: Some(p(1)),
+            offset: 0
+        }));
+    }
+
+}

@@ -12,7 +12,7 @@ pub struct MasterState {
     pub flags: Vec<String>,
     pub replicas: u32,
     pub other_sentinels: u32,
-    pub config_epoch: u64,
+    pub config_epoch: Option<u64>,
     pub quorum: Option<u32>,
     /// ms since the last answer to a ping, of any kind.
     pub last_ping_reply_ms: Option<u64>,
@@ -33,7 +33,7 @@ impl MasterState {
             flags: get("flags")?.split(',').map(str::to_owned).collect(),
             replicas: get("num-slaves")?.parse().ok()?,
             other_sentinels: get("num-other-sentinels")?.parse().ok()?,
-            config_epoch: get("config-epoch")?.parse().ok()?,
+            config_epoch: get("config-epoch").and_then(|e| e.parse().ok()),
             quorum: get("quorum").and_then(|q| q.parse().ok()),
             last_ping_reply_ms: get("last-ping-reply").and_then(|q| q.parse().ok()),
             last_ok_ping_reply_ms: get("last-ok-ping-reply").and_then(|q| q.parse().ok()),
@@ -124,7 +124,7 @@ mod tests {
         assert_eq!(m.name, "lab");
         assert_eq!(m.addr, Addr::new([127, 0, 130, 2].into(), 6379));
         assert_eq!(m.flags_text(), "master");
-        assert_eq!((m.replicas, m.other_sentinels, m.config_epoch), (2, 2, 2));
+        assert_eq!((m.replicas, m.other_sentinels, m.config_epoch), (2, 2, Some(2)));
         assert_eq!(m.quorum, Some(2));
         assert_eq!((m.last_ping_reply_ms, m.last_ok_ping_reply_ms), (Some(411), Some(411)));
         assert_eq!(MasterState::parse_all(&Value::Array(vec![master()])).unwrap().len(), 1);
