@@ -268,7 +268,12 @@ pub struct PeerNode {
 }
 
 impl PeerNode {
-    pub fn new(address: std::net::IpAddr, port: u16, password: &str, response_timeout: Duration) -> Self {
+    pub fn new(
+        address: std::net::IpAddr,
+        port: u16,
+        password: &str,
+        response_timeout: Duration,
+    ) -> Self {
         PeerNode {
             endpoint: Endpoint {
                 address,
@@ -285,7 +290,10 @@ impl paddock_knowledge::RedisNode for PeerNode {
         paddock_knowledge::Addr::new(self.endpoint.address, self.endpoint.port).to_string()
     }
 
-    async fn command(&self, args: &[&str]) -> Result<paddock_knowledge::Value, paddock_knowledge::Error> {
+    async fn command(
+        &self,
+        args: &[&str],
+    ) -> Result<paddock_knowledge::Value, paddock_knowledge::Error> {
         let unreachable = |e: redis::RedisError| paddock_knowledge::Error::Unreachable {
             node: self.name(),
             source: Box::new(e),
@@ -308,7 +316,8 @@ impl paddock_knowledge::RedisNode for PeerNode {
             .map_err(unreachable)?
             .pop()
             .unwrap_or(Value::Nil);
-        to_value(v).map_err(|text| paddock_knowledge::Error::reply(self.name(), args.join(" "), &text))
+        to_value(v)
+            .map_err(|text| paddock_knowledge::Error::reply(self.name(), args.join(" "), &text))
     }
 }
 
@@ -326,7 +335,12 @@ fn reply_value(r: Reply) -> Result<paddock_knowledge::Value, String> {
         Reply::Bulk(b) => K::Bulk(b),
         Reply::Simple(s) => K::Status(s),
         Reply::Error(e) => return Err(e),
-        Reply::Array(items) => K::Array(items.into_iter().map(reply_value).collect::<Result<_, _>>()?),
+        Reply::Array(items) => K::Array(
+            items
+                .into_iter()
+                .map(reply_value)
+                .collect::<Result<_, _>>()?,
+        ),
         Reply::Double(d) => K::Double(d),
     })
 }

@@ -129,7 +129,10 @@ async fn sentinels_master(me: Peer, group: &Group, password: &str) -> Option<Pee
 }
 
 async fn replicaof(p: &Peer, master: &Peer, password: &str) -> Result<(), String> {
-    match procedure::repoint(&[node(p, password)], addr(*master)).await.pop() {
+    match procedure::repoint(&[node(p, password)], addr(*master))
+        .await
+        .pop()
+    {
         Some(e) => Err(e.to_string()),
         None => Ok(()),
     }

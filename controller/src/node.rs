@@ -10,8 +10,8 @@ use crate::fleet::{Fleet, Target};
 #[derive(Clone)]
 pub struct Node {
     client: AgentClient,
-    host: String,
     instance: String,
+    /// "host:instance", as `paddock status` names it (and [`error`] reads).
     label: String,
     /// Sends with `allow_dangerous` (REPLICAOF, SENTINEL FAILOVER, ...):
     /// only nodes made for a procedure that needs it.
@@ -19,24 +19,18 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(client: &AgentClient, host: &str, instance: &str, label: String) -> Self {
+    pub fn new(client: &AgentClient, host: &str, instance: &str) -> Self {
         Node {
             client: client.clone(),
-            host: host.to_owned(),
             instance: instance.to_owned(),
-            label,
+            label: format!("{host}:{instance}"),
             dangerous: false,
         }
     }
 
     /// The instance of `t`, through its host's agent.
     pub fn of(fleet: &Fleet, t: &Target) -> Result<Self, Error> {
-        Ok(Node::new(
-            fleet.agent(t.host)?,
-            &t.host_name,
-            &t.instance,
-            t.label(),
-        ))
+        Ok(Node::new(fleet.agent(t.host)?, &t.host_name, &t.instance))
     }
 
     /// The same node, allowed the commands the agent runs only when asked
@@ -45,38 +39,43 @@ impl Node {
         self.dangerous = true;
         self
     }
-
-    /// The controller's error for what a procedure on this node returned.
-    pub fn error(&self, e: paddock_knowledge::Error) -> Error {
-        error(&self.host, &self.instance, e)
-    }
 }
 
-/// The controller's error for `e`, which happened at `host`/`instance`: a
-/// transport failure gives back the controller's own error (so an agent
-/// that is down stays one), a procedure that did not finish is
-/// NotConverged.
-pub fn error(host: &str, instance: &str, e: paddock_knowledge::Error) -> Error {
+/// The controller's error for `e`: a transport failure gives back the
+/// controller's own error (so an agent that is down stays one), an error
+/// reply is `Error::Redis` at the node it names ("host:instance", as
+/// [`Node::name`] gives), a procedure that did not finish is NotConverged.
+pub fn error(e: paddock_knowledge::Error) -> Error {
     use paddock_knowledge::Error as K;
+    let at = |node: &str| {
+        let (host, instance) = node.split_once(':').unwrap_or((node, ""));
+        (host.to_owned(), instance.to_owned())
+    };
     match e {
-        K::Unreachable { source, .. } => match source.downcast::<Error>() {
+        K::Unreachable { source, node } => match source.downcast::<Error>() {
             Ok(e) => *e,
-            Err(other) => Error::Redis {
-                host: host.to_owned(),
-                instance: instance.to_owned(),
-                message: other.to_string(),
-            },
+            Err(other) => {
+                let (host, instance) = at(&node);
+                Error::Redis {
+                    host,
+                    instance,
+                    message: other.to_string(),
+                }
+            }
         },
         K::Reply {
+            node,
             command,
             code,
             message,
-            ..
-        } => Error::Redis {
-            host: host.to_owned(),
-            instance: instance.to_owned(),
-            message: format!("{command}: {code} {message}"),
-        },
+        } => {
+            let (host, instance) = at(&node);
+            Error::Redis {
+                host,
+                instance,
+                message: format!("{command}: {code} {message}"),
+            }
+        }
         K::NotDone(m) => Error::NotConverged(m),
         e @ K::Unexpected { .. } => Error::NotConverged(e.to_string()),
     }
@@ -99,7 +98,8 @@ impl RedisNode for Node {
             source: Box::new(e),
         })?;
         let reply = replies.into_iter().next().unwrap_or(Reply::Nil);
-        value(reply).map_err(|text| paddock_knowledge::Error::reply(&self.label, args.join(" "), &text))
+        value(reply)
+            .map_err(|text| paddock_knowledge::Error::reply(&self.label, args.join(" "), &text))
     }
 }
 
@@ -111,7 +111,9 @@ pub fn value(r: Reply) -> Result<Value, String> {
         Reply::Bulk(b) => Value::Bulk(b),
         Reply::Simple(s) => Value::Status(s),
         Reply::Error(e) => return Err(e),
-        Reply::Array(items) => Value::Array(items.into_iter().map(value).collect::<Result<_, _>>()?),
+        Reply::Array(items) => {
+            Value::Array(items.into_iter().map(value).collect::<Result<_, _>>()?)
+        }
         Reply::Double(d) => Value::Double(d),
     })
 }
@@ -123,33 +125,29 @@ mod tests {
     #[test]
     fn an_error_reply_is_an_error_wherever_it_is() {
         assert_eq!(value(Reply::Int(3)).unwrap(), Value::Int(3));
-        assert_eq!(
-            value(Reply::Error("ERR no".into())).unwrap_err(),
-            "ERR no"
-        );
-        let nested = Reply::Array(vec![Reply::Simple("OK".into()), Reply::Error("ERR x".into())]);
+        assert_eq!(value(Reply::Error("ERR no".into())).unwrap_err(), "ERR no");
+        let nested = Reply::Array(vec![
+            Reply::Simple("OK".into()),
+            Reply::Error("ERR x".into()),
+        ]);
         assert!(value(nested).is_err());
     }
 
     #[test]
     fn errors_map_back_to_the_controllers() {
-        let e = error(
-            "h1",
-            "i1",
-            paddock_knowledge::Error::reply("h1:i1", "REPLICAOF NO ONE", "ERR nope"),
-        );
+        let e = error(paddock_knowledge::Error::reply(
+            "h1:i1",
+            "REPLICAOF NO ONE",
+            "ERR nope",
+        ));
         assert!(
-            matches!(&e, Error::Redis { host, message, .. } if host == "h1" && message == "REPLICAOF NO ONE: ERR nope"),
+            matches!(&e, Error::Redis { host, instance, message } if host == "h1" && instance == "i1" && message == "REPLICAOF NO ONE: ERR nope"),
             "{e:?}"
         );
-        let down = error(
-            "h1",
-            "i1",
-            paddock_knowledge::Error::Unreachable {
-                node: "h1:i1".into(),
-                source: Box::new(Error::AgentDown("agent of h1 is down".into())),
-            },
-        );
+        let down = error(paddock_knowledge::Error::Unreachable {
+            node: "h1:i1".into(),
+            source: Box::new(Error::AgentDown("agent of h1 is down".into())),
+        });
         assert!(matches!(down, Error::AgentDown(_)), "{down:?}");
     }
 }

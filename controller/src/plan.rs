@@ -233,7 +233,9 @@ pub struct ReplicationInfo {
 pub fn parse_replication(info: &str) -> ReplicationInfo {
     let r = paddock_knowledge::info::Replication::parse(info);
     ReplicationInfo {
-        role_master: r.role.map(|role| role == paddock_knowledge::info::InfoRole::Master),
+        role_master: r
+            .role
+            .map(|role| role == paddock_knowledge::info::InfoRole::Master),
         master_addr: r.master.map(|a| (a.ip, a.port)),
         link_up: r.link_up,
         connected_replicas: r.connected_replicas,

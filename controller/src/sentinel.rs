@@ -8,9 +8,9 @@ use futures::future::join_all;
 use crate::Error;
 use crate::apply::start;
 use crate::client::{InstanceState, Peer, Reply};
-use paddock_knowledge::sentinel::MasterState;
 use crate::fleet::{Fleet, Target};
 use crate::progress::Progress;
+use paddock_knowledge::sentinel::MasterState;
 
 /// What one sentinel says about the master it monitors.
 #[derive(Debug, Clone, PartialEq, Eq)]

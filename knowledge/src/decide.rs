@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::info::{InfoRole, Replication};
 use crate::Addr;
+use crate::info::{InfoRole, Replication};
 
 /// The most up-to-date candidate: the highest replication offset among
 /// those whose offset is known (the last one on a tie).
@@ -440,5 +440,4 @@ mod tests {
             offset: 0
         }));
     }
-
 }

@@ -263,7 +263,10 @@ mod tests {
     #[test]
     fn version_banner() {
         let table = [
-            ("Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=c4f6e7a3ff5bda13\n", Some("7.0.15")),
+            (
+                "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=c4f6e7a3ff5bda13\n",
+                Some("7.0.15"),
+            ),
             ("garbage", None),
         ];
         for (text, want) in table {

@@ -123,7 +123,10 @@ impl ClusterNode {
     /// Its address, when it has a usable one.
     pub fn addr(&self) -> Option<Addr> {
         let ip = self.ip?;
-        (self.port != 0).then_some(Addr { ip, port: self.port })
+        (self.port != 0).then_some(Addr {
+            ip,
+            port: self.port,
+        })
     }
 }
 
@@ -244,29 +247,60 @@ vars currentEpoch 4 lastVoteEpoch 0
         assert!(!nodes[0].connected);
         let imp = parse(IMPORTING).remove(0);
         assert_eq!(imp.open_slots[0].direction, Direction::Importing);
-        assert_eq!(imp.open_slots[0].to_string(), "[100-<-212b006c3974c1677e275e9ed8483117b7cea5d9]");
+        assert_eq!(
+            imp.open_slots[0].to_string(),
+            "[100-<-212b006c3974c1677e275e9ed8483117b7cea5d9]"
+        );
     }
 
     #[test]
     fn table_of_lines() {
         // (line, ip, port, hostname, flags, master, slots)
-        type Row = (&'static str, Option<&'static str>, u16, Option<&'static str>, Vec<Flag>, Option<&'static str>, u32);
+        type Row = (
+            &'static str,
+            Option<&'static str>,
+            u16,
+            Option<&'static str>,
+            Vec<Flag>,
+            Option<&'static str>,
+            u32,
+        );
         let table: Vec<Row> = vec![
             (
                 "b2 127.0.1.2:7001@17001,,tls-port=0,shard-id=x slave a1 0 0 1 connected",
-                Some("127.0.1.2"), 7001, None, vec![Flag::Replica], Some("a1"), 0,
+                Some("127.0.1.2"),
+                7001,
+                None,
+                vec![Flag::Replica],
+                Some("a1"),
+                0,
             ),
             (
                 "x 10.0.0.2:7000@17000,host1 master - 0 0 1 connected 0 2-3",
-                Some("10.0.0.2"), 7000, Some("host1"), vec![Flag::Master], None, 3,
+                Some("10.0.0.2"),
+                7000,
+                Some("host1"),
+                vec![Flag::Master],
+                None,
+                3,
             ),
             (
                 "g :0@0 master,fail,noaddr - 0 0 0 disconnected",
-                None, 0, None, vec![Flag::Master, Flag::Fail, Flag::NoAddr], None, 0,
+                None,
+                0,
+                None,
+                vec![Flag::Master, Flag::Fail, Flag::NoAddr],
+                None,
+                0,
             ),
             (
                 "h 127.0.0.9:7000@17000 handshake,fail? - 0 0 0 connected",
-                Some("127.0.0.9"), 7000, None, vec![Flag::Handshake, Flag::PFail], None, 0,
+                Some("127.0.0.9"),
+                7000,
+                None,
+                vec![Flag::Handshake, Flag::PFail],
+                None,
+                0,
             ),
         ];
         for (line, ip, port, host, flags, master, slots) in table {
@@ -279,7 +313,11 @@ vars currentEpoch 4 lastVoteEpoch 0
             assert_eq!(n.slot_count(), slots, "{line}");
         }
         assert!(parse("g :0@0 master,fail,noaddr - 0 0 0 disconnected")[0].is_gone());
-        assert!(parse("g :0@0 master,fail,noaddr - 0 0 0 disconnected")[0].addr().is_none());
+        assert!(
+            parse("g :0@0 master,fail,noaddr - 0 0 0 disconnected")[0]
+                .addr()
+                .is_none()
+        );
         assert!(parse("too short").is_empty());
         assert!(parse("x 1.2.3.4:1@2 master - 0 0 1 connected notaslot").is_empty());
     }

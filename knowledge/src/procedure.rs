@@ -6,9 +6,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio::time::Instant;
 
-use crate::decide::{
-    Escalation, FailoverMode, FailoverNext, most_named, next_failover, promoted,
-};
+use crate::decide::{Escalation, FailoverMode, FailoverNext, most_named, next_failover, promoted};
 use crate::nodes::{self, ClusterNode};
 use crate::sentinel::MasterState;
 use crate::{Addr, Error, RedisNode};
@@ -17,10 +15,12 @@ use crate::{Addr, Error, RedisNode};
 /// NODES.
 async fn cluster_self<N: RedisNode>(node: &N) -> Result<(ClusterNode, Option<u64>), Error> {
     let all = nodes::parse(&node.text(&["CLUSTER", "NODES"]).await?);
-    let me = nodes::myself(&all).cloned().ok_or_else(|| Error::Unexpected {
-        node: node.name(),
-        command: "CLUSTER NODES".into(),
-    })?;
+    let me = nodes::myself(&all)
+        .cloned()
+        .ok_or_else(|| Error::Unexpected {
+            node: node.name(),
+            command: "CLUSTER NODES".into(),
+        })?;
     let master_epoch = me
         .master_id
         .as_deref()
@@ -45,12 +45,15 @@ pub async fn cluster_failover<N: RedisNode>(
     if me.master_id.is_none() && me.is_master() && me.slot_count() > 0 {
         return Ok(());
     }
-    let Some(master_epoch) = master_epoch else {
+    if me.master_id.is_none() {
         return Err(Error::NotDone(format!(
             "{} is not a replica of a known master, so it cannot take over",
             node.name()
         )));
-    };
+    }
+    // A replica whose master's line is gone reports that master's epoch
+    // as its own.
+    let master_epoch = master_epoch.unwrap_or(me.config_epoch);
     let mut sent = 0;
     let mut last: Option<(Instant, FailoverMode)> = None;
     let mut is_promoted = false;

@@ -85,7 +85,11 @@ mod tests {
         let master = Value::Array(vec![
             b("master"),
             Value::Int(3129659),
-            Value::Array(vec![Value::Array(vec![b("127.0.130.2"), b("9001"), b("3129242")])]),
+            Value::Array(vec![Value::Array(vec![
+                b("127.0.130.2"),
+                b("9001"),
+                b("3129242"),
+            ])]),
         ]);
         let replica = Value::Array(vec![
             b("slave"),

@@ -23,7 +23,12 @@ pub struct MasterState {
 impl MasterState {
     pub fn parse(v: &Value) -> Option<MasterState> {
         let pairs = v.pairs()?;
-        let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
         Some(MasterState {
             name: get("name")?.to_owned(),
             addr: Addr {
@@ -84,7 +89,12 @@ pub fn parse_peers(v: &Value) -> Option<Vec<Peer>> {
         .iter()
         .map(|e| {
             let pairs = e.pairs()?;
-            let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+            let get = |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.as_str())
+            };
             Some(Peer {
                 addr: Addr {
                     ip: get("ip")?.parse().ok()?,
@@ -102,19 +112,56 @@ mod tests {
     use super::*;
 
     fn list(kv: &[&str]) -> Value {
-        Value::Array(kv.iter().map(|s| Value::Bulk(s.as_bytes().to_vec())).collect())
+        Value::Array(
+            kv.iter()
+                .map(|s| Value::Bulk(s.as_bytes().to_vec()))
+                .collect(),
+        )
     }
 
     /// SENTINEL MASTER lab of redis-sentinel 7.0.15 (abridged).
     fn master() -> Value {
         list(&[
-            "name", "lab", "ip", "127.0.130.2", "port", "6379", "runid", "5f3a",
-            "flags", "master", "link-pending-commands", "0", "link-refcount", "1",
-            "last-ping-sent", "0", "last-ok-ping-reply", "411", "last-ping-reply", "411",
-            "down-after-milliseconds", "5000", "info-refresh", "4470", "role-reported", "master",
-            "role-reported-time", "63004", "config-epoch", "2", "num-slaves", "2",
-            "num-other-sentinels", "2", "quorum", "2", "failover-timeout", "60000",
-            "parallel-syncs", "1",
+            "name",
+            "lab",
+            "ip",
+            "127.0.130.2",
+            "port",
+            "6379",
+            "runid",
+            "5f3a",
+            "flags",
+            "master",
+            "link-pending-commands",
+            "0",
+            "link-refcount",
+            "1",
+            "last-ping-sent",
+            "0",
+            "last-ok-ping-reply",
+            "411",
+            "last-ping-reply",
+            "411",
+            "down-after-milliseconds",
+            "5000",
+            "info-refresh",
+            "4470",
+            "role-reported",
+            "master",
+            "role-reported-time",
+            "63004",
+            "config-epoch",
+            "2",
+            "num-slaves",
+            "2",
+            "num-other-sentinels",
+            "2",
+            "quorum",
+            "2",
+            "failover-timeout",
+            "60000",
+            "parallel-syncs",
+            "1",
         ])
     }
 
@@ -124,10 +171,21 @@ mod tests {
         assert_eq!(m.name, "lab");
         assert_eq!(m.addr, Addr::new([127, 0, 130, 2].into(), 6379));
         assert_eq!(m.flags_text(), "master");
-        assert_eq!((m.replicas, m.other_sentinels, m.config_epoch), (2, 2, Some(2)));
+        assert_eq!(
+            (m.replicas, m.other_sentinels, m.config_epoch),
+            (2, 2, Some(2))
+        );
         assert_eq!(m.quorum, Some(2));
-        assert_eq!((m.last_ping_reply_ms, m.last_ok_ping_reply_ms), (Some(411), Some(411)));
-        assert_eq!(MasterState::parse_all(&Value::Array(vec![master()])).unwrap().len(), 1);
+        assert_eq!(
+            (m.last_ping_reply_ms, m.last_ok_ping_reply_ms),
+            (Some(411), Some(411))
+        );
+        assert_eq!(
+            MasterState::parse_all(&Value::Array(vec![master()]))
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(MasterState::parse(&list(&["name", "lab"])), None);
         assert_eq!(MasterState::parse(&Value::Nil), None);
     }
@@ -135,7 +193,10 @@ mod tests {
     #[test]
     fn master_addr() {
         let table = [
-            (list(&["127.0.130.2", "6379"]), Some(Addr::new([127, 0, 130, 2].into(), 6379))),
+            (
+                list(&["127.0.130.2", "6379"]),
+                Some(Addr::new([127, 0, 130, 2].into(), 6379)),
+            ),
             (Value::Nil, None),
             (list(&["nohost", "6379"]), None),
         ];
@@ -147,16 +208,42 @@ mod tests {
     #[test]
     fn sentinels_and_replicas() {
         let s = Value::Array(vec![
-            list(&["name", "9f1e", "ip", "127.0.130.3", "port", "26379", "flags", "sentinel"]),
-            list(&["name", "a0c2", "ip", "127.0.130.4", "port", "26379", "flags", "s_down,sentinel,disconnected"]),
+            list(&[
+                "name",
+                "9f1e",
+                "ip",
+                "127.0.130.3",
+                "port",
+                "26379",
+                "flags",
+                "sentinel",
+            ]),
+            list(&[
+                "name",
+                "a0c2",
+                "ip",
+                "127.0.130.4",
+                "port",
+                "26379",
+                "flags",
+                "s_down,sentinel,disconnected",
+            ]),
         ]);
         let peers = parse_peers(&s).unwrap();
         assert_eq!(peers[0].addr, Addr::new([127, 0, 130, 3].into(), 26379));
         assert!(!peers[0].down());
         assert!(peers[1].down());
         let r = Value::Array(vec![list(&[
-            "name", "127.0.130.5:6379", "ip", "127.0.130.5", "port", "6379", "flags", "slave",
-            "master-link-status", "ok",
+            "name",
+            "127.0.130.5:6379",
+            "ip",
+            "127.0.130.5",
+            "port",
+            "6379",
+            "flags",
+            "slave",
+            "master-link-status",
+            "ok",
         ])]);
         assert_eq!(parse_peers(&r).unwrap()[0].link_ok, Some(true));
         assert_eq!(parse_peers(&Value::Array(vec![list(&["ip"])])), None);
