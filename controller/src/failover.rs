@@ -449,7 +449,7 @@ async fn replica_offsets(
     join_all(
         replicas
             .iter()
-            .map(|&i| async move { Some(replication(fleet, &targets[i]).await?.replica_offset?) }),
+            .map(|&i| async move { replication(fleet, &targets[i]).await?.replica_offset }),
     )
     .await
 }
@@ -523,7 +523,7 @@ async fn switch(
             Duration::from_millis(20),
         )
         .await
-        .map_err(|e| crate::node::error(e))?;
+        .map_err(crate::node::error)?;
         let chosen = (0..targets.len())
             .find(|&i| addr(i) == new)
             .ok_or_else(|| {
