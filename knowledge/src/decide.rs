@@ -440,4 +440,130 @@ mod tests {
             offset: 0
         }));
     }
+    #[test]
+    fn the_heir_is_the_most_up_to_date_known_replica() {
+        let table: [(&[(u8, Option<i64>)], Option<u8>); 5] = [
+            (&[(1, Some(7)), (2, Some(9))], Some(2)),
+            (&[(1, Some(9)), (2, None)], Some(1)),
+            (&[(1, None), (2, None)], None),
+            (&[], None),
+            // A tie goes to the last one, as max_by_key does.
+            (&[(1, Some(5)), (2, Some(5))], Some(2)),
+        ];
+        for (candidates, want) in table {
+            assert_eq!(heir_by_offset(candidates), want, "{candidates:?}");
+        }
+    }
+
+    #[test]
+    fn force_then_takeover() {
+        use FailoverMode::*;
+        let e = Escalation {
+            modes: &[Force, Force, Takeover],
+            repeat_last: true,
+            retry_after: Duration::from_secs(2),
+        };
+        let once = Escalation {
+            modes: &[Force, Takeover],
+            repeat_last: false,
+            ..e
+        };
+        let s = |n| Some(Duration::from_secs(n));
+        // (escalation, promoted, sent, since last) -> next
+        let table = [
+            (&e, false, 0, None, FailoverNext::Send(Force)),
+            (&e, false, 1, s(1), FailoverNext::Wait),
+            (&e, false, 1, s(2), FailoverNext::Send(Force)),
+            (&e, false, 2, s(3), FailoverNext::Send(Takeover)),
+            (&e, false, 5, s(3), FailoverNext::Send(Takeover)),
+            (&e, true, 1, s(0), FailoverNext::Done),
+            (&once, false, 1, s(3), FailoverNext::Send(Takeover)),
+            (&once, false, 2, s(1), FailoverNext::Wait),
+            (&once, false, 2, s(3), FailoverNext::GiveUp),
+            (&once, true, 2, s(3), FailoverNext::Done),
+        ];
+        for (esc, promoted, sent, since, want) in table {
+            assert_eq!(
+                next_failover(esc, promoted, sent, since),
+                want,
+                "{:?} promoted={promoted} sent={sent} since={since:?}",
+                esc.modes
+            );
+        }
+        assert_eq!(Takeover.args(), ["CLUSTER", "FAILOVER", "TAKEOVER"]);
+    }
+
+    #[test]
+    fn a_promotion_counts_only_under_a_newer_epoch() {
+        let line = |flags: &str, epoch: u64, slots: &str| {
+            crate::nodes::parse(&format!(
+                "e7 127.0.1.1:7001@17001 {flags} - 0 0 {epoch} connected {slots}"
+            ))
+            .remove(0)
+        };
+        // (my line, the old master's epoch) -> promoted
+        let table = [
+            (line("myself,master", 9, "10923-16383"), 8, true),
+            // Redis 7.0's stale election: master for a moment under its old epoch.
+            (line("myself,master", 7, "10923-16383"), 8, false),
+            (line("myself,slave", 8, ""), 8, false),
+            (line("myself,master", 9, ""), 8, false),
+        ];
+        for (me, epoch, want) in table {
+            assert_eq!(promoted(&me, epoch), want, "{me:?} vs {epoch}");
+        }
+    }
+
+    #[test]
+    fn switchover_steps_pause_catch_up_switch_and_always_unpause() {
+        use SwitchStep::*;
+        assert_eq!(
+            switchover_steps(p(1), p(2), &[p(2), p(3)], false),
+            vec![
+                PauseWrites(p(1)),
+                WaitCaughtUp(p(2)),
+                Promote(p(2)),
+                RepointOthers,
+                Unpause(p(1))
+            ]
+        );
+        assert_eq!(
+            switchover_steps(p(1), p(2), &[p(2), p(3)], true),
+            vec![
+                PauseWrites(p(1)),
+                WaitCaughtUp(p(2)),
+                WaitCaughtUp(p(3)),
+                SentinelFailover,
+                RepointOthers,
+                Unpause(p(1))
+            ]
+        );
+    }
+
+    #[test]
+    fn most_named_counts_only_answers() {
+        assert_eq!(
+            most_named(&[None, Some(p(2)), Some(p(2)), Some(p(1))]),
+            Some(p(2))
+        );
+        assert_eq!(most_named::<Addr>(&[None, None]), None);
+    }
+
+    #[test]
+    fn the_role_from_info_replication() {
+        let master =
+            Replication::parse("role:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n");
+        assert_eq!(
+            PeerRole::from_info(&master),
+            Some(PeerRole::Master {
+                formed: false,
+                offset: 0
+            })
+        );
+        let replica = Replication::parse(
+            "role:slave\r\nmaster_host:127.0.1.1\r\nmaster_port:6379\r\nmaster_link_status:down\r\nslave_repl_offset:42\r\n",
+        );
+        assert_eq!(PeerRole::from_info(&replica), replica_of(p(1), 42));
+        assert_eq!(PeerRole::from_info(&Replication::default()), None);
+    }
 }
