@@ -133,6 +133,27 @@ async fn failover_locked(
             balance: Vec::new(),
         });
     }
+    shard_failover(
+        deployment, fleet, &targets, &observed, choice, timeout, progress, started, &outside,
+    )
+    .await
+}
+
+/// `paddock failover` in a cluster: the shard's chosen (or best) replica
+/// takes over with a coordinated CLUSTER FAILOVER.
+#[allow(clippy::too_many_arguments)]
+async fn shard_failover(
+    deployment: &Deployment,
+    fleet: &Fleet,
+    targets: &[Target],
+    observed: &[Option<Observation>],
+    choice: &Choice,
+    timeout: Duration,
+    progress: &Progress,
+    started: Instant,
+    outside: &impl Fn(&Target) -> Option<Error>,
+) -> Result<FailoverReport, Error> {
+    let members = members(targets);
     let shard = match choice {
         Choice::Default => {
             return Err(Error::Unsupported(
@@ -163,7 +184,7 @@ async fn failover_locked(
         .ok_or_else(|| Error::NotConverged(format!("shard {shard} has no master")))?;
     let from = targets
         .iter()
-        .zip(&observed)
+        .zip(observed)
         .find(|(_, o)| {
             o.as_ref()
                 .and_then(Observation::myself)
@@ -214,7 +235,7 @@ async fn failover_locked(
         }
     };
     let heir = &targets[chosen];
-    let old = targets.iter().zip(&observed).find(|(_, o)| {
+    let old = targets.iter().zip(observed).find(|(_, o)| {
         o.as_ref()
             .and_then(Observation::myself)
             .is_some_and(|m| m.id == master.id)
@@ -230,11 +251,11 @@ async fn failover_locked(
         "shard {shard}: {} takes over from {from} (CLUSTER FAILOVER)",
         heir.label()
     ));
-    cluster_failover(fleet, &targets, chosen, Instant::now() + timeout).await?;
-    wait_healthy(fleet, &targets, Instant::now() + timeout).await?;
+    cluster_failover(fleet, targets, chosen, Instant::now() + timeout).await?;
+    wait_healthy(fleet, targets, Instant::now() + timeout).await?;
     progress.step("cluster healthy with the new roles");
-    let observed = observe_all(fleet, &targets).await;
-    let balance = crate::balance::judge(&crate::balance::roles(&targets, &observed));
+    let observed = observe_all(fleet, targets).await;
+    let balance = crate::balance::judge(&crate::balance::roles(targets, &observed));
     Ok(FailoverReport {
         shard,
         from,
