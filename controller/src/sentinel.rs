@@ -232,15 +232,8 @@ pub fn problems_except(
 
 /// The master the sentinels name, by majority of those that answer.
 pub fn named_master(views: &[Seen]) -> Option<Peer> {
-    let named: Vec<Peer> = views
-        .iter()
-        .filter_map(Seen::view)
-        .map(|v| v.master)
-        .collect();
-    named
-        .iter()
-        .max_by_key(|m| named.iter().filter(|n| n == m).count())
-        .copied()
+    let named: Vec<Option<Peer>> = views.iter().map(|v| v.view().map(|v| v.master)).collect();
+    paddock_knowledge::decide::most_named(&named)
 }
 
 /// Writes the sentinels' specs (seeded with the current `master`), applies
