@@ -179,7 +179,7 @@ async fn shard_failover(
             }
         },
     };
-    let master = shard_master(&members, &observed, shard)
+    let master = shard_master(&members, observed, shard)
         .cloned()
         .ok_or_else(|| Error::NotConverged(format!("shard {shard} has no master")))?;
     let from = targets
@@ -226,7 +226,7 @@ async fn shard_failover(
             })?,
         Choice::Shard(_) | Choice::Default => {
             // The replica with the most of the replication stream.
-            let offsets = replica_offsets(fleet, &targets, &replicas).await;
+            let offsets = replica_offsets(fleet, targets, &replicas).await;
             let candidates: Vec<(usize, Option<i64>)> =
                 replicas.iter().copied().zip(offsets).collect();
             heir_by_offset(&candidates).ok_or_else(|| {

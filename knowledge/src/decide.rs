@@ -442,7 +442,8 @@ mod tests {
     }
     #[test]
     fn the_heir_is_the_most_up_to_date_known_replica() {
-        let table: [(&[(u8, Option<i64>)], Option<u8>); 5] = [
+        type Candidates = &'static [(u8, Option<i64>)];
+        let table: [(Candidates, Option<u8>); 5] = [
             (&[(1, Some(7)), (2, Some(9))], Some(2)),
             (&[(1, Some(9)), (2, None)], Some(1)),
             (&[(1, None), (2, None)], None),
