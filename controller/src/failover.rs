@@ -154,31 +154,7 @@ async fn shard_failover(
     outside: &impl Fn(&Target) -> Option<Error>,
 ) -> Result<FailoverReport, Error> {
     let members = members(targets);
-    let shard = match choice {
-        Choice::Default => {
-            return Err(Error::Unsupported(
-                "a cluster has several shards: name one with --shard N, or the replica with --to HOST:INSTANCE".into(),
-            ));
-        }
-        Choice::Shard(s) if *s < deployment.inventory.deployment.masters => *s,
-        Choice::Shard(s) => {
-            return Err(Error::Unsupported(format!(
-                "there is no shard {s}: the deployment has {} (0 to {})",
-                deployment.inventory.deployment.masters,
-                deployment.inventory.deployment.masters - 1
-            )));
-        }
-        Choice::Replica(label) => match targets.iter().find(|t| t.label() == *label) {
-            Some(t) => t.shard,
-            None => {
-                let names: Vec<String> = targets.iter().map(|t| t.label()).collect();
-                return Err(Error::Unsupported(format!(
-                    "no instance {label:?}; the deployment's instances are: {}",
-                    names.join(", ")
-                )));
-            }
-        },
-    };
+    let shard = pick_shard(deployment, targets, choice)?;
     let master = shard_master(&members, observed, shard)
         .cloned()
         .ok_or_else(|| Error::NotConverged(format!("shard {shard} has no master")))?;
@@ -263,6 +239,36 @@ async fn shard_failover(
         took: started.elapsed(),
         already_master: false,
         balance: balance.unhealthy(),
+    })
+}
+
+/// The shard `choice` names: by number, or as the shard of the named
+/// replica.
+fn pick_shard(deployment: &Deployment, targets: &[Target], choice: &Choice) -> Result<u32, Error> {
+    Ok(match choice {
+        Choice::Default => {
+            return Err(Error::Unsupported(
+                "a cluster has several shards: name one with --shard N, or the replica with --to HOST:INSTANCE".into(),
+            ));
+        }
+        Choice::Shard(s) if *s < deployment.inventory.deployment.masters => *s,
+        Choice::Shard(s) => {
+            return Err(Error::Unsupported(format!(
+                "there is no shard {s}: the deployment has {} (0 to {})",
+                deployment.inventory.deployment.masters,
+                deployment.inventory.deployment.masters - 1
+            )));
+        }
+        Choice::Replica(label) => match targets.iter().find(|t| t.label() == *label) {
+            Some(t) => t.shard,
+            None => {
+                let names: Vec<String> = targets.iter().map(|t| t.label()).collect();
+                return Err(Error::Unsupported(format!(
+                    "no instance {label:?}; the deployment's instances are: {}",
+                    names.join(", ")
+                )));
+            }
+        },
     })
 }
 
