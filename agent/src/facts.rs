@@ -39,25 +39,5 @@ fn redis_version(path: &Path) -> Option<String> {
         .env_clear()
         .output()
         .ok()?;
-    parse_version(&String::from_utf8_lossy(&out.stdout))
-}
-
-fn parse_version(text: &str) -> Option<String> {
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix("v="))
-        .map(str::to_owned)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn parses_redis_version_line() {
-        assert_eq!(
-            super::parse_version(
-                "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=c4f6e7a3ff5bda13\n"
-            ),
-            Some("7.0.15".into())
-        );
-        assert_eq!(super::parse_version("garbage"), None);
-    }
+    paddock_knowledge::info::version_from_banner(&String::from_utf8_lossy(&out.stdout))
 }

@@ -38,7 +38,6 @@
 //! CLIENT KILL, SHUTDOWN, ...).
 
 use std::fmt;
-use std::net::IpAddr;
 
 use crate::spec::{InstanceSpec, Members, Mode, Peer};
 
@@ -102,24 +101,16 @@ pub struct KnownNode {
 /// CLUSTER NODES text into nodes; lines that do not parse are skipped (the
 /// ids they carry then count as unknown, which refuses).
 pub fn parse_cluster_nodes(text: &str) -> Vec<KnownNode> {
-    text.lines()
-        .filter_map(|line| {
-            let mut f = line.split_whitespace();
-            let id = f.next()?.to_owned();
-            let addr = f.next()?;
-            let flags: Vec<&str> = f.next()?.split(',').collect();
-            let hostport = addr.split(['@', ',']).next()?;
-            let (ip, port) = hostport.rsplit_once(':')?;
-            let peer = match (ip.parse::<IpAddr>(), port.parse::<u16>()) {
-                (Ok(address), Ok(port)) if port != 0 => Some(Peer { address, port }),
-                _ => None,
-            };
-            Some(KnownNode {
-                id,
-                addr: peer,
-                myself: flags.contains(&"myself"),
-                gone: flags.contains(&"fail") || flags.contains(&"noaddr"),
-            })
+    paddock_knowledge::nodes::parse(text)
+        .into_iter()
+        .map(|n| KnownNode {
+            addr: n.addr().map(|a| Peer {
+                address: a.ip,
+                port: a.port,
+            }),
+            myself: n.is_myself(),
+            gone: n.is_gone(),
+            id: n.id,
         })
         .collect()
 }

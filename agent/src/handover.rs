@@ -20,12 +20,22 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use paddock_knowledge::decide::{Escalation, FailoverMode};
+use paddock_knowledge::{nodes, procedure};
 
-use crate::endpoint::Endpoint;
-use crate::redis_access::connect;
+use crate::redis_access::PeerNode;
 
 const NODES_FILE: &str = "nodes.conf";
+
+/// FORCE needs the majority's votes; if they do not come within
+/// `retry_after`, TAKEOVER: the old master is known dead, this is no
+/// partition.
+const ESCALATION: Escalation = Escalation {
+    modes: &[FailoverMode::Force, FailoverMode::Takeover],
+    repeat_last: false,
+    retry_after: Duration::from_secs(3),
+};
+const POLL: Duration = Duration::from_millis(10);
 
 /// A replica of this instance, per its nodes.conf.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,79 +52,26 @@ pub fn replicas_if_master(dir: &Path) -> Option<Vec<Replica>> {
         .ok()?
         .read_to_string(NODES_FILE)
         .ok()?;
-    let lines: Vec<Vec<&str>> = text
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .filter(|f: &Vec<&str>| f.len() >= 8)
-        .collect();
-    let me = lines
-        .iter()
-        .find(|f| f[2].split(',').any(|flag| flag == "myself"))?;
-    let serves_slots = me.len() > 8 && me[8..].iter().any(|s| !s.starts_with('['));
-    if !me[2].split(',').any(|flag| flag == "master") || !serves_slots {
+    let all = nodes::parse(&text);
+    let me = nodes::myself(&all)?;
+    if !me.is_master() || me.slot_count() == 0 {
         return None;
     }
-    let my_id = me[0];
     Some(
-        lines
-            .iter()
+        all.iter()
             // A replica flagged failing (frozen, cut off) is kept: it may
             // still hold the data set, so it must be asked again later.
-            .filter(|f| f[3] == my_id && f[2].split(',').any(|flag| flag == "slave"))
-            .filter(|f| !f[2].split(',').any(|flag| flag == "noaddr"))
-            .filter_map(|f| {
-                let (ip, port) = f[1].split('@').next()?.rsplit_once(':')?;
+            .filter(|n| n.master_id.as_deref() == Some(me.id.as_str()) && n.is_replica())
+            .filter(|n| !n.has(&nodes::Flag::NoAddr))
+            .filter_map(|n| {
+                let a = n.addr()?;
                 Some(Replica {
-                    ip: ip.parse().ok()?,
-                    port: port.parse().ok()?,
+                    ip: a.ip,
+                    port: a.port,
                 })
             })
             .collect(),
     )
-}
-
-fn endpoint(replica: &Replica, password: &str) -> Endpoint {
-    Endpoint {
-        address: replica.ip,
-        port: replica.port,
-        password: password.to_owned(),
-    }
-}
-
-async fn role(replica: &Replica, password: &str) -> Option<String> {
-    let mut conn = connect(&endpoint(replica, password), Duration::from_secs(2))
-        .await
-        .ok()?;
-    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await.ok()?;
-    match role.first()? {
-        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        redis::Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-async fn failover(replica: &Replica, password: &str, mode: &str) -> Result<(), String> {
-    let at = format!("{}:{}", replica.ip, replica.port);
-    let mut conn = connect(&endpoint(replica, password), Duration::from_secs(2))
-        .await
-        .map_err(|e| format!("{at}: {e}"))?;
-    redis::cmd("CLUSTER")
-        .arg("FAILOVER")
-        .arg(mode)
-        .query_async::<()>(&mut conn)
-        .await
-        .map_err(|e| format!("{at}: CLUSTER FAILOVER {mode}: {e}"))
-}
-
-async fn wait_master(replica: &Replica, password: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if role(replica, password).await.as_deref() == Some("master") {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
 }
 
 /// Why no replica took over.
@@ -126,27 +83,15 @@ pub struct NoHeir {
 /// Has one of `replicas` take over. Ok names the new master.
 pub async fn hand_over(replicas: &[Replica], password: &str) -> Result<String, NoHeir> {
     let mut errors = Vec::new();
-    for mode in ["FORCE", "TAKEOVER"] {
-        for r in replicas {
-            match role(r, password).await.as_deref() {
-                // Already took over (a failover ran just before the exit).
-                Some("master") => return Ok(format!("{}:{}", r.ip, r.port)),
-                Some(_) => {}
-                None => {
-                    errors.push(format!("{}:{} does not answer", r.ip, r.port));
-                    continue;
-                }
-            }
-            match failover(r, password, mode).await {
-                Ok(()) if wait_master(r, password, Duration::from_secs(3)).await => {
-                    return Ok(format!("{}:{}", r.ip, r.port));
-                }
-                Ok(()) => errors.push(format!(
-                    "{}:{} accepted CLUSTER FAILOVER {mode} but did not become master",
-                    r.ip, r.port
-                )),
-                Err(e) => errors.push(e),
-            }
+    for r in replicas {
+        let node = PeerNode::new(r.ip, r.port, password, Duration::from_secs(2));
+        // Each mode gets its wait, plus a margin for the last look.
+        let deadline = tokio::time::Instant::now()
+            + ESCALATION.retry_after * ESCALATION.modes.len() as u32
+            + Duration::from_millis(500);
+        match procedure::cluster_failover(&node, &ESCALATION, deadline, POLL, |_| {}).await {
+            Ok(()) => return Ok(format!("{}:{}", r.ip, r.port)),
+            Err(e) => errors.push(e.to_string()),
         }
     }
     Err(NoHeir {

@@ -71,15 +71,12 @@ pub async fn readiness(endpoint: &Endpoint, expected_pid: u32) -> Readiness {
         Err(e) if ReplyError::of(&e) == ReplyError::Loading => return Readiness::Loading,
         Err(_) => return Readiness::NotAnswering,
     };
-    let field = |key: &str| {
-        info.lines()
-            .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix(':'))
-            .map(str::to_owned)
-    };
-    match field("process_id").and_then(|p| p.parse::<u32>().ok()) {
+    let server = paddock_knowledge::info::Server::parse(&info);
+    let loading = paddock_knowledge::info::Persistence::parse(&info).loading;
+    match server.process_id {
         Some(pid) if pid != expected_pid => Readiness::Impostor(pid),
         None => Readiness::NotAnswering,
-        Some(_) if field("loading").as_deref() == Some("1") => Readiness::Loading,
+        Some(_) if loading == Some(true) => Readiness::Loading,
         Some(_) => Readiness::Ready,
     }
 }
@@ -273,6 +270,92 @@ pub(crate) fn reply(v: Value) -> Reply {
         Value::BigNumber(n) => Reply::Simple(format!("{n:?}")),
         _ => Reply::Error("unsupported reply type".into()),
     }
+}
+
+/// A Redis the agent acts on directly (a peer of a replication group, a
+/// replica taking over): the procedures of `paddock_knowledge` run over it.
+/// Each command opens its own short connection, as the peer may be down.
+pub struct PeerNode {
+    pub endpoint: Endpoint,
+    pub response_timeout: Duration,
+}
+
+impl PeerNode {
+    pub fn new(
+        address: std::net::IpAddr,
+        port: u16,
+        password: &str,
+        response_timeout: Duration,
+    ) -> Self {
+        PeerNode {
+            endpoint: Endpoint {
+                address,
+                port,
+                password: password.to_owned(),
+            },
+            response_timeout,
+        }
+    }
+}
+
+impl paddock_knowledge::RedisNode for PeerNode {
+    fn name(&self) -> String {
+        paddock_knowledge::Addr::new(self.endpoint.address, self.endpoint.port).to_string()
+    }
+
+    async fn command(
+        &self,
+        args: &[&str],
+    ) -> Result<paddock_knowledge::Value, paddock_knowledge::Error> {
+        let unreachable = |e: redis::RedisError| paddock_knowledge::Error::Unreachable {
+            node: self.name(),
+            source: Box::new(e),
+        };
+        let mut conn = connect(&self.endpoint, self.response_timeout)
+            .await
+            .map_err(unreachable)?;
+        let mut cmd = redis::Cmd::new();
+        for a in args {
+            cmd.arg(*a);
+        }
+        // A pipeline that keeps error replies as values: they become
+        // Error::Reply below, a transport failure Error::Unreachable.
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.add_command(cmd);
+        let v = pipe
+            .query_async::<Vec<Value>>(&mut conn)
+            .await
+            .map_err(unreachable)?
+            .pop()
+            .unwrap_or(Value::Nil);
+        to_value(v)
+            .map_err(|text| paddock_knowledge::Error::reply(self.name(), args.join(" "), &text))
+    }
+}
+
+/// A redis-rs reply as the knowledge crate's value; Err carries the text
+/// of an error reply.
+pub fn to_value(v: Value) -> Result<paddock_knowledge::Value, String> {
+    reply_value(reply(v))
+}
+
+fn reply_value(r: Reply) -> Result<paddock_knowledge::Value, String> {
+    use paddock_knowledge::Value as K;
+    Ok(match r {
+        Reply::Nil => K::Nil,
+        Reply::Int(i) => K::Int(i),
+        Reply::Bulk(b) => K::Bulk(b),
+        Reply::Simple(s) => K::Status(s),
+        Reply::Error(e) => return Err(e),
+        Reply::Array(items) => K::Array(
+            items
+                .into_iter()
+                .map(reply_value)
+                .collect::<Result<_, _>>()?,
+        ),
+        Reply::Double(d) => K::Double(d),
+    })
 }
 
 #[cfg(test)]

@@ -54,49 +54,28 @@ impl NodeLine {
 
 /// Parses CLUSTER NODES output; malformed lines are skipped.
 pub fn parse_nodes(text: &str) -> Vec<NodeLine> {
-    text.lines().filter_map(parse_line).collect()
+    paddock_knowledge::nodes::parse(text)
+        .into_iter()
+        .map(NodeLine::from)
+        .collect()
 }
 
-fn parse_line(line: &str) -> Option<NodeLine> {
-    let mut f = line.split_whitespace();
-    let id = f.next()?.to_owned();
-    let addr = f.next()?;
-    let flags = f.next()?.split(',').map(str::to_owned).collect();
-    let master = f.next()?;
-    let _ping_sent = f.next()?;
-    let _pong_recv = f.next()?;
-    let config_epoch = f.next()?.parse().unwrap_or(0);
-    let link = f.next()?;
-    // "ip:port@cport[,hostname]"; ip may be empty for a node with no address yet.
-    let host_port = addr.split('@').next()?;
-    let (ip, port) = host_port.rsplit_once(':')?;
-    let mut slots = Vec::new();
-    let mut open_slots = Vec::new();
-    for s in f {
-        if s.starts_with('[') {
-            open_slots.push(s.to_owned());
-            continue;
+/// The controller's view of a parsed line: flags and open slots as Redis
+/// writes them, which its judgments print.
+impl From<paddock_knowledge::nodes::ClusterNode> for NodeLine {
+    fn from(n: paddock_knowledge::nodes::ClusterNode) -> Self {
+        NodeLine {
+            flags: n.flags.iter().map(|f| f.as_str().to_owned()).collect(),
+            open_slots: n.open_slots.iter().map(ToString::to_string).collect(),
+            id: n.id,
+            ip: n.ip,
+            port: n.port,
+            master_id: n.master_id,
+            config_epoch: n.config_epoch,
+            connected: n.connected,
+            slots: n.slots,
         }
-        let range = match s.split_once('-') {
-            Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
-            None => {
-                let n = s.parse().ok()?;
-                (n, n)
-            }
-        };
-        slots.push(range);
     }
-    Some(NodeLine {
-        id,
-        ip: ip.parse().ok(),
-        port: port.parse().ok()?,
-        flags,
-        master_id: (master != "-").then(|| master.to_owned()),
-        config_epoch,
-        connected: link == "connected",
-        slots,
-        open_slots,
-    })
 }
 
 /// The member that is master of a replication deployment: the one master

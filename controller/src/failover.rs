@@ -11,10 +11,14 @@ use futures::future::join_all;
 use crate::Error;
 use crate::client::{Reply, Security};
 use crate::cluster::{Observation, assess, shard_master};
-use crate::fleet::{Deployment, Fleet, members};
+use crate::fleet::{Deployment, Fleet, Target, members};
 use crate::form::{observe_all, wait_healthy};
-use crate::plan::info_field;
+use crate::node::Node;
 use crate::progress::Progress;
+use paddock_knowledge::RedisNode;
+use paddock_knowledge::decide::{Escalation, FailoverMode, heir_by_offset};
+use paddock_knowledge::info::Replication;
+use paddock_knowledge::{Addr, procedure};
 
 #[derive(Debug, Clone)]
 pub struct FailoverReport {
@@ -161,37 +165,34 @@ async fn failover_locked(
             balance: Vec::new(),
         });
     }
-    let shard = match choice {
-        Choice::Default => {
-            return Err(Error::Usage(
-                "a cluster has several shards: name one with --shard N, or the replica with --to HOST:INSTANCE".into(),
-            ));
-        }
-        Choice::Shard(s) if *s < deployment.inventory.deployment.masters => *s,
-        Choice::Shard(s) => {
-            return Err(Error::Usage(format!(
-                "there is no shard {s}: the deployment has {} (0 to {})",
-                deployment.inventory.deployment.masters,
-                deployment.inventory.deployment.masters - 1
-            )));
-        }
-        Choice::Replica(label) => match targets.iter().find(|t| t.label() == *label) {
-            Some(t) => t.shard,
-            None => {
-                let names: Vec<String> = targets.iter().map(|t| t.label()).collect();
-                return Err(Error::Unsupported(format!(
-                    "no instance {label:?}; the deployment's instances are: {}",
-                    names.join(", ")
-                )));
-            }
-        },
-    };
-    let master = shard_master(&members, &observed, shard)
+    shard_failover(
+        deployment, fleet, &targets, &observed, choice, timeout, progress, started, &outside,
+    )
+    .await
+}
+
+/// `paddock failover` in a cluster: the shard's chosen (or best) replica
+/// takes over with a coordinated CLUSTER FAILOVER.
+#[allow(clippy::too_many_arguments)]
+async fn shard_failover(
+    deployment: &Deployment,
+    fleet: &Fleet,
+    targets: &[Target],
+    observed: &[Option<Observation>],
+    choice: &Choice,
+    timeout: Duration,
+    progress: &Progress,
+    started: Instant,
+    outside: &impl Fn(&Target) -> Option<Error>,
+) -> Result<FailoverReport, Error> {
+    let members = members(targets);
+    let shard = pick_shard(deployment, targets, choice)?;
+    let master = shard_master(&members, observed, shard)
         .cloned()
         .ok_or_else(|| Error::NotConverged(format!("shard {shard} has no master")))?;
     let from = targets
         .iter()
-        .zip(&observed)
+        .zip(observed)
         .find(|(_, o)| {
             o.as_ref()
                 .and_then(Observation::myself)
@@ -233,27 +234,16 @@ async fn failover_locked(
             })?,
         Choice::Shard(_) | Choice::Default => {
             // The replica with the most of the replication stream.
-            let offsets = join_all(replicas.iter().map(|&i| {
-                let fleet = &fleet;
-                let t = &targets[i];
-                async move {
-                    let r = fleet.redis(t, &[&["INFO", "replication"]]).await.ok()?;
-                    let info = r.first().and_then(Reply::text)?;
-                    info_field(&info, "slave_repl_offset")?.parse::<i64>().ok()
-                }
-            }))
-            .await;
-            replicas
-                .iter()
-                .zip(offsets)
-                .filter_map(|(&i, o)| o.map(|o| (i, o)))
-                .max_by_key(|&(_, o)| o)
-                .map(|(i, _)| i)
-                .ok_or_else(|| Error::NotConverged(format!("shard {shard} has no replica in sync to take over")))?
+            let offsets = replica_offsets(fleet, targets, &replicas).await;
+            let candidates: Vec<(usize, Option<i64>)> =
+                replicas.iter().copied().zip(offsets).collect();
+            heir_by_offset(&candidates).ok_or_else(|| {
+                Error::NotConverged(format!("shard {shard} has no replica in sync to take over"))
+            })?
         }
     };
     let heir = &targets[chosen];
-    let old = targets.iter().zip(&observed).find(|(_, o)| {
+    let old = targets.iter().zip(observed).find(|(_, o)| {
         o.as_ref()
             .and_then(Observation::myself)
             .is_some_and(|m| m.id == master.id)
@@ -269,11 +259,11 @@ async fn failover_locked(
         "shard {shard}: {} takes over from {from} (CLUSTER FAILOVER)",
         heir.label()
     ));
-    cluster_failover(fleet, &targets, chosen, Instant::now() + timeout).await?;
-    wait_healthy(fleet, &targets, Instant::now() + timeout).await?;
+    cluster_failover(fleet, targets, chosen, Instant::now() + timeout).await?;
+    wait_healthy(fleet, targets, Instant::now() + timeout).await?;
     progress.step("cluster healthy with the new roles");
-    let observed = observe_all(fleet, &targets).await;
-    let balance = crate::balance::judge(&crate::balance::roles(&targets, &observed));
+    let observed = observe_all(fleet, targets).await;
+    let balance = crate::balance::judge(&crate::balance::roles(targets, &observed));
     Ok(FailoverReport {
         shard,
         from,
@@ -281,6 +271,36 @@ async fn failover_locked(
         took: started.elapsed(),
         already_master: false,
         balance: balance.unhealthy(),
+    })
+}
+
+/// The shard `choice` names: by number, or as the shard of the named
+/// replica.
+fn pick_shard(deployment: &Deployment, targets: &[Target], choice: &Choice) -> Result<u32, Error> {
+    Ok(match choice {
+        Choice::Default => {
+            return Err(Error::Usage(
+                "a cluster has several shards: name one with --shard N, or the replica with --to HOST:INSTANCE".into(),
+            ));
+        }
+        Choice::Shard(s) if *s < deployment.inventory.deployment.masters => *s,
+        Choice::Shard(s) => {
+            return Err(Error::Usage(format!(
+                "there is no shard {s}: the deployment has {} (0 to {})",
+                deployment.inventory.deployment.masters,
+                deployment.inventory.deployment.masters - 1
+            )));
+        }
+        Choice::Replica(label) => match targets.iter().find(|t| t.label() == *label) {
+            Some(t) => t.shard,
+            None => {
+                let names: Vec<String> = targets.iter().map(|t| t.label()).collect();
+                return Err(Error::Unsupported(format!(
+                    "no instance {label:?}; the deployment's instances are: {}",
+                    names.join(", ")
+                )));
+            }
+        },
     })
 }
 
@@ -303,59 +323,24 @@ pub(crate) async fn cluster_failover(
 ) -> Result<(), Error> {
     let t = &targets[heir];
     let retry = election_retry_time(t.spec.cluster_node_timeout_ms());
-    let master_epoch = crate::engine::observe::observe_node(fleet, t)
-        .await
-        .and_then(|(o, _)| {
-            let me = o.myself()?;
-            let master = me.master_id.as_deref()?;
-            o.nodes
-                .iter()
-                .find(|n| n.id == master)
-                .map(|n| n.config_epoch)
-        });
-    let Some(master_epoch) = master_epoch else {
-        return Err(Error::NotConverged(format!(
-            "{} is not a replica of a known master, so it cannot take over",
-            t.label()
-        )));
+    // A manual failover that does not complete is abandoned by Redis after
+    // 5 s (CLUSTER_MF_TIMEOUT), writes on the master resumed; three tries
+    // cover a stale election.
+    let escalation = Escalation {
+        modes: &[FailoverMode::Coordinated; 3],
+        repeat_last: false,
+        retry_after: retry.max(MANUAL_FAILOVER_TIMEOUT + Duration::from_secs(1)),
     };
-    // Bounded by the deadline; three tries cover a stale election.
-    for _attempt in 0..3 {
-        let asked = Instant::now();
-        let r = fleet.redis(t, &[&["CLUSTER", "FAILOVER"]]).await?;
-        if let Some(e) = r[0].error() {
-            return Err(Error::Redis {
-                host: t.host_name.clone(),
-                instance: t.instance.clone(),
-                message: format!("CLUSTER FAILOVER: {e}"),
-            });
-        }
-        // A manual failover that does not complete is abandoned by Redis
-        // after 5 s (CLUSTER_MF_TIMEOUT), writes on the master resumed.
-        let attempt_end = deadline.min(asked + MANUAL_FAILOVER_TIMEOUT + Duration::from_secs(1));
-        loop {
-            let o = crate::engine::observe::observe_node(fleet, t).await;
-            if o.as_ref()
-                .and_then(|(o, _)| o.myself())
-                .is_some_and(|m| promoted(m, master_epoch))
-            {
-                return Ok(());
-            }
-            if Instant::now() >= attempt_end {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let again = asked + retry;
-        if again >= deadline {
-            break;
-        }
-        tokio::time::sleep_until(again.into()).await;
-    }
-    Err(Error::NotConverged(format!(
-        "{} was asked to take over its master's slots (CLUSTER FAILOVER) but is not master under a newer config epoch yet",
-        t.label()
-    )))
+    let node = Node::of(fleet, t)?;
+    procedure::cluster_failover(
+        &node,
+        &escalation,
+        deadline.into(),
+        Duration::from_millis(10),
+        |_| {},
+    )
+    .await
+    .map_err(crate::node::error)
 }
 
 /// How long Redis's manual failover waits for the switch (CLUSTER_MF_TIMEOUT).
@@ -366,12 +351,6 @@ const MANUAL_FAILOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// timeout, which is twice the node timeout, at least 2 s).
 pub(crate) fn election_retry_time(node_timeout_ms: u32) -> Duration {
     Duration::from_millis(2 * u64::from(node_timeout_ms).saturating_mul(2).max(2000))
-}
-
-/// Whether the replica took its master's slots over for real: it serves
-/// slots under a config epoch newer than the master it replaced.
-fn promoted(me: &crate::cluster::NodeLine, master_epoch: u64) -> bool {
-    me.is_master() && me.slot_count() > 0 && me.config_epoch > master_epoch
 }
 
 /// Hands a replication or sentinel master's role to its best replica the
@@ -422,7 +401,7 @@ const MAX_WRITE_PAUSE: Duration = Duration::from_secs(300);
 /// later, and writes it took meanwhile would be lost).
 async fn replication_failover(
     fleet: &Fleet,
-    targets: &[crate::fleet::Target],
+    targets: &[Target],
     observed: &[Option<Observation>],
     sentinels: &Sentinels<'_>,
     choice: &Choice,
@@ -432,243 +411,234 @@ async fn replication_failover(
     let members = members(targets);
     let master = crate::cluster::replication_master(&members, observed)
         .ok_or_else(|| Error::NotConverged("no master to fail over from".into()))?;
-    let offset = |info: &str, key: &str| info_field(info, key).and_then(|v| v.parse::<i64>().ok());
-    let infos = join_all(targets.iter().map(|t| async move {
-        let r = fleet.redis(t, &[&["INFO", "replication"]]).await.ok()?;
-        r.first().and_then(Reply::text)
-    }))
-    .await;
-    let chosen = match choice {
-        Choice::Replica(label) if *label == targets[master].label() => {
-            // Already the master: a no-op (the caller reports it).
-            return Ok((label.clone(), label.clone()));
-        }
-        Choice::Replica(_) if !sentinels.targets.is_empty() => {
-            return Err(Error::Usage(
-                "with Sentinel, the sentinels choose the replica to promote; run `paddock failover` without --replica".into(),
-            ));
-        }
-        Choice::Replica(label) => targets
-            .iter()
-            .position(|t| t.label() == *label)
-            .ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "{label} is not a replica of this deployment; `paddock status` shows the roles"
-                ))
-            })?,
-        Choice::Shard(0) | Choice::Default => (0..targets.len())
-            .filter(|&i| i != master)
-            .max_by_key(|&i| {
-                infos[i]
-                    .as_deref()
-                    .and_then(|t| offset(t, "slave_repl_offset"))
-                    .unwrap_or(-1)
-            })
-            .ok_or_else(|| Error::NotConverged("there is no replica to take over".into()))?,
-        Choice::Shard(s) => {
-            return Err(Error::Usage(format!(
-                "there is no shard {s}: a replication deployment has one (0)"
-            )));
-        }
-    };
     let old = &targets[master];
-    let mut chosen = chosen;
+    let chosen = match choose_replica(fleet, targets, master, sentinels, choice).await? {
+        // Already the master: a no-op (the caller reports it).
+        None => return Ok((old.label(), old.label())),
+        Some(i) => i,
+    };
     // With Sentinel, every replica must be able to take over losslessly.
     let catching_up: Vec<usize> = if sentinels.targets.is_empty() {
-        vec![chosen]
-    } else {
-        (0..targets.len()).filter(|&i| i != master).collect()
-    };
-    if sentinels.targets.is_empty() {
         progress.step(format!(
             "{} takes over from {} (writes paused on the master meanwhile)",
             targets[chosen].label(),
             old.label()
         ));
+        vec![chosen]
     } else {
         progress.step(format!(
             "SENTINEL FAILOVER away from {} (writes paused on the master meanwhile)",
             old.label()
         ));
-    }
+        (0..targets.len()).filter(|&i| i != master).collect()
+    };
     // The agent pauses writes for at most 5 minutes (its guard's bound);
     // the switch must be done within the pause, so that bounds it too.
     let paused = timeout.min(MAX_WRITE_PAUSE);
     let pause_ms = paused.as_millis().to_string();
-    let r = fleet
-        .redis(old, &[&["CLIENT", "PAUSE", &pause_ms, "WRITE"]])
-        .await?;
-    if let Some(e) = r[0].error() {
-        return Err(Error::Redis {
-            host: old.host_name.clone(),
-            instance: old.instance.clone(),
-            message: format!("CLIENT PAUSE: {e}"),
-        });
-    }
+    let old_node = Node::of(fleet, old)?;
+    old_node
+        .command(&["CLIENT", "PAUSE", &pause_ms, "WRITE"])
+        .await
+        .map_err(crate::node::error)?;
+    let deadline = Instant::now() + paused;
     let result = async {
-        let deadline = Instant::now() + paused;
         for &i in &catching_up {
-            let new = &targets[i];
-            loop {
-                let m = fleet.redis(old, &[&["INFO", "replication"]]).await?;
-                let c = fleet.redis(new, &[&["INFO", "replication"]]).await?;
-                let want = m
-                    .first()
-                    .and_then(Reply::text)
-                    .and_then(|t| offset(&t, "master_repl_offset"));
-                let have = c
-                    .first()
-                    .and_then(Reply::text)
-                    .and_then(|t| offset(&t, "slave_repl_offset"));
-                if want.is_some() && want == have {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err(Error::NotConverged(format!(
-                        "{} did not catch up with {} in time; nothing was switched",
-                        new.label(),
-                        old.label()
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            catch_up(fleet, old, &targets[i], deadline).await?;
         }
-        if sentinels.targets.is_empty() {
-            let new = &targets[chosen];
-            fleet
-                .agent(new.host)?
-                .redis_dangerous(&new.instance, &[&["REPLICAOF", "NO", "ONE"]])
-                .await?;
-        } else {
-            chosen = sentinel_failover(fleet, targets, master, sentinels, deadline).await?;
-        }
-        let new = &targets[chosen];
-        let (ip, port) = (new.ip.to_string(), new.port.to_string());
-        for (i, t) in targets.iter().enumerate() {
-            if i != chosen {
-                fleet
-                    .agent(t.host)?
-                    .redis_dangerous(&t.instance, &[&["REPLICAOF", &ip, &port]])
-                    .await?;
-            }
-        }
-        Ok::<_, Error>(())
+        switch(fleet, targets, master, chosen, sentinels, deadline).await
     }
     .await;
     // Whatever happened, the old master's clients are let go.
     let _ = fleet.redis(old, &[&["CLIENT", "UNPAUSE"]]).await;
-    result?;
-    wait_healthy(fleet, targets, Instant::now() + timeout).await?;
-    progress.step("replication healthy with the new master");
-    if !sentinels.targets.is_empty() {
-        // Done when the sentinels have finished their side too, so that a
-        // failover right after this one is not refused as in progress.
-        let new = crate::client::Peer {
-            address: targets[chosen].ip,
-            port: targets[chosen].port,
-        };
-        let replicas = targets.len().saturating_sub(1) as u32;
-        crate::sentinel::wait_guarding(
-            fleet,
-            sentinels.targets,
-            sentinels.master_name,
-            new,
-            replicas,
-            Instant::now() + timeout,
-        )
-        .await
-        .map_err(|problems| {
-            Error::NotConverged(format!(
-                "the switch is done, but the sentinels did not settle in time:\n  - {}",
-                crate::problem::join(&problems, "\n  - ")
-            ))
-        })?;
-        progress.step("every sentinel names the new master");
-    }
+    let chosen = result?;
+    settle(fleet, targets, chosen, sentinels, timeout, progress).await?;
     Ok((old.label(), targets[chosen].label()))
 }
 
-/// Asks one sentinel after another for SENTINEL FAILOVER until one starts
-/// it, then waits until the sentinels name the new master; its index.
-async fn sentinel_failover(
+/// The replica a replication failover promotes (None: `choice` names the
+/// master already). Sentinel picks its own, so here the best by offset is
+/// only what is announced.
+async fn choose_replica(
     fleet: &Fleet,
-    targets: &[crate::fleet::Target],
+    targets: &[Target],
     master: usize,
+    sentinels: &Sentinels<'_>,
+    choice: &Choice,
+) -> Result<Option<usize>, Error> {
+    match choice {
+        Choice::Replica(label) if *label == targets[master].label() => Ok(None),
+        Choice::Replica(_) if !sentinels.targets.is_empty() => Err(Error::Unsupported(
+            "with Sentinel, the sentinels choose the replica to promote; run `paddock failover` without --replica".into(),
+        )),
+        Choice::Replica(label) => targets
+            .iter()
+            .position(|t| t.label() == *label)
+            .map(Some)
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{label} is not a replica of this deployment; `paddock status` shows the roles"
+                ))
+            }),
+        Choice::Shard(0) | Choice::Default => {
+            let replicas: Vec<usize> = (0..targets.len()).filter(|&i| i != master).collect();
+            let offsets = replica_offsets(fleet, targets, &replicas).await;
+            // A replica whose offset is unknown may still be the only one.
+            let candidates: Vec<(usize, Option<i64>)> = replicas
+                .iter()
+                .zip(offsets)
+                .map(|(&i, o)| (i, Some(o.unwrap_or(-1))))
+                .collect();
+            heir_by_offset(&candidates)
+                .map(Some)
+                .ok_or_else(|| Error::NotConverged("there is no replica to take over".into()))
+        }
+        Choice::Shard(s) => Err(Error::Unsupported(format!(
+            "there is no shard {s}: a replication deployment has one (0)"
+        ))),
+    }
+}
+
+/// Each replica's `slave_repl_offset` (None: not answering).
+async fn replica_offsets(
+    fleet: &Fleet,
+    targets: &[Target],
+    replicas: &[usize],
+) -> Vec<Option<i64>> {
+    join_all(
+        replicas
+            .iter()
+            .map(|&i| async move { replication(fleet, &targets[i]).await?.replica_offset }),
+    )
+    .await
+}
+
+async fn replication(fleet: &Fleet, t: &Target) -> Option<Replication> {
+    let r = fleet.redis(t, &[&["INFO", "replication"]]).await.ok()?;
+    Some(Replication::parse(&r.first().and_then(Reply::text)?))
+}
+
+/// Waits until `new` has all of the paused master `old`'s stream.
+async fn catch_up(
+    fleet: &Fleet,
+    old: &Target,
+    new: &Target,
+    deadline: Instant,
+) -> Result<(), Error> {
+    loop {
+        let want = replication(fleet, old)
+            .await
+            .and_then(|r| r.master_repl_offset);
+        let have = replication(fleet, new).await.and_then(|r| r.replica_offset);
+        if want.is_some() && want == have {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NotConverged(format!(
+                "{} did not catch up with {} in time; nothing was switched",
+                new.label(),
+                old.label()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Promotes `chosen` (or has the sentinels promote the replica they
+/// choose) and points every other member at the new master; its index.
+async fn switch(
+    fleet: &Fleet,
+    targets: &[Target],
+    master: usize,
+    chosen: usize,
     sentinels: &Sentinels<'_>,
     deadline: Instant,
 ) -> Result<usize, Error> {
-    let mut errors = Vec::new();
-    let mut started = false;
-    for s in sentinels.targets {
-        match fleet
-            .agent(s.host)?
-            .redis_dangerous(
-                &s.instance,
-                &[&["SENTINEL", "FAILOVER", sentinels.master_name]],
-            )
+    let addr = |i: usize| Addr::new(targets[i].ip, targets[i].port);
+    let others = |chosen: usize| -> Result<Vec<Node>, Error> {
+        (0..targets.len())
+            .filter(|&i| i != chosen)
+            .map(|i| Ok(Node::of(fleet, &targets[i])?.dangerous()))
+            .collect()
+    };
+    let (chosen, failures) = if sentinels.targets.is_empty() {
+        let heir = Node::of(fleet, &targets[chosen])?.dangerous();
+        let failures = procedure::promote_and_repoint(&heir, addr(chosen), &others(chosen)?)
             .await
-        {
-            Ok(r) => match r[0].error() {
-                Some(e) => errors.push(format!("{}: {e}", s.label())),
-                None => {
-                    started = true;
-                    break;
-                }
-            },
-            Err(e) => errors.push(e.to_string()),
-        }
+            .map_err(crate::node::error)?;
+        (chosen, failures)
+    } else {
+        let nodes: Vec<Node> = sentinels
+            .targets
+            .iter()
+            .map(|s| Ok(Node::of(fleet, s)?.dangerous()))
+            .collect::<Result<_, Error>>()?;
+        let new = procedure::sentinel_failover(
+            &nodes,
+            sentinels.master_name,
+            addr(master),
+            |a| targets.iter().any(|t| (t.ip, t.port) == (a.ip, a.port)),
+            deadline.into(),
+            Duration::from_millis(20),
+        )
+        .await
+        .map_err(crate::node::error)?;
+        let chosen = (0..targets.len())
+            .find(|&i| addr(i) == new)
+            .ok_or_else(|| {
+                Error::NotConverged(format!("the sentinels named {new}, not a member"))
+            })?;
+        (chosen, procedure::repoint(&others(chosen)?, new).await)
+    };
+    match failures.into_iter().next() {
+        Some(e) => Err(crate::node::error(e)),
+        None => Ok(chosen),
     }
-    if !started {
-        return Err(Error::NotConverged(format!(
-            "no sentinel started the failover: {}",
-            errors.join("; ")
-        )));
+}
+
+/// Waits until replication is healthy with the new master and, with
+/// Sentinel, until the sentinels have finished their side too, so that a
+/// failover right after this one is not refused as in progress.
+async fn settle(
+    fleet: &Fleet,
+    targets: &[Target],
+    chosen: usize,
+    sentinels: &Sentinels<'_>,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<(), Error> {
+    wait_healthy(fleet, targets, Instant::now() + timeout).await?;
+    progress.step("replication healthy with the new master");
+    if sentinels.targets.is_empty() {
+        return Ok(());
     }
-    let old = (targets[master].ip, targets[master].port);
-    loop {
-        let views = crate::sentinel::views(fleet, sentinels.targets, sentinels.master_name).await;
-        if let Some(m) = crate::sentinel::named_master(&views)
-            && (m.address, m.port) != old
-            && let Some(i) = targets
-                .iter()
-                .position(|t| (t.ip, t.port) == (m.address, m.port))
-        {
-            return Ok(i);
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::NotConverged(
-                "the sentinels accepted the failover but named no new master in time".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let new = crate::client::Peer {
+        address: targets[chosen].ip,
+        port: targets[chosen].port,
+    };
+    let replicas = targets.len().saturating_sub(1) as u32;
+    crate::sentinel::wait_guarding(
+        fleet,
+        sentinels.targets,
+        sentinels.master_name,
+        new,
+        replicas,
+        Instant::now() + timeout,
+    )
+    .await
+    .map_err(|problems| {
+        Error::NotConverged(format!(
+            "the switch is done, but the sentinels did not settle in time:\n  - {}",
+            crate::problem::join(&problems, "\n  - ")
+        ))
+    })?;
+    progress.step("every sentinel names the new master");
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::parse_nodes;
-
-    #[test]
-    fn a_promotion_counts_only_under_a_newer_epoch() {
-        let line = |flags: &str, epoch: u64, slots: &str| {
-            parse_nodes(&format!(
-                "e7 127.0.1.1:7001@17001 {flags} - 0 0 {epoch} connected {slots}"
-            ))
-            .remove(0)
-        };
-        // (my line, the old master's epoch) -> promoted
-        let table = [
-            (line("myself,master", 9, "10923-16383"), 8, true),
-            // Redis 7.0's stale election: master for a moment under its old epoch.
-            (line("myself,master", 7, "10923-16383"), 8, false),
-            (line("myself,slave", 8, ""), 8, false),
-            (line("myself,master", 9, ""), 8, false),
-        ];
-        for (me, epoch, want) in table {
-            assert_eq!(promoted(&me, epoch), want, "{me:?} vs {epoch}");
-        }
-    }
 
     #[test]
     fn election_retry_time_follows_the_node_timeout() {

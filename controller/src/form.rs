@@ -27,6 +27,8 @@ use crate::engine::observe::observe_node;
 use crate::fleet::{Fleet, Target, members};
 use crate::problem::ClusterProblem;
 use crate::progress::Progress;
+use paddock_knowledge::decide::{Escalation, FailoverMode};
+use paddock_knowledge::procedure;
 
 const FORMING_NODE_TIMEOUT_MS: u32 = 500;
 const POLL: Duration = Duration::from_millis(10);
@@ -140,7 +142,6 @@ pub async fn promote_heirs(
     progress: &Progress,
 ) -> Result<(), Error> {
     let members = members(targets);
-    let mut tried: HashMap<usize, (Instant, u32)> = HashMap::new();
     loop {
         let observed = observe_all(fleet, targets).await;
         let heirs: Vec<(u32, usize)> = (0..masters)
@@ -158,31 +159,42 @@ pub async fn promote_heirs(
                 names.join(", ")
             )));
         }
-        for (shard, i) in heirs {
-            let entry = tried.entry(i).or_insert((
-                Instant::now()
-                    .checked_sub(RETRY_EVERY * 4)
-                    .unwrap_or_else(Instant::now),
-                0,
-            ));
-            if entry.0.elapsed() < RETRY_EVERY * 4 {
-                continue;
+        let tries = heirs.iter().map(|&(shard, i)| async move {
+            let node = crate::node::Node::of(fleet, &targets[i])?;
+            let announce = |mode: FailoverMode| {
+                progress.step(format!(
+                    "shard {shard}: its master is gone; promoting {} ({})",
+                    targets[i].label(),
+                    mode.args().join(" ")
+                ))
+            };
+            procedure::cluster_failover(&node, &HEIR_ESCALATION, deadline.into(), POLL, announce)
+                .await
+                .map_err(crate::node::error)
+        });
+        for result in join_all(tries).await {
+            match result {
+                // Not promoted yet: observed again, and reported at the deadline.
+                Ok(()) | Err(Error::NotConverged(_)) => {}
+                Err(e) => return Err(e),
             }
-            // FORCE needs the majority's votes; after two tries the old
-            // master is known gone, so TAKEOVER is safe.
-            let mode = if entry.1 < 2 { "FORCE" } else { "TAKEOVER" };
-            *entry = (Instant::now(), entry.1 + 1);
-            progress.step(format!(
-                "shard {shard}: its master is gone; promoting {} (CLUSTER FAILOVER {mode})",
-                targets[i].label()
-            ));
-            fleet
-                .redis(&targets[i], &[&["CLUSTER", "FAILOVER", mode]])
-                .await?;
         }
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// How a replica of a lost master is asked to take over: FORCE needs the
+/// majority's votes; after two tries the old master is known gone, so
+/// TAKEOVER is safe.
+const HEIR_ESCALATION: Escalation = Escalation {
+    modes: &[
+        FailoverMode::Force,
+        FailoverMode::Force,
+        FailoverMode::Takeover,
+    ],
+    repeat_last: true,
+    retry_after: Duration::from_millis(RETRY_EVERY.as_millis() as u64 * 4),
+};
 
 /// Waits until the cluster is healthy (no step taken), for rolling restarts.
 pub async fn wait_healthy(

@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod form;
 pub mod lab;
 pub mod lifecycle;
+pub mod node;
 pub mod output;
 pub mod plan;
 pub mod problem;

@@ -18,38 +18,15 @@ pub struct ReplicationInfo {
 }
 
 pub fn parse_replication(info: &str) -> ReplicationInfo {
-    let field = |key: &str| info_field(info, key);
-    let role = field("role");
-    let replica = role.as_deref() == Some("slave");
+    let r = paddock_knowledge::info::Replication::parse(info);
     ReplicationInfo {
-        role_master: role.as_deref().map(|r| r == "master"),
-        master_addr: replica
-            .then(|| {
-                Some((
-                    field("master_host")?.parse().ok()?,
-                    field("master_port")?.parse().ok()?,
-                ))
-            })
-            .flatten(),
-        link_up: replica.then(|| field("master_link_status").as_deref() == Some("up")),
-        connected_replicas: field("connected_slaves").and_then(|n| n.parse().ok()),
-        replicas_online: info
-            .lines()
-            .filter(|l| {
-                l.strip_prefix("slave")
-                    .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
-            })
-            .filter_map(|l| {
-                let kv = |key: &str| {
-                    l.split_once(':')?
-                        .1
-                        .split(',')
-                        .find_map(|f| f.trim().strip_prefix(key)?.strip_prefix('='))
-                };
-                (kv("state")? == "online")
-                    .then_some((kv("ip")?.parse().ok()?, kv("port")?.parse().ok()?))
-            })
-            .collect(),
+        role_master: r
+            .role
+            .map(|role| role == paddock_knowledge::info::InfoRole::Master),
+        master_addr: r.master.map(|a| (a.ip, a.port)),
+        link_up: r.link_up,
+        connected_replicas: r.connected_replicas,
+        replicas_online: r.replicas_online().iter().map(|a| (a.ip, a.port)).collect(),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::fleet::start_instance as start;
 use crate::fleet::{Fleet, Target};
 use crate::problem::SentinelProblem;
 use crate::progress::Progress;
+use paddock_knowledge::sentinel::MasterState;
 
 /// What one sentinel says about the master it monitors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,28 +38,16 @@ pub fn refuses(last_reply_ms: u64, last_ok_reply_ms: u64) -> bool {
 
 /// Parses the field/value list of SENTINEL MASTER.
 pub fn parse_master(reply: &Reply) -> Option<SentinelView> {
-    let Reply::Array(items) = reply else {
-        return None;
-    };
-    let texts: Vec<String> = items.iter().filter_map(Reply::text).collect();
-    let get = |key: &str| {
-        texts
-            .chunks(2)
-            .find(|kv| kv.len() == 2 && kv[0] == key)
-            .map(|kv| kv[1].clone())
-    };
+    let m = MasterState::parse(&crate::node::value(reply.clone()).ok()?)?;
     Some(SentinelView {
         master: Peer {
-            address: get("ip")?.parse().ok()?,
-            port: get("port")?.parse().ok()?,
+            address: m.addr.ip,
+            port: m.addr.port,
         },
-        flags: get("flags")?,
-        replicas: get("num-slaves")?.parse().ok()?,
-        other_sentinels: get("num-other-sentinels")?.parse().ok()?,
-        master_refuses: match (
-            get("last-ping-reply").and_then(|v| v.parse().ok()),
-            get("last-ok-ping-reply").and_then(|v| v.parse().ok()),
-        ) {
+        flags: m.flags_text(),
+        replicas: m.replicas,
+        other_sentinels: m.other_sentinels,
+        master_refuses: match (m.last_ping_reply_ms, m.last_ok_ping_reply_ms) {
             (Some(reply), Some(ok)) => refuses(reply, ok),
             _ => false,
         },
@@ -103,33 +92,21 @@ pub async fn views(fleet: &Fleet, sentinels: &[Target], name: &str) -> Vec<Seen>
 /// The other sentinels one sentinel knows (SENTINEL SENTINELS): where, and
 /// whether it sees them down (`s_down`, `o_down`, `disconnected` flags).
 pub fn parse_sentinels(reply: &Reply) -> Option<Vec<(Peer, bool)>> {
-    let Reply::Array(entries) = reply else {
-        return None;
-    };
-    entries
-        .iter()
-        .map(|e| {
-            let Reply::Array(items) = e else { return None };
-            let texts: Vec<String> = items.iter().filter_map(Reply::text).collect();
-            let get = |key: &str| {
-                texts
-                    .chunks(2)
-                    .find(|kv| kv.len() == 2 && kv[0] == key)
-                    .map(|kv| kv[1].clone())
-            };
-            let flags = get("flags")?;
-            let down = flags
-                .split(',')
-                .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"));
-            Some((
-                Peer {
-                    address: get("ip")?.parse().ok()?,
-                    port: get("port")?.parse().ok()?,
-                },
-                !down,
-            ))
-        })
-        .collect()
+    let peers = paddock_knowledge::sentinel::parse_peers(&crate::node::value(reply.clone()).ok()?)?;
+    Some(
+        peers
+            .iter()
+            .map(|p| {
+                (
+                    Peer {
+                        address: p.addr.ip,
+                        port: p.addr.port,
+                    },
+                    !p.down(),
+                )
+            })
+            .collect(),
+    )
 }
 
 /// Each sentinel's list of the others (None: not answering).
@@ -258,15 +235,8 @@ pub fn problems_except(
 
 /// The master the sentinels name, by majority of those that answer.
 pub fn named_master(views: &[Seen]) -> Option<Peer> {
-    let named: Vec<Peer> = views
-        .iter()
-        .filter_map(Seen::view)
-        .map(|v| v.master)
-        .collect();
-    named
-        .iter()
-        .max_by_key(|m| named.iter().filter(|n| n == m).count())
-        .copied()
+    let named: Vec<Option<Peer>> = views.iter().map(|v| v.view().map(|v| v.master)).collect();
+    paddock_knowledge::decide::most_named(&named)
 }
 
 /// Writes the sentinels' specs (seeded with the current `master`), applies

@@ -14,9 +14,9 @@ use crate::Error;
 use crate::client::{InstanceState, InstanceStatus, Reply, Security};
 use crate::cluster::{Observation, assess, format_ranges, parse_nodes};
 use crate::fleet::{Deployment, Fleet, Target, members};
-use crate::plan::info_field as field;
 use crate::problem::{HostProblem, Problem};
 use crate::sentinel::Seen;
+use paddock_knowledge::info::field;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
