@@ -100,123 +100,155 @@ impl Render for InstanceSpec {
     /// Sentinel then rewrites itself). `dir` is the instance directory.
     fn render(&self, dir: &Path) -> Result<String, Error> {
         self.validate()?;
-        let dir = dir.to_str().ok_or_else(|| {
-            Error::InvalidSpec(format!("data directory {} is not UTF-8", dir.display()))
-        })?;
-        if dir.chars().any(char::is_control) {
-            return Err(Error::InvalidSpec(format!(
-                "data directory {dir:?} contains a control character"
-            )));
-        }
+        let dir = checked_dir(dir)?;
         let mut c = String::with_capacity(1024);
         let mut line = |s: String| {
             c.push_str(&s);
             c.push('\n');
         };
-        line(format!(
-            "# Rendered by paddockd for deployment {} instance {}. Do not edit: the next apply rewrites it.",
-            self.deployment, self.name
-        ));
-        line(format!("bind {}", self.address));
-        line(format!("port {}", self.port));
-        line("protected-mode yes".into());
-        line("daemonize no".into());
-        // Redis reopens its log file for every line, so paddockd can rotate
-        // it by renaming; stdout (startup errors only) goes to stdout.log.
-        line(format!("logfile {}", quote(&format!("{dir}/redis.log"))));
-        line(format!("dir {}", quote(dir)));
-        line("pidfile redis.pid".into());
-        line(format!("requirepass {}", quote(&self.password)));
+        render_common(self, dir, &mut line);
         if let Some(s) = &self.sentinel {
-            // Sentinels announce themselves to each other; without this they
-            // announce whatever source address the kernel picked.
-            line(format!(
-                "sentinel announce-ip {}",
-                quote(&self.address.to_string())
-            ));
-            line("sentinel resolve-hostnames no".into());
-            let name = &s.master_name;
-            line(format!(
-                "sentinel monitor {name} {} {} {}",
-                s.master.address, s.master.port, s.quorum
-            ));
-            line(format!(
-                "sentinel auth-pass {name} {}",
-                quote(&self.password)
-            ));
-            line(format!(
-                "sentinel down-after-milliseconds {name} {}",
-                s.down_after.as_millis()
-            ));
-            line(format!(
-                "sentinel failover-timeout {name} {}",
-                s.failover_timeout.as_millis()
-            ));
-            line(format!("sentinel parallel-syncs {name} 1"));
+            render_sentinel(self, s, &mut line);
             return Ok(c);
         }
-        line(format!("masterauth {}", quote(&self.password)));
-        for u in &self.users {
-            let mut l = format!(
-                "user {} on {}",
-                quote(&u.name),
-                quote(&format!(">{}", u.password))
-            );
-            for r in &u.rules {
-                l.push(' ');
-                l.push_str(&quote(r));
-            }
-            line(l);
-        }
-        line("enable-debug-command no".into());
-        line("enable-module-command no".into());
-        line("enable-protected-configs no".into());
-        if self.maxmemory_bytes > 0 {
-            line(format!("maxmemory {}", self.maxmemory_bytes));
-        }
-        line(format!("maxmemory-policy {}", self.maxmemory_policy));
-        line(format!(
-            "appendonly {}",
-            if self.appendonly { "yes" } else { "no" }
-        ));
-        line("appendfilename appendonly.aof".into());
-        line("dbfilename dump.rdb".into());
-        // Redis's default waits 5 s for more replicas before a diskless full
-        // sync starts; each master here has its few replicas known up front.
-        line("repl-diskless-sync-delay 0".into());
-        if self.rdb_snapshots {
-            line("save 3600 1 300 100 60 10000".into());
-        } else {
-            line("save \"\"".into());
-        }
-        if self.mode != Mode::Sentinel && self.min_replicas_to_write > 0 {
-            line(format!(
-                "min-replicas-to-write {}",
-                self.min_replicas_to_write
-            ));
-            line(format!(
-                "min-replicas-max-lag {}",
-                self.min_replicas_max_lag.as_secs()
-            ));
-        }
-        if self.mode == Mode::Standalone {
-            // A master lists its replicas by the source address of their
-            // link; Sentinel and clients must see the inventory address.
-            line(format!("replica-announce-ip {}", self.address));
-        }
-        if self.mode == Mode::Cluster {
-            line("cluster-enabled yes".into());
-            line("cluster-config-file nodes.conf".into());
-            line(format!(
-                "cluster-node-timeout {}",
-                self.cluster_node_timeout.as_millis()
-            ));
-            // Redis dials the cluster bus from whatever source address the
-            // kernel picks; without announcing the inventory address, peers
-            // record the wrong one and handshakes never finish.
-            line(format!("cluster-announce-ip {}", self.address));
-        }
+        render_server(self, &mut line);
         Ok(c)
+    }
+}
+
+/// The instance directory as a string safe to write into the config.
+fn checked_dir(dir: &Path) -> Result<&str, Error> {
+    let dir = dir.to_str().ok_or_else(|| {
+        Error::InvalidSpec(format!("data directory {} is not UTF-8", dir.display()))
+    })?;
+    if dir.chars().any(char::is_control) {
+        return Err(Error::InvalidSpec(format!(
+            "data directory {dir:?} contains a control character"
+        )));
+    }
+    Ok(dir)
+}
+
+/// Lines every instance gets, redis-server and sentinel alike.
+fn render_common(spec: &InstanceSpec, dir: &str, line: &mut impl FnMut(String)) {
+    line(format!(
+        "# Rendered by paddockd for deployment {} instance {}. Do not edit: the next apply rewrites it.",
+        spec.deployment, spec.name
+    ));
+    line(format!("bind {}", spec.address));
+    line(format!("port {}", spec.port));
+    line("protected-mode yes".into());
+    line("daemonize no".into());
+    // Redis reopens its log file for every line, so paddockd can rotate
+    // it by renaming; stdout (startup errors only) goes to stdout.log.
+    line(format!("logfile {}", quote(&format!("{dir}/redis.log"))));
+    line(format!("dir {}", quote(dir)));
+    line("pidfile redis.pid".into());
+    line(format!("requirepass {}", quote(&spec.password)));
+}
+
+/// The seed of sentinel.conf: what it monitors and how.
+fn render_sentinel(spec: &InstanceSpec, s: &SentinelSpec, line: &mut impl FnMut(String)) {
+    // Sentinels announce themselves to each other; without this they
+    // announce whatever source address the kernel picked.
+    line(format!(
+        "sentinel announce-ip {}",
+        quote(&spec.address.to_string())
+    ));
+    line("sentinel resolve-hostnames no".into());
+    let name = &s.master_name;
+    line(format!(
+        "sentinel monitor {name} {} {} {}",
+        s.master.address, s.master.port, s.quorum
+    ));
+    line(format!(
+        "sentinel auth-pass {name} {}",
+        quote(&spec.password)
+    ));
+    line(format!(
+        "sentinel down-after-milliseconds {name} {}",
+        s.down_after.as_millis()
+    ));
+    line(format!(
+        "sentinel failover-timeout {name} {}",
+        s.failover_timeout.as_millis()
+    ));
+    line(format!("sentinel parallel-syncs {name} 1"));
+}
+
+/// The rest of a redis-server's config: auth, users, memory, persistence
+/// and the per-mode settings.
+fn render_server(spec: &InstanceSpec, line: &mut impl FnMut(String)) {
+    line(format!("masterauth {}", quote(&spec.password)));
+    render_users(&spec.users, line);
+    line("enable-debug-command no".into());
+    line("enable-module-command no".into());
+    line("enable-protected-configs no".into());
+    if spec.maxmemory_bytes > 0 {
+        line(format!("maxmemory {}", spec.maxmemory_bytes));
+    }
+    line(format!("maxmemory-policy {}", spec.maxmemory_policy));
+    line(format!(
+        "appendonly {}",
+        if spec.appendonly { "yes" } else { "no" }
+    ));
+    line("appendfilename appendonly.aof".into());
+    line("dbfilename dump.rdb".into());
+    // Redis's default waits 5 s for more replicas before a diskless full
+    // sync starts; each master here has its few replicas known up front.
+    line("repl-diskless-sync-delay 0".into());
+    if spec.rdb_snapshots {
+        line("save 3600 1 300 100 60 10000".into());
+    } else {
+        line("save \"\"".into());
+    }
+    render_mode(spec, line);
+}
+
+/// One `user` line per ACL user, every token quoted.
+fn render_users(users: &[AclUser], line: &mut impl FnMut(String)) {
+    for u in users {
+        let mut l = format!(
+            "user {} on {}",
+            quote(&u.name),
+            quote(&format!(">{}", u.password))
+        );
+        for r in &u.rules {
+            l.push(' ');
+            l.push_str(&quote(r));
+        }
+        line(l);
+    }
+}
+
+/// Settings that depend on the deployment mode.
+fn render_mode(spec: &InstanceSpec, line: &mut impl FnMut(String)) {
+    if spec.mode != Mode::Sentinel && spec.min_replicas_to_write > 0 {
+        line(format!(
+            "min-replicas-to-write {}",
+            spec.min_replicas_to_write
+        ));
+        line(format!(
+            "min-replicas-max-lag {}",
+            spec.min_replicas_max_lag.as_secs()
+        ));
+    }
+    if spec.mode == Mode::Standalone {
+        // A master lists its replicas by the source address of their
+        // link; Sentinel and clients must see the inventory address.
+        line(format!("replica-announce-ip {}", spec.address));
+    }
+    if spec.mode == Mode::Cluster {
+        line("cluster-enabled yes".into());
+        line("cluster-config-file nodes.conf".into());
+        line(format!(
+            "cluster-node-timeout {}",
+            spec.cluster_node_timeout.as_millis()
+        ));
+        // Redis dials the cluster bus from whatever source address the
+        // kernel picks; without announcing the inventory address, peers
+        // record the wrong one and handshakes never finish.
+        line(format!("cluster-announce-ip {}", spec.address));
     }
 }
 

@@ -345,6 +345,27 @@ pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<Clust
         return assess_replication(members, observed);
     }
     let mut problems = Vec::new();
+    let ids = own_views(members, observed, &mut problems);
+    if problems.len() == members.len() {
+        return problems;
+    }
+    for (i, (m, o)) in members.iter().zip(observed).enumerate() {
+        let Some(o) = o else { continue };
+        peer_view_problems(members, &ids, i, o, &mut problems);
+        node_problems(members, m, o, &mut problems);
+    }
+    open_slot_problems(members, &ids, &mut problems);
+    shard_problems(members, &ids, &mut problems);
+    problems
+}
+
+/// Each member's view of itself (its `myself` line), reporting the
+/// members that gave none.
+fn own_views<'a>(
+    members: &[Member],
+    observed: &'a [Option<Observation>],
+    problems: &mut Vec<ClusterProblem>,
+) -> Vec<Option<&'a NodeLine>> {
     let mut ids: Vec<Option<&NodeLine>> = Vec::with_capacity(members.len());
     for (m, o) in members.iter().zip(observed) {
         match o.as_ref().and_then(Observation::myself) {
@@ -357,71 +378,96 @@ pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<Clust
             }
         }
     }
-    if problems.len() == members.len() {
-        return problems;
-    }
-    for (i, (m, o)) in members.iter().zip(observed).enumerate() {
-        let Some(o) = o else { continue };
-        for (j, peer) in members.iter().enumerate() {
-            if i == j {
-                continue;
-            }
-            match o.find(peer.ip, peer.port) {
-                None => problems.push(ClusterProblem::DoesNotKnow {
-                    node: m.label.clone(),
-                    peer: peer.label.clone(),
-                    ip: peer.ip,
-                    port: peer.port,
-                }),
-                Some(n) if !n.is_settled() => problems.push(ClusterProblem::SeesAs {
-                    node: m.label.clone(),
-                    peer: peer.label.clone(),
-                    ip: peer.ip,
-                    port: peer.port,
-                    flags: n.flags.clone(),
-                }),
-                Some(n) => {
-                    // Every view must agree with the peer's own view of itself.
-                    if let Some(own) = ids[j]
-                        && (n.id != own.id
-                            || n.is_master() != own.is_master()
-                            || n.master_id != own.master_id)
-                    {
-                        problems.push(ClusterProblem::StaleView {
-                            node: m.label.clone(),
-                            peer: peer.label.clone(),
-                        });
-                    }
+    ids
+}
+
+/// How member `i`'s view `o` sees every other member: known, settled and
+/// agreeing with the peer's own view of itself.
+fn peer_view_problems(
+    members: &[Member],
+    ids: &[Option<&NodeLine>],
+    i: usize,
+    o: &Observation,
+    problems: &mut Vec<ClusterProblem>,
+) {
+    let m = &members[i];
+    for (j, peer) in members.iter().enumerate() {
+        if i == j {
+            continue;
+        }
+        match o.find(peer.ip, peer.port) {
+            None => problems.push(ClusterProblem::DoesNotKnow {
+                node: m.label.clone(),
+                peer: peer.label.clone(),
+                ip: peer.ip,
+                port: peer.port,
+            }),
+            Some(n) if !n.is_settled() => problems.push(ClusterProblem::SeesAs {
+                node: m.label.clone(),
+                peer: peer.label.clone(),
+                ip: peer.ip,
+                port: peer.port,
+                flags: n.flags.clone(),
+            }),
+            Some(n) => {
+                // Every view must agree with the peer's own view of itself.
+                if let Some(own) = ids[j]
+                    && (n.id != own.id
+                        || n.is_master() != own.is_master()
+                        || n.master_id != own.master_id)
+                {
+                    problems.push(ClusterProblem::StaleView {
+                        node: m.label.clone(),
+                        peer: peer.label.clone(),
+                    });
                 }
             }
         }
-        let foreign: Vec<String> = o
-            .nodes
-            .iter()
-            .filter(|n| !members.iter().any(|p| n.addr_is(p.ip, p.port)))
-            .map(|n| match n.ip {
-                Some(ip) => format!("{ip}:{}", n.port),
-                None => n.id.clone(),
-            })
-            .collect();
-        if !foreign.is_empty() {
-            problems.push(ClusterProblem::ForeignNodes {
-                node: m.label.clone(),
-                nodes: foreign,
-            });
-        }
-        if !o.state_ok {
-            problems.push(ClusterProblem::StateNotOk {
-                node: m.label.clone(),
-            });
-        }
-        if o.link_up == Some(false) {
-            problems.push(ClusterProblem::LinkDown {
-                node: m.label.clone(),
-            });
-        }
     }
-    for (m, me) in members.iter().zip(&ids) {
+}
+
+/// What member `m` reports about itself: nodes outside the inventory in
+/// its view, cluster state and its replication link.
+fn node_problems(
+    members: &[Member],
+    m: &Member,
+    o: &Observation,
+    problems: &mut Vec<ClusterProblem>,
+) {
+    let foreign: Vec<String> = o
+        .nodes
+        .iter()
+        .filter(|n| !members.iter().any(|p| n.addr_is(p.ip, p.port)))
+        .map(|n| match n.ip {
+            Some(ip) => format!("{ip}:{}", n.port),
+            None => n.id.clone(),
+        })
+        .collect();
+    if !foreign.is_empty() {
+        problems.push(ClusterProblem::ForeignNodes {
+            node: m.label.clone(),
+            nodes: foreign,
+        });
+    }
+    if !o.state_ok {
+        problems.push(ClusterProblem::StateNotOk {
+            node: m.label.clone(),
+        });
+    }
+    if o.link_up == Some(false) {
+        problems.push(ClusterProblem::LinkDown {
+            node: m.label.clone(),
+        });
+    }
+}
+
+/// Slots left migrating or importing, by the node's own view.
+fn open_slot_problems(
+    members: &[Member],
+    ids: &[Option<&NodeLine>],
+    problems: &mut Vec<ClusterProblem>,
+) {
+    for (m, me) in members.iter().zip(ids) {
         if let Some(me) = me
             && !me.open_slots.is_empty()
         {
@@ -431,6 +477,15 @@ pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<Clust
             });
         }
     }
+}
+
+/// Each shard has exactly one master with slots that its other members
+/// replicate, and together the masters serve every slot.
+fn shard_problems(
+    members: &[Member],
+    ids: &[Option<&NodeLine>],
+    problems: &mut Vec<ClusterProblem>,
+) {
     let shards: BTreeSet<u32> = members.iter().map(|m| m.shard).collect();
     let mut covered = 0;
     let mut masterless = false;
@@ -469,7 +524,6 @@ pub fn assess(members: &[Member], observed: &[Option<Observation>]) -> Vec<Clust
     if covered != SLOTS && !masterless {
         problems.push(ClusterProblem::SlotsUnserved { served: covered });
     }
-    problems
 }
 
 #[cfg(test)]
@@ -799,6 +853,59 @@ mod tests {
             }),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn each_node_reports_its_own_faults_in_order() {
+        let node = |label: &str| label.to_owned();
+        // Faults a node reports about itself: (which member, what it says).
+        type Fault = fn(&mut Observation);
+        let foreign: Fault = |o| {
+            o.nodes.extend(parse_nodes(
+                "zz 127.0.1.9:7000@17000 master - 0 0 0 connected\n",
+            ))
+        };
+        let state: Fault = |o| o.state_ok = false;
+        let link: Fault = |o| o.link_up = Some(false);
+        let open: Fault = |o| {
+            let me = o.nodes.iter_mut().find(|n| n.is_myself()).unwrap();
+            me.open_slots = vec!["[5->-b]".into()];
+        };
+        let foreign_nodes = ClusterProblem::ForeignNodes {
+            node: node("box1:7000"),
+            nodes: vec!["127.0.1.9:7000".into()],
+        };
+        let open_slots = ClusterProblem::OpenSlots {
+            node: node("box1:7000"),
+            slots: vec!["[5->-b]".into()],
+        };
+        let state_not_ok = ClusterProblem::StateNotOk {
+            node: node("box1:7000"),
+        };
+        type Case = (Vec<(usize, Fault)>, Vec<ClusterProblem>);
+        let table: Vec<Case> = vec![
+            (vec![(0, foreign)], vec![foreign_nodes.clone()]),
+            (vec![(0, state)], vec![state_not_ok.clone()]),
+            (
+                vec![(3, link)],
+                vec![ClusterProblem::LinkDown {
+                    node: node("box2:7001"),
+                }],
+            ),
+            (vec![(0, open)], vec![open_slots.clone()]),
+            // Open slots come after every node's own report.
+            (
+                vec![(0, open), (0, state), (0, foreign)],
+                vec![foreign_nodes, state_not_ok, open_slots],
+            ),
+        ];
+        for (faults, want) in table {
+            let mut observed = cluster(&HEALTHY);
+            for (i, fault) in &faults {
+                fault(observed[*i].as_mut().unwrap());
+            }
+            assert_eq!(assess(&members(), &observed), want);
+        }
     }
 
     #[test]

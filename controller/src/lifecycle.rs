@@ -340,43 +340,16 @@ pub async fn restart(
             .filter_map(index)
             .collect();
         if !rolling.is_empty() {
-            let observed = crate::form::observe_all(fleet, &targets).await;
-            let problems = crate::cluster::assess(&crate::fleet::members(&targets), &observed);
-            if !problems.is_empty() {
-                return Err(Error::Unsupported(format!(
-                    "restart is rolling and waits for a healthy deployment after each instance, but {} is not healthy now:\n{}\n  \
-                     hint: `paddock apply` repairs it; `paddock stop` and `paddock start` do not wait for health",
-                    deployment.inventory.deployment.name,
-                    problems
-                        .iter()
-                        .take(12)
-                        .map(|p| format!("    - {p}"))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                )));
-            }
-            let mut skipped = Vec::new();
-            crate::apply::rolling_restart(
+            restart_rolling(
+                deployment,
                 fleet,
                 &targets,
                 &sentinels,
-                &deployment.inventory.deployment.name,
                 &rolling,
-                "as asked",
                 step_timeout,
                 &progress,
-                &mut skipped,
             )
             .await?;
-            for s in &skipped {
-                progress.step(format!("skipped: {s}"));
-            }
-            // Each master handed its role to a replica on another host
-            // first: give the masters back their spread (one host's loss
-            // must not take out a majority of them).
-            if deployment.inventory.deployment.topology == paddock_inventory::Topology::Cluster {
-                crate::apply::restore_balance(fleet, &targets, step_timeout, &progress).await?;
-            }
         }
         let mut out: Vec<Outcome> = rolling
             .iter()
@@ -389,44 +362,150 @@ pub async fn restart(
             if out.iter().any(|o| o.label == i.label()) {
                 continue;
             }
-            if i.state == InstanceState::Running {
-                progress.step(format!("{}: restarting", i.label()));
-                fleet.agent(i.host)?.stop(&i.name).await?;
-            } else {
-                progress.step(format!("{}: starting (was {})", i.label(), i.state.as_str()));
-            }
-            out.push(start_one(fleet, i).await?);
-            if is_sentinel(deployment, i) {
-                // Rolling for sentinels too: the next one stops only once
-                // this one guards the master again with the others.
-                let observed = crate::form::observe_all(fleet, &targets).await;
-                if let Some(master) = crate::fleet::followed_master(&targets, &observed) {
-                    crate::sentinel::wait_guarding(
-                        fleet,
-                        &sentinels,
-                        &deployment.inventory.deployment.name,
-                        master,
-                        targets.len().saturating_sub(1) as u32,
-                        Instant::now() + step_timeout,
-                    )
-                    .await
-                    .map_err(|problems| {
-                        Error::NotConverged(format!(
-                            "{} restarted, but the sentinels do not all guard the master yet:\n{}",
-                            i.label(),
-                            problems
-                                .iter()
-                                .map(|p| format!("    - {p}"))
-                                .collect::<Vec<_>>()
-                                .join("\n")
-                        ))
-                    })?;
-                }
-            }
+            let outcome = restart_other(
+                deployment,
+                fleet,
+                &targets,
+                &sentinels,
+                i,
+                step_timeout,
+                &progress,
+            )
+            .await?;
+            out.push(outcome);
         }
         Ok(out)
     })
     .await
+}
+
+/// The rolling part of `restart`: the inventory's running redis
+/// instances `rolling` (indexes into `targets`), one at a time, as apply
+/// does, starting only from a healthy deployment.
+async fn restart_rolling(
+    deployment: &Deployment,
+    fleet: &Fleet,
+    targets: &[Target],
+    sentinels: &[Target],
+    rolling: &[usize],
+    step_timeout: Duration,
+    progress: &Progress,
+) -> Result<(), Error> {
+    require_healthy(deployment, fleet, targets).await?;
+    let mut skipped = Vec::new();
+    crate::apply::rolling_restart(
+        fleet,
+        targets,
+        sentinels,
+        &deployment.inventory.deployment.name,
+        rolling,
+        "as asked",
+        step_timeout,
+        progress,
+        &mut skipped,
+    )
+    .await?;
+    for s in &skipped {
+        progress.step(format!("skipped: {s}"));
+    }
+    // Each master handed its role to a replica on another host
+    // first: give the masters back their spread (one host's loss
+    // must not take out a majority of them).
+    if deployment.inventory.deployment.topology == paddock_inventory::Topology::Cluster {
+        crate::apply::restore_balance(fleet, targets, step_timeout, progress).await?;
+    }
+    Ok(())
+}
+
+/// Refuses a rolling restart of an unhealthy deployment: it waits for
+/// health after each instance, which would never come.
+async fn require_healthy(
+    deployment: &Deployment,
+    fleet: &Fleet,
+    targets: &[Target],
+) -> Result<(), Error> {
+    let observed = crate::form::observe_all(fleet, targets).await;
+    let problems = crate::cluster::assess(&crate::fleet::members(targets), &observed);
+    if !problems.is_empty() {
+        return Err(Error::Unsupported(format!(
+            "restart is rolling and waits for a healthy deployment after each instance, but {} is not healthy now:\n{}\n  \
+             hint: `paddock apply` repairs it; `paddock stop` and `paddock start` do not wait for health",
+            deployment.inventory.deployment.name,
+            problems
+                .iter()
+                .take(12)
+                .map(|p| format!("    - {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )));
+    }
+    Ok(())
+}
+
+/// Restarts (or starts, if stopped) one instance outside the rolling
+/// part: a sentinel, or one the inventory does not list.
+async fn restart_other(
+    deployment: &Deployment,
+    fleet: &Fleet,
+    targets: &[Target],
+    sentinels: &[Target],
+    i: &Instance,
+    step_timeout: Duration,
+    progress: &Progress,
+) -> Result<Outcome, Error> {
+    if i.state == InstanceState::Running {
+        progress.step(format!("{}: restarting", i.label()));
+        fleet.agent(i.host)?.stop(&i.name).await?;
+    } else {
+        progress.step(format!(
+            "{}: starting (was {})",
+            i.label(),
+            i.state.as_str()
+        ));
+    }
+    let outcome = start_one(fleet, i).await?;
+    if is_sentinel(deployment, i) {
+        // Rolling for sentinels too: the next one stops only once
+        // this one guards the master again with the others.
+        wait_sentinels_guard(deployment, fleet, targets, sentinels, i, step_timeout).await?;
+    }
+    Ok(outcome)
+}
+
+/// Waits until every sentinel guards the master the replicas follow
+/// (if any), after sentinel `i` restarted.
+async fn wait_sentinels_guard(
+    deployment: &Deployment,
+    fleet: &Fleet,
+    targets: &[Target],
+    sentinels: &[Target],
+    i: &Instance,
+    step_timeout: Duration,
+) -> Result<(), Error> {
+    let observed = crate::form::observe_all(fleet, targets).await;
+    if let Some(master) = crate::fleet::followed_master(targets, &observed) {
+        crate::sentinel::wait_guarding(
+            fleet,
+            sentinels,
+            &deployment.inventory.deployment.name,
+            master,
+            targets.len().saturating_sub(1) as u32,
+            Instant::now() + step_timeout,
+        )
+        .await
+        .map_err(|problems| {
+            Error::NotConverged(format!(
+                "{} restarted, but the sentinels do not all guard the master yet:\n{}",
+                i.label(),
+                problems
+                    .iter()
+                    .map(|p| format!("    - {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// What prune did.

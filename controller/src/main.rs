@@ -395,12 +395,7 @@ async fn run(cli: Cli) -> Result<Exit, paddock_controller::Error> {
     ))?;
     match cli.command {
         Cmd::Completions { shell } => completions(shell),
-        Cmd::Certs(CertsCmd::Init { inventory }) => commands::certs_init(&inventory),
-        Cmd::Certs(CertsCmd::Issue {
-            inventory,
-            host,
-            out,
-        }) => commands::certs_issue(&inventory, &host, out.as_deref()),
+        Cmd::Certs(cmd) => certs(cmd),
         Cmd::Validate { inventory } => commands::validate(&inventory),
         Cmd::Plan {
             inventory,
@@ -469,7 +464,26 @@ async fn run(cli: Cli) -> Result<Exit, paddock_controller::Error> {
             seconds,
             json,
         } => commands::events(&inventory, count, seconds, json, &ctx).await,
-        Cmd::Lab(LabCmd::Up {
+        Cmd::Lab(cmd) => lab(cmd, &ctx).await,
+    }
+}
+
+/// `paddock certs ...`: local files only, no agent involved.
+fn certs(cmd: CertsCmd) -> Result<Exit, paddock_controller::Error> {
+    match cmd {
+        CertsCmd::Init { inventory } => commands::certs_init(&inventory),
+        CertsCmd::Issue {
+            inventory,
+            host,
+            out,
+        } => commands::certs_issue(&inventory, &host, out.as_deref()),
+    }
+}
+
+/// `paddock lab ...`: the local lab deployment.
+async fn lab(cmd: LabCmd, ctx: &Context) -> Result<Exit, paddock_controller::Error> {
+    match cmd {
+        LabCmd::Up {
             dir,
             addresses,
             port,
@@ -478,7 +492,7 @@ async fn run(cli: Cli) -> Result<Exit, paddock_controller::Error> {
             no_fast_failover,
             topology,
             reset,
-        }) => {
+        } => {
             let args = commands::LabUp {
                 dir,
                 addresses,
@@ -489,10 +503,10 @@ async fn run(cli: Cli) -> Result<Exit, paddock_controller::Error> {
                 topology,
                 reset,
             };
-            commands::lab_up(args, &ctx).await
+            commands::lab_up(args, ctx).await
         }
-        Cmd::Lab(LabCmd::Status { dir, json }) => commands::lab_status(&dir, json, &ctx).await,
-        Cmd::Lab(LabCmd::Down { dir }) => commands::lab_down(&dir, &ctx).await,
+        LabCmd::Status { dir, json } => commands::lab_status(&dir, json, ctx).await,
+        LabCmd::Down { dir } => commands::lab_down(&dir, ctx).await,
     }
 }
 

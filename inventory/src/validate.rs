@@ -1266,6 +1266,27 @@ struct Clash<'a> {
 /// `[redis] port`, else the host's table. Clashes that differ only in the
 /// host (a shared setting) are reported once, naming every host.
 fn port_clashes(r: &mut Report<'_>, layout: &Layout, hosts: &[CheckedHost<'_>]) {
+    let (redis_count, sentinel_count) = instance_counts(layout, hosts);
+    let mut clashes: Vec<Clash<'_>> = Vec::new();
+    let mut overflowed: Vec<UseKind> = Vec::new();
+
+    for (i, host) in hosts.iter().enumerate() {
+        let Some(agent_port) = host.agent_port else {
+            continue;
+        };
+        let uses = port_uses(layout, redis_count[i], sentinel_count[i], agent_port);
+        report_overflows(r, layout, host, &uses, &mut overflowed);
+        collect_clashes(layout, host, &uses, &mut clashes);
+    }
+
+    // Clashes are reported last, once each, so that hosts sharing the
+    // same clash are named in one diagnostic.
+    report_clashes(r, clashes);
+}
+
+/// How many redis and sentinel instances each host runs, by the same
+/// placement the controller uses.
+fn instance_counts(layout: &Layout, hosts: &[CheckedHost<'_>]) -> (Vec<u32>, Vec<u32>) {
     let mut redis_count = vec![0u32; hosts.len()];
     let zones = index_zones(hosts.iter().map(|h| h.raw_zone));
     for slot in assign_in_zones(&zones, layout.masters, layout.replicas) {
@@ -1277,81 +1298,97 @@ fn port_clashes(r: &mut Report<'_>, layout: &Layout, hosts: &[CheckedHost<'_>]) 
             sentinel_count[host] += 1;
         }
     }
+    (redis_count, sentinel_count)
+}
 
-    let mut clashes: Vec<Clash<'_>> = Vec::new();
-    let mut overflowed: Vec<UseKind> = Vec::new();
+/// The offset to report a problem between uses `a` and `b` at: the
+/// setting that caused it (see [`port_clashes`]).
+fn use_location(layout: &Layout, host: &CheckedHost<'_>, a: PortUse, b: PortUse) -> usize {
+    let involves = |k: UseKind| a.kind == k || b.kind == k;
+    let agent = host.agent_port_at.filter(|_| involves(UseKind::Agent));
+    let sentinel = layout
+        .sentinel_port_at
+        .filter(|_| involves(UseKind::Sentinel));
+    let redis = layout
+        .redis_port_at
+        .filter(|_| involves(UseKind::Redis) || involves(UseKind::Bus));
+    agent.or(sentinel).or(redis).unwrap_or(host.header)
+}
 
-    for (i, host) in hosts.iter().enumerate() {
-        let Some(agent_port) = host.agent_port else {
-            continue;
-        };
-        let uses = port_uses(layout, redis_count[i], sentinel_count[i], agent_port);
-        let location = |a: PortUse, b: PortUse| {
-            let involves = |k: UseKind| a.kind == k || b.kind == k;
-            let agent = host.agent_port_at.filter(|_| involves(UseKind::Agent));
-            let sentinel = layout
-                .sentinel_port_at
-                .filter(|_| involves(UseKind::Sentinel));
-            let redis = layout
-                .redis_port_at
-                .filter(|_| involves(UseKind::Redis) || involves(UseKind::Bus));
-            agent.or(sentinel).or(redis).unwrap_or(host.header)
-        };
-
-        for &u in &uses {
-            // One report per kind is enough: the fix is the same setting.
-            if u.end() - 1 > 65535 && !overflowed.contains(&u.kind) {
-                overflowed.push(u.kind);
-                r.error(
-                    location(u, u),
-                    format!(
-                        "{} {} on host `{}` run past 65535",
-                        u.label(),
-                        u.range(),
-                        host.raw_name
-                    ),
-                    format!(
-                        "lower {} or add hosts so that fewer instances share a host",
-                        u.setting()
-                    ),
-                );
-            }
-        }
-
-        for (n, &a) in uses.iter().enumerate() {
-            for &b in &uses[n + 1..] {
-                let port = a.first.max(b.first);
-                if port >= a.end().min(b.end()) {
-                    continue;
-                }
-                let at = location(a, b);
-                let users = [a.user(port), b.user(port)];
-                if let Some(same) = clashes
-                    .iter_mut()
-                    .find(|c| c.at == at && c.port == port && c.users == users)
-                {
-                    same.hosts.push(host.raw_name);
-                    continue;
-                }
-                let settings = if a.setting() == b.setting() {
-                    a.setting().to_owned()
-                } else {
-                    format!("{} or {}", a.setting(), b.setting())
-                };
-                clashes.push(Clash {
-                    at,
-                    port,
-                    users,
-                    hosts: vec![host.raw_name],
-                    hint: format!(
-                        "{}; change {settings} so they do not overlap",
-                        describe_uses(host.raw_name, &uses)
-                    ),
-                });
-            }
+/// Reports port ranges on `host` that run past 65535, once per kind
+/// across all hosts (`overflowed` remembers the kinds already reported).
+fn report_overflows(
+    r: &mut Report<'_>,
+    layout: &Layout,
+    host: &CheckedHost<'_>,
+    uses: &[PortUse],
+    overflowed: &mut Vec<UseKind>,
+) {
+    for &u in uses {
+        // One report per kind is enough: the fix is the same setting.
+        if u.end() - 1 > 65535 && !overflowed.contains(&u.kind) {
+            overflowed.push(u.kind);
+            r.error(
+                use_location(layout, host, u, u),
+                format!(
+                    "{} {} on host `{}` run past 65535",
+                    u.label(),
+                    u.range(),
+                    host.raw_name
+                ),
+                format!(
+                    "lower {} or add hosts so that fewer instances share a host",
+                    u.setting()
+                ),
+            );
         }
     }
+}
 
+/// Adds the overlaps between `uses` on `host` to `clashes`, merging one
+/// that is the same as another host's into that host's entry.
+fn collect_clashes<'a>(
+    layout: &Layout,
+    host: &CheckedHost<'a>,
+    uses: &[PortUse],
+    clashes: &mut Vec<Clash<'a>>,
+) {
+    for (n, &a) in uses.iter().enumerate() {
+        for &b in &uses[n + 1..] {
+            let port = a.first.max(b.first);
+            if port >= a.end().min(b.end()) {
+                continue;
+            }
+            let at = use_location(layout, host, a, b);
+            let users = [a.user(port), b.user(port)];
+            if let Some(same) = clashes
+                .iter_mut()
+                .find(|c| c.at == at && c.port == port && c.users == users)
+            {
+                same.hosts.push(host.raw_name);
+                continue;
+            }
+            let settings = if a.setting() == b.setting() {
+                a.setting().to_owned()
+            } else {
+                format!("{} or {}", a.setting(), b.setting())
+            };
+            clashes.push(Clash {
+                at,
+                port,
+                users,
+                hosts: vec![host.raw_name],
+                hint: format!(
+                    "{}; change {settings} so they do not overlap",
+                    describe_uses(host.raw_name, uses)
+                ),
+            });
+        }
+    }
+}
+
+/// Reports each collected clash, naming every host it occurs on.
+fn report_clashes(r: &mut Report<'_>, clashes: Vec<Clash<'_>>) {
     for clash in clashes {
         let hosts = match clash.hosts.as_slice() {
             [one] => format!("host `{one}`"),
