@@ -366,11 +366,20 @@ fn main() -> ExitCode {
             return Exit::Failed.into();
         }
     };
+    // With --detailed-exitcode, 2 means "changes pending": every error is
+    // 1 there, as terraform's.
+    let detailed = matches!(
+        cli.command,
+        Cmd::Plan {
+            detailed_exitcode: true,
+            ..
+        }
+    );
     match runtime.block_on(run(cli)) {
         Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("paddock: error: {}", error_text(&e));
-            e.exit().into()
+            if detailed { Exit::Failed } else { e.exit() }.into()
         }
     }
 }
