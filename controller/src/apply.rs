@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::client::{Facts, Security};
 use crate::engine::execute::{Scene, execute};
+use crate::engine::observe::{Observed, observe};
 use crate::engine::plan::{Input, make_plan};
 use crate::engine::step::{Plan, Refusal, Step};
 use crate::fleet::{Deployment, Fleet, Target};
-use crate::plan::{Observed, observe};
 use crate::progress::Progress;
 use crate::secrets;
 
@@ -127,7 +127,7 @@ impl ApplyReport {
             .plan
             .skipped
             .iter()
-            .any(|s| matches!(s.reason, crate::plan::SkipReason::Unreachable(_)));
+            .any(|s| matches!(s.reason, crate::engine::observe::SkipReason::Unreachable(_)));
         match (unreachable, self.incomplete) {
             (true, _) => Exit::Unreachable,
             (false, true) => Exit::Failed,
@@ -467,7 +467,7 @@ async fn apply_locked(
     };
     let mut skipped: Vec<String> = observed.skipped.iter().map(ToString::to_string).collect();
     let unreachable = (observed.skipped.iter())
-        .any(|s| matches!(s.reason, crate::plan::SkipReason::Unreachable(_)));
+        .any(|s| matches!(s.reason, crate::engine::observe::SkipReason::Unreachable(_)));
     let hosts_skipped = skipped.len();
     let quick = make_plan(&input);
     if quick.is_empty() {

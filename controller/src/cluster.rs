@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use crate::problem::ClusterProblem;
 
-pub const SLOTS: u32 = 16384;
+pub use paddock_knowledge::nodes::SLOTS;
 
 /// One line of CLUSTER NODES.
 #[derive(Debug, Clone, PartialEq, Eq)]

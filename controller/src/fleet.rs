@@ -287,9 +287,7 @@ pub fn limit_hosts(inventory: &Inventory, limit: &[String]) -> Result<Vec<bool>,
     Ok(picked)
 }
 
-/// The oldest Redis Paddock runs: formation sends CLUSTER ADDSLOTSRANGE
-/// and configs set `enable-*-command`, both new in 7.0.
-pub const MIN_REDIS: (u32, u32) = (7, 0);
+pub use paddock_knowledge::MIN_REDIS;
 
 /// What a host's facts say about its redis-server.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,6 @@ pub mod lab;
 pub mod lifecycle;
 pub mod node;
 pub mod output;
-pub mod plan;
 pub mod problem;
 pub mod process;
 pub mod progress;

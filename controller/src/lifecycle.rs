@@ -565,7 +565,7 @@ async fn observe_instance(fleet: &Fleet, i: &Instance, cluster: bool) -> Option<
         .redis(&i.name, &[&["INFO", "replication"]])
         .await
         .ok()?;
-    let repl = crate::plan::parse_replication(&info.first().and_then(Reply::text)?);
+    let repl = crate::engine::observe::parse_replication(&info.first().and_then(Reply::text)?);
     let nodes = if cluster {
         let r = agent.redis(&i.name, &[&["CLUSTER", "NODES"]]).await.ok()?;
         parse_nodes(&r.first().and_then(Reply::text)?)

@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::client::Peer;
-use crate::fleet::MIN_REDIS;
+use paddock_knowledge::MIN_REDIS;
 
 /// Any problem `status` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,7 +266,11 @@ impl fmt::Display for ClusterProblem {
                 write!(f, "shard {shard}: more than one master serves slots")
             }
             P::SlotsUnserved { served } => {
-                write!(f, "{served} of {} slots are served", crate::cluster::SLOTS)
+                write!(
+                    f,
+                    "{served} of {} slots are served",
+                    paddock_knowledge::nodes::SLOTS
+                )
             }
             P::ShardInOneZone { shard, zone, nodes } => write!(
                 f,

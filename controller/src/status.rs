@@ -118,7 +118,7 @@ async fn details(fleet: &Fleet, t: &Target) -> Option<NodeDetails> {
     };
     let r = fleet.redis(t, commands).await.ok()?;
     let repl_text = r.first()?.text()?;
-    let repl = crate::plan::parse_replication(&repl_text);
+    let repl = crate::engine::observe::parse_replication(&repl_text);
     let link = match repl.role_master {
         Some(false) => field(&repl_text, "master_link_status"),
         Some(true) => repl.connected_replicas.map(|n| format!("{n} replica(s)")),

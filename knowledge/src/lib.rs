@@ -17,6 +17,10 @@ use std::fmt;
 use std::net::IpAddr;
 
 pub use node::RedisNode;
+
+/// The oldest Redis Paddock runs: formation sends CLUSTER ADDSLOTSRANGE
+/// and configs set `enable-*-command`, both new in 7.0.
+pub const MIN_REDIS: (u32, u32) = (7, 0);
 pub use value::Value;
 
 /// A Redis endpoint.

@@ -5,6 +5,9 @@ use std::net::IpAddr;
 
 use crate::Addr;
 
+/// Hash slots of a Redis Cluster.
+pub const SLOTS: u32 = 16384;
+
 /// A CLUSTER NODES flag.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Flag {

@@ -10,7 +10,6 @@ use crate::Error;
 use crate::client::{InstanceState, InstanceStatus, PutOutcome, Reply};
 use crate::cluster::{Observation, parse_nodes};
 use crate::fleet::{Fleet, Target};
-use crate::plan::parse_replication;
 
 /// What one target looks like right now.
 #[derive(Debug, Clone)]
@@ -303,6 +302,29 @@ pub async fn observe_node(fleet: &Fleet, t: &Target) -> Option<(Observation, Opt
         },
         timeout,
     ))
+}
+
+/// What INFO replication says: role, master address, link.
+pub struct ReplicationInfo {
+    pub role_master: Option<bool>,
+    pub master_addr: Option<(std::net::IpAddr, u16)>,
+    pub link_up: Option<bool>,
+    pub connected_replicas: Option<u32>,
+    /// `slaveN:ip=...,port=...,state=online` lines.
+    pub replicas_online: Vec<(std::net::IpAddr, u16)>,
+}
+
+pub fn parse_replication(info: &str) -> ReplicationInfo {
+    let r = paddock_knowledge::info::Replication::parse(info);
+    ReplicationInfo {
+        role_master: r
+            .role
+            .map(|role| role == paddock_knowledge::info::InfoRole::Master),
+        master_addr: r.master.map(|a| (a.ip, a.port)),
+        link_up: r.link_up,
+        connected_replicas: r.connected_replicas,
+        replicas_online: r.replicas_online().iter().map(|a| (a.ip, a.port)).collect(),
+    }
 }
 
 #[cfg(test)]
