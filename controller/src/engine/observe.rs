@@ -181,16 +181,7 @@ pub async fn observe(
         })
         .collect();
     let lists = lists.into_iter().collect::<Result<Vec<_>, Error>>()?;
-    let orphans = lists
-        .iter()
-        .flat_map(|(h, list)| {
-            list.iter()
-                .filter(|s| s.deployment == deployment)
-                .filter(|s| !all.iter().any(|t| t.host == *h && t.instance == s.name))
-                .map(|s| format!("{}:{} ({})", host_names[*h], s.name, s.state.as_str()))
-        })
-        .collect();
-    let mut out = Vec::with_capacity(all.len());
+    let orphans = orphans(&lists, &all, deployment, host_names);
     let own: Vec<Option<Observation>> = clusters
         .iter()
         .map(|c| c.as_ref().map(|(o, _)| o.clone()))
@@ -199,32 +190,12 @@ pub async fn observe(
     let clusters = clusters
         .into_iter()
         .zip(judged)
-        .map(|(c, j)| Some(c.or(j.map(|o| (o, None)))))
+        .map(|(c, j)| c.or(j.map(|o| (o, None))))
+        .map(Some)
         .chain(sentinels.iter().map(|_| None));
+    let mut out = Vec::with_capacity(all.len());
     for ((t, put), cluster) in all.iter().zip(puts).zip(clusters) {
-        let status = lists
-            .iter()
-            .find(|(h, _)| *h == t.host)
-            .and_then(|(_, l)| l.iter().find(|s| s.name == t.instance))
-            .cloned();
-        // A host not acted on has no list: take its nodes as they answer.
-        let running = !acting[t.host]
-            || status
-                .as_ref()
-                .is_some_and(|s| s.state == InstanceState::Running);
-        let (cluster, drift) = match cluster.flatten() {
-            Some((obs, timeout)) if running => (
-                Some(obs),
-                timeout.filter(|&v| v != t.spec.cluster_node_timeout_ms()),
-            ),
-            _ => (None, None),
-        };
-        out.push(TargetState {
-            status,
-            put: put?,
-            cluster,
-            node_timeout_drift: drift,
-        });
+        out.push(target_state(t, put?, cluster.flatten(), &lists, acting));
     }
     let sentinel_states = out.split_off(targets.len());
     let observed: Vec<Option<Observation>> = out.iter().map(|s| s.cluster.clone()).collect();
@@ -248,6 +219,56 @@ pub async fn observe(
         acting: acting.clone(),
         skipped,
     })
+}
+
+/// Each acting host's instance list, by host index.
+type Lists = [(usize, Vec<crate::client::InstanceStatus>)];
+
+/// Instances of this deployment the agents run that no target names.
+fn orphans(lists: &Lists, all: &[&Target], deployment: &str, host_names: &[String]) -> Vec<String> {
+    lists
+        .iter()
+        .flat_map(|(h, list)| {
+            list.iter()
+                .filter(|s| s.deployment == deployment)
+                .filter(|s| !all.iter().any(|t| t.host == *h && t.instance == s.name))
+                .map(|s| format!("{}:{} ({})", host_names[*h], s.name, s.state.as_str()))
+        })
+        .collect()
+}
+
+/// One target as observed: its agent's status, the dry-run put, and its
+/// node's view (own or hearsay) when it runs.
+fn target_state(
+    t: &Target,
+    put: PutOutcome,
+    cluster: Option<(Observation, Option<u32>)>,
+    lists: &Lists,
+    acting: &[bool],
+) -> TargetState {
+    let status = lists
+        .iter()
+        .find(|(h, _)| *h == t.host)
+        .and_then(|(_, l)| l.iter().find(|s| s.name == t.instance))
+        .cloned();
+    // A host not acted on has no list: take its nodes as they answer.
+    let running = !acting[t.host]
+        || status
+            .as_ref()
+            .is_some_and(|s| s.state == InstanceState::Running);
+    let (cluster, drift) = match cluster {
+        Some((obs, timeout)) if running => (
+            Some(obs),
+            timeout.filter(|&v| v != t.spec.cluster_node_timeout_ms()),
+        ),
+        _ => (None, None),
+    };
+    TargetState {
+        status,
+        put,
+        cluster,
+        node_timeout_drift: drift,
+    }
 }
 
 /// One node's view: for a cluster, CLUSTER NODES, CLUSTER INFO and the live
