@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use crate::Error;
-use crate::client::{InstanceState, Peer, Reply};
+use crate::client::{AgentClient, InstanceState, Peer, Reply};
 use crate::fleet::start_instance as start;
 use crate::fleet::{Fleet, Target};
 use crate::problem::SentinelProblem;
 use crate::progress::Progress;
 use paddock_knowledge::sentinel::MasterState;
+use paddock_model::SentinelSpec;
 
 /// What one sentinel says about the master it monitors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,26 +252,64 @@ pub async fn converge(
     timeout: Duration,
     progress: &Progress,
 ) -> Result<(), Error> {
-    // A sentinel that refuses the deployment's password cannot be told
-    // anything live: it is stopped, so the put below seeds its
-    // sentinel.conf afresh (current password, current master) and it is
-    // started again with the others.
-    if let Some(name) = sentinels
+    stop_refusing_password(fleet, sentinels, progress).await?;
+    put_specs(fleet, sentinels, progress).await?;
+    start_stopped(fleet, sentinels, progress).await?;
+    let name = match sentinels.first().and_then(|t| t.spec.sentinel.as_ref()) {
+        Some(s) => s.master_name.clone(),
+        None => return Ok(()),
+    };
+    set_refused_credentials(fleet, sentinels, &name, progress).await?;
+    wait_guarding(fleet, sentinels, &name, master, replicas, Instant::now() + timeout)
+        .await
+        .map_err(|problems| {
+            Error::NotConverged(format!(
+                "the sentinels did not agree in time:\n  - {}\n  hint: sentinels find replicas through the master and each other through it (hello messages every 2 s); they must reach the master's port",
+                crate::problem::join(&problems, "\n  - ")
+            ))
+        })?;
+    progress.step(format!(
+        "{} sentinel(s) guard master {}:{}",
+        sentinels.len(),
+        master.address,
+        master.port
+    ));
+    Ok(())
+}
+
+/// A sentinel that refuses the deployment's password cannot be told
+/// anything live: it is stopped, so the put that follows seeds its
+/// sentinel.conf afresh (current password, current master) and it is
+/// started again with the others.
+async fn stop_refusing_password(
+    fleet: &Fleet,
+    sentinels: &[Target],
+    progress: &Progress,
+) -> Result<(), Error> {
+    let Some(name) = sentinels
         .first()
         .and_then(|t| t.spec.sentinel.as_ref())
         .map(|s| s.master_name.clone())
-    {
-        let seen = views(fleet, sentinels, &name).await;
-        for (t, v) in sentinels.iter().zip(&seen) {
-            if *v == Seen::RefusesPassword {
-                progress.step(format!(
-                    "{}: refuses the deployment's password; restarting it from a fresh sentinel.conf",
-                    t.label()
-                ));
-                fleet.agent(t.host)?.stop(&t.instance).await?;
-            }
+    else {
+        return Ok(());
+    };
+    let seen = views(fleet, sentinels, &name).await;
+    for (t, v) in sentinels.iter().zip(&seen) {
+        if *v == Seen::RefusesPassword {
+            progress.step(format!(
+                "{}: refuses the deployment's password; restarting it from a fresh sentinel.conf",
+                t.label()
+            ));
+            fleet.agent(t.host)?.stop(&t.instance).await?;
         }
     }
+    Ok(())
+}
+
+/// Asks every agent (all at once) whether its sentinel's spec changed in
+/// a way that needs a restart, then, one by one, applies such changes live
+/// to the sentinel and writes every spec.
+async fn put_specs(fleet: &Fleet, sentinels: &[Target], progress: &Progress) -> Result<(), Error> {
     let planned = join_all(
         sentinels
             .iter()
@@ -287,34 +326,7 @@ pub async fn converge(
                     "{}: new settings applied live (SENTINEL SET)",
                     t.label()
                 ));
-                let (quorum, down_after, failover_timeout) = (
-                    s.quorum.to_string(),
-                    s.down_after.as_millis().to_string(),
-                    s.failover_timeout.as_millis().to_string(),
-                );
-                let r = agent
-                    .redis_dangerous(
-                        &t.instance,
-                        &[&[
-                            "SENTINEL",
-                            "SET",
-                            &s.master_name,
-                            "quorum",
-                            &quorum,
-                            "down-after-milliseconds",
-                            &down_after,
-                            "failover-timeout",
-                            &failover_timeout,
-                        ]],
-                    )
-                    .await?;
-                if let Some(e) = r[0].error() {
-                    return Err(Error::Redis {
-                        host: t.host_name.clone(),
-                        instance: t.instance.clone(),
-                        message: format!("SENTINEL SET: {e}"),
-                    });
-                }
+                set_live(agent, t, s).await?;
                 agent.put_instance_live(&t.spec).await?;
             }
             _ => {
@@ -322,6 +334,48 @@ pub async fn converge(
             }
         }
     }
+    Ok(())
+}
+
+/// SENTINEL SET of the spec's quorum and timeouts on the running sentinel.
+async fn set_live(agent: &AgentClient, t: &Target, s: &SentinelSpec) -> Result<(), Error> {
+    let (quorum, down_after, failover_timeout) = (
+        s.quorum.to_string(),
+        s.down_after.as_millis().to_string(),
+        s.failover_timeout.as_millis().to_string(),
+    );
+    let r = agent
+        .redis_dangerous(
+            &t.instance,
+            &[&[
+                "SENTINEL",
+                "SET",
+                &s.master_name,
+                "quorum",
+                &quorum,
+                "down-after-milliseconds",
+                &down_after,
+                "failover-timeout",
+                &failover_timeout,
+            ]],
+        )
+        .await?;
+    if let Some(e) = r[0].error() {
+        return Err(Error::Redis {
+            host: t.host_name.clone(),
+            instance: t.instance.clone(),
+            message: format!("SENTINEL SET: {e}"),
+        });
+    }
+    Ok(())
+}
+
+/// Starts (all at once) the sentinels their agents do not report running.
+async fn start_stopped(
+    fleet: &Fleet,
+    sentinels: &[Target],
+    progress: &Progress,
+) -> Result<(), Error> {
     let lists = join_all(sentinels.iter().map(|t| async move {
         let list = fleet.agent(t.host)?.list().await?;
         Ok::<_, Error>(
@@ -346,13 +400,18 @@ pub async fn converge(
             .into_iter()
             .collect::<Result<Vec<_>, Error>>()?;
     }
-    let name = match sentinels.first().and_then(|t| t.spec.sentinel.as_ref()) {
-        Some(s) => s.master_name.clone(),
-        None => return Ok(()),
-    };
-    // A sentinel the master refuses (its credentials are not the current
-    // password: a rotation that did not reach it) gets them set live.
-    let seen = views(fleet, sentinels, &name).await;
+    Ok(())
+}
+
+/// A sentinel the master refuses (its credentials are not the current
+/// password: a rotation that did not reach it) gets them set live.
+async fn set_refused_credentials(
+    fleet: &Fleet,
+    sentinels: &[Target],
+    name: &str,
+    progress: &Progress,
+) -> Result<(), Error> {
+    let seen = views(fleet, sentinels, name).await;
     for (t, v) in sentinels.iter().zip(&seen) {
         if !v.view().is_some_and(|v| v.master_refuses) {
             continue;
@@ -366,7 +425,7 @@ pub async fn converge(
             .redis_dangerous(
                 &t.instance,
                 &[
-                    &["SENTINEL", "SET", &name, "auth-pass", &t.spec.password],
+                    &["SENTINEL", "SET", name, "auth-pass", &t.spec.password],
                     &[
                         "SENTINEL",
                         "CONFIG",
@@ -385,20 +444,6 @@ pub async fn converge(
             });
         }
     }
-    wait_guarding(fleet, sentinels, &name, master, replicas, Instant::now() + timeout)
-        .await
-        .map_err(|problems| {
-            Error::NotConverged(format!(
-                "the sentinels did not agree in time:\n  - {}\n  hint: sentinels find replicas through the master and each other through it (hello messages every 2 s); they must reach the master's port",
-                crate::problem::join(&problems, "\n  - ")
-            ))
-        })?;
-    progress.step(format!(
-        "{} sentinel(s) guard master {}:{}",
-        sentinels.len(),
-        master.address,
-        master.port
-    ));
     Ok(())
 }
 
