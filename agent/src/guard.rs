@@ -272,143 +272,182 @@ fn allowed(w: &[&str], scope: &Scope<'_>) -> Result<Need, Refusal> {
     } else {
         name.clone()
     };
-    let shape = |why: &str| Refusal::Shape {
-        command: command.clone(),
-        why: why.to_owned(),
-    };
-    let not_allowed = || {
-        Err(Refusal::NotAllowed {
-            command: command.clone(),
-            kind: scope.kind(),
-        })
-    };
-    let outside = |what: String| Refusal::Outside {
-        command: command.clone(),
-        what,
-        deployment: scope.deployment.to_owned(),
-    };
     let redis = scope.mode != Mode::Sentinel;
     let n = w.len();
     match (name.as_str(), sub.as_str()) {
         ("PING", _) if n == 1 => Ok(Need::Nothing),
-        ("INFO", _) => {
-            if w[1..]
-                .iter()
-                .all(|s| INFO_SECTIONS.contains(&s.to_ascii_lowercase().as_str()))
-            {
-                Ok(Need::Nothing)
-            } else {
-                Err(shape("only named INFO sections (server, replication, ...)"))
-            }
-        }
-        ("CONFIG", "GET") if redis => {
-            if n >= 3
-                && w[2..]
-                    .iter()
-                    .all(|p| CONFIG_READABLE.contains(&p.to_ascii_lowercase().as_str()))
-            {
-                Ok(Need::Nothing)
-            } else {
-                Err(shape(
-                    "only named, non-secret parameters (cluster-node-timeout, maxmemory, ...); no patterns, never authentication settings",
-                ))
-            }
-        }
-        ("CONFIG", "SET") if redis => {
-            if n < 4 || !n.is_multiple_of(2) {
-                return Err(shape("takes parameter-value pairs"));
-            }
-            let mut need = Need::Nothing;
-            for pair in w[2..].chunks(2) {
-                let value = pair[1];
-                match pair[0].to_ascii_lowercase().as_str() {
-                    "cluster-node-timeout" if scope.mode == Mode::Cluster => {
-                        match value.parse::<u64>() {
-                            Ok(v)
-                                if (MIN_NODE_TIMEOUT_MS
-                                    ..=u64::from(scope.cluster_node_timeout_ms))
-                                    .contains(&v) => {}
-                            _ => {
-                                return Err(shape(&format!(
-                                    "cluster-node-timeout must be {MIN_NODE_TIMEOUT_MS} to {} (the spec's value)",
-                                    scope.cluster_node_timeout_ms
-                                )));
-                            }
-                        }
-                    }
-                    "maxmemory" => {
-                        if value.parse::<u64>().ok() != Some(scope.maxmemory_bytes) {
-                            return Err(shape(&format!(
-                                "maxmemory may only be set to the spec's value ({} bytes)",
-                                scope.maxmemory_bytes
-                            )));
-                        }
-                    }
-                    "maxmemory-policy" => {
-                        if !value.eq_ignore_ascii_case(scope.maxmemory_policy) {
-                            return Err(shape(&format!(
-                                "maxmemory-policy may only be set to the spec's value ({})",
-                                scope.maxmemory_policy
-                            )));
-                        }
-                    }
-                    "masterauth" => {
-                        if !valid_password(value) {
-                            return Err(shape("masterauth must be 16 to 512 printable characters"));
-                        }
-                        need = Need::Flag;
-                    }
-                    _ => {
-                        return Err(Refusal::NotAllowed {
-                            command: format!("CONFIG SET {}", pair[0].to_ascii_lowercase()),
-                            kind: scope.kind(),
-                        });
-                    }
-                }
-            }
-            Ok(need)
-        }
-        ("ACL", "SETUSER") => {
-            // Password rotation (redis-server and sentinel): add the new
-            // password, or remove the old.
-            let ok = n == 4
-                && w[2] == "default"
-                && w[3].strip_prefix(['>', '<']).is_some_and(valid_password);
-            if ok {
-                Ok(Need::Flag)
-            } else {
-                Err(shape("only `ACL SETUSER default >PASSWORD` or `<PASSWORD`"))
-            }
-        }
+        ("INFO", _) => info(w, &command),
+        ("CONFIG", "GET") if redis => config_get(w, &command),
+        ("CONFIG", "SET") if redis => config_set(w, scope, &command),
+        ("ACL", "SETUSER") => acl_setuser(w, &command),
         ("CLUSTER", _) if scope.mode == Mode::Cluster => cluster(w, &sub, scope, &command),
         ("REPLICAOF" | "SLAVEOF", _) if scope.mode == Mode::Standalone => {
-            if n != 3 {
-                return Err(shape("takes HOST PORT or NO ONE"));
-            }
-            if w[1].eq_ignore_ascii_case("NO") && w[2].eq_ignore_ascii_case("ONE") {
-                return Ok(Need::Flag);
-            }
-            match member_peer(w[1], w[2]) {
-                Some(p) if scope.members.redis.contains(&p) => Ok(Need::Flag),
-                _ => Err(outside(format!("{}:{}", w[1], w[2]))),
-            }
+            replicaof(w, scope, &command)
         }
-        ("CLIENT", "PAUSE") if scope.mode == Mode::Standalone => {
-            let ms_ok = w
-                .get(2)
-                .and_then(|v| v.parse::<u64>().ok())
-                .is_some_and(|ms| (1..=MAX_WRITE_PAUSE_MS).contains(&ms));
-            if n == 4 && ms_ok && w[3].eq_ignore_ascii_case("WRITE") {
-                Ok(Need::Nothing)
-            } else {
-                Err(shape(&format!(
-                    "only `CLIENT PAUSE <1..{MAX_WRITE_PAUSE_MS} ms> WRITE`"
-                )))
-            }
-        }
+        ("CLIENT", "PAUSE") if scope.mode == Mode::Standalone => client_pause(w, &command),
         ("CLIENT", "UNPAUSE") if scope.mode == Mode::Standalone && n == 2 => Ok(Need::Nothing),
         ("SENTINEL", _) if scope.mode == Mode::Sentinel => sentinel(w, &sub, scope, &command),
-        _ => not_allowed(),
+        _ => Err(Refusal::NotAllowed {
+            command,
+            kind: scope.kind(),
+        }),
+    }
+}
+
+/// Refusal of an allowed command's arguments.
+fn shape(command: &str, why: &str) -> Refusal {
+    Refusal::Shape {
+        command: command.to_owned(),
+        why: why.to_owned(),
+    }
+}
+
+/// INFO: any number of named sections, no patterns.
+fn info(w: &[&str], command: &str) -> Result<Need, Refusal> {
+    if w[1..]
+        .iter()
+        .all(|s| INFO_SECTIONS.contains(&s.to_ascii_lowercase().as_str()))
+    {
+        Ok(Need::Nothing)
+    } else {
+        Err(shape(
+            command,
+            "only named INFO sections (server, replication, ...)",
+        ))
+    }
+}
+
+/// CONFIG GET (redis-server): named, non-secret parameters only.
+fn config_get(w: &[&str], command: &str) -> Result<Need, Refusal> {
+    if w.len() >= 3
+        && w[2..]
+            .iter()
+            .all(|p| CONFIG_READABLE.contains(&p.to_ascii_lowercase().as_str()))
+    {
+        Ok(Need::Nothing)
+    } else {
+        Err(shape(
+            command,
+            "only named, non-secret parameters (cluster-node-timeout, maxmemory, ...); no patterns, never authentication settings",
+        ))
+    }
+}
+
+/// CONFIG SET (redis-server): parameter-value pairs, each one the guard
+/// knows; the flag is needed when any pair needs it.
+fn config_set(w: &[&str], scope: &Scope<'_>, command: &str) -> Result<Need, Refusal> {
+    let n = w.len();
+    if n < 4 || !n.is_multiple_of(2) {
+        return Err(shape(command, "takes parameter-value pairs"));
+    }
+    let mut need = Need::Nothing;
+    for pair in w[2..].chunks(2) {
+        if config_set_pair(pair[0], pair[1], scope, command)? == Need::Flag {
+            need = Need::Flag;
+        }
+    }
+    Ok(need)
+}
+
+/// One CONFIG SET pair: the spec's value, a bounded timeout or a valid
+/// password (rotation, flagged); any other parameter is not allowed.
+fn config_set_pair(
+    param: &str,
+    value: &str,
+    scope: &Scope<'_>,
+    command: &str,
+) -> Result<Need, Refusal> {
+    match param.to_ascii_lowercase().as_str() {
+        "cluster-node-timeout" if scope.mode == Mode::Cluster => match value.parse::<u64>() {
+            Ok(v)
+                if (MIN_NODE_TIMEOUT_MS..=u64::from(scope.cluster_node_timeout_ms))
+                    .contains(&v) =>
+            {
+                Ok(Need::Nothing)
+            }
+            _ => Err(shape(
+                command,
+                &format!(
+                    "cluster-node-timeout must be {MIN_NODE_TIMEOUT_MS} to {} (the spec's value)",
+                    scope.cluster_node_timeout_ms
+                ),
+            )),
+        },
+        "maxmemory" if value.parse::<u64>().ok() != Some(scope.maxmemory_bytes) => Err(shape(
+            command,
+            &format!(
+                "maxmemory may only be set to the spec's value ({} bytes)",
+                scope.maxmemory_bytes
+            ),
+        )),
+        "maxmemory" => Ok(Need::Nothing),
+        "maxmemory-policy" if !value.eq_ignore_ascii_case(scope.maxmemory_policy) => Err(shape(
+            command,
+            &format!(
+                "maxmemory-policy may only be set to the spec's value ({})",
+                scope.maxmemory_policy
+            ),
+        )),
+        "maxmemory-policy" => Ok(Need::Nothing),
+        "masterauth" if !valid_password(value) => Err(shape(
+            command,
+            "masterauth must be 16 to 512 printable characters",
+        )),
+        "masterauth" => Ok(Need::Flag),
+        _ => Err(Refusal::NotAllowed {
+            command: format!("CONFIG SET {}", param.to_ascii_lowercase()),
+            kind: scope.kind(),
+        }),
+    }
+}
+
+/// ACL SETUSER: password rotation (redis-server and sentinel): add the new
+/// password, or remove the old.
+fn acl_setuser(w: &[&str], command: &str) -> Result<Need, Refusal> {
+    let ok = w.len() == 4
+        && w[2] == "default"
+        && w[3].strip_prefix(['>', '<']).is_some_and(valid_password);
+    if ok {
+        Ok(Need::Flag)
+    } else {
+        Err(shape(
+            command,
+            "only `ACL SETUSER default >PASSWORD` or `<PASSWORD`",
+        ))
+    }
+}
+
+/// REPLICAOF / SLAVEOF (replication member): NO ONE, or a member's address.
+fn replicaof(w: &[&str], scope: &Scope<'_>, command: &str) -> Result<Need, Refusal> {
+    if w.len() != 3 {
+        return Err(shape(command, "takes HOST PORT or NO ONE"));
+    }
+    if w[1].eq_ignore_ascii_case("NO") && w[2].eq_ignore_ascii_case("ONE") {
+        return Ok(Need::Flag);
+    }
+    match member_peer(w[1], w[2]) {
+        Some(p) if scope.members.redis.contains(&p) => Ok(Need::Flag),
+        _ => Err(Refusal::Outside {
+            command: command.to_owned(),
+            what: format!("{}:{}", w[1], w[2]),
+            deployment: scope.deployment.to_owned(),
+        }),
+    }
+}
+
+/// CLIENT PAUSE (replication member): writes only, for a bounded time.
+fn client_pause(w: &[&str], command: &str) -> Result<Need, Refusal> {
+    let ms_ok = w
+        .get(2)
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|ms| (1..=MAX_WRITE_PAUSE_MS).contains(&ms));
+    if w.len() == 4 && ms_ok && w[3].eq_ignore_ascii_case("WRITE") {
+        Ok(Need::Nothing)
+    } else {
+        Err(shape(
+            command,
+            &format!("only `CLIENT PAUSE <1..{MAX_WRITE_PAUSE_MS} ms> WRITE`"),
+        ))
     }
 }
 
@@ -792,6 +831,13 @@ mod tests {
             "ACL DELUSER app",
             "REPLICAOF",
             "INFO everything x",
+            "PING x",
+            "CONFIG GET",
+            "CONFIG SET maxmemory",
+            "CONFIG SET masterauth short",
+            "CLIENT PAUSE 0 WRITE",
+            "CLIENT PAUSE 300001 WRITE",
+            "CLIENT UNPAUSE ALL",
         ] {
             for mode in [Cluster, Standalone, Sentinel] {
                 for flag in [false, true] {
@@ -811,6 +857,7 @@ mod tests {
             (Sentinel, "CLIENT PAUSE 1000 WRITE"),
             (Cluster, "SENTINEL MASTER lab"),
             (Sentinel, "CONFIG GET maxmemory"),
+            (Standalone, "CONFIG SET cluster-node-timeout 500"),
         ] {
             assert!(
                 matches!(check_in(mode, c, true), Err(Refusal::NotAllowed { .. })),
