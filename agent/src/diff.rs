@@ -5,18 +5,24 @@
 /// One changed setting (the shared model's type). Secrets are masked.
 pub use paddock_model::KeyChange;
 
-/// Settings the controller sets on the running process (SENTINEL SET)
-/// instead of restarting it. A redis-server's live-settable settings
-/// (maxmemory, maxmemory-policy, ACL users...) still restart it: apply does
-/// not set those live yet, and the plan must say what apply does.
+/// Settings the controller sets on the running process instead of
+/// restarting it: a sentinel's with SENTINEL SET, a redis-server's with
+/// CONFIG SET, its ACL users (`user NAME`) with ACL SETUSER / DELUSER.
 pub fn live_settable(key: &str) -> bool {
     const LIVE: &[&str] = &[
         "sentinel down-after-milliseconds",
         "sentinel failover-timeout",
         "sentinel parallel-syncs",
         "sentinel quorum",
+        "maxmemory",
+        "maxmemory-policy",
+        "min-replicas-to-write",
+        "min-replicas-max-lag",
+        "cluster-node-timeout",
+        "save",
+        "appendonly",
     ];
-    LIVE.contains(&key)
+    LIVE.contains(&key) || key.starts_with("user ")
 }
 
 /// The key of a config line: the directive, with the user's name for
@@ -144,16 +150,16 @@ mod tests {
             table,
             vec![
                 ("requirepass", "********", "********", false),
-                ("maxmemory", "100mb", "200mb", false),
-                ("save", "900 1; 300 10", "900 1", false),
+                ("maxmemory", "100mb", "200mb", true),
+                ("save", "900 1; 300 10", "900 1", true),
                 (
                     "user \"app\"",
                     "on \">********\" \"~app:*\"",
                     "on \">********\" \"~app:*\" \"+@read\"",
-                    false
+                    true
                 ),
-                ("appendonly", "no", "yes", false),
-                ("user \"ops\"", "", "on \">********\"", false),
+                ("appendonly", "no", "yes", true),
+                ("user \"ops\"", "", "on \">********\"", true),
             ]
         );
         for c in &got {
@@ -164,6 +170,34 @@ mod tests {
         assert!(config_changes(new, new).is_empty());
         let gone = config_changes("maxmemory 1mb\n", "");
         assert_eq!(gone[0].new, "");
+    }
+
+    #[test]
+    fn redis_settings_redis_takes_live_are_live_the_rest_restart() {
+        let table: &[(&str, bool)] = &[
+            ("maxmemory", true),
+            ("maxmemory-policy", true),
+            ("min-replicas-to-write", true),
+            ("min-replicas-max-lag", true),
+            ("cluster-node-timeout", true),
+            ("save", true),
+            ("appendonly", true),
+            ("user \"app\"", true),
+            ("masterauth", false),
+            ("requirepass", false),
+            ("port", false),
+            ("bind", false),
+            ("cluster-announce-ip", false),
+            ("replica-announce-ip", false),
+            ("appendfilename", false),
+            ("sentinel monitor", false),
+            ("sentinel auth-pass", false),
+        ];
+        for (key, live) in table {
+            assert_eq!(live_settable(key), *live, "{key}");
+        }
+        let gone = config_changes("user \"old\" on \">pw\"\n", "");
+        assert!(gone[0].live, "a user dropped is ACL DELUSER, live");
     }
 
     #[test]

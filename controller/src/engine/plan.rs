@@ -62,12 +62,14 @@ pub fn make_plan(input: &Input<'_>) -> Plan {
     plan.steps.extend(prelude(input));
     plan.steps.extend(promotions(input));
     let (restarts, held) = restarts(input);
-    plan.steps
-        .extend(instances(input, |s| matches!(s, Step::PutConfig { .. })));
+    plan.steps.extend(instances(input, |s| {
+        matches!(s, Step::PutConfig { .. } | Step::SetLive { .. })
+    }));
     plan.steps.extend(restarts);
     plan.held_back.extend(held);
-    plan.steps
-        .extend(instances(input, |s| !matches!(s, Step::PutConfig { .. })));
+    plan.steps.extend(instances(input, |s| {
+        !matches!(s, Step::PutConfig { .. } | Step::SetLive { .. })
+    }));
     topology(input, &mut plan);
     plan
 }
@@ -202,6 +204,16 @@ fn is_running(s: &TargetState) -> bool {
         .is_some_and(|st| st.state == InstanceState::Running)
 }
 
+/// A running redis-server whose every changed setting it takes live
+/// (CONFIG SET, ACL SETUSER / DELUSER): set live, no restart. An empty
+/// list (an interrupted apply's restart) restarts as before.
+fn sets_live(s: &TargetState) -> bool {
+    is_running(s)
+        && s.put.restart_needed
+        && !s.put.changes.is_empty()
+        && s.put.changes.iter().all(|k| k.live)
+}
+
 /// Config writes, starts and node-timeout repairs of the Redis instances
 /// acted on, those `keep` selects.
 fn instances(input: &Input<'_>, keep: impl Fn(&Step) -> bool) -> Vec<Step> {
@@ -212,7 +224,12 @@ fn instances(input: &Input<'_>, keep: impl Fn(&Step) -> bool) -> Vec<Step> {
             continue;
         }
         let target = t.label();
-        if s.status.is_none() || s.put.changed {
+        if sets_live(s) {
+            steps.push(Step::SetLive {
+                target: target.clone(),
+                keys: s.put.changes.clone(),
+            });
+        } else if s.status.is_none() || s.put.changed {
             steps.push(Step::PutConfig {
                 target: target.clone(),
                 create: s.status.is_none(),
@@ -250,6 +267,7 @@ fn restarts(input: &Input<'_>) -> (Vec<Step>, Vec<String>) {
     let which: Vec<usize> = (0..input.targets.len())
         .filter(|&i| o.acting[input.targets[i].host])
         .filter(|&i| is_running(&o.targets[i]) && o.targets[i].put.restart_needed)
+        .filter(|&i| !sets_live(&o.targets[i]))
         .collect();
     if which.is_empty() {
         return (Vec::new(), Vec::new());

@@ -41,8 +41,9 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         keys: Vec<KeyChange>,
     },
-    /// Settings the running process takes without a restart (SENTINEL SET),
-    /// stored with the config.
+    /// Settings the running process takes without a restart, stored with
+    /// the config: a sentinel's with SENTINEL SET, a redis-server's with
+    /// CONFIG SET and ACL SETUSER / DELUSER.
     SetLive {
         target: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -177,10 +178,13 @@ impl fmt::Display for Step {
                 key_list(f, keys)
             }
             Step::SetLive { target, keys } => {
-                write!(
-                    f,
-                    "  ~ {target}: update config, set live (SENTINEL SET, no restart)"
-                )?;
+                // Only a sentinel's config has `sentinel` settings.
+                let how = if keys.iter().any(|k| k.key.starts_with("sentinel ")) {
+                    "SENTINEL SET"
+                } else {
+                    "CONFIG SET / ACL SETUSER"
+                };
+                write!(f, "  ~ {target}: update config, set live ({how}, no restart)")?;
                 key_list(f, keys)
             }
             Step::Restart { target, handover } => {

@@ -925,3 +925,96 @@ mod formation {
         );
     }
 }
+
+fn key(key: &str, old: &str, new: &str, live: bool) -> crate::client::KeyChange {
+    crate::client::KeyChange {
+        key: key.into(),
+        old: old.into(),
+        new: new.into(),
+        live,
+    }
+}
+
+/// Running redis-servers whose changed settings are all live get a set-live
+/// step and no restart; one with any other change restarts as before.
+#[test]
+fn settings_redis_takes_live_are_set_live_the_rest_restart() {
+    let pw = "on \">********\" \"+@read\"";
+    let table: Vec<(&str, Vec<crate::client::KeyChange>, &[&str])> = vec![
+        (
+            "live-only",
+            vec![
+                key("maxmemory", "100", "200", true),
+                key("maxmemory-policy", "allkeys-lru", "noeviction", true),
+            ],
+            &["set_live"],
+        ),
+        (
+            "mixed",
+            vec![
+                key("maxmemory", "100", "200", true),
+                key("port", "7000", "7001", false),
+            ],
+            &["put_restart", "restart"],
+        ),
+        (
+            "user added",
+            vec![key("user \"app\"", "", pw, true)],
+            &["set_live"],
+        ),
+        (
+            "user changed",
+            vec![key("user \"app\"", pw, "on \">********\" \"+@all\"", true)],
+            &["set_live"],
+        ),
+        (
+            "user removed",
+            vec![key("user \"app\"", pw, "", true)],
+            &["set_live"],
+        ),
+        (
+            "user and masterauth",
+            vec![
+                key("user \"app\"", pw, "", true),
+                key("masterauth", "********", "********", false),
+            ],
+            &["put_restart", "restart"],
+        ),
+    ];
+    for (name, keys, want) in table {
+        let mut c = healthy_cluster();
+        c.set_put(1, true, true);
+        c.observed.targets[1].put.changes = keys.clone();
+        let plan = c.plan();
+        assert_eq!(kinds(&plan), want.to_vec(), "{name}: {plan}");
+        let text = plan.to_string();
+        if want == ["set_live"] {
+            assert_eq!(
+                plan.steps[0],
+                Step::SetLive {
+                    target: c.label(1),
+                    keys
+                },
+                "{name}"
+            );
+            assert!(
+                text.contains("set live (CONFIG SET / ACL SETUSER, no restart)"),
+                "{name}: {text}"
+            );
+            assert!(!text.contains("restart for its new config"), "{name}");
+        } else {
+            assert!(text.contains("restart needed"), "{name}: {text}");
+        }
+    }
+}
+
+/// The config stored but the settings not yet set (an interrupted apply):
+/// the agent still reports the keys against what runs; set live again.
+#[test]
+fn a_stored_but_unset_live_change_is_set_live_again() {
+    let mut c = healthy_cluster();
+    c.set_put(3, false, true);
+    c.observed.targets[3].put.changes = vec![key("maxmemory", "100", "200", true)];
+    let plan = c.plan();
+    assert_eq!(kinds(&plan), vec!["set_live"], "{plan}");
+}
