@@ -60,6 +60,7 @@ pub async fn execute(
     }
     promote(scene, plan, &mut done).await?;
     put_configs(scene, plan, &mut done).await?;
+    set_live(scene, plan, &mut done).await?;
     let together = restart(scene, plan, &mut done).await?;
     start_instances(scene, plan, &together, &mut done).await?;
     node_timeouts(scene, plan, &mut done).await?;
@@ -145,6 +146,35 @@ async fn put_configs(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Res
         .collect::<Result<Vec<_>, Error>>()?;
     let written = outcomes.iter().filter(|o| o.changed).count();
     scene.progress.step(format!("wrote {written} config(s)"));
+    done.steps.extend(steps.into_iter().cloned());
+    Ok(())
+}
+
+/// Redis settings set on the running processes (CONFIG SET, ACL SETUSER /
+/// DELUSER), all instances at once: no restart.
+async fn set_live(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<(), Error> {
+    let steps = of(
+        plan,
+        |s| matches!(s, Step::SetLive { target, .. } if scene.target(target).is_some()),
+    );
+    if steps.is_empty() {
+        return Ok(());
+    }
+    scene.progress.step(format!(
+        "setting {} instance(s)' new settings live (CONFIG SET / ACL SETUSER)",
+        steps.len()
+    ));
+    let sets = steps.iter().map(|s| async move {
+        let Step::SetLive { target, keys } = s else {
+            unreachable!()
+        };
+        let t = scene.target(target).expect("filtered");
+        crate::engine::live::set_live(scene.fleet, t.host, &t.host_name, &t.spec, keys).await
+    });
+    join_all(sets)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, Error>>()?;
     done.steps.extend(steps.into_iter().cloned());
     Ok(())
 }

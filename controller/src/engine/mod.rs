@@ -4,6 +4,7 @@
 
 pub mod execute;
 pub mod formation;
+pub mod live;
 pub mod observe;
 pub mod plan;
 pub mod rolling;

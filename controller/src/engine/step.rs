@@ -184,7 +184,10 @@ impl fmt::Display for Step {
                 } else {
                     "CONFIG SET / ACL SETUSER"
                 };
-                write!(f, "  ~ {target}: update config, set live ({how}, no restart)")?;
+                write!(
+                    f,
+                    "  ~ {target}: update config, set live ({how}, no restart)"
+                )?;
                 key_list(f, keys)
             }
             Step::Restart { target, handover } => {

@@ -14,7 +14,7 @@ const HOSTS: &str = "[[hosts]]\nname = \"a\"\naddress = \"10.0.0.1\"\n[[hosts]]\
      [[hosts]]\nname = \"c\"\naddress = \"10.0.0.3\"\n";
 
 /// A deployment of `head` + three hosts, as loaded (no files read).
-fn deployment(head: &str) -> Deployment {
+pub(crate) fn deployment(head: &str) -> Deployment {
     let text = format!("{head}\n{HOSTS}");
     let inventory = paddock_inventory::parse("t.toml", &text).unwrap();
     Deployment {
