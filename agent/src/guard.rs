@@ -17,14 +17,19 @@
 //! - a replication member: CLIENT PAUSE <ms> WRITE (at most
 //!   [`MAX_WRITE_PAUSE_MS`]) and CLIENT UNPAUSE;
 //! - a redis-server of either kind: CONFIG GET of named, non-secret
-//!   parameters; CONFIG SET maxmemory / maxmemory-policy to the spec's value;
+//!   parameters; CONFIG SET maxmemory / maxmemory-policy /
+//!   min-replicas-to-write / min-replicas-max-lag / save / appendonly to the
+//!   spec's value (the stored spec: apply stores it before setting live);
 //! - a sentinel: SENTINEL MASTER / REPLICAS / SENTINELS /
 //!   GET-MASTER-ADDR-BY-NAME / CKQUORUM of the deployment's master name,
 //!   SENTINEL MASTERS and MYID.
 //!
 //! With `allow_dangerous`, also (the commands the controller marks so):
 //! REPLICAOF / SLAVEOF NO ONE or a member's address; CLUSTER SETSLOT with a
-//! member node; ACL SETUSER default >new / <old and CONFIG SET masterauth
+//! member node; ACL SETUSER of a spec user with exactly its rendered
+//! password and rules (`reset on >PASSWORD RULES...`), ACL DELUSER of a user
+//! the spec does not have (never `default`), on a redis-server;
+//! ACL SETUSER default >new / <old and CONFIG SET masterauth
 //! (password rotation, the value a valid password; ACL SETUSER also on a
 //! sentinel, with SENTINEL SET auth-pass and SENTINEL CONFIG SET
 //! sentinel-pass); SENTINEL FAILOVER, SET
@@ -39,7 +44,7 @@
 
 use std::fmt;
 
-use crate::spec::{InstanceSpec, Members, Mode, Peer};
+use crate::spec::{AclUser, InstanceSpec, Members, Mode, Peer, SNAPSHOT_SAVE};
 
 /// The longest write pause accepted: the controller's failover pauses
 /// writes on the old master for its catch-up window, which it caps here.
@@ -126,6 +131,12 @@ pub struct Scope<'a> {
     pub maxmemory_bytes: u64,
     pub maxmemory_policy: &'a str,
     pub cluster_node_timeout_ms: u32,
+    pub min_replicas_to_write: u32,
+    pub min_replicas_max_lag_s: u64,
+    pub appendonly: bool,
+    pub rdb_snapshots: bool,
+    /// The spec's ACL users, with their rendered rules.
+    pub users: &'a [AclUser],
     /// The local node's CLUSTER NODES, when a command names a node by id.
     pub nodes: &'a [KnownNode],
 }
@@ -145,6 +156,11 @@ impl<'a> Scope<'a> {
             maxmemory_policy: spec.maxmemory_policy.as_str(),
             cluster_node_timeout_ms: u32::try_from(spec.cluster_node_timeout.as_millis())
                 .unwrap_or(u32::MAX),
+            min_replicas_to_write: spec.min_replicas_to_write,
+            min_replicas_max_lag_s: spec.min_replicas_max_lag.as_secs(),
+            appendonly: spec.appendonly,
+            rdb_snapshots: spec.rdb_snapshots,
+            users: &spec.users,
             nodes,
         }
     }
@@ -279,7 +295,10 @@ fn allowed(w: &[&str], scope: &Scope<'_>) -> Result<Need, Refusal> {
         ("INFO", _) => info(w, &command),
         ("CONFIG", "GET") if redis => config_get(w, &command),
         ("CONFIG", "SET") if redis => config_set(w, scope, &command),
+        ("ACL", "SETUSER") if n == 4 && w[2] == "default" => acl_setuser(w, &command),
+        ("ACL", "SETUSER") if redis => acl_setuser_spec(w, scope, &command),
         ("ACL", "SETUSER") => acl_setuser(w, &command),
+        ("ACL", "DELUSER") if redis => acl_deluser(w, scope, &command),
         ("CLUSTER", _) if scope.mode == Mode::Cluster => cluster(w, &sub, scope, &command),
         ("REPLICAOF" | "SLAVEOF", _) if scope.mode == Mode::Standalone => {
             replicaof(w, scope, &command)
@@ -389,6 +408,9 @@ fn config_set_pair(
             ),
         )),
         "maxmemory-policy" => Ok(Need::Nothing),
+        "min-replicas-to-write" | "min-replicas-max-lag" | "save" | "appendonly" => {
+            spec_value(param, value, scope, command)
+        }
         "masterauth" if !valid_password(value) => Err(shape(
             command,
             "masterauth must be 16 to 512 printable characters",
@@ -398,6 +420,66 @@ fn config_set_pair(
             command: format!("CONFIG SET {}", param.to_ascii_lowercase()),
             kind: scope.kind(),
         }),
+    }
+}
+
+/// CONFIG SET of a setting apply sets live: only the stored spec's value.
+fn spec_value(param: &str, value: &str, scope: &Scope<'_>, command: &str) -> Result<Need, Refusal> {
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+    let want = match param.to_ascii_lowercase().as_str() {
+        "min-replicas-to-write" => scope.min_replicas_to_write.to_string(),
+        "min-replicas-max-lag" => scope.min_replicas_max_lag_s.to_string(),
+        "save" if scope.rdb_snapshots => SNAPSHOT_SAVE.to_owned(),
+        "save" => String::new(),
+        _ => yes_no(scope.appendonly),
+    };
+    if value.eq_ignore_ascii_case(&want) {
+        Ok(Need::Nothing)
+    } else {
+        Err(shape(
+            command,
+            &format!(
+                "{} may only be set to the spec's value ({want:?})",
+                param.to_ascii_lowercase()
+            ),
+        ))
+    }
+}
+
+/// ACL SETUSER of a spec user (redis-server): exactly what the agent
+/// renders for it, from a reset user, so nothing else stays granted.
+fn acl_setuser_spec(w: &[&str], scope: &Scope<'_>, command: &str) -> Result<Need, Refusal> {
+    let user = w
+        .get(2)
+        .and_then(|n| scope.users.iter().find(|u| u.name == *n));
+    let ok = user.is_some_and(|u| {
+        w.len() == 6 + u.rules.len()
+            && w[3] == "reset"
+            && w[4] == "on"
+            && w[5].strip_prefix('>') == Some(u.password.as_str())
+            && w[6..].iter().zip(&u.rules).all(|(a, b)| a == b)
+    });
+    if ok {
+        Ok(Need::Flag)
+    } else {
+        Err(shape(
+            command,
+            "only `ACL SETUSER default >PASSWORD` / `<PASSWORD`, or a user of the spec set to exactly its password and rules (`reset on >PASSWORD RULES...`)",
+        ))
+    }
+}
+
+/// ACL DELUSER (redis-server): one user the spec no longer has, never
+/// `default`.
+fn acl_deluser(w: &[&str], scope: &Scope<'_>, command: &str) -> Result<Need, Refusal> {
+    let ok = w.len() == 3 && w[2] != "default" && !scope.users.iter().any(|u| u.name == w[2]);
+    if ok {
+        Ok(Need::Flag)
+    } else {
+        Err(shape(
+            command,
+            "only one user the spec does not have, never `default`",
+        ))
     }
 }
 
@@ -678,6 +760,11 @@ mod tests {
     fn check_in(mode: Mode, words: &str, flag: bool) -> Result<(), Refusal> {
         let members = members();
         let nodes = nodes();
+        let users = vec![AclUser {
+            name: "app".into(),
+            password: APP_PW.into(),
+            rules: vec!["~app:*".into(), "+@read".into()],
+        }];
         let scope = Scope {
             mode,
             deployment: "lab",
@@ -686,6 +773,11 @@ mod tests {
             maxmemory_bytes: 256 << 20,
             maxmemory_policy: "allkeys-lru",
             cluster_node_timeout_ms: 5000,
+            min_replicas_to_write: 1,
+            min_replicas_max_lag_s: 10,
+            appendonly: true,
+            rdb_snapshots: false,
+            users: &users,
             nodes: &nodes,
         };
         let args: Vec<Vec<u8>> = words.split(' ').map(|w| w.as_bytes().to_vec()).collect();
@@ -694,6 +786,101 @@ mod tests {
 
     use Mode::{Cluster, Sentinel, Standalone};
     const PW: &str = "0123456789abcdef0123456789abcdef";
+    const APP_PW: &str = "app-password-0123456789";
+
+    /// Settings apply sets live: the stored spec's values, users exactly as
+    /// rendered; anything else refused.
+    #[test]
+    fn live_settings_pass_only_with_the_specs_values() {
+        let setuser = format!("ACL SETUSER app reset on >{APP_PW} ~app:* +@read");
+        let allowed: &[(Mode, &str, bool)] = &[
+            (Cluster, "CONFIG SET min-replicas-to-write 1", false),
+            (Standalone, "CONFIG SET min-replicas-max-lag 10", false),
+            (Cluster, "CONFIG SET appendonly yes", false),
+            (Standalone, "CONFIG SET save ", false),
+            (Cluster, "CONFIG SET maxmemory 268435456", false),
+            (Cluster, &setuser, true),
+            (Standalone, &setuser, true),
+            (Cluster, "ACL DELUSER old", true),
+            (Standalone, "ACL DELUSER old", true),
+        ];
+        for (mode, c, flag) in allowed {
+            assert_eq!(check_in(*mode, c, *flag), Ok(()), "{mode:?} {c}");
+            if *flag {
+                assert!(
+                    matches!(check_in(*mode, c, false), Err(Refusal::NeedsFlag { .. })),
+                    "{mode:?} {c} needs the flag"
+                );
+            }
+        }
+        let refused: &[(Mode, &str)] = &[
+            (Cluster, "CONFIG SET min-replicas-to-write 0"),
+            (Cluster, "CONFIG SET min-replicas-max-lag 1"),
+            (Cluster, "CONFIG SET appendonly no"),
+            (Cluster, "CONFIG SET save 1 1"),
+            (Cluster, "CONFIG SET appendfilename x"),
+            (Sentinel, "CONFIG SET appendonly yes"),
+            // Another password, rules added, dropped, reordered, no reset.
+            (
+                Cluster,
+                "ACL SETUSER app reset on >other-password-01234 ~app:* +@read",
+            ),
+            (
+                Cluster,
+                &format!("ACL SETUSER app reset on >{APP_PW} ~app:* +@read +@all"),
+            ),
+            (
+                Cluster,
+                &format!("ACL SETUSER app reset on >{APP_PW} ~app:*"),
+            ),
+            (
+                Cluster,
+                &format!("ACL SETUSER app reset on >{APP_PW} +@read ~app:*"),
+            ),
+            (
+                Cluster,
+                &format!("ACL SETUSER app on >{APP_PW} ~app:* +@read"),
+            ),
+            (
+                Cluster,
+                &format!("ACL SETUSER app reset off >{APP_PW} ~app:* +@read"),
+            ),
+            (
+                Cluster,
+                &format!("ACL SETUSER app reset on nopass ~app:* +@read"),
+            ),
+            // A user the spec does not have; the default user beyond rotation.
+            (
+                Cluster,
+                &format!("ACL SETUSER ops reset on >{APP_PW} ~app:* +@read"),
+            ),
+            (
+                Cluster,
+                &format!("ACL SETUSER default reset on >{APP_PW} +@all"),
+            ),
+            (Sentinel, &setuser),
+            (Cluster, "ACL DELUSER default"),
+            (Cluster, "ACL DELUSER app"),
+            (Cluster, "ACL DELUSER old other"),
+            (Cluster, "ACL DELUSER"),
+            (Sentinel, "ACL DELUSER old"),
+        ];
+        for (mode, c) in refused {
+            for flag in [false, true] {
+                assert!(
+                    check_in(*mode, c, flag).is_err(),
+                    "{mode:?} {c} flag={flag}"
+                );
+            }
+        }
+        let e = check_in(
+            Cluster,
+            "ACL SETUSER app reset on >leaked-secret-0123 ~app:*",
+            true,
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("leaked"), "{e}");
+    }
 
     /// What the controller sends (controller/src/*.rs), per instance kind.
     #[test]

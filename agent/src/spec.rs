@@ -176,6 +176,10 @@ fn render_sentinel(spec: &InstanceSpec, s: &SentinelSpec, line: &mut impl FnMut(
     line(format!("sentinel parallel-syncs {name} 1"));
 }
 
+/// The `save` points of a spec with RDB snapshots (CONFIG SET save takes
+/// the same value).
+pub const SNAPSHOT_SAVE: &str = "3600 1 300 100 60 10000";
+
 /// The rest of a redis-server's config: auth, users, memory, persistence
 /// and the per-mode settings.
 fn render_server(spec: &InstanceSpec, line: &mut impl FnMut(String)) {
@@ -198,7 +202,7 @@ fn render_server(spec: &InstanceSpec, line: &mut impl FnMut(String)) {
     // sync starts; each master here has its few replicas known up front.
     line("repl-diskless-sync-delay 0".into());
     if spec.rdb_snapshots {
-        line("save 3600 1 300 100 60 10000".into());
+        line(format!("save {SNAPSHOT_SAVE}"));
     } else {
         line("save \"\"".into());
     }
