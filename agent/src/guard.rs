@@ -845,10 +845,7 @@ mod tests {
                 Cluster,
                 &format!("ACL SETUSER app reset off >{APP_PW} ~app:* +@read"),
             ),
-            (
-                Cluster,
-                &format!("ACL SETUSER app reset on nopass ~app:* +@read"),
-            ),
+            (Cluster, "ACL SETUSER app reset on nopass ~app:* +@read"),
             // A user the spec does not have; the default user beyond rotation.
             (
                 Cluster,
