@@ -1,5 +1,6 @@
 //! Day-two operations on the lab cluster, checked with the redis crate:
-//! a config change is rolled out without losing the cluster or its data, a
+//! a maxmemory change is set live (no restart), a rolling restart goes
+//! through without losing the cluster or its data, a
 //! missing password file is refused, and a box that loses everything (a
 //! replaced machine) is rebuilt by `apply` into a healthy cluster.
 
@@ -68,25 +69,64 @@ async fn config_change_password_guard_and_a_replaced_box() {
     assert_eq!(pids(&lab, 0), before);
     std::fs::rename(&aside, &pw_file).unwrap();
 
-    // A config change: planned as restarts, rolled out one instance at a
-    // time with masters handing over first; every key survives.
+    // A change Redis takes live (maxmemory): planned and applied as CONFIG
+    // SET on the running processes, no restart: the pids stay.
+    let running: Vec<Vec<u32>> = (0..3).map(|b| pids(&lab, b)).collect();
     let text = std::fs::read_to_string(lab.inventory()).unwrap();
     std::fs::write(lab.inventory(), text.replace("\"128mb\"", "\"96mb\"")).unwrap();
     let plan = paddock(&["plan", "-i", &inventory]);
     assert_eq!(
         stdout(&plan)
-            .matches("update config (restart needed)")
+            .matches("update config, set live (CONFIG SET / ACL SETUSER, no restart)")
             .count(),
         6,
+        "{}",
+        stdout(&plan)
+    );
+    assert!(
+        !stdout(&plan).contains("restart needed"),
         "{}",
         stdout(&plan)
     );
     let out = apply_agreeing(&["-i", &inventory]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
+        !stderr(&out).contains("CLUSTER FAILOVER"),
+        "{}",
+        stderr(&out)
+    );
+    for (ip, port) in lab.nodes() {
+        let mut n = connect(ip, port, &password).await.unwrap();
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory")
+            .query_async(&mut n)
+            .await
+            .unwrap();
+        assert_eq!(v[1], (96u64 << 20).to_string(), "{ip}:{port}");
+    }
+    let now: Vec<Vec<u32>> = (0..3).map(|b| pids(&lab, b)).collect();
+    assert_eq!(now, running, "set live: no redis-server restarted");
+    all_keys_present(&lab, &password).await;
+    assert!(stdout(&apply_agreeing(&["-i", &inventory])).contains("Nothing to do"));
+
+    // A rolling restart (the path apply takes for a change that needs
+    // one): one instance at a time with masters handing over first; every
+    // key and the live-set maxmemory survive.
+    let out = paddock(&["restart", "-i", &inventory]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
         stderr(&out).contains("CLUSTER FAILOVER"),
         "masters hand over first"
     );
+    for (b, before) in running.iter().enumerate() {
+        let after = pids(&lab, b);
+        assert!(
+            before.iter().all(|p| !after.contains(p)),
+            "box{}: every redis-server restarted: {before:?} -> {after:?}",
+            b + 1
+        );
+    }
     for (ip, port) in lab.nodes() {
         let mut n = connect(ip, port, &password).await.unwrap();
         let v: Vec<String> = redis::cmd("CONFIG")

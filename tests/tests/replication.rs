@@ -196,21 +196,57 @@ async fn replication_lab_serves_reads_everywhere_and_fails_over_on_a_master_kill
     }
     assert!(stdout(&apply_agreeing(&["-i", &inventory])).contains("Nothing to do"));
 
-    // A config change restarts every member; the master first hands its
-    // role over the way `paddock failover` does, so nothing is lost.
+    // A maxmemory change is set live on every member (CONFIG SET): no
+    // restart, the pids stay.
+    let pids = || -> Vec<String> {
+        (0..3)
+            .map(|b| std::fs::read_to_string(lab.pidfile(b, "redis-7000")).unwrap())
+            .collect()
+    };
+    let running = pids();
     let text = std::fs::read_to_string(lab.inventory()).unwrap();
     std::fs::write(
         lab.inventory(),
         text.replace("maxmemory = \"128mb\"", "maxmemory = \"96mb\""),
     )
     .unwrap();
+    let plan = paddock(&["plan", "-i", &inventory]);
+    assert_eq!(
+        stdout(&plan)
+            .matches("set live (CONFIG SET / ACL SETUSER, no restart)")
+            .count(),
+        3,
+        "{}",
+        stdout(&plan)
+    );
     let changed = apply_agreeing(&["-i", &inventory]);
+    assert!(changed.status.success(), "{}", stderr(&changed));
+    assert_eq!(pids(), running, "set live: no member restarted");
+    for &ip in &lab.addresses {
+        let mut n = connect(ip, 7000, &password).await.unwrap();
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory")
+            .query_async(&mut n)
+            .await
+            .unwrap();
+        assert_eq!(v[1], (96u64 << 20).to_string(), "{ip}");
+    }
+
+    // A rolling restart (the path apply takes for a change that needs one)
+    // restarts every member; the master first hands its role over the way
+    // `paddock failover` does, so nothing is lost.
+    let changed = paddock(&["restart", "-i", &inventory]);
     assert!(changed.status.success(), "{}", stderr(&changed));
     assert!(
         stderr(&changed).contains("takes over from box3:redis-7000"),
         "the master handed over before its restart: {}",
         stderr(&changed)
     );
+    let after = pids();
+    for (b, p) in running.iter().enumerate() {
+        assert_ne!(&after[b], p, "box{}: restarted", b + 1);
+    }
     let mut follower = Follower::new(
         Follow::Role(lab.addresses.iter().map(|&ip| (ip, 7000)).collect()),
         &password,

@@ -64,14 +64,24 @@ fn plans_are_json_exit_codes_and_saved_files_refused_when_stale() {
     // Key by key, old and new, and what it takes.
     assert_eq!(
         stdout(&plan)
-            .matches("maxmemory-policy: noeviction -> allkeys-lru (needs a restart)")
+            .matches("maxmemory-policy: noeviction -> allkeys-lru (set live)")
+            .count(),
+        6,
+        "{}",
+        stdout(&plan)
+    );
+    // Redis takes the policy live: CONFIG SET, no restart.
+    assert_eq!(
+        stdout(&plan)
+            .matches("update config, set live (CONFIG SET / ACL SETUSER, no restart)")
             .count(),
         6,
         "{}",
         stdout(&plan)
     );
     assert!(
-        stdout(&plan).contains("hands its slots to"),
+        !stdout(&plan).contains("restart needed")
+            && !stdout(&plan).contains("restart for its new config"),
         "{}",
         stdout(&plan)
     );
@@ -83,7 +93,7 @@ fn plans_are_json_exit_codes_and_saved_files_refused_when_stale() {
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let steps = saved["plan"]["steps"].as_array().unwrap();
     assert_eq!(
-        steps.iter().filter(|s| s["step"] == "put_config").count(),
+        steps.iter().filter(|s| s["step"] == "set_live").count(),
         6,
         "{saved}"
     );
@@ -142,10 +152,23 @@ fn plans_are_json_exit_codes_and_saved_files_refused_when_stale() {
     let plan = paddock(&["plan", "-i", &missing, "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(1));
 
-    // And a change through the agreement check: the restart plan printed
-    // is the restart apply carried out.
+    // And a change through the agreement check: the set-live plan printed
+    // is what apply carried out, on the running processes (same pids).
+    let pids = || -> Vec<String> {
+        (0..3)
+            .flat_map(|b| ["redis-7000", "redis-7001"].map(|i| lab.pidfile(b, i)))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    };
+    let running = pids();
     edit_inventory(&lab, "allkeys-random", "allkeys-lru");
     let out = apply_agreeing(&["-i", &inv]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Applied"), "{}", stdout(&out));
+    assert_eq!(pids(), running, "set live: nothing restarted");
+    assert!(
+        policies(&lab).iter().all(|p| p == "allkeys-lru"),
+        "{:?}",
+        policies(&lab)
+    );
 }
