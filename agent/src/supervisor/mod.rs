@@ -551,7 +551,10 @@ impl Supervisor {
             None => None,
         };
         let changes = crate::diff::config_changes(base.as_deref().unwrap_or_default(), &config);
-        if dry_run || !changed {
+        // A live put of the spec already stored (apply stores it, sets it
+        // live, then says so) still marks what the process runs.
+        let takes_live = live && restart_needed;
+        if dry_run || !(changed || takes_live) {
             return Ok(PutOutcome {
                 changed,
                 restart_needed,

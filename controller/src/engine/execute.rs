@@ -60,7 +60,6 @@ pub async fn execute(
     }
     promote(scene, plan, &mut done).await?;
     put_configs(scene, plan, &mut done).await?;
-    set_live(scene, plan, &mut done).await?;
     let together = restart(scene, plan, &mut done).await?;
     start_instances(scene, plan, &together, &mut done).await?;
     node_timeouts(scene, plan, &mut done).await?;
@@ -121,60 +120,45 @@ async fn promote(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<
     Ok(())
 }
 
+/// Config writes and settings set live (CONFIG SET, ACL SETUSER /
+/// DELUSER on the running process, no restart), all instances at once;
+/// carried out in the plan's order.
 async fn put_configs(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<(), Error> {
-    let steps = of(
-        plan,
-        |s| matches!(s, Step::PutConfig { target, .. } if scene.target(target).is_some()),
-    );
+    let steps = of(plan, |s| match s {
+        Step::PutConfig { target, .. } | Step::SetLive { target, .. } => {
+            scene.target(target).is_some()
+        }
+        _ => false,
+    });
     if steps.is_empty() {
         return Ok(());
     }
     let puts = steps.iter().map(|s| async move {
-        let Step::PutConfig { target, .. } = s else {
-            unreachable!()
-        };
-        let t = scene.target(target).expect("filtered");
-        scene
-            .fleet
-            .agent(t.host)?
-            .put_instance(&t.spec, false)
-            .await
+        match s {
+            Step::PutConfig { target, .. } => {
+                let t = scene.target(target).expect("filtered");
+                let put = scene.fleet.agent(t.host)?.put_instance(&t.spec, false);
+                Ok(put.await?.changed)
+            }
+            Step::SetLive { target, keys } => {
+                let t = scene.target(target).expect("filtered");
+                scene.progress.step(format!(
+                    "{target}: setting {} setting(s) live (CONFIG SET / ACL SETUSER)",
+                    keys.len()
+                ));
+                crate::engine::live::set_live(scene.fleet, t.host, &t.host_name, &t.spec, keys)
+                    .await
+                    .map(|()| true)
+            }
+            _ => unreachable!(),
+        }
     });
     let outcomes = join_all(puts)
         .await
         .into_iter()
-        .collect::<Result<Vec<_>, Error>>()?;
-    let written = outcomes.iter().filter(|o| o.changed).count();
+        .collect::<Result<Vec<bool>, Error>>()?;
+    let written = outcomes.iter().filter(|&&c| c).count();
     scene.progress.step(format!("wrote {written} config(s)"));
-    done.steps.extend(steps.into_iter().cloned());
-    Ok(())
-}
-
-/// Redis settings set on the running processes (CONFIG SET, ACL SETUSER /
-/// DELUSER), all instances at once: no restart.
-async fn set_live(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<(), Error> {
-    let steps = of(
-        plan,
-        |s| matches!(s, Step::SetLive { target, .. } if scene.target(target).is_some()),
-    );
-    if steps.is_empty() {
-        return Ok(());
-    }
-    scene.progress.step(format!(
-        "setting {} instance(s)' new settings live (CONFIG SET / ACL SETUSER)",
-        steps.len()
-    ));
-    let sets = steps.iter().map(|s| async move {
-        let Step::SetLive { target, keys } = s else {
-            unreachable!()
-        };
-        let t = scene.target(target).expect("filtered");
-        crate::engine::live::set_live(scene.fleet, t.host, &t.host_name, &t.spec, keys).await
-    });
-    join_all(sets)
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, Error>>()?;
     done.steps.extend(steps.into_iter().cloned());
     Ok(())
 }
