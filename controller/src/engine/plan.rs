@@ -247,7 +247,13 @@ fn instances(input: &Input<'_>, keep: impl Fn(&Step) -> bool) -> Vec<Step> {
                 state: state.as_str().to_owned(),
             });
         }
-        if let Some(live) = s.node_timeout_drift {
+        // A changed node timeout set live restores it already.
+        let sets_timeout = sets_live(s)
+            && s.put
+                .changes
+                .iter()
+                .any(|k| k.key == "cluster-node-timeout");
+        if let Some(live) = s.node_timeout_drift.filter(|_| !sets_timeout) {
             steps.push(Step::RestoreNodeTimeout {
                 target,
                 live,

@@ -1018,3 +1018,15 @@ fn a_stored_but_unset_live_change_is_set_live_again() {
     let plan = c.plan();
     assert_eq!(kinds(&plan), vec!["set_live"], "{plan}");
 }
+
+/// A changed cluster-node-timeout reads as drift too: set live once, not
+/// restored again.
+#[test]
+fn a_node_timeout_change_is_set_live_not_also_restored() {
+    let mut c = healthy_cluster();
+    c.set_put(2, true, true);
+    c.observed.targets[2].put.changes = vec![key("cluster-node-timeout", "5000", "3000", true)];
+    c.observed.targets[2].node_timeout_drift = Some(5000);
+    let plan = c.plan();
+    assert_eq!(kinds(&plan), vec!["set_live"], "{plan}");
+}
