@@ -90,13 +90,7 @@ fn record_identity(control: &Path, pid: u32) {
     }
 }
 
-/// The process's start time (field 22 of /proc/PID/stat, after the command
-/// name, which may itself contain spaces and parentheses).
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
-}
+pub use paddock_process::start_time;
 
 /// The pid of the redis-server this directory's instance ran, if that very
 /// process (same pid, same start time, still redis-server) is alive.
@@ -108,9 +102,7 @@ pub fn adoptable(control: &Path) -> Option<u32> {
     let mut f = text.split_whitespace();
     let pid: u32 = f.next()?.parse().ok()?;
     let recorded: u64 = f.next()?.parse().ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let ours = String::from_utf8_lossy(&cmdline).contains("redis-server");
-    (ours && start_time(pid) == Some(recorded)).then_some(pid)
+    paddock_process::is_same(pid, recorded, "redis-server").then_some(pid)
 }
 
 /// Waits for our child's exit (the runtime reaps it on SIGCHLD: an event,
