@@ -67,16 +67,7 @@ impl fmt::Display for Problem {
                 host,
                 shards,
                 total,
-            } => {
-                let lost = shards.len() as u32;
-                let shards: Vec<String> = shards.iter().map(u32::to_string).collect();
-                write!(
-                    f,
-                    "losing {host} would take out {lost} of the {total} masters (shard {}): the {} left are not a majority, so no replica would be elected and the cluster would stay down (cluster_state:fail)",
-                    shards.join(", "),
-                    total - lost
-                )
-            }
+            } => crate::problem::write_fatal_loss(f, host, shards, *total),
         }
     }
 }

@@ -193,6 +193,24 @@ impl ClusterProblem {
     }
 }
 
+/// "losing WHAT would take out ...": one wording for a host's and a
+/// zone's loss of a majority of masters.
+pub fn write_fatal_loss(
+    f: &mut fmt::Formatter<'_>,
+    what: impl fmt::Display,
+    shards: &[u32],
+    total: u32,
+) -> fmt::Result {
+    let lost = shards.len() as u32;
+    let shards: Vec<String> = shards.iter().map(u32::to_string).collect();
+    write!(
+        f,
+        "losing {what} would take out {lost} of the {total} masters (shard {}): the {} left are not a majority, so no replica would be elected and the cluster would stay down (cluster_state:fail)",
+        shards.join(", "),
+        total - lost
+    )
+}
+
 /// The problems' texts joined by `sep`, as error messages list them.
 pub fn join<P: fmt::Display>(problems: &[P], sep: &str) -> String {
     problems
@@ -281,16 +299,7 @@ impl fmt::Display for ClusterProblem {
                 zone,
                 shards,
                 total,
-            } => {
-                let lost = shards.len() as u32;
-                let shards: Vec<String> = shards.iter().map(u32::to_string).collect();
-                write!(
-                    f,
-                    "losing zone {zone} would take out {lost} of the {total} masters (shard {}): the {} left are not a majority, so no replica would be elected and the cluster would stay down (cluster_state:fail)",
-                    shards.join(", "),
-                    total - lost
-                )
-            }
+            } => write_fatal_loss(f, format_args!("zone {zone}"), shards, *total),
         }
     }
 }

@@ -767,15 +767,9 @@ impl Supervisor {
         let generation = instance.machine.generation;
         let token = CancellationToken::new();
         instance.process_token = token.clone();
-        let dirs = instance.dirs.clone();
-        let secrets = instance.secrets();
-        let events = self.events.clone();
-        let exit_name = name.to_owned();
-        let exit_token = token.clone();
-        self.life.spawn(Step::Supervision, async move {
-            let report = process::wait_adopted(pid, &dirs, &secrets).await;
-            exit_token.cancel();
-            let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
+        let (dirs, secrets) = (instance.dirs.clone(), instance.secrets());
+        self.watch_exit(name, generation, token.clone(), async move {
+            process::wait_adopted(pid, &dirs, &secrets).await
         });
         self.probe(name, generation, token);
     }
@@ -906,15 +900,9 @@ impl Supervisor {
         instance.running_spec = Some(instance.spec.clone());
         let token = CancellationToken::new();
         instance.process_token = token.clone();
-        let dirs = instance.dirs.clone();
-        let secrets = instance.secrets();
-        let events = self.events.clone();
-        let exit_name = name.to_owned();
-        let exit_token = token.clone();
-        self.life.spawn(Step::Supervision, async move {
-            let report = process::wait(child, &dirs, &secrets).await;
-            exit_token.cancel();
-            let _ = events.send(Tagged::new(exit_name, generation, Event::Exited(report)));
+        let (dirs, secrets) = (instance.dirs.clone(), instance.secrets());
+        self.watch_exit(name, generation, token.clone(), async move {
+            process::wait(child, &dirs, &secrets).await
         });
         self.feed(name, Event::Spawned { pid }, Some(generation));
         self.probe(name, generation, token);
@@ -1032,6 +1020,25 @@ impl Supervisor {
     }
 
     /// Probes until ready (Ready) or the start timeout (StartTimedOut).
+    /// Waits for the process's end on a tracked task: cancels `token` (its
+    /// readiness probe stops) and reports the exit, tagged with its
+    /// generation.
+    fn watch_exit(
+        &self,
+        name: &str,
+        generation: u64,
+        token: CancellationToken,
+        wait: impl Future<Output = state::ExitReport> + Send + 'static,
+    ) {
+        let events = self.events.clone();
+        let name = name.to_owned();
+        self.life.spawn(Step::Supervision, async move {
+            let report = wait.await;
+            token.cancel();
+            let _ = events.send(Tagged::new(name, generation, Event::Exited(report)));
+        });
+    }
+
     fn probe(&self, name: &str, generation: u64, token: CancellationToken) {
         let Some(instance) = self.instances.get(name) else {
             return;
