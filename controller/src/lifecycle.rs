@@ -301,13 +301,43 @@ pub async fn start(
         let listed = list_deployment(deployment, fleet).await?;
         let chosen = select(&host_names(deployment), &listed, wanted)?;
         progress.step(format!("starting {} instance(s)", chosen.len()));
-        join_all(chosen.iter().map(|i| start_one(fleet, i)))
+        let outcomes = join_all(chosen.iter().map(|i| start_one(fleet, i)))
             .await
             .into_iter()
-            .collect()
+            .collect::<Result<Vec<_>, Error>>()?;
+        if wanted.is_empty() {
+            respread_after_start(deployment, fleet, &progress).await?;
+        }
+        Ok(outcomes)
     })
     .await
 }
+
+/// After a whole cluster starts, the agents' start-up handovers may leave
+/// several masters on one host: once the cluster is healthy, give them
+/// their spread back, as `restart` does.
+async fn respread_after_start(
+    deployment: &Deployment,
+    fleet: &Fleet,
+    progress: &Progress,
+) -> Result<(), Error> {
+    if deployment.inventory.deployment.topology != paddock_inventory::Topology::Cluster {
+        return Ok(());
+    }
+    let targets = deployment.targets();
+    let deadline = std::time::Instant::now() + START_SETTLE;
+    if let Err(e) = crate::form::wait_healthy(fleet, &targets, deadline).await {
+        progress.step(format!(
+            "masters' spread left as it is: the cluster is not healthy yet ({e}); `paddock apply` restores it"
+        ));
+        return Ok(());
+    }
+    crate::apply::restore_balance(fleet, &targets, START_SETTLE, progress).await
+}
+
+/// How long a started cluster gets to agree before its masters are
+/// spread again, and each coordinated failover of that spread.
+const START_SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `paddock restart`: a rolling restart of the named instances (all when
 /// none is named), as apply does for a config change: one at a time,
