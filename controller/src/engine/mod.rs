@@ -5,6 +5,7 @@
 pub mod execute;
 pub mod formation;
 pub mod live;
+pub mod migrate;
 pub mod observe;
 pub mod plan;
 pub mod rolling;

@@ -77,6 +77,43 @@ pub enum Step {
     RepairSentinels {
         problems: Vec<String>,
     },
+    /// Slots moved between masters key by key (SETSLOT, MIGRATE),
+    /// verified batch by batch. Carried out by `engine::migrate`.
+    MoveSlots {
+        moves: Vec<PlannedMove>,
+    },
+    /// Open (importing/migrating) or unserved slots finished, rolled back
+    /// or covered, from what the nodes report (`paddock fix`).
+    FixSlots {
+        fixes: Vec<String>,
+    },
+}
+
+/// One move of slots from a master to another, as planned and shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedMove {
+    /// Source master, "host:instance".
+    pub from: String,
+    /// Target master, "host:instance".
+    pub to: String,
+    pub from_id: String,
+    pub to_id: String,
+    /// Inclusive slot ranges.
+    pub ranges: Vec<(u16, u16)>,
+    /// Estimated from the source's key count and memory.
+    pub keys: u64,
+    pub bytes: u64,
+    /// Estimated duration; None when no rate is known.
+    pub millis: Option<u64>,
+}
+
+impl PlannedMove {
+    pub fn slots(&self) -> u32 {
+        self.ranges
+            .iter()
+            .map(|(a, b)| u32::from(*b) - u32::from(*a) + 1)
+            .sum()
+    }
 }
 
 /// What restarting an instance implies for its role.
@@ -233,7 +270,42 @@ impl fmt::Display for Step {
                 write!(f, "  * sentinels: bring up or repair; now:")?;
                 list(f, problems)
             }
+            Step::MoveSlots { moves } => {
+                write!(f, "  * slots: move (SETSLOT, MIGRATE, verified)")?;
+                for m in moves {
+                    write!(f, "\n      -> {m}")?;
+                }
+                Ok(())
+            }
+            Step::FixSlots { fixes } => {
+                write!(f, "  * slots: repair open or unserved slots")?;
+                list(f, fixes)
+            }
         }
+    }
+}
+
+impl fmt::Display for PlannedMove {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ranges: Vec<(u32, u32)> = self
+            .ranges
+            .iter()
+            .map(|(a, b)| (u32::from(*a), u32::from(*b)))
+            .collect();
+        write!(
+            f,
+            "{} slot(s) {} from {} to {}: about {} key(s), {} byte(s)",
+            self.slots(),
+            crate::cluster::format_ranges(&ranges),
+            self.from,
+            self.to,
+            self.keys,
+            self.bytes
+        )?;
+        if let Some(ms) = self.millis {
+            write!(f, ", about {:.1} s", ms as f64 / 1000.0)?;
+        }
+        Ok(())
     }
 }
 

@@ -297,6 +297,8 @@ fn kinds(plan: &Plan) -> Vec<&'static str> {
             Step::FormCluster { .. } => "form",
             Step::Rebalance { .. } => "rebalance",
             Step::RepairSentinels { .. } => "repair_sentinels",
+            Step::MoveSlots { .. } => "move_slots",
+            Step::FixSlots { .. } => "fix_slots",
         })
         .collect()
 }
