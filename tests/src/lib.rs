@@ -11,6 +11,7 @@ pub mod delay;
 pub mod ha;
 pub mod netlab;
 pub mod netns;
+pub mod reshard;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

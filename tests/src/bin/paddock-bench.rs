@@ -1,13 +1,18 @@
 //! Prints how long Paddock takes to deploy the lab's 3 x 2 cluster, and what
 //! the agent costs as a supervisor.
 //!
-//!   cargo build --release --workspace --bins && target/release/paddock-bench [deploy|agent|failover|all] [ROUNDS]
+//!   cargo build --release --workspace --bins && target/release/paddock-bench [deploy|agent|failover|scale|reshard|all] [ROUNDS]
 //!
 //! `scale`: cold and no-op apply of a cluster of 10, 25 and 50 agents on
 //! 127.0.2.x, one instance each.
 //!
+//! `reshard`: a quarter of the slots of 1,000,000 keys moved to a new
+//! master by Paddock and by redis-cli, under a client's load, once per run
+//! whatever ROUNDS says (paddock_tests::reshard; 127.0.170.x and 127.0.171.x).
+//!
 //! `--write BENCHMARKS.md` replaces the generated part of that file (between
-//! its markers) with the printed tables.
+//! its markers) with the printed tables; a single part (not `all`)
+//! replaces only its own table there, dated, and keeps the others.
 //!
 //! `failover`: per topology, the longest gap of a client's writes when the
 //! master's redis-server is SIGKILLed, with Paddock's defaults and with
@@ -146,13 +151,23 @@ async fn main() {
     if mode == "scale" || mode == "all" {
         sections.push(("Apply as the fleet grows", scale_bench(rounds.min(3)).await));
     }
+    if mode == "reshard" || mode == "all" {
+        sections.push((
+            "Moving a quarter of the slots to a new master",
+            paddock_tests::reshard::reshard_bench().await,
+        ));
+    }
     let mut text = String::new();
     for (title, table) in &sections {
         let _ = writeln!(text, "### {title}\n\n{table}");
     }
     print!("{text}");
     if let Some(path) = write {
-        rewrite(Path::new(&path), &text, rounds);
+        if mode == "all" {
+            rewrite(Path::new(&path), &text, rounds);
+        } else {
+            rewrite_sections(Path::new(&path), &sections, &mode, rounds);
+        }
     }
 }
 
@@ -575,11 +590,9 @@ const BEGIN: &str =
     "<!-- paddock-bench: begin (rewritten by `paddock-bench all N --write BENCHMARKS.md`) -->";
 const END: &str = "<!-- paddock-bench: end -->";
 
-/// Replaces the generated part of BENCHMARKS.md (between the markers) with
-/// `tables`; everything around it (how to read the figures) stays.
-fn rewrite(path: &Path, tables: &str, rounds: usize) {
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let machine = format!(
+/// The machine the figures were taken on: CPUs, memory, Redis's version.
+fn machine() -> String {
+    format!(
         "{} CPU(s), {} MiB, redis-server {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/meminfo")
@@ -602,14 +615,25 @@ fn rewrite(path: &Path, tables: &str, rounds: usize) {
                 .trim_start_matches("v=")
                 .to_owned())
             .unwrap_or_default()
-    );
-    let date = std::process::Command::new("date")
+    )
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
         .arg("+%Y-%m-%d")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Replaces the generated part of BENCHMARKS.md (between the markers) with
+/// `tables`; everything around it (how to read the figures) stays.
+fn rewrite(path: &Path, tables: &str, rounds: usize) {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let machine = machine();
+    let date = today();
     let generated = format!(
-        "{BEGIN}\n\nMeasured {date} on {machine}, release build, {rounds} round(s) (the fleet sizes: up to 3).\n\n{tables}{END}"
+        "{BEGIN}\n\nMeasured {date} on {machine}, release build, {rounds} round(s) (the fleet sizes: up to 3; the reshard: once).\n\n{tables}{END}"
     );
     let new = match (old.find(BEGIN), old.find(END)) {
         (Some(a), Some(b)) if a < b => format!("{}{generated}{}", &old[..a], &old[b + END.len()..]),
@@ -683,4 +707,82 @@ async fn scale_bench(rounds: usize) -> String {
         );
     }
     out
+}
+
+/// Replaces, in the generated part of BENCHMARKS.md, only the tables of
+/// `sections` (one part run alone), each marked with its own date; the
+/// other parts' tables and the common header stay as the last `all` wrote
+/// them.
+fn rewrite_sections(path: &Path, sections: &[(&str, String)], mode: &str, rounds: usize) {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let note = format!(
+        "Measured {} on {}, release build, by `paddock-bench {mode}` alone.",
+        today(),
+        machine()
+    );
+    let Some(new) = merge_sections(&old, sections, &note) else {
+        let mut text = String::new();
+        for (title, table) in sections {
+            let _ = writeln!(text, "### {title}\n\n{table}");
+        }
+        return rewrite(path, &text, rounds);
+    };
+    std::fs::write(path, new).expect("write BENCHMARKS.md");
+    eprintln!("rewrote the {mode} table(s) of {}", path.display());
+}
+
+/// `old` with each of `sections` (title, table) put in place of the
+/// generated table of the same title, or after the last one, under `note`;
+/// None when `old` has no generated part.
+fn merge_sections(old: &str, sections: &[(&str, String)], note: &str) -> Option<String> {
+    let (a, b) = (old.find(BEGIN)?, old.find(END)?);
+    if b < a {
+        return None;
+    }
+    let mut parts: Vec<String> = old[a + BEGIN.len()..b]
+        .split("\n### ")
+        .map(|p| p.trim().to_owned())
+        .collect();
+    for (title, table) in sections {
+        let body = format!("{title}\n\n{note}\n\n{}", table.trim_end());
+        match parts
+            .iter_mut()
+            .skip(1)
+            .find(|p| p.lines().next() == Some(*title))
+        {
+            Some(p) => *p = body,
+            None => parts.push(body),
+        }
+    }
+    let header = parts.remove(0);
+    let tables: Vec<String> = parts.iter().map(|p| format!("### {p}")).collect();
+    Some(format!(
+        "{}{BEGIN}\n\n{header}\n\n{}\n\n{END}{}",
+        &old[..a],
+        tables.join("\n\n"),
+        &old[b + END.len()..]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_part_replaces_only_its_own_table() {
+        let old = format!(
+            "intro\n\n{BEGIN}\n\nMeasured then.\n\n### A\n\n| a |\n\n### B\n\n| b |\n\n{END}\n\nafter\n"
+        );
+        let b = merge_sections(&old, &[("B", "| new b |\n".into())], "Today.").unwrap();
+        assert_eq!(
+            b,
+            format!(
+                "intro\n\n{BEGIN}\n\nMeasured then.\n\n### A\n\n| a |\n\n### B\n\nToday.\n\n| new b |\n\n{END}\n\nafter\n"
+            )
+        );
+        let c = merge_sections(&b, &[("C", "| c |\n".into())], "Now.").unwrap();
+        assert!(c.contains("### B\n\nToday.\n\n| new b |\n\n### C\n\nNow.\n\n| c |\n\n<!--"));
+        assert!(c.starts_with("intro\n\n") && c.ends_with(&format!("{END}\n\nafter\n")));
+        assert_eq!(merge_sections("no markers", &[], ""), None);
+    }
 }
