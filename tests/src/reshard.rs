@@ -292,7 +292,7 @@ async fn cluster_client(
             .map(|(ip, port)| format!("redis://{ip}:{port}"))
             .collect::<Vec<_>>(),
     )
-    .password(password.to_owned())
+    .password(password)
     .connection_timeout(Duration::from_secs(1))
     .response_timeout(Duration::from_secs(1))
     .build()?
