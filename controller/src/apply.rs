@@ -645,7 +645,12 @@ mod tests {
         let file = Path::new("plan.json");
         let l = |s: &[&str]| s.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>();
         // (saved, given, applied on, or refused)
-        let rows: &[(&[&str], &[&str], Option<&[&str]>)] = &[
+        type Row = (
+            &'static [&'static str],
+            &'static [&'static str],
+            Option<&'static [&'static str]>,
+        );
+        let rows: &[Row] = &[
             (&[], &[], Some(&[])),
             (&["box1"], &[], Some(&["box1"])),
             (&["box1"], &["box1"], Some(&["box1"])),
