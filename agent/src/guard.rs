@@ -27,7 +27,9 @@
 //!
 //! With `allow_dangerous`, also (the commands the controller marks so):
 //! REPLICAOF / SLAVEOF NO ONE or a member's address; CLUSTER SETSLOT with a
-//! member node; for slot moves, on a cluster instance: CLUSTER
+//! member node (NODE also of the local node itself: the end of a move);
+//! CLUSTER DELSLOTSRANGE of one slot (S S); for slot moves, on a cluster
+//! instance: CLUSTER
 //! COUNTKEYSINSLOT / GETKEYSINSLOT of a valid slot (at most
 //! [`MAX_KEYS_PER_CALL`] keys), MIGRATE in its KEYS form only (empty key,
 //! db 0) to a member's address, a timeout of at most
@@ -652,6 +654,10 @@ fn cluster(w: &[&str], sub: &str, scope: &Scope<'_>, command: &str) -> Result<Ne
         {
             Ok(Need::Nothing)
         }
+        // One slot's claim dropped (a repair of a slot two masters claim);
+        // its keys stay where they are.
+        "DELSLOTSRANGE" if n == 4 && slot(w[2]) && w[2] == w[3] => Ok(Need::Flag),
+        "DELSLOTSRANGE" => Err(shape("takes one slot, as START END with START = END")),
         "COUNTKEYSINSLOT" if n == 3 && slot(w[2]) => Ok(Need::Flag),
         "GETKEYSINSLOT"
             if n == 4
@@ -669,6 +675,11 @@ fn cluster(w: &[&str], sub: &str, scope: &Scope<'_>, command: &str) -> Result<Ne
             let how = w[3].to_ascii_uppercase();
             match (how.as_str(), n) {
                 ("STABLE", 4) => Ok(Need::Flag),
+                // The end of a move: the target is told first that it owns
+                // the slot, by its own id.
+                ("NODE", 5) if scope.nodes.iter().any(|k| k.myself && k.id == w[4]) => {
+                    Ok(Need::Flag)
+                }
                 ("NODE" | "MIGRATING" | "IMPORTING", 5) => node(w[4], false).map(|()| Need::Flag),
                 _ => Err(shape(
                     "takes SLOT STABLE or SLOT NODE|MIGRATING|IMPORTING NODE-ID",
@@ -1240,6 +1251,8 @@ mod tests {
         for c in [
             "CLUSTER COUNTKEYSINSLOT 0",
             "CLUSTER COUNTKEYSINSLOT 16383",
+            "CLUSTER DELSLOTSRANGE 7 7",
+            "CLUSTER SETSLOT 7 NODE aaaa000000000000000000000000000000000000",
             "CLUSTER GETKEYSINSLOT 5 1000",
             "CLUSTER getkeysinslot 5 1",
             "MIGRATE 10.0.0.2 7000  0 10000 KEYS a b",
@@ -1258,6 +1271,11 @@ mod tests {
             }
         }
         for c in [
+            "CLUSTER DELSLOTSRANGE 7 8",
+            "CLUSTER DELSLOTSRANGE 0 16383",
+            "CLUSTER DELSLOTSRANGE 7",
+            "CLUSTER SETSLOT 7 IMPORTING aaaa000000000000000000000000000000000000",
+            "CLUSTER SETSLOT 7 MIGRATING aaaa000000000000000000000000000000000000",
             "CLUSTER COUNTKEYSINSLOT 16384",
             "CLUSTER COUNTKEYSINSLOT x",
             "CLUSTER COUNTKEYSINSLOT",

@@ -4,16 +4,21 @@
 //! the IO that carries them out.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use futures::future::join_all;
 
 use crate::Error;
+use crate::client::Reply;
 use crate::cluster::Observation;
 use crate::engine::execute::Scene;
 use crate::engine::step::PlannedMove;
 use crate::fleet::{Fleet, Target};
-use crate::slots::{self, FixStep, NodeId, Slot};
+use crate::slots::{
+    self, BusyKey, Digest, FixStep, MigrateError, NodeId, OnError, Slot, StopReason,
+};
 
 /// What a run of moves did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -31,27 +36,571 @@ pub struct SlotDone {
     pub bytes: u64,
 }
 
-/// Carries out `moves` (slot by slot, verified), reporting progress.
+/// The controller's copy of the agent guard's bound on a MIGRATE timeout
+/// (`paddock_agent::guard::MAX_MIGRATE_TIMEOUT_MS`): longer timeouts of
+/// [`slots::on_error`] are sent as this, and still count as tried.
+const MAX_MIGRATE_TIMEOUT_MS: u64 = 60_000;
+
+/// Moves between different pairs of masters that run at once. Each one
+/// blocks its source for a MIGRATE at a time; four keep a 2-core lab busy
+/// without starving clients.
+const MAX_PARALLEL_MOVES: usize = 4;
+
+/// Keys named in a mismatch error; the rest are counted.
+const KEYS_SHOWN: usize = 20;
+
+impl std::fmt::Display for MoveReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "moved {} slot(s), {} key(s) (about {} byte(s)) in {secs:.1} s",
+            self.slots, self.keys, self.bytes
+        )?;
+        if secs > 0.0 && self.keys > 0 {
+            write!(f, ", {:.0} keys/s", self.keys as f64 / secs)?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts shared by the moves running at once.
+#[derive(Default)]
+struct Tally {
+    done: MoveReport,
+    stop: bool,
+}
+
+/// Carries out `moves` (slot by slot, verified), reporting progress. Moves
+/// between different pairs of masters run at once (at most
+/// [`MAX_PARALLEL_MOVES`]); the moves of one pair run in order. On an
+/// error the other moves finish the slot they are on and stop; the error
+/// is returned.
 pub async fn move_slots(scene: &Scene<'_>, moves: &[PlannedMove]) -> Result<MoveReport, Error> {
-    let _ = (scene, moves);
-    Err(Error::NotConverged(
-        "slot migration is not built yet".into(),
-    ))
+    let started = Instant::now();
+    if moves.is_empty() {
+        return Ok(MoveReport::default());
+    }
+    let observed = crate::form::observe_all(scene.fleet, scene.targets).await;
+    let nodes: BTreeMap<NodeId, usize> = master_ids(scene.targets, &observed)
+        .into_iter()
+        .filter_map(|(label, (id, _))| {
+            let i = scene.targets.iter().position(|t| t.label() == label)?;
+            Some((id, i))
+        })
+        .collect();
+    for mv in moves {
+        for (id, name) in [(&mv.from_id, &mv.from), (&mv.to_id, &mv.to)] {
+            if !nodes.contains_key(id) {
+                return Err(Error::Unhealthy(format!(
+                    "{name} (node {id}) is not a master of this deployment any more; nothing was moved from there. Plan again"
+                )));
+            }
+        }
+    }
+    let masters: Vec<NodeId> = nodes.keys().cloned().collect();
+    let total = (
+        moves.iter().map(PlannedMove::slots).sum::<u32>(),
+        moves.iter().map(|m| m.keys).sum::<u64>(),
+    );
+    let mut pairs: BTreeMap<(&str, &str), Vec<&PlannedMove>> = BTreeMap::new();
+    for mv in moves {
+        pairs
+            .entry((mv.from_id.as_str(), mv.to_id.as_str()))
+            .or_default()
+            .push(mv);
+    }
+    let tally = Mutex::new(Tally::default());
+    let runs = pairs.into_values().map(|group| {
+        let (nodes, masters, tally) = (&nodes, &masters, &tally);
+        async move {
+            for mv in group {
+                scene.progress.step(format!("moving {mv}"));
+                move_one(scene, nodes, masters, mv, tally, started, total).await?;
+            }
+            Ok::<(), Error>(())
+        }
+    });
+    let results: Vec<Result<(), Error>> = futures::stream::iter(runs)
+        .buffer_unordered(MAX_PARALLEL_MOVES)
+        .collect()
+        .await;
+    let mut done = tally.into_inner().unwrap_or_else(|e| e.into_inner()).done;
+    done.elapsed = started.elapsed();
+    results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+    scene.progress.step(done.to_string());
+    Ok(done)
+}
+
+/// One planned move, slot by slot, unless another move has failed.
+async fn move_one(
+    scene: &Scene<'_>,
+    nodes: &BTreeMap<NodeId, usize>,
+    masters: &[NodeId],
+    mv: &PlannedMove,
+    tally: &Mutex<Tally>,
+    started: Instant,
+    total: (u32, u64),
+) -> Result<(), Error> {
+    let lock = || tally.lock().unwrap_or_else(|e| e.into_inner());
+    for &(a, b) in &mv.ranges {
+        for slot in a..=b {
+            if lock().stop {
+                return Ok(());
+            }
+            let steps = slots::move_steps(&mv.from_id, &mv.to_id, masters);
+            let moved = match run_slot(scene, nodes, slot, &steps).await {
+                Ok(d) => d,
+                Err(e) => {
+                    lock().stop = true;
+                    return Err(e);
+                }
+            };
+            let line = {
+                let mut t = lock();
+                t.done.slots += 1;
+                t.done.keys += moved.keys;
+                t.done.bytes += moved.bytes;
+                progress_line(&t.done, started.elapsed(), total)
+            };
+            scene.progress.live(line);
+        }
+    }
+    Ok(())
+}
+
+/// "slots 12/100, keys 12000/~100000, 8000 keys/s, about 11 s left".
+fn progress_line(done: &MoveReport, elapsed: Duration, total: (u32, u64)) -> String {
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        done.keys as f64 / secs
+    } else {
+        0.0
+    };
+    let mut line = format!(
+        "slots {}/{}, keys {}/~{}, {rate:.0} keys/s",
+        done.slots, total.0, done.keys, total.1
+    );
+    // Time left by slots (key counts are estimates; slots are exact).
+    if done.slots > 0 && done.slots < total.0 {
+        let left = secs * f64::from(total.0 - done.slots) / f64::from(done.slots);
+        line.push_str(&format!(", about {left:.0} s left"));
+    }
+    line
 }
 
 /// Carries out one slot's `steps` (from `slots::move_steps` or
 /// `slots::fix_slot`); `nodes` maps each node id to its index in
-/// `scene.targets`.
+/// `scene.targets`. Every reply is checked; an error names the node, the
+/// slot and the step.
 pub async fn run_slot(
     scene: &Scene<'_>,
     nodes: &BTreeMap<NodeId, usize>,
     slot: Slot,
     steps: &[FixStep],
 ) -> Result<SlotDone, Error> {
-    let _ = (scene, nodes, slot, steps);
-    Err(Error::NotConverged(
-        "slot migration is not built yet".into(),
+    let at = At { scene, nodes, slot };
+    let s = slot.to_string();
+    let mut done = SlotDone::default();
+    for step in steps {
+        let (node, words): (&str, Vec<&str>) = match step {
+            FixStep::Stable { node } => (node, vec!["SETSLOT", &s, "STABLE"]),
+            FixStep::AddSlot { node } => (node, vec!["ADDSLOTSRANGE", &s, &s]),
+            FixStep::DelSlot { node } => (node, vec!["DELSLOTSRANGE", &s, &s]),
+            FixStep::Importing { node, from } => (node, vec!["SETSLOT", &s, "IMPORTING", from]),
+            FixStep::Migrating { node, to } => (node, vec!["SETSLOT", &s, "MIGRATING", to]),
+            FixStep::SetNode { node, owner } => (node, vec!["SETSLOT", &s, "NODE", owner]),
+            FixStep::MigrateKeys { from, to } => {
+                let d = migrate_keys(&at, from, to).await?;
+                done.keys += d.keys;
+                done.bytes += d.bytes;
+                continue;
+            }
+        };
+        let mut cmd = vec!["CLUSTER"];
+        cmd.extend(words);
+        at.ok(node, &cmd.join(" "), args(&cmd)).await?;
+    }
+    Ok(done)
+}
+
+type Args = Vec<Vec<u8>>;
+
+fn args(words: &[&str]) -> Args {
+    words.iter().map(|w| w.as_bytes().to_vec()).collect()
+}
+
+/// Where one slot's commands run.
+struct At<'a, 's> {
+    scene: &'a Scene<'s>,
+    nodes: &'a BTreeMap<NodeId, usize>,
+    slot: Slot,
+}
+
+impl At<'_, '_> {
+    fn target(&self, node: &str) -> Option<&Target> {
+        self.nodes
+            .get(node)
+            .and_then(|&i| self.scene.targets.get(i))
+    }
+
+    fn label(&self, node: &str) -> String {
+        self.target(node)
+            .map_or_else(|| node.to_owned(), Target::label)
+    }
+
+    fn fail(&self, node: &str, step: &str, message: impl Into<String>) -> Error {
+        Error::SlotMove {
+            slot: self.slot,
+            node: self.label(node),
+            step: step.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The replies of `cmds` on `node`, with the dangerous flag (SETSLOT,
+    /// MIGRATE and the rest of a move need it). Transport errors pass as
+    /// they are (an unreachable agent keeps its exit code).
+    async fn call(&self, node: &str, step: &str, cmds: Vec<Args>) -> Result<Vec<Reply>, Error> {
+        let n = cmds.len();
+        let t = self
+            .target(node)
+            .ok_or_else(|| self.fail(node, step, "not a master of this deployment"))?;
+        let replies = self
+            .scene
+            .fleet
+            .agent(t.host)?
+            .redis_bytes(&t.instance, cmds, true)
+            .await?;
+        if replies.len() != n {
+            return Err(self.fail(
+                node,
+                step,
+                format!("{} replies to {n} commands", replies.len()),
+            ));
+        }
+        Ok(replies)
+    }
+
+    async fn one(&self, node: &str, step: &str, cmd: Args) -> Result<Reply, Error> {
+        let mut r = self.call(node, step, vec![cmd]).await?;
+        Ok(r.remove(0))
+    }
+
+    /// A command whose reply must not be an error.
+    async fn ok(&self, node: &str, step: &str, cmd: Args) -> Result<Reply, Error> {
+        match self.one(node, step, cmd).await? {
+            Reply::Error(e) => Err(self.fail(node, step, e)),
+            r => Ok(r),
+        }
+    }
+
+    async fn count(&self, node: &str) -> Result<u64, Error> {
+        let step = "CLUSTER COUNTKEYSINSLOT";
+        let s = self.slot.to_string();
+        match self
+            .ok(node, step, args(&["CLUSTER", "COUNTKEYSINSLOT", &s]))
+            .await?
+        {
+            Reply::Int(n) => Ok(u64::try_from(n).unwrap_or(0)),
+            r => Err(self.fail(node, step, format!("answered {r:?}"))),
+        }
+    }
+
+    async fn keys(&self, node: &str, count: u32) -> Result<Vec<Vec<u8>>, Error> {
+        let step = "CLUSTER GETKEYSINSLOT";
+        let (s, c) = (self.slot.to_string(), count.to_string());
+        match self
+            .ok(node, step, args(&["CLUSTER", "GETKEYSINSLOT", &s, &c]))
+            .await?
+        {
+            Reply::Array(items) => items
+                .into_iter()
+                .map(|k| match k {
+                    Reply::Bulk(b) => Ok(b),
+                    r => Err(self.fail(node, step, format!("listed {r:?}"))),
+                })
+                .collect(),
+            r => Err(self.fail(node, step, format!("answered {r:?}"))),
+        }
+    }
+
+    /// Each key's digest on `node` (None: not there).
+    async fn digests(&self, node: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Digest>>, Error> {
+        let step = "PADDOCK.DIGEST";
+        let mut cmd = vec![step.as_bytes().to_vec()];
+        cmd.extend(keys.iter().cloned());
+        match self.ok(node, step, cmd).await? {
+            Reply::Array(items) if items.len() == keys.len() => items
+                .into_iter()
+                .map(|d| match d {
+                    Reply::Nil => Ok(None),
+                    Reply::Bulk(b) => Ok(Some(b)),
+                    r => Err(self.fail(node, step, format!("answered {r:?}"))),
+                })
+                .collect(),
+            r => Err(self.fail(node, step, format!("answered {r:?}"))),
+        }
+    }
+
+    /// MIGRATE of `keys` from `from` to `to`; Ok(Err) is a refusal to
+    /// decide about ([`slots::on_error`]).
+    async fn migrate(
+        &self,
+        from: &str,
+        to: &str,
+        keys: &[Vec<u8>],
+        batch: slots::Batch,
+        replace: bool,
+    ) -> Result<Result<(), MigrateError>, Error> {
+        let step = "MIGRATE";
+        let dst = self
+            .target(to)
+            .ok_or_else(|| self.fail(to, step, "not a master of this deployment"))?;
+        let (ip, port) = (dst.ip.to_string(), dst.port.to_string());
+        let timeout = batch.timeout_ms.min(MAX_MIGRATE_TIMEOUT_MS).to_string();
+        let mut words = vec!["MIGRATE", &ip, &port, "", "0", &timeout];
+        if replace {
+            words.push("REPLACE");
+        }
+        words.push("KEYS");
+        let mut cmd = args(&words);
+        cmd.extend(keys.iter().cloned());
+        match self.call(from, step, vec![cmd]).await {
+            Ok(mut r) => Ok(match r.remove(0) {
+                Reply::Error(e) => Err(MigrateError::from_code(
+                    e.split(' ').next().unwrap_or_default(),
+                )),
+                // OK, or NOKEY: none of the keys was there any more.
+                Reply::Simple(_) => Ok(()),
+                r => return Err(self.fail(from, step, format!("answered {r:?}"))),
+            }),
+            // The agent's connection to Redis gave up waiting.
+            Err(Error::Redis { .. }) => Ok(Err(MigrateError::ClientTimeout)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Every key of the slot from `from` to `to`, batch by batch, each batch
+/// verified (see [`verify`]).
+async fn migrate_keys(at: &At<'_, '_>, from: &str, to: &str) -> Result<SlotDone, Error> {
+    let avg = source_avg(at, from).await?;
+    let first = slots::batch_for(avg);
+    let mut batch = first;
+    let initial = at.count(from).await?;
+    // The source only loses keys of a migrating slot (new keys go to the
+    // target), so this many rounds suffice unless batches keep failing.
+    let rounds = (initial / u64::from(first.keys) + 2) * u64::from(slots::MAX_WAITS + 8);
+    let mut done = SlotDone::default();
+    let mut attempt = 0;
+    for _ in 0..rounds {
+        let before = (at.count(from).await?, at.count(to).await?);
+        if before.0 == 0 {
+            return Ok(done);
+        }
+        let keys = at.keys(from, batch.keys).await?;
+        let digests = at.digests(from, &keys).await?;
+        let moved = match at.migrate(from, to, &keys, batch, false).await? {
+            Ok(()) => verify(at, from, to, &keys, &digests, before, true).await?,
+            Err(e) => {
+                attempt += 1;
+                match slots::on_error(&e, batch, attempt) {
+                    OnError::Retry(b) => batch = b,
+                    OnError::Wait { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
+                    OnError::CompareDigests => done.keys += busy_keys(at, from, to, &keys).await?,
+                    OnError::Reobserve => {
+                        return Err(at.fail(
+                            from,
+                            "MIGRATE",
+                            "the slot moved away under this move (MOVED/ASK): another actor is changing it",
+                        ));
+                    }
+                    OnError::Stop(reason) => return Err(stopped(at, from, reason)),
+                }
+                continue;
+            }
+        };
+        done.keys += moved;
+        done.bytes += moved * avg;
+        attempt = 0;
+        batch = first;
+    }
+    Err(at.fail(
+        from,
+        "MIGRATE",
+        format!("keys still left after {rounds} rounds"),
     ))
+}
+
+/// Bytes per key on the source, from its INFO.
+async fn source_avg(at: &At<'_, '_>, from: &str) -> Result<u64, Error> {
+    let step = "INFO memory keyspace";
+    let r = at
+        .ok(from, step, args(&["INFO", "memory", "keyspace"]))
+        .await?;
+    let text = r
+        .text()
+        .ok_or_else(|| at.fail(from, step, format!("answered {r:?}")))?;
+    let (keys, bytes) = parse_load(&text);
+    Ok(bytes.checked_div(keys).unwrap_or(0))
+}
+
+/// A batch refused with BUSYKEY: each key present on both sides is
+/// replaced only when both copies are equal ([`slots::on_busy_key`]);
+/// returns the keys moved so.
+async fn busy_keys(at: &At<'_, '_>, from: &str, to: &str, keys: &[Vec<u8>]) -> Result<u64, Error> {
+    let src = at.digests(from, keys).await?;
+    let dst = at.digests(to, keys).await?;
+    let mut replace = Vec::new();
+    let mut replace_digests = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        match slots::on_busy_key(at.slot, key, src[i].as_ref(), dst[i].as_ref()) {
+            BusyKey::Replace => {
+                replace.push(key.clone());
+                replace_digests.push(src[i].clone());
+            }
+            BusyKey::Skip | BusyKey::Retry => {}
+            BusyKey::Stop(reason) => return Err(stopped(at, from, reason)),
+        }
+    }
+    if replace.is_empty() {
+        return Ok(0);
+    }
+    let before = (at.count(from).await?, at.count(to).await?);
+    let batch = slots::batch_for(0);
+    match at.migrate(from, to, &replace, batch, true).await? {
+        Ok(()) => verify(at, from, to, &replace, &replace_digests, before, false).await,
+        Err(e) => Err(at.fail(
+            from,
+            "MIGRATE REPLACE",
+            format!("of keys equal on both sides: {e:?}"),
+        )),
+    }
+}
+
+/// After a MIGRATE of `keys` (with `digests` their digests on the source
+/// before it): each key that was there is on the target with the same
+/// digest, the source lost at least those keys and (unless they replaced
+/// copies already there) the target gained at least as many. Counts are
+/// one-sided: clients may add keys to the target (new keys of a migrating
+/// slot go there) or delete some meanwhile. Returns the keys moved.
+async fn verify(
+    at: &At<'_, '_>,
+    from: &str,
+    to: &str,
+    keys: &[Vec<u8>],
+    digests: &[Option<Digest>],
+    before: (u64, u64),
+    new_on_target: bool,
+) -> Result<u64, Error> {
+    let after = (at.count(from).await?, at.count(to).await?);
+    let arrived = at.digests(to, keys).await?;
+    let check = check_batch(keys, digests, &arrived, before, after, new_on_target);
+    match check {
+        Ok(moved) => Ok(moved),
+        Err((what, bad)) => Err(Error::SlotMismatch {
+            slot: at.slot,
+            what: format!("{} -> {}: {what}", at.label(from), at.label(to)),
+            keys: shown(&bad),
+        }),
+    }
+}
+
+/// The pure check of [`verify`]: Ok(keys moved) or Err((what, keys)).
+fn check_batch(
+    keys: &[Vec<u8>],
+    digests: &[Option<Digest>],
+    arrived: &[Option<Digest>],
+    before: (u64, u64),
+    after: (u64, u64),
+    new_on_target: bool,
+) -> Result<u64, (String, Vec<Vec<u8>>)> {
+    let mut moved = 0u64;
+    let mut bad = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        if let Some(d) = &digests[i] {
+            moved += 1;
+            if arrived.get(i).and_then(Option::as_ref) != Some(d) {
+                bad.push(key.clone());
+            }
+        }
+    }
+    if !bad.is_empty() {
+        return Err((
+            "these keys are missing on the target or differ from the source".into(),
+            bad,
+        ));
+    }
+    let present: Vec<Vec<u8>> = keys
+        .iter()
+        .zip(digests)
+        .filter(|(_, d)| d.is_some())
+        .map(|(k, _)| k.clone())
+        .collect();
+    if after.0 + moved > before.0 {
+        return Err((
+            format!(
+                "the source holds {} key(s) in the slot after moving {moved} of {}",
+                after.0, before.0
+            ),
+            present,
+        ));
+    }
+    let gained = if new_on_target { moved } else { 0 };
+    if after.1 < before.1 + gained {
+        return Err((
+            format!(
+                "the target holds {} key(s) in the slot, {} before receiving {gained}",
+                after.1, before.1
+            ),
+            present,
+        ));
+    }
+    Ok(moved)
+}
+
+/// Key names for an error: escaped (they are bytes), at most
+/// [`KEYS_SHOWN`], then a count of the rest.
+fn shown(keys: &[Vec<u8>]) -> Vec<String> {
+    let mut out: Vec<String> = keys
+        .iter()
+        .take(KEYS_SHOWN)
+        .map(|k| format!("\"{}\"", k.escape_ascii()))
+        .collect();
+    if keys.len() > KEYS_SHOWN {
+        out.push(format!("and {} more", keys.len() - KEYS_SHOWN));
+    }
+    out
+}
+
+fn stopped(at: &At<'_, '_>, from: &str, reason: StopReason) -> Error {
+    match reason {
+        StopReason::Conflict { slot, key } => Error::SlotMismatch {
+            slot,
+            what: "a key exists on both masters with different values".into(),
+            keys: shown(&[key]),
+        },
+        StopReason::TargetUnresponsive => at.fail(
+            from,
+            "MIGRATE",
+            "the target did not take the batch within the longest timeout",
+        ),
+        StopReason::StillRefused => at.fail(
+            from,
+            "MIGRATE",
+            format!(
+                "refused {} times (TRYAGAIN/LOADING/CLUSTERDOWN/BUSY)",
+                slots::MAX_WAITS
+            ),
+        ),
+        StopReason::Auth => at.fail(
+            from,
+            "MIGRATE",
+            "the target refused the deployment's password",
+        ),
+        StopReason::Unexpected(code) => at.fail(from, "MIGRATE", format!("refused with {code}")),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -279,5 +828,83 @@ mod tests {
             &[load("h1:r1", "a", 3, 10, 10)],
         );
         assert_eq!((p[0].from.as_str(), p[0].keys), ("zz", 0));
+    }
+
+    fn d(s: &str) -> Option<Digest> {
+        Some(s.as_bytes().to_vec())
+    }
+
+    fn k(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn a_batch_checks_digests_and_one_sided_counts() {
+        let keys = [k("a"), k("b"), k("gone")];
+        let src = [d("1"), d("2"), None];
+        // Arrived as it left; a client added 5 new keys to the target.
+        assert_eq!(
+            check_batch(&keys, &src, &[d("1"), d("2"), None], (10, 0), (8, 7), true),
+            Ok(2)
+        );
+        // A value changed (or a client wrote it) on the way.
+        let (what, bad) =
+            check_batch(&keys, &src, &[d("1"), d("X"), None], (10, 0), (8, 2), true).unwrap_err();
+        assert_eq!(bad, vec![k("b")]);
+        assert!(what.contains("differ"), "{what}");
+        // Missing on the target.
+        let (_, bad) =
+            check_batch(&keys, &src, &[None, d("2"), None], (10, 0), (8, 2), true).unwrap_err();
+        assert_eq!(bad, vec![k("a")]);
+        // The source kept keys it says it moved.
+        let (what, bad) =
+            check_batch(&keys, &src, &[d("1"), d("2"), None], (10, 0), (9, 2), true).unwrap_err();
+        assert!(what.contains("source"), "{what}");
+        assert_eq!(bad, vec![k("a"), k("b")]);
+        // The target lost keys.
+        let (what, _) =
+            check_batch(&keys, &src, &[d("1"), d("2"), None], (10, 3), (8, 4), true).unwrap_err();
+        assert!(what.contains("target"), "{what}");
+        // Replacing copies already there adds nothing to the target.
+        assert_eq!(
+            check_batch(&keys, &src, &[d("1"), d("2"), None], (10, 3), (8, 3), false),
+            Ok(2)
+        );
+    }
+
+    #[test]
+    fn keys_in_errors_are_escaped_and_bounded() {
+        let shown1 = shown(&[vec![0xff, b'a', b'"', 0x00]]);
+        assert_eq!(shown1, vec![r#""\xffa\"\x00""#.to_owned()]);
+        let many: Vec<Vec<u8>> = (0..25).map(|i| format!("k{i}").into_bytes()).collect();
+        let out = shown(&many);
+        assert_eq!(out.len(), KEYS_SHOWN + 1);
+        assert_eq!(out.last().unwrap(), "and 5 more");
+    }
+
+    #[test]
+    fn progress_says_how_far_and_how_long() {
+        let done = MoveReport {
+            slots: 25,
+            keys: 5000,
+            bytes: 0,
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(
+            progress_line(&done, Duration::from_secs(10), (100, 20_000)),
+            "slots 25/100, keys 5000/~20000, 500 keys/s, about 30 s left"
+        );
+        let all = MoveReport { slots: 100, ..done };
+        assert!(!progress_line(&all, Duration::from_secs(10), (100, 20_000)).contains("left"));
+        let report = MoveReport {
+            slots: 3,
+            keys: 3000,
+            bytes: 30_000,
+            elapsed: Duration::from_secs(2),
+        };
+        assert_eq!(
+            report.to_string(),
+            "moved 3 slot(s), 3000 key(s) (about 30000 byte(s)) in 2.0 s, 1500 keys/s"
+        );
     }
 }
