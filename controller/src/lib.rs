@@ -23,6 +23,7 @@ pub mod output;
 pub mod problem;
 pub mod process;
 pub mod progress;
+pub mod rebalance;
 pub mod recover;
 pub mod rotate;
 pub mod secrets;
