@@ -307,6 +307,12 @@ impl At<'_, '_> {
         }
     }
 
+    /// COUNTKEYSINSLOT on both, at once.
+    async fn counts(&self, from: &str, to: &str) -> Result<(u64, u64), Error> {
+        let (a, b) = futures::join!(self.count(from), self.count(to));
+        Ok((a?, b?))
+    }
+
     async fn keys(&self, node: &str, count: u32) -> Result<Vec<Vec<u8>>, Error> {
         let step = "CLUSTER GETKEYSINSLOT";
         let (s, c) = (self.slot.to_string(), count.to_string());
@@ -385,24 +391,33 @@ impl At<'_, '_> {
 /// Every key of the slot from `from` to `to`, batch by batch, each batch
 /// verified (see [`verify`]).
 async fn migrate_keys(at: &At<'_, '_>, from: &str, to: &str) -> Result<SlotDone, Error> {
+    let mut before = at.counts(from, to).await?;
+    let mut done = SlotDone::default();
+    if before.0 == 0 {
+        return Ok(done);
+    }
     let avg = source_avg(at, from).await?;
     let first = slots::batch_for(avg);
     let mut batch = first;
-    let initial = at.count(from).await?;
     // The source only loses keys of a migrating slot (new keys go to the
     // target), so this many rounds suffice unless batches keep failing.
-    let rounds = (initial / u64::from(first.keys) + 2) * u64::from(slots::MAX_WAITS + 8);
-    let mut done = SlotDone::default();
+    let rounds = (before.0 / u64::from(first.keys) + 2) * u64::from(slots::MAX_WAITS + 8);
     let mut attempt = 0;
     for _ in 0..rounds {
-        let before = (at.count(from).await?, at.count(to).await?);
         if before.0 == 0 {
             return Ok(done);
         }
         let keys = at.keys(from, batch.keys).await?;
         let digests = at.digests(from, &keys).await?;
-        let moved = match at.migrate(from, to, &keys, batch, false).await? {
-            Ok(()) => verify(at, from, to, &keys, &digests, before, true).await?,
+        match at.migrate(from, to, &keys, batch, false).await? {
+            Ok(()) => {
+                let (moved, after) = verify(at, from, to, &keys, &digests, before, true).await?;
+                done.keys += moved;
+                done.bytes += moved * avg;
+                attempt = 0;
+                batch = first;
+                before = after;
+            }
             Err(e) => {
                 attempt += 1;
                 match slots::on_error(&e, batch, attempt) {
@@ -418,13 +433,9 @@ async fn migrate_keys(at: &At<'_, '_>, from: &str, to: &str) -> Result<SlotDone,
                     }
                     OnError::Stop(reason) => return Err(stopped(at, from, reason)),
                 }
-                continue;
+                before = at.counts(from, to).await?;
             }
-        };
-        done.keys += moved;
-        done.bytes += moved * avg;
-        attempt = 0;
-        batch = first;
+        }
     }
     Err(at.fail(
         from,
@@ -467,10 +478,14 @@ async fn busy_keys(at: &At<'_, '_>, from: &str, to: &str, keys: &[Vec<u8>]) -> R
     if replace.is_empty() {
         return Ok(0);
     }
-    let before = (at.count(from).await?, at.count(to).await?);
+    let before = at.counts(from, to).await?;
     let batch = slots::batch_for(0);
     match at.migrate(from, to, &replace, batch, true).await? {
-        Ok(()) => verify(at, from, to, &replace, &replace_digests, before, false).await,
+        Ok(()) => Ok(
+            verify(at, from, to, &replace, &replace_digests, before, false)
+                .await?
+                .0,
+        ),
         Err(e) => Err(at.fail(
             from,
             "MIGRATE REPLACE",
@@ -484,7 +499,8 @@ async fn busy_keys(at: &At<'_, '_>, from: &str, to: &str, keys: &[Vec<u8>]) -> R
 /// digest, the source lost at least those keys and (unless they replaced
 /// copies already there) the target gained at least as many. Counts are
 /// one-sided: clients may add keys to the target (new keys of a migrating
-/// slot go there) or delete some meanwhile. Returns the keys moved.
+/// slot go there) or delete some meanwhile. Returns the keys moved and
+/// the counts after.
 async fn verify(
     at: &At<'_, '_>,
     from: &str,
@@ -493,12 +509,11 @@ async fn verify(
     digests: &[Option<Digest>],
     before: (u64, u64),
     new_on_target: bool,
-) -> Result<u64, Error> {
-    let after = (at.count(from).await?, at.count(to).await?);
-    let arrived = at.digests(to, keys).await?;
-    let check = check_batch(keys, digests, &arrived, before, after, new_on_target);
-    match check {
-        Ok(moved) => Ok(moved),
+) -> Result<(u64, (u64, u64)), Error> {
+    let (after, arrived) = futures::join!(at.counts(from, to), at.digests(to, keys));
+    let (after, arrived) = (after?, arrived?);
+    match check_batch(keys, digests, &arrived, before, after, new_on_target) {
+        Ok(moved) => Ok((moved, after)),
         Err((what, bad)) => Err(Error::SlotMismatch {
             slot: at.slot,
             what: format!("{} -> {}: {what}", at.label(from), at.label(to)),
