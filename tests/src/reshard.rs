@@ -556,11 +556,12 @@ async fn run(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<Str
     if out.status.success() {
         Ok(text)
     } else {
+        eprintln!("{}", tail(&text, 30));
         Err(format!(
             "`{name} {}` failed ({}): {}",
             args.join(" "),
             out.status,
-            tail(&text, 20)
+            tail(&text, 1)
         ))
     }
 }
