@@ -392,6 +392,7 @@ async fn client(
 #[derive(Debug)]
 pub struct Figures {
     pub label: String,
+    pub slots_moved: usize,
     pub keys_moved: u64,
     pub total: Duration,
     pub requests: usize,
@@ -410,8 +411,9 @@ impl Figures {
 
     fn row(&self) -> String {
         format!(
-            "| {} | {} | {:.1} s | {:.0} | {} | {} | {:.1} ms | {:.1} ms | {} of {} loaded, {} of {} written |",
+            "| {} | {} | {} | {:.1} s | {:.0} | {} | {} | {:.1} ms | {:.1} ms | {} of {} loaded, {} of {} written |",
             self.label,
+            self.slots_moved,
             self.keys_moved,
             self.total.as_secs_f64(),
             self.keys_per_second(),
@@ -508,8 +510,9 @@ where
     );
     let requests = log.latencies_us.len();
     Ok(Figures {
-        label: label.to_owned(),
+        slots_moved: (0..16384).filter(|&s| loaded.before[s] != after[s]).count(),
         keys_moved: moved_keys(&loaded.per_slot, &loaded.before, &after),
+        label,
         total,
         requests,
         failed: log.failed,
@@ -780,9 +783,9 @@ fn table(paddock: &Result<Figures, String>, redis_cli: &Result<Figures, String>)
     );
     let _ = writeln!(
         out,
-        "| mover | keys moved | total time | keys/s | client requests | failed | p99 | max | keys lost |"
+        "| mover | slots moved | keys moved | total time | keys/s | client requests | failed | p99 | max | keys lost |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
     for side in [paddock, redis_cli] {
         match side {
             Ok(f) => {
@@ -790,7 +793,7 @@ fn table(paddock: &Result<Figures, String>, redis_cli: &Result<Figures, String>)
             }
             Err(e) => {
                 let first = e.lines().next().unwrap_or_default();
-                let _ = writeln!(out, "| (failed: {first}) | | | | | | | | |");
+                let _ = writeln!(out, "| (failed: {first}) | | | | | | | | | |");
             }
         }
     }
