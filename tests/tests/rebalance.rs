@@ -171,6 +171,29 @@ async fn load(c: &redis::cluster_async::ClusterConnection) {
     }
 }
 
+/// The keys of `expected` that do not read back their value, a thousand
+/// reads at a time.
+async fn missing(
+    c: &redis::cluster_async::ClusterConnection,
+    expected: &[(String, u64)],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for chunk in expected.chunks(1000) {
+        let mut set = tokio::task::JoinSet::new();
+        for (k, v) in chunk.iter().cloned() {
+            let mut c = c.clone();
+            set.spawn(async move {
+                let got: Option<u64> = c.get(&k).await.unwrap();
+                (got != Some(v)).then_some(k)
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            out.extend(r.unwrap());
+        }
+    }
+    out
+}
+
 /// Writes `w:{n}` until `stop`, each acknowledged by a replica of every
 /// master (WAIT 1); returns the acknowledged ones and the errors seen.
 async fn writer(
@@ -309,14 +332,15 @@ async fn rebalance_moves_slots_under_writes() {
     );
     assert!(cluster_check_passes(&lab, &password).await);
     let mut c = cc.get_async_connection().await.unwrap();
-    for i in 0..KEYS {
-        let v: Option<usize> = c.get(format!("k:{i}")).await.unwrap();
-        assert_eq!(v, Some(i), "k:{i}");
-    }
-    for &n in &acked {
-        let v: Option<u64> = c.get(format!("w:{n}")).await.unwrap();
-        assert_eq!(v, Some(n), "w:{n}, acknowledged during the move");
-    }
+    let loaded: Vec<(String, u64)> = (0..KEYS as u64).map(|i| (format!("k:{i}"), i)).collect();
+    let lost = missing(&c, &loaded).await;
+    assert!(lost.is_empty(), "keys loaded before the move: {lost:?}");
+    let written: Vec<(String, u64)> = acked.iter().map(|&n| (format!("w:{n}"), n)).collect();
+    let lost = missing(&c, &written).await;
+    assert!(
+        lost.is_empty(),
+        "writes acknowledged during the move: {lost:?}"
+    );
     let owner = after
         .iter()
         .find(|m| m.ranges.iter().any(|&(x, y)| (x..=y).contains(&last)))

@@ -46,6 +46,11 @@ const MAX_MIGRATE_TIMEOUT_MS: u64 = 60_000;
 /// without starving clients.
 const MAX_PARALLEL_MOVES: usize = 4;
 
+/// Slots of one move in flight at once: a slot's move is a dozen round
+/// trips through the agents, mostly waiting; Redis keeps any number of
+/// slots migrating/importing, and the slots are independent.
+const SLOTS_AT_ONCE: usize = 4;
+
 /// Keys named in a mismatch error; the rest are counted.
 const KEYS_SHOWN: usize = 20;
 
@@ -132,7 +137,8 @@ pub async fn move_slots(scene: &Scene<'_>, moves: &[PlannedMove]) -> Result<Move
     Ok(done)
 }
 
-/// One planned move, slot by slot, unless another move has failed.
+/// One planned move, [`SLOTS_AT_ONCE`] slots at a time, unless another
+/// move has failed.
 async fn move_one(
     scene: &Scene<'_>,
     nodes: &BTreeMap<NodeId, usize>,
@@ -143,29 +149,34 @@ async fn move_one(
     total: (u32, u64),
 ) -> Result<(), Error> {
     let lock = || tally.lock().unwrap_or_else(|e| e.into_inner());
-    for &(a, b) in &mv.ranges {
-        for slot in a..=b {
-            if lock().stop {
-                return Ok(());
-            }
-            let steps = slots::move_steps(&mv.from_id, &mv.to_id, masters);
-            let moved = match run_slot(scene, nodes, slot, &steps).await {
-                Ok(d) => d,
-                Err(e) => {
-                    lock().stop = true;
-                    return Err(e);
-                }
-            };
-            let line = {
-                let mut t = lock();
-                t.done.slots += 1;
-                t.done.keys += moved.keys;
-                t.done.bytes += moved.bytes;
-                progress_line(&t.done, started.elapsed(), total)
-            };
-            scene.progress.live(line);
+    let slots = mv.ranges.iter().flat_map(|&(a, b)| a..=b);
+    let runs = slots.map(|slot| async move {
+        if lock().stop {
+            return Ok(());
         }
-    }
+        let steps = slots::move_steps(&mv.from_id, &mv.to_id, masters);
+        let moved = match run_slot(scene, nodes, slot, &steps).await {
+            Ok(d) => d,
+            Err(e) => {
+                lock().stop = true;
+                return Err(e);
+            }
+        };
+        let line = {
+            let mut t = lock();
+            t.done.slots += 1;
+            t.done.keys += moved.keys;
+            t.done.bytes += moved.bytes;
+            progress_line(&t.done, started.elapsed(), total)
+        };
+        scene.progress.live(line);
+        Ok(())
+    });
+    let results: Vec<Result<(), Error>> = futures::stream::iter(runs)
+        .buffer_unordered(SLOTS_AT_ONCE)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>, Error>>()?;
     Ok(())
 }
 
@@ -200,28 +211,58 @@ pub async fn run_slot(
     steps: &[FixStep],
 ) -> Result<SlotDone, Error> {
     let at = At { scene, nodes, slot };
-    let s = slot.to_string();
     let mut done = SlotDone::default();
-    for step in steps {
-        let (node, words): (&str, Vec<&str>) = match step {
-            FixStep::Stable { node } => (node, vec!["SETSLOT", &s, "STABLE"]),
-            FixStep::AddSlot { node } => (node, vec!["ADDSLOTSRANGE", &s, &s]),
-            FixStep::DelSlot { node } => (node, vec!["DELSLOTSRANGE", &s, &s]),
-            FixStep::Importing { node, from } => (node, vec!["SETSLOT", &s, "IMPORTING", from]),
-            FixStep::Migrating { node, to } => (node, vec!["SETSLOT", &s, "MIGRATING", to]),
-            FixStep::SetNode { node, owner } => (node, vec!["SETSLOT", &s, "NODE", owner]),
-            FixStep::MigrateKeys { from, to } => {
-                let d = migrate_keys(&at, from, to).await?;
-                done.keys += d.keys;
-                done.bytes += d.bytes;
-                continue;
+    let mut i = 0;
+    while i < steps.len() {
+        // SETSLOT NODE runs: the first two in order (the target, then the
+        // source, in a move), the others' at once (they only learn the
+        // owner sooner than by gossip).
+        let run = steps[i..]
+            .iter()
+            .take_while(|s| matches!(s, FixStep::SetNode { .. }))
+            .count();
+        if run > 2 {
+            let (ordered, at_once) = steps[i..i + run].split_at(2);
+            for step in ordered {
+                run_step(&at, step, &mut done).await?;
             }
-        };
-        let mut cmd = vec!["CLUSTER"];
-        cmd.extend(words);
-        at.ok(node, &cmd.join(" "), args(&cmd)).await?;
+            let others = at_once.iter().map(|step| async {
+                let mut d = SlotDone::default();
+                run_step(&at, step, &mut d).await
+            });
+            join_all(others)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, Error>>()?;
+            i += run;
+        } else {
+            run_step(&at, &steps[i], &mut done).await?;
+            i += 1;
+        }
     }
     Ok(done)
+}
+
+async fn run_step(at: &At<'_, '_>, step: &FixStep, done: &mut SlotDone) -> Result<(), Error> {
+    let s = at.slot.to_string();
+    let (node, words): (&str, Vec<&str>) = match step {
+        FixStep::Stable { node } => (node, vec!["SETSLOT", &s, "STABLE"]),
+        FixStep::AddSlot { node } => (node, vec!["ADDSLOTSRANGE", &s, &s]),
+        FixStep::DelSlot { node } => (node, vec!["DELSLOTSRANGE", &s, &s]),
+        FixStep::Importing { node, from } => (node, vec!["SETSLOT", &s, "IMPORTING", from]),
+        FixStep::Migrating { node, to } => (node, vec!["SETSLOT", &s, "MIGRATING", to]),
+        FixStep::SetNode { node, owner } => (node, vec!["SETSLOT", &s, "NODE", owner]),
+        FixStep::MigrateKeys { from, to } => {
+            let d = migrate_keys(at, from, to).await?;
+            done.keys += d.keys;
+            done.bytes += d.bytes;
+            return Ok(());
+        }
+    };
+    let mut cmd = vec!["CLUSTER"];
+    cmd.extend(words);
+    at.ok(node, &cmd.join(" "), args(&cmd)).await?;
+    Ok(())
 }
 
 type Args = Vec<Vec<u8>>;
@@ -295,16 +336,22 @@ impl At<'_, '_> {
         }
     }
 
-    async fn count(&self, node: &str) -> Result<u64, Error> {
-        let step = "CLUSTER COUNTKEYSINSLOT";
-        let s = self.slot.to_string();
-        match self
-            .ok(node, step, args(&["CLUSTER", "COUNTKEYSINSLOT", &s]))
-            .await?
-        {
+    fn count_cmd(&self) -> Args {
+        args(&["CLUSTER", "COUNTKEYSINSLOT", &self.slot.to_string()])
+    }
+
+    fn as_count(&self, node: &str, r: Reply) -> Result<u64, Error> {
+        match r {
             Reply::Int(n) => Ok(u64::try_from(n).unwrap_or(0)),
-            r => Err(self.fail(node, step, format!("answered {r:?}"))),
+            r => Err(self.fail(node, "CLUSTER COUNTKEYSINSLOT", format!("answered {r:?}"))),
         }
+    }
+
+    async fn count(&self, node: &str) -> Result<u64, Error> {
+        let r = self
+            .ok(node, "CLUSTER COUNTKEYSINSLOT", self.count_cmd())
+            .await?;
+        self.as_count(node, r)
     }
 
     /// COUNTKEYSINSLOT on both, at once.
@@ -331,13 +378,16 @@ impl At<'_, '_> {
         }
     }
 
-    /// Each key's digest on `node` (None: not there).
-    async fn digests(&self, node: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Digest>>, Error> {
-        let step = "PADDOCK.DIGEST";
-        let mut cmd = vec![step.as_bytes().to_vec()];
+    fn digest_cmd(keys: &[Vec<u8>]) -> Args {
+        let mut cmd = vec![b"PADDOCK.DIGEST".to_vec()];
         cmd.extend(keys.iter().cloned());
-        match self.ok(node, step, cmd).await? {
-            Reply::Array(items) if items.len() == keys.len() => items
+        cmd
+    }
+
+    fn as_digests(&self, node: &str, r: Reply, n: usize) -> Result<Vec<Option<Digest>>, Error> {
+        let step = "PADDOCK.DIGEST";
+        match r {
+            Reply::Array(items) if items.len() == n => items
                 .into_iter()
                 .map(|d| match d {
                     Reply::Nil => Ok(None),
@@ -345,12 +395,23 @@ impl At<'_, '_> {
                     r => Err(self.fail(node, step, format!("answered {r:?}"))),
                 })
                 .collect(),
+            Reply::Error(e) => Err(self.fail(node, step, e)),
             r => Err(self.fail(node, step, format!("answered {r:?}"))),
         }
     }
 
-    /// MIGRATE of `keys` from `from` to `to`; Ok(Err) is a refusal to
-    /// decide about ([`slots::on_error`]).
+    /// Each key's digest on `node` (None: not there).
+    async fn digests(&self, node: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Digest>>, Error> {
+        let r = self
+            .one(node, "PADDOCK.DIGEST", Self::digest_cmd(keys))
+            .await?;
+        self.as_digests(node, r, keys.len())
+    }
+
+    /// The source's digests of `keys`, then MIGRATE of them to `to`, in
+    /// one pipeline (so a client's write can only fall between them if it
+    /// runs in the same instant); Ok(Err) is a refusal to decide about
+    /// ([`slots::on_error`]).
     async fn migrate(
         &self,
         from: &str,
@@ -358,7 +419,7 @@ impl At<'_, '_> {
         keys: &[Vec<u8>],
         batch: slots::Batch,
         replace: bool,
-    ) -> Result<Result<(), MigrateError>, Error> {
+    ) -> Result<Result<Vec<Option<Digest>>, MigrateError>, Error> {
         let step = "MIGRATE";
         let dst = self
             .target(to)
@@ -372,19 +433,27 @@ impl At<'_, '_> {
         words.push("KEYS");
         let mut cmd = args(&words);
         cmd.extend(keys.iter().cloned());
-        match self.call(from, step, vec![cmd]).await {
-            Ok(mut r) => Ok(match r.remove(0) {
-                Reply::Error(e) => Err(MigrateError::from_code(
-                    e.split(' ').next().unwrap_or_default(),
-                )),
-                // OK, or NOKEY: none of the keys was there any more.
-                Reply::Simple(_) => Ok(()),
-                r => return Err(self.fail(from, step, format!("answered {r:?}"))),
-            }),
+        let replies = match self
+            .call(from, step, vec![Self::digest_cmd(keys), cmd])
+            .await
+        {
+            Ok(r) => r,
             // The agent's connection to Redis gave up waiting.
-            Err(Error::Redis { .. }) => Ok(Err(MigrateError::ClientTimeout)),
-            Err(e) => Err(e),
-        }
+            Err(Error::Redis { .. }) => return Ok(Err(MigrateError::ClientTimeout)),
+            Err(e) => return Err(e),
+        };
+        let [digests, migrated]: [Reply; 2] = replies
+            .try_into()
+            .map_err(|_| self.fail(from, step, "not two replies"))?;
+        let digests = self.as_digests(from, digests, keys.len())?;
+        Ok(match migrated {
+            Reply::Error(e) => Err(MigrateError::from_code(
+                e.split(' ').next().unwrap_or_default(),
+            )),
+            // OK, or NOKEY: none of the keys was there any more.
+            Reply::Simple(_) => Ok(digests),
+            r => return Err(self.fail(from, step, format!("answered {r:?}"))),
+        })
     }
 }
 
@@ -408,9 +477,8 @@ async fn migrate_keys(at: &At<'_, '_>, from: &str, to: &str) -> Result<SlotDone,
             return Ok(done);
         }
         let keys = at.keys(from, batch.keys).await?;
-        let digests = at.digests(from, &keys).await?;
         match at.migrate(from, to, &keys, batch, false).await? {
-            Ok(()) => {
+            Ok(digests) => {
                 let (moved, after) = verify(at, from, to, &keys, &digests, before, true).await?;
                 done.keys += moved;
                 done.bytes += moved * avg;
@@ -481,11 +549,18 @@ async fn busy_keys(at: &At<'_, '_>, from: &str, to: &str, keys: &[Vec<u8>]) -> R
     let before = at.counts(from, to).await?;
     let batch = slots::batch_for(0);
     match at.migrate(from, to, &replace, batch, true).await? {
-        Ok(()) => Ok(
-            verify(at, from, to, &replace, &replace_digests, before, false)
+        // Digests taken again right before the REPLACE: what arrives must
+        // be what was compared.
+        Ok(digests) if digests == replace_digests => {
+            Ok(verify(at, from, to, &replace, &digests, before, false)
                 .await?
-                .0,
-        ),
+                .0)
+        }
+        Ok(_) => Err(Error::SlotMismatch {
+            slot: at.slot,
+            what: "keys changed on the source while their copies were compared".into(),
+            keys: shown(&replace),
+        }),
         Err(e) => Err(at.fail(
             from,
             "MIGRATE REPLACE",
