@@ -284,6 +284,16 @@ async fn rebalance_moves_slots_under_writes() {
         let items: Vec<String> = chunk.iter().map(|i| format!("element-{i}")).collect();
         let _: () = c.rpush(&big, items).await.unwrap();
     }
+    // A hash and a set past their compact encodings (hash tables, whose
+    // order differs from one process to another) in the same slot.
+    let tag = &big[4..];
+    let (hash, set) = (format!("hash:{tag}"), format!("set:{tag}"));
+    let fields: Vec<(String, String)> = (0..2000)
+        .map(|i| (format!("f{i}"), format!("v{i}")))
+        .collect();
+    let _: () = c.hset_multiple(&hash, &fields).await.unwrap();
+    let members: Vec<String> = (0..2000).map(|i| format!("m{i}")).collect();
+    let _: () = c.sadd(&set, &members).await.unwrap();
     let dump_before: Vec<u8> = redis::cmd("DUMP")
         .arg(&big)
         .query_async(&mut on_b)
@@ -355,6 +365,11 @@ async fn rebalance_moves_slots_under_writes() {
         .await
         .unwrap();
     assert!(dump_after == dump_before, "the big list arrived whole");
+    let got: std::collections::HashMap<String, String> = c.hgetall(&hash).await.unwrap();
+    assert_eq!(got.len(), fields.len());
+    assert!(fields.iter().all(|(f, v)| got.get(f) == Some(v)));
+    let got: std::collections::HashSet<String> = c.smembers(&set).await.unwrap();
+    assert_eq!(got, members.iter().cloned().collect());
     let sample: Vec<String> = c.lrange(&big, 123_456, 123_458).await.unwrap();
     assert_eq!(
         sample,
