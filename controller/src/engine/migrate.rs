@@ -104,6 +104,7 @@ pub async fn move_slots(scene: &Scene<'_>, moves: &[PlannedMove]) -> Result<Move
         }
     }
     let masters: Vec<NodeId> = nodes.keys().cloned().collect();
+    preflight(scene, &nodes).await?;
     let total = (
         moves.iter().map(PlannedMove::slots).sum::<u32>(),
         moves.iter().map(|m| m.keys).sum::<u64>(),
@@ -135,6 +136,48 @@ pub async fn move_slots(scene: &Scene<'_>, moves: &[PlannedMove]) -> Result<Move
     results.into_iter().collect::<Result<Vec<()>, Error>>()?;
     scene.progress.step(done.to_string());
     Ok(done)
+}
+
+/// Every master's agent runs what a move sends, asked with commands that
+/// change nothing: the digest of a key and a MIGRATE of it to another
+/// master (missing: NOKEY; elsewhere: MOVED; any reply will do). An agent
+/// that refuses them (an older paddockd) stops the run before any slot
+/// opens, rather than mid-move where a refusal reads as a timeout.
+async fn preflight(scene: &Scene<'_>, nodes: &BTreeMap<NodeId, usize>) -> Result<(), Error> {
+    let key = b"paddock:preflight".to_vec();
+    let checks = nodes.iter().map(|(id, &i)| {
+        let key = key.clone();
+        async move {
+            let t = &scene.targets[i];
+            let other = nodes
+                .iter()
+                .find(|(o, _)| *o != id)
+                .map_or(t, |(_, &j)| &scene.targets[j]);
+            let (ip, port) = (other.ip.to_string(), other.port.to_string());
+            let mut migrate = args(&["MIGRATE", &ip, &port, "", "0", "1000", "KEYS"]);
+            migrate.push(key.clone());
+            let digest = vec![b"PADDOCK.DIGEST".to_vec(), key];
+            scene
+                .fleet
+                .agent(t.host)?
+                .redis_bytes(&t.instance, vec![digest, migrate], true)
+                .await
+                .map_err(|e| match e {
+                    // A refusal comes back as the agent's error; an agent
+                    // that is down stays one.
+                    Error::Redis { .. } => Error::Unhealthy(format!(
+                        "{}: its agent does not run the commands of a slot move (an older paddockd? upgrade it first): {e}",
+                        t.label()
+                    )),
+                    e => e,
+                })
+        }
+    });
+    join_all(checks)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(())
 }
 
 /// One planned move, [`SLOTS_AT_ONCE`] slots at a time, unless another
