@@ -294,6 +294,9 @@ async fn rebalance_moves_slots_under_writes() {
     let _: () = c.hset_multiple(&hash, &fields).await.unwrap();
     let members: Vec<String> = (0..2000).map(|i| format!("m{i}")).collect();
     let _: () = c.sadd(&set, &members).await.unwrap();
+    // A key name that is not UTF-8, with a NUL and a space.
+    let binary: Vec<u8> = [b"bin:".as_slice(), tag.as_bytes(), b"\xff\x00 \xfe"].concat();
+    let _: () = c.set(&binary, b"\x00\x01\xff".as_slice()).await.unwrap();
     let dump_before: Vec<u8> = redis::cmd("DUMP")
         .arg(&big)
         .query_async(&mut on_b)
@@ -370,6 +373,8 @@ async fn rebalance_moves_slots_under_writes() {
     assert!(fields.iter().all(|(f, v)| got.get(f) == Some(v)));
     let got: std::collections::HashSet<String> = c.smembers(&set).await.unwrap();
     assert_eq!(got, members.iter().cloned().collect());
+    let got: Option<Vec<u8>> = c.get(&binary).await.unwrap();
+    assert_eq!(got.as_deref(), Some(b"\x00\x01\xff".as_slice()));
     let sample: Vec<String> = c.lrange(&big, 123_456, 123_458).await.unwrap();
     assert_eq!(
         sample,
