@@ -48,8 +48,10 @@ const MAX_PARALLEL_MOVES: usize = 4;
 
 /// Slots of one move in flight at once: a slot's move is a dozen round
 /// trips through the agents, mostly waiting; Redis keeps any number of
-/// slots migrating/importing, and the slots are independent.
-const SLOTS_AT_ONCE: usize = 4;
+/// slots migrating/importing, and the slots are independent. On the lab, 8
+/// moved 300 slots in about 5 s where 4 took 7-8 s and 16 no less than 8
+/// (the agents' CPU is then the limit).
+const SLOTS_AT_ONCE: usize = 8;
 
 /// Keys named in a mismatch error; the rest are counted.
 const KEYS_SHOWN: usize = 20;
@@ -742,15 +744,16 @@ fn stopped(at: &At<'_, '_>, from: &str, reason: StopReason) -> Error {
 
 /// Keys moved per second, for the duration shown with a planned move: the
 /// rate measured on the lab (loopback, 2 shared cores, debug build, 64-byte
-/// string values, 4 slots at once, verified batches): 200,000 keys in 20
-/// slots moved in about 12 s, about 17,000 keys/s, rounded down. Real
+/// string values, verified batches): 200,000 keys in 20 slots moved in
+/// about 12 s, about 17,000 keys/s, rounded down. Real
 /// networks and bigger values move fewer keys per second.
 pub const KEYS_PER_SEC: u64 = 15_000;
 
 /// Slots moved per second besides their keys (a dozen round trips through
-/// the agents each, 4 at once): on the same lab, 300 nearly empty slots
-/// took 6-7 s (`rebalance_moves_slots_under_writes` prints its rate).
-pub const SLOTS_PER_SEC: u64 = 40;
+/// the agents each, [`SLOTS_AT_ONCE`] at once): on the same lab, 300
+/// nearly empty slots took 5-6 s (`rebalance_moves_slots_under_writes`
+/// prints its rate).
+pub const SLOTS_PER_SEC: u64 = 50;
 
 /// What one master holds, from one INFO (memory, keyspace).
 #[derive(Debug, Clone, PartialEq, Eq)]
