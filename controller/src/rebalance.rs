@@ -92,6 +92,12 @@ pub async fn rebalance(
             d.name
         )));
     }
+    if !(options.threshold_pct.is_finite() && options.threshold_pct >= 0.0) {
+        return Err(Error::Usage(format!(
+            "--threshold {}: a percentage, 0 or more",
+            options.threshold_pct
+        )));
+    }
     for (host, _) in &options.weights {
         if !deployment.inventory.hosts.iter().any(|h| h.name == *host) {
             return Err(Error::Usage(format!(

@@ -49,8 +49,8 @@ const MAX_PARALLEL_MOVES: usize = 4;
 /// Slots of one move in flight at once: a slot's move is a dozen round
 /// trips through the agents, mostly waiting; Redis keeps any number of
 /// slots migrating/importing, and the slots are independent. On the lab, 8
-/// moved 300 slots in about 5 s where 4 took 7-8 s and 16 no less than 8
-/// (the agents' CPU is then the limit).
+/// moved 300 slots in about 5 s where 4 took 7-8 s; 16 were no faster
+/// than 8 (the agents' CPU is then the limit).
 const SLOTS_AT_ONCE: usize = 8;
 
 /// Keys named in a mismatch error; the rest are counted.
