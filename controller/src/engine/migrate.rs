@@ -1,7 +1,15 @@
 //! Moving slots between masters: SETSLOT IMPORTING/MIGRATING, MIGRATE in
 //! batches, verified, then SETSLOT NODE everywhere. The decisions (which
 //! slots, batch sizes, what an error means) are `crate::slots`; this is
-//! the IO that carries them out.
+//! the IO that carries them out, through the agents (every command with
+//! allow_dangerous, key names as bytes).
+//!
+//! Each batch is verified: COUNTKEYSINSLOT on both sides before and after
+//! (one-sided: clients may add keys to the target meanwhile) and the
+//! agent's PADDOCK.DIGEST of every key on the source (in the MIGRATE's own
+//! pipeline) and on the target after; a mismatch stops the move with the
+//! slot open (`Error::SlotMismatch`). Also here: what the masters hold and
+//! what a planned move is expected to cost ([`planned_moves`]).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
