@@ -49,12 +49,12 @@ pub struct SlotDone {
 /// [`slots::on_error`] are sent as this, and still count as tried.
 const MAX_MIGRATE_TIMEOUT_MS: u64 = 60_000;
 
-/// Moves between different pairs of masters that run at once. Each one
-/// blocks its source for a MIGRATE at a time; four keep a 2-core lab busy
-/// without starving clients.
+/// Moves between different pairs of masters that run at once: each keeps
+/// [`SLOTS_AT_ONCE`] slots in flight on its source and target, so a
+/// rebalance over many masters does not load every one of them at once.
 const MAX_PARALLEL_MOVES: usize = 4;
 
-/// Slots of one move in flight at once: a slot's move is a dozen round
+/// Slots of one move in flight at once: a slot's move is about ten round
 /// trips through the agents, mostly waiting; Redis keeps any number of
 /// slots migrating/importing, and the slots are independent. On the lab, 8
 /// moved 300 slots in about 5 s where 4 took 7-8 s; 16 were no faster
@@ -757,7 +757,7 @@ fn stopped(at: &At<'_, '_>, from: &str, reason: StopReason) -> Error {
 /// networks and bigger values move fewer keys per second.
 pub const KEYS_PER_SEC: u64 = 15_000;
 
-/// Slots moved per second besides their keys (a dozen round trips through
+/// Slots moved per second besides their keys (about ten round trips through
 /// the agents each, [`SLOTS_AT_ONCE`] at once): on the same lab, 300
 /// nearly empty slots took 5-6 s (`rebalance_moves_slots_under_writes`
 /// prints its rate).
