@@ -23,7 +23,7 @@ fn client(lab: &Lab, password: &str) -> redis::cluster::ClusterClient {
     ClusterClientBuilder::new(lab.seeds())
         .password(password)
         .connection_timeout(Duration::from_secs(1))
-        .response_timeout(Duration::from_secs(5))
+        .response_timeout(Duration::from_secs(15))
         .build()
         .unwrap()
 }
@@ -211,9 +211,10 @@ async fn writer(
             errors.push(format!("SET w:{n}: {e}"));
             continue;
         }
+        // Generous: the lab's 2 cores are shared with builds.
         let wait: redis::RedisResult<i64> = redis::cmd("WAIT")
             .arg(1)
-            .arg(2000)
+            .arg(10_000)
             .query_async(&mut c)
             .await;
         match wait {
