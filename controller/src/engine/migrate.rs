@@ -61,6 +61,9 @@ const MAX_PARALLEL_MOVES: usize = 4;
 /// than 8 (the agents' CPU is then the limit).
 const SLOTS_AT_ONCE: usize = 8;
 
+/// Tries of a command that may be sent again (see `At::one`).
+const READ_TRIES: u32 = 3;
+
 /// Keys named in a mismatch error; the rest are counted.
 const KEYS_SHOWN: usize = 20;
 
@@ -376,9 +379,23 @@ impl At<'_, '_> {
         Ok(replies)
     }
 
+    /// One command that is safe to send again (a read, or a SETSLOT that
+    /// sets what it already set; an ADDSLOTSRANGE / DELSLOTSRANGE that did
+    /// land the first time is refused the second, which stops loudly): an
+    /// agent that lost its connection to Redis (a busy or restarting
+    /// instance) gets [`READ_TRIES`] tries.
     async fn one(&self, node: &str, step: &str, cmd: Args) -> Result<Reply, Error> {
-        let mut r = self.call(node, step, vec![cmd]).await?;
-        Ok(r.remove(0))
+        let mut tries = 1;
+        loop {
+            match self.call(node, step, vec![cmd.clone()]).await {
+                Ok(mut r) => return Ok(r.remove(0)),
+                Err(Error::Redis { .. }) if tries < READ_TRIES => {
+                    tokio::time::sleep(Duration::from_millis(250 << tries)).await;
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A command whose reply must not be an error.
