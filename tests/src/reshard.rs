@@ -560,11 +560,16 @@ async fn run(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<Str
         Ok(text)
     } else {
         eprintln!("{}", tail(&text, 30));
+        // The line that says what went wrong, rather than a hint after it.
+        let said = text
+            .lines()
+            .rev()
+            .find(|l| l.contains("error"))
+            .map_or_else(|| tail(&text, 1), str::to_owned);
         Err(format!(
-            "`{name} {}` failed ({}): {}",
+            "`{name} {}` failed ({}): {said}",
             args.join(" "),
             out.status,
-            tail(&text, 1)
         ))
     }
 }
