@@ -159,7 +159,12 @@ struct Observing<'a> {
 }
 
 impl Observing<'_> {
-    async fn observe(&self, targets: &[Target], sentinels: &[Target]) -> Result<Observed, Error> {
+    async fn observe(
+        &self,
+        targets: &[Target],
+        sentinels: &[Target],
+        leaving: &[Target],
+    ) -> Result<Observed, Error> {
         let names: Vec<String> = (self.deployment.inventory.hosts.iter())
             .map(|h| h.name.clone())
             .collect();
@@ -167,6 +172,7 @@ impl Observing<'_> {
             self.fleet,
             targets,
             sentinels,
+            leaving,
             &self.deployment.inventory.deployment.name,
             &names,
             self.in_limit,
@@ -221,9 +227,10 @@ pub async fn plan_with_fingerprint(
     limit: &[String],
     security: Security,
 ) -> Result<Planned, Error> {
-    let deployment = Deployment::load(path, false, security)?;
-    let in_limit = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
+    let mut deployment = Deployment::load(path, false, security)?;
+    let mut in_limit = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
     let fleet = connect_limited(&deployment, &in_limit).await?;
+    let fleet = keep_placement(&mut deployment, fleet, &mut in_limit).await?;
     let scope = Observing {
         deployment: &deployment,
         fleet: &fleet,
@@ -231,7 +238,8 @@ pub async fn plan_with_fingerprint(
     };
     let targets = deployment.targets();
     let sentinels = deployment.sentinels(deployment.placed_master());
-    let observed = scope.observe(&targets, &sentinels).await?;
+    let leaving = deployment.leaving();
+    let observed = scope.observe(&targets, &sentinels, &leaving).await?;
     // What apply would refuse or install on each host (apply asks only
     // when it has changes to make, so a no-op apply stays fast).
     let facts = scope.facts(&observed.acting).await?;
@@ -240,6 +248,7 @@ pub async fn plan_with_fingerprint(
         targets: &targets,
         sentinels: &sentinels,
         observed: &observed,
+        leaving: &leaving,
         facts: Some(&facts),
         form: true,
     });
@@ -247,6 +256,23 @@ pub async fn plan_with_fingerprint(
         plan,
         fingerprint: fingerprint(&deployment, &observed)?,
     })
+}
+
+/// The placement that keeps what the running cluster has
+/// ([`crate::engine::shape::keep_placement`]); when it adds hosts the
+/// inventory no longer lists, dials again (those hosts are in the limit
+/// only without one).
+async fn keep_placement(
+    deployment: &mut Deployment,
+    fleet: Fleet,
+    in_limit: &mut Vec<bool>,
+) -> Result<Fleet, Error> {
+    if !crate::engine::shape::keep_placement(deployment, &fleet).await? {
+        return Ok(fleet);
+    }
+    let all = in_limit.iter().all(|&l| l);
+    in_limit.resize(deployment.inventory.hosts.len(), all);
+    Ok(Fleet::connect(deployment).await)
 }
 
 /// A digest of the inventory file and of what was observed: anything that
@@ -369,9 +395,10 @@ pub async fn apply_checked(
     options: &ApplyOptions,
     expected: Option<&SavedPlan>,
 ) -> Result<ApplyReport, Error> {
-    let deployment = Deployment::load(path, false, options.security)?;
-    let in_limit = crate::fleet::limit_hosts(&deployment.inventory, &options.limit)?;
+    let mut deployment = Deployment::load(path, false, options.security)?;
+    let mut in_limit = crate::fleet::limit_hosts(&deployment.inventory, &options.limit)?;
     let fleet = connect_limited(&deployment, &in_limit).await?;
+    let fleet = keep_placement(&mut deployment, fleet, &mut in_limit).await?;
     let name = deployment.inventory.deployment.name.clone();
     let holder = crate::fleet::lock_holder();
     fleet.lock(&name, &holder).await?;
@@ -385,22 +412,12 @@ pub async fn apply_checked(
 fn refused(deployment: &Deployment, plan: &Plan) -> Option<Error> {
     let name = &deployment.inventory.deployment.name;
     for r in &plan.refusals {
-        match r {
-            Refusal::Reshard { serving, wanted } => {
-                return Some(Error::Reshard {
-                    deployment: name.clone(),
-                    serving: *serving,
-                    wanted: *wanted,
-                });
-            }
-            Refusal::PasswordMissing { path } => {
-                return Some(Error::Unsupported(format!(
-                    "the agents already run deployment {name:?}, but its Redis password file {path} is missing.\n  \
-                     hint: copy it from the workstation that applied this deployment; \
-                     creating a new one would change the password under every running client"
-                )));
-            }
-            _ => {}
+        if let Refusal::PasswordMissing { path } = r {
+            return Some(Error::Unsupported(format!(
+                "the agents already run deployment {name:?}, but its Redis password file {path} is missing.\n  \
+                 hint: copy it from the workstation that applied this deployment; \
+                 creating a new one would change the password under every running client"
+            )));
         }
     }
     let orphans: Vec<&str> = (plan.refusals.iter())
@@ -448,12 +465,13 @@ async fn apply_locked(
     let progress = Progress::new(options.progress);
     let targets = deployment.targets();
     let sentinels = deployment.sentinels(deployment.placed_master());
+    let leaving = deployment.leaving();
     let scope = Observing {
         deployment: &deployment,
         fleet,
         in_limit,
     };
-    let observed = scope.observe(&targets, &sentinels).await?;
+    let observed = scope.observe(&targets, &sentinels, &leaving).await?;
     if let Some(expected) = expected {
         stale(&expected.fingerprint, &fingerprint(&deployment, &observed)?)?;
     }
@@ -462,6 +480,7 @@ async fn apply_locked(
         targets: &targets,
         sentinels: &sentinels,
         observed: &observed,
+        leaving: &leaving,
         facts: None,
         form: options.form,
     };
@@ -564,6 +583,7 @@ impl Run<'_> {
         let d = self.deployment;
         let targets = d.targets();
         let sentinels = d.sentinels(d.placed_master());
+        let leaving = d.leaving();
         let scene = Scene {
             deployment: d,
             fleet: self.fleet,
@@ -584,12 +604,13 @@ impl Run<'_> {
             in_limit: self.in_limit,
         };
         for _ in 0..MAX_ROUNDS {
-            let observed = scope.observe(&targets, &sentinels).await?;
+            let observed = scope.observe(&targets, &sentinels, &leaving).await?;
             let plan = make_plan(&Input {
                 deployment: d,
                 targets: &targets,
                 sentinels: &sentinels,
                 observed: &observed,
+                leaving: &leaving,
                 facts: None,
                 form: self.options.form,
             });

@@ -32,8 +32,14 @@ pub struct Observed {
     /// What keeps the sentinels from guarding the replication's master.
     pub sentinel_problems: Vec<crate::problem::SentinelProblem>,
     /// Instances of this deployment the agents run that the inventory no
-    /// longer lists ("host:instance").
+    /// longer lists ("host:instance"), except those below.
     pub orphans: Vec<String>,
+    /// The instances a change of shape removes
+    /// ([`crate::fleet::Deployment::leaving`] order).
+    pub leaving: Vec<TargetState>,
+    /// Stopped instances the running cluster no longer knows: removed by
+    /// an earlier apply, left alone with their data ("host:instance").
+    pub removed: Vec<String>,
     /// Per host: whether this run acts on it (in `--limit` and its agent
     /// answered). Instances of other hosts are observed, not planned for.
     pub acting: Vec<bool>,
@@ -62,9 +68,10 @@ impl Observed {
             .chain(&self.sentinels)
             .map(state)
             .collect();
+        out.extend(self.leaving.iter().map(state));
         out.push(format!(
-            "{:?} {:?} {:?} {:?}",
-            self.sentinel_problems, self.orphans, self.acting, self.skipped
+            "{:?} {:?} {:?} {:?} {:?}",
+            self.sentinel_problems, self.orphans, self.removed, self.acting, self.skipped
         ));
         out.join("\n")
     }
@@ -126,10 +133,12 @@ pub fn scope(
 /// instances and what the specs would change, and every running node's
 /// view of the cluster (the view of a node whose agent is unreachable is
 /// pieced together from the others').
+#[allow(clippy::too_many_arguments)]
 pub async fn observe(
     fleet: &Fleet,
     targets: &[Target],
     sentinels: &[Target],
+    leaving: &[Target],
     deployment: &str,
     host_names: &[String],
     in_limit: &[bool],
@@ -139,8 +148,11 @@ pub async fn observe(
         .collect();
     let (acting, skipped) = scope(host_names, in_limit, &dial_errors);
     let all: Vec<&Target> = targets.iter().chain(sentinels).collect();
+    let everything: Vec<&Target> = all.iter().copied().chain(leaving).collect();
     let hosts: Vec<usize> = {
-        let mut h: Vec<usize> = all.iter().map(|t| t.host).filter(|&h| acting[h]).collect();
+        let mut h: Vec<usize> = (everything.iter().map(|t| t.host))
+            .filter(|&h| acting[h])
+            .collect();
         h.sort_unstable();
         h.dedup();
         h
@@ -162,6 +174,7 @@ pub async fn observe(
         read(t.host)?.put_instance(&t.spec, true).await
     }));
     let clusters = join_all(targets.iter().map(|t| observe_node(fleet, t)));
+    let leaving_views = join_all(leaving.iter().map(|t| observe_node(fleet, t)));
     let master_name = sentinels
         .first()
         .and_then(|s| s.spec.sentinel.as_ref())
@@ -169,8 +182,8 @@ pub async fn observe(
         .unwrap_or_default();
     let views = crate::sentinel::views(fleet, sentinels, &master_name);
     let peer_lists = crate::sentinel::peer_lists(fleet, sentinels, &master_name);
-    let (lists, puts, clusters, views, peer_lists) =
-        futures::join!(lists, puts, clusters, views, peer_lists);
+    let (lists, puts, clusters, views, peer_lists, leaving_views) =
+        futures::join!(lists, puts, clusters, views, peer_lists, leaving_views);
     // A sentinel behind an unreachable agent that the other sentinels see
     // up is not something to repair (nor could it be).
     let vouched: Vec<bool> = (0..sentinels.len())
@@ -181,7 +194,6 @@ pub async fn observe(
         })
         .collect();
     let lists = lists.into_iter().collect::<Result<Vec<_>, Error>>()?;
-    let orphans = orphans(&lists, &all, deployment, host_names);
     let own: Vec<Option<Observation>> = clusters
         .iter()
         .map(|c| c.as_ref().map(|(o, _)| o.clone()))
@@ -198,6 +210,19 @@ pub async fn observe(
         out.push(target_state(t, put?, cluster.flatten(), &lists, acting));
     }
     let sentinel_states = out.split_off(targets.len());
+    let leaving_states: Vec<TargetState> = leaving
+        .iter()
+        .zip(leaving_views)
+        .map(|(t, c)| target_state(t, PutOutcome::default(), c, &lists, acting))
+        .collect();
+    let views_now: Vec<&Observation> = (out.iter().chain(&leaving_states))
+        .filter_map(|s| s.cluster.as_ref())
+        .collect();
+    let (orphans, removed) = orphans(&lists, &everything, deployment, host_names, |h, port| {
+        let ip = fleet_host_ip(targets, leaving, h);
+        let ip = ip.filter(|_| !views_now.is_empty())?;
+        Some(views_now.iter().any(|o| o.find(ip, port).is_some()))
+    });
     let observed: Vec<Option<Observation>> = out.iter().map(|s| s.cluster.clone()).collect();
     let master = crate::fleet::followed_master(targets, &observed);
     let sentinel_problems = if sentinels.is_empty() {
@@ -216,6 +241,8 @@ pub async fn observe(
         sentinels: sentinel_states,
         sentinel_problems,
         orphans,
+        leaving: leaving_states,
+        removed,
         acting: acting.clone(),
         skipped,
     })
@@ -224,17 +251,41 @@ pub async fn observe(
 /// Each acting host's instance list, by host index.
 type Lists = [(usize, Vec<crate::client::InstanceStatus>)];
 
-/// Instances of this deployment the agents run that no target names.
-fn orphans(lists: &Lists, all: &[&Target], deployment: &str, host_names: &[String]) -> Vec<String> {
-    lists
+/// Instances of this deployment the agents run that no target names: the
+/// orphans, and apart the stopped ones the running cluster does not know
+/// (`known(host, port)`: None when no node of the cluster answers), which
+/// an earlier apply removed ([`crate::engine::shape`] says which is which).
+fn orphans(
+    lists: &Lists,
+    all: &[&Target],
+    deployment: &str,
+    host_names: &[String],
+    known: impl Fn(usize, u16) -> Option<bool>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut orphans, mut removed) = (Vec::new(), Vec::new());
+    for (h, list) in lists {
+        for s in list.iter().filter(|s| s.deployment == deployment) {
+            if all.iter().any(|t| t.host == *h && t.instance == s.name) {
+                continue;
+            }
+            let label = format!("{}:{}", host_names[*h], s.name);
+            if s.state != InstanceState::Running && known(*h, s.port) == Some(false) {
+                removed.push(label);
+            } else {
+                orphans.push(format!("{label} ({})", s.state.as_str()));
+            }
+        }
+    }
+    (orphans, removed)
+}
+
+/// The address of host `h` (any target on it names it).
+fn fleet_host_ip(targets: &[Target], leaving: &[Target], h: usize) -> Option<std::net::IpAddr> {
+    targets
         .iter()
-        .flat_map(|(h, list)| {
-            list.iter()
-                .filter(|s| s.deployment == deployment)
-                .filter(|s| !all.iter().any(|t| t.host == *h && t.instance == s.name))
-                .map(|s| format!("{}:{} ({})", host_names[*h], s.name, s.state.as_str()))
-        })
-        .collect()
+        .chain(leaving)
+        .find(|t| t.host == h)
+        .map(|t| t.ip)
 }
 
 /// One target as observed: its agent's status, the dry-run put, and its

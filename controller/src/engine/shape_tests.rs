@@ -1,0 +1,422 @@
+//! Table tests of a change of shape: placement that keeps what runs, the
+//! planner's moves and removals, over cluster views recorded in code.
+
+use paddock_inventory::{Existing, Role, place, place_keeping};
+
+use crate::client::{InstanceState, InstanceStatus, PutOutcome};
+use crate::cluster::{NodeLine, Observation};
+use crate::engine::observe::{Observed, TargetState};
+use crate::engine::plan::{Input, make_plan};
+use crate::engine::shape::{removals, slot_moves};
+use crate::engine::step::{Plan, PlannedMove, Step};
+use crate::fleet::{Deployment, Target};
+
+/// A cluster deployment of `masters` x `replicas` on `hosts` hosts (no
+/// files read), its placement keeping `existing`.
+fn deployment(masters: u32, replicas: u32, hosts: usize, existing: &[Existing]) -> Deployment {
+    let mut text = format!(
+        "[deployment]\nname = \"t\"\ntopology = \"cluster\"\nmasters = {masters}\nreplicas_per_master = {replicas}\n"
+    );
+    for h in 0..hosts {
+        text += &format!(
+            "[[hosts]]\nname = \"h{h}\"\naddress = \"10.0.0.{}\"\n",
+            h + 1
+        );
+    }
+    let inventory = paddock_inventory::parse("t.toml", &text).unwrap();
+    Deployment {
+        inventory_path: "t.toml".into(),
+        placement: place_keeping(&inventory, existing),
+        user_passwords: Vec::new(),
+        inventory,
+        password_path: "pw".into(),
+        password: Some("0123456789abcdef0123456789abcdef".into()),
+        transport: crate::client::Transport::Plaintext,
+    }
+}
+
+/// What a placement of `masters` x `replicas` on `hosts` hosts runs.
+fn running_as(masters: u32, replicas: u32, hosts: usize) -> Vec<Existing> {
+    let d = deployment(masters, replicas, hosts, &[]);
+    place(&d.inventory)
+        .redis()
+        .map(|i| Existing {
+            host: i.host,
+            port: i.port,
+            name: i.name.clone(),
+            shard: i.shard,
+            role: i.role,
+        })
+        .collect()
+}
+
+fn id(i: usize) -> String {
+    format!("{:040}", i + 1)
+}
+
+/// A change of shape as the planner sees it: the targets and the
+/// instances that leave, all running and joined, each master serving
+/// `slots` (by its shard; a shard missing there serves none), each replica
+/// following its shard's master.
+struct Shape {
+    d: Deployment,
+    targets: Vec<Target>,
+    leaving: Vec<Target>,
+    observed: Observed,
+}
+
+impl Shape {
+    fn new(d: Deployment, slots: &[(u32, Vec<(u32, u32)>)]) -> Shape {
+        let targets = d.targets();
+        let leaving = d.leaving();
+        let all: Vec<&Target> = targets.iter().chain(&leaving).collect();
+        let master = |t: &Target| {
+            all.iter()
+                .position(|m| m.shard == t.shard && m.placed_role == Role::Master)
+                .unwrap()
+        };
+        let lines: Vec<NodeLine> = (all.iter().enumerate())
+            .map(|(i, t)| {
+                let m = master(t);
+                NodeLine {
+                    id: id(i),
+                    ip: Some(t.ip),
+                    port: t.port,
+                    flags: vec![if m == i { "master" } else { "slave" }.into()],
+                    master_id: (m != i).then(|| id(m)),
+                    config_epoch: i as u64 + 1,
+                    connected: true,
+                    slots: match slots.iter().find(|(s, _)| *s == t.shard) {
+                        Some((_, r)) if m == i => r.clone(),
+                        _ => Vec::new(),
+                    },
+                    open_slots: Vec::new(),
+                }
+            })
+            .collect();
+        let states: Vec<TargetState> = (all.iter().enumerate())
+            .map(|(i, t)| {
+                let mut nodes = lines.clone();
+                nodes[i].flags.insert(0, "myself".into());
+                let m = master(t);
+                state(
+                    t,
+                    Observation {
+                        nodes,
+                        state_ok: true,
+                        link_up: (m != i).then_some(true),
+                        role_master: Some(m == i),
+                        master_addr: (m != i).then(|| (all[m].ip, all[m].port)),
+                        replicas_online: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let hosts = d.inventory.hosts.len();
+        let (targets_states, leaving_states) = {
+            let mut s = states;
+            let l = s.split_off(targets.len());
+            (s, l)
+        };
+        Shape {
+            observed: Observed {
+                targets: targets_states,
+                sentinels: Vec::new(),
+                sentinel_problems: Vec::new(),
+                orphans: Vec::new(),
+                leaving: leaving_states,
+                removed: Vec::new(),
+                acting: vec![true; hosts],
+                skipped: Vec::new(),
+            },
+            d,
+            targets,
+            leaving,
+        }
+    }
+
+    fn plan(&self) -> Plan {
+        make_plan(&Input {
+            deployment: &self.d,
+            targets: &self.targets,
+            sentinels: &[],
+            observed: &self.observed,
+            leaving: &self.leaving,
+            facts: None,
+            form: true,
+        })
+    }
+
+    fn views(&self) -> Vec<Option<Observation>> {
+        self.observed
+            .targets
+            .iter()
+            .map(|s| s.cluster.clone())
+            .collect()
+    }
+
+    fn leaving_views(&self) -> Vec<Option<Observation>> {
+        self.observed
+            .leaving
+            .iter()
+            .map(|s| s.cluster.clone())
+            .collect()
+    }
+}
+
+fn state(t: &Target, o: Observation) -> TargetState {
+    TargetState {
+        status: Some(InstanceStatus {
+            name: t.instance.clone(),
+            deployment: "t".into(),
+            port: t.port,
+            state: InstanceState::Running,
+            pid: Some(100),
+            restarts: 0,
+            last_exit: None,
+            config_digest: String::new(),
+        }),
+        put: PutOutcome::default(),
+        cluster: Some(o),
+        node_timeout_drift: None,
+    }
+}
+
+/// Each of `n` shards' even range, as formation assigns it.
+fn even(n: u32) -> Vec<(u32, Vec<(u32, u32)>)> {
+    (0..n)
+        .map(|s| (s, vec![crate::cluster::shard_slots(s, n)]))
+        .collect()
+}
+
+fn kinds(plan: &Plan) -> Vec<String> {
+    plan.steps
+        .iter()
+        .map(|s| {
+            serde_json::to_value(s).unwrap()["step"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+fn moves(plan: &Plan) -> Vec<PlannedMove> {
+    plan.steps
+        .iter()
+        .find_map(|s| match s {
+            Step::MoveSlots { moves } => Some(moves.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn slots_to(moves: &[PlannedMove], label: &str) -> u32 {
+    moves
+        .iter()
+        .filter(|m| m.to == label)
+        .map(PlannedMove::slots)
+        .sum()
+}
+
+fn slots_from(moves: &[PlannedMove], label: &str) -> u32 {
+    moves
+        .iter()
+        .filter(|m| m.from == label)
+        .map(PlannedMove::slots)
+        .sum()
+}
+
+#[test]
+fn a_new_master_joined_empty_gets_an_even_share() {
+    // 3 x 1 ran on 3 hosts; a 4th host and a 4th master, started and
+    // joined (formation has nothing left to do), serving nothing yet.
+    let d = deployment(4, 1, 4, &running_as(3, 1, 3));
+    let c = Shape::new(d, &even(3));
+    let plan = c.plan();
+    assert_eq!(kinds(&plan), ["move_slots"], "{plan}");
+    let m = moves(&plan);
+    let new = c
+        .targets
+        .iter()
+        .find(|t| t.shard == 3 && t.placed_role == Role::Master)
+        .unwrap();
+    assert_eq!(new.label(), "h3:redis-7000");
+    assert_eq!(slots_to(&m, "h3:redis-7000"), 4096);
+    for old in ["h0:redis-7000", "h1:redis-7000", "h2:redis-7000"] {
+        let given = slots_from(&m, old);
+        assert!(
+            (1365..=1366).contains(&given),
+            "{old} gives {given}: {plan}"
+        );
+    }
+    assert!(
+        plan.to_string().contains("-> 1365 slot(s)")
+            || plan.to_string().contains("-> 1366 slot(s)"),
+        "{plan}"
+    );
+    assert!(c.leaving.is_empty());
+}
+
+#[test]
+fn new_instances_not_running_yet_are_created_and_formed_before_any_move() {
+    let d = deployment(4, 1, 4, &running_as(3, 1, 3));
+    let mut c = Shape::new(d, &even(3));
+    // The new master and replica do not exist yet: no status, no view; the
+    // others do not know them.
+    let new: Vec<usize> = (0..c.targets.len())
+        .filter(|&i| c.targets[i].shard == 3)
+        .collect();
+    let new_ids: Vec<String> = new.iter().map(|&i| id(i)).collect();
+    for &i in &new {
+        c.observed.targets[i].status = None;
+        c.observed.targets[i].cluster = None;
+    }
+    for s in c
+        .observed
+        .targets
+        .iter_mut()
+        .flat_map(|s| s.cluster.as_mut())
+    {
+        s.nodes.retain(|n| !new_ids.contains(&n.id));
+    }
+    let plan = c.plan();
+    assert_eq!(
+        kinds(&plan),
+        ["put_config", "put_config", "start", "start", "form_cluster"],
+        "{plan}"
+    );
+    // The old nodes' layout is no refusal any more.
+    assert!(plan.refusals.is_empty(), "{plan}");
+}
+
+#[test]
+fn masters_lowered_drain_the_highest_shard_then_remove_it() {
+    // 4 x 1 ran on 4 hosts; masters = 3 on the same hosts.
+    let d = deployment(3, 1, 4, &running_as(4, 1, 4));
+    let c = Shape::new(d, &even(4));
+    let leaving: Vec<String> = c.leaving.iter().map(Target::label).collect();
+    assert_eq!(leaving, ["h3:redis-7000", "h0:redis-7001"]);
+    let plan = c.plan();
+    assert_eq!(
+        kinds(&plan),
+        ["move_slots", "remove_node", "remove_node"],
+        "{plan}"
+    );
+    let m = moves(&plan);
+    assert_eq!(
+        slots_from(&m, "h3:redis-7000"),
+        4096,
+        "only it gives: {plan}"
+    );
+    assert_eq!(m.iter().map(PlannedMove::slots).sum::<u32>(), 4096);
+    let removed: Vec<&str> = (plan.steps.iter())
+        .filter_map(|s| match s {
+            Step::RemoveNode { target, .. } => Some(target.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed, ["h3:redis-7000", "h0:redis-7001"]);
+}
+
+#[test]
+fn once_drained_the_leaving_nodes_are_removed_without_moves() {
+    let d = deployment(3, 1, 4, &running_as(4, 1, 4));
+    // The 3 that stay already serve everything; shard 3 serves nothing.
+    let c = Shape::new(
+        d,
+        &[
+            (0, vec![(0, 5460)]),
+            (1, vec![(5461, 10922)]),
+            (2, vec![(10923, 16383)]),
+        ],
+    );
+    let plan = c.plan();
+    assert_eq!(kinds(&plan), ["remove_node", "remove_node"], "{plan}");
+}
+
+#[test]
+fn a_master_still_serving_slots_is_never_removed() {
+    let d = deployment(3, 1, 4, &running_as(4, 1, 4));
+    let c = Shape::new(d, &even(4));
+    // Without the moves that drain it, nothing is removed: not the master,
+    // not its replica.
+    assert!(removals(&c.leaving, &c.leaving_views(), &c.views(), &[]).is_empty());
+    // Moves that drain only part of it do not do either.
+    let mut partial = slot_moves(&c.targets, &c.views(), &c.leaving, &c.leaving_views());
+    partial.pop();
+    assert!(removals(&c.leaving, &c.leaving_views(), &c.views(), &partial).is_empty());
+    let all = slot_moves(&c.targets, &c.views(), &c.leaving, &c.leaving_views());
+    assert_eq!(
+        removals(&c.leaving, &c.leaving_views(), &c.views(), &all).len(),
+        2
+    );
+}
+
+#[test]
+fn replicas_raised_then_lowered() {
+    // 3 x 1 -> 3 x 2: the new replicas are placed as a fresh placement
+    // would, and once they follow their masters nothing is left to do.
+    let d = deployment(3, 2, 3, &running_as(3, 1, 3));
+    assert!(d.leaving().is_empty());
+    let c = Shape::new(d, &even(3));
+    assert!(c.plan().is_empty(), "{}", c.plan());
+    // 3 x 2 -> 3 x 1: the second replica of each shard leaves, no slot moves.
+    let d = deployment(3, 1, 3, &running_as(3, 2, 3));
+    let c = Shape::new(d, &even(3));
+    let plan = c.plan();
+    assert_eq!(
+        kinds(&plan),
+        ["remove_node", "remove_node", "remove_node"],
+        "{plan}"
+    );
+}
+
+#[test]
+fn a_removed_masters_replica_takes_over_before_slots_move() {
+    // 3 x 1 on 4 hosts; h1 (master of shard 1 alone) removed: its replica
+    // (on h2) takes over first.
+    let before = running_as(3, 1, 4);
+    let index = [0usize, 3, 1, 2];
+    let now: Vec<Existing> = before
+        .into_iter()
+        .map(|e| Existing {
+            host: index[e.host],
+            ..e
+        })
+        .collect();
+    let mut d = deployment(3, 1, 3, &now);
+    d.inventory.hosts.push(paddock_inventory::Host {
+        name: "10.0.0.9".into(),
+        address: "10.0.0.9".parse().unwrap(),
+        agent_port: 7443,
+        zone: None,
+    });
+    let mut c = Shape::new(d, &even(3));
+    // Live, the promoted replica still follows the leaving master.
+    let heir = c
+        .targets
+        .iter()
+        .position(|t| t.shard == 1 && t.placed_role == Role::Master)
+        .unwrap();
+    let old = c.leaving.iter().position(|t| t.shard == 1).unwrap() + c.targets.len();
+    for s in c.observed.targets.iter_mut().chain(&mut c.observed.leaving) {
+        let o = s.cluster.as_mut().unwrap();
+        let slots = o.nodes[heir].slots.clone();
+        o.nodes[heir].flags.retain(|f| f != "master");
+        o.nodes[heir].flags.push("slave".into());
+        o.nodes[heir].master_id = Some(id(old));
+        o.nodes[heir].slots = Vec::new();
+        o.nodes[old].flags.retain(|f| f != "slave");
+        o.nodes[old].flags.push("master".into());
+        o.nodes[old].master_id = None;
+        o.nodes[old].slots = slots;
+    }
+    let plan = c.plan();
+    assert_eq!(kinds(&plan), ["take_over"], "{plan}");
+    assert!(
+        plan.to_string()
+            .contains("takes over from 10.0.0.9:redis-7000"),
+        "{plan}"
+    );
+}
