@@ -267,7 +267,7 @@ async fn keep_placement(
     fleet: Fleet,
     in_limit: &mut Vec<bool>,
 ) -> Result<Fleet, Error> {
-    if !crate::engine::shape::keep_placement(deployment, &fleet).await? {
+    if !crate::engine::shape::keep_placement(deployment, &fleet, true).await? {
         return Ok(fleet);
     }
     let all = in_limit.iter().all(|&l| l);

@@ -435,4 +435,45 @@ mod tests {
             assert_eq!(s, skipped);
         }
     }
+
+    #[test]
+    fn stopped_instances_the_cluster_forgot_are_removed_not_orphans() {
+        let st = |name: &str, port: u16, state: InstanceState| crate::client::InstanceStatus {
+            name: name.into(),
+            deployment: "t".into(),
+            port,
+            state,
+            pid: None,
+            restarts: 0,
+            last_exit: None,
+            config_digest: String::new(),
+        };
+        let lists = vec![(
+            0,
+            vec![
+                st("redis-7002", 7002, InstanceState::Stopped),
+                st("redis-7003", 7003, InstanceState::Running),
+                st("redis-7004", 7004, InstanceState::Stopped),
+                st("redis-7005", 7005, InstanceState::Exited),
+            ],
+        )];
+        let names = vec!["a".to_owned()];
+        // (port -> known by the running cluster; None: no node answers)
+        let known = |_: usize, port: u16| match port {
+            7002 => Some(false),
+            7003 => Some(false),
+            7004 => Some(true),
+            _ => None,
+        };
+        let (orphans, removed) = orphans(&lists, &[], "t", &names, known);
+        assert_eq!(removed, ["a:redis-7002"]);
+        assert_eq!(
+            orphans,
+            [
+                "a:redis-7003 (RUNNING)",
+                "a:redis-7004 (STOPPED)",
+                "a:redis-7005 (EXITED)"
+            ]
+        );
+    }
 }

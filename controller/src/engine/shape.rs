@@ -97,9 +97,14 @@ pub fn existing(
 /// A host the inventory no longer lists whose nodes are still in the
 /// cluster is added to the deployment's hosts, reached at its address on
 /// the first host's agent port with the deployment's certificates, so its
-/// nodes can be drained and stopped. Returns whether hosts were added (the
-/// caller dials again).
-pub async fn keep_placement(deployment: &mut Deployment, fleet: &Fleet) -> Result<bool, Error> {
+/// nodes can be drained and stopped (only with `add_hosts`: commands other
+/// than apply and plan leave those nodes alone). Returns whether hosts were
+/// added (the caller dials again).
+pub async fn keep_placement(
+    deployment: &mut Deployment,
+    fleet: &Fleet,
+    add_hosts: bool,
+) -> Result<bool, Error> {
     let inv = &deployment.inventory;
     if inv.deployment.topology != Topology::Cluster {
         return Ok(false);
@@ -122,6 +127,11 @@ pub async fn keep_placement(deployment: &mut Deployment, fleet: &Fleet) -> Resul
     };
     let (existing, removed) = existing(&inv.hosts, &lists, &name, &nodes);
     deployment.placement = place_keeping(&deployment.inventory, &existing);
+    if !add_hosts {
+        let listed = deployment.inventory.hosts.len();
+        deployment.placement.leaving.retain(|p| p.host < listed);
+        return Ok(false);
+    }
     let first = deployment.inventory.hosts[0].clone();
     for ip in &removed {
         deployment.inventory.hosts.push(Host {

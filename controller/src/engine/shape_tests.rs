@@ -420,3 +420,145 @@ fn a_removed_masters_replica_takes_over_before_slots_move() {
         "{plan}"
     );
 }
+
+mod live {
+    use super::*;
+    use crate::cluster::parse_nodes;
+    use crate::engine::remove::{forgets_due, still_serving};
+    use crate::engine::shape::existing;
+
+    fn status(name: &str, port: u16) -> InstanceStatus {
+        InstanceStatus {
+            name: name.into(),
+            deployment: "t".into(),
+            port,
+            state: InstanceState::Running,
+            pid: Some(1),
+            restarts: 0,
+            last_exit: None,
+            config_digest: String::new(),
+        }
+    }
+
+    /// A 4-master cluster after a scale-out: the new master (d) got slots
+    /// from the end of each other's, so its lowest slot is below b's.
+    const NODES: &str = "\
+a 10.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-4095
+b 10.0.0.2:7000@17000 master - 0 0 2 connected 5461-9556
+c 10.0.0.3:7000@17000 master - 0 0 3 connected 10923-15018
+d 10.0.0.4:7000@17000 master - 0 0 4 connected 4096-5460 9557-10922 15019-16383
+e 10.0.0.2:7001@17001 slave a 0 0 1 connected
+f 10.0.0.3:7001@17001 slave b 0 0 2 connected
+g 10.0.0.1:7001@17001 slave c 0 0 3 connected
+h 10.0.0.1:7002@17002 slave d 0 0 4 connected
+i 10.0.0.9:7000@17000 master - 0 0 5 connected
+x :0@0 master,noaddr - 0 0 0 disconnected
+";
+
+    #[test]
+    fn what_runs_by_shard_and_host() {
+        let d = deployment(3, 1, 4, &[]);
+        let lists = vec![(
+            1,
+            vec![status("redis-7000", 7000), status("old-name", 7001)],
+        )];
+        let (running, removed) = existing(&d.inventory.hosts, &lists, "t", &parse_nodes(NODES));
+        let rows: Vec<String> = running
+            .iter()
+            .map(|e| format!("{}:{} {} {}{}", e.host, e.port, e.name, e.role, e.shard))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                // Shards by lowest slot: a (0), d (4096), b, c, then the
+                // master without slots on an unlisted host (index 4).
+                "0:7000 redis-7000 master0",
+                "1:7001 old-name replica0",
+                "3:7000 redis-7000 master1",
+                "0:7002 redis-7002 replica1",
+                "1:7000 redis-7000 master2",
+                "2:7001 redis-7001 replica2",
+                "2:7000 redis-7000 master3",
+                "0:7001 redis-7001 replica3",
+                "4:7000 redis-7000 master4",
+            ]
+        );
+        assert_eq!(removed, ["10.0.0.9".parse::<std::net::IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn a_node_serving_or_assigned_slots_is_not_removed() {
+        let serving = Observation {
+            nodes: parse_nodes("a 10.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-9\n"),
+            ..Default::default()
+        };
+        let drained = Observation {
+            nodes: parse_nodes("a 10.0.0.1:7000@17000 myself,master - 0 0 1 connected\n"),
+            ..Default::default()
+        };
+        let open = Observation {
+            nodes: parse_nodes("a 10.0.0.1:7000@17000 myself,master - 0 0 1 connected [5->-b]\n"),
+            ..Default::default()
+        };
+        let other_says = Some(Observation {
+            nodes: parse_nodes(
+                "b 10.0.0.2:7000@17000 myself,master - 0 0 2 connected 10-16383\n\
+                 a 10.0.0.1:7000@17000 master - 0 0 1 connected 0-9\n",
+            ),
+            ..Default::default()
+        });
+        let other_agrees = Some(Observation {
+            nodes: parse_nodes(
+                "b 10.0.0.2:7000@17000 myself,master - 0 0 2 connected 0-16383\n\
+                 a 10.0.0.1:7000@17000 master - 0 0 1 connected\n",
+            ),
+            ..Default::default()
+        });
+        let table: [(&str, Option<&Observation>, &[Option<Observation>], bool); 5] = [
+            ("serves slots", Some(&serving), &[], true),
+            ("migrating", Some(&open), &[], true),
+            (
+                "drained",
+                Some(&drained),
+                std::slice::from_ref(&other_agrees),
+                false,
+            ),
+            (
+                "another still assigns it",
+                Some(&drained),
+                std::slice::from_ref(&other_says),
+                true,
+            ),
+            (
+                "stopped, drained",
+                None,
+                std::slice::from_ref(&other_agrees),
+                false,
+            ),
+        ];
+        for (case, own, others, refused) in table {
+            assert_eq!(still_serving("a", own, others).is_some(), refused, "{case}");
+        }
+    }
+
+    #[test]
+    fn forget_is_due_where_the_removed_node_is_still_listed() {
+        let view = |text: &str| {
+            Some(Observation {
+                nodes: parse_nodes(text),
+                ..Default::default()
+            })
+        };
+        let views = vec![
+            view(
+                "b 10.0.0.2:7000@17000 myself,master - 0 0 2 connected 0-16383\na 10.0.0.1:7000@17000 master,fail - 0 0 1 connected\n",
+            ),
+            view(
+                "c 10.0.0.3:7000@17000 myself,slave b 0 0 2 connected\nb 10.0.0.2:7000@17000 master - 0 0 2 connected 0-16383\n",
+            ),
+            None,
+        ];
+        assert_eq!(forgets_due(&views, &["a"]), [(0, "a".to_owned())]);
+        assert!(forgets_due(&views, &["z"]).is_empty());
+    }
+}
