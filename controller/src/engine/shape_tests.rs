@@ -514,7 +514,13 @@ x :0@0 master,noaddr - 0 0 0 disconnected
             ),
             ..Default::default()
         });
-        let table: [(&str, Option<&Observation>, &[Option<Observation>], bool); 5] = [
+        type Case<'a> = (
+            &'a str,
+            Option<&'a Observation>,
+            &'a [Option<Observation>],
+            bool,
+        );
+        let table: [Case<'_>; 5] = [
             ("serves slots", Some(&serving), &[], true),
             ("migrating", Some(&open), &[], true),
             (
