@@ -531,7 +531,27 @@ async fn apply_locked(
         in_limit,
         progress: &progress,
     };
-    let (mut rounds, formation, more) = run.rounds(&plan, &mut facts, &mut skipped).await?;
+    let (mut rounds, mut formation, mut more) = run.rounds(&plan, &mut facts, &mut skipped).await?;
+    let removed = rounds
+        .iter()
+        .flatten()
+        .any(|s| matches!(s, Step::RemoveNode { .. }));
+    if removed && !more {
+        // The removed nodes are members no more: the specs say so now, so
+        // the next apply has nothing to do.
+        crate::engine::shape::keep_placement(&mut deployment, fleet, false).await?;
+        let run = Run {
+            deployment: &deployment,
+            fleet,
+            options,
+            in_limit,
+            progress: &progress,
+        };
+        let bound = Instant::now() + options.converge_timeout;
+        (rounds, formation, more) = run
+            .settle(rounds, formation, bound, &mut facts, &mut skipped)
+            .await?;
+    }
     rounds[0].splice(0..0, created);
     Ok(ApplyReport {
         incomplete: unreachable || skipped.len() > hosts_skipped || more,
@@ -583,7 +603,6 @@ impl Run<'_> {
         let d = self.deployment;
         let targets = d.targets();
         let sentinels = d.sentinels(d.placed_master());
-        let leaving = d.leaving();
         let scene = Scene {
             deployment: d,
             fleet: self.fleet,
@@ -596,8 +615,33 @@ impl Run<'_> {
         let mut done = execute(&scene, first, facts).await?;
         skipped.extend(first.held_back.iter().cloned());
         skipped.append(&mut done.skipped);
-        let mut rounds = vec![done.steps];
-        let mut formation = done.formation;
+        let rounds = vec![done.steps];
+        self.settle(rounds, done.formation, bound, facts, skipped)
+            .await
+    }
+
+    /// Observes, plans and executes again until nothing is left, for at
+    /// most [`MAX_ROUNDS`] rounds and until `bound`.
+    async fn settle(
+        &self,
+        mut rounds: Vec<Vec<Step>>,
+        mut formation: Option<Duration>,
+        bound: Instant,
+        facts: &mut [Option<Facts>],
+        skipped: &mut Vec<String>,
+    ) -> Result<(Vec<Vec<Step>>, Option<Duration>, bool), Error> {
+        let d = self.deployment;
+        let targets = d.targets();
+        let sentinels = d.sentinels(d.placed_master());
+        let leaving = d.leaving();
+        let scene = Scene {
+            deployment: d,
+            fleet: self.fleet,
+            targets: &targets,
+            sentinels: &sentinels,
+            timeout: self.options.converge_timeout,
+            progress: self.progress,
+        };
         let scope = Observing {
             deployment: d,
             fleet: self.fleet,
