@@ -2,8 +2,7 @@
 //! `paddock stop`, `start` and `restart` (rolling, masters handing over),
 //! `prune` (what the inventory no longer lists stops blocking apply),
 //! `destroy` (refused without --yes off a terminal; data kept unless
-//! --purge-data), and a change of `masters` refused by plan and apply
-//! before anything starts.
+//! --purge-data). A change of `masters` is carried out (tests/shape.rs).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -445,47 +444,4 @@ async fn destroy_asks_and_keeps_data_unless_told() {
     for b in 0..3 {
         assert!(instances_on(&lab, b).is_empty(), "box{}", b + 1);
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_masters_count_is_refused_before_anything_starts() {
-    let lab = Lab::new(103);
-    assert!(lab.up(&[]).status.success());
-    let inv = inventory(&lab);
-    let before = states(&lab);
-
-    edit_inventory(&lab, "masters = 3", "masters = 4");
-    let plan = paddock(&["plan", "-i", &inv]);
-    assert!(
-        stdout(&plan).contains(
-            "cluster: serves its slots with 3 master(s), the inventory asks for 4; apply refuses"
-        ),
-        "{}",
-        stdout(&plan)
-    );
-    assert!(
-        !stdout(&plan).contains("create instance"),
-        "plan shows the refusal, not what apply will not do: {}",
-        stdout(&plan)
-    );
-    let out = apply_agreeing(&["-i", &inv]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("serves its slots with 3 master(s), the inventory asks for 4"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(stderr(&out).contains("nothing was changed"));
-    for b in 0..3 {
-        assert_eq!(
-            instances_on(&lab, b),
-            ["redis-7000", "redis-7001"],
-            "box{}: no instance created",
-            b + 1
-        );
-    }
-    edit_inventory(&lab, "masters = 4", "masters = 3");
-    assert_eq!(states(&lab), before, "nothing restarted");
-    let plan = paddock(&["plan", "-i", &inv]);
-    assert!(stdout(&plan).contains("No changes"), "{}", stdout(&plan));
 }

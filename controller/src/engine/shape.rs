@@ -31,10 +31,11 @@ use crate::slots::{Balance, DEFAULT_THRESHOLD_PCT, Ranges, SlotMap, SlotRange, W
 /// NODES), by host, with the shard each serves, and the addresses of hosts
 /// the inventory does not list (their index is `hosts.len()` + position).
 ///
-/// Shards are the masters, those serving slots by their lowest slot, then
-/// those without slots by address; a replica is in its master's shard, its
-/// rank by port. The name comes from the host's agent (`lists`), or is
-/// `redis-<port>`.
+/// Shards are the masters by port, then host (inventory order, unlisted
+/// hosts last): the order placement gives them out, so the master added
+/// last is the first to go when `masters` is lowered. A replica is in its
+/// master's shard, its rank by port. The name comes from the host's agent
+/// (`lists`), or is `redis-<port>`.
 pub fn existing(
     hosts: &[Host],
     lists: &[(usize, Vec<InstanceStatus>)],
@@ -47,10 +48,11 @@ pub fn existing(
         .filter(known)
         .filter(|n| n.is_master())
         .collect();
-    masters.sort_by_key(|n| {
-        let first = n.slots.iter().map(|(a, _)| *a).min();
-        (first.is_none(), first, n.ip, n.port)
-    });
+    let host_of = |ip: Option<IpAddr>| {
+        let listed = hosts.iter().position(|h| Some(h.address) == ip);
+        (listed.is_none(), listed, ip)
+    };
+    masters.sort_by_key(|n| (n.port, host_of(n.ip)));
     let mut removed: Vec<IpAddr> = Vec::new();
     let mut out = Vec::new();
     for (shard, m) in masters.iter().enumerate() {

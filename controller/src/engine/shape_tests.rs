@@ -441,7 +441,7 @@ mod live {
     }
 
     /// A 4-master cluster after a scale-out: the new master (d) got slots
-    /// from the end of each other's, so its lowest slot is below b's.
+    /// from the end of each other's.
     const NODES: &str = "\
 a 10.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-4095
 b 10.0.0.2:7000@17000 master - 0 0 2 connected 5461-9556
@@ -470,16 +470,16 @@ x :0@0 master,noaddr - 0 0 0 disconnected
         assert_eq!(
             rows,
             [
-                // Shards by lowest slot: a (0), d (4096), b, c, then the
-                // master without slots on an unlisted host (index 4).
+                // Shards by the master's port, then host: a, b, c, d,
+                // then the master on an unlisted host (index 4).
                 "0:7000 redis-7000 master0",
                 "1:7001 old-name replica0",
-                "3:7000 redis-7000 master1",
-                "0:7002 redis-7002 replica1",
-                "1:7000 redis-7000 master2",
-                "2:7001 redis-7001 replica2",
-                "2:7000 redis-7000 master3",
-                "0:7001 redis-7001 replica3",
+                "1:7000 redis-7000 master1",
+                "2:7001 redis-7001 replica1",
+                "2:7000 redis-7000 master2",
+                "0:7001 redis-7001 replica2",
+                "3:7000 redis-7000 master3",
+                "0:7002 redis-7002 replica3",
                 "4:7000 redis-7000 master4",
             ]
         );
