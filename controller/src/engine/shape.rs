@@ -31,51 +31,84 @@ use crate::slots::{Balance, DEFAULT_THRESHOLD_PCT, Ranges, SlotMap, SlotRange, W
 /// NODES), by host, with the shard each serves, and the addresses of hosts
 /// the inventory does not list (their index is `hosts.len()` + position).
 ///
-/// Shards are the masters by port, then host (inventory order, unlisted
-/// hosts last): the order placement gives them out, so the master added
-/// last is the first to go when `masters` is lowered. A replica is in its
-/// master's shard, its rank by port. The name comes from the host's agent
-/// (`lists`), or is `redis-<port>`.
+/// Shards are the masters serving slots, then, while they are fewer than
+/// `masters`, masters without slots that have not failed (new masters of
+/// an interrupted scale-out), each by port, then host (inventory order,
+/// unlisted hosts last): the order placement gives them out, so the master
+/// added last is the first to go when `masters` is lowered. A replica is
+/// in its master's shard, its rank by port. Any other master without slots
+/// (failed over, drained, or an old master rejoining) becomes a replica:
+/// it counts as the last replica of the shard (of the first `masters`)
+/// with the fewest members, with its own replicas. The name comes from the
+/// host's agent (`lists`), or is `redis-<port>`.
 pub fn existing(
     hosts: &[Host],
     lists: &[(usize, Vec<InstanceStatus>)],
     deployment: &str,
     nodes: &[NodeLine],
+    masters: u32,
 ) -> (Vec<Existing>, Vec<IpAddr>) {
     let known = |n: &&NodeLine| n.ip.is_some() && !n.has_flag("noaddr") && !n.has_flag("handshake");
-    let mut masters: Vec<&NodeLine> = nodes
-        .iter()
-        .filter(known)
-        .filter(|n| n.is_master())
-        .collect();
+    let failed = |n: &NodeLine| n.has_flag("fail") || n.has_flag("fail?");
     let host_of = |ip: Option<IpAddr>| {
         let listed = hosts.iter().position(|h| Some(h.address) == ip);
         (listed.is_none(), listed, ip)
     };
-    masters.sort_by_key(|n| (n.port, host_of(n.ip)));
-    let mut removed: Vec<IpAddr> = Vec::new();
-    let mut out = Vec::new();
-    for (shard, m) in masters.iter().enumerate() {
-        let mut replicas: Vec<&NodeLine> = (nodes.iter().filter(known))
+    let mut all: Vec<&NodeLine> = nodes
+        .iter()
+        .filter(known)
+        .filter(|n| n.is_master())
+        .collect();
+    all.sort_by_key(|n| (n.slot_count() == 0, failed(n), n.port, host_of(n.ip)));
+    // Masters without slots are shards only while the masters serving
+    // slots are fewer than `masters` (new masters of a scale-out); any
+    // other comes back as a replica (it failed over, or was drained).
+    let (mut heads, mut lost) = (Vec::new(), Vec::new());
+    for n in all {
+        if n.slot_count() > 0 || (!failed(n) && heads.len() < masters as usize) {
+            heads.push(n);
+        } else {
+            lost.push(n);
+        }
+    }
+    let followers = |m: &NodeLine| {
+        let mut r: Vec<&NodeLine> = (nodes.iter().filter(known))
             .filter(|n| n.is_replica() && n.master_id.as_deref() == Some(m.id.as_str()))
             .collect();
-        replicas.sort_by_key(|n| (n.port, n.ip));
-        let placed = std::iter::once((*m, Role::Master))
-            .chain(replicas.into_iter().map(|r| (r, Role::Replica)));
-        for (n, role) in placed {
+        r.sort_by_key(|n| (n.port, n.ip));
+        r
+    };
+    let mut shards: Vec<Vec<(&NodeLine, Role)>> = heads
+        .iter()
+        .map(|m| {
+            let mut members = vec![(*m, Role::Master)];
+            members.extend(followers(m).into_iter().map(|r| (r, Role::Replica)));
+            members
+        })
+        .collect();
+    for l in lost {
+        let first = shards.len().min(masters as usize);
+        if let Some(s) = (0..first).min_by_key(|&s| shards[s].len()) {
+            shards[s].push((l, Role::Replica));
+            shards[s].extend(followers(l).into_iter().map(|r| (r, Role::Replica)));
+        }
+    }
+    let mut removed: Vec<IpAddr> = Vec::new();
+    let mut out = Vec::new();
+    for (shard, members) in shards.iter().enumerate() {
+        for &(n, role) in members {
             let Some(ip) = n.ip else { continue };
-            let host = match hosts.iter().position(|h| h.address == ip) {
-                Some(h) => h,
-                None => {
+            let host = hosts
+                .iter()
+                .position(|h| h.address == ip)
+                .unwrap_or_else(|| {
                     let k = removed.iter().position(|r| *r == ip).unwrap_or_else(|| {
                         removed.push(ip);
                         removed.len() - 1
                     });
                     hosts.len() + k
-                }
-            };
-            let name = lists
-                .iter()
+                });
+            let name = (lists.iter())
                 .find(|(h, _)| *h == host)
                 .and_then(|(_, l)| {
                     l.iter()
@@ -127,7 +160,7 @@ pub async fn keep_placement(
     let Some(nodes) = cluster_nodes(fleet, &lists, &name).await else {
         return Ok(false);
     };
-    let (existing, removed) = existing(&inv.hosts, &lists, &name, &nodes);
+    let (existing, removed) = existing(&inv.hosts, &lists, &name, &nodes, inv.deployment.masters);
     deployment.placement = place_keeping(&deployment.inventory, &existing);
     if !add_hosts {
         let listed = deployment.inventory.hosts.len();
@@ -146,31 +179,59 @@ pub async fn keep_placement(
     Ok(!removed.is_empty())
 }
 
-/// One running node's CLUSTER NODES (a few are tried).
+/// The cluster as most running nodes of the deployment see it (every one
+/// is asked, in parallel): a node just restarted may still claim what it
+/// served before a failover.
 async fn cluster_nodes(
     fleet: &Fleet,
     lists: &[(usize, Vec<InstanceStatus>)],
     deployment: &str,
 ) -> Option<Vec<NodeLine>> {
-    let running = lists.iter().flat_map(|(h, l)| {
-        l.iter()
-            .filter(|s| s.deployment == deployment && s.state == InstanceState::Running)
-            .map(move |s| (*h, s.name.clone()))
-    });
-    for (h, instance) in running.take(3) {
+    let running: Vec<(usize, String)> = lists
+        .iter()
+        .flat_map(|(h, l)| {
+            l.iter()
+                .filter(|s| s.deployment == deployment && s.state == InstanceState::Running)
+                .map(move |s| (*h, s.name.clone()))
+        })
+        .collect();
+    let views = join_all(running.iter().map(|(h, instance)| async move {
         let agent = fleet
-            .agent(h)
+            .agent(*h)
             .ok()?
             .with_deadline(crate::client::READ_TIMEOUT);
-        let Ok(replies) = agent.redis(&instance, &[&["CLUSTER", "NODES"]]).await else {
-            continue;
-        };
-        let nodes = parse_nodes(&replies.first().and_then(|r| r.text()).unwrap_or_default());
-        if nodes.iter().any(NodeLine::is_myself) {
-            return Some(nodes);
-        }
-    }
-    None
+        let replies = agent.redis(instance, &[&["CLUSTER", "NODES"]]).await.ok()?;
+        let nodes = parse_nodes(&replies.first()?.text()?);
+        nodes.iter().any(NodeLine::is_myself).then_some(nodes)
+    }))
+    .await;
+    most_agreed(views.into_iter().flatten().collect())
+}
+
+/// Pure: the view the most reporters agree on (who is master of which
+/// slots, who replicates whom), the first of equals.
+pub fn most_agreed(views: Vec<Vec<NodeLine>>) -> Option<Vec<NodeLine>> {
+    let shape = |v: &[NodeLine]| {
+        let mut s: Vec<(String, bool, Option<String>, Vec<(u32, u32)>)> = v
+            .iter()
+            .map(|n| {
+                (
+                    n.id.clone(),
+                    n.is_master(),
+                    n.master_id.clone(),
+                    n.slots.clone(),
+                )
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    let shapes: Vec<_> = views.iter().map(|v| shape(v)).collect();
+    let best = (0..views.len()).max_by_key(|&i| {
+        let agree = shapes.iter().filter(|s| **s == shapes[i]).count();
+        (agree, std::cmp::Reverse(i))
+    })?;
+    views.into_iter().nth(best)
 }
 
 /// Pure: what keeps the cluster from being healthy, instances that leave
@@ -340,6 +401,12 @@ pub fn removals(
             .iter()
             .all(|&(a, b)| (a..=b).all(|s| moved.iter().any(|&(x, y)| x <= s && s <= y)));
         if !drained || !me.open_slots.is_empty() {
+            return Vec::new();
+        }
+        // It left as a master (a surplus shard): while it is not one any
+        // more (an old master rejoining as a replica), it is not removed;
+        // the next apply places it again.
+        if t.placed_role == Role::Master && o.is_some() && !me.is_master() {
             return Vec::new();
         }
         steps.push(Step::RemoveNode {

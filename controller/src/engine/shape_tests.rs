@@ -425,7 +425,7 @@ mod live {
     use super::*;
     use crate::cluster::parse_nodes;
     use crate::engine::remove::{forgets_due, still_serving};
-    use crate::engine::shape::existing;
+    use crate::engine::shape::{existing, most_agreed};
 
     fn status(name: &str, port: u16) -> InstanceStatus {
         InstanceStatus {
@@ -462,7 +462,7 @@ x :0@0 master,noaddr - 0 0 0 disconnected
             1,
             vec![status("redis-7000", 7000), status("old-name", 7001)],
         )];
-        let (running, removed) = existing(&d.inventory.hosts, &lists, "t", &parse_nodes(NODES));
+        let (running, removed) = existing(&d.inventory.hosts, &lists, "t", &parse_nodes(NODES), 4);
         let rows: Vec<String> = running
             .iter()
             .map(|e| format!("{}:{} {} {}{}", e.host, e.port, e.name, e.role, e.shard))
@@ -470,20 +470,82 @@ x :0@0 master,noaddr - 0 0 0 disconnected
         assert_eq!(
             rows,
             [
-                // Shards by the master's port, then host: a, b, c, d,
-                // then the master on an unlisted host (index 4).
+                // Shards by the master's port, then host: a, b, c, d; the
+                // master without slots on an unlisted host (index 4) is one
+                // too many: it counts as a replica.
                 "0:7000 redis-7000 master0",
                 "1:7001 old-name replica0",
+                "4:7000 redis-7000 replica0",
                 "1:7000 redis-7000 master1",
                 "2:7001 redis-7001 replica1",
                 "2:7000 redis-7000 master2",
                 "0:7001 redis-7001 replica2",
                 "3:7000 redis-7000 master3",
                 "0:7002 redis-7002 replica3",
-                "4:7000 redis-7000 master4",
             ]
         );
+        // With 5 masters wanted, it is the new master of a fifth shard.
+        let (running, _) = existing(&d.inventory.hosts, &lists, "t", &parse_nodes(NODES), 5);
+        let last = running.last().unwrap();
+        assert_eq!((last.host, last.role, last.shard), (4, Role::Master, 4));
         assert_eq!(removed, ["10.0.0.9".parse::<std::net::IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn a_master_that_failed_over_counts_as_a_replica_of_its_shard() {
+        // box1 is down: its master failed over to b's replica (now e,
+        // master of 0-5460); a is a failed master without slots.
+        let nodes = parse_nodes(
+            "a 10.0.0.1:7000@17000 master,fail - 0 0 1 disconnected\n\
+             b 10.0.0.2:7000@17000 myself,master - 0 0 2 connected 5461-10922\n\
+             c 10.0.0.3:7000@17000 master - 0 0 3 connected 10923-16383\n\
+             e 10.0.0.2:7001@17001 master - 0 0 4 connected 0-5460\n\
+             f 10.0.0.3:7001@17001 slave b 0 0 2 connected\n\
+             g 10.0.0.1:7001@17001 slave,fail c 0 0 3 disconnected\n",
+        );
+        let d = deployment(3, 1, 3, &[]);
+        let (running, removed) = existing(&d.inventory.hosts, &[], "t", &nodes, 3);
+        let rows: Vec<String> = running
+            .iter()
+            .map(|e| format!("{}:{} {}{}", e.host, e.port, e.role, e.shard))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "1:7000 master0",
+                "2:7001 replica0",
+                "2:7000 master1",
+                "0:7001 replica1",
+                "1:7001 master2",
+                "0:7000 replica2",
+            ]
+        );
+        assert!(removed.is_empty());
+        // Placed again: nothing leaves, nothing new.
+        let p = place_keeping(&d.inventory, &running);
+        assert!(p.leaving.is_empty());
+        assert_eq!(p.instances.len(), 6);
+    }
+
+    #[test]
+    fn the_view_most_nodes_agree_on_wins_over_a_stale_one() {
+        let from_b = parse_nodes(
+            "a 10.0.0.1:7000@17000 slave b 0 0 1 connected\n\
+             b 10.0.0.2:7000@17000 myself,master - 0 0 5 connected 0-16383\n",
+        );
+        let from_a = parse_nodes(
+            "a 10.0.0.1:7000@17000 myself,slave b 0 0 1 connected\n\
+             b 10.0.0.2:7000@17000 master - 0 0 5 connected 0-16383\n",
+        );
+        // a restarted after b took over: it still claims the slots.
+        let stale = parse_nodes(
+            "a 10.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-16383\n\
+             b 10.0.0.2:7000@17000 master - 0 0 5 connected 0-16383\n",
+        );
+        let picked = most_agreed(vec![stale.clone(), from_b.clone(), from_a]).unwrap();
+        assert_eq!(picked, from_b);
+        assert_eq!(most_agreed(vec![stale.clone()]), Some(stale));
+        assert_eq!(most_agreed(Vec::new()), None);
     }
 
     #[test]
