@@ -60,7 +60,10 @@ impl Error {
             | Error::HostCheck(_)
             | Error::Unsupported(_)
             | Error::Lab(_)
-            | Error::Certs(_) => Exit::Failed,
+            | Error::Certs(_)
+            | Error::SlotMove { .. }
+            | Error::SlotMismatch { .. }
+            | Error::Unhealthy(_) => Exit::Failed,
         }
     }
 }
