@@ -298,9 +298,6 @@ async fn form(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<(),
                 .await?;
                 done.formation = report.meet_to_converged;
             }
-            Step::MoveSlots { moves } => {
-                crate::engine::migrate::move_slots(scene, moves).await?;
-            }
             Step::Rebalance { .. } => {
                 crate::engine::rolling::restore_balance(
                     scene.fleet,

@@ -208,11 +208,14 @@ async fn cluster_nodes(
     most_agreed(views.into_iter().flatten().collect())
 }
 
+/// What a view says of one node: id, master, whose replica, which slots.
+type Said = (String, bool, Option<String>, Vec<(u32, u32)>);
+
 /// Pure: the view the most reporters agree on (who is master of which
 /// slots, who replicates whom), the first of equals.
 pub fn most_agreed(views: Vec<Vec<NodeLine>>) -> Option<Vec<NodeLine>> {
     let shape = |v: &[NodeLine]| {
-        let mut s: Vec<(String, bool, Option<String>, Vec<(u32, u32)>)> = v
+        let mut s: Vec<Said> = v
             .iter()
             .map(|n| {
                 (
