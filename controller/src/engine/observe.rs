@@ -40,6 +40,10 @@ pub struct Observed {
     /// Stopped instances the running cluster no longer knows: removed by
     /// an earlier apply, left alone with their data ("host:instance").
     pub removed: Vec<String>,
+    /// What each master holds (keys, bytes), for the estimates of slot
+    /// moves; empty when it could not be read. Not decisive: it changes
+    /// with every write.
+    pub loads: Vec<crate::engine::migrate::MasterLoad>,
     /// Per host: whether this run acts on it (in `--limit` and its agent
     /// answered). Instances of other hosts are observed, not planned for.
     pub acting: Vec<bool>,
@@ -236,7 +240,9 @@ pub async fn observe(
             &vouched,
         )
     };
+    let loads = loads(fleet, &out, &leaving_states, targets, leaving).await;
     Ok(Observed {
+        loads,
         targets: out,
         sentinels: sentinel_states,
         sentinel_problems,
@@ -246,6 +252,31 @@ pub async fn observe(
         acting: acting.clone(),
         skipped,
     })
+}
+
+/// What every master (of the targets and the instances that leave) holds;
+/// empty when one cannot be read (the estimates are then 0).
+async fn loads(
+    fleet: &Fleet,
+    states: &[TargetState],
+    leaving_states: &[TargetState],
+    targets: &[Target],
+    leaving: &[Target],
+) -> Vec<crate::engine::migrate::MasterLoad> {
+    if targets
+        .first()
+        .is_none_or(|t| t.spec.mode != crate::client::RedisMode::Cluster)
+    {
+        return Vec::new();
+    }
+    let all: Vec<Target> = targets.iter().chain(leaving).cloned().collect();
+    let views: Vec<Option<Observation>> = (states.iter().chain(leaving_states))
+        .map(|s| s.cluster.clone())
+        .collect();
+    let ids = crate::engine::migrate::master_ids(&all, &views);
+    crate::engine::migrate::observe_loads(fleet, &all, &ids)
+        .await
+        .unwrap_or_default()
 }
 
 /// Each acting host's instance list, by host index.

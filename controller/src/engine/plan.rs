@@ -476,7 +476,13 @@ fn reshape(
     leaving: &[Option<Observation>],
     plan: &mut Plan,
 ) -> bool {
-    let moves = crate::engine::shape::slot_moves(input.targets, observed, input.leaving, leaving);
+    let moves = crate::engine::shape::slot_moves(
+        input.targets,
+        observed,
+        input.leaving,
+        leaving,
+        &input.observed.loads,
+    );
     let removals = crate::engine::shape::removals(input.leaving, leaving, observed, &moves);
     if moves.is_empty() && removals.is_empty() {
         return false;

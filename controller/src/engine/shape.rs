@@ -317,6 +317,7 @@ pub fn slot_moves(
     observed: &[Option<Observation>],
     leaving: &[Target],
     leaving_observed: &[Option<Observation>],
+    loads: &[crate::engine::migrate::MasterLoad],
 ) -> Vec<PlannedMove> {
     let mut current = SlotMap::new();
     let mut wanted = Vec::new();
@@ -346,24 +347,14 @@ pub fn slot_moves(
     else {
         return Vec::new();
     };
-    moves
-        .into_iter()
-        .map(|mv| PlannedMove {
-            from: labels.get(&mv.from).cloned().unwrap_or_default(),
-            to: labels.get(&mv.to).cloned().unwrap_or_default(),
-            ranges: mv
-                .ranges
-                .ranges()
-                .iter()
-                .map(|r| (r.start, r.end))
-                .collect(),
-            from_id: mv.from,
-            to_id: mv.to,
-            keys: 0,
-            bytes: 0,
-            millis: None,
-        })
-        .collect()
+    // Estimates from what each source holds (`engine::migrate`); labels
+    // from the views, whatever could be read.
+    let mut planned = crate::engine::migrate::planned_moves(&moves, loads);
+    for p in &mut planned {
+        p.from = labels.get(&p.from_id).cloned().unwrap_or_default();
+        p.to = labels.get(&p.to_id).cloned().unwrap_or_default();
+    }
+    planned
 }
 
 fn ranges(slots: &[(u32, u32)]) -> Ranges {

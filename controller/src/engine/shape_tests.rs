@@ -126,6 +126,7 @@ impl Shape {
                 orphans: Vec::new(),
                 leaving: leaving_states,
                 removed: Vec::new(),
+                loads: Vec::new(),
                 acting: vec![true; hosts],
                 skipped: Vec::new(),
             },
@@ -232,9 +233,25 @@ fn a_new_master_joined_empty_gets_an_even_share() {
     // 3 x 1 ran on 3 hosts; a 4th host and a 4th master, started and
     // joined (formation has nothing left to do), serving nothing yet.
     let d = deployment(4, 1, 4, &running_as(3, 1, 3));
-    let c = Shape::new(d, &even(3));
+    let mut c = Shape::new(d, &even(3));
+    // What the old masters hold gives the estimates.
+    c.observed.loads = (0..3)
+        .map(|i| crate::engine::migrate::MasterLoad {
+            label: c.targets[i].label(),
+            id: id(i),
+            slots: 5461,
+            keys: 5461 * 2,
+            bytes: 5461 * 200,
+        })
+        .collect();
     let plan = c.plan();
     assert_eq!(kinds(&plan), ["move_slots"], "{plan}");
+    let keys: u64 = moves(&plan).iter().map(|m| m.keys).sum();
+    assert!((8190..=8194).contains(&keys), "about 2 keys a slot: {plan}");
+    assert!(
+        moves(&plan).iter().all(|m| m.bytes == m.keys * 100),
+        "{plan}"
+    );
     let m = moves(&plan);
     let new = c
         .targets
@@ -343,10 +360,10 @@ fn a_master_still_serving_slots_is_never_removed() {
     // not its replica.
     assert!(removals(&c.leaving, &c.leaving_views(), &c.views(), &[]).is_empty());
     // Moves that drain only part of it do not do either.
-    let mut partial = slot_moves(&c.targets, &c.views(), &c.leaving, &c.leaving_views());
+    let mut partial = slot_moves(&c.targets, &c.views(), &c.leaving, &c.leaving_views(), &[]);
     partial.pop();
     assert!(removals(&c.leaving, &c.leaving_views(), &c.views(), &partial).is_empty());
-    let all = slot_moves(&c.targets, &c.views(), &c.leaving, &c.leaving_views());
+    let all = slot_moves(&c.targets, &c.views(), &c.leaving, &c.leaving_views(), &[]);
     assert_eq!(
         removals(&c.leaving, &c.leaving_views(), &c.views(), &all).len(),
         2

@@ -216,6 +216,7 @@ fn case(
             orphans: Vec::new(),
             leaving: Vec::new(),
             removed: Vec::new(),
+            loads: Vec::new(),
             acting: vec![true; 3],
             skipped: Vec::new(),
         },
