@@ -154,7 +154,9 @@ pub async fn observe(
     let all: Vec<&Target> = targets.iter().chain(sentinels).collect();
     let everything: Vec<&Target> = all.iter().copied().chain(leaving).collect();
     let hosts: Vec<usize> = {
+        // Every host acted on: one whose instances all left has some still.
         let mut h: Vec<usize> = (everything.iter().map(|t| t.host))
+            .chain(0..host_names.len())
             .filter(|&h| acting[h])
             .collect();
         h.sort_unstable();
@@ -219,11 +221,14 @@ pub async fn observe(
         .zip(leaving_views)
         .map(|(t, c)| target_state(t, PutOutcome::default(), c, &lists, acting))
         .collect();
+    // Cluster views only: outside a cluster no instance is "removed".
     let views_now: Vec<&Observation> = (out.iter().chain(&leaving_states))
         .filter_map(|s| s.cluster.as_ref())
+        .filter(|o| !o.nodes.is_empty())
         .collect();
     let (orphans, removed) = orphans(&lists, &everything, deployment, host_names, |h, port| {
-        let ip = fleet_host_ip(targets, leaving, h);
+        let ip = fleet_host_ip(targets, leaving, h)
+            .or_else(|| fleet.agent(h).ok().map(|a| a.addr().ip()));
         let ip = ip.filter(|_| !views_now.is_empty())?;
         Some(views_now.iter().any(|o| o.find(ip, port).is_some()))
     });

@@ -255,6 +255,16 @@ pub fn assess(
     all.extend(running.iter().map(|&i| members(&leaving[i..=i]).remove(0)));
     let mut views: Vec<Option<Observation>> = observed.to_vec();
     views.extend(running.iter().map(|&i| leaving_observed[i].clone()));
+    // One that leaves and no longer runs is being forgotten (RemoveNode):
+    // the others still listing it is no problem of formation's.
+    let stopped: Vec<&Target> = (0..leaving.len())
+        .filter(|i| !running.contains(i))
+        .map(|i| &leaving[i])
+        .collect();
+    for o in views.iter_mut().flatten() {
+        o.nodes
+            .retain(|n| !stopped.iter().any(|t| n.addr_is(t.ip, t.port)));
+    }
     let problems = assess_members(&all, &views);
     let own: Vec<Option<&NodeLine>> = views
         .iter()

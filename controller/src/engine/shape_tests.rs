@@ -647,3 +647,19 @@ x :0@0 master,noaddr - 0 0 0 disconnected
         assert!(forgets_due(&views, &["z"]).is_empty());
     }
 }
+
+#[test]
+fn a_stopped_instance_that_leaves_is_forgotten_not_formed_around() {
+    // 3 x 2 -> 3 x 1, one of the leaving replicas already stopped (an
+    // apply cut short, or stopped by hand): the others still list it.
+    let d = deployment(3, 1, 3, &running_as(3, 2, 3));
+    let mut c = Shape::new(d, &even(3));
+    c.observed.leaving[0].status = None;
+    c.observed.leaving[0].cluster = None;
+    let plan = c.plan();
+    assert_eq!(
+        kinds(&plan),
+        ["remove_node", "remove_node", "remove_node"],
+        "{plan}"
+    );
+}
