@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use paddock_tests::{Lab, apply_agreeing, bin_dir, connect, paddock, process_is, stderr, stdout};
+use paddock_tests::{Lab, apply_agreeing, bin_dir, paddock, process_is, stderr, stdout};
 use redis::AsyncCommands;
 use redis::cluster::ClusterClientBuilder;
 
