@@ -34,16 +34,28 @@ pub async fn remove_nodes(scene: &Scene<'_>, gone: &[(Target, String)]) -> Resul
             )));
         }
     }
-    let stops = gone.iter().map(|(t, _)| async move {
-        scene
-            .progress
-            .step(format!("{}: stopping (it leaves the cluster)", t.label()));
-        scene.fleet.agent(t.host)?.stop(&t.instance).await
-    });
-    join_all(stops)
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, Error>>()?;
+    // Replicas first: a master stopping waits for its replicas to catch
+    // up (Redis's shutdown-timeout), which a replica stopping beside it
+    // never does.
+    let is_master = |o: &Option<(Observation, Option<u32>)>| {
+        o.as_ref()
+            .and_then(|(o, _)| o.myself())
+            .is_some_and(|m| m.is_master())
+    };
+    for masters in [false, true] {
+        let stops = (gone.iter().zip(&own))
+            .filter(|(_, o)| is_master(o) == masters)
+            .map(|((t, _), _)| async move {
+                scene
+                    .progress
+                    .step(format!("{}: stopping (it leaves the cluster)", t.label()));
+                scene.fleet.agent(t.host)?.stop(&t.instance).await
+            });
+        join_all(stops)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, Error>>()?;
+    }
     let ids: Vec<&str> = gone.iter().map(|(_, id)| id.as_str()).collect();
     scene.progress.step(format!(
         "forgetting {} node(s) on every node (CLUSTER FORGET)",
