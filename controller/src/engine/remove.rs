@@ -34,17 +34,19 @@ pub async fn remove_nodes(scene: &Scene<'_>, gone: &[(Target, String)]) -> Resul
             )));
         }
     }
-    // Replicas first: a master stopping waits for its replicas to catch
-    // up (Redis's shutdown-timeout), which a replica stopping beside it
-    // never does.
-    let is_master = |o: &Option<(Observation, Option<u32>)>| {
-        o.as_ref()
-            .and_then(|(o, _)| o.myself())
-            .is_some_and(|m| m.is_master())
+    // Those nobody follows first: a node stopping waits for the replicas
+    // that follow it to catch up (Redis's shutdown-timeout), which a
+    // replica stopping beside it never does. (A drained master may be a
+    // replica itself by now, with its own replica following it.)
+    let followed = |id: &str| {
+        own.iter()
+            .flatten()
+            .filter_map(|(o, _)| o.myself())
+            .any(|m| m.master_id.as_deref() == Some(id))
     };
-    for masters in [false, true] {
+    for later in [false, true] {
         let stops = (gone.iter().zip(&own))
-            .filter(|(_, o)| is_master(o) == masters)
+            .filter(|((_, id), _)| followed(id) == later)
             .map(|((t, _), _)| async move {
                 scene
                     .progress
