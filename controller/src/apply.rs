@@ -535,7 +535,7 @@ async fn apply_locked(
     if let Some(e) = refused(&deployment, &plan) {
         return Err(e);
     }
-    if expected.is_some_and(|e| e.plan.steps != plan.steps) {
+    if expected.is_some_and(|e| !same_steps(&e.plan.steps, &plan.steps)) {
         return Err(Error::Unsupported(
             "the saved plan is stale: the hosts report other facts than when it was planned; nothing was changed.\n  hint: run `paddock plan --out FILE` again and review it".into(),
         ));
@@ -584,6 +584,23 @@ async fn apply_locked(
         formation,
         skipped,
     })
+}
+
+/// The same steps, the estimates of slot moves aside (keys and bytes
+/// change with every write; the slots that move do not).
+fn same_steps(a: &[Step], b: &[Step]) -> bool {
+    let plain = |steps: &[Step]| -> Vec<Step> {
+        let mut steps = steps.to_vec();
+        for s in &mut steps {
+            if let Step::MoveSlots { moves } = s {
+                for m in moves {
+                    (m.keys, m.bytes, m.millis) = (0, 0, None);
+                }
+            }
+        }
+        steps
+    };
+    plain(a) == plain(b)
 }
 
 /// Refuses a saved plan whose observations are stale, naming why.
@@ -704,6 +721,26 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_plans_moves_match_whatever_their_estimates() {
+        let mv = |keys: u64, ranges: Vec<(u16, u16)>| {
+            vec![Step::MoveSlots {
+                moves: vec![crate::engine::step::PlannedMove {
+                    from: "a:redis-7000".into(),
+                    to: "b:redis-7000".into(),
+                    from_id: "x".into(),
+                    to_id: "y".into(),
+                    ranges,
+                    keys,
+                    bytes: keys * 100,
+                    millis: Some(keys),
+                }],
+            }]
+        };
+        assert!(same_steps(&mv(10, vec![(0, 9)]), &mv(12, vec![(0, 9)])));
+        assert!(!same_steps(&mv(10, vec![(0, 9)]), &mv(10, vec![(0, 10)])));
+    }
 
     #[test]
     fn a_saved_plan_runs_on_the_hosts_it_was_planned_for() {
