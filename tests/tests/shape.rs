@@ -302,3 +302,59 @@ async fn masters_raised_on_an_added_host_then_lowered_under_writes() {
     let plan = paddock(&["plan", "-i", &inventory(&lab)]);
     assert!(stdout(&plan).contains("No changes"), "{}", stdout(&plan));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_host_is_drained_through_its_agent_and_forgotten() {
+    let mut lab = Lab::new(167);
+    let up = lab.up(&[]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    lab.addresses.push("127.0.167.4".parse().unwrap());
+    let grow = lab.up(&[]);
+    assert!(grow.status.success(), "{}", stderr(&grow));
+    // 3 x 2 on four boxes: box4 takes a replica of some shards.
+    edit_inventory(&lab, "replicas_per_master = 1", "replicas_per_master = 2");
+    let out = apply(&lab).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = states(&lab);
+    let on_box4: Vec<String> = before
+        .keys()
+        .filter(|l| l.starts_with("box4:"))
+        .cloned()
+        .collect();
+    assert!(!on_box4.is_empty(), "{before:?}");
+
+    // box4 deleted from the inventory: apply reaches its agent at the
+    // address its nodes have, places their replacements on the others,
+    // then stops and forgets box4's nodes.
+    let writer = Writer::start(&lab, 0);
+    let text = std::fs::read_to_string(lab.inventory()).unwrap();
+    let at = text
+        .find("[[hosts]]\nname = \"box4\"")
+        .expect("box4 in the inventory");
+    let end = text[at + 9..]
+        .find("[[hosts]]")
+        .map_or(text.len(), |e| at + 9 + e);
+    std::fs::write(lab.inventory(), format!("{}{}", &text[..at], &text[end..])).unwrap();
+    let out = apply(&lab).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    writer.check(&lab).await;
+    healthy(&lab);
+    cluster_check(&lab);
+    let after = states(&lab);
+    assert_eq!(after.len(), 9, "{after:?}");
+    assert!(after.keys().all(|l| !l.starts_with("box4:")), "{after:?}");
+    let kept: Vec<&str> = before
+        .keys()
+        .filter(|l| !l.starts_with("box4:"))
+        .map(String::as_str)
+        .collect();
+    same_pids(&before, &lab, &kept);
+    let box4 = lab.addresses[3];
+    let gone: Vec<String> = on_box4
+        .iter()
+        .map(|l| format!("{box4}:{}", l.trim_start_matches("box4:redis-")))
+        .collect();
+    forgotten(&lab, &running_nodes(&lab, &after), &gone);
+    let plan = paddock(&["plan", "-i", &inventory(&lab)]);
+    assert!(stdout(&plan).contains("No changes"), "{}", stdout(&plan));
+}

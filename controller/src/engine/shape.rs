@@ -407,12 +407,6 @@ pub fn removals(
         if !drained || !me.open_slots.is_empty() {
             return Vec::new();
         }
-        // It left as a master (a surplus shard): while it is not one any
-        // more (an old master rejoining as a replica), it is not removed;
-        // the next apply places it again.
-        if t.placed_role == Role::Master && o.is_some() && !me.is_master() {
-            return Vec::new();
-        }
         steps.push(Step::RemoveNode {
             target: t.label(),
             node_id: me.id.clone(),
