@@ -137,7 +137,6 @@ pub fn scope(
 /// instances and what the specs would change, and every running node's
 /// view of the cluster (the view of a node whose agent is unreachable is
 /// pieced together from the others').
-#[allow(clippy::too_many_arguments)]
 pub async fn observe(
     fleet: &Fleet,
     targets: &[Target],
