@@ -172,38 +172,6 @@ pub fn shard_slots(i: u32, masters: u32) -> (u32, u32) {
     (i * SLOTS / masters, (i + 1) * SLOTS / masters - 1)
 }
 
-/// A running cluster whose slots are laid out for another number of
-/// masters than the inventory's: getting there means moving slots, which
-/// apply does not do (yet), so it refuses before changing anything.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reshard {
-    /// Masters serving slots now.
-    pub serving: u32,
-    /// The inventory's `masters`.
-    pub wanted: u32,
-}
-
-/// Whether the slots the nodes report (any node's view) are served in the
-/// layout of `masters` shards: every master with slots serves exactly one
-/// shard's range. A cluster with no slots assigned yet, or only some
-/// shards assigned (an interrupted formation), needs no resharding.
-pub fn reshard_needed(observed: &[Option<Observation>], masters: u32) -> Option<Reshard> {
-    let layout: BTreeSet<(u32, u32)> = (0..masters).map(|i| shard_slots(i, masters)).collect();
-    let mut served: BTreeSet<Vec<(u32, u32)>> = BTreeSet::new();
-    for n in observed.iter().flatten().flat_map(|o| &o.nodes) {
-        if n.is_master() && n.slot_count() > 0 {
-            served.insert(n.slots.clone());
-        }
-    }
-    let fits = served
-        .iter()
-        .all(|slots| slots.len() == 1 && layout.contains(&slots[0]));
-    (!fits).then_some(Reshard {
-        serving: served.len() as u32,
-        wanted: masters,
-    })
-}
-
 /// Compresses ranges for display: "0-5460", "5461-10922,12000".
 pub fn format_ranges(ranges: &[(u32, u32)]) -> String {
     ranges
@@ -537,76 +505,6 @@ mod tests {
 6ec2 127.0.1.2:7001@17001 slave 07c3 0 1426238316232 1 connected
 824f :0@0 handshake,noaddr - 0 0 0 disconnected
 ";
-
-    #[test]
-    fn reshard_needed_only_when_slots_are_laid_out_for_other_masters() {
-        let view = |text: &str| {
-            Some(Observation {
-                nodes: parse_nodes(text),
-                ..Default::default()
-            })
-        };
-        let three = view(
-            "a 127.0.1.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
-             b 127.0.1.2:7000@17000 master - 0 0 2 connected 5461-10921\n\
-             c 127.0.1.3:7000@17000 master - 0 0 3 connected 10922-16383\n\
-             d 127.0.1.2:7001@17001 master - 0 0 0 connected\n",
-        );
-        type Case = (&'static str, Vec<Option<Observation>>, u32, Option<Reshard>);
-        let cases: Vec<Case> = vec![
-            ("same layout", vec![three.clone(), None], 3, None),
-            (
-                "scale out 3 -> 4",
-                vec![three.clone()],
-                4,
-                Some(Reshard {
-                    serving: 3,
-                    wanted: 4,
-                }),
-            ),
-            (
-                "scale in 3 -> 2",
-                vec![three.clone()],
-                2,
-                Some(Reshard {
-                    serving: 3,
-                    wanted: 2,
-                }),
-            ),
-            (
-                "nothing assigned yet",
-                vec![
-                    view("a 127.0.1.1:7000@17000 myself,master - 0 0 0 connected\n"),
-                    None,
-                ],
-                4,
-                None,
-            ),
-            (
-                "interrupted formation: one shard of four assigned",
-                vec![view(
-                    "a 127.0.1.1:7000@17000 myself,master - 0 0 1 connected 0-4095\n",
-                )],
-                4,
-                None,
-            ),
-            (
-                "a master serving two ranges",
-                vec![view(
-                    "a 127.0.1.1:7000@17000 myself,master - 0 0 1 connected 0-5460 5461-10922\n",
-                )],
-                3,
-                Some(Reshard {
-                    serving: 1,
-                    wanted: 3,
-                }),
-            ),
-            ("nobody answers", vec![None, None], 4, None),
-        ];
-        for (name, observed, masters, want) in cases {
-            assert_eq!(reshard_needed(&observed, masters), want, "{name}");
-        }
-    }
 
     #[test]
     fn parses_cluster_nodes() {
