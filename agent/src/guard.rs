@@ -26,7 +26,8 @@
 //!
 //! With `allow_dangerous`, also (the commands the controller marks so):
 //! REPLICAOF / SLAVEOF NO ONE or a member's address; CLUSTER SETSLOT with a
-//! member node; ACL SETUSER of a spec user with exactly its rendered
+//! member node; CLUSTER COUNTKEYSINSLOT of one slot 0-16383 (the slot
+//! repair and moves count keys: it reads no key or value); ACL SETUSER of a spec user with exactly its rendered
 //! password and rules (`reset on >PASSWORD RULES...`), ACL DELUSER of a user
 //! the spec does not have (never `default`), on a redis-server;
 //! ACL SETUSER default >new / <old and CONFIG SET masterauth
@@ -601,6 +602,10 @@ fn cluster(w: &[&str], sub: &str, scope: &Scope<'_>, command: &str) -> Result<Ne
         {
             Ok(Need::Nothing)
         }
+        "COUNTKEYSINSLOT" if n == 3 && w[2].parse::<u64>().is_ok_and(|s| s <= LAST_SLOT) => {
+            Ok(Need::Flag)
+        }
+        "COUNTKEYSINSLOT" => Err(shape("takes one slot 0-16383")),
         "SETSLOT" if n >= 4 && w[2].parse::<u64>().is_ok_and(|s| s <= LAST_SLOT) => {
             let how = w[3].to_ascii_uppercase();
             match (how.as_str(), n) {
@@ -906,6 +911,8 @@ mod tests {
             (Cluster, "CONFIG SET maxmemory 268435456", false),
             (Cluster, "CONFIG SET maxmemory-policy allkeys-lru", false),
             (Cluster, &format!("CLUSTER SETSLOT 7 NODE {ID_B}"), true),
+            (Cluster, "CLUSTER COUNTKEYSINSLOT 0", true),
+            (Cluster, "cluster countkeysinslot 16383", true),
             (Standalone, "INFO replication", false),
             (Standalone, "CLIENT PAUSE 30000 WRITE", false),
             (Standalone, "CLIENT UNPAUSE", false),
@@ -1007,6 +1014,11 @@ mod tests {
             "CLUSTER FLUSHSLOTS",
             "CLUSTER DELSLOTS 1",
             "CLUSTER ADDSLOTSRANGE 0 16384",
+            "CLUSTER COUNTKEYSINSLOT 16384",
+            "CLUSTER COUNTKEYSINSLOT",
+            "CLUSTER COUNTKEYSINSLOT 1 2",
+            "CLUSTER COUNTKEYSINSLOT -1",
+            "CLUSTER COUNTKEYSINSLOT x",
             "ACL SETUSER default nopass",
             "ACL SETUSER app >0123456789abcdef0123",
             "ACL SETUSER default >short",

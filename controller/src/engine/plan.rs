@@ -8,6 +8,7 @@ use crate::cluster::{Observation, assess, shard_master};
 use crate::engine::observe::{Observed, SkipReason, TargetState};
 use crate::engine::step::{Handover, Plan, Refusal, Step};
 use crate::fleet::{Deployment, RedisCheck, Target, members, redis_check};
+use crate::problem::formation_problems;
 
 /// Everything the planner decides from.
 pub struct Input<'a> {
@@ -279,7 +280,9 @@ fn restarts(input: &Input<'_>) -> (Vec<Step>, Vec<String>) {
         return (Vec::new(), Vec::new());
     }
     let observed = views(o);
-    let healthy = assess(&members(input.targets), &observed).is_empty();
+    // Open or unserved slots are repaired after the restarts; they do not
+    // stop a shard from handing over.
+    let healthy = formation_problems(assess(&members(input.targets), &observed)).is_empty();
     let label = |i: usize| input.targets[i].label();
     if !healthy && !whole(o) {
         // Restarting together is only safe when formation follows, and it
