@@ -184,8 +184,8 @@ pub struct Reshard {
 }
 
 /// Whether the slots the nodes report (any node's view) are served in the
-/// layout of `masters` shards: every master with slots serves exactly one
-/// shard's range. A cluster with no slots assigned yet, or only some
+/// layout of `masters` shards: every master with slots serves one shard's
+/// range, or part of it. A cluster with no slots assigned yet, or only some
 /// shards assigned (an interrupted formation), needs no resharding.
 pub fn reshard_needed(observed: &[Option<Observation>], masters: u32) -> Option<Reshard> {
     let layout: BTreeSet<(u32, u32)> = (0..masters).map(|i| shard_slots(i, masters)).collect();
@@ -195,9 +195,13 @@ pub fn reshard_needed(observed: &[Option<Observation>], masters: u32) -> Option<
             served.insert(n.slots.clone());
         }
     }
-    let fits = served
-        .iter()
-        .all(|slots| slots.len() == 1 && layout.contains(&slots[0]));
+    // A master serving part of one shard's range fits: the slots it lost
+    // are unserved, which the slot repair covers (`engine::fix`).
+    let fits = served.iter().all(|slots| {
+        layout
+            .iter()
+            .any(|&(a, b)| slots.iter().all(|&(x, y)| a <= x && y <= b))
+    });
     (!fits).then_some(Reshard {
         serving: served.len() as u32,
         wanted: masters,
@@ -601,6 +605,16 @@ mod tests {
                     wanted: 3,
                 }),
             ),
+            (
+                "a slot no master serves: the slot repair's",
+                vec![view(
+                    "a 127.0.1.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
+                     b 127.0.1.2:7000@17000 master - 0 0 2 connected 5461-10920\n\
+                     c 127.0.1.3:7000@17000 master - 0 0 3 connected 10922-16383\n",
+                )],
+                3,
+                None,
+            ),
             ("nobody answers", vec![None, None], 4, None),
         ];
         for (name, observed, masters, want) in cases {
@@ -619,7 +633,11 @@ mod tests {
             vec![(5461, 10922)],
             "migration markers apart"
         );
-        let open: Vec<String> = nodes[1].open_slots.iter().map(ToString::to_string).collect();
+        let open: Vec<String> = nodes[1]
+            .open_slots
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(open, vec!["[10923->-292f]"]);
         assert_eq!(nodes[3].master_id.as_deref(), Some("07c3"));
         assert!(nodes[3].is_replica());

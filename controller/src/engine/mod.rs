@@ -3,6 +3,7 @@
 //! commands (`apply`, `plan`) sit above it.
 
 pub mod execute;
+pub mod fix;
 pub mod formation;
 pub mod live;
 pub mod migrate;

@@ -21,6 +21,9 @@ pub struct TargetState {
     /// The live cluster-node-timeout, when it differs from the spec (left
     /// short by an interrupted formation).
     pub node_timeout_drift: Option<u32>,
+    /// For a master: keys it holds in each open or unserved slot (CLUSTER
+    /// COUNTKEYSINSLOT); only those slots are counted (`engine::fix`).
+    pub slot_keys: crate::engine::fix::SlotKeys,
 }
 
 /// What the agents report, against the inventory.
@@ -199,6 +202,7 @@ pub async fn observe(
     }
     let sentinel_states = out.split_off(targets.len());
     let observed: Vec<Option<Observation>> = out.iter().map(|s| s.cluster.clone()).collect();
+    count_slot_keys(fleet, targets, &observed, &mut out).await;
     let master = crate::fleet::followed_master(targets, &observed);
     let sentinel_problems = if sentinels.is_empty() {
         Vec::new()
@@ -219,6 +223,31 @@ pub async fn observe(
         acting: acting.clone(),
         skipped,
     })
+}
+
+/// The keys of open and unserved slots on each master, for the plan's
+/// lines; a count that fails leaves 0 (the repair counts again before it
+/// acts).
+async fn count_slot_keys(
+    fleet: &Fleet,
+    targets: &[Target],
+    observed: &[Option<Observation>],
+    out: &mut [TargetState],
+) {
+    use crate::engine::fix;
+    if targets
+        .iter()
+        .all(|t| t.spec.mode != crate::client::RedisMode::Cluster)
+    {
+        return;
+    }
+    let problems = crate::cluster::assess(&crate::fleet::members(targets), observed);
+    let slots = fix::slots_to_inspect(observed, fix::unserved_is_ours(&problems));
+    if let Ok(keys) = fix::count_keys(fleet, targets, observed, &slots).await {
+        for (state, keys) in out.iter_mut().zip(keys) {
+            state.slot_keys = keys;
+        }
+    }
 }
 
 /// Each acting host's instance list, by host index.
@@ -268,6 +297,7 @@ fn target_state(
         put,
         cluster,
         node_timeout_drift: drift,
+        slot_keys: Default::default(),
     }
 }
 

@@ -401,10 +401,17 @@ fn topology(input: &Input<'_>, plan: &mut Plan) {
         }
         return;
     }
+    let fixes = slot_fixes(input, &observed, &problems);
+    let problems = formation_problems(problems);
     if input.form && !problems.is_empty() {
         plan.steps.push(Step::FormCluster {
             problems: problems.iter().map(ToString::to_string).collect(),
         });
+    }
+    // Open or unserved slots are repaired, never refused: finished or
+    // rolled back from what the masters report (`engine::fix`).
+    if input.form && !fixes.is_empty() {
+        plan.steps.push(Step::FixSlots { fixes });
     }
     if cluster {
         let balance = crate::balance::judge(&crate::balance::roles(input.targets, &observed));
@@ -425,6 +432,26 @@ fn topology(input: &Input<'_>, plan: &mut Plan) {
     if input.form {
         sentinels(input, plan);
     }
+}
+
+/// The repair of open and unserved slots, one line per slot or run of
+/// slots with the same repair.
+fn slot_fixes(
+    input: &Input<'_>,
+    observed: &[Option<Observation>],
+    problems: &[crate::problem::ClusterProblem],
+) -> Vec<String> {
+    use crate::engine::fix;
+    let slots = fix::slots_to_inspect(observed, fix::unserved_is_ours(problems));
+    if slots.is_empty() {
+        return Vec::new();
+    }
+    let keys: Vec<fix::SlotKeys> = (input.observed.targets.iter())
+        .map(|s| s.slot_keys.clone())
+        .collect();
+    let views = fix::slot_views(observed, &keys, &slots);
+    let fixes = fix::fixes(&views);
+    fix::describe(&fixes, &views, &fix::labels(input.targets, observed))
 }
 
 /// The sentinels' configs and starts; their repair is judged once the
