@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod balance;
 pub mod certs;
+pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod commands;
@@ -24,6 +25,7 @@ pub mod problem;
 pub mod process;
 pub mod progress;
 pub mod recover;
+pub mod repair;
 pub mod rotate;
 pub mod secrets;
 pub mod sentinel;
