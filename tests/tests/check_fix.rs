@@ -196,7 +196,12 @@ async fn every_key_there(lab: &Lab, password: &str, slot: u16) {
             .query_async(&mut owner)
             .await
             .unwrap();
-        assert_eq!(v.as_deref(), Some(format!("value {i}").as_str()), "{}", key(i));
+        assert_eq!(
+            v.as_deref(),
+            Some(format!("value {i}").as_str()),
+            "{}",
+            key(i)
+        );
     }
     // No copy left behind on another master.
     for m in masters(&nodes(&mut any).await) {
@@ -279,7 +284,11 @@ async fn a_healthy_cluster_passes_both_checks() {
     // Nothing to repair: fix says so and exits 0.
     let fix = paddock(&["fix", "-i", &inventory]);
     assert_eq!(fix.status.code(), Some(0), "{}", stderr(&fix));
-    assert!(stdout(&fix).contains("nothing to repair"), "{}", stdout(&fix));
+    assert!(
+        stdout(&fix).contains("nothing to repair"),
+        "{}",
+        stdout(&fix)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,15 +303,19 @@ async fn paddock_fix_finishes_an_interrupted_move() {
     checks_find_the_open_slot(&lab, &inventory, &password, &open);
     let plan = stdout(&paddock(&["plan", "-i", &inventory]));
     assert!(
-        plan.contains(&format!(
-            "slot {}: finish the move from ",
-            open.slot
-        )) && plan.contains(&format!("({} key(s) left)", KEYS - MOVED)),
+        plan.contains(&format!("slot {}: finish the move from ", open.slot))
+            && plan.contains(&format!("({} key(s) left)", KEYS - MOVED)),
         "{plan}"
     );
 
     let fix = paddock(&["fix", "-i", &inventory, "--json"]);
-    assert_eq!(fix.status.code(), Some(0), "{}{}", stdout(&fix), stderr(&fix));
+    assert_eq!(
+        fix.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&fix),
+        stderr(&fix)
+    );
     let v: serde_json::Value = serde_json::from_slice(&fix.stdout).expect("fix --json");
     assert_eq!(v["slots_repaired"], 1, "{v}");
     assert_eq!(v["left"], serde_json::json!([]), "{v}");
