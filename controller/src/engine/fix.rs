@@ -367,10 +367,13 @@ pub async fn fix_slots(scene: &Scene<'_>) -> Result<FixReport, Error> {
     let found = inspect(scene.fleet, scene.targets).await?;
     let nodes = node_indexes(&found.observed);
     let labels = labels(scene.targets, &found.observed);
+    // One line per run of slots, not per slot: thousands may be unserved.
+    for line in describe(&found.fixes, &found.views, &labels) {
+        scene.progress.step(line);
+    }
     let mut report = FixReport::default();
     let mut refused = Vec::new();
     for fix in &found.fixes {
-        let line = describe(std::slice::from_ref(fix), &found.views, &labels);
         match &fix.fix {
             SlotFix::Healthy => continue,
             SlotFix::NoMaster
@@ -378,11 +381,10 @@ pub async fn fix_slots(scene: &Scene<'_>) -> Result<FixReport, Error> {
                 kind: FixKind::Conflict { .. },
                 ..
             } => {
-                refused.extend(line);
-                continue;
+                let one = std::slice::from_ref(fix);
+                refused.extend(describe(one, &found.views, &labels));
             }
             SlotFix::Steps { steps, .. } => {
-                scene.progress.step(line.join(""));
                 let done = crate::engine::migrate::run_slot(scene, &nodes, fix.slot, steps).await?;
                 report.slots += 1;
                 report.keys += done.keys;
