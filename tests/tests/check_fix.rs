@@ -289,6 +289,33 @@ async fn a_healthy_cluster_passes_both_checks() {
         "{}",
         stdout(&fix)
     );
+
+    // An agent that does not answer: the check is incomplete (exit 3) and
+    // names the host; fix needs every agent.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent_pid(&lab, 2) as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let check = paddock(&["check", "-i", &inventory]);
+    assert_eq!(check.status.code(), Some(3), "{}", stdout(&check));
+    assert!(stdout(&check).contains("box3"), "{}", stdout(&check));
+    let fix = paddock(&["fix", "-i", &inventory]);
+    assert_eq!(fix.status.code(), Some(3), "{}", stderr(&fix));
+}
+
+/// The pid of box `box_index`'s agent, from the lab's state file.
+fn agent_pid(lab: &Lab, box_index: usize) -> u32 {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.dir().join("lab.json")).unwrap())
+            .unwrap();
+    state["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["host"] == format!("box{}", box_index + 1))
+        .unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
