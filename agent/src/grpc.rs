@@ -16,9 +16,17 @@ use crate::spec::Mode;
 use crate::supervisor::SupervisorHandle;
 use paddock_model::{LeaseRequest, LockReply, PutInstance, RedisCommand};
 
+/// How long a pipeline with a MIGRATE may take: its longest timeout and a
+/// margin, under the controller's 90 s call deadline.
+pub const MIGRATE_WAIT: std::time::Duration =
+    std::time::Duration::from_millis(crate::guard::MAX_MIGRATE_TIMEOUT_MS + 15_000);
+
 pub struct AgentService {
     pub supervisor: SupervisorHandle,
     pub connections: Connections,
+    /// For pipelines with a MIGRATE, which may wait up to
+    /// [`crate::guard::MAX_MIGRATE_TIMEOUT_MS`] on its target.
+    pub migrations: Connections,
     pub locks: crate::locks::Locks,
     pub data_dir: PathBuf,
     pub redis_server: PathBuf,
@@ -315,10 +323,16 @@ impl Agent for AgentService {
             crate::guard::check(c, &scope, allow_dangerous)
                 .map_err(|r| Status::permission_denied(r.to_string()))?;
         }
-        let replies = self
-            .connections
-            .run(&instance, &target.endpoint, target.pid, &commands)
+        let (run, parts) = crate::digest::expand(&commands, &target.spec.password);
+        let connections = if commands.iter().any(|c| crate::digest::is_migrate(c)) {
+            &self.migrations
+        } else {
+            &self.connections
+        };
+        let replies = connections
+            .run(&instance, &target.endpoint, target.pid, &run)
             .await?;
+        let replies = crate::digest::assemble(&parts, replies);
         Ok(Response::new(pb::RedisCommandResponse {
             replies: replies.into_iter().map(Into::into).collect(),
         }))

@@ -2,10 +2,11 @@
 //! the commands and argument shapes the controller sends, per kind of
 //! instance, and nothing else. Whoever holds the controller's certificate
 //! must not get, through the agent, what Redis would not give a client
-//! without the password: the password itself, data wiped or moved, scripts,
-//! files written, a stopped server, a connection left in another state, or
-//! Redis pointed (and so sending its password) at an address outside the
-//! deployment.
+//! without the password: the password itself, data wiped or moved out of
+//! the deployment (MIGRATE only moves keys between its members; values are
+//! never read, only digests of them), scripts, files written, a stopped
+//! server, a connection left in another state, or Redis pointed (and so
+//! sending its password) at an address outside the deployment.
 //!
 //! Without `allow_dangerous`:
 //! - any instance: PING; INFO of named sections;
@@ -26,10 +27,21 @@
 //!
 //! With `allow_dangerous`, also (the commands the controller marks so):
 //! REPLICAOF / SLAVEOF NO ONE or a member's address; CLUSTER SETSLOT with a
-//! member node; CLUSTER COUNTKEYSINSLOT of one slot 0-16383 (the slot
-//! repair and moves count keys: it reads no key or value); ACL SETUSER of a spec user with exactly its rendered
-//! password and rules (`reset on >PASSWORD RULES...`), ACL DELUSER of a user
-//! the spec does not have (never `default`), on a redis-server;
+//! member node (NODE also of the local node itself: the end of a move);
+//! CLUSTER DELSLOTSRANGE of one slot (S S); for slot moves, on a cluster
+//! instance: CLUSTER
+//! COUNTKEYSINSLOT / GETKEYSINSLOT of a valid slot (at most
+//! [`MAX_KEYS_PER_CALL`] keys), MIGRATE in its KEYS form only (empty key,
+//! db 0) to a member's address, a timeout of at most
+//! [`MAX_MIGRATE_TIMEOUT_MS`], REPLACE allowed, COPY and AUTH / AUTH2
+//! refused: the agent appends `AUTH <the stored spec's password>` itself,
+//! so the password never crosses the wire and the target can only be a
+//! member, which already knows it; and the agent's own [`DIGEST_COMMAND`]
+//! (per key a hash of its DUMP, computed in the agent: values never leave
+//! it). Key names are bytes, checked for count only. ACL SETUSER of a spec
+//! user with exactly its rendered password and rules (`reset on >PASSWORD
+//! RULES...`), ACL DELUSER of a user the spec does not have (never
+//! `default`), on a redis-server;
 //! ACL SETUSER default >new / <old and CONFIG SET masterauth
 //! (password rotation, the value a valid password; ACL SETUSER also on a
 //! sentinel, with SENTINEL SET auth-pass and SENTINEL CONFIG SET
@@ -40,8 +52,8 @@
 //!
 //! Never, flag or not: anything naming an address or node outside the
 //! spec's member list, anything that reads the password, and every command
-//! not listed above (FLUSHALL, EVAL, MIGRATE, PUBLISH, SUBSCRIBE, MULTI,
-//! CLIENT KILL, SHUTDOWN, ...).
+//! not listed above (FLUSHALL, EVAL, MIGRATE in any other form, PUBLISH,
+//! SUBSCRIBE, MULTI, CLIENT KILL, SHUTDOWN, ...).
 
 use std::fmt;
 
@@ -54,6 +66,16 @@ pub const MAX_WRITE_PAUSE_MS: u64 = 300_000;
 const MIN_NODE_TIMEOUT_MS: u64 = 100;
 /// A cluster has 16384 hash slots.
 const LAST_SLOT: u64 = 16383;
+/// The longest MIGRATE timeout (idle time talking to the target): the
+/// agent's connection for MIGRATE waits this plus a margin, and the
+/// controller's call deadline (90 s) is above both.
+pub const MAX_MIGRATE_TIMEOUT_MS: u64 = 60_000;
+/// The most keys one MIGRATE, GETKEYSINSLOT or [`DIGEST_COMMAND`] names.
+pub const MAX_KEYS_PER_CALL: usize = 1000;
+/// The agent's own command (not Redis's): per key, a digest of its value
+/// (see `crate::digest`), nil for a missing key. Only digests leave the
+/// agent, never values.
+pub const DIGEST_COMMAND: &str = "PADDOCK.DIGEST";
 
 const INFO_SECTIONS: [&str; 16] = [
     "server",
@@ -225,19 +247,37 @@ pub fn names_a_node(args: &[Vec<u8>]) -> bool {
         && matches!(w(1).as_deref(), Some(b"REPLICATE" | b"FORGET" | b"SETSLOT"))
 }
 
+/// Where the keys of a command that carries key names start: after `KEYS`
+/// in MIGRATE (not before its 6th argument), after the name in
+/// [`DIGEST_COMMAND`]. Keys are bytes, any bytes; every other argument must
+/// be UTF-8.
+pub fn key_start(args: &[Vec<u8>]) -> Option<usize> {
+    let name = args.first()?;
+    if name.eq_ignore_ascii_case(b"MIGRATE") {
+        (6..args.len())
+            .find(|&i| args[i].eq_ignore_ascii_case(b"KEYS"))
+            .map(|i| i + 1)
+    } else if name.eq_ignore_ascii_case(DIGEST_COMMAND.as_bytes()) {
+        Some(1)
+    } else {
+        None
+    }
+}
+
 /// Ok when the command may run on the instance `scope` describes.
 pub fn check(args: &[Vec<u8>], scope: &Scope<'_>, allow_dangerous: bool) -> Result<(), Refusal> {
-    let Some(words) = args
+    let split = key_start(args).unwrap_or(args.len());
+    let Some(words) = args[..split]
         .iter()
         .map(|a| std::str::from_utf8(a).ok())
         .collect::<Option<Vec<&str>>>()
     else {
         return Err(Refusal::Shape {
             command: label(args),
-            why: "arguments must be UTF-8".into(),
+            why: "arguments other than key names must be UTF-8".into(),
         });
     };
-    let need = allowed(&words, scope)?;
+    let need = allowed(&words, args.len() - split, scope)?;
     if need == Need::Flag && !allow_dangerous {
         return Err(Refusal::NeedsFlag {
             command: label(args),
@@ -281,7 +321,8 @@ fn label(args: &[Vec<u8>]) -> String {
     }
 }
 
-fn allowed(w: &[&str], scope: &Scope<'_>) -> Result<Need, Refusal> {
+/// `w`: the command's words; `keys`: how many key names follow them.
+fn allowed(w: &[&str], keys: usize, scope: &Scope<'_>) -> Result<Need, Refusal> {
     let name = w[0].to_ascii_uppercase();
     let sub = w.get(1).map(|s| s.to_ascii_uppercase()).unwrap_or_default();
     let command = if ["CLUSTER", "CONFIG", "CLIENT", "SENTINEL", "ACL"].contains(&name.as_str()) {
@@ -301,6 +342,17 @@ fn allowed(w: &[&str], scope: &Scope<'_>) -> Result<Need, Refusal> {
         ("ACL", "SETUSER") => acl_setuser(w, &command),
         ("ACL", "DELUSER") if redis => acl_deluser(w, scope, &command),
         ("CLUSTER", _) if scope.mode == Mode::Cluster => cluster(w, &sub, scope, &command),
+        ("MIGRATE", _) if scope.mode == Mode::Cluster => migrate(w, keys, scope, &command),
+        (DIGEST_COMMAND, _) if scope.mode == Mode::Cluster && n == 1 => {
+            if (1..=MAX_KEYS_PER_CALL).contains(&keys) {
+                Ok(Need::Flag)
+            } else {
+                Err(shape(
+                    &command,
+                    &format!("takes 1 to {MAX_KEYS_PER_CALL} key names"),
+                ))
+            }
+        }
         ("REPLICAOF" | "SLAVEOF", _) if scope.mode == Mode::Standalone => {
             replicaof(w, scope, &command)
         }
@@ -602,14 +654,32 @@ fn cluster(w: &[&str], sub: &str, scope: &Scope<'_>, command: &str) -> Result<Ne
         {
             Ok(Need::Nothing)
         }
-        "COUNTKEYSINSLOT" if n == 3 && w[2].parse::<u64>().is_ok_and(|s| s <= LAST_SLOT) => {
+        // One slot's claim dropped (a repair of a slot two masters claim);
+        // its keys stay where they are.
+        "DELSLOTSRANGE" if n == 4 && slot(w[2]) && w[2] == w[3] => Ok(Need::Flag),
+        "DELSLOTSRANGE" => Err(shape("takes one slot, as START END with START = END")),
+        "COUNTKEYSINSLOT" if n == 3 && slot(w[2]) => Ok(Need::Flag),
+        "GETKEYSINSLOT"
+            if n == 4
+                && slot(w[2])
+                && w[3]
+                    .parse::<usize>()
+                    .is_ok_and(|c| (1..=MAX_KEYS_PER_CALL).contains(&c)) =>
+        {
             Ok(Need::Flag)
         }
-        "COUNTKEYSINSLOT" => Err(shape("takes one slot 0-16383")),
-        "SETSLOT" if n >= 4 && w[2].parse::<u64>().is_ok_and(|s| s <= LAST_SLOT) => {
+        "COUNTKEYSINSLOT" | "GETKEYSINSLOT" => Err(shape(&format!(
+            "takes a slot 0-{LAST_SLOT} (and, for GETKEYSINSLOT, a count of 1 to {MAX_KEYS_PER_CALL})"
+        ))),
+        "SETSLOT" if n >= 4 && slot(w[2]) => {
             let how = w[3].to_ascii_uppercase();
             match (how.as_str(), n) {
                 ("STABLE", 4) => Ok(Need::Flag),
+                // The end of a move: the target is told first that it owns
+                // the slot, by its own id.
+                ("NODE", 5) if scope.nodes.iter().any(|k| k.myself && k.id == w[4]) => {
+                    Ok(Need::Flag)
+                }
                 ("NODE" | "MIGRATING" | "IMPORTING", 5) => node(w[4], false).map(|()| Need::Flag),
                 _ => Err(shape(
                     "takes SLOT STABLE or SLOT NODE|MIGRATING|IMPORTING NODE-ID",
@@ -619,6 +689,46 @@ fn cluster(w: &[&str], sub: &str, scope: &Scope<'_>, command: &str) -> Result<Ne
         _ => Err(Refusal::NotAllowed {
             command: command.to_owned(),
             kind: scope.kind(),
+        }),
+    }
+}
+
+fn slot(s: &str) -> bool {
+    s.parse::<u64>().is_ok_and(|s| s <= LAST_SLOT)
+}
+
+/// MIGRATE (cluster instance): only `MIGRATE HOST PORT "" 0 TIMEOUT
+/// [REPLACE] KEYS key...` to a member's address, a bounded timeout and
+/// number of keys. No COPY (a slot move must leave the source empty), no
+/// AUTH / AUTH2 (the agent adds the deployment's password itself, so it
+/// never travels from the caller, nor can a caller send another).
+fn migrate(w: &[&str], keys: usize, scope: &Scope<'_>, command: &str) -> Result<Need, Refusal> {
+    let form = format!(
+        "only `MIGRATE HOST PORT \"\" 0 TIMEOUT [REPLACE] KEYS key...` with a timeout of 1 to {MAX_MIGRATE_TIMEOUT_MS} ms and 1 to {MAX_KEYS_PER_CALL} keys (no COPY, no AUTH: the agent authenticates)"
+    );
+    let n = w.len();
+    let options_ok = match n {
+        7 => true,
+        8 => w[6].eq_ignore_ascii_case("REPLACE"),
+        _ => false,
+    };
+    let ok = options_ok
+        && w[n - 1].eq_ignore_ascii_case("KEYS")
+        && w[3].is_empty()
+        && w[4] == "0"
+        && w[5]
+            .parse::<u64>()
+            .is_ok_and(|t| (1..=MAX_MIGRATE_TIMEOUT_MS).contains(&t))
+        && (1..=MAX_KEYS_PER_CALL).contains(&keys);
+    if !ok {
+        return Err(shape(command, &form));
+    }
+    match member_peer(w[1], w[2]) {
+        Some(p) if scope.members.redis.contains(&p) => Ok(Need::Flag),
+        _ => Err(Refusal::Outside {
+            command: command.to_owned(),
+            what: format!("{}:{}", w[1], w[2]),
+            deployment: scope.deployment.to_owned(),
         }),
     }
 }
@@ -1014,11 +1124,7 @@ mod tests {
             "CLUSTER FLUSHSLOTS",
             "CLUSTER DELSLOTS 1",
             "CLUSTER ADDSLOTSRANGE 0 16384",
-            "CLUSTER COUNTKEYSINSLOT 16384",
-            "CLUSTER COUNTKEYSINSLOT",
-            "CLUSTER COUNTKEYSINSLOT 1 2",
             "CLUSTER COUNTKEYSINSLOT -1",
-            "CLUSTER COUNTKEYSINSLOT x",
             "ACL SETUSER default nopass",
             "ACL SETUSER app >0123456789abcdef0123",
             "ACL SETUSER default >short",
@@ -1138,6 +1244,140 @@ mod tests {
                 assert!(check_in(mode, c, true).is_err(), "{mode:?} {c}");
             }
         }
+    }
+
+    /// Slot moves: keys counted, listed, migrated (KEYS form only, to a
+    /// member, bounded, never with a caller's AUTH or COPY) and digested,
+    /// all with the flag, on a cluster instance only.
+    #[test]
+    fn slot_moves_run_only_in_their_own_shapes() {
+        for c in [
+            "CLUSTER COUNTKEYSINSLOT 0",
+            "CLUSTER COUNTKEYSINSLOT 16383",
+            "CLUSTER DELSLOTSRANGE 7 7",
+            "CLUSTER SETSLOT 7 NODE aaaa000000000000000000000000000000000000",
+            "CLUSTER GETKEYSINSLOT 5 1000",
+            "CLUSTER getkeysinslot 5 1",
+            "MIGRATE 10.0.0.2 7000  0 10000 KEYS a b",
+            "MIGRATE 10.0.0.3 7000  0 60000 REPLACE KEYS a",
+            "migrate 10.0.0.2 7000  0 1 replace keys KEYS",
+            "PADDOCK.DIGEST a b c",
+            "paddock.digest a",
+        ] {
+            assert_eq!(check_in(Cluster, c, true), Ok(()), "{c}");
+            assert!(
+                matches!(check_in(Cluster, c, false), Err(Refusal::NeedsFlag { .. })),
+                "{c} needs the flag"
+            );
+            for mode in [Standalone, Sentinel] {
+                assert!(check_in(mode, c, true).is_err(), "{mode:?} {c}");
+            }
+        }
+        for c in [
+            "CLUSTER DELSLOTSRANGE 7 8",
+            "CLUSTER DELSLOTSRANGE 0 16383",
+            "CLUSTER DELSLOTSRANGE 7",
+            "CLUSTER SETSLOT 7 IMPORTING aaaa000000000000000000000000000000000000",
+            "CLUSTER SETSLOT 7 MIGRATING aaaa000000000000000000000000000000000000",
+            "CLUSTER COUNTKEYSINSLOT 16384",
+            "CLUSTER COUNTKEYSINSLOT x",
+            "CLUSTER COUNTKEYSINSLOT",
+            "CLUSTER COUNTKEYSINSLOT 1 2",
+            "CLUSTER GETKEYSINSLOT 5 0",
+            "CLUSTER GETKEYSINSLOT 5 1001",
+            "CLUSTER GETKEYSINSLOT 5",
+            "CLUSTER GETKEYSINSLOT -1 10",
+            "MIGRATE 10.0.0.2 7000 k 0 10000",
+            "MIGRATE 10.0.0.2 7000 k 0 10000 KEYS a",
+            "MIGRATE 10.0.0.2 7000  1 10000 KEYS a",
+            "MIGRATE 10.0.0.2 7000  0 0 KEYS a",
+            "MIGRATE 10.0.0.2 7000  0 60001 KEYS a",
+            "MIGRATE 10.0.0.2 7000  0 1000 COPY KEYS a",
+            "MIGRATE 10.0.0.2 7000  0 1000 COPY REPLACE KEYS a",
+            "MIGRATE 10.0.0.2 7000  0 1000 REPLACE REPLACE KEYS a",
+            "MIGRATE 10.0.0.2 7000  0 1000 AUTH pw KEYS a",
+            "MIGRATE 10.0.0.2 7000  0 1000 AUTH2 default pw KEYS a",
+            "MIGRATE 10.0.0.2 7000  0 1000 KEYS",
+            "MIGRATE 10.0.0.2 7000  0 1000",
+            "PADDOCK.DIGEST",
+        ] {
+            assert!(
+                matches!(check_in(Cluster, c, true), Err(Refusal::Shape { .. })),
+                "{c}: {:?}",
+                check_in(Cluster, c, true)
+            );
+        }
+        for c in [
+            "MIGRATE 10.9.9.9 7000  0 1000 KEYS a",
+            "MIGRATE 10.0.0.2 7001  0 1000 KEYS a",
+            "MIGRATE localhost 7000  0 1000 KEYS a",
+            "MIGRATE 10.0.0.2 0  0 1000 KEYS a",
+        ] {
+            assert!(
+                matches!(check_in(Cluster, c, true), Err(Refusal::Outside { .. })),
+                "{c}"
+            );
+        }
+        let many = vec!["k"; MAX_KEYS_PER_CALL + 1].join(" ");
+        for c in [
+            format!("MIGRATE 10.0.0.2 7000  0 1000 KEYS {many}"),
+            format!("PADDOCK.DIGEST {many}"),
+        ] {
+            assert!(check_in(Cluster, &c, true).is_err());
+        }
+    }
+
+    /// Key names are bytes, whatever they hold; the other arguments stay
+    /// UTF-8.
+    #[test]
+    fn key_names_are_bytes() {
+        let members = members();
+        let nodes = nodes();
+        let scope = Scope {
+            mode: Cluster,
+            deployment: "lab",
+            master_name: None,
+            members: &members,
+            maxmemory_bytes: 0,
+            maxmemory_policy: "noeviction",
+            cluster_node_timeout_ms: 5000,
+            min_replicas_to_write: 0,
+            min_replicas_max_lag_s: 10,
+            appendonly: false,
+            rdb_snapshots: false,
+            users: &[],
+            nodes: &nodes,
+        };
+        let words =
+            |s: &str| -> Vec<Vec<u8>> { s.split(' ').map(|w| w.as_bytes().to_vec()).collect() };
+        let binary = vec![0xff, 0x00, b' ', 0xfe];
+        let mut migrate = words("MIGRATE 10.0.0.2 7000  0 1000 KEYS");
+        migrate.push(binary.clone());
+        assert_eq!(check(&migrate, &scope, true), Ok(()));
+        let mut digest = words("PADDOCK.DIGEST");
+        digest.push(binary.clone());
+        assert_eq!(check(&digest, &scope, true), Ok(()));
+        let mut bad_host = words("MIGRATE 10.0.0.2 7000  0 1000 KEYS a");
+        bad_host[1] = binary.clone();
+        assert!(matches!(
+            check(&bad_host, &scope, true),
+            Err(Refusal::Shape { .. })
+        ));
+        // Elsewhere a non-UTF-8 argument is refused as before.
+        let mut get = words("CLUSTER GETKEYSINSLOT 5");
+        get.push(binary);
+        assert!(matches!(
+            check(&get, &scope, true),
+            Err(Refusal::Shape { .. })
+        ));
+        assert_eq!(key_start(&words("MIGRATE a b  0 1 KEYS x y")), Some(7));
+        assert_eq!(
+            key_start(&words("MIGRATE a b  0 1 REPLACE KEYS x")),
+            Some(8)
+        );
+        assert_eq!(key_start(&words("MIGRATE a b KEYS 0 1")), None);
+        assert_eq!(key_start(&words("PADDOCK.DIGEST x")), Some(1));
+        assert_eq!(key_start(&words("GET x")), None);
     }
 
     #[test]

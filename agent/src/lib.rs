@@ -7,6 +7,7 @@
 mod accept;
 pub mod config;
 pub mod diff;
+mod digest;
 mod endpoint;
 pub mod error;
 pub mod facts;
@@ -255,6 +256,7 @@ async fn serve_grpc(
     let service = grpc::AgentService {
         supervisor,
         connections: Default::default(),
+        migrations: redis_access::Connections::with_response_timeout(grpc::MIGRATE_WAIT),
         locks: Default::default(),
         data_dir: config.data_dir.clone(),
         redis_server: config.redis_server.clone(),

@@ -350,7 +350,7 @@ pub async fn apply_command(
         (Some(file), _) => {
             let saved = SavedPlan::load(file)?;
             let options = ApplyOptions {
-                limit: saved.limit.clone(),
+                limit: saved_limit(file, &saved.limit, &options.limit)?,
                 ..options.clone()
             };
             apply_checked(&saved.inventory, &options, Some(&saved)).await
@@ -360,6 +360,28 @@ pub async fn apply_command(
             "apply needs -i INVENTORY or a plan file saved by `paddock plan --out`".into(),
         )),
     }
+}
+
+/// The hosts a saved plan is applied to: the ones it was planned for. A
+/// different `--limit` on the command line would act on hosts the plan did
+/// not look at (or skip ones it planned for), so it is refused, not ignored.
+fn saved_limit(file: &Path, saved: &[String], given: &[String]) -> Result<Vec<String>, Error> {
+    if given.is_empty() || given == saved {
+        return Ok(saved.to_vec());
+    }
+    let shown = |l: &[String]| {
+        if l.is_empty() {
+            "no --limit (every host)".to_owned()
+        } else {
+            format!("--limit {}", l.join(","))
+        }
+    };
+    Err(Error::Usage(format!(
+        "{} was planned with {}, not {}: apply it without --limit, or plan again with the new one",
+        file.display(),
+        shown(saved),
+        shown(given)
+    )))
 }
 
 /// Applies, after checking (under the lock) that what is observed now is
@@ -611,5 +633,40 @@ impl Run<'_> {
         self.progress.step(s.clone());
         skipped.push(s);
         Ok((rounds, formation, true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_plan_runs_on_the_hosts_it_was_planned_for() {
+        let file = Path::new("plan.json");
+        let l = |s: &[&str]| s.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>();
+        // (saved, given, applied on, or refused)
+        type Row = (
+            &'static [&'static str],
+            &'static [&'static str],
+            Option<&'static [&'static str]>,
+        );
+        let rows: &[Row] = &[
+            (&[], &[], Some(&[])),
+            (&["box1"], &[], Some(&["box1"])),
+            (&["box1"], &["box1"], Some(&["box1"])),
+            (&["box1"], &["box2"], None),
+            (&[], &["box2"], None),
+        ];
+        for (saved, given, want) in rows {
+            let got = saved_limit(file, &l(saved), &l(given));
+            match want {
+                Some(w) => assert_eq!(got.unwrap(), l(w), "{saved:?} {given:?}"),
+                None => {
+                    let e = got.unwrap_err();
+                    assert!(matches!(e, Error::Usage(_)), "{e}");
+                    assert!(e.to_string().contains("plan.json"), "{e}");
+                }
+            }
+        }
     }
 }

@@ -396,12 +396,24 @@ impl AgentClient {
         commands: &[&[&str]],
         allow_dangerous: bool,
     ) -> Result<Vec<Reply>, Error> {
+        let commands = commands
+            .iter()
+            .map(|c| c.iter().map(|a| a.as_bytes().to_vec()).collect())
+            .collect();
+        self.redis_bytes(instance, commands, allow_dangerous).await
+    }
+
+    /// As [`AgentClient::redis`] with arguments as bytes (key names are
+    /// binary-safe).
+    pub async fn redis_bytes(
+        &self,
+        instance: &str,
+        commands: Vec<Vec<Vec<u8>>>,
+        allow_dangerous: bool,
+    ) -> Result<Vec<Reply>, Error> {
         let request: pb::RedisCommandRequest = RedisCommand {
             instance: instance.into(),
-            commands: commands
-                .iter()
-                .map(|c| c.iter().map(|a| a.as_bytes().to_vec()).collect())
-                .collect(),
+            commands,
             allow_dangerous,
         }
         .into();

@@ -389,6 +389,27 @@ pub async fn failover(
     Ok(Exit::Done)
 }
 
+/// `paddock rebalance`: the moves and what they moved, as text or JSON.
+pub async fn rebalance(
+    inventory: &Path,
+    threshold_pct: f64,
+    weights: Vec<(String, u32)>,
+    json: bool,
+    ctx: &Context,
+) -> Result<Exit, Error> {
+    let options = crate::rebalance::Options {
+        threshold_pct,
+        weights,
+    };
+    let report = crate::rebalance::rebalance(inventory, &options, true, ctx.security).await?;
+    if json {
+        print_json(&report)?;
+    } else {
+        print!("{report}");
+    }
+    Ok(Exit::Done)
+}
+
 pub async fn rotate_password(inventory: &Path, finish: bool, ctx: &Context) -> Result<Exit, Error> {
     let message = crate::rotate::rotate(inventory, finish, true, ctx.security).await?;
     println!("{message}");

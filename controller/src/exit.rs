@@ -62,7 +62,10 @@ impl Error {
             | Error::HostCheck(_)
             | Error::Unsupported(_)
             | Error::Lab(_)
-            | Error::Certs(_) => Exit::Failed,
+            | Error::Certs(_)
+            | Error::SlotMove { .. }
+            | Error::SlotMismatch { .. }
+            | Error::Unhealthy(_) => Exit::Failed,
         }
     }
 }

@@ -468,8 +468,10 @@ async fn choose_replica(
 ) -> Result<Option<usize>, Error> {
     match choice {
         Choice::Replica(label) if *label == targets[master].label() => Ok(None),
-        Choice::Replica(_) if !sentinels.targets.is_empty() => Err(Error::Unsupported(
-            "with Sentinel, the sentinels choose the replica to promote; run `paddock failover` without --replica".into(),
+        // A usage mistake (exit 2), not a failure: the command line asks
+        // for what this topology does not let the operator choose.
+        Choice::Replica(_) if !sentinels.targets.is_empty() => Err(Error::Usage(
+            "with Sentinel, the sentinels choose the replica to promote; run `paddock failover` without --to".into(),
         )),
         Choice::Replica(label) => targets
             .iter()

@@ -24,6 +24,7 @@ pub mod output;
 pub mod problem;
 pub mod process;
 pub mod progress;
+pub mod rebalance;
 pub mod recover;
 pub mod repair;
 pub mod rotate;
@@ -119,6 +120,31 @@ pub enum Error {
         since: String,
         ttl_s: u32,
     },
+    /// A command of a slot move was refused; the slot may be left open for
+    /// `paddock fix` to finish or roll back.
+    #[error(
+        "slot {slot}, {step} on {node}: {message}\n  hint: the slot may be left open (importing/migrating); `paddock fix` finishes or rolls it back"
+    )]
+    SlotMove {
+        slot: u16,
+        node: String,
+        step: String,
+        message: String,
+    },
+    /// A verified batch did not arrive as it left: the move stopped with
+    /// the slot open and these keys on both sides or neither.
+    #[error(
+        "slot {slot}: moved keys do not match ({what}); stopped with the slot open. Keys: {}\n  hint: a client writing these keys during the move reads as a mismatch; check them on both masters, then `paddock fix` and run the move again",
+        keys.join(", ")
+    )]
+    SlotMismatch {
+        slot: u16,
+        what: String,
+        keys: Vec<String>,
+    },
+    /// The cluster is not in a state the command can start from.
+    #[error("{0}")]
+    Unhealthy(String),
 }
 
 impl Error {

@@ -220,6 +220,28 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Spread a cluster's slots evenly over its masters (or by host
+    /// weights), moving keys with verified MIGRATE batches, as redis-cli's
+    /// `--cluster rebalance`. Refuses a cluster that is not healthy or has
+    /// open slots (see `paddock fix`).
+    ///
+    /// Example: paddock rebalance -i inventory.toml
+    /// Example: paddock rebalance -i inventory.toml --weight clusternodeC=0
+    Rebalance {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Move nothing while every master is within PCT percent of its
+        /// share.
+        #[arg(long, value_name = "PCT", default_value_t = paddock_controller::slots::DEFAULT_THRESHOLD_PCT)]
+        threshold: f64,
+        /// The relative share of the masters on HOST (default 1; 0 drains
+        /// them). Repeatable.
+        #[arg(long, value_name = "HOST=W", value_parser = paddock_controller::rebalance::parse_weight)]
+        weight: Vec<(String, u32)>,
+        /// Print the moves and what was moved as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a HELD master empty. An agent holds down a master that keeps
     /// no data on disk while a replica may still hold its data set, and
     /// keeps asking the replicas to take over; when none will come back,
@@ -492,6 +514,12 @@ async fn run(cli: Cli) -> Result<Exit, paddock_controller::Error> {
             to,
             timeout,
         } => commands::failover(&inventory, shard, to, Duration::from_secs(timeout), &ctx).await,
+        Cmd::Rebalance {
+            inventory,
+            threshold,
+            weight,
+            json,
+        } => commands::rebalance(&inventory, threshold, weight, json, &ctx).await,
         Cmd::RotatePassword { inventory, finish } => {
             commands::rotate_password(&inventory, finish, &ctx).await
         }

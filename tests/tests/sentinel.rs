@@ -145,6 +145,17 @@ async fn sentinel_lab_fails_over_on_a_master_kill_and_loses_no_acknowledged_writ
     );
     assert_eq!(follower.master().await, Some(new_master));
 
+    // Choosing the replica is the sentinels' job: asking for one is a
+    // usage mistake (exit 2) that names the flag, and nothing moves.
+    let chosen = paddock(&["failover", "-i", &inventory, "--to", "box1:redis-7000"]);
+    assert_eq!(chosen.status.code(), Some(2), "{}", stderr(&chosen));
+    assert!(
+        stderr(&chosen).contains("without --to"),
+        "{}",
+        stderr(&chosen)
+    );
+    assert_eq!(follower.master().await, Some(new_master));
+
     // A manual failover while a client writes: nothing acknowledged is lost.
     let inventory2 = inventory.clone();
     let (done_tx, done) = std::sync::mpsc::channel();

@@ -303,6 +303,9 @@ async fn form(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<(),
                     report.slots, report.keys
                 ));
             }
+            Step::MoveSlots { moves } => {
+                crate::engine::migrate::move_slots(scene, moves).await?;
+            }
             Step::Rebalance { .. } => {
                 crate::engine::rolling::restore_balance(
                     scene.fleet,
