@@ -184,8 +184,8 @@ pub struct Reshard {
 }
 
 /// Whether the slots the nodes report (any node's view) are served in the
-/// layout of `masters` shards: every master with slots serves one shard's
-/// range, or part of it. A cluster with no slots assigned yet, or only some
+/// layout of `masters` shards (every master with slots serves one shard's
+/// range, or part of it), or at least by `masters` masters. A cluster with no slots assigned yet, or only some
 /// shards assigned (an interrupted formation), needs no resharding.
 pub fn reshard_needed(observed: &[Option<Observation>], masters: u32) -> Option<Reshard> {
     let layout: BTreeSet<(u32, u32)> = (0..masters).map(|i| shard_slots(i, masters)).collect();
@@ -202,8 +202,11 @@ pub fn reshard_needed(observed: &[Option<Observation>], masters: u32) -> Option<
             .iter()
             .any(|&(a, b)| slots.iter().all(|&(x, y)| a <= x && y <= b))
     });
-    (!fits).then_some(Reshard {
-        serving: served.len() as u32,
+    // Slots spread another way over as many masters (`paddock rebalance`,
+    // an interrupted one too) need no change of shape.
+    let serving = served.len() as u32;
+    (!fits && serving != masters).then_some(Reshard {
+        serving,
         wanted: masters,
     })
 }
@@ -611,6 +614,16 @@ mod tests {
                     "a 127.0.1.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
                      b 127.0.1.2:7000@17000 master - 0 0 2 connected 5461-10920\n\
                      c 127.0.1.3:7000@17000 master - 0 0 3 connected 10922-16383\n",
+                )],
+                3,
+                None,
+            ),
+            (
+                "rebalanced (weights, or cut short): as many masters, other ranges",
+                vec![view(
+                    "a 127.0.1.1:7000@17000 myself,master - 0 0 1 connected 0-5460 10000-10921 16000-16383\n\
+                     b 127.0.1.2:7000@17000 master - 0 0 2 connected 5461-9999\n\
+                     c 127.0.1.3:7000@17000 master - 0 0 3 connected 10922-15999\n",
                 )],
                 3,
                 None,
