@@ -69,11 +69,15 @@ pub fn slots_to_inspect(observed: &[Option<Observation>], unserved: bool) -> Vec
 }
 
 /// Pure: per slot of `slots`, what every master reports about it; `keys`
-/// per target index (missing counts are 0).
+/// per target index (missing counts are 0). A master not `staying` (one
+/// that leaves the cluster: missing entries stay) counts for a slot only
+/// when it claims it, marks it open or holds keys in it, so a repair never
+/// gives it a slot it has nothing of.
 pub fn slot_views(
     observed: &[Option<Observation>],
     keys: &[SlotKeys],
     slots: &[Slot],
+    staying: &[bool],
 ) -> BTreeMap<Slot, Vec<SlotView>> {
     let masters = masters(observed);
     slots
@@ -81,29 +85,40 @@ pub fn slot_views(
         .map(|&slot| {
             let views = masters
                 .iter()
-                .map(|&(i, me)| {
-                    let mark = |d: Direction| {
-                        me.open_slots
-                            .iter()
-                            .find(|o| o.slot == slot && o.direction == d)
-                            .map(|o| o.node_id.clone())
-                    };
-                    SlotView {
-                        node: me.id.clone(),
-                        owns: me
-                            .slots
-                            .iter()
-                            .any(|&(a, b)| (a..=b).contains(&u32::from(slot))),
-                        migrating_to: mark(Direction::Migrating),
-                        importing_from: mark(Direction::Importing),
-                        keys: keys.get(i).and_then(|k| k.get(&slot)).copied().unwrap_or(0),
-                        slots_served: me.slot_count(),
-                    }
+                .map(|&(i, me)| (i, view(me, slot, keys.get(i))))
+                .filter(|(i, v)| {
+                    staying.get(*i).copied().unwrap_or(true)
+                        || v.owns
+                        || v.keys > 0
+                        || v.migrating_to.is_some()
+                        || v.importing_from.is_some()
                 })
+                .map(|(_, v)| v)
                 .collect();
             (slot, views)
         })
         .collect()
+}
+
+/// What master `me` reports about `slot`.
+fn view(me: &NodeLine, slot: Slot, keys: Option<&SlotKeys>) -> SlotView {
+    let mark = |d: Direction| {
+        me.open_slots
+            .iter()
+            .find(|o| o.slot == slot && o.direction == d)
+            .map(|o| o.node_id.clone())
+    };
+    SlotView {
+        node: me.id.clone(),
+        owns: me
+            .slots
+            .iter()
+            .any(|&(a, b)| (a..=b).contains(&u32::from(slot))),
+        migrating_to: mark(Direction::Migrating),
+        importing_from: mark(Direction::Importing),
+        keys: keys.and_then(|k| k.get(&slot)).copied().unwrap_or(0),
+        slots_served: me.slot_count(),
+    }
 }
 
 /// One slot's repair, as decided from the views.
@@ -343,7 +358,7 @@ pub async fn inspect(fleet: &Fleet, targets: &[Target]) -> Result<Inspected, Err
     let unserved = unserved_is_ours(&assess(&members(targets), &observed));
     let slots = slots_to_inspect(&observed, unserved);
     let keys = count_keys(fleet, targets, &observed, &slots).await?;
-    let views = slot_views(&observed, &keys, &slots);
+    let views = slot_views(&observed, &keys, &slots, &[]);
     let fixes = fixes(&views);
     Ok(Inspected {
         observed,
@@ -484,7 +499,7 @@ dd 10.0.0.2:7001@17001 slave aa 0 0 1 connected
     #[test]
     fn each_master_reports_its_claim_marks_and_keys() {
         let open = cluster(["", "[5461->-cc]", "[5461-<-bb]", ""]);
-        let views = slot_views(&open, &keys(&[(1, 5461, 30), (2, 5461, 7)]), &[5461]);
+        let views = slot_views(&open, &keys(&[(1, 5461, 30), (2, 5461, 7)]), &[5461], &[]);
         let v = &views[&5461];
         assert_eq!(v.len(), 3, "masters only: {v:?}");
         let by = |id: &str| v.iter().find(|x| x.node == id).unwrap();
@@ -542,7 +557,7 @@ dd 10.0.0.2:7001@17001 slave aa 0 0 1 connected
         for (name, open, counts, unserved, want) in table {
             let observed = cluster(open);
             let slots = slots_to_inspect(&observed, unserved);
-            let views = slot_views(&observed, &keys(&counts), &slots);
+            let views = slot_views(&observed, &keys(&counts), &slots, &[]);
             let fixes = fixes(&views);
             assert_eq!(describe(&fixes, &views, &labels()), want, "{name}");
         }
@@ -558,7 +573,7 @@ dd 10.0.0.2:7001@17001 slave aa 0 0 1 connected
         }
         let slots = slots_to_inspect(&observed, true);
         assert_eq!(slots, vec![5461, 5462, 5463]);
-        let views = slot_views(&observed, &keys(&[(2, 5462, 2)]), &slots);
+        let views = slot_views(&observed, &keys(&[(2, 5462, 2)]), &slots, &[]);
         let fixes = fixes(&views);
         assert_eq!(
             describe(&fixes, &views, &labels()),
@@ -568,6 +583,23 @@ dd 10.0.0.2:7001@17001 slave aa 0 0 1 connected
                 "slot 5462: served by no master: c:r takes it (0 key(s) move to it)",
                 "slot 5463: served by no master: b:r takes it (0 key(s) move to it)",
             ]
+        );
+        // b leaves the cluster: it gets none; c holds 5462's keys, a and c
+        // serve as many slots, so a (the first by id) takes the others.
+        let views = slot_views(&observed, &keys(&[(2, 5462, 2)]), &slots, &[true, false]);
+        assert_eq!(
+            describe(&super::fixes(&views), &views, &labels()),
+            vec![
+                "slot 5461: served by no master: a:r takes it (0 key(s) move to it)",
+                "slot 5462: served by no master: c:r takes it (0 key(s) move to it)",
+                "slot 5463: served by no master: a:r takes it (0 key(s) move to it)",
+            ]
+        );
+        // ...unless it holds a slot's keys.
+        let views = slot_views(&observed, &keys(&[(1, 5461, 4)]), &[5461], &[true, false]);
+        assert_eq!(
+            describe(&super::fixes(&views), &views, &labels()),
+            vec!["slot 5461: served by no master: b:r takes it (0 key(s) move to it)"]
         );
     }
 

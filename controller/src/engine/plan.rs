@@ -449,7 +449,7 @@ fn slot_fixes(
     let keys: Vec<fix::SlotKeys> = (input.observed.targets.iter())
         .map(|s| s.slot_keys.clone())
         .collect();
-    let views = fix::slot_views(observed, &keys, &slots);
+    let views = fix::slot_views(observed, &keys, &slots, &[]);
     let fixes = fix::fixes(&views);
     fix::describe(&fixes, &views, &fix::labels(input.targets, observed))
 }
