@@ -130,6 +130,24 @@ mod tests {
                 4,
             ),
             (Error::NotConverged("no".into()), 1),
+            (Error::Unhealthy("open slots".into()), 1),
+            (
+                Error::SlotMove {
+                    slot: 7,
+                    node: "box1:redis-7000".into(),
+                    step: "CLUSTER SETSLOT 7 NODE x".into(),
+                    message: "ERR no".into(),
+                },
+                1,
+            ),
+            (
+                Error::SlotMismatch {
+                    slot: 7,
+                    what: "differ".into(),
+                    keys: vec!["\"k\"".into()],
+                },
+                1,
+            ),
             (
                 Error::Io {
                     path: "x".into(),

@@ -92,6 +92,12 @@ pub async fn rebalance(
             d.name
         )));
     }
+    if !(options.threshold_pct.is_finite() && options.threshold_pct >= 0.0) {
+        return Err(Error::Usage(format!(
+            "--threshold {}: a percentage, 0 or more",
+            options.threshold_pct
+        )));
+    }
     for (host, _) in &options.weights {
         if !deployment.inventory.hosts.iter().any(|h| h.name == *host) {
             return Err(Error::Usage(format!(
@@ -116,9 +122,12 @@ async fn locked(
 ) -> Result<Report, Error> {
     let targets = deployment.targets();
     let observed = observe_all(fleet, &targets).await;
-    blocking(&assess(&members(&targets), &observed))?;
-    let ids = migrate::master_ids(&targets, &observed);
     let (current, wanted) = shares(&targets, &observed, &options.weights);
+    blocking(
+        &assess(&members(&targets), &observed),
+        current.uncovered().is_empty(),
+    )?;
+    let ids = migrate::master_ids(&targets, &observed);
     let moves = match slots::plan_moves(&current, &wanted, options.threshold_pct) {
         Balance::Within => return Ok(Report::new(Vec::new(), &MoveReport::default())),
         Balance::NoRecipient => {
@@ -143,8 +152,13 @@ async fn locked(
 }
 
 /// Refuses to start on a cluster that is not healthy; open slots (a move
-/// cut short) get their own hint.
-fn blocking(problems: &[ClusterProblem]) -> Result<(), Error> {
+/// cut short) get their own hint. A shard whose master serves no slot is
+/// one a rebalance drained (weight 0): fine while every slot is served.
+fn blocking(problems: &[ClusterProblem], all_served: bool) -> Result<(), Error> {
+    let problems: Vec<&ClusterProblem> = problems
+        .iter()
+        .filter(|p| !(all_served && matches!(p, ClusterProblem::ShardWithoutMaster { .. })))
+        .collect();
     let open: Vec<String> = problems
         .iter()
         .filter(|p| matches!(p, ClusterProblem::OpenSlots { .. }))
@@ -159,7 +173,7 @@ fn blocking(problems: &[ClusterProblem]) -> Result<(), Error> {
     if !problems.is_empty() {
         return Err(Error::Unhealthy(format!(
             "the cluster is not healthy, so nothing was moved:\n  - {}\n  hint: see `paddock status`; `paddock apply` repairs what it can",
-            crate::problem::join(problems, "\n  - ")
+            crate::problem::join(&problems, "\n  - ")
         )));
     }
     Ok(())
@@ -227,18 +241,25 @@ mod tests {
 
     #[test]
     fn open_slots_point_to_fix_and_other_problems_to_status() {
-        assert!(blocking(&[]).is_ok());
+        assert!(blocking(&[], true).is_ok());
         let open = ClusterProblem::OpenSlots {
             node: "box1:redis-7000".into(),
             slots: vec!["[93->-e7d1]".into()],
         };
         let other = ClusterProblem::SlotsUnserved { served: 100 };
-        let e = blocking(&[other.clone(), open]).unwrap_err().to_string();
+        let e = blocking(&[other.clone(), open], false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("paddock fix"), "{e}");
-        let e = blocking(&[other]).unwrap_err().to_string();
+        let e = blocking(&[other], false).unwrap_err().to_string();
         assert!(
             e.contains("not healthy") && !e.contains("paddock fix"),
             "{e}"
         );
+        // A drained shard, every slot served elsewhere: fine; not when
+        // slots are unserved.
+        let drained = ClusterProblem::ShardWithoutMaster { shard: 2 };
+        assert!(blocking(std::slice::from_ref(&drained), true).is_ok());
+        assert!(blocking(&[drained], false).is_err());
     }
 }

@@ -128,6 +128,7 @@ fn every_command_has_an_example_and_completions_cover_them() {
         &["prune"],
         &["destroy"],
         &["failover"],
+        &["rebalance"],
         &["rotate-password"],
         &["logs"],
         &["events"],
@@ -154,7 +155,7 @@ fn every_command_has_an_example_and_completions_cover_them() {
         let out = paddock(&["completions", shell]);
         assert!(out.status.success(), "{shell}: {}", stderr(&out));
         let script = stdout(&out);
-        for sub in ["apply", "failover", "rotate-password", "lab"] {
+        for sub in ["apply", "failover", "rebalance", "rotate-password", "lab"] {
             assert!(script.contains(sub), "{shell} completion lacks {sub}");
         }
         if shell == "bash" {
