@@ -159,7 +159,12 @@ struct Observing<'a> {
 }
 
 impl Observing<'_> {
-    async fn observe(&self, targets: &[Target], sentinels: &[Target]) -> Result<Observed, Error> {
+    async fn observe(
+        &self,
+        targets: &[Target],
+        sentinels: &[Target],
+        leaving: &[Target],
+    ) -> Result<Observed, Error> {
         let names: Vec<String> = (self.deployment.inventory.hosts.iter())
             .map(|h| h.name.clone())
             .collect();
@@ -167,6 +172,7 @@ impl Observing<'_> {
             self.fleet,
             targets,
             sentinels,
+            leaving,
             &self.deployment.inventory.deployment.name,
             &names,
             self.in_limit,
@@ -221,9 +227,10 @@ pub async fn plan_with_fingerprint(
     limit: &[String],
     security: Security,
 ) -> Result<Planned, Error> {
-    let deployment = Deployment::load(path, false, security)?;
-    let in_limit = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
+    let mut deployment = Deployment::load(path, false, security)?;
+    let mut in_limit = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
     let fleet = connect_limited(&deployment, &in_limit).await?;
+    let fleet = keep_placement(&mut deployment, fleet, &mut in_limit).await?;
     let scope = Observing {
         deployment: &deployment,
         fleet: &fleet,
@@ -231,7 +238,8 @@ pub async fn plan_with_fingerprint(
     };
     let targets = deployment.targets();
     let sentinels = deployment.sentinels(deployment.placed_master());
-    let observed = scope.observe(&targets, &sentinels).await?;
+    let leaving = deployment.leaving();
+    let observed = scope.observe(&targets, &sentinels, &leaving).await?;
     // What apply would refuse or install on each host (apply asks only
     // when it has changes to make, so a no-op apply stays fast).
     let facts = scope.facts(&observed.acting).await?;
@@ -240,6 +248,7 @@ pub async fn plan_with_fingerprint(
         targets: &targets,
         sentinels: &sentinels,
         observed: &observed,
+        leaving: &leaving,
         facts: Some(&facts),
         form: true,
     });
@@ -247,6 +256,23 @@ pub async fn plan_with_fingerprint(
         plan,
         fingerprint: fingerprint(&deployment, &observed)?,
     })
+}
+
+/// The placement that keeps what the running cluster has
+/// ([`crate::engine::shape::keep_placement`]); when it adds hosts the
+/// inventory no longer lists, dials again (those hosts are in the limit
+/// only without one).
+async fn keep_placement(
+    deployment: &mut Deployment,
+    fleet: Fleet,
+    in_limit: &mut Vec<bool>,
+) -> Result<Fleet, Error> {
+    if !crate::engine::shape::keep_placement(deployment, &fleet, true).await? {
+        return Ok(fleet);
+    }
+    let all = in_limit.iter().all(|&l| l);
+    in_limit.resize(deployment.inventory.hosts.len(), all);
+    Ok(Fleet::connect(deployment).await)
 }
 
 /// A digest of the inventory file and of what was observed: anything that
@@ -391,9 +417,10 @@ pub async fn apply_checked(
     options: &ApplyOptions,
     expected: Option<&SavedPlan>,
 ) -> Result<ApplyReport, Error> {
-    let deployment = Deployment::load(path, false, options.security)?;
-    let in_limit = crate::fleet::limit_hosts(&deployment.inventory, &options.limit)?;
+    let mut deployment = Deployment::load(path, false, options.security)?;
+    let mut in_limit = crate::fleet::limit_hosts(&deployment.inventory, &options.limit)?;
     let fleet = connect_limited(&deployment, &in_limit).await?;
+    let fleet = keep_placement(&mut deployment, fleet, &mut in_limit).await?;
     let name = deployment.inventory.deployment.name.clone();
     let holder = crate::fleet::lock_holder();
     fleet.lock(&name, &holder).await?;
@@ -407,22 +434,12 @@ pub async fn apply_checked(
 fn refused(deployment: &Deployment, plan: &Plan) -> Option<Error> {
     let name = &deployment.inventory.deployment.name;
     for r in &plan.refusals {
-        match r {
-            Refusal::Reshard { serving, wanted } => {
-                return Some(Error::Reshard {
-                    deployment: name.clone(),
-                    serving: *serving,
-                    wanted: *wanted,
-                });
-            }
-            Refusal::PasswordMissing { path } => {
-                return Some(Error::Unsupported(format!(
-                    "the agents already run deployment {name:?}, but its Redis password file {path} is missing.\n  \
-                     hint: copy it from the workstation that applied this deployment; \
-                     creating a new one would change the password under every running client"
-                )));
-            }
-            _ => {}
+        if let Refusal::PasswordMissing { path } = r {
+            return Some(Error::Unsupported(format!(
+                "the agents already run deployment {name:?}, but its Redis password file {path} is missing.\n  \
+                 hint: copy it from the workstation that applied this deployment; \
+                 creating a new one would change the password under every running client"
+            )));
         }
     }
     let orphans: Vec<&str> = (plan.refusals.iter())
@@ -470,12 +487,13 @@ async fn apply_locked(
     let progress = Progress::new(options.progress);
     let targets = deployment.targets();
     let sentinels = deployment.sentinels(deployment.placed_master());
+    let leaving = deployment.leaving();
     let scope = Observing {
         deployment: &deployment,
         fleet,
         in_limit,
     };
-    let observed = scope.observe(&targets, &sentinels).await?;
+    let observed = scope.observe(&targets, &sentinels, &leaving).await?;
     if let Some(expected) = expected {
         stale(&expected.fingerprint, &fingerprint(&deployment, &observed)?)?;
     }
@@ -484,6 +502,7 @@ async fn apply_locked(
         targets: &targets,
         sentinels: &sentinels,
         observed: &observed,
+        leaving: &leaving,
         facts: None,
         form: options.form,
     };
@@ -516,7 +535,7 @@ async fn apply_locked(
     if let Some(e) = refused(&deployment, &plan) {
         return Err(e);
     }
-    if expected.is_some_and(|e| e.plan.steps != plan.steps) {
+    if expected.is_some_and(|e| !same_steps(&e.plan.steps, &plan.steps)) {
         return Err(Error::Unsupported(
             "the saved plan is stale: the hosts report other facts than when it was planned; nothing was changed.\n  hint: run `paddock plan --out FILE` again and review it".into(),
         ));
@@ -534,7 +553,27 @@ async fn apply_locked(
         in_limit,
         progress: &progress,
     };
-    let (mut rounds, formation, more) = run.rounds(&plan, &mut facts, &mut skipped).await?;
+    let (mut rounds, mut formation, mut more) = run.rounds(&plan, &mut facts, &mut skipped).await?;
+    let removed = rounds
+        .iter()
+        .flatten()
+        .any(|s| matches!(s, Step::RemoveNode { .. }));
+    if removed && !more {
+        // The removed nodes are members no more: the specs say so now, so
+        // the next apply has nothing to do.
+        crate::engine::shape::keep_placement(&mut deployment, fleet, false).await?;
+        let run = Run {
+            deployment: &deployment,
+            fleet,
+            options,
+            in_limit,
+            progress: &progress,
+        };
+        let bound = Instant::now() + options.converge_timeout;
+        (rounds, formation, more) = run
+            .settle(rounds, formation, bound, &mut facts, &mut skipped)
+            .await?;
+    }
     rounds[0].splice(0..0, created);
     Ok(ApplyReport {
         incomplete: unreachable || skipped.len() > hosts_skipped || more,
@@ -545,6 +584,23 @@ async fn apply_locked(
         formation,
         skipped,
     })
+}
+
+/// The same steps, the estimates of slot moves aside (keys and bytes
+/// change with every write; the slots that move do not).
+fn same_steps(a: &[Step], b: &[Step]) -> bool {
+    let plain = |steps: &[Step]| -> Vec<Step> {
+        let mut steps = steps.to_vec();
+        for s in &mut steps {
+            if let Step::MoveSlots { moves } = s {
+                for m in moves {
+                    (m.keys, m.bytes, m.millis) = (0, 0, None);
+                }
+            }
+        }
+        steps
+    };
+    plain(a) == plain(b)
 }
 
 /// Refuses a saved plan whose observations are stale, naming why.
@@ -598,20 +654,46 @@ impl Run<'_> {
         let mut done = execute(&scene, first, facts).await?;
         skipped.extend(first.held_back.iter().cloned());
         skipped.append(&mut done.skipped);
-        let mut rounds = vec![done.steps];
-        let mut formation = done.formation;
+        let rounds = vec![done.steps];
+        self.settle(rounds, done.formation, bound, facts, skipped)
+            .await
+    }
+
+    /// Observes, plans and executes again until nothing is left, for at
+    /// most [`MAX_ROUNDS`] rounds and until `bound`.
+    async fn settle(
+        &self,
+        mut rounds: Vec<Vec<Step>>,
+        mut formation: Option<Duration>,
+        bound: Instant,
+        facts: &mut [Option<Facts>],
+        skipped: &mut Vec<String>,
+    ) -> Result<(Vec<Vec<Step>>, Option<Duration>, bool), Error> {
+        let d = self.deployment;
+        let targets = d.targets();
+        let sentinels = d.sentinels(d.placed_master());
+        let leaving = d.leaving();
+        let scene = Scene {
+            deployment: d,
+            fleet: self.fleet,
+            targets: &targets,
+            sentinels: &sentinels,
+            timeout: self.options.converge_timeout,
+            progress: self.progress,
+        };
         let scope = Observing {
             deployment: d,
             fleet: self.fleet,
             in_limit: self.in_limit,
         };
         for _ in 0..MAX_ROUNDS {
-            let observed = scope.observe(&targets, &sentinels).await?;
+            let observed = scope.observe(&targets, &sentinels, &leaving).await?;
             let plan = make_plan(&Input {
                 deployment: d,
                 targets: &targets,
                 sentinels: &sentinels,
                 observed: &observed,
+                leaving: &leaving,
                 facts: None,
                 form: self.options.form,
             });
@@ -639,6 +721,26 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_plans_moves_match_whatever_their_estimates() {
+        let mv = |keys: u64, ranges: Vec<(u16, u16)>| {
+            vec![Step::MoveSlots {
+                moves: vec![crate::engine::step::PlannedMove {
+                    from: "a:redis-7000".into(),
+                    to: "b:redis-7000".into(),
+                    from_id: "x".into(),
+                    to_id: "y".into(),
+                    ranges,
+                    keys,
+                    bytes: keys * 100,
+                    millis: Some(keys),
+                }],
+            }]
+        };
+        assert!(same_steps(&mv(10, vec![(0, 9)]), &mv(12, vec![(0, 9)])));
+        assert!(!same_steps(&mv(10, vec![(0, 9)]), &mv(10, vec![(0, 10)])));
+    }
 
     #[test]
     fn a_saved_plan_runs_on_the_hosts_it_was_planned_for() {

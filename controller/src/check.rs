@@ -368,8 +368,10 @@ async fn gather(fleet: &Fleet, targets: &[Target]) -> Seen {
 
 /// Checks the deployment at `path`: status's assessment plus the rest.
 pub async fn check(path: &Path, security: Security) -> Result<Check, Error> {
-    let deployment = Deployment::load(path, false, security)?;
+    let mut deployment = Deployment::load(path, false, security)?;
     let fleet = Fleet::connect(&deployment).await;
+    // The instances as they run, as status judges them.
+    crate::engine::shape::keep_placement(&mut deployment, &fleet, false).await?;
     let shown = vec![true; deployment.inventory.hosts.len()];
     let targets = deployment.targets();
     let (status, seen) = futures::join!(

@@ -49,9 +49,7 @@ impl Error {
             Error::Inventory(_)
             | Error::InventoryFile { .. }
             | Error::Usage(_)
-            | Error::Selection { .. }
-            // The inventory asks for what paddock does not do.
-            | Error::Reshard { .. } => Exit::Usage,
+            | Error::Selection { .. } => Exit::Usage,
             Error::AgentUnreachable { .. } | Error::AgentDown(_) => Exit::Unreachable,
             Error::Locked { .. } => Exit::Locked,
             Error::Io { .. }

@@ -88,9 +88,10 @@ pub async fn failover(
 ) -> Result<FailoverReport, Error> {
     let started = Instant::now();
     let progress = Progress::new(progress);
-    let deployment = Deployment::load(path, false, security)?;
+    let mut deployment = Deployment::load(path, false, security)?;
     let in_limit = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
     let fleet = Fleet::connect(&deployment).await;
+    crate::engine::shape::keep_placement(&mut deployment, &fleet, false).await?;
     for (h, host) in deployment.inventory.hosts.iter().enumerate() {
         if let Some(e) = fleet.agent_error(h) {
             progress.step(format!("{}: skipped (agent unreachable: {e})", host.name));

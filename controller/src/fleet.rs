@@ -125,26 +125,48 @@ impl Deployment {
         }
     }
 
+    /// The running instances a change of shape removes
+    /// ([`paddock_inventory::Placement::leaving`]), as targets: drained,
+    /// stopped and forgotten by apply. Their host may be one the inventory
+    /// no longer lists (added by [`crate::engine::shape::keep_placement`]).
+    pub fn leaving(&self) -> Vec<Target> {
+        self.build(self.placement.leaving.iter(), None)
+    }
+
     fn instances(
         &self,
         filter: impl Fn(&paddock_inventory::PlacedInstance) -> bool,
         master: Option<Peer>,
     ) -> Vec<Target> {
+        self.build(
+            self.placement.instances.iter().filter(|p| filter(p)),
+            master,
+        )
+    }
+
+    fn build<'p>(
+        &self,
+        placed: impl Iterator<Item = &'p paddock_inventory::PlacedInstance>,
+        master: Option<Peer>,
+    ) -> Vec<Target> {
         let inv = &self.inventory;
+        // Instances that leave are members until they are removed: the
+        // guard lets slots move to and from members only, and FORGET them.
+        // Sorted, so a spec does not change with the shards' numbering.
+        let mut redis: Vec<Peer> = (self.placement.instances.iter())
+            .chain(&self.placement.leaving)
+            .filter(|p| p.is_redis())
+            .map(|p| self.peer(p))
+            .collect();
+        if !self.placement.leaving.is_empty() || inv.deployment.topology == Topology::Cluster {
+            redis.sort_by_key(|p| (p.address, p.port));
+            redis.dedup();
+        }
         let members = Members {
-            redis: self
-                .placement
-                .instances
-                .iter()
-                .filter(|p| p.is_redis())
-                .map(|p| self.peer(p))
-                .collect(),
+            redis,
             sentinels: self.placement.sentinels().map(|p| self.peer(p)).collect(),
         };
-        self.placement
-            .instances
-            .iter()
-            .filter(|p| filter(p))
+        placed
             .map(|p| {
                 let host = &inv.hosts[p.host];
                 Target {

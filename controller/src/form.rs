@@ -49,6 +49,20 @@ pub async fn form(
     deadline: Duration,
     progress: &Progress,
 ) -> Result<FormReport, Error> {
+    form_keeping(fleet, targets, &[], masters, deadline, progress).await
+}
+
+/// [`form`] during a change of shape: `leaving` (instances that leave,
+/// still running) count as members until they are removed, and a new
+/// master stays without slots (they are moved to it afterwards).
+pub async fn form_keeping(
+    fleet: &Fleet,
+    targets: &[Target],
+    leaving: &[Target],
+    masters: u32,
+    deadline: Duration,
+    progress: &Progress,
+) -> Result<FormReport, Error> {
     let started = Instant::now();
     if targets
         .first()
@@ -65,12 +79,21 @@ pub async fn form(
     let unserved = (0..masters)
         .filter(|&s| shard_master(&members, &observed, s).is_none())
         .count();
-    let shorten = unserved > 0;
+    // A cluster serving every slot keeps its node timeout.
+    let shorten = unserved > 0 && !every_slot_served(&observed, &[]);
     if shorten && let Err(e) = set_node_timeout(fleet, targets, |_| FORMING_NODE_TIMEOUT_MS).await {
         let _ = set_node_timeout(fleet, targets, |t| t.spec.cluster_node_timeout_ms()).await;
         return Err(e);
     }
-    let result = form_inner(fleet, targets, masters, started + deadline, progress).await;
+    let result = form_inner(
+        fleet,
+        targets,
+        leaving,
+        masters,
+        started + deadline,
+        progress,
+    )
+    .await;
     if shorten {
         // Restore even when formation failed: a short node timeout must not stay.
         let restored = set_node_timeout(fleet, targets, |t| t.spec.cluster_node_timeout_ms()).await;
@@ -305,18 +328,45 @@ fn slot_assignments(
     Ok(assign)
 }
 
+/// Whether the masters' own views, together, serve all 16384 slots.
+fn every_slot_served(observed: &[Option<Observation>], more: &[Option<Observation>]) -> bool {
+    let served: u32 = (observed.iter().chain(more))
+        .flatten()
+        .filter_map(Observation::myself)
+        .filter(|m| m.is_master())
+        .map(|m| m.slot_count())
+        .sum();
+    served == crate::cluster::SLOTS
+}
+
+/// The views of the instances that leave (None: not running).
+async fn observe_leaving(fleet: &Fleet, leaving: &[Target]) -> Vec<Option<Observation>> {
+    join_all(leaving.iter().map(|t| observe_node(fleet, t)))
+        .await
+        .into_iter()
+        .map(|o| o.map(|(obs, _)| obs))
+        .collect()
+}
+
 async fn form_inner(
     fleet: &Fleet,
     targets: &[Target],
+    leaving: &[Target],
     masters: u32,
     deadline: Instant,
     progress: &Progress,
 ) -> Result<Option<Duration>, Error> {
-    let members = members(targets);
     let observed = observe_all(fleet, targets).await;
     preflight(targets, &observed)?;
     set_epochs(fleet, targets, &observed).await?;
-    let assign: Vec<(&Target, u32, u32)> = slot_assignments(targets, masters, &observed)?
+    let leaving_views = observe_leaving(fleet, leaving).await;
+    // Slots are served (a change of shape): new masters get theirs moved.
+    let assign: Vec<(usize, u32, u32)> = if every_slot_served(&observed, &leaving_views) {
+        Vec::new()
+    } else {
+        slot_assignments(targets, masters, &observed)?
+    };
+    let assign: Vec<(&Target, u32, u32)> = assign
         .into_iter()
         .map(|(i, a, b)| (&targets[i], a, b))
         .collect();
@@ -348,7 +398,13 @@ async fn form_inner(
         } else {
             observe_all(fleet, targets).await
         };
-        let problems = formation_problems(assess(&members, &observed));
+        let leaving_views = observe_leaving(fleet, leaving).await;
+        let problems = formation_problems(crate::engine::shape::assess(
+            targets,
+            &observed,
+            leaving,
+            &leaving_views,
+        ));
         if problems.is_empty() {
             progress.step("cluster converged: every node agrees and reports cluster_state:ok");
             return Ok(introduced.then(|| first_step.elapsed()));
@@ -360,6 +416,7 @@ async fn form_inner(
         let (steps, introducing) = paced(
             crate::engine::formation::formation_steps(targets, masters, &observed, |s| {
                 heir_of_lost_master(targets, &observed, s)
+                    .filter(|&i| !follows(&observed, i, &leaving_views))
             }),
             &mut last_try,
             targets,
@@ -437,6 +494,21 @@ fn paced(
         progress.step(line);
     }
     (steps, meets > 0)
+}
+
+/// Target `i` replicates a node that leaves and still runs: not a lost
+/// master's heir (it takes over in order, `Step::TakeOver`).
+fn follows(observed: &[Option<Observation>], i: usize, leaving: &[Option<Observation>]) -> bool {
+    let master = observed[i]
+        .as_ref()
+        .and_then(Observation::myself)
+        .and_then(|m| m.master_id.as_deref());
+    master.is_some_and(|id| {
+        leaving
+            .iter()
+            .flatten()
+            .any(|o| o.myself().is_some_and(|m| m.id == id))
+    })
 }
 
 /// A member of `shard` that replicates a master no target is any more (its

@@ -94,16 +94,6 @@ pub enum Error {
     HostCheck(Vec<problem::HostProblem>),
     #[error("{0}")]
     Unsupported(String),
-    /// The inventory's `masters` differs from the shards the running
-    /// cluster serves: that needs slot migration, which apply does not do.
-    #[error(
-        "deployment {deployment} serves its slots with {serving} master(s), the inventory asks for {wanted}: changing the number of masters moves slots, which paddock does not do yet; nothing was changed.\n  hint: put `masters = {serving}` back in the inventory"
-    )]
-    Reshard {
-        deployment: String,
-        serving: u32,
-        wanted: u32,
-    },
     #[error("{0}")]
     Lab(String),
     /// A `HOST[:INSTANCE]` argument that names nothing of the deployment.

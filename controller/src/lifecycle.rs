@@ -167,11 +167,16 @@ async fn leased<T>(
     security: Security,
     body: impl AsyncFnOnce(&Deployment, &Fleet) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let deployment = Deployment::load(path, false, security)?;
+    let mut deployment = Deployment::load(path, false, security)?;
     let fleet = Fleet::connect_all(&deployment).await?;
     let name = deployment.inventory.deployment.name.clone();
     let holder = crate::fleet::lock_holder();
     fleet.lock(&name, &holder).await?;
+    // What runs stays where it is: the targets are where it runs.
+    if let Err(e) = crate::engine::shape::keep_placement(&mut deployment, &fleet, false).await {
+        fleet.unlock(&name, &holder).await;
+        return Err(e);
+    }
     let result = body(&deployment, &fleet).await;
     fleet.unlock(&name, &holder).await;
     result

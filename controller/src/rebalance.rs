@@ -84,7 +84,7 @@ pub async fn rebalance(
     security: Security,
 ) -> Result<Report, Error> {
     let progress = Progress::new(progress);
-    let deployment = Deployment::load(path, false, security)?;
+    let mut deployment = Deployment::load(path, false, security)?;
     let d = &deployment.inventory.deployment;
     if d.topology != paddock_inventory::Topology::Cluster {
         return Err(Error::Usage(format!(
@@ -107,6 +107,9 @@ pub async fn rebalance(
     }
     // Every master is told where each slot went: every agent is needed.
     let fleet = Fleet::connect_all(&deployment).await?;
+    // The targets are where the instances run (a change of shape kept them).
+    crate::engine::shape::keep_placement(&mut deployment, &fleet, false).await?;
+    let d = &deployment.inventory.deployment;
     let holder = crate::fleet::lock_holder();
     fleet.lock(&d.name, &holder).await?;
     let result = locked(&deployment, &fleet, options, &progress).await;

@@ -43,12 +43,13 @@ pub async fn recover(
     accept_data_loss: bool,
     security: Security,
 ) -> Result<Loss, Error> {
-    let deployment = Deployment::load(path, false, security)?;
-    let targets = deployment.targets();
-    let target = find(&targets, label)?;
+    let mut deployment = Deployment::load(path, false, security)?;
     // Only the held instance's agent is needed: its replicas' boxes may be
     // the very ones that are gone.
     let fleet = Fleet::connect(&deployment).await;
+    crate::engine::shape::keep_placement(&mut deployment, &fleet, false).await?;
+    let targets = deployment.targets();
+    let target = find(&targets, label)?;
     let agent = fleet.agent(target.host)?;
     let status = agent
         .list()

@@ -71,9 +71,15 @@ impl fmt::Display for Repair {
 }
 
 /// The repair's lines from what the nodes report now.
-async fn lines(fleet: &Fleet, targets: &[Target]) -> Result<Vec<String>, Error> {
-    let found = fix::inspect(fleet, targets).await?;
-    let labels = fix::labels(targets, &found.observed);
+async fn lines(fleet: &Fleet, deployment: &Deployment) -> Result<Vec<String>, Error> {
+    let leaving = deployment.leaving();
+    let all: Vec<Target> = deployment
+        .targets()
+        .into_iter()
+        .chain(leaving.iter().cloned())
+        .collect();
+    let found = fix::inspect(fleet, &all, leaving.len()).await?;
+    let labels = fix::labels(&all, &found.observed);
     Ok(fix::describe(&found.fixes, &found.views, &labels))
 }
 
@@ -92,25 +98,27 @@ pub async fn fix(path: &Path, security: Security, timeout: Duration) -> Result<R
     let fleet = Fleet::connect_all(&deployment).await?;
     let holder = crate::fleet::lock_holder();
     fleet.lock(&name, &holder).await?;
-    let result = fix_locked(&deployment, &fleet, timeout, &mut repair).await;
+    let result = fix_locked(deployment, &fleet, timeout, &mut repair).await;
     fleet.unlock(&name, &holder).await;
     result.map(|()| repair)
 }
 
 async fn fix_locked(
-    deployment: &Deployment,
+    mut deployment: Deployment,
     fleet: &Fleet,
     timeout: Duration,
     repair: &mut Repair,
 ) -> Result<(), Error> {
-    let targets = deployment.targets();
-    repair.found = lines(fleet, &targets).await?;
+    // The instances as they run, not as a changed inventory would place them.
+    crate::engine::shape::keep_placement(&mut deployment, fleet, false).await?;
+    repair.found = lines(fleet, &deployment).await?;
     if repair.found.is_empty() {
         return Ok(());
     }
+    let targets = deployment.targets();
     let progress = Progress::new(true);
     let scene = Scene {
-        deployment,
+        deployment: &deployment,
         fleet,
         targets: &targets,
         sentinels: &[],
@@ -127,6 +135,6 @@ async fn fix_locked(
         Err(e @ (Error::AgentDown(_) | Error::AgentUnreachable { .. })) => return Err(e),
         Err(e) => repair.error = Some(crate::exit::error_text(&e)),
     }
-    repair.left = lines(fleet, &targets).await?;
+    repair.left = lines(fleet, &deployment).await?;
     Ok(())
 }

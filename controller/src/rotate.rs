@@ -67,6 +67,7 @@ pub async fn rotate(
         )));
     };
     let fleet = Fleet::connect_all(&deployment).await?;
+    crate::engine::shape::keep_placement(&mut deployment, &fleet, false).await?;
     let name = deployment.inventory.deployment.name.clone();
     let holder = crate::fleet::lock_holder();
     fleet.lock(&name, &holder).await?;

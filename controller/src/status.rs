@@ -440,9 +440,10 @@ impl HostRows<'_> {
 /// The deployment's status; `limit` (host names or addresses) restricts the
 /// hosts shown, not the judgement (that needs every node's view).
 pub async fn status(path: &Path, limit: &[String], security: Security) -> Result<Status, Error> {
-    let deployment = Deployment::load(path, false, security)?;
+    let mut deployment = Deployment::load(path, false, security)?;
     let shown = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
     let fleet = Fleet::connect_within(&deployment, DIAL_WITHIN, Some(CALL_WITHIN)).await;
+    crate::engine::shape::keep_placement(&mut deployment, &fleet, false).await?;
     Ok(status_of(&deployment, &fleet, &shown).await)
 }
 

@@ -44,6 +44,7 @@
 
 mod acl;
 mod diagnostic;
+mod keeping;
 mod model;
 mod placement;
 mod schema;
@@ -51,6 +52,7 @@ mod span;
 mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
+pub use keeping::{Existing, place_keeping};
 pub use model::{
     Deployment, Host, Inventory, MaxmemoryPolicy, RedisSettings, SentinelSettings, Supervision,
     Topology, User,

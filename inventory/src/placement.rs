@@ -8,6 +8,10 @@ pub struct Placement {
     /// Masters first (shard order), then replicas rank by rank (the first
     /// replica of every shard, then the second ...), then sentinels.
     pub instances: Vec<PlacedInstance>,
+    /// Running instances a change of shape removes ([`crate::place_keeping`]):
+    /// drained, stopped and forgotten by apply. Always empty from [`place`].
+    /// `host` may index past [`Inventory::hosts`]: a host no longer listed.
+    pub leaving: Vec<PlacedInstance>,
 }
 
 /// One Redis or Sentinel process.
@@ -167,7 +171,10 @@ pub fn place(inv: &Inventory) -> Placement {
             });
         }
     }
-    Placement { instances }
+    Placement {
+        instances,
+        leaving: Vec::new(),
+    }
 }
 
 /// A Redis instance assigned to a host, before ports are given out.
@@ -308,7 +315,11 @@ pub(crate) fn sentinel_hosts(hosts: usize, count: u32) -> impl Iterator<Item = u
 
 /// The allowed host with the smallest load; among equals, the first one
 /// met when going round the hosts from `start`.
-fn least_loaded(load: &[usize], start: usize, allowed: impl Fn(usize) -> bool) -> Option<usize> {
+pub(crate) fn least_loaded(
+    load: &[usize],
+    start: usize,
+    allowed: impl Fn(usize) -> bool,
+) -> Option<usize> {
     let n = load.len();
     (0..n)
         .map(|i| (start + i) % n)

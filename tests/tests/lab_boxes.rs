@@ -1,11 +1,12 @@
 //! `paddock lab up` with more boxes on an existing lab: the added boxes'
-//! agents start, the running agents and their Redis are left alone, a list
+//! agents start, the running agents and their Redis are left alone (the
+//! grown inventory is applied and moves nothing), a list
 //! that drops a box is refused, and `lab down` stops every box.
 
 use std::net::{IpAddr, SocketAddr};
 
 use paddock_controller::client::{AgentClient, Security, Transport};
-use paddock_tests::{Lab, process_is, stderr};
+use paddock_tests::{Lab, paddock, process_is, stderr, stdout};
 
 /// The recorded pid of each box's agent (lab.json), in box order.
 fn agent_pids(lab: &Lab) -> Vec<(String, u32)> {
@@ -55,9 +56,11 @@ async fn a_longer_address_list_adds_boxes_and_keeps_the_running_ones() {
     let err = stderr(&grow);
     assert!(grow.status.success(), "lab up with a fourth box: {err}");
     assert!(err.contains("lab: added box4"), "{err}");
-    // Placing the 3x1 cluster on four boxes would move replicas: the lab
-    // does not apply, and says so.
-    assert!(err.contains("the inventory was not applied"), "{err}");
+    // The running cluster's placement keeps every instance where it runs:
+    // the lab applies the grown inventory, which moves nothing.
+    assert!(!err.contains("the inventory was not applied"), "{err}");
+    let plan = paddock(&["plan", "-i", &lab.inventory().display().to_string()]);
+    assert!(stdout(&plan).contains("No changes"), "{}", stdout(&plan));
 
     let after = agent_pids(&lab);
     assert_eq!(after[..3], agents[..], "the running agents were replaced");

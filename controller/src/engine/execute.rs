@@ -24,6 +24,7 @@ pub struct Executed {
 }
 
 /// Where a plan is carried out.
+#[derive(Clone, Copy)]
 pub struct Scene<'a> {
     pub deployment: &'a Deployment,
     pub fleet: &'a Fleet,
@@ -64,6 +65,7 @@ pub async fn execute(
     start_instances(scene, plan, &together, &mut done).await?;
     node_timeouts(scene, plan, &mut done).await?;
     form(scene, plan, &mut done).await?;
+    reshape(scene, plan, &mut done).await?;
     sentinels(scene, plan, &mut done).await?;
     Ok(done)
 }
@@ -285,9 +287,10 @@ async fn form(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<(),
     for s in &plan.steps {
         match s {
             Step::FormCluster { .. } => {
-                let report = crate::form::form(
+                let report = crate::form::form_keeping(
                     scene.fleet,
                     scene.targets,
+                    &scene.deployment.leaving(),
                     masters,
                     scene.timeout,
                     scene.progress,
@@ -303,9 +306,6 @@ async fn form(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<(),
                     report.slots, report.keys
                 ));
             }
-            Step::MoveSlots { moves } => {
-                crate::engine::migrate::move_slots(scene, moves).await?;
-            }
             Step::Rebalance { .. } => {
                 crate::engine::rolling::restore_balance(
                     scene.fleet,
@@ -319,6 +319,61 @@ async fn form(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<(),
         }
         done.steps.push(s.clone());
     }
+    Ok(())
+}
+
+/// A change of shape: take-overs from masters that leave, slot moves
+/// (`engine::migrate`, over the targets and the instances that leave), then
+/// the removal of drained nodes.
+async fn reshape(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<(), Error> {
+    for s in &plan.steps {
+        if let Step::TakeOver { target, from } = s {
+            let i = scene.index(target).expect("planned target");
+            scene.progress.step(format!(
+                "{target}: taking over from {from} (CLUSTER FAILOVER)"
+            ));
+            crate::failover::cluster_failover(
+                scene.fleet,
+                scene.targets,
+                i,
+                Instant::now() + scene.timeout,
+            )
+            .await?;
+            done.steps.push(s.clone());
+        }
+    }
+    let leaving = scene.deployment.leaving();
+    let all: Vec<Target> = scene.targets.iter().chain(&leaving).cloned().collect();
+    let wide = Scene {
+        targets: &all,
+        ..*scene
+    };
+    for s in &plan.steps {
+        if let Step::MoveSlots { moves } = s {
+            let slots: u32 = moves.iter().map(|m| m.slots()).sum();
+            scene
+                .progress
+                .step(format!("moving {slots} slot(s) in {} move(s)", moves.len()));
+            crate::engine::migrate::move_slots(&wide, moves).await?;
+            done.steps.push(s.clone());
+        }
+    }
+    let removals: Vec<&Step> = of(plan, |s| matches!(s, Step::RemoveNode { .. }));
+    if removals.is_empty() {
+        return Ok(());
+    }
+    let gone: Vec<(Target, String)> = removals
+        .iter()
+        .filter_map(|s| match s {
+            Step::RemoveNode { target, node_id } => leaving
+                .iter()
+                .find(|t| t.label() == *target)
+                .map(|t| (t.clone(), node_id.clone())),
+            _ => None,
+        })
+        .collect();
+    crate::engine::remove::remove_nodes(scene, &gone).await?;
+    done.steps.extend(removals.into_iter().cloned());
     Ok(())
 }
 

@@ -14,9 +14,9 @@ use futures::future::join_all;
 
 use crate::Error;
 use crate::client::Reply;
-use crate::cluster::{Direction, NodeLine, Observation, SLOTS, assess};
+use crate::cluster::{Direction, NodeLine, Observation, SLOTS};
 use crate::engine::execute::Scene;
-use crate::fleet::{Fleet, Target, members};
+use crate::fleet::{Fleet, Target};
 use crate::problem::ClusterProblem;
 use crate::slots::{self, FixKind, NodeId, Slot, SlotFix, SlotRange, SlotView};
 
@@ -352,13 +352,17 @@ pub struct Inspected {
     pub fixes: Vec<Fix>,
 }
 
-/// Observes every target and counts the keys of the slots to inspect.
-pub async fn inspect(fleet: &Fleet, targets: &[Target]) -> Result<Inspected, Error> {
-    let observed = crate::form::observe_all(fleet, targets).await;
-    let unserved = unserved_is_ours(&assess(&members(targets), &observed));
-    let slots = slots_to_inspect(&observed, unserved);
-    let keys = count_keys(fleet, targets, &observed, &slots).await?;
-    let views = slot_views(&observed, &keys, &slots, &[]);
+/// Observes every target (`all`: the inventory's, then the `leaving`
+/// last ones) and counts the keys of the slots to inspect.
+pub async fn inspect(fleet: &Fleet, all: &[Target], leaving: usize) -> Result<Inspected, Error> {
+    let observed = crate::form::observe_all(fleet, all).await;
+    let n = all.len() - leaving;
+    let problems =
+        crate::engine::shape::assess(&all[..n], &observed[..n], &all[n..], &observed[n..]);
+    let slots = slots_to_inspect(&observed, unserved_is_ours(&problems));
+    let keys = count_keys(fleet, all, &observed, &slots).await?;
+    let staying: Vec<bool> = (0..all.len()).map(|i| i < n).collect();
+    let views = slot_views(&observed, &keys, &slots, &staying);
     let fixes = fixes(&views);
     Ok(Inspected {
         observed,
@@ -379,9 +383,16 @@ pub struct FixReport {
 /// conflict or has no master are left alone and named in the error, once
 /// the others are done.
 pub async fn fix_slots(scene: &Scene<'_>) -> Result<FixReport, Error> {
-    let found = inspect(scene.fleet, scene.targets).await?;
+    // Masters that leave the cluster may hold what a repair moves.
+    let leaving = scene.deployment.leaving();
+    let all: Vec<Target> = scene.targets.iter().chain(&leaving).cloned().collect();
+    let scene = &Scene {
+        targets: &all,
+        ..*scene
+    };
+    let found = inspect(scene.fleet, &all, leaving.len()).await?;
     let nodes = node_indexes(&found.observed);
-    let labels = labels(scene.targets, &found.observed);
+    let labels = labels(&all, &found.observed);
     // One line per run of slots, not per slot: thousands may be unserved.
     for line in describe(&found.fixes, &found.views, &labels) {
         scene.progress.step(line);

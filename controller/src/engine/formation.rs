@@ -91,7 +91,15 @@ pub fn formation_steps(
         let Some(me) = observed[i].as_ref().and_then(Observation::myself) else {
             continue;
         };
-        let Some(master) = shard_master(&members, observed, t.shard) else {
+        // A new master of a change of shape serves no slot yet: its shard
+        // follows it already (slots are moved to it afterwards); never in a
+        // shard whose replica is a lost master's heir.
+        let Some(master) = shard_master(&members, observed, t.shard).or_else(|| {
+            heir_of(t.shard)
+                .is_none()
+                .then(|| empty_master(targets, observed, t.shard))
+                .flatten()
+        }) else {
             continue;
         };
         if me.id == master.id
@@ -114,6 +122,21 @@ pub fn formation_steps(
         }
     }
     steps
+}
+
+/// The target placed master of `shard`, running as a master without slots.
+fn empty_master<'a>(
+    targets: &[Target],
+    observed: &'a [Option<Observation>],
+    shard: u32,
+) -> Option<&'a crate::cluster::NodeLine> {
+    let i = targets
+        .iter()
+        .position(|t| t.shard == shard && t.placed_role == paddock_inventory::Role::Master)?;
+    observed[i]
+        .as_ref()?
+        .myself()
+        .filter(|m| m.is_master() && m.slot_count() == 0)
 }
 
 /// MEETs and FORGETs, per node.

@@ -9,8 +9,12 @@ pub mod live;
 pub mod migrate;
 pub mod observe;
 pub mod plan;
+pub mod remove;
 pub mod rolling;
+pub mod shape;
 pub mod step;
 
+#[cfg(test)]
+mod shape_tests;
 #[cfg(test)]
 mod tests;

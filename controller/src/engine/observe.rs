@@ -35,8 +35,18 @@ pub struct Observed {
     /// What keeps the sentinels from guarding the replication's master.
     pub sentinel_problems: Vec<crate::problem::SentinelProblem>,
     /// Instances of this deployment the agents run that the inventory no
-    /// longer lists ("host:instance").
+    /// longer lists ("host:instance"), except those below.
     pub orphans: Vec<String>,
+    /// The instances a change of shape removes
+    /// ([`crate::fleet::Deployment::leaving`] order).
+    pub leaving: Vec<TargetState>,
+    /// Stopped instances the running cluster no longer knows: removed by
+    /// an earlier apply, left alone with their data ("host:instance").
+    pub removed: Vec<String>,
+    /// What each master holds (keys, bytes), for the estimates of slot
+    /// moves; empty when it could not be read. Not decisive: it changes
+    /// with every write.
+    pub loads: Vec<crate::engine::migrate::MasterLoad>,
     /// Per host: whether this run acts on it (in `--limit` and its agent
     /// answered). Instances of other hosts are observed, not planned for.
     pub acting: Vec<bool>,
@@ -65,9 +75,10 @@ impl Observed {
             .chain(&self.sentinels)
             .map(state)
             .collect();
+        out.extend(self.leaving.iter().map(state));
         out.push(format!(
-            "{:?} {:?} {:?} {:?}",
-            self.sentinel_problems, self.orphans, self.acting, self.skipped
+            "{:?} {:?} {:?} {:?} {:?}",
+            self.sentinel_problems, self.orphans, self.removed, self.acting, self.skipped
         ));
         out.join("\n")
     }
@@ -133,6 +144,7 @@ pub async fn observe(
     fleet: &Fleet,
     targets: &[Target],
     sentinels: &[Target],
+    leaving: &[Target],
     deployment: &str,
     host_names: &[String],
     in_limit: &[bool],
@@ -142,8 +154,13 @@ pub async fn observe(
         .collect();
     let (acting, skipped) = scope(host_names, in_limit, &dial_errors);
     let all: Vec<&Target> = targets.iter().chain(sentinels).collect();
+    let everything: Vec<&Target> = all.iter().copied().chain(leaving).collect();
     let hosts: Vec<usize> = {
-        let mut h: Vec<usize> = all.iter().map(|t| t.host).filter(|&h| acting[h]).collect();
+        // Every host acted on: one whose instances all left has some still.
+        let mut h: Vec<usize> = (everything.iter().map(|t| t.host))
+            .chain(0..host_names.len())
+            .filter(|&h| acting[h])
+            .collect();
         h.sort_unstable();
         h.dedup();
         h
@@ -165,6 +182,7 @@ pub async fn observe(
         read(t.host)?.put_instance(&t.spec, true).await
     }));
     let clusters = join_all(targets.iter().map(|t| observe_node(fleet, t)));
+    let leaving_views = join_all(leaving.iter().map(|t| observe_node(fleet, t)));
     let master_name = sentinels
         .first()
         .and_then(|s| s.spec.sentinel.as_ref())
@@ -172,8 +190,8 @@ pub async fn observe(
         .unwrap_or_default();
     let views = crate::sentinel::views(fleet, sentinels, &master_name);
     let peer_lists = crate::sentinel::peer_lists(fleet, sentinels, &master_name);
-    let (lists, puts, clusters, views, peer_lists) =
-        futures::join!(lists, puts, clusters, views, peer_lists);
+    let (lists, puts, clusters, views, peer_lists, leaving_views) =
+        futures::join!(lists, puts, clusters, views, peer_lists, leaving_views);
     // A sentinel behind an unreachable agent that the other sentinels see
     // up is not something to repair (nor could it be).
     let vouched: Vec<bool> = (0..sentinels.len())
@@ -184,7 +202,6 @@ pub async fn observe(
         })
         .collect();
     let lists = lists.into_iter().collect::<Result<Vec<_>, Error>>()?;
-    let orphans = orphans(&lists, &all, deployment, host_names);
     let own: Vec<Option<Observation>> = clusters
         .iter()
         .map(|c| c.as_ref().map(|(o, _)| o.clone()))
@@ -201,8 +218,24 @@ pub async fn observe(
         out.push(target_state(t, put?, cluster.flatten(), &lists, acting));
     }
     let sentinel_states = out.split_off(targets.len());
+    let mut leaving_states: Vec<TargetState> = leaving
+        .iter()
+        .zip(leaving_views)
+        .map(|(t, c)| target_state(t, PutOutcome::default(), c, &lists, acting))
+        .collect();
+    // Cluster views only: outside a cluster no instance is "removed".
+    let views_now: Vec<&Observation> = (out.iter().chain(&leaving_states))
+        .filter_map(|s| s.cluster.as_ref())
+        .filter(|o| !o.nodes.is_empty())
+        .collect();
+    let (orphans, removed) = orphans(&lists, &everything, deployment, host_names, |h, port| {
+        let ip = fleet_host_ip(targets, leaving, h)
+            .or_else(|| fleet.agent(h).ok().map(|a| a.addr().ip()));
+        let ip = ip.filter(|_| !views_now.is_empty())?;
+        Some(views_now.iter().any(|o| o.find(ip, port).is_some()))
+    });
+    count_slot_keys(fleet, targets, leaving, &mut out, &mut leaving_states).await;
     let observed: Vec<Option<Observation>> = out.iter().map(|s| s.cluster.clone()).collect();
-    count_slot_keys(fleet, targets, &observed, &mut out).await;
     let master = crate::fleet::followed_master(targets, &observed);
     let sentinel_problems = if sentinels.is_empty() {
         Vec::new()
@@ -215,24 +248,29 @@ pub async fn observe(
             &vouched,
         )
     };
+    let loads = loads(fleet, &out, &leaving_states, targets, leaving).await;
     Ok(Observed {
+        loads,
         targets: out,
         sentinels: sentinel_states,
         sentinel_problems,
         orphans,
+        leaving: leaving_states,
+        removed,
         acting: acting.clone(),
         skipped,
     })
 }
 
-/// The keys of open and unserved slots on each master, for the plan's
-/// lines; a count that fails leaves 0 (the repair counts again before it
-/// acts).
+/// The keys of open and unserved slots on each master (the inventory's
+/// and those leaving), for the plan's lines; a count that fails leaves 0
+/// (the repair counts again before it acts).
 async fn count_slot_keys(
     fleet: &Fleet,
     targets: &[Target],
-    observed: &[Option<Observation>],
-    out: &mut [TargetState],
+    leaving: &[Target],
+    states: &mut [TargetState],
+    leaving_states: &mut [TargetState],
 ) {
     use crate::engine::fix;
     if targets
@@ -241,29 +279,85 @@ async fn count_slot_keys(
     {
         return;
     }
-    let problems = crate::cluster::assess(&crate::fleet::members(targets), observed);
-    let slots = fix::slots_to_inspect(observed, fix::unserved_is_ours(&problems));
-    if let Ok(keys) = fix::count_keys(fleet, targets, observed, &slots).await {
-        for (state, keys) in out.iter_mut().zip(keys) {
+    let view = |s: &TargetState| s.cluster.clone();
+    let observed: Vec<Option<Observation>> = states.iter().map(view).collect();
+    let leaving_observed: Vec<Option<Observation>> = leaving_states.iter().map(view).collect();
+    let problems = crate::engine::shape::assess(targets, &observed, leaving, &leaving_observed);
+    let all_observed: Vec<Option<Observation>> =
+        observed.into_iter().chain(leaving_observed).collect();
+    let all: Vec<Target> = targets.iter().chain(leaving).cloned().collect();
+    let slots = fix::slots_to_inspect(&all_observed, fix::unserved_is_ours(&problems));
+    if let Ok(keys) = fix::count_keys(fleet, &all, &all_observed, &slots).await {
+        let states = states.iter_mut().chain(leaving_states.iter_mut());
+        for (state, keys) in states.zip(keys) {
             state.slot_keys = keys;
         }
     }
 }
 
+/// What every master (of the targets and the instances that leave) holds;
+/// empty when one cannot be read (the estimates are then 0).
+async fn loads(
+    fleet: &Fleet,
+    states: &[TargetState],
+    leaving_states: &[TargetState],
+    targets: &[Target],
+    leaving: &[Target],
+) -> Vec<crate::engine::migrate::MasterLoad> {
+    if targets
+        .first()
+        .is_none_or(|t| t.spec.mode != crate::client::RedisMode::Cluster)
+    {
+        return Vec::new();
+    }
+    let all: Vec<Target> = targets.iter().chain(leaving).cloned().collect();
+    let views: Vec<Option<Observation>> = (states.iter().chain(leaving_states))
+        .map(|s| s.cluster.clone())
+        .collect();
+    let ids = crate::engine::migrate::master_ids(&all, &views);
+    crate::engine::migrate::observe_loads(fleet, &all, &ids)
+        .await
+        .unwrap_or_default()
+}
+
 /// Each acting host's instance list, by host index.
 type Lists = [(usize, Vec<crate::client::InstanceStatus>)];
 
-/// Instances of this deployment the agents run that no target names.
-fn orphans(lists: &Lists, all: &[&Target], deployment: &str, host_names: &[String]) -> Vec<String> {
-    lists
+/// Instances of this deployment the agents run that no target names: the
+/// orphans, and apart the stopped ones the running cluster does not know
+/// (`known(host, port)`: None when no node of the cluster answers), which
+/// an earlier apply removed ([`crate::engine::shape`] says which is which).
+fn orphans(
+    lists: &Lists,
+    all: &[&Target],
+    deployment: &str,
+    host_names: &[String],
+    known: impl Fn(usize, u16) -> Option<bool>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut orphans, mut removed) = (Vec::new(), Vec::new());
+    for (h, list) in lists {
+        for s in list.iter().filter(|s| s.deployment == deployment) {
+            if all.iter().any(|t| t.host == *h && t.instance == s.name) {
+                continue;
+            }
+            let label = format!("{}:{}", host_names[*h], s.name);
+            if s.state != InstanceState::Running && known(*h, s.port) == Some(false) {
+                removed.push(label);
+            } else {
+                orphans.push(format!("{label} ({})", s.state.as_str()));
+            }
+        }
+    }
+    (orphans, removed)
+}
+
+/// The address of host `h` (any target on it names it).
+fn fleet_host_ip(targets: &[Target], leaving: &[Target], h: usize) -> Option<std::net::IpAddr> {
+    targets
         .iter()
-        .flat_map(|(h, list)| {
-            list.iter()
-                .filter(|s| s.deployment == deployment)
-                .filter(|s| !all.iter().any(|t| t.host == *h && t.instance == s.name))
-                .map(|s| format!("{}:{} ({})", host_names[*h], s.name, s.state.as_str()))
-        })
-        .collect()
+        .chain(leaving)
+        .find(|t| t.host == h)
+        .map(|t| t.ip)
 }
 
 /// One target as observed: its agent's status, the dry-run put, and its
@@ -413,5 +507,46 @@ mod tests {
             let s: Vec<String> = s.iter().map(ToString::to_string).collect();
             assert_eq!(s, skipped);
         }
+    }
+
+    #[test]
+    fn stopped_instances_the_cluster_forgot_are_removed_not_orphans() {
+        let st = |name: &str, port: u16, state: InstanceState| crate::client::InstanceStatus {
+            name: name.into(),
+            deployment: "t".into(),
+            port,
+            state,
+            pid: None,
+            restarts: 0,
+            last_exit: None,
+            config_digest: String::new(),
+        };
+        let lists = vec![(
+            0,
+            vec![
+                st("redis-7002", 7002, InstanceState::Stopped),
+                st("redis-7003", 7003, InstanceState::Running),
+                st("redis-7004", 7004, InstanceState::Stopped),
+                st("redis-7005", 7005, InstanceState::Exited),
+            ],
+        )];
+        let names = vec!["a".to_owned()];
+        // (port -> known by the running cluster; None: no node answers)
+        let known = |_: usize, port: u16| match port {
+            7002 => Some(false),
+            7003 => Some(false),
+            7004 => Some(true),
+            _ => None,
+        };
+        let (orphans, removed) = orphans(&lists, &[], "t", &names, known);
+        assert_eq!(removed, ["a:redis-7002"]);
+        assert_eq!(
+            orphans,
+            [
+                "a:redis-7003 (RUNNING)",
+                "a:redis-7004 (STOPPED)",
+                "a:redis-7005 (EXITED)"
+            ]
+        );
     }
 }

@@ -16,6 +16,9 @@ pub struct Input<'a> {
     pub targets: &'a [Target],
     pub sentinels: &'a [Target],
     pub observed: &'a Observed,
+    /// The running instances a change of shape removes, in
+    /// [`Observed::leaving`] order.
+    pub leaving: &'a [Target],
     /// Per host, what its agent reports (None for a host not asked). The
     /// whole argument is None when the hosts were not asked at all (a
     /// no-op apply does not).
@@ -44,15 +47,6 @@ pub fn make_plan(input: &Input<'_>) -> Plan {
         held_back: Vec::new(),
         warnings: Vec::new(),
     };
-    if let Some(r) = reshard(input.deployment, input.observed) {
-        // apply refuses before doing anything else: show only why.
-        plan.refusals.push(Refusal::Reshard {
-            serving: r.serving,
-            wanted: r.wanted,
-        });
-        plan.refusals.extend(orphans(input.observed));
-        return plan;
-    }
     plan.refusals.extend(password_refusal(input));
     plan.refusals.extend(orphans(input.observed));
     plan.refusals.extend(host_refusals(input));
@@ -73,17 +67,6 @@ pub fn make_plan(input: &Input<'_>) -> Plan {
     }));
     topology(input, &mut plan);
     plan
-}
-
-/// Whether the running cluster serves another number of shards than the
-/// inventory asks for (cluster topology only).
-pub fn reshard(deployment: &Deployment, observed: &Observed) -> Option<crate::cluster::Reshard> {
-    if deployment.inventory.deployment.topology != paddock_inventory::Topology::Cluster {
-        return None;
-    }
-    let views: Vec<Option<Observation>> =
-        observed.targets.iter().map(|s| s.cluster.clone()).collect();
-    crate::cluster::reshard_needed(&views, deployment.inventory.deployment.masters)
 }
 
 fn orphans(observed: &Observed) -> impl Iterator<Item = Refusal> + '_ {
@@ -190,13 +173,33 @@ fn promotions(input: &Input<'_>) -> Vec<Step> {
     (0..input.deployment.inventory.deployment.masters)
         .filter(|&s| shard_master(&members, &observed, s).is_none())
         .filter_map(|s| {
-            let i = crate::form::heir_of_lost_master(input.targets, &observed, s)?;
+            let i = crate::form::heir_of_lost_master(input.targets, &observed, s)
+                .filter(|&i| !follows_leaving(input, &observed, i))?;
             Some(Step::PromoteHeir {
                 shard: s,
                 target: input.targets[i].label(),
             })
         })
         .collect()
+}
+
+fn leaving_views(observed: &Observed) -> Vec<Option<Observation>> {
+    observed.leaving.iter().map(|s| s.cluster.clone()).collect()
+}
+
+/// Target `i` replicates an instance that leaves and still runs: not a lost
+/// master's heir, it takes over in order ([`Step::TakeOver`]).
+fn follows_leaving(input: &Input<'_>, observed: &[Option<Observation>], i: usize) -> bool {
+    let Some(master) = (observed[i].as_ref())
+        .and_then(Observation::myself)
+        .and_then(|m| m.master_id.clone())
+    else {
+        return false;
+    };
+    leaving_views(input.observed)
+        .iter()
+        .flatten()
+        .any(|o| o.myself().is_some_and(|m| m.id == master))
 }
 
 fn is_running(s: &TargetState) -> bool {
@@ -386,7 +389,8 @@ fn handover(input: &Input<'_>, observed: &[Option<Observation>], i: usize) -> Op
 fn topology(input: &Input<'_>, plan: &mut Plan) {
     let o = input.observed;
     let observed = views(o);
-    let problems = assess(&members(input.targets), &observed);
+    let leaving = leaving_views(o);
+    let problems = crate::engine::shape::assess(input.targets, &observed, input.leaving, &leaving);
     let whole = whole(o);
     let cluster = input
         .targets
@@ -401,7 +405,14 @@ fn topology(input: &Input<'_>, plan: &mut Plan) {
         }
         return;
     }
-    let fixes = slot_fixes(input, &observed, &problems);
+    let takeovers = takeovers(input, &observed, &leaving);
+    if input.form && !takeovers.is_empty() {
+        // A shard's new master serves it first: formation and slot moves
+        // are planned from what follows (the next round).
+        plan.steps.extend(takeovers);
+        return;
+    }
+    let fixes = slot_fixes(input, &observed, &leaving, &problems);
     let problems = formation_problems(problems);
     if input.form && !problems.is_empty() {
         plan.steps.push(Step::FormCluster {
@@ -409,9 +420,22 @@ fn topology(input: &Input<'_>, plan: &mut Plan) {
         });
     }
     // Open or unserved slots are repaired, never refused: finished or
-    // rolled back from what the masters report (`engine::fix`).
-    if input.form && !fixes.is_empty() {
+    // rolled back from what the masters report (`engine::fix`). Slot moves
+    // are planned from the repaired map, in the next round.
+    let fixing = input.form && !fixes.is_empty();
+    if fixing {
         plan.steps.push(Step::FixSlots { fixes });
+    }
+    plan.warnings.extend(o.removed.iter().map(|r| {
+        format!("{r}: removed from the cluster and stopped; its data stays until `paddock prune --purge-data`")
+    }));
+    if cluster
+        && input.form
+        && !fixing
+        && problems.is_empty()
+        && reshape(input, &observed, &leaving, plan)
+    {
+        return;
     }
     if cluster {
         let balance = crate::balance::judge(&crate::balance::roles(input.targets, &observed));
@@ -421,7 +445,7 @@ fn topology(input: &Input<'_>, plan: &mut Plan) {
                 moves: balance.moves.iter().map(ToString::to_string).collect(),
             });
         }
-        plan.warnings = balance.warnings();
+        plan.warnings.extend(balance.warnings());
         plan.warnings.extend(
             balance
                 .blocked()
@@ -439,19 +463,81 @@ fn topology(input: &Input<'_>, plan: &mut Plan) {
 fn slot_fixes(
     input: &Input<'_>,
     observed: &[Option<Observation>],
+    leaving: &[Option<Observation>],
     problems: &[crate::problem::ClusterProblem],
 ) -> Vec<String> {
     use crate::engine::fix;
-    let slots = fix::slots_to_inspect(observed, fix::unserved_is_ours(problems));
+    // Masters that leave the cluster may hold what a repair moves.
+    let all_observed: Vec<Option<Observation>> = observed.iter().chain(leaving).cloned().collect();
+    let slots = fix::slots_to_inspect(&all_observed, fix::unserved_is_ours(problems));
     if slots.is_empty() {
         return Vec::new();
     }
-    let keys: Vec<fix::SlotKeys> = (input.observed.targets.iter())
+    let o = input.observed;
+    let keys: Vec<fix::SlotKeys> = (o.targets.iter().chain(&o.leaving))
         .map(|s| s.slot_keys.clone())
         .collect();
-    let views = fix::slot_views(observed, &keys, &slots, &[]);
+    let staying: Vec<bool> = (0..all_observed.len())
+        .map(|i| i < observed.len())
+        .collect();
+    let views = fix::slot_views(&all_observed, &keys, &slots, &staying);
     let fixes = fix::fixes(&views);
-    fix::describe(&fixes, &views, &fix::labels(input.targets, observed))
+    let all: Vec<crate::fleet::Target> =
+        input.targets.iter().chain(input.leaving).cloned().collect();
+    fix::describe(&fixes, &views, &fix::labels(&all, &all_observed))
+}
+
+/// Replicas placed as their shard's master whose master leaves (its host
+/// is removed): each takes over, coordinated, before anything else.
+fn takeovers(
+    input: &Input<'_>,
+    observed: &[Option<Observation>],
+    leaving: &[Option<Observation>],
+) -> Vec<Step> {
+    (0..input.targets.len())
+        .filter(|&i| input.targets[i].placed_role == paddock_inventory::Role::Master)
+        .filter(|&i| follows_leaving(input, observed, i))
+        .filter_map(|i| {
+            let master = observed[i].as_ref()?.myself()?.master_id.clone()?;
+            let from = (0..input.leaving.len()).find(|&j| {
+                leaving[j]
+                    .as_ref()
+                    .and_then(Observation::myself)
+                    .is_some_and(|m| m.id == master)
+            })?;
+            Some(Step::TakeOver {
+                target: input.targets[i].label(),
+                from: input.leaving[from].label(),
+            })
+        })
+        .collect()
+}
+
+/// A healthy cluster's change of shape: slot moves, then the removal of
+/// drained nodes. True when there is one (the masters' spread is judged
+/// once it is done).
+fn reshape(
+    input: &Input<'_>,
+    observed: &[Option<Observation>],
+    leaving: &[Option<Observation>],
+    plan: &mut Plan,
+) -> bool {
+    let moves = crate::engine::shape::slot_moves(
+        input.targets,
+        observed,
+        input.leaving,
+        leaving,
+        &input.observed.loads,
+    );
+    let removals = crate::engine::shape::removals(input.leaving, leaving, observed, &moves);
+    if moves.is_empty() && removals.is_empty() {
+        return false;
+    }
+    if !moves.is_empty() {
+        plan.steps.push(Step::MoveSlots { moves });
+    }
+    plan.steps.extend(removals);
+    true
 }
 
 /// The sentinels' configs and starts; their repair is judged once the

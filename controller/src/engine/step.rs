@@ -87,6 +87,20 @@ pub enum Step {
     FixSlots {
         fixes: Vec<String>,
     },
+    /// An instance a change of shape removes, serving no slot (drained by
+    /// the `MoveSlots` before it): stopped, then forgotten by every other
+    /// node at once (CLUSTER FORGET, within Redis's 60 s ban); its data
+    /// stays on disk until `paddock prune --purge-data`.
+    RemoveNode {
+        target: String,
+        node_id: String,
+    },
+    /// A change of shape removes a master's host: its replica that stays
+    /// takes over first (coordinated CLUSTER FAILOVER, no write lost).
+    TakeOver {
+        target: String,
+        from: String,
+    },
 }
 
 /// One move of slots from a master to another, as planned and shown.
@@ -137,9 +151,6 @@ pub enum Handover {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "refusal", rename_all = "snake_case")]
 pub enum Refusal {
-    /// The running cluster's slots are laid out for another number of
-    /// masters (see [`crate::cluster::reshard_needed`]).
-    Reshard { serving: u32, wanted: u32 },
     /// An instance of this deployment that the inventory does not list.
     Orphan { target: String },
     /// Instances run but the password file is missing: a new password
@@ -281,6 +292,15 @@ impl fmt::Display for Step {
                 write!(f, "  * slots: repair open or unserved slots")?;
                 list(f, fixes)
             }
+            Step::TakeOver { target, from } => write!(
+                f,
+                "  * {target}: takes over from {from}, which leaves (CLUSTER FAILOVER)"
+            ),
+            Step::RemoveNode { target, node_id } => write!(
+                f,
+                "  - {target}: remove from the cluster (node {}): stop it, then CLUSTER FORGET on every node; its data stays until `paddock prune --purge-data`",
+                &node_id[..node_id.len().min(8)]
+            ),
         }
     }
 }
@@ -351,10 +371,6 @@ impl fmt::Display for Refusal {
             Refusal::Orphan { target } => write!(
                 f,
                 "  ! {target}: belongs to this deployment but is not in the inventory; apply refuses until it is listed again or removed (`paddock prune`)"
-            ),
-            Refusal::Reshard { serving, wanted } => write!(
-                f,
-                "  ! cluster: serves its slots with {serving} master(s), the inventory asks for {wanted}; apply refuses: changing the number of masters moves slots, which paddock does not do yet"
             ),
             Refusal::PasswordMissing { path } => write!(
                 f,

@@ -45,6 +45,8 @@ struct Case {
     d: Deployment,
     targets: Vec<Target>,
     sentinels: Vec<Target>,
+    /// Instances a change of shape removes.
+    leaving: Vec<Target>,
     observed: Observed,
     facts: Option<Vec<Option<Facts>>>,
 }
@@ -56,6 +58,7 @@ impl Case {
             targets: &self.targets,
             sentinels: &self.sentinels,
             observed: &self.observed,
+            leaving: &self.leaving,
             facts: self.facts.as_deref(),
             form: true,
         })
@@ -212,12 +215,16 @@ fn case(
             sentinels: sentinel_states,
             sentinel_problems: Vec::new(),
             orphans: Vec::new(),
+            leaving: Vec::new(),
+            removed: Vec::new(),
+            loads: Vec::new(),
             acting: vec![true; 3],
             skipped: Vec::new(),
         },
         d,
         targets,
         sentinels,
+        leaving: Vec::new(),
         facts: None,
     }
 }
@@ -300,6 +307,8 @@ fn kinds(plan: &Plan) -> Vec<&'static str> {
             Step::RepairSentinels { .. } => "repair_sentinels",
             Step::MoveSlots { .. } => "move_slots",
             Step::FixSlots { .. } => "fix_slots",
+            Step::TakeOver { .. } => "take_over",
+            Step::RemoveNode { .. } => "remove_node",
         })
         .collect()
 }
@@ -695,37 +704,6 @@ fn a_configured_redis_server_that_is_missing_is_refused() {
     };
     assert!(problem.contains("host c"), "{problem}");
     assert!(plan.to_string().contains("apply refuses until it is fixed"));
-}
-
-#[test]
-fn slots_laid_out_for_other_masters_refuse_a_reshard() {
-    let mut c = healthy_cluster();
-    for s in c
-        .observed
-        .targets
-        .iter_mut()
-        .flat_map(|s| s.cluster.as_mut())
-    {
-        for n in &mut s.nodes {
-            if n.slots == vec![shard_slots(0, 3)] {
-                n.slots = vec![(0, 8191)];
-            } else if n.slots == vec![shard_slots(1, 3)] {
-                n.slots = vec![(8192, 16383)];
-            } else {
-                n.slots.clear();
-            }
-        }
-    }
-    c.set_put(0, true, true);
-    let plan = c.plan();
-    assert_eq!(
-        plan.refusals,
-        vec![Refusal::Reshard {
-            serving: 2,
-            wanted: 3
-        }]
-    );
-    assert!(plan.steps.is_empty());
 }
 
 #[test]
