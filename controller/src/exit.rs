@@ -65,6 +65,7 @@ impl Error {
             | Error::Certs(_)
             | Error::SlotMove { .. }
             | Error::SlotMismatch { .. }
+            | Error::AtomicMove { .. }
             | Error::Unhealthy(_) => Exit::Failed,
         }
     }
