@@ -246,7 +246,10 @@ impl fmt::Display for Refusal {
 pub fn names_a_node(args: &[Vec<u8>]) -> bool {
     let w = |i: usize| args.get(i).map(|a| a.to_ascii_uppercase());
     w(0).as_deref() == Some(b"CLUSTER")
-        && matches!(w(1).as_deref(), Some(b"REPLICATE" | b"FORGET" | b"SETSLOT"))
+        && matches!(
+            w(1).as_deref(),
+            Some(b"REPLICATE" | b"FORGET" | b"SETSLOT" | b"MIGRATESLOTS")
+        )
 }
 
 /// Where the keys of a command that carries key names start: after `KEYS`
@@ -1393,6 +1396,13 @@ mod tests {
         );
         assert!(check_in(Standalone, "CLUSTER GETSLOTMIGRATIONS", true).is_err());
         assert!(check_in(Cluster, "CLUSTER GETSLOTMIGRATIONS x", true).is_err());
+        // The agent fetches CLUSTER NODES first for the ids to be known.
+        let words =
+            |c: &str| -> Vec<Vec<u8>> { c.split(' ').map(|w| w.as_bytes().to_vec()).collect() };
+        assert!(names_a_node(&words(
+            "cluster migrateslots SLOTSRANGE 0 9 NODE x"
+        )));
+        assert!(!names_a_node(&words("CLUSTER GETSLOTMIGRATIONS")));
         for c in [
             "CLUSTER MIGRATESLOTS".to_owned(),
             format!("CLUSTER MIGRATESLOTS NODE {ID_B}"),

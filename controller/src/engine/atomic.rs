@@ -29,8 +29,9 @@ use crate::slots::{NodeId, Slot};
 /// The first Valkey release with CLUSTER MIGRATESLOTS.
 pub const MIN_VALKEY: (u32, u32) = (9, 0);
 
-/// COUNTKEYSINSLOT commands sent in one call to an agent.
-const COUNTS_PER_CALL: usize = 512;
+/// COUNTKEYSINSLOT commands sent in one call to an agent: the most one
+/// RedisCommand takes.
+const COUNTS_PER_CALL: usize = paddock_model::MAX_PIPELINE;
 
 /// The longest wait for one migration besides its estimate: Valkey runs
 /// a source's migrations one after another, and the snapshot of a big slot
