@@ -8,7 +8,7 @@
 //! `tests/run.sh` unpacks into target/valkey/ (see [`valkey_server`]).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use paddock_tests::{Lab, apply_agreeing, bin_dir, connect, paddock, stderr, wait_until};
@@ -31,7 +31,7 @@ fn valkey_server() -> PathBuf {
 
 /// Replaces box `i`'s agent with one whose config sets `redis_server`,
 /// recorded in the lab's state so `lab down` stops it.
-fn restart_agent_with(lab: &Lab, i: usize, redis_server: &Path) {
+fn restart_agent_with(lab: &Lab, i: usize, redis_server: &Path) -> Child {
     let host = format!("box{}", i + 1);
     let state_path = lab.dir().join("lab.json");
     let mut state: serde_json::Value =
@@ -76,6 +76,7 @@ fn restart_agent_with(lab: &Lab, i: usize, redis_server: &Path) {
         .unwrap();
     entry["pid"] = child.id().into();
     std::fs::write(&state_path, serde_json::to_string_pretty(&state).unwrap()).unwrap();
+    child
 }
 
 async fn redis_cli(args: Vec<String>) -> std::process::Output {
@@ -224,9 +225,9 @@ async fn rebalance_on_valkey_9_uses_atomic_slot_migration() {
     let inventory = lab.inventory().display().to_string();
     let up = lab.up(&["--no-apply"]);
     assert!(up.status.success(), "{}", stderr(&up));
-    for i in 0..lab.addresses.len() {
-        restart_agent_with(&lab, i, &valkey);
-    }
+    let agents: Vec<Child> = (0..lab.addresses.len())
+        .map(|i| restart_agent_with(&lab, i, &valkey))
+        .collect();
     assert!(
         wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
             let inventory = inventory.clone();
@@ -331,4 +332,9 @@ async fn rebalance_on_valkey_9_uses_atomic_slot_migration() {
     let last: String = c.lindex(big, -1).await.unwrap();
     assert_eq!(last, format!("element-{}", BIG - 1));
     assert!(cluster_check_passes(&lab, &password).await);
+    // `lab down` stops the agents started here; reap them.
+    drop(lab);
+    for mut agent in agents {
+        let _ = agent.wait();
+    }
 }
