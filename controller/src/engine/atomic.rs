@@ -176,8 +176,9 @@ pub fn follow(
     target: &str,
     ranges: &[(Slot, Slot)],
 ) -> Follow {
+    let want = normalized(ranges);
     let ours = seen.iter().find(|m| {
-        m.export && m.target == target && m.ranges == ranges && !before.contains(&m.name)
+        m.export && m.target == target && normalized(&m.ranges) == want && !before.contains(&m.name)
     });
     match ours.map(|m| &m.state) {
         None => Follow::NotYet,
@@ -188,6 +189,21 @@ pub fn follow(
             message: ours.map(|m| m.message.clone()).unwrap_or_default(),
         },
     }
+}
+
+/// Ranges sorted, adjacent and overlapping ones merged: the same slots
+/// compare equal however they are written.
+fn normalized(ranges: &[(Slot, Slot)]) -> Vec<(Slot, Slot)> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<(Slot, Slot)> = Vec::new();
+    for (a, b) in sorted {
+        match out.last_mut() {
+            Some(last) if u32::from(a) <= u32::from(last.1) + 1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
 }
 
 /// Per-slot key counts before (source, target) and after: Ok(keys moved),
@@ -567,6 +583,13 @@ mod tests {
         );
         let seen = [m("new", "0-99 200-299", "success")];
         assert_eq!(follow(&seen, &none, TARGET, &ours), Follow::Done);
+        // The same slots written otherwise.
+        let seen = [m("new", "200-299 0-49 50-99", "success")];
+        assert_eq!(follow(&seen, &none, TARGET, &ours), Follow::Done);
+        assert_eq!(
+            follow(&[m("new", "5", "success")], &none, TARGET, &[(5, 5)]),
+            Follow::Done
+        );
         for (state, end) in [("failed", State::Failed), ("cancelled", State::Cancelled)] {
             let seen = [m("new", "0-99 200-299", state)];
             assert_eq!(
