@@ -91,6 +91,16 @@ pub enum State {
 }
 
 impl State {
+    /// Valkey's word for it.
+    pub fn word(&self) -> &str {
+        match self {
+            State::Success => "success",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+            State::Running(s) => s,
+        }
+    }
+
     fn of(s: &str) -> State {
         match s {
             "success" => State::Success,
@@ -323,12 +333,20 @@ pub async fn move_atomic(
             .and_then(parse_migrations)
             .ok_or_else(|| fail("CLUSTER GETSLOTMIGRATIONS: a reply of another shape".into()))
     };
-    let get = [b"CLUSTER".to_vec(), b"GETSLOTMIGRATIONS".to_vec()];
     let agent = scene.fleet.agent(src.host)?;
+    // An agent that refuses these (an older paddockd) stops here, before
+    // anything started.
     let known: BTreeSet<String> = listed(
         agent
-            .redis_bytes(&src.instance, vec![get.to_vec()], true)
-            .await?,
+            .redis_bytes(&src.instance, vec![getslotmigrations()], true)
+            .await
+            .map_err(|e| match e {
+                Error::Redis { .. } => Error::Unhealthy(format!(
+                    "{}: its agent does not run Valkey's slot migration commands (an older paddockd? upgrade it first): {e}",
+                    src.label()
+                )),
+                e => e,
+            })?,
     )?
     .into_iter()
     .map(|m| m.name)
@@ -341,26 +359,62 @@ pub async fn move_atomic(
     if let Some(e) = replies.first().and_then(Reply::error) {
         return Err(fail(format!("CLUSTER MIGRATESLOTS refused: {e}")));
     }
-    let started = Instant::now();
     let limit = WAIT_BASE + Duration::from_millis(mv.millis.unwrap_or(0).saturating_mul(4));
+    let last = wait_done(scene, src, mv, &known, limit, &listed).await?;
+    match last {
+        Follow::Done => {}
+        Follow::Stopped { state, message } => {
+            return Err(fail(format!(
+                "Valkey's migration ended {}: {message}; the slots stay on {}",
+                state.word(),
+                mv.from
+            )));
+        }
+        last => {
+            return Err(fail(format!(
+                "not finished within {} s (last seen: {last:?}); see CLUSTER GETSLOTMIGRATIONS on {}",
+                limit.as_secs(),
+                mv.from
+            )));
+        }
+    }
+    let after = counts(scene, src, dst, &slots).await?;
+    let keys = check_counts(&before, &after)
+        .map_err(|(slot, what)| fail(format!("slot {slot}: key counts do not add up: {what}")))?;
+    Ok(AtomicDone {
+        slots: u32::try_from(slots.len()).unwrap_or(u32::MAX),
+        keys,
+    })
+}
+
+fn getslotmigrations() -> Vec<Vec<u8>> {
+    vec![b"CLUSTER".to_vec(), b"GETSLOTMIGRATIONS".to_vec()]
+}
+
+/// GETSLOTMIGRATIONS on the source every [`POLL_EVERY`] until the move's
+/// migration ends or `limit` passes; the last thing seen.
+async fn wait_done(
+    scene: &Scene<'_>,
+    src: &Target,
+    mv: &PlannedMove,
+    known: &BTreeSet<String>,
+    limit: Duration,
+    listed: &impl Fn(Vec<Reply>) -> Result<Vec<Migration>, Error>,
+) -> Result<Follow, Error> {
+    let agent = scene.fleet.agent(src.host)?;
+    let started = Instant::now();
     let polls = (limit.as_millis() / POLL_EVERY.as_millis()).max(1);
     let mut last = Follow::NotYet;
     for _ in 0..polls {
         let reply = agent
-            .redis_bytes(&src.instance, vec![get.to_vec()], true)
+            .redis_bytes(&src.instance, vec![getslotmigrations()], true)
             .await?;
-        last = follow(&listed(reply)?, &known, &mv.to_id, &mv.ranges);
+        last = follow(&listed(reply)?, known, &mv.to_id, &mv.ranges);
         match &last {
-            Follow::Done => break,
-            Follow::Stopped { state, message } => {
-                return Err(fail(format!(
-                    "Valkey's migration ended {state:?}: {message}; the slots stay on {}",
-                    mv.from
-                )));
-            }
+            Follow::Done | Follow::Stopped { .. } => break,
             Follow::Running(state) => scene.progress.live(format!(
                 "atomic migration of {} slot(s) to {}: {state}, {:.0} s",
-                slots.len(),
+                mv.slots(),
                 mv.to,
                 started.elapsed().as_secs_f64()
             )),
@@ -371,23 +425,7 @@ pub async fn move_atomic(
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
-    if last != Follow::Done {
-        return Err(fail(format!(
-            "not finished after {:.0} s (last seen: {last:?}); see CLUSTER GETSLOTMIGRATIONS on {}",
-            started.elapsed().as_secs_f64(),
-            mv.from
-        )));
-    }
-    let after = counts(scene, src, dst, &slots).await?;
-    let keys = check_counts(&before, &after).map_err(|(slot, what)| Error::SlotMismatch {
-        slot,
-        what,
-        keys: Vec::new(),
-    })?;
-    Ok(AtomicDone {
-        slots: u32::try_from(slots.len()).unwrap_or(u32::MAX),
-        keys,
-    })
+    Ok(last)
 }
 
 /// COUNTKEYSINSLOT of every slot on both masters, [`COUNTS_PER_CALL`] per
