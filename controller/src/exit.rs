@@ -150,6 +150,15 @@ mod tests {
                 1,
             ),
             (
+                Error::AtomicMove {
+                    from: "box3:redis-7000".into(),
+                    to: "box1:redis-7000".into(),
+                    slots: "0-99".into(),
+                    message: "Valkey's migration ended failed".into(),
+                },
+                1,
+            ),
+            (
                 Error::Io {
                     path: "x".into(),
                     source: io(),
