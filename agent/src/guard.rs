@@ -11,8 +11,8 @@
 //! Without `allow_dangerous`:
 //! - any instance: PING; INFO of named sections;
 //! - a cluster instance: CLUSTER NODES / INFO / SET-CONFIG-EPOCH /
-//!   ADDSLOTSRANGE / FAILOVER [FORCE|TAKEOVER] / GETSLOTMIGRATIONS; CLUSTER MEET of a member's
-//!   address; CLUSTER REPLICATE and FORGET of a node id that the local node
+//!   ADDSLOTSRANGE / FAILOVER [FORCE|TAKEOVER] / GETSLOTMIGRATIONS (Valkey
+//!   9); CLUSTER MEET of a member's address; CLUSTER REPLICATE and FORGET of a node id that the local node
 //!   lists at a member's address (FORGET also of a node flagged fail or
 //!   noaddr); CONFIG SET cluster-node-timeout between 100 ms and the spec's;
 //! - a replication member: CLIENT PAUSE <ms> WRITE (at most
@@ -40,8 +40,8 @@
 //! (per key a hash of its DUMP, computed in the agent: values never leave
 //! it); Valkey 9's CLUSTER MIGRATESLOTS (SLOTSRANGE of valid slots, NODE
 //! of a member node the local node knows; Valkey authenticates to it with
-//! masterauth, never a caller's password). Key names are bytes, checked for count only. ACL SETUSER of a spec
-//! user with exactly its rendered password and rules (`reset on >PASSWORD
+//! masterauth, never a caller's password). Key names are bytes, checked
+//! for count only. ACL SETUSER of a spec user with exactly its rendered password and rules (`reset on >PASSWORD
 //! RULES...`), ACL DELUSER of a user the spec does not have (never
 //! `default`), on a redis-server;
 //! ACL SETUSER default >new / <old and CONFIG SET masterauth
