@@ -12,9 +12,9 @@
 //! - any instance: PING; INFO of named sections;
 //! - a cluster instance: CLUSTER NODES / INFO / SET-CONFIG-EPOCH /
 //!   ADDSLOTSRANGE / FAILOVER [FORCE|TAKEOVER] / GETSLOTMIGRATIONS (Valkey
-//!   9); CLUSTER MEET of a member's address; CLUSTER REPLICATE and FORGET of a node id that the local node
-//!   lists at a member's address (FORGET also of a node flagged fail or
-//!   noaddr); CONFIG SET cluster-node-timeout between 100 ms and the spec's;
+//!   9); CLUSTER MEET of a member's address; CLUSTER REPLICATE and FORGET
+//!   of a node id that the local node lists at a member's address (FORGET
+//!   also of a node flagged fail or noaddr); CONFIG SET cluster-node-timeout between 100 ms and the spec's;
 //! - a replication member: CLIENT PAUSE <ms> WRITE (at most
 //!   [`MAX_WRITE_PAUSE_MS`]) and CLIENT UNPAUSE;
 //! - a redis-server of either kind: CONFIG GET of named, non-secret
@@ -41,8 +41,8 @@
 //! it); Valkey 9's CLUSTER MIGRATESLOTS (SLOTSRANGE of valid slots, NODE
 //! of a member node the local node knows; Valkey authenticates to it with
 //! masterauth, never a caller's password). Key names are bytes, checked
-//! for count only. ACL SETUSER of a spec user with exactly its rendered password and rules (`reset on >PASSWORD
-//! RULES...`), ACL DELUSER of a user the spec does not have (never
+//! for count only. ACL SETUSER of a spec user with exactly its rendered
+//! password and rules (`reset on >PASSWORD RULES...`), ACL DELUSER of a user the spec does not have (never
 //! `default`), on a redis-server;
 //! ACL SETUSER default >new / <old and CONFIG SET masterauth
 //! (password rotation, the value a valid password; ACL SETUSER also on a
