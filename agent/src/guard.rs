@@ -14,7 +14,8 @@
 //!   ADDSLOTSRANGE / FAILOVER [FORCE|TAKEOVER] / GETSLOTMIGRATIONS (Valkey
 //!   9); CLUSTER MEET of a member's address; CLUSTER REPLICATE and FORGET
 //!   of a node id that the local node lists at a member's address (FORGET
-//!   also of a node flagged fail or noaddr); CONFIG SET cluster-node-timeout between 100 ms and the spec's;
+//!   also of a node flagged fail or noaddr); CONFIG SET
+//!   cluster-node-timeout between 100 ms and the spec's;
 //! - a replication member: CLIENT PAUSE <ms> WRITE (at most
 //!   [`MAX_WRITE_PAUSE_MS`]) and CLIENT UNPAUSE;
 //! - a redis-server of either kind: CONFIG GET of named, non-secret
@@ -42,8 +43,8 @@
 //! of a member node the local node knows; Valkey authenticates to it with
 //! masterauth, never a caller's password). Key names are bytes, checked
 //! for count only. ACL SETUSER of a spec user with exactly its rendered
-//! password and rules (`reset on >PASSWORD RULES...`), ACL DELUSER of a user the spec does not have (never
-//! `default`), on a redis-server;
+//! password and rules (`reset on >PASSWORD RULES...`), ACL DELUSER of a
+//! user the spec does not have (never `default`), on a redis-server;
 //! ACL SETUSER default >new / <old and CONFIG SET masterauth
 //! (password rotation, the value a valid password; ACL SETUSER also on a
 //! sentinel, with SENTINEL SET auth-pass and SENTINEL CONFIG SET
