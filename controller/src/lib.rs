@@ -132,6 +132,18 @@ pub enum Error {
         what: String,
         keys: Vec<String>,
     },
+    /// Valkey's atomic migration of a move's slots did not finish; Valkey
+    /// leaves no slot open (the slots stay on the source unless it
+    /// reported success).
+    #[error(
+        "atomic migration of slots {slots} from {from} to {to}: {message}\n  hint: `paddock rebalance` (or `status`) shows where the slots are; run it again once the cause is fixed"
+    )]
+    AtomicMove {
+        from: String,
+        to: String,
+        slots: String,
+        message: String,
+    },
     /// The cluster is not in a state the command can start from.
     #[error("{0}")]
     Unhealthy(String),
