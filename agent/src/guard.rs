@@ -11,10 +11,11 @@
 //! Without `allow_dangerous`:
 //! - any instance: PING; INFO of named sections;
 //! - a cluster instance: CLUSTER NODES / INFO / SET-CONFIG-EPOCH /
-//!   ADDSLOTSRANGE / FAILOVER [FORCE|TAKEOVER]; CLUSTER MEET of a member's
-//!   address; CLUSTER REPLICATE and FORGET of a node id that the local node
-//!   lists at a member's address (FORGET also of a node flagged fail or
-//!   noaddr); CONFIG SET cluster-node-timeout between 100 ms and the spec's;
+//!   ADDSLOTSRANGE / FAILOVER [FORCE|TAKEOVER] / GETSLOTMIGRATIONS (Valkey
+//!   9); CLUSTER MEET of a member's address; CLUSTER REPLICATE and FORGET
+//!   of a node id that the local node lists at a member's address (FORGET
+//!   also of a node flagged fail or noaddr); CONFIG SET
+//!   cluster-node-timeout between 100 ms and the spec's;
 //! - a replication member: CLIENT PAUSE <ms> WRITE (at most
 //!   [`MAX_WRITE_PAUSE_MS`]) and CLIENT UNPAUSE;
 //! - a redis-server of either kind: CONFIG GET of named, non-secret
@@ -38,10 +39,12 @@
 //! so the password never crosses the wire and the target can only be a
 //! member, which already knows it; and the agent's own [`DIGEST_COMMAND`]
 //! (per key a hash of its DUMP, computed in the agent: values never leave
-//! it). Key names are bytes, checked for count only. ACL SETUSER of a spec
-//! user with exactly its rendered password and rules (`reset on >PASSWORD
-//! RULES...`), ACL DELUSER of a user the spec does not have (never
-//! `default`), on a redis-server;
+//! it); Valkey 9's CLUSTER MIGRATESLOTS (SLOTSRANGE of valid slots, NODE
+//! of a member node the local node knows; Valkey authenticates to it with
+//! masterauth, never a caller's password). Key names are bytes, checked
+//! for count only. ACL SETUSER of a spec user with exactly its rendered
+//! password and rules (`reset on >PASSWORD RULES...`), ACL DELUSER of a
+//! user the spec does not have (never `default`), on a redis-server;
 //! ACL SETUSER default >new / <old and CONFIG SET masterauth
 //! (password rotation, the value a valid password; ACL SETUSER also on a
 //! sentinel, with SENTINEL SET auth-pass and SENTINEL CONFIG SET
@@ -244,7 +247,10 @@ impl fmt::Display for Refusal {
 pub fn names_a_node(args: &[Vec<u8>]) -> bool {
     let w = |i: usize| args.get(i).map(|a| a.to_ascii_uppercase());
     w(0).as_deref() == Some(b"CLUSTER")
-        && matches!(w(1).as_deref(), Some(b"REPLICATE" | b"FORGET" | b"SETSLOT"))
+        && matches!(
+            w(1).as_deref(),
+            Some(b"REPLICATE" | b"FORGET" | b"SETSLOT" | b"MIGRATESLOTS")
+        )
 }
 
 /// Where the keys of a command that carries key names start: after `KEYS`
@@ -671,6 +677,21 @@ fn cluster(w: &[&str], sub: &str, scope: &Scope<'_>, command: &str) -> Result<Ne
         "COUNTKEYSINSLOT" | "GETKEYSINSLOT" => Err(shape(&format!(
             "takes a slot 0-{LAST_SLOT} (and, for GETKEYSINSLOT, a count of 1 to {MAX_KEYS_PER_CALL})"
         ))),
+        // Valkey 9's atomic slot migration: the source sends the slots
+        // to another member itself (over a connection like a replica's,
+        // authenticated with masterauth, which the agent renders).
+        "MIGRATESLOTS" => match migrateslots_targets(&w[2..]) {
+            Some(ids) => {
+                for id in ids {
+                    node(id, false)?;
+                }
+                Ok(Need::Flag)
+            }
+            None => Err(shape(
+                "takes SLOTSRANGE START END [START END ...] NODE NODE-ID, repeated, slots 0-16383",
+            )),
+        },
+        "GETSLOTMIGRATIONS" if n == 2 => Ok(Need::Nothing),
         "SETSLOT" if n >= 4 && slot(w[2]) => {
             let how = w[3].to_ascii_uppercase();
             match (how.as_str(), n) {
@@ -691,6 +712,33 @@ fn cluster(w: &[&str], sub: &str, scope: &Scope<'_>, command: &str) -> Result<Ne
             kind: scope.kind(),
         }),
     }
+}
+
+/// The node ids of `SLOTSRANGE START END [START END ...] NODE ID`
+/// groups (at least one; every range valid and ordered); None for any
+/// other shape.
+fn migrateslots_targets<'a>(w: &[&'a str]) -> Option<Vec<&'a str>> {
+    let mut ids = Vec::new();
+    let mut rest = w;
+    while !rest.is_empty() {
+        if !rest[0].eq_ignore_ascii_case("SLOTSRANGE") {
+            return None;
+        }
+        let node_at = rest.iter().position(|x| x.eq_ignore_ascii_case("NODE"))?;
+        let bounds = &rest[1..node_at];
+        let ordered = bounds.chunks(2).all(|p| {
+            p.len() == 2
+                && slot(p[0])
+                && slot(p[1])
+                && p[0].parse::<u64>().ok() <= p[1].parse::<u64>().ok()
+        });
+        if bounds.is_empty() || !ordered {
+            return None;
+        }
+        ids.push(*rest.get(node_at + 1)?);
+        rest = &rest[node_at + 2..];
+    }
+    (!ids.is_empty()).then_some(ids)
 }
 
 fn slot(s: &str) -> bool {
@@ -1021,6 +1069,8 @@ mod tests {
             (Cluster, "CONFIG SET maxmemory 268435456", false),
             (Cluster, "CONFIG SET maxmemory-policy allkeys-lru", false),
             (Cluster, &format!("CLUSTER SETSLOT 7 NODE {ID_B}"), true),
+            (Cluster, "CLUSTER COUNTKEYSINSLOT 0", true),
+            (Cluster, "cluster countkeysinslot 16383", true),
             (Standalone, "INFO replication", false),
             (Standalone, "CLIENT PAUSE 30000 WRITE", false),
             (Standalone, "CLIENT UNPAUSE", false),
@@ -1122,6 +1172,7 @@ mod tests {
             "CLUSTER FLUSHSLOTS",
             "CLUSTER DELSLOTS 1",
             "CLUSTER ADDSLOTSRANGE 0 16384",
+            "CLUSTER COUNTKEYSINSLOT -1",
             "ACL SETUSER default nopass",
             "ACL SETUSER app >0123456789abcdef0123",
             "ACL SETUSER default >short",
@@ -1321,6 +1372,74 @@ mod tests {
             format!("PADDOCK.DIGEST {many}"),
         ] {
             assert!(check_in(Cluster, &c, true).is_err());
+        }
+    }
+
+    /// Valkey 9's atomic slot migration: MIGRATESLOTS of valid ranges to
+    /// member nodes the local node knows, with the flag; GETSLOTMIGRATIONS
+    /// reads. Cluster instances only.
+    #[test]
+    fn atomic_slot_migration_runs_only_in_its_own_shapes() {
+        for c in [
+            format!("CLUSTER MIGRATESLOTS SLOTSRANGE 0 99 NODE {ID_B}"),
+            format!("CLUSTER migrateslots slotsrange 0 99 200 299 16383 16383 node {ID_B}"),
+            format!("CLUSTER MIGRATESLOTS SLOTSRANGE 0 9 NODE {ID_B} SLOTSRANGE 20 29 NODE {ID_B}"),
+        ] {
+            assert_eq!(check_in(Cluster, &c, true), Ok(()), "{c}");
+            assert!(
+                matches!(check_in(Cluster, &c, false), Err(Refusal::NeedsFlag { .. })),
+                "{c} needs the flag"
+            );
+            for mode in [Standalone, Sentinel] {
+                assert!(check_in(mode, &c, true).is_err(), "{mode:?} {c}");
+            }
+        }
+        assert_eq!(
+            check_in(Cluster, "CLUSTER GETSLOTMIGRATIONS", false),
+            Ok(())
+        );
+        assert!(check_in(Standalone, "CLUSTER GETSLOTMIGRATIONS", true).is_err());
+        assert!(check_in(Cluster, "CLUSTER GETSLOTMIGRATIONS x", true).is_err());
+        // The agent fetches CLUSTER NODES first for the ids to be known.
+        let words =
+            |c: &str| -> Vec<Vec<u8>> { c.split(' ').map(|w| w.as_bytes().to_vec()).collect() };
+        assert!(names_a_node(&words(
+            "cluster migrateslots SLOTSRANGE 0 9 NODE x"
+        )));
+        assert!(!names_a_node(&words("CLUSTER GETSLOTMIGRATIONS")));
+        for c in [
+            "CLUSTER MIGRATESLOTS".to_owned(),
+            format!("CLUSTER MIGRATESLOTS NODE {ID_B}"),
+            format!("CLUSTER MIGRATESLOTS SLOTSRANGE NODE {ID_B}"),
+            format!("CLUSTER MIGRATESLOTS SLOTSRANGE 0 NODE {ID_B}"),
+            format!("CLUSTER MIGRATESLOTS SLOTSRANGE 9 0 NODE {ID_B}"),
+            format!("CLUSTER MIGRATESLOTS SLOTSRANGE 0 16384 NODE {ID_B}"),
+            format!("CLUSTER MIGRATESLOTS SLOTSRANGE 0 x NODE {ID_B}"),
+            "CLUSTER MIGRATESLOTS SLOTSRANGE 0 9 NODE".to_owned(),
+            format!("CLUSTER MIGRATESLOTS SLOTSRANGE 0 9 NODE {ID_B} x"),
+            format!("CLUSTER MIGRATESLOTS SLOTSRANGE 0 9 NODE {ID_ME}"),
+            format!("CLUSTER MIGRATESLOTS SLOTSRANGE 0 9 NODE {ID_B} SLOTSRANGE 5 NODE {ID_B}"),
+        ] {
+            assert!(
+                matches!(check_in(Cluster, &c, true), Err(Refusal::Shape { .. })),
+                "{c}: {:?}",
+                check_in(Cluster, &c, true)
+            );
+        }
+        for c in [
+            format!("CLUSTER MIGRATESLOTS SLOTSRANGE 0 9 NODE {ID_ROGUE}"),
+            format!("CLUSTER MIGRATESLOTS SLOTSRANGE 0 9 NODE {ID_GHOST}"),
+            "CLUSTER MIGRATESLOTS SLOTSRANGE 0 9 NODE ffff000000000000000000000000000000000000"
+                .to_owned(),
+            format!(
+                "CLUSTER MIGRATESLOTS SLOTSRANGE 0 9 NODE {ID_B} SLOTSRANGE 20 29 NODE {ID_ROGUE}"
+            ),
+        ] {
+            assert!(
+                matches!(check_in(Cluster, &c, true), Err(Refusal::Outside { .. })),
+                "{c}: {:?}",
+                check_in(Cluster, &c, true)
+            );
         }
     }
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use crate::problem::ClusterProblem;
 
-pub use paddock_knowledge::nodes::SLOTS;
+pub use paddock_knowledge::nodes::{Direction, OpenSlot, SLOTS};
 
 /// One line of CLUSTER NODES.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,9 +20,9 @@ pub struct NodeLine {
     pub connected: bool,
     /// Inclusive ranges this node serves.
     pub slots: Vec<(u32, u32)>,
-    /// Migrating/importing markers, e.g. "[93->-e7d1...]": a resharding that
-    /// did not finish.
-    pub open_slots: Vec<String>,
+    /// Migrating/importing markers (shown as "[93->-e7d1...]"): a
+    /// resharding that did not finish.
+    pub open_slots: Vec<OpenSlot>,
 }
 
 impl NodeLine {
@@ -66,7 +66,7 @@ impl From<paddock_knowledge::nodes::ClusterNode> for NodeLine {
     fn from(n: paddock_knowledge::nodes::ClusterNode) -> Self {
         NodeLine {
             flags: n.flags.iter().map(|f| f.as_str().to_owned()).collect(),
-            open_slots: n.open_slots.iter().map(ToString::to_string).collect(),
+            open_slots: n.open_slots,
             id: n.id,
             ip: n.ip,
             port: n.port,
@@ -441,7 +441,7 @@ fn open_slot_problems(
         {
             problems.push(ClusterProblem::OpenSlots {
                 node: m.label.clone(),
-                slots: me.open_slots.clone(),
+                slots: me.open_slots.iter().map(ToString::to_string).collect(),
             });
         }
     }
@@ -517,7 +517,12 @@ mod tests {
             vec![(5461, 10922)],
             "migration markers apart"
         );
-        assert_eq!(nodes[1].open_slots, vec!["[10923->-292f]"]);
+        let open: Vec<String> = nodes[1]
+            .open_slots
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(open, vec!["[10923->-292f]"]);
         assert_eq!(nodes[3].master_id.as_deref(), Some("07c3"));
         assert!(nodes[3].is_replica());
         assert_eq!(nodes[4].ip, None);
@@ -767,7 +772,11 @@ mod tests {
         let link: Fault = |o| o.link_up = Some(false);
         let open: Fault = |o| {
             let me = o.nodes.iter_mut().find(|n| n.is_myself()).unwrap();
-            me.open_slots = vec!["[5->-b]".into()];
+            me.open_slots = vec![OpenSlot {
+                slot: 5,
+                direction: Direction::Migrating,
+                node_id: "b".into(),
+            }];
         };
         let foreign_nodes = ClusterProblem::ForeignNodes {
             node: node("box1:7000"),

@@ -212,6 +212,38 @@ pub async fn status(inventory: &Path, json: bool, ctx: &Context) -> Result<Exit,
     Ok(done(s.healthy))
 }
 
+/// `paddock check`: exit 0 with no finding, 1 with findings, 3 when an
+/// agent did not answer (the check is incomplete).
+pub async fn check(inventory: &Path, json: bool, ctx: &Context) -> Result<Exit, Error> {
+    let c = crate::check::check(inventory, ctx.security).await?;
+    if json {
+        print_json(&c)?;
+    } else {
+        print!("{c}");
+    }
+    Ok(if c.unreachable() {
+        Exit::Unreachable
+    } else {
+        done(c.findings.is_empty())
+    })
+}
+
+/// `paddock fix`: exit 0 when no open or unserved slot is left.
+pub async fn fix(
+    inventory: &Path,
+    timeout: Duration,
+    json: bool,
+    ctx: &Context,
+) -> Result<Exit, Error> {
+    let r = crate::repair::fix(inventory, ctx.security, timeout).await?;
+    if json {
+        print_json(&r)?;
+    } else {
+        print!("{r}");
+    }
+    Ok(done(r.done()))
+}
+
 pub async fn recover(
     inventory: &Path,
     instance: &str,

@@ -63,6 +63,7 @@ impl Error {
             | Error::Certs(_)
             | Error::SlotMove { .. }
             | Error::SlotMismatch { .. }
+            | Error::AtomicMove { .. }
             | Error::Unhealthy(_) => Exit::Failed,
         }
     }
@@ -143,6 +144,15 @@ mod tests {
                     slot: 7,
                     what: "differ".into(),
                     keys: vec!["\"k\"".into()],
+                },
+                1,
+            ),
+            (
+                Error::AtomicMove {
+                    from: "box3:redis-7000".into(),
+                    to: "box1:redis-7000".into(),
+                    slots: "0-99".into(),
+                    message: "Valkey's migration ended failed".into(),
                 },
                 1,
             ),

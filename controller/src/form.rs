@@ -25,7 +25,7 @@ use crate::cluster::{Observation, assess, shard_master, shard_slots};
 use crate::engine::formation::FormStep;
 use crate::engine::observe::observe_node;
 use crate::fleet::{Fleet, Target, members};
-use crate::problem::ClusterProblem;
+use crate::problem::{ClusterProblem, formation_problems};
 use crate::progress::Progress;
 use paddock_knowledge::decide::{Escalation, FailoverMode};
 use paddock_knowledge::procedure;
@@ -228,7 +228,9 @@ pub async fn wait_healthy(
     let members = members(targets);
     loop {
         let observed = observe_all(fleet, targets).await;
-        let problems = assess(&members, &observed);
+        // Open or unserved slots do not go away by waiting: the slot
+        // repair settles them.
+        let problems = formation_problems(assess(&members, &observed));
         if problems.is_empty() {
             return Ok(());
         }
@@ -245,8 +247,8 @@ fn past(deadline: Instant) -> bool {
     tokio::time::Instant::now() >= tokio::time::Instant::from_std(deadline)
 }
 
-/// Every node answers and no slot is open (an interrupted resharding is
-/// not ours to guess about). Pure.
+/// Every node answers. Open slots are left to the slot repair
+/// (`engine::fix`), which runs after formation. Pure.
 fn preflight(targets: &[Target], observed: &[Option<Observation>]) -> Result<(), Error> {
     if let Some(i) = observed.iter().position(Option::is_none) {
         return Err(Error::NotConverged(format!(
@@ -254,22 +256,6 @@ fn preflight(targets: &[Target], observed: &[Option<Observation>]) -> Result<(),
             targets[i].label(),
             targets[i].ip,
             targets[i].port
-        )));
-    }
-    // Open slots are an interrupted resharding: not ours to guess about.
-    let open: Vec<String> = targets
-        .iter()
-        .zip(observed)
-        .filter_map(|(t, o)| {
-            let me = o.as_ref()?.myself()?;
-            (!me.open_slots.is_empty())
-                .then(|| format!("{}: {}", t.label(), me.open_slots.join(" ")))
-        })
-        .collect();
-    if !open.is_empty() {
-        return Err(Error::NotConverged(format!(
-            "slots are open (migrating/importing) after an interrupted resharding:\n  - {}\n  hint: finish or roll back the migration (`redis-cli --cluster fix`), then apply again",
-            open.join("\n  - ")
         )));
     }
     Ok(())
@@ -413,7 +399,12 @@ async fn form_inner(
             observe_all(fleet, targets).await
         };
         let leaving_views = observe_leaving(fleet, leaving).await;
-        let problems = crate::engine::shape::assess(targets, &observed, leaving, &leaving_views);
+        let problems = formation_problems(crate::engine::shape::assess(
+            targets,
+            &observed,
+            leaving,
+            &leaving_views,
+        ));
         if problems.is_empty() {
             progress.step("cluster converged: every node agrees and reports cluster_state:ok");
             return Ok(introduced.then(|| first_step.elapsed()));

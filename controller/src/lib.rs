@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod balance;
 pub mod certs;
+pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod commands;
@@ -25,6 +26,7 @@ pub mod process;
 pub mod progress;
 pub mod rebalance;
 pub mod recover;
+pub mod repair;
 pub mod rotate;
 pub mod secrets;
 pub mod sentinel;
@@ -129,6 +131,18 @@ pub enum Error {
         slot: u16,
         what: String,
         keys: Vec<String>,
+    },
+    /// Valkey's atomic migration of a move's slots did not finish; Valkey
+    /// leaves no slot open (the slots stay on the source unless it
+    /// reported success).
+    #[error(
+        "atomic migration of slots {slots} from {from} to {to}: {message}\n  hint: `paddock rebalance` (or `status`) shows where the slots are; run it again once the cause is fixed"
+    )]
+    AtomicMove {
+        from: String,
+        to: String,
+        slots: String,
+        message: String,
     },
     /// The cluster is not in a state the command can start from.
     #[error("{0}")]

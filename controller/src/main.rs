@@ -80,6 +80,35 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check a cluster as `redis-cli --cluster check` does (slot coverage,
+    /// open slots, every node agreeing on the configuration) and more:
+    /// a master and its replica on one host, masters piled on a host,
+    /// replicas per master, replication lag, sentinels, zones. Exit 0
+    /// with no finding, 1 with findings, 3 when an agent does not answer.
+    ///
+    /// Example: paddock check -i inventory.toml --json
+    Check {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Repair open slots (an interrupted migration: finished or rolled
+    /// back) and slots no master serves, as apply does; needs every agent.
+    /// Exit 0 when nothing is left open, 1 otherwise.
+    ///
+    /// Example: paddock fix -i inventory.toml
+    Fix {
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Give up moving a slot's keys after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Print what was found, done and left as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop instances of the deployment: all of them when none is named.
     /// Sentinels stop first, then replicas, then masters. They stay stopped
     /// (across agent restarts too) until `paddock start` or `paddock apply`.
@@ -451,6 +480,12 @@ async fn run(cli: Cli) -> Result<Exit, paddock_controller::Error> {
             .await
         }
         Cmd::Status { inventory, json } => commands::status(&inventory, json, &ctx).await,
+        Cmd::Check { inventory, json } => commands::check(&inventory, json, &ctx).await,
+        Cmd::Fix {
+            inventory,
+            timeout,
+            json,
+        } => commands::fix(&inventory, Duration::from_secs(timeout), json, &ctx).await,
         Cmd::Recover {
             inventory,
             instance,

@@ -191,6 +191,30 @@ impl ClusterProblem {
             _ => false,
         }
     }
+
+    /// Whether the slot repair (`engine::fix`, `paddock fix`) is what
+    /// settles it, not formation: slots left open by an interrupted move,
+    /// or slots nobody serves while every shard has a master.
+    pub fn is_for_slot_fix(&self) -> bool {
+        matches!(
+            self,
+            ClusterProblem::OpenSlots { .. } | ClusterProblem::SlotsUnserved { .. }
+        )
+    }
+}
+
+/// The problems formation settles (and waits on): all but the slot
+/// repair's. Unserved slots make every node report cluster_state:fail, so
+/// with them that state is the slot repair's too.
+pub fn formation_problems(problems: Vec<ClusterProblem>) -> Vec<ClusterProblem> {
+    let unserved = problems
+        .iter()
+        .any(|p| matches!(p, ClusterProblem::SlotsUnserved { .. }));
+    problems
+        .into_iter()
+        .filter(|p| !p.is_for_slot_fix())
+        .filter(|p| !(unserved && matches!(p, ClusterProblem::StateNotOk { .. })))
+        .collect()
 }
 
 /// "losing WHAT would take out ...": one wording for a host's and a
@@ -273,7 +297,7 @@ impl fmt::Display for ClusterProblem {
             P::StateNotOk { node } => write!(f, "{node}: cluster_state is not ok"),
             P::OpenSlots { node, slots } => write!(
                 f,
-                "{node}: open slots {} (an interrupted resharding; finish it with `redis-cli --cluster fix`)",
+                "{node}: open slots {} (an interrupted resharding; `paddock fix` or apply finishes or rolls it back)",
                 slots.join(" ")
             ),
             P::ShouldReplicateShard { node, shard } => {
@@ -445,6 +469,33 @@ mod tests {
         ];
         for (problem, want) in table {
             assert_eq!(problem.meeting_stalled(), want, "{problem}");
+        }
+    }
+
+    #[test]
+    fn formation_leaves_open_and_unserved_slots_to_the_slot_repair() {
+        let open = ClusterProblem::OpenSlots {
+            node: "a:1".into(),
+            slots: vec!["[5->-b]".into()],
+        };
+        let unserved = ClusterProblem::SlotsUnserved { served: 16383 };
+        let state = ClusterProblem::StateNotOk { node: "a:1".into() };
+        let link = ClusterProblem::LinkDown { node: "b:1".into() };
+        // (problems, what formation settles)
+        let table = [
+            (vec![open.clone()], vec![]),
+            (vec![open.clone(), link.clone()], vec![link.clone()]),
+            // Unserved slots explain cluster_state:fail...
+            (vec![state.clone(), unserved.clone()], vec![]),
+            // ...open slots do not.
+            (vec![state.clone(), open.clone()], vec![state.clone()]),
+            (
+                vec![link.clone(), state.clone()],
+                vec![link.clone(), state.clone()],
+            ),
+        ];
+        for (problems, want) in table {
+            assert_eq!(formation_problems(problems.clone()), want, "{problems:?}");
         }
     }
 

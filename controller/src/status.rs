@@ -444,10 +444,16 @@ pub async fn status(path: &Path, limit: &[String], security: Security) -> Result
     let shown = crate::fleet::limit_hosts(&deployment.inventory, limit)?;
     let fleet = Fleet::connect_within(&deployment, DIAL_WITHIN, Some(CALL_WITHIN)).await;
     crate::engine::shape::keep_placement(&mut deployment, &fleet, false).await?;
+    Ok(status_of(&deployment, &fleet, &shown).await)
+}
+
+/// The status of `deployment` through `fleet` (`paddock check` starts from
+/// it), showing the hosts `shown` selects.
+pub async fn status_of(deployment: &Deployment, fleet: &Fleet, shown: &[bool]) -> Status {
     let targets = deployment.targets();
     let sentinels = deployment.sentinels(deployment.placed_master());
-    let seen = gather(&deployment, &fleet, &targets, &sentinels).await;
-    let judgement = judge(&deployment, &targets, &sentinels, &seen);
+    let seen = gather(deployment, fleet, &targets, &sentinels).await;
+    let judgement = judge(deployment, &targets, &sentinels, &seen);
     let observed = seen.observed();
     let hosts = deployment
         .inventory
@@ -467,7 +473,7 @@ pub async fn status(path: &Path, limit: &[String], security: Security) -> Result
         })
         .collect();
     let inv = &deployment.inventory.deployment;
-    Ok(Status {
+    Status {
         deployment: inv.name.clone(),
         topology: inv.topology,
         healthy: judgement.problems.is_empty() && judgement.balance.is_empty(),
@@ -475,7 +481,7 @@ pub async fn status(path: &Path, limit: &[String], security: Security) -> Result
         balance: judgement.balance,
         warnings: judgement.warnings,
         hosts,
-    })
+    }
 }
 
 fn topology_name<S: serde::Serializer>(t: &Topology, s: S) -> Result<S::Ok, S::Error> {

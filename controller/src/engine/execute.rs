@@ -1,6 +1,6 @@
 //! Carrying out a plan's steps, phase by phase, in the plan's order:
 //! install, promote, write configs, restart, start, restore timeouts, form,
-//! spread masters, sentinels. Each phase reports the steps it carried out.
+//! repair open or unserved slots, spread masters, sentinels. Each phase reports the steps it carried out.
 
 use std::time::{Duration, Instant};
 
@@ -297,6 +297,14 @@ async fn form(scene: &Scene<'_>, plan: &Plan, done: &mut Executed) -> Result<(),
                 )
                 .await?;
                 done.formation = report.meet_to_converged;
+            }
+            Step::FixSlots { .. } => {
+                // Re-observed: what the plan showed may have moved on.
+                let report = crate::engine::fix::fix_slots(scene).await?;
+                scene.progress.step(format!(
+                    "repaired {} slot(s), {} key(s) moved",
+                    report.slots, report.keys
+                ));
             }
             Step::Rebalance { .. } => {
                 crate::engine::rolling::restore_balance(

@@ -2,7 +2,9 @@
 //! those observations to typed steps), execute exactly those steps. The
 //! commands (`apply`, `plan`) sit above it.
 
+pub mod atomic;
 pub mod execute;
+pub mod fix;
 pub mod formation;
 pub mod live;
 pub mod migrate;

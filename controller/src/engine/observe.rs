@@ -21,6 +21,9 @@ pub struct TargetState {
     /// The live cluster-node-timeout, when it differs from the spec (left
     /// short by an interrupted formation).
     pub node_timeout_drift: Option<u32>,
+    /// For a master: keys it holds in each open or unserved slot (CLUSTER
+    /// COUNTKEYSINSLOT); only those slots are counted (`engine::fix`).
+    pub slot_keys: crate::engine::fix::SlotKeys,
 }
 
 /// What the agents report, against the inventory.
@@ -215,7 +218,7 @@ pub async fn observe(
         out.push(target_state(t, put?, cluster.flatten(), &lists, acting));
     }
     let sentinel_states = out.split_off(targets.len());
-    let leaving_states: Vec<TargetState> = leaving
+    let mut leaving_states: Vec<TargetState> = leaving
         .iter()
         .zip(leaving_views)
         .map(|(t, c)| target_state(t, PutOutcome::default(), c, &lists, acting))
@@ -231,6 +234,7 @@ pub async fn observe(
         let ip = ip.filter(|_| !views_now.is_empty())?;
         Some(views_now.iter().any(|o| o.find(ip, port).is_some()))
     });
+    count_slot_keys(fleet, targets, leaving, &mut out, &mut leaving_states).await;
     let observed: Vec<Option<Observation>> = out.iter().map(|s| s.cluster.clone()).collect();
     let master = crate::fleet::followed_master(targets, &observed);
     let sentinel_problems = if sentinels.is_empty() {
@@ -256,6 +260,39 @@ pub async fn observe(
         acting: acting.clone(),
         skipped,
     })
+}
+
+/// The keys of open and unserved slots on each master (the inventory's
+/// and those leaving), for the plan's lines; a count that fails leaves 0
+/// (the repair counts again before it acts).
+async fn count_slot_keys(
+    fleet: &Fleet,
+    targets: &[Target],
+    leaving: &[Target],
+    states: &mut [TargetState],
+    leaving_states: &mut [TargetState],
+) {
+    use crate::engine::fix;
+    if targets
+        .iter()
+        .all(|t| t.spec.mode != crate::client::RedisMode::Cluster)
+    {
+        return;
+    }
+    let view = |s: &TargetState| s.cluster.clone();
+    let observed: Vec<Option<Observation>> = states.iter().map(view).collect();
+    let leaving_observed: Vec<Option<Observation>> = leaving_states.iter().map(view).collect();
+    let problems = crate::engine::shape::assess(targets, &observed, leaving, &leaving_observed);
+    let all_observed: Vec<Option<Observation>> =
+        observed.into_iter().chain(leaving_observed).collect();
+    let all: Vec<Target> = targets.iter().chain(leaving).cloned().collect();
+    let slots = fix::slots_to_inspect(&all_observed, fix::unserved_is_ours(&problems));
+    if let Ok(keys) = fix::count_keys(fleet, &all, &all_observed, &slots).await {
+        let states = states.iter_mut().chain(leaving_states.iter_mut());
+        for (state, keys) in states.zip(keys) {
+            state.slot_keys = keys;
+        }
+    }
 }
 
 /// What every master (of the targets and the instances that leave) holds;
@@ -354,6 +391,7 @@ fn target_state(
         put,
         cluster,
         node_timeout_drift: drift,
+        slot_keys: Default::default(),
     }
 }
 

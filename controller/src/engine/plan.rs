@@ -8,6 +8,7 @@ use crate::cluster::{Observation, assess, shard_master};
 use crate::engine::observe::{Observed, SkipReason, TargetState};
 use crate::engine::step::{Handover, Plan, Refusal, Step};
 use crate::fleet::{Deployment, RedisCheck, Target, members, redis_check};
+use crate::problem::formation_problems;
 
 /// Everything the planner decides from.
 pub struct Input<'a> {
@@ -282,7 +283,9 @@ fn restarts(input: &Input<'_>) -> (Vec<Step>, Vec<String>) {
         return (Vec::new(), Vec::new());
     }
     let observed = views(o);
-    let healthy = assess(&members(input.targets), &observed).is_empty();
+    // Open or unserved slots are repaired after the restarts; they do not
+    // stop a shard from handing over.
+    let healthy = formation_problems(assess(&members(input.targets), &observed)).is_empty();
     let label = |i: usize| input.targets[i].label();
     if !healthy && !whole(o) {
         // Restarting together is only safe when formation follows, and it
@@ -409,15 +412,29 @@ fn topology(input: &Input<'_>, plan: &mut Plan) {
         plan.steps.extend(takeovers);
         return;
     }
+    let fixes = slot_fixes(input, &observed, &leaving, &problems);
+    let problems = formation_problems(problems);
     if input.form && !problems.is_empty() {
         plan.steps.push(Step::FormCluster {
             problems: problems.iter().map(ToString::to_string).collect(),
         });
     }
+    // Open or unserved slots are repaired, never refused: finished or
+    // rolled back from what the masters report (`engine::fix`). Slot moves
+    // are planned from the repaired map, in the next round.
+    let fixing = input.form && !fixes.is_empty();
+    if fixing {
+        plan.steps.push(Step::FixSlots { fixes });
+    }
     plan.warnings.extend(o.removed.iter().map(|r| {
         format!("{r}: removed from the cluster and stopped; its data stays until `paddock prune --purge-data`")
     }));
-    if cluster && input.form && problems.is_empty() && reshape(input, &observed, &leaving, plan) {
+    if cluster
+        && input.form
+        && !fixing
+        && problems.is_empty()
+        && reshape(input, &observed, &leaving, plan)
+    {
         return;
     }
     if cluster {
@@ -439,6 +456,35 @@ fn topology(input: &Input<'_>, plan: &mut Plan) {
     if input.form {
         sentinels(input, plan);
     }
+}
+
+/// The repair of open and unserved slots, one line per slot or run of
+/// slots with the same repair.
+fn slot_fixes(
+    input: &Input<'_>,
+    observed: &[Option<Observation>],
+    leaving: &[Option<Observation>],
+    problems: &[crate::problem::ClusterProblem],
+) -> Vec<String> {
+    use crate::engine::fix;
+    // Masters that leave the cluster may hold what a repair moves.
+    let all_observed: Vec<Option<Observation>> = observed.iter().chain(leaving).cloned().collect();
+    let slots = fix::slots_to_inspect(&all_observed, fix::unserved_is_ours(problems));
+    if slots.is_empty() {
+        return Vec::new();
+    }
+    let o = input.observed;
+    let keys: Vec<fix::SlotKeys> = (o.targets.iter().chain(&o.leaving))
+        .map(|s| s.slot_keys.clone())
+        .collect();
+    let staying: Vec<bool> = (0..all_observed.len())
+        .map(|i| i < observed.len())
+        .collect();
+    let views = fix::slot_views(&all_observed, &keys, &slots, &staying);
+    let fixes = fix::fixes(&views);
+    let all: Vec<crate::fleet::Target> =
+        input.targets.iter().chain(input.leaving).cloned().collect();
+    fix::describe(&fixes, &views, &fix::labels(&all, &all_observed))
 }
 
 /// Replicas placed as their shard's master whose master leaves (its host

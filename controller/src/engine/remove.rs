@@ -78,7 +78,8 @@ pub fn still_serving(
             return Some(format!("it still serves {} slot(s)", me.slot_count()));
         }
         if !me.open_slots.is_empty() {
-            return Some(format!("it has open slots {}", me.open_slots.join(" ")));
+            let open: Vec<String> = me.open_slots.iter().map(ToString::to_string).collect();
+            return Some(format!("it has open slots {}", open.join(" ")));
         }
     }
     others

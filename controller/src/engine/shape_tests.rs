@@ -180,6 +180,7 @@ fn state(t: &Target, o: Observation) -> TargetState {
         put: PutOutcome::default(),
         cluster: Some(o),
         node_timeout_drift: None,
+        slot_keys: Default::default(),
     }
 }
 

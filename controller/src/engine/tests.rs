@@ -125,6 +125,7 @@ fn state(status: Option<InstanceStatus>, cluster: Option<Observation>) -> Target
         },
         cluster,
         node_timeout_drift: None,
+        slot_keys: Default::default(),
     }
 }
 
@@ -424,22 +425,118 @@ fn orphans_are_refused_without_steps() {
     assert!(plan.to_string().contains("not in the inventory"));
 }
 
+/// Marks `slot` open on the masters of shards `from` and `to` (each in its
+/// own view), as an interrupted move leaves them; `keys` per shard master.
+fn open_slot(c: &mut Case, slot: u16, from: u32, to: u32, importing: bool, keys: (u64, u64)) {
+    use crate::cluster::{Direction, OpenSlot};
+    let (f, t) = (c.placed(from, Role::Master), c.placed(to, Role::Master));
+    let mark = |direction: Direction, other: usize| OpenSlot {
+        slot,
+        direction,
+        node_id: id(other),
+    };
+    let mut marks = vec![(f, mark(Direction::Migrating, t))];
+    if importing {
+        marks.push((t, mark(Direction::Importing, f)));
+    }
+    for (i, m) in marks {
+        let me = c.observed.targets[i].cluster.as_mut().unwrap();
+        for n in me.nodes.iter_mut().filter(|n| n.is_myself()) {
+            n.open_slots.push(m.clone());
+        }
+    }
+    c.observed.targets[f].slot_keys.insert(slot, keys.0);
+    c.observed.targets[t].slot_keys.insert(slot, keys.1);
+}
+
 #[test]
-fn open_slots_are_a_cluster_repair_naming_them() {
+fn open_slots_are_repaired_never_refused() {
+    // (what the nodes report, the plan's steps, the repair's lines)
+    type Edit = fn(&mut Case);
+    let table: Vec<(&str, Edit, Vec<&str>, Vec<String>)> = vec![
+        (
+            "a move interrupted mid-way is finished",
+            |c| open_slot(c, 5461, 1, 2, true, (37, 3)),
+            vec!["fix_slots"],
+            vec!["slot 5461: finish the move from b:redis-7000 to c:redis-7000 (37 key(s) left)".into()],
+        ),
+        (
+            "a run of slots of one move, one line",
+            |c| {
+                for s in 5461..=5470 {
+                    open_slot(c, s, 1, 2, true, (2, 0));
+                }
+            },
+            vec!["fix_slots"],
+            vec!["slots 5461-5470: finish the move from b:redis-7000 to c:redis-7000 (20 key(s) left)".into()],
+        ),
+        (
+            "migrating to a master that took nothing yet: rolled back",
+            |c| open_slot(c, 100, 0, 1, false, (12, 0)),
+            vec!["fix_slots"],
+            vec!["slot 100: roll back the interrupted move, a:redis-7000 keeps it (0 key(s) move back)".into()],
+        ),
+        (
+            "with a stopped replica: started, formation, then the repair",
+            |c| {
+                open_slot(c, 5461, 1, 2, true, (1, 1));
+                c.stop(c.placed(0, Role::Replica));
+            },
+            vec!["start", "form", "fix_slots"],
+            vec!["slot 5461: finish the move from b:redis-7000 to c:redis-7000 (1 key(s) left)".into()],
+        ),
+    ];
+    for (name, edit, kinds_want, lines) in table {
+        let mut c = healthy_cluster();
+        edit(&mut c);
+        let plan = c.plan();
+        assert!(plan.refusals.is_empty(), "{name}: {plan}");
+        assert_eq!(kinds(&plan), kinds_want, "{name}: {plan}");
+        let fixes = plan.steps.iter().find_map(|s| match s {
+            Step::FixSlots { fixes } => Some(fixes.clone()),
+            _ => None,
+        });
+        assert_eq!(fixes, Some(lines), "{name}");
+        for s in &plan.steps {
+            if let Step::FormCluster { problems } = s {
+                assert!(
+                    !problems.iter().any(|p| p.contains("open slots")),
+                    "{name}: formation leaves open slots alone: {problems:?}"
+                );
+            }
+        }
+        assert!(
+            plan.to_string().contains("repair open or unserved slots"),
+            "{plan}"
+        );
+    }
+}
+
+#[test]
+fn unserved_slots_are_covered_once_every_shard_has_a_master() {
     let mut c = healthy_cluster();
-    let m = c.placed(1, Role::Master);
-    let me = c.observed.targets[m].cluster.as_mut().unwrap();
-    for n in me.nodes.iter_mut().filter(|n| n.is_myself()) {
-        n.open_slots = vec!["[93->-e7d1]".into()];
+    let m = c.placed(2, Role::Master);
+    // The master of shard 2 lost its last slot everywhere (CLUSTER DELSLOTS).
+    for s in &mut c.observed.targets {
+        let Some(o) = s.cluster.as_mut() else {
+            continue;
+        };
+        o.state_ok = false;
+        for n in o.nodes.iter_mut().filter(|n| n.id == id(m)) {
+            n.slots = vec![(10922, 16382)];
+        }
     }
     let plan = c.plan();
-    assert_eq!(kinds(&plan), vec!["form"]);
-    let Step::FormCluster { problems } = &plan.steps[0] else {
-        unreachable!()
-    };
-    assert!(
-        problems.iter().any(|p| p.contains("open slots")),
-        "{problems:?}"
+    assert_eq!(kinds(&plan), vec!["fix_slots"], "{plan}");
+    assert_eq!(
+        plan.steps[0],
+        Step::FixSlots {
+            fixes: vec![
+                // Every master serves 5461 slots now: the first by id.
+                "slot 16383: served by no master: a:redis-7000 takes it (0 key(s) move to it)"
+                    .into()
+            ]
+        }
     );
 }
 
