@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::client::{Facts, Security};
-use crate::engine::execute::{Scene, execute};
+use crate::engine::execute::execute;
 use crate::engine::observe::{Observed, observe};
 use crate::engine::plan::{Input, make_plan};
+use crate::engine::scene::Scene;
 use crate::engine::step::{Plan, Refusal, Step};
 use crate::fleet::{Deployment, Fleet, Target};
 use crate::progress::Progress;

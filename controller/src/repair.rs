@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::client::Security;
-use crate::engine::execute::Scene;
 use crate::engine::fix;
+use crate::engine::scene::Scene;
 use crate::fleet::{Deployment, Fleet, Target};
 use crate::progress::Progress;
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 use crate::client::Reply;
-use crate::engine::execute::Scene;
+use crate::engine::scene::Scene;
 use crate::engine::step::PlannedMove;
 use crate::fleet::Target;
 use crate::slots::{NodeId, Slot};

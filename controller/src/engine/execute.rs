@@ -9,8 +9,7 @@ use futures::future::join_all;
 use crate::Error;
 use crate::client::Facts;
 use crate::engine::step::{Handover, Plan, Step};
-use crate::fleet::{Deployment, Fleet, Target, host_problems};
-use crate::progress::Progress;
+use crate::fleet::{Target, host_problems};
 
 /// What one execution of a plan did.
 #[derive(Debug, Default)]
@@ -23,25 +22,7 @@ pub struct Executed {
     pub formation: Option<Duration>,
 }
 
-/// Where a plan is carried out.
-#[derive(Clone, Copy)]
-pub struct Scene<'a> {
-    pub deployment: &'a Deployment,
-    pub fleet: &'a Fleet,
-    pub targets: &'a [Target],
-    pub sentinels: &'a [Target],
-    pub timeout: Duration,
-    pub progress: &'a Progress,
-}
-
-impl Scene<'_> {
-    fn target(&self, label: &str) -> Option<&Target> {
-        self.targets.iter().find(|t| t.label() == label)
-    }
-    fn index(&self, label: &str) -> Option<usize> {
-        self.targets.iter().position(|t| t.label() == label)
-    }
-}
+pub use crate::engine::scene::Scene;
 
 pub(crate) use crate::fleet::start_instance as start;
 

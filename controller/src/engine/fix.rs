@@ -15,7 +15,7 @@ use futures::future::join_all;
 use crate::Error;
 use crate::client::Reply;
 use crate::cluster::{Direction, NodeLine, Observation, SLOTS};
-use crate::engine::execute::Scene;
+use crate::engine::scene::Scene;
 use crate::fleet::{Fleet, Target};
 use crate::problem::ClusterProblem;
 use crate::slots::{self, FixKind, NodeId, Slot, SlotFix, SlotRange, SlotView};

@@ -22,7 +22,7 @@ use crate::Error;
 use crate::client::Reply;
 use crate::cluster::Observation;
 use crate::engine::atomic;
-use crate::engine::execute::Scene;
+use crate::engine::scene::Scene;
 use crate::engine::step::PlannedMove;
 use crate::fleet::{Fleet, Target};
 use crate::slots::{

@@ -12,6 +12,7 @@ pub mod observe;
 pub mod plan;
 pub mod remove;
 pub mod rolling;
+pub mod scene;
 pub mod shape;
 pub mod step;
 

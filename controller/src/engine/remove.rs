@@ -10,8 +10,8 @@ use futures::future::join_all;
 
 use crate::Error;
 use crate::cluster::Observation;
-use crate::engine::execute::Scene;
 use crate::engine::observe::observe_node;
+use crate::engine::scene::Scene;
 use crate::fleet::Target;
 
 /// Forgetting must end well inside Redis's 60 s ban.
