@@ -17,6 +17,9 @@ use crate::fleet::Target;
 /// Forgetting must end well inside Redis's 60 s ban.
 const FORGET_WITHIN: Duration = Duration::from_secs(45);
 const POLL: Duration = Duration::from_millis(50);
+/// How long the other nodes' views may take to stop assigning a drained
+/// node slots (gossip after the last SETSLOT NODE).
+const SETTLE_WITHIN: Duration = Duration::from_secs(15);
 /// The same FORGET is sent again to a node at most this often.
 const RESEND: Duration = Duration::from_secs(1);
 
@@ -24,16 +27,7 @@ const RESEND: Duration = Duration::from_secs(1);
 /// serves a slot (in its own view or another's), stops them all, then has
 /// every target forget them, until no target lists them.
 pub async fn remove_nodes(scene: &Scene<'_>, gone: &[(Target, String)]) -> Result<(), Error> {
-    let own = join_all(gone.iter().map(|(t, _)| observe_node(scene.fleet, t))).await;
-    let views = crate::form::observe_all(scene.fleet, scene.targets).await;
-    for ((t, id), o) in gone.iter().zip(&own) {
-        if let Some(why) = still_serving(id, o.as_ref().map(|(o, _)| o), &views) {
-            return Err(Error::NotConverged(format!(
-                "{} cannot be removed: {why}; nothing was stopped",
-                t.label()
-            )));
-        }
-    }
+    let own = checked_empty(scene, gone).await?;
     // Those nobody follows first: a node stopping waits for the replicas
     // that follow it to catch up (Redis's shutdown-timeout), which a
     // replica stopping beside it never does. (A drained master may be a
@@ -64,6 +58,48 @@ pub async fn remove_nodes(scene: &Scene<'_>, gone: &[(Target, String)]) -> Resul
         ids.len()
     ));
     forget_everywhere(scene, &ids).await
+}
+
+/// The leaving nodes' own views, once no node serves or is assigned a
+/// slot of theirs. The last SETSLOT NODE of a move reaches the masters
+/// directly but their replicas by gossip, so a view still assigning a
+/// slot to a drained node is waited for (bounded by [`SETTLE_WITHIN`]);
+/// a leaving node that serves or has open slots itself is refused at once.
+async fn checked_empty(
+    scene: &Scene<'_>,
+    gone: &[(Target, String)],
+) -> Result<Vec<Option<(Observation, Option<u32>)>>, Error> {
+    let started = Instant::now();
+    loop {
+        let own = join_all(gone.iter().map(|(t, _)| observe_node(scene.fleet, t))).await;
+        let views = crate::form::observe_all(scene.fleet, scene.targets).await;
+        let mut waiting = None;
+        for ((t, id), o) in gone.iter().zip(&own) {
+            let mine = o.as_ref().map(|(o, _)| o);
+            let refused = |why: String| {
+                Error::NotConverged(format!(
+                    "{} cannot be removed: {why}; nothing was stopped",
+                    t.label()
+                ))
+            };
+            if let Some(why) = still_serving(id, mine, &[]) {
+                return Err(refused(why));
+            }
+            if let Some(why) = still_serving(id, None, &views) {
+                if started.elapsed() > SETTLE_WITHIN {
+                    return Err(refused(format!(
+                        "{why} after {} s",
+                        SETTLE_WITHIN.as_secs()
+                    )));
+                }
+                waiting = Some(why);
+            }
+        }
+        if waiting.is_none() {
+            return Ok(own);
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Pure: why node `id` must not be removed (it serves or is migrating
