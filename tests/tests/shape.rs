@@ -246,6 +246,21 @@ async fn masters_raised_on_an_added_host_then_lowered_under_writes() {
     // 3 -> 4 masters: the new master on box4 gets a quarter of the slots.
     let writer = Writer::start(&lab, 0);
     edit_inventory(&lab, "masters = 3", "masters = 4");
+    // plan shows the moves before the new master exists: 4096 slots to
+    // box4's new master, from the three that serve them.
+    let planned = paddock(&["plan", "--json", "-i", &inventory(&lab)]);
+    let planned: serde_json::Value = serde_json::from_slice(&planned.stdout).unwrap();
+    let after = planned["after_joining"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let to_box4: u64 = after
+        .iter()
+        .filter(|m| m["to"] == "box4:redis-7000")
+        .flat_map(|m| m["ranges"].as_array().cloned().unwrap_or_default())
+        .map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap() + 1)
+        .sum();
+    assert_eq!(to_box4, 4096, "{planned}");
     let out = apply(&lab).await;
     assert!(out.status.success(), "{}", stderr(&out));
     writer.check(&lab).await;

@@ -46,6 +46,7 @@ pub fn make_plan(input: &Input<'_>) -> Plan {
         skipped: input.observed.skipped.clone(),
         held_back: Vec::new(),
         warnings: Vec::new(),
+        after_joining: Vec::new(),
     };
     plan.refusals.extend(password_refusal(input));
     plan.refusals.extend(orphans(input.observed));
@@ -418,6 +419,9 @@ fn topology(input: &Input<'_>, plan: &mut Plan) {
         plan.steps.push(Step::FormCluster {
             problems: problems.iter().map(ToString::to_string).collect(),
         });
+        if cluster && fixes.is_empty() {
+            plan.after_joining = after_joining(input, &observed, &leaving, plan);
+        }
     }
     // Open or unserved slots are repaired, never refused: finished or
     // rolled back from what the masters report (`engine::fix`). Slot moves
@@ -516,6 +520,42 @@ fn takeovers(
 /// A healthy cluster's change of shape: slot moves, then the removal of
 /// drained nodes. True when there is one (the masters' spread is judged
 /// once it is done).
+/// The slot moves a scale-out's next round will plan, once the masters
+/// this plan creates have joined: shown by `paddock plan`, not steps.
+fn after_joining(
+    input: &Input<'_>,
+    observed: &[Option<Observation>],
+    leaving: &[Option<Observation>],
+    plan: &Plan,
+) -> Vec<crate::engine::step::PlannedMove> {
+    let created = |label: &str| {
+        plan.steps
+            .iter()
+            .any(|s| matches!(s, Step::PutConfig { target, create: true, .. } if target == label))
+    };
+    let joining: Vec<usize> = (0..input.targets.len())
+        .filter(|&i| input.targets[i].placed_role == paddock_inventory::Role::Master)
+        .filter(|&i| created(&input.targets[i].label()))
+        .collect();
+    // Only a running cluster's slots move; a new cluster is formed with them.
+    let serving = observed
+        .iter()
+        .flatten()
+        .filter_map(Observation::myself)
+        .any(|m| m.slot_count() > 0);
+    if !serving {
+        return Vec::new();
+    }
+    crate::engine::shape::moves_after_joining(
+        input.targets,
+        observed,
+        &joining,
+        input.leaving,
+        leaving,
+        &input.observed.loads,
+    )
+}
+
 fn reshape(
     input: &Input<'_>,
     observed: &[Option<Observation>],

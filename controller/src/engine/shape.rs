@@ -329,17 +329,59 @@ pub fn slot_moves(
     leaving_observed: &[Option<Observation>],
     loads: &[crate::engine::migrate::MasterLoad],
 ) -> Vec<PlannedMove> {
+    moves_with(targets, observed, &[], leaving, leaving_observed, loads)
+}
+
+/// Pure: the moves [`slot_moves`] will plan once the masters in `joining`
+/// (indexes into `targets`: masters this plan creates) have joined empty,
+/// for `paddock plan` to show before their node ids exist. Their moves
+/// name them by label, with an empty node id.
+pub fn moves_after_joining(
+    targets: &[Target],
+    observed: &[Option<Observation>],
+    joining: &[usize],
+    leaving: &[Target],
+    leaving_observed: &[Option<Observation>],
+    loads: &[crate::engine::migrate::MasterLoad],
+) -> Vec<PlannedMove> {
+    if joining.is_empty() {
+        return Vec::new();
+    }
+    let mut moves = moves_with(targets, observed, joining, leaving, leaving_observed, loads);
+    for m in &mut moves {
+        for id in [&mut m.from_id, &mut m.to_id] {
+            if id.starts_with(JOINING) {
+                id.clear();
+            }
+        }
+    }
+    moves
+}
+
+/// The stand-in node id of a master not created yet.
+const JOINING: &str = "joining:";
+
+fn moves_with(
+    targets: &[Target],
+    observed: &[Option<Observation>],
+    joining: &[usize],
+    leaving: &[Target],
+    leaving_observed: &[Option<Observation>],
+    loads: &[crate::engine::migrate::MasterLoad],
+) -> Vec<PlannedMove> {
     let mut current = SlotMap::new();
     let mut wanted = Vec::new();
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
     for (i, t) in targets.iter().enumerate() {
-        let Some(m) = master_line(observed, i) else {
-            continue;
+        let (id, slots) = match master_line(observed, i) {
+            Some(m) => (m.id.clone(), ranges(&m.slots)),
+            None if joining.contains(&i) => (format!("{JOINING}{}", t.label()), Ranges::new()),
+            None => continue,
         };
-        current.assign(&m.id, ranges(&m.slots));
-        labels.insert(m.id.clone(), t.label());
+        current.assign(&id, slots);
+        labels.insert(id.clone(), t.label());
         wanted.push(Wanted {
-            node: m.id.clone(),
+            node: id,
             weight: 1,
         });
     }

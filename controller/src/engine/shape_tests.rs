@@ -306,6 +306,29 @@ fn new_instances_not_running_yet_are_created_and_formed_before_any_move() {
     );
     // The old nodes' layout is no refusal any more.
     assert!(plan.refusals.is_empty(), "{plan}");
+    // The moves of the next round are shown already: a quarter of the
+    // slots, to the master this plan creates (no node id yet), from the
+    // three that serve them now.
+    let master = new
+        .iter()
+        .map(|&i| &c.targets[i])
+        .find(|t| t.placed_role == Role::Master)
+        .unwrap()
+        .label();
+    let after = &plan.after_joining;
+    assert_eq!(slots_to(after, &master), 4096, "{plan}");
+    assert!(
+        after
+            .iter()
+            .all(|m| m.to == master && m.to_id.is_empty() && !m.from_id.is_empty()),
+        "{after:?}"
+    );
+    assert_eq!(after.len(), 3, "{plan}");
+    assert!(
+        plan.to_string()
+            .contains("once the new master(s) have joined"),
+        "{plan}"
+    );
 }
 
 #[test]

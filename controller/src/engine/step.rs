@@ -173,6 +173,11 @@ pub struct Plan {
     pub held_back: Vec<String>,
     /// Risks no change can remove (the placement allows no better).
     pub warnings: Vec<String>,
+    /// The slot moves apply's next round will plan once the masters this
+    /// plan creates have joined (their node ids do not exist yet): shown,
+    /// not steps of this round.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_joining: Vec<PlannedMove>,
 }
 
 impl Plan {
@@ -412,6 +417,15 @@ impl fmt::Display for Plan {
         }
         for s in &self.steps {
             writeln!(f, "{s}")?;
+        }
+        if !self.after_joining.is_empty() {
+            writeln!(
+                f,
+                "  then, once the new master(s) have joined, apply's next round moves slots (planned again from what the nodes report):"
+            )?;
+            for m in &self.after_joining {
+                writeln!(f, "      -> {m}")?;
+            }
         }
         writeln!(f, "{} change(s).", self.len())
     }
