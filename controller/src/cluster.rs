@@ -174,9 +174,14 @@ pub fn shard_slots(i: u32, masters: u32) -> (u32, u32) {
 
 /// Compresses ranges for display: "0-5460", "5461-10922,12000".
 pub fn format_ranges(ranges: &[(u32, u32)]) -> String {
+    join_ranges(ranges.iter().copied(), ",")
+}
+
+/// Ranges as "A-B" (or "A" for one slot), joined by `sep`.
+pub fn join_ranges(ranges: impl IntoIterator<Item = (u32, u32)>, sep: &str) -> String {
     ranges
-        .iter()
-        .map(|&(a, b)| {
+        .into_iter()
+        .map(|(a, b)| {
             if a == b {
                 a.to_string()
             } else {
@@ -184,7 +189,7 @@ pub fn format_ranges(ranges: &[(u32, u32)]) -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join(",")
+        .join(sep)
 }
 
 /// A node the inventory wants, as formation sees it.

@@ -349,3 +349,45 @@ pub async fn redis_command(
         .await
         .map(|r| r.into_inner().replies)
 }
+
+/// `redis-cli --cluster check` of the lab's cluster passes: every node
+/// agrees on the slots and all 16384 are covered, with no warning or
+/// error. Retried for 20 s (replicas learn a move's new owners by gossip);
+/// the last output is printed when it never passes.
+pub async fn cluster_check_passes(lab: &Lab, password: &str) -> bool {
+    let (ip, port) = lab.nodes()[0];
+    let target = format!("{ip}:{port}");
+    let mut last = String::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        let args = [
+            "-a",
+            password,
+            "--no-auth-warning",
+            "--cluster",
+            "check",
+            target.as_str(),
+        ]
+        .map(str::to_owned);
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("redis-cli")
+                .args(&args)
+                .output()
+                .expect("redis-cli")
+        })
+        .await
+        .expect("redis-cli task");
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success()
+            && last.contains("[OK] All nodes agree about slots configuration.")
+            && last.contains("[OK] All 16384 slots covered.")
+            && !last.contains("[WARNING]")
+            && !last.contains("[ERR]")
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("redis-cli --cluster check:\n{last}");
+    false
+}

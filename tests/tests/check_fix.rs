@@ -397,31 +397,6 @@ async fn apply_rolls_back_a_move_the_source_never_started() {
     assert!(stdout(&apply_agreeing(&["-i", &inventory])).contains("Nothing to do"));
 }
 
-/// Redis Cluster's key hash: CRC16 (XMODEM) of the key, or of its first
-/// non-empty `{...}` hash tag, modulo 16384.
-fn key_slot(key: &str) -> u16 {
-    let bytes = key.as_bytes();
-    let hashed = match key.find('{') {
-        Some(open) => match key[open + 1..].find('}') {
-            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
-            _ => bytes,
-        },
-        None => bytes,
-    };
-    let mut crc: u16 = 0;
-    for &b in hashed {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
-}
-
 /// Keys spread over every slot, for the rebalance that is cut short.
 const MANY: usize = 60_000;
 
@@ -437,7 +412,7 @@ async fn write_many(lab: &Lab, password: &str) {
     let all = masters(&nodes(&mut any).await);
     let mut by_owner: Vec<Vec<usize>> = vec![Vec::new(); all.len()];
     for i in 0..MANY {
-        let slot = key_slot(&many_key(i));
+        let slot = paddock_tests::reshard::key_slot(many_key(i).as_bytes());
         let owner = all
             .iter()
             .position(|m| m.slots.iter().any(|&(a, b)| (a..=b).contains(&slot)))
@@ -476,7 +451,7 @@ async fn many_all_there(lab: &Lab, password: &str) {
     assert_eq!(total, MANY as u64, "keys on the masters");
     let mut by_owner: Vec<Vec<usize>> = vec![Vec::new(); all.len()];
     for i in 0..MANY {
-        let slot = key_slot(&many_key(i));
+        let slot = paddock_tests::reshard::key_slot(many_key(i).as_bytes());
         let owners: Vec<usize> = (0..all.len())
             .filter(|&m| all[m].slots.iter().any(|&(a, b)| (a..=b).contains(&slot)))
             .collect();

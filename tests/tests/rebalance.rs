@@ -81,27 +81,11 @@ async fn masters(lab: &Lab, password: &str) -> Vec<Master> {
     out
 }
 
-/// Redis Cluster's key slot (CRC16/XMODEM of the key, mod 16384).
-fn slot_of(key: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in key {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
-}
-
 /// A key (hash-tagged) in `slot`.
 fn key_in(slot: u16) -> String {
     let tag = (0..1_000_000)
         .map(|i| format!("t{i}"))
-        .find(|t| slot_of(t.as_bytes()) == slot)
+        .find(|t| paddock_tests::reshard::key_slot(t.as_bytes()) == slot)
         .expect("some tag hashes to every slot");
     format!("big:{{{tag}}}")
 }
@@ -124,37 +108,6 @@ async fn paddock_async(args: Vec<String>) -> std::process::Output {
     })
     .await
     .unwrap()
-}
-
-/// `redis-cli --cluster check` passes (replicas learn the new owners by
-/// gossip: a few seconds at most).
-async fn cluster_check_passes(lab: &Lab, password: &str) -> bool {
-    let (ip, port) = lab.nodes()[0];
-    let mut last = String::new();
-    let until = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < until {
-        let out = redis_cli(vec![
-            "-a".to_owned(),
-            password.to_owned(),
-            "--no-auth-warning".to_owned(),
-            "--cluster".to_owned(),
-            "check".to_owned(),
-            format!("{ip}:{port}"),
-        ])
-        .await;
-        last = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success()
-            && last.contains("[OK] All nodes agree about slots configuration.")
-            && last.contains("[OK] All 16384 slots covered.")
-            && !last.contains("[WARNING]")
-            && !last.contains("[ERR]")
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    eprintln!("redis-cli --cluster check:\n{last}");
-    false
 }
 
 /// Loads `KEYS` keys `k:{i}` = i, a thousand at a time.
@@ -344,7 +297,7 @@ async fn rebalance_moves_slots_under_writes() {
         shares.iter().all(|s| (5461..=5462).contains(s)),
         "{shares:?}"
     );
-    assert!(cluster_check_passes(&lab, &password).await);
+    assert!(paddock_tests::cluster_check_passes(&lab, &password).await);
     let mut c = cc.get_async_connection().await.unwrap();
     let loaded: Vec<(String, u64)> = (0..KEYS as u64).map(|i| (format!("k:{i}"), i)).collect();
     let lost = missing(&c, &loaded).await;

@@ -83,69 +83,11 @@ fn restart_agent_with(lab: &Lab, i: usize, redis_server: &Path) -> Child {
     child
 }
 
-async fn redis_cli(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new("redis-cli")
-            .args(&args)
-            .output()
-            .expect("redis-cli")
-    })
-    .await
-    .unwrap()
-}
-
-/// `redis-cli --cluster check` passes (replicas learn the new owners by
-/// gossip: a few seconds at most).
-async fn cluster_check_passes(lab: &Lab, password: &str) -> bool {
-    let (ip, port) = lab.nodes()[0];
-    let mut last = String::new();
-    let until = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < until {
-        let out = redis_cli(vec![
-            "-a".into(),
-            password.into(),
-            "--no-auth-warning".into(),
-            "--cluster".into(),
-            "check".into(),
-            format!("{ip}:{port}"),
-        ])
-        .await;
-        last = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success()
-            && last.contains("[OK] All nodes agree about slots configuration.")
-            && last.contains("[OK] All 16384 slots covered.")
-            && !last.contains("[WARNING]")
-            && !last.contains("[ERR]")
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    eprintln!("redis-cli --cluster check:\n{last}");
-    false
-}
-
-/// Redis Cluster's key slot (CRC16/XMODEM of the key, mod 16384).
-fn slot_of(key: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in key {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
-}
-
 /// A key (hash-tagged) in `slot`.
 fn key_in(slot: u16) -> String {
     let tag = (0..1_000_000)
         .map(|i| format!("t{i}"))
-        .find(|t| slot_of(t.as_bytes()) == slot)
+        .find(|t| paddock_tests::reshard::key_slot(t.as_bytes()) == slot)
         .expect("some tag hashes to every slot");
     format!("big:{{{tag}}}")
 }
@@ -382,7 +324,7 @@ async fn rebalance_on_valkey_9_uses_atomic_slot_migration() {
     );
     let last: String = c.lindex(big, -1).await.unwrap();
     assert_eq!(last, format!("element-{}", BIG - 1));
-    assert!(cluster_check_passes(&lab, &password).await);
+    assert!(paddock_tests::cluster_check_passes(&lab, &password).await);
     // Nothing left to do.
     let again = paddock(&["rebalance", "-i", &inventory, "--weight", "box1=3"]);
     assert!(again.status.success(), "{}", stderr(&again));

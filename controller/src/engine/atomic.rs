@@ -249,17 +249,10 @@ pub fn check_counts(
 
 /// "0-99 200-299", as Valkey and an error name slot ranges.
 pub fn ranges_text(ranges: &[(Slot, Slot)]) -> String {
-    ranges
-        .iter()
-        .map(|&(a, b)| {
-            if a == b {
-                a.to_string()
-            } else {
-                format!("{a}-{b}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::cluster::join_ranges(
+        ranges.iter().map(|&(a, b)| (u32::from(a), u32::from(b))),
+        " ",
+    )
 }
 
 /// The command that starts a move's migration on its source.
